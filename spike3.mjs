@@ -1,0 +1,21 @@
+import fs from 'node:fs'; process.binding = (n) => { if (n === 'constants') return { fs: fs.constants }; throw new Error('denied'); };
+import { loadPHPRuntime, PHP, PHPRequestHandler } from '@php-wasm/universal';
+import { getPHPLoaderModule } from '@php-wasm/node-8-3';
+const t0 = performance.now();
+const id = await loadPHPRuntime(await getPHPLoaderModule(), { processId: 1, websocket: { decorator: () => { throw new Error('no network'); } } });
+const php = new PHP(id);
+console.log('load ms', (performance.now()-t0).toFixed(1));
+php.mkdirTree('/app/public');
+php.writeFile('/app/public/index.php', '<?php echo "hi";');
+php.writeFile('/app/public/s.php', '<?php $s=@fsockopen("127.0.0.1",22); var_dump($s);');
+const h = new PHPRequestHandler({ php, documentRoot: '/app/public', absoluteUrl: 'https://blog.localhost' });
+let r = await h.request({ url: '/index.php' });
+console.log(r.text);
+try { r = await h.request({ url: '/s.php' }); console.log(r.text); } catch (e) { console.log('sock throw', e.errno); }
+const N=500; const t1 = performance.now();
+for (let i=0;i<N;i++) await h.request({ url: '/index.php' });
+console.log('req us', ((performance.now()-t1)*1000/N).toFixed(0));
+const t2 = performance.now();
+for (let i=0;i<N;i++) await php.run({ code: '<?php echo "hi";' });
+console.log('run us', ((performance.now()-t2)*1000/N).toFixed(0));
+console.log('rss MB', (process.memoryUsage().rss/1e6).toFixed(0));

@@ -1,0 +1,108 @@
+/**
+ * Packs a directory into a reproducible .tar.gz for the CLI: entries sorted by path, mtime 0,
+ * no uid/gid/uname/gname, modes normalised to 0755 (dirs, executables, symlinks 0777) / 0644,
+ * symlinks stored as links (never followed), pax headers only for long or non-ASCII names.
+ */
+import { lstat, readdir, readFile, readlink } from "node:fs/promises";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { Header, Pax } from "tar";
+import { BundleError } from "../errors.js";
+import { q } from "./errors.js";
+import { MANIFEST_FILE } from "./manifest.js";
+
+const EPOCH = new Date(0);
+const GZIP_OS_UNIX = 3;
+
+interface PackItem {
+  /** Relative posix path, no trailing slash. */
+  path: string;
+  kind: "file" | "dir" | "symlink";
+  mode: number;
+  abs: string;
+}
+
+async function walk(root: string, rel: string, out: PackItem[]): Promise<void> {
+  const abs = rel === "" ? root : join(root, ...rel.split("/"));
+  const names = await readdir(abs);
+  for (const name of names) {
+    const path = rel === "" ? name : `${rel}/${name}`;
+    const childAbs = join(abs, name);
+    const st = await lstat(childAbs);
+    if (st.isDirectory()) {
+      out.push({ path, kind: "dir", mode: 0o755, abs: childAbs });
+      await walk(root, path, out);
+    } else if (st.isFile()) {
+      out.push({ path, kind: "file", mode: st.mode & 0o111 ? 0o755 : 0o644, abs: childAbs });
+    } else if (st.isSymbolicLink()) {
+      out.push({ path, kind: "symlink", mode: 0o777, abs: childAbs });
+    } else {
+      throw new BundleError("bundle_bad_entry", `pack: ${q(path)} is not a regular file, directory or symlink`, {
+        details: { entry: path },
+      });
+    }
+  }
+}
+
+function headerBlocks(fields: {
+  path: string;
+  type: "File" | "Directory" | "SymbolicLink";
+  mode: number;
+  size: number;
+  linkpath?: string;
+}): Buffer[] {
+  const header = new Header({
+    path: fields.path,
+    type: fields.type,
+    mode: fields.mode,
+    size: fields.size,
+    mtime: EPOCH,
+    linkpath: fields.linkpath ?? "",
+  });
+  const block = Buffer.alloc(512);
+  const needPax = header.encode(block, 0);
+  if (!needPax) return [block];
+  const pax = new Pax({
+    path: fields.path,
+    linkpath: fields.linkpath,
+    size: fields.size,
+    mtime: EPOCH,
+  });
+  return [pax.encode(), block];
+}
+
+/** Packs a directory into a reproducible .tar.gz. Refuses if the dir has no zerocell.toml. */
+export async function packDirectory(dir: string): Promise<Buffer> {
+  const rootStat = await lstat(dir).catch(() => undefined);
+  if (rootStat === undefined || !rootStat.isDirectory()) {
+    throw new BundleError("bundle_bad_entry", `pack: ${q(dir)} is not a directory`);
+  }
+  const manifestStat = await lstat(join(dir, MANIFEST_FILE)).catch(() => undefined);
+  if (manifestStat === undefined || !manifestStat.isFile()) {
+    throw new BundleError("manifest_missing", `pack: ${q(dir)} has no ${MANIFEST_FILE} (it must be a regular file at the top of the directory)`);
+  }
+  const items: PackItem[] = [];
+  await walk(dir, "", items);
+  items.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+
+  const blocks: Buffer[] = [];
+  for (const item of items) {
+    if (item.kind === "dir") {
+      blocks.push(...headerBlocks({ path: item.path + "/", type: "Directory", mode: item.mode, size: 0 }));
+    } else if (item.kind === "symlink") {
+      const linkpath = await readlink(item.abs);
+      blocks.push(...headerBlocks({ path: item.path, type: "SymbolicLink", mode: item.mode, size: 0, linkpath }));
+    } else {
+      const data = await readFile(item.abs);
+      blocks.push(...headerBlocks({ path: item.path, type: "File", mode: item.mode, size: data.length }));
+      blocks.push(data);
+      const pad = (512 - (data.length % 512)) % 512;
+      if (pad > 0) blocks.push(Buffer.alloc(pad));
+    }
+  }
+  blocks.push(Buffer.alloc(1024));
+  const gz = gzipSync(Buffer.concat(blocks), { level: 9 });
+  // The gzip header carries the OS byte of the zlib build; pin it so the output is the same everywhere.
+  gz[9] = GZIP_OS_UNIX;
+  return gz;
+}

@@ -1,0 +1,300 @@
+/**
+ * The `zerocell` command: `serve` runs the platform; the other commands talk to a running
+ * server's admin API (found from ZEROCELL_URL/ZEROCELL_TOKEN or --data DIR).
+ */
+import { Command, Option } from "commander";
+import { readFileSync, readdirSync, existsSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import http from "node:http";
+import https from "node:https";
+import cliProgress from "cli-progress";
+import { packDirectory } from "../bundle/index.js";
+import { PACKAGE_ROOT } from "../paths.js";
+
+interface ClientTarget {
+  url: string;
+  token: string;
+}
+
+class CliError extends Error {}
+
+function findTarget(opts: { data?: string }): ClientTarget {
+  const envUrl = process.env.ZEROCELL_URL;
+  const envToken = process.env.ZEROCELL_TOKEN;
+  if (opts.data === undefined && envUrl !== undefined && envToken !== undefined) return { url: envUrl, token: envToken };
+  const dir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
+  let server: { admin?: string };
+  try {
+    server = JSON.parse(readFileSync(join(dir, "run", "server.json"), "utf8")) as { admin?: string };
+  } catch {
+    throw new CliError(`cannot find a running server: no ${join(dir, "run", "server.json")} (start one with "zerocell serve --data ${dir}", or set ZEROCELL_URL and ZEROCELL_TOKEN)`);
+  }
+  const token = envToken ?? readFileSync(join(dir, "admin-token"), "utf8").trim();
+  return { url: envUrl ?? server.admin ?? "", token };
+}
+
+interface ApiResult {
+  status: number;
+  body: unknown;
+}
+
+function request(target: ClientTarget, method: string, path: string, body?: Buffer, contentType?: string, onProgress?: (sent: number) => void): Promise<ApiResult> {
+  const url = new URL(path, target.url);
+  const mod = url.protocol === "https:" ? https : http;
+  return new Promise((resolvePromise, reject) => {
+    const req = mod.request(url, {
+      method,
+      headers: {
+        authorization: `Bearer ${target.token}`,
+        ...(body === undefined ? {} : { "content-type": contentType ?? "application/octet-stream", "content-length": String(body.length) }),
+      },
+    });
+    req.on("error", (e) => reject(new CliError(`cannot reach ${target.url}: ${e.message}`)));
+    req.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        let parsed: unknown = text;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          // not JSON: keep the text
+        }
+        resolvePromise({ status: res.statusCode ?? 0, body: parsed });
+      });
+    });
+    if (body === undefined) {
+      req.end();
+      return;
+    }
+    // Stream in chunks so a large bundle shows progress and respects backpressure.
+    const CHUNK = 256 * 1024;
+    let offset = 0;
+    const pump = () => {
+      while (offset < body.length) {
+        const next = body.subarray(offset, offset + CHUNK);
+        offset += next.length;
+        onProgress?.(offset);
+        if (!req.write(next)) {
+          req.once("drain", pump);
+          return;
+        }
+      }
+      req.end();
+    };
+    pump();
+  });
+}
+
+async function api(target: ClientTarget, method: string, path: string, body?: Buffer, contentType?: string, onProgress?: (sent: number) => void): Promise<unknown> {
+  const r = await request(target, method, path, body, contentType, onProgress);
+  if (r.status >= 400) {
+    const err = (r.body as { error?: { code?: string; message?: string } })?.error;
+    throw new CliError(err?.message !== undefined ? `${err.message} (${err.code ?? r.status})` : `HTTP ${r.status}: ${String(r.body).slice(0, 500)}`);
+  }
+  return r.body;
+}
+
+function print(json: boolean, data: unknown, human: () => string): void {
+  process.stdout.write(json ? JSON.stringify(data, null, 2) + "\n" : human() + "\n");
+}
+
+function table(rows: string[][]): string {
+  if (rows.length === 0) return "";
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
+}
+
+interface DeploymentJson {
+  id: string;
+  app: string;
+  version: number;
+  active: boolean;
+  createdAt: string;
+  bundleSha256: string;
+  routes: Array<{ host: string; path: string; mode: string; key?: string }>;
+}
+
+function describeDeployment(d: DeploymentJson): string {
+  const lines = [`deployed ${d.app} v${d.version} (${d.id})`];
+  for (const r of d.routes) lines.push(`  route ${r.host}${r.path}  mode=${r.mode}${r.key === undefined ? "" : ` key=${r.key}`}`);
+  return lines.join("\n");
+}
+
+async function readBundle(path: string): Promise<Buffer> {
+  if (!existsSync(path)) throw new CliError(`no such file or directory: ${path}`);
+  if (statSync(path).isDirectory()) return packDirectory(path);
+  return readFileSync(path);
+}
+
+export async function deployPath(target: ClientTarget, path: string, app: string, hosts: string[], showProgress: boolean): Promise<DeploymentJson> {
+  const bundle = await readBundle(path);
+  const qs = new URLSearchParams();
+  for (const h of hosts) qs.append("host", h);
+  let bar: cliProgress.SingleBar | undefined;
+  if (showProgress) {
+    bar = new cliProgress.SingleBar({ format: "uploading {bar} {percentage}% | {value}/{total} KiB", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+    bar.start(Math.ceil(bundle.length / 1024), 0);
+  }
+  try {
+    const res = (await api(target, "POST", `/v1/apps/${encodeURIComponent(app)}/deployments${hosts.length > 0 ? "?" + qs.toString() : ""}`, bundle, "application/gzip", (sent) => bar?.update(Math.ceil(sent / 1024)))) as { deployment: DeploymentJson };
+    return res.deployment;
+  } finally {
+    bar?.stop();
+  }
+}
+
+const program = new Command();
+program.name("zerocell").description("Serverless platform: PHP, Python WSGI and x86-64 apps in userspace sandboxes").showHelpAfterError();
+
+const dataOption = () => new Option("--data <dir>", "data directory of the server (default: $ZEROCELL_DATA or ./.data)");
+const jsonOption = () => new Option("--json", "print JSON");
+
+function parsePort(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CliError(`invalid port "${v}"`);
+  return n;
+}
+
+program
+  .command("serve")
+  .description("start the platform (HTTP, HTTPS and the admin API)")
+  .addOption(dataOption())
+  .option("--http-port <n>", "HTTP port (0: any free port)", parsePort, 8080)
+  .option("--https-port <n>", "HTTPS port (0: any free port)", parsePort, 8443)
+  .option("--admin-port <n>", "admin API port (0: any free port)", parsePort, 8081)
+  .option("--host <addr>", "address for app traffic", "127.0.0.1")
+  .option("--admin-host <addr>", "address for the admin API", "127.0.0.1")
+  .option("--examples", "deploy the bundled examples (examples/*) at start")
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; host: string; adminHost: string; examples?: boolean }) => {
+    const { startGateway } = await import("../gateway/index.js");
+    const { deployBundle } = await import("../gateway/deploy.js");
+    const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
+    const server = await startGateway({ dataDir, httpPort: opts.httpPort, httpsPort: opts.httpsPort, adminPort: opts.adminPort, host: opts.host, adminHost: opts.adminHost });
+    process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  (data ${dataDir})\n`);
+    if (opts.examples === true) {
+      const dir = join(PACKAGE_ROOT, "examples");
+      const account = server.platform.store.ensureDefaultAccount();
+      for (const name of readdirSync(dir).sort()) {
+        if (!existsSync(join(dir, name, "zerocell.toml"))) continue;
+        const d = deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account });
+        for (const r of d.routes) {
+          const port = new URL(server.urls.https).port;
+          process.stdout.write(`example ${name} v${d.version}: https://${r.host.replace("*", "www")}:${port}${r.path}  (curl --cacert ${join(dataDir, "certs", "ca.pem")} ...)\n`);
+        }
+      }
+    }
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      process.stdout.write(`zerocell: ${signal}, draining\n`);
+      server.close().then(
+        () => process.exit(0),
+        (e: unknown) => {
+          process.stderr.write(`zerocell: shutdown failed: ${(e as Error).message}\n`);
+          process.exit(1);
+        },
+      );
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+  });
+
+program
+  .command("deploy")
+  .description("deploy a bundle (a directory with zerocell.toml, or a .tar.gz)")
+  .argument("<path>", "bundle directory or .tar.gz")
+  .requiredOption("--app <name>", "app name")
+  .option("--host <host>", "serve the app at this host too (repeatable)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (path: string, opts: { app: string; host: string[]; data?: string; json?: boolean }) => {
+    const target = findTarget(opts);
+    const d = await deployPath(target, path, opts.app, opts.host, opts.json !== true && process.stderr.isTTY === true);
+    print(opts.json === true, { deployment: d }, () => describeDeployment(d));
+  });
+
+program
+  .command("apps")
+  .description("list apps")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (opts: { data?: string; json?: boolean }) => {
+    const res = (await api(findTarget(opts), "GET", "/v1/apps")) as { apps: Array<{ name: string; activeVersion: number | null; activeDeploymentId: string | null; createdAt: string }> };
+    print(opts.json === true, res, () => table([["APP", "VERSION", "DEPLOYMENT", "CREATED"], ...res.apps.map((a) => [a.name, a.activeVersion === null ? "-" : `v${a.activeVersion}`, a.activeDeploymentId ?? "-", a.createdAt])]));
+  });
+
+program
+  .command("deployments")
+  .description("list an app's deployments")
+  .argument("<app>")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (app: string, opts: { data?: string; json?: boolean }) => {
+    const res = (await api(findTarget(opts), "GET", `/v1/apps/${encodeURIComponent(app)}/deployments`)) as { deployments: DeploymentJson[] };
+    print(opts.json === true, res, () => table([["VERSION", "ID", "ACTIVE", "CREATED", "BUNDLE"], ...res.deployments.map((d) => [`v${d.version}`, d.id, d.active ? "*" : "", d.createdAt, d.bundleSha256.slice(0, 12)])]));
+  });
+
+program
+  .command("rollback")
+  .description("re-activate an older deployment (the previous one by default)")
+  .argument("<app>")
+  .argument("[version]", "version number, e.g. 3 or v3")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (app: string, version: string | undefined, opts: { data?: string; json?: boolean }) => {
+    let body = {};
+    if (version !== undefined) {
+      const n = Number(version.replace(/^v/, ""));
+      if (!Number.isInteger(n) || n < 1) throw new CliError(`invalid version "${version}"`);
+      body = { version: n };
+    }
+    const res = (await api(findTarget(opts), "POST", `/v1/apps/${encodeURIComponent(app)}/rollback`, Buffer.from(JSON.stringify(body)), "application/json")) as { deployment: DeploymentJson };
+    print(opts.json === true, res, () => `rolled back ${res.deployment.app} to v${res.deployment.version} (${res.deployment.id})`);
+  });
+
+program
+  .command("routes")
+  .description("list the active routes")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (opts: { data?: string; json?: boolean }) => {
+    const res = (await api(findTarget(opts), "GET", "/v1/routes")) as { routes: Array<{ host: string; path: string; mode: string; key: string | null; app: string; deploymentId: string }> };
+    print(opts.json === true, res, () => table([["HOST", "PATH", "APP", "MODE", "KEY", "DEPLOYMENT"], ...res.routes.map((r) => [r.host, r.path, r.app, r.mode, r.key ?? "-", r.deploymentId])]));
+  });
+
+program
+  .command("pool")
+  .description("show sandbox instances per deployment")
+  .argument("[app]")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (app: string | undefined, opts: { data?: string; json?: boolean }) => {
+    const res = (await api(findTarget(opts), "GET", "/v1/pool")) as { deployments: Array<{ app: string; deploymentId: string; instances: number; idle: number; busy: number; starting: number; queued: number }> };
+    const rows = res.deployments.filter((d) => app === undefined || d.app === app);
+    print(opts.json === true, { deployments: rows }, () => table([["APP", "DEPLOYMENT", "INSTANCES", "IDLE", "BUSY", "STARTING", "QUEUED"], ...rows.map((d) => [d.app, d.deploymentId, String(d.instances), String(d.idle), String(d.busy), String(d.starting), String(d.queued)])]));
+  });
+
+program
+  .command("certs-add")
+  .description("install your own certificate chain and key for a host")
+  .argument("<host>")
+  .requiredOption("--cert <file>", "PEM certificate chain")
+  .requiredOption("--key <file>", "PEM private key")
+  .addOption(dataOption())
+  .action(async (host: string, opts: { cert: string; key: string; data?: string }) => {
+    const body = JSON.stringify({ cert: readFileSync(opts.cert, "utf8"), key: readFileSync(opts.key, "utf8") });
+    await api(findTarget(opts), "PUT", `/v1/certificates/${encodeURIComponent(host)}`, Buffer.from(body), "application/json");
+    process.stdout.write(`certificate installed for ${host}\n`);
+  });
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof CliError || (e instanceof Error && "code" in e)) {
+    process.stderr.write(`zerocell: ${(e as Error).message}\n`);
+  } else {
+    process.stderr.write(`zerocell: ${(e as Error)?.stack ?? String(e)}\n`);
+  }
+  process.exit(1);
+});

@@ -1,0 +1,352 @@
+/**
+ * Gateway: the platform's front door. Serves apps over HTTP and HTTPS (SNI, per-host
+ * certificates from a local CA or the user's), and the admin API on a separate listener
+ * (loopback by default). For each app request: 1. route, 2. read the body under its limit,
+ * 3. run it in the pool, 4. answer, log and meter. Only this part maps errors to HTTP statuses.
+ * Must never: run guest code in this process, or die because a sandbox did.
+ */
+import { mkdirSync, writeFileSync, readFileSync, existsSync, renameSync, chmodSync } from "node:fs";
+import { join } from "node:path";
+import { randomUUID } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import type { AddressInfo } from "node:net";
+import http from "node:http";
+import https from "node:https";
+import { Hono } from "hono";
+import { getRequestListener, type HttpBindings } from "@hono/node-server";
+import { LRUCache } from "lru-cache";
+import { Store, openDb, BlobStore, type OpenedDb } from "../store/index.js";
+import { RouteTable, normalizeHost, type RouteMatch } from "../router/index.js";
+import { Pool, type DeploymentSource, type PoolLimits } from "../pool/index.js";
+import { readBundleArchive, encodeImage, type Manifest } from "../bundle/index.js";
+import { CertificateStore } from "./tls.js";
+import { errorToResponse } from "./respond.js";
+import { createAdminApi } from "./admin.js";
+import { UsageRecorder } from "../billing/index.js";
+import { PayloadTooLargeError, RouteNotFoundError, SandboxError } from "../errors.js";
+import type { EngineRequest } from "../runtime/engine.js";
+import { log } from "../log.js";
+
+export interface GatewayConfig {
+  dataDir: string;
+  /** 0 picks a free port. */
+  httpPort: number;
+  httpsPort: number;
+  adminPort: number;
+  /** Address for the app listeners. */
+  host: string;
+  /** Address for the admin API; loopback unless you mean it. */
+  adminHost: string;
+  pool?: Partial<PoolLimits>;
+  /** Node's limits for slow or oversized requests. */
+  http?: Partial<HttpLimits>;
+}
+
+export interface HttpLimits {
+  /** Time to receive the request headers, ms (slow clients). */
+  headersTimeoutMs: number;
+  /** Time to receive the whole request, ms. */
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  /** Request header bytes (larger: 431). */
+  maxHeaderBytes: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 5_000,
+  maxHeaderBytes: 16 * 1024,
+};
+
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "content-length", "x-powered-by"]);
+
+function canUseNetns(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  const r = spawnSync("unshare", ["-n", "true"], { stdio: "ignore", timeout: 5000 });
+  return r.status === 0;
+}
+
+export interface RunningServer {
+  urls: { http: string; https: string; admin: string };
+  platform: Platform;
+  /** Stops listening, lets in-flight requests finish, stops every sandbox. */
+  close(): Promise<void>;
+}
+
+export class Platform {
+  readonly store: Store;
+  readonly blobs: BlobStore;
+  readonly pool: Pool;
+  readonly certs: CertificateStore;
+  readonly usage: UsageRecorder;
+  readonly #db: OpenedDb;
+  #table: RouteTable = new RouteTable([]);
+  readonly #manifests = new Map<string, Manifest>();
+  readonly #images: LRUCache<string, Buffer>;
+
+  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; certs: CertificateStore; useNetns: boolean; pool?: Partial<PoolLimits> }) {
+    this.#db = init.db;
+    this.store = init.store;
+    this.blobs = init.blobs;
+    this.certs = init.certs;
+    this.#images = new LRUCache<string, Buffer>({ maxSize: 512 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
+    this.usage = new UsageRecorder(init.db, { flushIntervalMs: 100 });
+    this.pool = new Pool({
+      useNetns: init.useNetns,
+      ...(init.pool === undefined ? {} : { limits: init.pool }),
+      load: (id) => this.#loadDeployment(id),
+      onLog: (deploymentId, line) => log.info("app log", { deploymentId, line }),
+    });
+  }
+
+  get table(): RouteTable {
+    return this.#table;
+  }
+
+  #loadDeployment(id: string): DeploymentSource {
+    const d = this.store.getDeployment(id);
+    if (d === undefined) throw new SandboxError("deployment_missing", 500, `pool: deployment ${id} not found`);
+    let image = this.#images.get(d.bundleSha256);
+    if (image === undefined) {
+      image = encodeImage(readBundleArchive(this.blobs.get(d.bundleSha256)));
+      this.#images.set(d.bundleSha256, image);
+    }
+    return { deploymentId: d.id, appName: d.app, manifest: d.manifest as Manifest, image };
+  }
+
+  /** Rebuilds the route table from the store and swaps it in; frees retired deployments. */
+  reloadRoutes(): void {
+    const entries = this.store.activeRouteEntries();
+    const active = new Set<string>();
+    for (const e of entries) {
+      active.add(e.target.deploymentId);
+      if (!this.#manifests.has(e.target.deploymentId)) {
+        const d = this.store.getDeployment(e.target.deploymentId);
+        if (d !== undefined) this.#manifests.set(d.id, d.manifest as Manifest);
+      }
+    }
+    this.#table = new RouteTable(entries);
+    for (const id of this.#manifests.keys()) if (!active.has(id)) this.#manifests.delete(id);
+    this.pool.retireExcept(active);
+    for (const id of active) this.pool.prewarm(id);
+  }
+
+  /** Whether the gateway may mint a certificate for this SNI name. */
+  mayMint(name: string): boolean {
+    if (name === "localhost" || name.endsWith(".localhost")) return true;
+    return this.#table.match(name, "/") !== undefined;
+  }
+
+  /** Serves one app request. */
+  async handleApp(req: Request, incoming: http.IncomingMessage, isHttps: boolean, localPort: number): Promise<Response> {
+    const requestId = randomUUID();
+    const t0 = performance.now();
+    const startedAt = Date.now();
+    const url = new URL(req.url);
+    const rawHost = req.headers.get("host") ?? "";
+    const host = normalizeHost(rawHost);
+    let match: RouteMatch | undefined;
+    let status = 500;
+    let bytesIn = 0;
+    let bytesOut = 0;
+    let wallUs = 0;
+    try {
+      // 1. route
+      match = this.#table.match(host, url.pathname);
+      if (match === undefined) throw new RouteNotFoundError(host, url.pathname);
+      const target = match.route.target;
+      const manifest = this.#manifests.get(target.deploymentId);
+      if (manifest === undefined) throw new RouteNotFoundError(host, url.pathname);
+      // 2. read the body under the app's limit
+      const body = await readBody(req, manifest.limits.maxBodyBytes);
+      bytesIn = body.length;
+      const headers: Array<[string, string]> = [];
+      for (let i = 0; i < incoming.rawHeaders.length; i += 2) headers.push([incoming.rawHeaders[i]!.toLowerCase(), incoming.rawHeaders[i + 1]!]);
+      const engineReq: EngineRequest = {
+        method: req.method,
+        url: url.pathname + url.search,
+        headers,
+        body,
+        remoteAddr: incoming.socket.remoteAddress ?? "",
+        remotePort: incoming.socket.remotePort ?? 0,
+        https: isHttps,
+        serverName: host,
+        serverPort: localPort,
+        scriptName: match.matchedPrefix,
+        params: match.params,
+      };
+      // 3. run in the pool
+      const sandboxStart = performance.now();
+      const res = await this.pool.run(target.deploymentId, match.route.mode, engineReq, manifest.limits.timeoutMs);
+      wallUs = Math.round((performance.now() - sandboxStart) * 1000);
+      // 4. answer
+      const out = new Headers();
+      for (const [name, value] of res.headers) {
+        if (HOP_BY_HOP.has(name) || name.startsWith("x-zerocell-")) continue;
+        try {
+          out.append(name, value);
+        } catch {
+          throw new SandboxError("bad_response", 502, `sandbox: the app sent an invalid header "${name.slice(0, 64)}"`);
+        }
+      }
+      const totalMs = performance.now() - t0;
+      out.set("x-request-id", requestId);
+      out.set("x-zerocell-instance", `${match.route.mode}; ${res.reused ? "reused" : "new"}`);
+      out.set("server-timing", `acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}, total;dur=${totalMs.toFixed(3)}`);
+      status = res.status;
+      if (status < 200 || status > 599) throw new SandboxError("bad_response", 502, `sandbox: the app answered with status ${status}`);
+      bytesOut = res.body.byteLength;
+      const noBody = req.method === "HEAD" || status === 204 || status === 304;
+      return new Response(noBody ? null : (res.body as Uint8Array<ArrayBuffer>), { status, headers: out });
+    } catch (e) {
+      const r = errorToResponse(e, requestId, "page");
+      status = r.status;
+      return r;
+    } finally {
+      const ms = performance.now() - t0;
+      const target = match?.route.target;
+      log.info("request", { id: requestId, host, path: url.pathname, app: target?.appName ?? null, deployment: target?.deploymentId ?? null, status, ms: Math.round(ms * 1000) / 1000 });
+      if (target !== undefined && wallUs > 0) {
+        const manifest = this.#manifests.get(target.deploymentId);
+        this.usage.record({
+          requestId,
+          accountId: target.accountId,
+          appId: target.appId,
+          deploymentId: target.deploymentId,
+          routeKey: match?.route.key === undefined ? null : (match.params[match.route.key] ?? null),
+          startedAt,
+          wallUs,
+          memoryMb: manifest?.limits.memoryMb ?? 0,
+          status,
+          bytesIn,
+          bytesOut,
+          mode: match!.route.mode,
+        });
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+    this.usage.close();
+    this.#db.close();
+  }
+}
+
+async function readBody(req: Request, limit: number): Promise<Buffer> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) {
+    throw new PayloadTooLargeError(`gateway: request body of ${declared} bytes exceeds the app's limit of ${limit} bytes`);
+  }
+  if (req.body === null) return Buffer.alloc(0);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = req.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      throw new PayloadTooLargeError(`gateway: request body exceeds the app's limit of ${limit} bytes`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks);
+}
+
+function writeFileAtomic(path: string, data: string, mode: number): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+/** Returns the admin token, creating it (and DIR/admin-token, mode 0600) on first start. */
+function ensureAdminToken(store: Store, dataDir: string): string {
+  const file = join(dataDir, "admin-token");
+  if (existsSync(file)) {
+    const token = readFileSync(file, "utf8").trim();
+    if (store.verifyToken(token)?.scopes.includes("admin")) return token;
+  }
+  const { token } = store.createToken(null, ["admin"]);
+  writeFileAtomic(file, token + "\n", 0o600);
+  return token;
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function applyLimits(server: http.Server, limits: HttpLimits): void {
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxHeadersCount = 200;
+}
+
+function urlHost(host: string): string {
+  if (host === "0.0.0.0" || host === "::") return "127.0.0.1";
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+/** Starts the platform: database, certificates, pool, and the three listeners. */
+export async function startGateway(config: GatewayConfig): Promise<RunningServer> {
+  const dataDir = config.dataDir;
+  for (const d of ["", "blobs", "certs", "run"]) mkdirSync(join(dataDir, d), { recursive: true });
+  const db = openDb(join(dataDir, "zerocell.db"));
+  const store = new Store(db);
+  store.ensureDefaultAccount();
+  ensureAdminToken(store, dataDir);
+  const blobs = new BlobStore(join(dataDir, "blobs"));
+  let platform: Platform | undefined;
+  const certs = await CertificateStore.open({
+    dir: join(dataDir, "certs"),
+    mayMint: (name) => platform?.mayMint(name) ?? false,
+    onWarning: (message) => log.warn("tls", { message }),
+  });
+  platform = new Platform({ db, store, blobs, certs, useNetns: canUseNetns(), ...(config.pool === undefined ? {} : { pool: config.pool }) });
+  const p = platform;
+  const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
+
+  const appFor = (isHttps: boolean) => {
+    const app = new Hono<{ Bindings: HttpBindings }>();
+    app.all("*", (c) => p.handleApp(c.req.raw, c.env.incoming, isHttps, (c.env.incoming.socket.localPort ?? 0)));
+    return app;
+  };
+  const httpServer = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, getRequestListener(appFor(false).fetch));
+  const httpsServer = https.createServer(
+    { maxHeaderSize: limits.maxHeaderBytes, ...certs.defaultCredentials(), SNICallback: certs.sniCallback },
+    getRequestListener(appFor(true).fetch),
+  );
+  const adminServer = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, getRequestListener(createAdminApi(p).fetch));
+  for (const s of [httpServer, httpsServer, adminServer]) applyLimits(s, limits);
+
+  p.reloadRoutes();
+  const httpPort = await listen(httpServer, config.httpPort, config.host);
+  const httpsPort = await listen(httpsServer, config.httpsPort, config.host);
+  const adminPort = await listen(adminServer, config.adminPort, config.adminHost);
+  const urls = {
+    http: `http://${urlHost(config.host)}:${httpPort}`,
+    https: `https://${urlHost(config.host)}:${httpsPort}`,
+    admin: `http://${urlHost(config.adminHost)}:${adminPort}`,
+  };
+  writeFileAtomic(join(dataDir, "run", "server.json"), JSON.stringify({ pid: process.pid, ...urls }, null, 2) + "\n", 0o644);
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      const stopped = Promise.all([httpServer, httpsServer, adminServer].map((s) => new Promise<void>((r) => s.close(() => r()))));
+      for (const s of [httpServer, httpsServer, adminServer]) s.closeIdleConnections();
+      await p.close();
+      await stopped;
+    })());
+  return { urls, platform: p, close };
+}

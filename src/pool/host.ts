@@ -1,0 +1,254 @@
+/**
+ * One sandbox host process, seen from the gateway: spawn it locked down, send it the app, send
+ * it one request at a time, kill it when it overruns. Everything it sends back is untrusted and
+ * goes through the size-limited frame decoder and a shape check.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import { encodeFrame, FrameDecoder, type Frame } from "../runtime/protocol.js";
+import type { EngineRequest, EngineResponse } from "../runtime/engine.js";
+import type { Manifest } from "../bundle/index.js";
+import { SandboxError, SandboxTimeoutError, ZerocellError } from "../errors.js";
+import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
+
+export interface HostOptions {
+  /** Run the host in an empty network namespace (`unshare -n`; needs root). */
+  useNetns: boolean;
+  /** Largest response body a guest may send back, bytes. */
+  maxResponseBytes: number;
+  /** How long a host may take from spawn to ready, ms. */
+  startTimeoutMs: number;
+  /** Called with each line the host writes to stderr (already truncated). */
+  onLog: (line: string) => void;
+}
+
+export interface HostInit {
+  deploymentId: string;
+  manifest: Manifest;
+  image: Buffer;
+}
+
+export interface HostResponse extends EngineResponse {
+  runMs: number;
+}
+
+const HOST_SCRIPT = join(DIST_DIR, "src", "runtime", "host", "main.js");
+const MAX_LOG_LINE = 2048;
+const MAX_HEADERS = 200;
+
+/** Node flags for the host: permission model, reads limited to the platform's own code. */
+export function hostNodeArgs(): string[] {
+  return [
+    "--experimental-permission",
+    `--allow-fs-read=${DIST_DIR}`,
+    `--allow-fs-read=${NODE_MODULES_DIR}`,
+    `--allow-fs-read=${join(PACKAGE_ROOT, "package.json")}`,
+    "--no-warnings",
+    "--max-old-space-size=256",
+    HOST_SCRIPT,
+  ];
+}
+
+function isHeaderPairs(v: unknown): v is Array<[string, string]> {
+  return Array.isArray(v) && v.length <= MAX_HEADERS && v.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string" && p[0].length <= 256 && p[1].length <= 16384);
+}
+
+type Pending = { resolve: (r: HostResponse) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout | undefined };
+
+export class SandboxHost {
+  readonly #child: ChildProcess;
+  readonly #opts: HostOptions;
+  readonly #decoder: FrameDecoder;
+  #nextId = 1;
+  #pending = new Map<number, Pending>();
+  #ready: { resolve: () => void; reject: (e: unknown) => void } | undefined;
+  #exited = false;
+  #exitReason: ZerocellError | undefined;
+  #exitListeners: Array<() => void> = [];
+  /** The host said its engine state is unknown (JS error in the engine): replace it. */
+  tainted = false;
+  readonly pid: number;
+  readonly startedAt = performance.now();
+
+  private constructor(child: ChildProcess, opts: HostOptions) {
+    this.#child = child;
+    this.#opts = opts;
+    this.pid = child.pid ?? -1;
+    this.#decoder = new FrameDecoder(opts.maxResponseBytes + 1024 * 1024);
+    const replies = child.stdio[3] as Readable;
+    replies.on("data", (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = this.#decoder.push(chunk);
+      } catch (e) {
+        this.#fail(e instanceof ZerocellError ? e : new SandboxError("host_protocol", 502, "sandbox: host sent a malformed message"));
+        return;
+      }
+      for (const f of frames) this.#onFrame(f);
+    });
+    replies.on("error", () => {});
+    let partial = "";
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (s: string) => {
+      partial += s;
+      if (partial.length > MAX_LOG_LINE * 8) partial = partial.slice(-MAX_LOG_LINE * 8);
+      let nl: number;
+      while ((nl = partial.indexOf("\n")) !== -1) {
+        const line = partial.slice(0, nl);
+        partial = partial.slice(nl + 1);
+        if (line.length > 0) this.#opts.onLog(line.slice(0, MAX_LOG_LINE));
+      }
+    });
+    child.stdout?.resume();
+    (child.stdin as Writable).on("error", () => {});
+    child.on("exit", (code, signal) => {
+      this.#exited = true;
+      const reason = this.#exitReason ?? new SandboxError("host_crashed", 502, `sandbox: host process exited (code ${code ?? "-"}, signal ${signal ?? "-"})`);
+      this.#ready?.reject(reason);
+      this.#ready = undefined;
+      for (const p of this.#pending.values()) {
+        if (p.timer !== undefined) clearTimeout(p.timer);
+        p.reject(reason);
+      }
+      this.#pending.clear();
+      for (const l of this.#exitListeners) l();
+    });
+  }
+
+  /** Spawns a host and loads the deployment into it; resolves once it is ready for requests. */
+  static async start(init: HostInit, opts: HostOptions): Promise<SandboxHost> {
+    const node = process.execPath;
+    const args = hostNodeArgs();
+    const [cmd, argv] = opts.useNetns ? ["unshare", ["-n", node, ...args]] : [node, args];
+    const child = spawn(cmd, argv, {
+      stdio: ["pipe", "pipe", "pipe", "pipe"],
+      // Nothing of the gateway's environment (tokens, keys) reaches the sandbox.
+      env: {},
+      cwd: "/",
+    });
+    const host = new SandboxHost(child, opts);
+    const ready = new Promise<void>((resolve, reject) => {
+      host.#ready = { resolve, reject };
+    });
+    const timer = setTimeout(() => host.#fail(new SandboxError("host_start_timeout", 502, `sandbox: host did not become ready within ${opts.startTimeoutMs} ms`)), opts.startTimeoutMs);
+    host.#send({ t: "init", deploymentId: init.deploymentId, manifest: init.manifest, maxResponseBytes: opts.maxResponseBytes }, init.image);
+    try {
+      await ready;
+    } finally {
+      clearTimeout(timer);
+    }
+    return host;
+  }
+
+  get alive(): boolean {
+    return !this.#exited;
+  }
+
+  onExit(listener: () => void): void {
+    if (this.#exited) listener();
+    else this.#exitListeners.push(listener);
+  }
+
+  #send(header: unknown, body?: Uint8Array): void {
+    if (this.#exited) return;
+    (this.#child.stdin as Writable).write(encodeFrame(header, body));
+  }
+
+  /** Kills the host with a reason every waiter will see. */
+  #fail(reason: ZerocellError): void {
+    this.#exitReason ??= reason;
+    this.kill();
+  }
+
+  #onFrame(f: Frame): void {
+    const h = f.header;
+    switch (h.t) {
+      case "ready":
+        this.#ready?.resolve();
+        this.#ready = undefined;
+        return;
+      case "res": {
+        const p = typeof h.id === "number" ? this.#pending.get(h.id) : undefined;
+        if (p === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: reply to an unknown request"));
+        const status = h.status;
+        if (typeof status !== "number" || !Number.isInteger(status) || status < 100 || status > 999 || !isHeaderPairs(h.headers)) {
+          this.#settle(h.id as number);
+          p.reject(new SandboxError("bad_response", 502, "sandbox: the app's response was malformed"));
+          return;
+        }
+        this.#settle(h.id as number);
+        p.resolve({ status, headers: h.headers, body: f.body, runMs: typeof h.runMs === "number" ? h.runMs : 0 });
+        return;
+      }
+      case "fail": {
+        const code = typeof h.code === "string" ? h.code.slice(0, 64) : "guest_error";
+        const message = typeof h.message === "string" ? h.message.slice(0, 2000) : "unknown error";
+        if (typeof h.id !== "number") {
+          this.#fail(new SandboxError(code, 500, `sandbox: ${message}`));
+          return;
+        }
+        const p = this.#pending.get(h.id);
+        if (p === undefined) return;
+        this.#settle(h.id);
+        const status = code === "response_too_large" ? 502 : 500;
+        p.reject(new SandboxError(code, status, `sandbox: ${message}`));
+        return;
+      }
+      case "tainted":
+        this.tainted = true;
+        return;
+      case "idle":
+        this.#idleWaiter?.();
+        this.#idleWaiter = undefined;
+        return;
+      default:
+        this.#fail(new SandboxError("host_protocol", 502, "sandbox: unknown message from host"));
+    }
+  }
+
+  #idleWaiter: (() => void) | undefined;
+
+  #settle(id: number): void {
+    const p = this.#pending.get(id);
+    if (p?.timer !== undefined) clearTimeout(p.timer);
+    this.#pending.delete(id);
+  }
+
+  /**
+   * Runs one request. `reset` asks the host to reset the instance after replying. Resolves with
+   * the response as soon as it arrives; `idle` resolves when the host is ready for the next one.
+   */
+  request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<void> } {
+    const id = this.#nextId++;
+    const idle = new Promise<void>((resolve) => {
+      this.#idleWaiter = resolve;
+      this.onExit(resolve);
+    });
+    const response = new Promise<HostResponse>((resolve, reject) => {
+      if (this.#exited) {
+        reject(this.#exitReason ?? new SandboxError("host_crashed", 502, "sandbox: host process is gone"));
+        return;
+      }
+      const timer = setTimeout(() => this.#fail(new SandboxTimeoutError(timeoutMs, appName)), timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      const { body, ...meta } = req;
+      this.#send({ t: "req", id, req: meta, reset }, body);
+    });
+    return { response, idle };
+  }
+
+  kill(): void {
+    if (!this.#exited) this.#child.kill("SIGKILL");
+  }
+
+  /** Asks the host to exit; kills it if it does not within a second. */
+  async shutdown(): Promise<void> {
+    if (this.#exited) return;
+    const gone = new Promise<void>((resolve) => this.onExit(resolve));
+    this.#send({ t: "exit" });
+    const t = setTimeout(() => this.kill(), 1000);
+    await gone;
+    clearTimeout(t);
+  }
+}

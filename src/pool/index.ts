@@ -1,0 +1,276 @@
+/**
+ * Pool: owns the sandbox host processes that run each deployment and hands one to each request.
+ * Acquire is O(1) when a host is idle; otherwise the request waits in a bounded FIFO queue while
+ * the pool grows up to its per-deployment maximum. A host serves one request at a time, is reset
+ * (snapshot mode) or replaced (fresh mode) after each, and is killed when it overruns its
+ * wall-clock limit. A host only ever holds one deployment, hence one account.
+ * Must never: block the gateway's event loop on guest code, or let one deployment's failure
+ * touch another's hosts.
+ */
+import { SandboxHost, type HostOptions, type HostResponse } from "./host.js";
+import type { EngineRequest } from "../runtime/engine.js";
+import type { Manifest } from "../bundle/index.js";
+import type { RouteMode } from "../router/index.js";
+import { PoolSaturatedError, SandboxError } from "../errors.js";
+
+export { hostNodeArgs } from "./host.js";
+
+export interface PoolLimits {
+  /** Host processes (one instance each) per deployment. */
+  maxInstancesPerDeployment: number;
+  /** Requests waiting for an instance, per deployment; beyond it 503 + Retry-After. */
+  maxQueue: number;
+  /** Largest response body, bytes. */
+  maxResponseBytes: number;
+  /** Spawn → ready limit for a host, ms. */
+  startTimeoutMs: number;
+}
+
+export const DEFAULT_POOL_LIMITS: PoolLimits = {
+  maxInstancesPerDeployment: 2,
+  maxQueue: 256,
+  maxResponseBytes: 32 * 1024 * 1024,
+  startTimeoutMs: 30_000,
+};
+
+/** What the pool needs to start a deployment's hosts (loaded from the store on demand). */
+export interface DeploymentSource {
+  deploymentId: string;
+  appName: string;
+  manifest: Manifest;
+  /** encodeImage() of the bundle. */
+  image: Buffer;
+}
+
+export interface PoolRunResult extends HostResponse {
+  acquireMs: number;
+  /** Whether this request got a host that had served before (reset) or a new one. */
+  reused: boolean;
+}
+
+interface Waiter {
+  resolve: (host: Slot) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Slot {
+  host: SandboxHost;
+  served: number;
+}
+
+class DeploymentPool {
+  readonly source: DeploymentSource;
+  readonly #limits: PoolLimits;
+  readonly #hostOpts: HostOptions;
+  readonly #all = new Set<Slot>();
+  readonly #idle: Slot[] = [];
+  readonly #waiters: Waiter[] = [];
+  #starting = 0;
+  #busy = 0;
+  retiring = false;
+  #drained: Array<() => void> = [];
+
+  constructor(source: DeploymentSource, limits: PoolLimits, hostOpts: HostOptions) {
+    this.source = source;
+    this.#limits = limits;
+    this.#hostOpts = hostOpts;
+  }
+
+  get stats() {
+    return { instances: this.#all.size, idle: this.#idle.length, busy: this.#busy, starting: this.#starting, queued: this.#waiters.length };
+  }
+
+  /** Starts one host ahead of the first request. */
+  prewarm(): void {
+    if (this.#all.size + this.#starting === 0) this.#grow();
+  }
+
+  #grow(): void {
+    this.#starting++;
+    SandboxHost.start({ deploymentId: this.source.deploymentId, manifest: this.source.manifest, image: this.source.image }, this.#hostOpts)
+      .then((host) => {
+        this.#starting--;
+        const slot: Slot = { host, served: 0 };
+        this.#all.add(slot);
+        host.onExit(() => this.#forget(slot));
+        this.#release(slot);
+      })
+      .catch((e: unknown) => {
+        this.#starting--;
+        // Nobody will start a host for the waiters: fail them with the reason.
+        if (this.#all.size + this.#starting === 0) {
+          for (const w of this.#waiters.splice(0)) w.reject(e);
+        } else {
+          this.#waiters.shift()?.reject(e);
+        }
+        this.#checkDrained();
+      });
+  }
+
+  #forget(slot: Slot): void {
+    this.#all.delete(slot);
+    const i = this.#idle.indexOf(slot);
+    if (i !== -1) this.#idle.splice(i, 1);
+    this.#checkDrained();
+  }
+
+  acquire(): Promise<Slot> | Slot {
+    const slot = this.#idle.pop();
+    if (slot !== undefined) {
+      this.#busy++;
+      return slot;
+    }
+    if (this.#waiters.length >= this.#limits.maxQueue) {
+      throw new PoolSaturatedError(
+        `pool: ${this.#all.size} instances of ${this.source.appName} busy and queue full (limit ${this.#limits.maxQueue})`,
+      );
+    }
+    if (this.#all.size + this.#starting < this.#limits.maxInstancesPerDeployment) this.#grow();
+    return new Promise<Slot>((resolve, reject) => {
+      this.#waiters.push({
+        resolve: (s) => {
+          this.#busy++;
+          resolve(s);
+        },
+        reject,
+      });
+    });
+  }
+
+  /** Gives a host back after its request (and reset) finished, or drops it if it is spent. */
+  done(slot: Slot, keep: boolean): void {
+    this.#busy--;
+    if (!keep || !slot.host.alive || slot.host.tainted || this.retiring) {
+      this.#all.delete(slot);
+      void slot.host.shutdown();
+      if (this.#waiters.length > 0 && !this.retiring) this.#grow();
+      this.#checkDrained();
+      return;
+    }
+    this.#release(slot);
+  }
+
+  #release(slot: Slot): void {
+    if (this.retiring && this.#waiters.length === 0) {
+      this.#all.delete(slot);
+      void slot.host.shutdown();
+      this.#checkDrained();
+      return;
+    }
+    const w = this.#waiters.shift();
+    if (w !== undefined) w.resolve(slot);
+    else this.#idle.push(slot);
+  }
+
+  #checkDrained(): void {
+    if (this.#busy === 0 && this.#waiters.length === 0 && this.#starting === 0) {
+      for (const d of this.#drained.splice(0)) d();
+    }
+  }
+
+  /** Stops taking new work once queued requests are served, then shuts every host down. */
+  async retire(): Promise<void> {
+    this.retiring = true;
+    const done = new Promise<void>((resolve) => {
+      this.#drained.push(resolve);
+    });
+    for (const s of this.#idle.splice(0)) {
+      this.#all.delete(s);
+      void s.host.shutdown();
+    }
+    this.#checkDrained();
+    await done;
+    await Promise.all([...this.#all].map((s) => s.host.shutdown()));
+  }
+
+  killAll(): void {
+    for (const s of this.#all) s.host.kill();
+  }
+}
+
+export class Pool {
+  readonly #limits: PoolLimits;
+  readonly #hostOpts: HostOptions;
+  readonly #load: (deploymentId: string) => DeploymentSource;
+  readonly #pools = new Map<string, DeploymentPool>();
+  #closed = false;
+
+  constructor(options: { limits?: Partial<PoolLimits>; useNetns: boolean; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void }) {
+    this.#limits = { ...DEFAULT_POOL_LIMITS, ...options.limits };
+    this.#load = options.load;
+    this.#hostOpts = {
+      useNetns: options.useNetns,
+      maxResponseBytes: this.#limits.maxResponseBytes,
+      startTimeoutMs: this.#limits.startTimeoutMs,
+      onLog: () => {},
+    };
+    this.#onLog = options.onLog;
+  }
+
+  readonly #onLog: (deploymentId: string, line: string) => void;
+
+  #poolFor(deploymentId: string): DeploymentPool {
+    if (this.#closed) throw new PoolSaturatedError("pool: the server is shutting down", 5);
+    let p = this.#pools.get(deploymentId);
+    if (p === undefined || p.retiring) {
+      const source = this.#load(deploymentId);
+      p = new DeploymentPool(source, this.#limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) });
+      this.#pools.set(deploymentId, p);
+    }
+    return p;
+  }
+
+  /** Starts a host for a deployment in the background (after deploy, at start-up). */
+  prewarm(deploymentId: string): void {
+    this.#poolFor(deploymentId).prewarm();
+  }
+
+  /** 1. acquire an instance, 2. run the request on it, 3. give it back (reset / replace). */
+  async run(deploymentId: string, mode: RouteMode, req: EngineRequest, timeoutMs: number): Promise<PoolRunResult> {
+    const pool = this.#poolFor(deploymentId);
+    const t0 = performance.now();
+    // 1. acquire
+    const got = pool.acquire();
+    const slot = got instanceof Promise ? await got : got;
+    const acquireMs = performance.now() - t0;
+    const reused = slot.served > 0;
+    slot.served++;
+    // 2. run
+    const { response, idle } = slot.host.request(req, mode === "snapshot", timeoutMs, pool.source.appName);
+    // 3. release once the host has reset; fresh mode never reuses a host.
+    void idle.then(() => pool.done(slot, mode !== "fresh"));
+    try {
+      const res = await response;
+      return { ...res, acquireMs, reused };
+    } catch (e) {
+      if (e instanceof SandboxError && (e.code === "sandbox_timeout" || e.code === "host_crashed")) slot.host.kill();
+      throw e;
+    }
+  }
+
+  /** Drains and frees every deployment not in `active` (after a deploy or rollback). */
+  retireExcept(active: Set<string>): void {
+    for (const [id, p] of this.#pools) {
+      if (!active.has(id)) {
+        this.#pools.delete(id);
+        void p.retire();
+      }
+    }
+  }
+
+  stats(): Array<{ deploymentId: string; app: string } & DeploymentPool["stats"]> {
+    return [...this.#pools.values()].map((p) => ({ deploymentId: p.source.deploymentId, app: p.source.appName, ...p.stats }));
+  }
+
+  /** Waits for in-flight requests, then stops every host. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const pools = [...this.#pools.values()];
+    this.#pools.clear();
+    await Promise.all(pools.map((p) => p.retire()));
+  }
+
+  killAll(): void {
+    for (const p of this.#pools.values()) p.killAll();
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The engine contract. Every runtime (php now; python and x86 later) implements these ordered
+ * steps, and they run inside a sandbox host process, never in the gateway:
+ *
+ *   validate    static checks of a bundle at deploy time; pure, usable alone
+ *   prepare     load the runtime, mount the read-only app image, run initialisation
+ *   instantiate a ready instance from what prepare produced
+ *   handle      one request at a time on an instance
+ *   reset       return a used instance to the prepared state
+ *   dispose     free it
+ *
+ * An engine must never give guest code access to host files, processes, network, or the host's
+ * JavaScript realm; see docs/architecture.md for how each engine closes those doors.
+ */
+import type { Manifest, BundleImage } from "../bundle/index.js";
+
+/** A request as the sandbox sees it (built by the gateway, trusted). */
+export interface EngineRequest {
+  method: string;
+  /** Path and query exactly as received ("/a/b?x=1"). */
+  url: string;
+  /** Header pairs in arrival order; names lower-case. Repeated headers stay separate. */
+  headers: Array<[string, string]>;
+  body: Uint8Array;
+  remoteAddr: string;
+  remotePort: number;
+  https: boolean;
+  serverName: string;
+  serverPort: number;
+  /** The part of the path the route matched (SCRIPT_NAME for WSGI/CGI). */
+  scriptName: string;
+  /** Route parameters (":id" → id). */
+  params: Record<string, string>;
+}
+
+/** What guest code answered (untrusted: the gateway validates it). */
+export interface EngineResponse {
+  status: number;
+  headers: Array<[string, string]>;
+  body: Uint8Array;
+}
+
+export interface EngineSpec {
+  deploymentId: string;
+  manifest: Manifest;
+  image: BundleImage;
+}
+
+export interface EngineInstance {
+  handle(request: EngineRequest): Promise<EngineResponse>;
+  /** Returns the instance to the state right after prepare (per route mode, called between requests). */
+  reset(): Promise<void>;
+  dispose(): void;
+}
+
+export interface Engine<P = unknown> {
+  readonly runtime: string;
+  /** Static checks; throws BundleError. */
+  validate(manifest: Manifest, image: BundleImage): void;
+  prepare(spec: EngineSpec): Promise<P>;
+  instantiate(prepared: P): Promise<EngineInstance>;
+}

@@ -1,0 +1,113 @@
+/**
+ * Sandbox host process: holds engine instances of one deployment (so never two accounts) and
+ * runs guest code off the gateway's event loop. Started by src/pool with Node's permission model
+ * (reads limited to the platform's code, no child processes, no workers) and, where possible,
+ * in an empty network namespace. Reads framed requests on stdin, writes framed replies on fd 3;
+ * stdout and stderr are only logs.
+ */
+import fs from "node:fs";
+import net from "node:net";
+import { encodeFrame, FrameDecoder, type Frame } from "../protocol.js";
+import type { EngineInstance, EngineRequest } from "../engine.js";
+import { decodeImage, type Manifest } from "../../bundle/index.js";
+import { PhpEngine } from "../php/index.js";
+import { isZerocellError } from "../../errors.js";
+
+// Emscripten's NODEFS reads fs constants through process.binding, which the permission model
+// refuses; hand it the same constants from the public API and nothing else.
+(process as unknown as { binding: (name: string) => unknown }).binding = (name: string) => {
+  if (name === "constants") return { fs: fs.constants };
+  throw new Error(`zerocell host: process.binding("${name}") is not available`);
+};
+// Logs go to stderr; stdout is not the reply channel but keep it quiet anyway.
+console.log = (...a: unknown[]) => process.stderr.write(a.map(String).join(" ") + "\n");
+console.info = console.log;
+console.debug = () => {};
+
+const MAX_REQUEST_FRAME = 256 * 1024 * 1024;
+const out = new net.Socket({ fd: 3, readable: false, writable: true });
+
+function send(header: unknown, body?: Uint8Array): void {
+  out.write(encodeFrame(header, body));
+}
+
+interface InitHeader {
+  t: "init";
+  deploymentId: string;
+  manifest: Manifest;
+  maxResponseBytes: number;
+}
+interface ReqHeader {
+  t: "req";
+  id: number;
+  req: Omit<EngineRequest, "body">;
+  /** Reset the instance after this request (snapshot mode). */
+  reset: boolean;
+}
+
+let instance: EngineInstance | undefined;
+let maxResponseBytes = 0;
+
+async function onFrame(frame: Frame): Promise<void> {
+  const h = frame.header as { t?: string };
+  switch (h.t) {
+    case "init": {
+      const init = frame.header as unknown as InitHeader;
+      const t0 = performance.now();
+      try {
+        const engine = new PhpEngine();
+        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image: decodeImage(frame.body) });
+        instance = await engine.instantiate(prepared);
+        maxResponseBytes = init.maxResponseBytes;
+        send({ t: "ready", ms: performance.now() - t0 });
+      } catch (e) {
+        send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${(e as Error).message}` });
+      }
+      return;
+    }
+    case "req": {
+      const r = frame.header as unknown as ReqHeader;
+      if (instance === undefined) {
+        send({ t: "fail", id: r.id, code: "not_ready", message: "host: request before init" });
+        return;
+      }
+      const t0 = performance.now();
+      try {
+        const res = await instance.handle({ ...r.req, body: frame.body });
+        const runMs = performance.now() - t0;
+        if (res.body.byteLength > maxResponseBytes) {
+          send({ t: "fail", id: r.id, code: "response_too_large", message: `response body of ${res.body.byteLength} bytes exceeds the limit of ${maxResponseBytes} bytes` });
+        } else {
+          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs }, res.body);
+        }
+      } catch (e) {
+        send({ t: "fail", id: r.id, code: "guest_error", message: (e as Error)?.message ?? String(e) });
+        // After a JS-level failure inside the engine its state is unknown: ask to be replaced.
+        send({ t: "tainted" });
+      }
+      if (r.reset) {
+        try {
+          await instance.reset();
+        } catch (e) {
+          process.stderr.write(`reset failed: ${(e as Error).message}\n`);
+          send({ t: "tainted" });
+        }
+      }
+      send({ t: "idle" });
+      return;
+    }
+    case "exit":
+      instance?.dispose();
+      out.end(() => process.exit(0));
+      return;
+    default:
+      process.stderr.write(`host: unknown message ${String(h.t)}\n`);
+  }
+}
+
+const decoder = new FrameDecoder(MAX_REQUEST_FRAME);
+let chain = Promise.resolve();
+process.stdin.on("data", (chunk: Buffer) => {
+  for (const frame of decoder.push(chunk)) chain = chain.then(() => onFrame(frame));
+});
+process.stdin.on("end", () => process.exit(0));

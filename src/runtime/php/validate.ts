@@ -1,0 +1,72 @@
+/**
+ * PHP bundle checks and php.ini, without loading php-wasm (the gateway runs these at deploy).
+ */
+import type { Manifest, BundleImage } from "../../bundle/index.js";
+import { BundleError } from "../../errors.js";
+
+export const APP_ROOT = "/app";
+export const TMP_DIR = "/tmp";
+
+/** Functions that reach processes or sockets; refused even though the glue below also refuses. */
+const DISABLED_FUNCTIONS = [
+  "exec", "shell_exec", "system", "passthru", "proc_open", "popen", "proc_nice", "proc_terminate",
+  "proc_close", "proc_get_status", "pcntl_exec", "pcntl_fork", "mail", "mb_send_mail", "dl", "putenv",
+  "fsockopen", "pfsockopen", "stream_socket_client", "stream_socket_server", "stream_socket_pair",
+  "socket_create", "socket_create_pair", "socket_create_listen", "socket_connect", "socket_bind",
+  "curl_exec", "curl_multi_exec", "ftp_connect", "ftp_ssl_connect", "ini_get_all", "posix_kill",
+  "posix_mkfifo", "posix_setuid", "posix_setgid", "link", "symlink",
+];
+
+function iniValue(key: string, value: string): string {
+  if (/[\0\r\n"]/.test(value)) throw new BundleError("manifest_invalid", `manifest: php.ini.${key}: value must not contain quotes or line breaks`);
+  return `${key} = "${value}"`;
+}
+
+export function buildPhpIni(manifest: Manifest): string {
+  const mb = manifest.limits.memoryMb;
+  const body = manifest.limits.maxBodyBytes;
+  const lines = [
+    "; written by zerocell; user settings from zerocell.toml [php.ini] come last",
+    "display_errors = 0",
+    "display_startup_errors = 0",
+    "log_errors = 1",
+    "html_errors = 0",
+    "error_reporting = E_ALL",
+    "expose_php = 0",
+    "output_buffering = 4096",
+    "implicit_flush = 0",
+    "max_input_time = -1",
+    `post_max_size = ${body}`,
+    `upload_max_filesize = ${body}`,
+    "session.save_path = /tmp",
+    "session.use_strict_mode = 1",
+    "opcache.enable = 0",
+    "opcache.enable_cli = 0",
+  ];
+  for (const [k, v] of Object.entries(manifest.php.ini)) lines.push(iniValue(k, v));
+  // The walls come after the user's settings so nothing can override them.
+  lines.push(
+    `memory_limit = ${mb}M`,
+    "max_execution_time = 0",
+    `disable_functions = ${DISABLED_FUNCTIONS.join(",")}`,
+    "allow_url_fopen = 0",
+    "allow_url_include = 0",
+    `open_basedir = ${APP_ROOT}:${TMP_DIR}`,
+    `upload_tmp_dir = ${TMP_DIR}`,
+    `sys_temp_dir = ${TMP_DIR}`,
+    "auto_prepend_file =",
+    "auto_append_file =",
+    "sendmail_path = /nonexistent",
+  );
+  return lines.join("\n") + "\n";
+}
+
+
+/** Static checks at deploy: the document root exists, ini values are writable. */
+export function validatePhpBundle(manifest: Manifest, image: BundleImage): void {
+  const root = manifest.php.documentRoot;
+  if (root !== "." && !image.entries.some((e) => e.kind === "dir" && e.path === root)) {
+    throw new BundleError("manifest_invalid", `manifest: php.document_root: "${root}" is not a directory in the bundle`);
+  }
+  buildPhpIni(manifest);
+}

@@ -1,0 +1,288 @@
+/**
+ * Store: the platform's records (accounts, tokens, apps, deployments, routes) behind one class.
+ * Deployments are immutable; activating one (deploy or rollback) is a single transaction that
+ * also checks that no other app claims the same host and path. Never stores a token in clear.
+ */
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { and, desc, eq, inArray, isNotNull, isNull, max, ne } from "drizzle-orm";
+import { accounts, apiTokens, apps, deployments, routes } from "./schema.js";
+import type { OpenedDb } from "./db.js";
+import { ConflictError, NotFoundError } from "../errors.js";
+import { canonicalPath, type RouteEntry, type RouteMode, type RouteSpec } from "../router/index.js";
+
+export { openDb, type OpenedDb } from "./db.js";
+export { BlobStore, sha256Hex } from "./blobs.js";
+
+export type Scope = "admin" | "deploy" | "read-usage";
+
+export interface TokenInfo {
+  id: string;
+  accountId: string | null;
+  scopes: Scope[];
+}
+
+export interface DeploymentInfo {
+  id: string;
+  app: string;
+  appId: string;
+  accountId: string;
+  version: number;
+  runtime: string;
+  bundleSha256: string;
+  bundleBytes: number;
+  manifest: unknown;
+  createdAt: string;
+  active: boolean;
+  routes: RouteSpec[];
+}
+
+export interface AppInfo {
+  id: string;
+  name: string;
+  accountId: string;
+  activeVersion: number | null;
+  activeDeploymentId: string | null;
+  createdAt: string;
+}
+
+function hashToken(token: string): string {
+  return createHash("sha256").update(token, "utf8").digest("hex");
+}
+
+function newId(prefix: string): string {
+  return `${prefix}_${randomUUID().replace(/-/g, "").slice(0, 20)}`;
+}
+
+export const DEFAULT_ACCOUNT = "default";
+
+export class Store {
+  readonly #o: OpenedDb;
+
+  constructor(opened: OpenedDb) {
+    this.#o = opened;
+  }
+
+  get #db() {
+    return this.#o.db;
+  }
+
+  /** Creates the default account on first start; returns its id. */
+  ensureDefaultAccount(): string {
+    const found = this.#db.select().from(accounts).where(eq(accounts.name, DEFAULT_ACCOUNT)).get();
+    if (found !== undefined) return found.id;
+    const id = newId("acct");
+    this.#db.insert(accounts).values({ id, name: DEFAULT_ACCOUNT, createdAt: Date.now() }).run();
+    return id;
+  }
+
+  /** Creates a token and returns its secret (shown once, stored only as a hash). */
+  createToken(accountId: string | null, scopes: Scope[]): { id: string; token: string } {
+    const token = "zc_" + randomBytes(32).toString("base64url");
+    const id = newId("tok");
+    this.#db.insert(apiTokens).values({
+      id,
+      accountId,
+      tokenHash: hashToken(token),
+      prefix: token.slice(0, 10),
+      scopes: scopes.join(","),
+      createdAt: Date.now(),
+    }).run();
+    return { id, token };
+  }
+
+  /** Checks a presented token; the final comparison is constant-time. */
+  verifyToken(token: string): TokenInfo | undefined {
+    if (token.length < 10 || token.length > 200) return undefined;
+    const hash = hashToken(token);
+    const row = this.#db.select().from(apiTokens).where(and(eq(apiTokens.tokenHash, hash), isNull(apiTokens.revokedAt))).get();
+    if (row === undefined) return undefined;
+    if (!timingSafeEqual(Buffer.from(row.tokenHash, "hex"), Buffer.from(hash, "hex"))) return undefined;
+    return { id: row.id, accountId: row.accountId, scopes: row.scopes.split(",") as Scope[] };
+  }
+
+  /**
+   * Records a new immutable deployment of `appName` (creating the app on first deploy) and
+   * makes it the active one, in one transaction. Refuses routes another app already serves.
+   */
+  createDeployment(input: {
+    appName: string;
+    accountId: string;
+    runtime: string;
+    bundleSha256: string;
+    bundleBytes: number;
+    manifest: unknown;
+    routes: RouteSpec[];
+  }): DeploymentInfo {
+    const sqlite = this.#o.sqlite;
+    const run = sqlite.transaction(() => {
+      let app = this.#db.select().from(apps).where(eq(apps.name, input.appName)).get();
+      if (app !== undefined && app.accountId !== input.accountId) {
+        throw new ConflictError("app_owned_elsewhere", `deploy: app "${input.appName}" belongs to another account`);
+      }
+      if (app === undefined) {
+        const id = newId("app");
+        this.#db.insert(apps).values({ id, accountId: input.accountId, name: input.appName, createdAt: Date.now() }).run();
+        app = this.#db.select().from(apps).where(eq(apps.id, id)).get()!;
+      }
+      this.#assertNoRouteConflict(app.id, input.appName, input.routes);
+      const last = this.#db.select({ v: max(deployments.version) }).from(deployments).where(eq(deployments.appId, app.id)).get();
+      const version = (last?.v ?? 0) + 1;
+      const id = newId("dep");
+      this.#db.insert(deployments).values({
+        id,
+        appId: app.id,
+        version,
+        runtime: input.runtime,
+        bundleSha256: input.bundleSha256,
+        bundleBytes: input.bundleBytes,
+        manifest: JSON.stringify(input.manifest),
+        createdAt: Date.now(),
+      }).run();
+      input.routes.forEach((r, position) => {
+        this.#db.insert(routes).values({
+          deploymentId: id,
+          host: r.host,
+          path: r.path,
+          canonicalPath: canonicalPath(r.path),
+          mode: r.mode,
+          keyParam: r.key ?? null,
+          position,
+        }).run();
+      });
+      this.#db.update(apps).set({ activeDeploymentId: id }).where(eq(apps.id, app.id)).run();
+      return id;
+    });
+    const id = run.immediate();
+    return this.getDeployment(id)!;
+  }
+
+  #assertNoRouteConflict(appId: string, appName: string, specs: RouteSpec[]): void {
+    if (specs.length === 0) return;
+    const hosts = [...new Set(specs.map((s) => s.host))];
+    const taken = this.#db
+      .select({ host: routes.host, canonical: routes.canonicalPath, path: routes.path, app: apps.name })
+      .from(routes)
+      .innerJoin(apps, eq(apps.activeDeploymentId, routes.deploymentId))
+      .where(and(inArray(routes.host, hosts), ne(apps.id, appId)))
+      .all();
+    for (const s of specs) {
+      const c = canonicalPath(s.path);
+      const clash = taken.find((t) => t.host === s.host && t.canonical === c);
+      if (clash !== undefined) {
+        throw new ConflictError(
+          "route_conflict",
+          `deploy: route ${s.host}${s.path} of app "${appName}" is already served by app "${clash.app}" (${clash.host}${clash.path})`,
+          { host: s.host, path: s.path, app: clash.app },
+        );
+      }
+    }
+  }
+
+  /** Re-activates an older deployment (the previous one when `version` is undefined). */
+  rollback(appName: string, version?: number): DeploymentInfo {
+    const sqlite = this.#o.sqlite;
+    const run = sqlite.transaction(() => {
+      const app = this.#requireApp(appName);
+      const current = app.activeDeploymentId === null ? undefined : this.#db.select().from(deployments).where(eq(deployments.id, app.activeDeploymentId)).get();
+      let target;
+      if (version !== undefined) {
+        target = this.#db.select().from(deployments).where(and(eq(deployments.appId, app.id), eq(deployments.version, version))).get();
+        if (target === undefined) throw new NotFoundError("deployment_not_found", `rollback: app "${appName}" has no version ${version}`);
+      } else {
+        const older = this.#db.select().from(deployments).where(eq(deployments.appId, app.id)).orderBy(desc(deployments.version)).all()
+          .filter((d) => current === undefined || d.version < current.version);
+        target = older[0];
+        if (target === undefined) throw new NotFoundError("deployment_not_found", `rollback: app "${appName}" has no version older than v${current?.version ?? 0}`);
+      }
+      this.#assertNoRouteConflict(app.id, appName, this.#routesOf(target.id));
+      this.#db.update(apps).set({ activeDeploymentId: target.id }).where(eq(apps.id, app.id)).run();
+      return target.id;
+    });
+    return this.getDeployment(run.immediate())!;
+  }
+
+  #requireApp(name: string) {
+    const app = this.#db.select().from(apps).where(eq(apps.name, name)).get();
+    if (app === undefined) throw new NotFoundError("app_not_found", `no app named "${name}"`);
+    return app;
+  }
+
+  #routesOf(deploymentId: string): RouteSpec[] {
+    return this.#db.select().from(routes).where(eq(routes.deploymentId, deploymentId)).orderBy(routes.position).all()
+      .map((r) => ({ host: r.host, path: r.path, mode: r.mode as RouteMode, ...(r.keyParam === null ? {} : { key: r.keyParam }) }));
+  }
+
+  getDeployment(id: string): DeploymentInfo | undefined {
+    const row = this.#db
+      .select({ d: deployments, app: apps })
+      .from(deployments)
+      .innerJoin(apps, eq(apps.id, deployments.appId))
+      .where(eq(deployments.id, id))
+      .get();
+    if (row === undefined) return undefined;
+    return this.#toInfo(row.d, row.app);
+  }
+
+  #toInfo(d: typeof deployments.$inferSelect, app: typeof apps.$inferSelect): DeploymentInfo {
+    return {
+      id: d.id,
+      app: app.name,
+      appId: app.id,
+      accountId: app.accountId,
+      version: d.version,
+      runtime: d.runtime,
+      bundleSha256: d.bundleSha256,
+      bundleBytes: d.bundleBytes,
+      manifest: JSON.parse(d.manifest) as unknown,
+      createdAt: new Date(d.createdAt).toISOString(),
+      active: app.activeDeploymentId === d.id,
+      routes: this.#routesOf(d.id),
+    };
+  }
+
+  listApps(accountId?: string): AppInfo[] {
+    const rows = this.#db
+      .select({ app: apps, version: deployments.version })
+      .from(apps)
+      .leftJoin(deployments, eq(deployments.id, apps.activeDeploymentId))
+      .where(accountId === undefined ? undefined : eq(apps.accountId, accountId))
+      .orderBy(apps.name)
+      .all();
+    return rows.map(({ app, version }) => ({
+      id: app.id,
+      name: app.name,
+      accountId: app.accountId,
+      activeVersion: version ?? null,
+      activeDeploymentId: app.activeDeploymentId,
+      createdAt: new Date(app.createdAt).toISOString(),
+    }));
+  }
+
+  listDeployments(appName: string): DeploymentInfo[] {
+    const app = this.#requireApp(appName);
+    return this.#db.select().from(deployments).where(eq(deployments.appId, app.id)).orderBy(desc(deployments.version)).all()
+      .map((d) => this.#toInfo(d, app));
+  }
+
+  appAccount(appName: string): string | undefined {
+    return this.#db.select({ a: apps.accountId }).from(apps).where(eq(apps.name, appName)).get()?.a;
+  }
+
+  /** Every route of every active deployment, in declaration order, for the router. */
+  activeRouteEntries(): RouteEntry[] {
+    const rows = this.#db
+      .select({ r: routes, app: apps })
+      .from(routes)
+      .innerJoin(apps, eq(apps.activeDeploymentId, routes.deploymentId))
+      .where(isNotNull(apps.activeDeploymentId))
+      .orderBy(apps.name, routes.position)
+      .all();
+    return rows.map(({ r, app }) => ({
+      host: r.host,
+      path: r.path,
+      mode: r.mode as RouteMode,
+      ...(r.keyParam === null ? {} : { key: r.keyParam }),
+      target: { appId: app.id, appName: app.name, accountId: app.accountId, deploymentId: r.deploymentId },
+    }));
+  }
+}
