@@ -8,7 +8,7 @@ import { gunzipSync } from "node:zlib";
 import { Parser, type ReadEntry } from "tar";
 import { BundleError, ZerocellError } from "../errors.js";
 import { BundleTooLargeError, corrupt, q } from "./errors.js";
-import { ancestorsOf, checkRelativePath, newResolveBudget, parentOf, resolveInside, type PathRules } from "./paths.js";
+import { ancestorsOf, checkRelativePath, newResolveBudget, parentOf, PathTree, staysInside, type PathRules } from "./paths.js";
 
 export interface BundleLimits {
   /** Compressed archive size, bytes. Default 64 MiB. */
@@ -302,8 +302,7 @@ function checkSymlinkTarget(
   if (target.startsWith("/")) {
     throw badEntry(path, `symlink ${q(path)} points to an absolute path (${q(target)}); only targets inside the bundle are allowed`);
   }
-  const r = resolveInside(parentOf(path), target, new Map());
-  if (!r.ok) throw badEntry(path, `symlink ${q(path)} points outside the bundle root (${q(target)})`);
+  if (!staysInside(parentOf(path), target)) throw badEntry(path, `symlink ${q(path)} points outside the bundle root (${q(target)})`);
 }
 
 function finishImage(
@@ -328,11 +327,13 @@ function finishImage(
     throw new BundleTooLargeError(`bundle: file count exceeds limit of ${lim.maxFiles} (including implied directories)`);
   }
   // Symlinks that each stay inside can still escape together ("a/up" -> "..", "l" -> "a/up/../x").
-  const links = new Map<string, string>();
-  for (const e of all.values()) if (e.kind === "symlink" && e.target !== undefined) links.set(e.path, e.target);
+  const tree = new PathTree(all.values());
   const budget = newResolveBudget();
-  for (const [path, target] of links) {
-    const r = resolveInside(parentOf(path), target, links, budget);
+  for (const e of all.values()) {
+    if (e.kind !== "symlink") continue;
+    const { path } = e;
+    const target = e.target ?? "";
+    const r = tree.resolve(parentOf(path), target, budget);
     if (!r.ok) {
       const why =
         r.reason === "loop" ? "is part of a symlink loop"
@@ -350,14 +351,8 @@ function finishImage(
  * names (never a symlink), a synthetic root dir for "", or undefined when missing or escaping.
  */
 export function lookupEntry(image: BundleImage, path: string): BundleEntry | undefined {
-  const byPath = new Map<string, BundleEntry>();
-  const links = new Map<string, string>();
-  for (const e of image.entries) {
-    byPath.set(e.path, e);
-    if (e.kind === "symlink" && e.target !== undefined) links.set(e.path, e.target);
-  }
-  const r = resolveInside("", path, links);
-  if (!r.ok) return undefined;
+  const r = new PathTree(image.entries).resolve("", path);
+  if (!r.ok || !r.exists) return undefined;
   if (r.path === "") return { path: "", kind: "dir", mode: 0o755 };
-  return byPath.get(r.path);
+  return image.entries.find((e) => e.path === r.path);
 }

@@ -11,7 +11,7 @@
 import { BundleError } from "../errors.js";
 import type { BundleEntry, BundleImage } from "./archive.js";
 import { q } from "./errors.js";
-import { ancestorsOf, checkRelativePath, newResolveBudget, parentOf, resolveInside } from "./paths.js";
+import { ancestorsOf, checkRelativePath, newResolveBudget, parentOf, PathTree } from "./paths.js";
 
 const MAGIC = Buffer.from("ZCIMG\0\0\x01", "latin1");
 const PREFIX_BYTES = MAGIC.length + 4;
@@ -126,11 +126,12 @@ export function decodeImage(buf: Buffer): BundleImage {
       if (seen.get(dir) !== "dir") throw bad(`${q(e.path)} has no parent directory entry ${q(dir)}`);
     }
   }
-  const links = new Map<string, string>();
-  for (const e of entries) if (e.kind === "symlink" && e.target !== undefined) links.set(e.path, e.target);
+  const tree = new PathTree(entries);
   const budget = newResolveBudget();
-  for (const [path, target] of links) {
-    if (!resolveInside(parentOf(path), target, links, budget).ok) throw bad(`symlink ${q(path)} does not stay inside the root`);
+  for (const e of entries) {
+    if (e.kind === "symlink" && !tree.resolve(parentOf(e.path), e.target ?? "", budget).ok) {
+      throw bad(`symlink ${q(e.path)} does not stay inside the root`);
+    }
   }
   return { entries, totalBytes };
 }

@@ -95,7 +95,7 @@ const PhpSchema = z.strictObject({
     )
     .default({}),
   front_controller: str().optional(),
-});
+}, { error: "must be a table" });
 
 const RouteSchema = z.strictObject(
   {

@@ -54,61 +54,103 @@ export function ancestorsOf(path: string): string[] {
 const MAX_SYMLINK_HOPS = 40;
 
 export type Resolution =
-  | { ok: true; /** Normalised resolved location relative to the root ("" = the root). */ path: string }
+  | { ok: true; /** Normalised resolved location relative to the root ("" = the root). */ path: string; exists: boolean }
   | { ok: false; reason: "escapes" | "loop" | "absolute" | "too_complex" };
 
-/** Work allowance shared by all resolutions of one image, so hostile link farms cannot burn CPU. */
+/** Work allowance (path segments walked) shared by all resolutions of one image, so hostile link farms cannot burn CPU. */
 export interface ResolveBudget {
-  chars: number;
+  steps: number;
 }
 
 export function newResolveBudget(): ResolveBudget {
-  return { chars: 64 * 1024 * 1024 };
+  return { steps: 4_000_000 };
 }
 
-/**
- * Resolves `target` relative to the directory `fromDir` the way the kernel would inside a chroot at
- * the bundle root, following the symlinks in `links` (normalised link path → raw target), but
- * failing when ".." would climb above the root instead of clamping. Missing components are fine
- * (dangling links), they are just not followed.
- */
-export function resolveInside(
-  fromDir: string,
-  target: string,
-  links: ReadonlyMap<string, string>,
-  budget: ResolveBudget = newResolveBudget(),
-): Resolution {
-  if (target.startsWith("/")) return { ok: false, reason: "absolute" };
-  // prefixes[i] is the path of the first i+1 resolved components.
-  const prefixes: string[] = [];
-  if (fromDir !== "") for (const seg of fromDir.split("/")) prefixes.push(join(prefixes, seg));
-  const queue = target.split("/").reverse();
-  let hops = 0;
-  while (queue.length > 0) {
-    const seg = queue.pop() as string;
-    if (seg === "" || seg === ".") continue;
-    if (seg === "..") {
-      if (prefixes.length === 0) return { ok: false, reason: "escapes" };
-      prefixes.pop();
-      continue;
-    }
-    const key = join(prefixes, seg);
-    budget.chars -= key.length + 1;
-    if (budget.chars < 0) return { ok: false, reason: "too_complex" };
-    const link = links.get(key);
-    if (link === undefined) {
-      prefixes.push(key);
-      continue;
-    }
-    if (++hops > MAX_SYMLINK_HOPS) return { ok: false, reason: "loop" };
-    if (link.startsWith("/")) return { ok: false, reason: "absolute" };
-    const parts = link.split("/");
-    for (let i = parts.length - 1; i >= 0; i--) queue.push(parts[i] as string);
+interface TreeNode {
+  kind: "file" | "dir" | "symlink";
+  children?: Map<string, TreeNode>;
+  target?: string;
+}
+
+/** The directory tree of an image, for resolving link targets the way the kernel would. */
+export class PathTree {
+  readonly #root: TreeNode = { kind: "dir", children: new Map() };
+
+  constructor(entries: Iterable<{ path: string; kind: "file" | "dir" | "symlink"; target?: string | undefined }> = []) {
+    for (const e of entries) this.#add(e.path, e.kind, e.target);
   }
-  return { ok: true, path: prefixes[prefixes.length - 1] ?? "" };
+
+  #add(path: string, kind: TreeNode["kind"], target: string | undefined): void {
+    if (path === "") return;
+    const segs = path.split("/");
+    const last = segs.pop() as string;
+    let node = this.#root;
+    for (const seg of segs) {
+      if (node.children === undefined) return;
+      let next = node.children.get(seg);
+      if (next === undefined) {
+        next = { kind: "dir", children: new Map() };
+        node.children.set(seg, next);
+      }
+      node = next;
+    }
+    if (node.children === undefined) return;
+    const existing = node.children.get(last);
+    if (kind === "dir") {
+      if (existing?.kind !== "dir") node.children.set(last, { kind: "dir", children: new Map() });
+    } else {
+      node.children.set(last, kind === "symlink" ? { kind, target: target ?? "" } : { kind });
+    }
+  }
+
+  /**
+   * Resolves `target` relative to the directory `fromDir` as the kernel would inside a chroot at the
+   * bundle root, following the symlinks of the tree, but failing when ".." would climb above the
+   * root instead of clamping. Missing components are fine (dangling links), they are not followed.
+   */
+  resolve(fromDir: string, target: string, budget: ResolveBudget = newResolveBudget()): Resolution {
+    if (target.startsWith("/")) return { ok: false, reason: "absolute" };
+    const names: string[] = [];
+    const nodes: Array<TreeNode | undefined> = [];
+    const top = (): TreeNode | undefined => (nodes.length === 0 ? this.#root : nodes[nodes.length - 1]);
+    if (fromDir !== "") {
+      for (const seg of fromDir.split("/")) {
+        const child = top()?.children?.get(seg);
+        names.push(seg);
+        nodes.push(child);
+      }
+    }
+    const queue = target.split("/").reverse();
+    let hops = 0;
+    while (queue.length > 0) {
+      if (--budget.steps < 0) return { ok: false, reason: "too_complex" };
+      const seg = queue.pop() as string;
+      if (seg === "" || seg === ".") continue;
+      if (seg === "..") {
+        if (names.length === 0) return { ok: false, reason: "escapes" };
+        names.pop();
+        nodes.pop();
+        continue;
+      }
+      const child = top()?.children?.get(seg);
+      if (child?.kind === "symlink") {
+        if (++hops > MAX_SYMLINK_HOPS) return { ok: false, reason: "loop" };
+        const link = child.target ?? "";
+        if (link.startsWith("/")) return { ok: false, reason: "absolute" };
+        const parts = link.split("/");
+        for (let i = parts.length - 1; i >= 0; i--) queue.push(parts[i] as string);
+        continue;
+      }
+      names.push(seg);
+      nodes.push(child);
+    }
+    return { ok: true, path: names.join("/"), exists: top() !== undefined };
+  }
 }
 
-function join(prefixes: string[], seg: string): string {
-  const last = prefixes[prefixes.length - 1];
-  return last === undefined ? seg : last + "/" + seg;
+const EMPTY_TREE = new PathTree();
+
+/** Purely lexical check (no other links known): does `target`, seen from `fromDir`, stay inside? */
+export function staysInside(fromDir: string, target: string): boolean {
+  return EMPTY_TREE.resolve(fromDir, target).ok;
 }

@@ -19,8 +19,8 @@ interface ClientTarget {
 class CliError extends Error {}
 
 function findTarget(opts: { data?: string }): ClientTarget {
-  const envUrl = process.env.ZEROCELL_URL;
-  const envToken = process.env.ZEROCELL_TOKEN;
+  const envUrl = process.env.ZEROCELL_URL || undefined;
+  const envToken = process.env.ZEROCELL_TOKEN || undefined;
   if (opts.data === undefined && envUrl !== undefined && envToken !== undefined) return { url: envUrl, token: envToken };
   const dir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
   let server: { admin?: string };

@@ -69,6 +69,8 @@ class DeploymentPool {
   #busy = 0;
   retiring = false;
   #drained: Array<() => void> = [];
+  /** Hosts being shut down, so retire() can wait for every one of them. */
+  readonly #stopping = new Set<Promise<void>>();
 
   constructor(source: DeploymentSource, limits: PoolLimits, hostOpts: HostOptions) {
     this.source = source;
@@ -142,7 +144,7 @@ class DeploymentPool {
     this.#busy--;
     if (!keep || !slot.host.alive || slot.host.tainted || this.retiring) {
       this.#all.delete(slot);
-      void slot.host.shutdown();
+      this.#stop(slot);
       if (this.#waiters.length > 0 && !this.retiring) this.#grow();
       this.#checkDrained();
       return;
@@ -153,7 +155,7 @@ class DeploymentPool {
   #release(slot: Slot): void {
     if (this.retiring && this.#waiters.length === 0) {
       this.#all.delete(slot);
-      void slot.host.shutdown();
+      this.#stop(slot);
       this.#checkDrained();
       return;
     }
@@ -176,11 +178,18 @@ class DeploymentPool {
     });
     for (const s of this.#idle.splice(0)) {
       this.#all.delete(s);
-      void s.host.shutdown();
+      this.#stop(s);
     }
     this.#checkDrained();
     await done;
-    await Promise.all([...this.#all].map((s) => s.host.shutdown()));
+    for (const s of this.#all) this.#stop(s);
+    this.#all.clear();
+    await Promise.all([...this.#stopping]);
+  }
+
+  #stop(slot: Slot): void {
+    const p = slot.host.shutdown().finally(() => this.#stopping.delete(p));
+    this.#stopping.add(p);
   }
 
   killAll(): void {
@@ -193,6 +202,7 @@ export class Pool {
   readonly #hostOpts: HostOptions;
   readonly #load: (deploymentId: string) => DeploymentSource;
   readonly #pools = new Map<string, DeploymentPool>();
+  readonly #retiring = new Set<Promise<void>>();
   #closed = false;
 
   constructor(options: { limits?: Partial<PoolLimits>; useNetns: boolean; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void }) {
@@ -253,7 +263,8 @@ export class Pool {
     for (const [id, p] of this.#pools) {
       if (!active.has(id)) {
         this.#pools.delete(id);
-        void p.retire();
+        const done = p.retire().finally(() => this.#retiring.delete(done));
+        this.#retiring.add(done);
       }
     }
   }
@@ -267,7 +278,7 @@ export class Pool {
     this.#closed = true;
     const pools = [...this.#pools.values()];
     this.#pools.clear();
-    await Promise.all(pools.map((p) => p.retire()));
+    await Promise.all([...pools.map((p) => p.retire()), ...this.#retiring]);
   }
 
   killAll(): void {

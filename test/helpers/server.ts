@@ -1,0 +1,188 @@
+/**
+ * Test harness: starts the real server (the built CLI, `zerocell serve`) on random ports with a
+ * fresh data dir, and talks to it over real HTTPS with the server's own CA.
+ */
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, existsSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import https from "node:https";
+import http from "node:http";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const CLI = join(ROOT, "dist", "src", "cli", "main.js");
+
+export interface TestServer {
+  dataDir: string;
+  urls: { http: string; https: string; admin: string };
+  httpsPort: number;
+  httpPort: number;
+  token: string;
+  ca: string;
+  proc: ChildProcess;
+  output: () => string;
+  /** SIGTERM, wait for exit; returns the exit code. */
+  stop(): Promise<number | null>;
+  /** Runs the CLI against this server. */
+  cli(args: string[], opts?: { allowFail?: boolean }): { code: number; stdout: string; stderr: string };
+  /** Pids of sandbox host processes whose parent is this server. */
+  hostPids(): number[];
+}
+
+export async function startServer(extraArgs: string[] = []): Promise<TestServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), "zc-test-"));
+  const proc = spawn(process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", ...extraArgs], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env },
+  });
+  let out = "";
+  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  const serverJson = join(dataDir, "run", "server.json");
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(serverJson) || !out.includes("zerocell listening")) {
+    if (proc.exitCode !== null) throw new Error(`server exited early (${proc.exitCode}):\n${out}`);
+    if (Date.now() > deadline) throw new Error(`server did not start:\n${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const urls = JSON.parse(readFileSync(serverJson, "utf8")) as TestServer["urls"];
+  const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+  const ca = readFileSync(join(dataDir, "certs", "ca.pem"), "utf8");
+  const server: TestServer = {
+    dataDir,
+    urls,
+    httpsPort: Number(new URL(urls.https).port),
+    httpPort: Number(new URL(urls.http).port),
+    token,
+    ca,
+    proc,
+    output: () => out,
+    async stop() {
+      if (proc.exitCode !== null) return proc.exitCode;
+      const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+    cli(args, opts = {}) {
+      try {
+        const stdout = execFileSync(process.execPath, [CLI, ...args, "--data", dataDir], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" } });
+        return { code: 0, stdout, stderr: "" };
+      } catch (e) {
+        const err = e as { status: number; stdout: string; stderr: string };
+        if (opts.allowFail !== true) throw new Error(`zerocell ${args.join(" ")} failed (${err.status}):\n${err.stderr}\n${err.stdout}`);
+        return { code: err.status, stdout: err.stdout, stderr: err.stderr };
+      }
+    },
+    hostPids() {
+      return childPids(proc.pid!);
+    },
+  };
+  return server;
+}
+
+/** Direct children (and their children: `unshare` wraps node) of a pid. */
+export function childPids(pid: number): number[] {
+  let text = "";
+  try {
+    text = execFileSync("ps", ["-e", "-o", "pid=,ppid="], { encoding: "utf8" });
+  } catch {
+    return [];
+  }
+  const rows = text.trim().split("\n").map((l) => l.trim().split(/\s+/).map(Number) as [number, number]);
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [c, pp] of rows) if (pp === p) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes a bundle directory from a map of relative path → contents. */
+export function writeBundle(files: Record<string, string | Buffer>): string {
+  const dir = mkdtempSync(join(tmpdir(), "zc-bundle-"));
+  for (const [path, data] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), data);
+  }
+  return dir;
+}
+
+export function phpBundle(host: string, files: Record<string, string>, manifestExtra = ""): string {
+  return writeBundle({
+    "zerocell.toml": `runtime = "php"\n[php]\ndocument_root = "public"\n${manifestExtra}\n[[routes]]\nhost = "${host}"\npath = "/"\n`,
+    ...Object.fromEntries(Object.entries(files).map(([k, v]) => [`public/${k}`, v])),
+  });
+}
+
+export interface Res {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  body: Buffer;
+  text: string;
+}
+
+/** One HTTPS request to the server's app port, with SNI and Host set to `host`. */
+export function fetchApp(server: TestServer, host: string, path: string, opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer; scheme?: "https" | "http" } = {}): Promise<Res> {
+  const scheme = opts.scheme ?? "https";
+  return new Promise((resolvePromise, reject) => {
+    const common = {
+      host: "127.0.0.1",
+      port: scheme === "https" ? server.httpsPort : server.httpPort,
+      path,
+      method: opts.method ?? "GET",
+      headers: { host, ...(opts.headers ?? {}) },
+      agent: false as const,
+    };
+    const req = scheme === "https" ? https.request({ ...common, servername: host.replace(/:\d+$/, ""), ca: server.ca }) : http.request(common);
+    req.on("error", reject);
+    req.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => {
+        const body = Buffer.concat(chunks);
+        resolvePromise({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body, text: body.toString("utf8") });
+      });
+      res.on("error", reject);
+    });
+    if (opts.body !== undefined) req.write(opts.body);
+    req.end();
+  });
+}
+
+/** A request to the admin API. */
+export async function admin(server: TestServer, method: string, path: string, opts: { token?: string | null; body?: Buffer | string; contentType?: string } = {}): Promise<{ status: number; json: any }> {
+  const headers: Record<string, string> = {};
+  const token = opts.token === undefined ? server.token : opts.token;
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  if (opts.contentType !== undefined) headers["content-type"] = opts.contentType;
+  const res = await fetch(server.urls.admin + path, { method, headers, ...(opts.body === undefined ? {} : { body: opts.body }) });
+  const text = await res.text();
+  let json: unknown = text;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // leave as text
+  }
+  return { status: res.status, json };
+}
+
+export function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,129 @@
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { statSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { startServer, phpBundle, fetchApp, admin, isAlive, type TestServer } from "../helpers/server.js";
+
+describe("walking skeleton: deploy a PHP bundle and serve it over HTTPS", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("creates the data dir: server.json, admin token 0600, CA", () => {
+    const info = JSON.parse(readFileSync(join(server.dataDir, "run", "server.json"), "utf8"));
+    expect(info.pid).toBe(server.proc.pid);
+    expect(info.https).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    expect(info.http).toMatch(/^http:\/\//);
+    expect(info.admin).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(statSync(join(server.dataDir, "admin-token")).mode & 0o777).toBe(0o600);
+    expect(server.ca).toContain("BEGIN CERTIFICATE");
+    expect(server.output()).toMatch(/zerocell listening: http .* https .* admin /);
+  });
+
+  it("deploys with the CLI and serves the app at its host within a second, verified against the CA", async () => {
+    const dir = phpBundle("skel.localhost", {
+      "index.php": `<?php
+header('Content-Type: application/json');
+setcookie('a', '1'); setcookie('b', '2');
+echo json_encode([
+  'uri' => $_SERVER['REQUEST_URI'], 'https' => $_SERVER['HTTPS'] ?? null, 'remote' => $_SERVER['REMOTE_ADDR'],
+  'name' => $_SERVER['SERVER_NAME'], 'method' => $_SERVER['REQUEST_METHOD'], 'get' => $_GET, 'post' => $_POST,
+  'cookie' => $_COOKIE, 'ua' => $_SERVER['HTTP_USER_AGENT'] ?? null, 'raw' => file_get_contents('php://input'),
+]);`,
+    });
+    const t0 = Date.now();
+    const out = server.cli(["deploy", dir, "--app", "skel", "--host", "skel2.localhost"]);
+    expect(out.stdout).toMatch(/deployed skel v1 \(dep_/);
+    expect(out.stdout).toContain("skel.localhost/");
+    const res = await fetchApp(server, "skel.localhost", "/index.php?x=1&y=two", {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", cookie: "c=3; d=4", "user-agent": "zc-test" },
+      body: "p=hello&q=world",
+    });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(res.status).toBe(200);
+    const j = JSON.parse(res.text);
+    expect(j).toMatchObject({ uri: "/index.php?x=1&y=two", https: "on", remote: "127.0.0.1", name: "skel.localhost", method: "POST", get: { x: "1", y: "two" }, post: { p: "hello", q: "world" }, cookie: { c: "3", d: "4" }, ua: "zc-test" });
+    // Repeated Set-Cookie headers stay separate.
+    expect(res.headers["set-cookie"]).toEqual(["a=1", "b=2"]);
+    expect(res.headers["x-zerocell-instance"]).toMatch(/^snapshot; /);
+    expect(res.headers["server-timing"]).toMatch(/acquire;dur=[\d.]+, run;dur=[\d.]+, total;dur=[\d.]+/);
+    // The --host route serves the same app; plain HTTP says HTTPS is off.
+    const plain = await fetchApp(server, "skel2.localhost", "/", { scheme: "http" });
+    expect(plain.status).toBe(200);
+    expect(JSON.parse(plain.text).https).not.toBe("on");
+  });
+
+  it("answers an unknown host with a short 404 page, not a stack trace", async () => {
+    const res = await fetchApp(server, "nobody.localhost", "/x");
+    expect(res.status).toBe(404);
+    expect(res.headers["content-type"]).toMatch(/text\/html/);
+    expect(res.text).toContain("no app is deployed at nobody.localhost/x");
+    expect(res.text).not.toMatch(/at .*\.js:\d+/);
+  });
+
+  it("lists apps, deployments and routes, and rolls back", async () => {
+    const v2 = phpBundle("skel.localhost", { "index.php": "<?php echo 'version two';" });
+    server.cli(["deploy", v2, "--app", "skel"]);
+    expect((await fetchApp(server, "skel.localhost", "/")).text).toBe("version two");
+    // v2 has no --host route: skel2.localhost is gone.
+    expect((await fetchApp(server, "skel2.localhost", "/")).status).toBe(404);
+
+    const apps = JSON.parse(server.cli(["apps", "--json"]).stdout);
+    expect(apps.apps.find((a: { name: string }) => a.name === "skel").activeVersion).toBe(2);
+    const deps = JSON.parse(server.cli(["deployments", "skel", "--json"]).stdout);
+    expect(deps.deployments.map((d: { version: number; active: boolean }) => [d.version, d.active])).toEqual([[2, true], [1, false]]);
+    const routes = JSON.parse(server.cli(["routes", "--json"]).stdout);
+    expect(routes.routes).toContainEqual(expect.objectContaining({ host: "skel.localhost", path: "/", app: "skel" }));
+    expect(server.cli(["routes"]).stdout).toMatch(/HOST\s+PATH\s+APP/);
+
+    const rb = server.cli(["rollback", "skel"]);
+    expect(rb.stdout).toContain("rolled back skel to v1");
+    const res = await fetchApp(server, "skel.localhost", "/index.php");
+    expect(JSON.parse(res.text).uri).toBe("/index.php");
+    server.cli(["rollback", "skel", "v2"]);
+    expect((await fetchApp(server, "skel.localhost", "/")).text).toBe("version two");
+    const bad = server.cli(["rollback", "skel", "9"], { allowFail: true });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('app "skel" has no version 9');
+  });
+
+  it("refuses a second app that claims the same host and path", async () => {
+    const dir = phpBundle("skel.localhost", { "index.php": "<?php echo 'intruder';" });
+    const r = server.cli(["deploy", dir, "--app", "intruder"], { allowFail: true });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('route skel.localhost/ of app "intruder" is already served by app "skel"');
+    expect((await fetchApp(server, "skel.localhost", "/")).text).toBe("version two");
+  });
+
+  it("rejects admin calls without a valid token with 401", async () => {
+    for (const token of [null, "zc_wrong-token-value-xxxxxxxxxxxxxxxxxxxxxxxx", ""]) {
+      const r = await admin(server, "GET", "/v1/apps", { token });
+      expect(r.status).toBe(401);
+      expect(r.json.error.code).toBe("unauthorized");
+    }
+    const ok = await admin(server, "GET", "/v1/apps");
+    expect(ok.status).toBe(200);
+  });
+
+  it("drains on SIGTERM, exits 0 and leaves no sandbox process behind", async () => {
+    const slow = phpBundle("slow.localhost", { "index.php": "<?php usleep(300000); echo 'done';" });
+    server.cli(["deploy", slow, "--app", "slow"]);
+    expect((await fetchApp(server, "slow.localhost", "/")).text).toBe("done");
+    const hosts = server.hostPids();
+    expect(hosts.length).toBeGreaterThan(0);
+    const inflight = fetchApp(server, "slow.localhost", "/");
+    await new Promise((r) => setTimeout(r, 100));
+    const code = await server.stop();
+    expect(code).toBe(0);
+    const res = await inflight;
+    expect(res.status).toBe(200);
+    expect(res.text).toBe("done");
+    const { execFileSync } = await import("node:child_process");
+    for (const pid of hosts) if (isAlive(pid)) console.log("ALIVE", pid, execFileSync("ps", ["-o", "pid,ppid,stat,cmd", "-p", String(pid)], { encoding: "utf8" }));
+    for (const pid of hosts) expect(isAlive(pid)).toBe(false);
+  });
+});
