@@ -157,6 +157,12 @@ function parsePort(v: string): number {
   return n;
 }
 
+function parsePositive(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new CliError(`invalid number "${v}"`);
+  return n;
+}
+
 program
   .command("serve")
   .description("start the platform (HTTP, HTTPS and the admin API)")
@@ -167,11 +173,21 @@ program
   .option("--host <addr>", "address for app traffic", "127.0.0.1")
   .option("--admin-host <addr>", "address for the admin API", "127.0.0.1")
   .option("--examples", "deploy the bundled examples (examples/*) at start")
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; host: string; adminHost: string; examples?: boolean }) => {
+  .option("--headers-timeout-ms <n>", "time a client has to send its request headers", parsePositive, 10_000)
+  .option("--request-timeout-ms <n>", "time a client has to send its whole request", parsePositive, 60_000)
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number }) => {
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
-    const server = await startGateway({ dataDir, httpPort: opts.httpPort, httpsPort: opts.httpsPort, adminPort: opts.adminPort, host: opts.host, adminHost: opts.adminHost });
+    const server = await startGateway({
+      dataDir,
+      httpPort: opts.httpPort,
+      httpsPort: opts.httpsPort,
+      adminPort: opts.adminPort,
+      host: opts.host,
+      adminHost: opts.adminHost,
+      http: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
+    });
     process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  (data ${dataDir})\n`);
     if (opts.examples === true) {
       const dir = join(PACKAGE_ROOT, "examples");

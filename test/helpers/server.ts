@@ -172,7 +172,7 @@ export async function admin(server: TestServer, method: string, path: string, op
   const token = opts.token === undefined ? server.token : opts.token;
   if (token !== null) headers.authorization = `Bearer ${token}`;
   if (opts.contentType !== undefined) headers["content-type"] = opts.contentType;
-  const res = await fetch(server.urls.admin + path, { method, headers, ...(opts.body === undefined ? {} : { body: opts.body }) });
+  const res = await fetch(server.urls.admin + path, { method, headers, ...(opts.body === undefined ? {} : { body: opts.body as BodyInit }) });
   const text = await res.text();
   let json: unknown = text;
   try {
