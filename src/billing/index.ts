@@ -4,8 +4,8 @@
  * shutdown. A crash loses at most one interval of records; a record is never written twice
  * (request ids are unique). Rating, invoices and Stripe come later.
  */
+import type { Statement } from "better-sqlite3";
 import type { OpenedDb } from "../store/index.js";
-import { usageRecords } from "../store/schema.js";
 import { log } from "../log.js";
 
 export interface UsageRecord {
@@ -35,6 +35,8 @@ export interface UsageRecorderOptions {
 
 export class UsageRecorder {
   readonly #db: OpenedDb;
+  /** A prepared statement: drizzle's query builder costs ~0.2 ms per row, this ~10 µs. */
+  readonly #insert: Statement;
   readonly #opts: Required<UsageRecorderOptions>;
   #buffer: UsageRecord[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -42,6 +44,11 @@ export class UsageRecorder {
 
   constructor(db: OpenedDb, opts: UsageRecorderOptions) {
     this.#db = db;
+    this.#insert = db.sqlite.prepare(
+      `INSERT INTO usage_records (request_id, account_id, app_id, deployment_id, route_key, started_at, wall_us, cpu_us, instructions, memory_mb, status, bytes_in, bytes_out, mode)
+       VALUES (@requestId, @accountId, @appId, @deploymentId, @routeKey, @startedAt, @wallUs, NULL, NULL, @memoryMb, @status, @bytesIn, @bytesOut, @mode)
+       ON CONFLICT (request_id) DO NOTHING`,
+    );
     this.#opts = { maxBuffered: 10_000, ...opts };
   }
 
@@ -61,7 +68,7 @@ export class UsageRecorder {
     this.#buffer = [];
     try {
       const write = this.#db.sqlite.transaction((rows: UsageRecord[]) => {
-        for (const r of rows) this.#db.db.insert(usageRecords).values(r).onConflictDoNothing().run();
+        for (const r of rows) this.#insert.run(r);
       });
       write(batch);
     } catch (e) {

@@ -48,6 +48,24 @@ interface ReqHeader {
 let instance: EngineInstance | undefined;
 let maxResponseBytes = 0;
 
+/**
+ * Runs the manifest's warm-up requests (or "/" when it names none) so the first real request
+ * does not pay for the runtime's lazy start-up; their results are ignored and the instance is
+ * reset afterwards.
+ */
+async function warmUp(inst: EngineInstance, manifest: Manifest): Promise<void> {
+  const paths = manifest.warmup.length > 0 ? manifest.warmup : ["/"];
+  const host = manifest.routes[0]?.host.replace(/^\*\.?/, "") || "localhost";
+  for (const url of paths) {
+    try {
+      await inst.handle({ method: "GET", url, headers: [["host", host], ["user-agent", "zerocell-warmup"]], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 0, https: true, serverName: host, serverPort: 443, scriptName: "", params: {} });
+    } catch (e) {
+      process.stderr.write(`warm-up ${url} failed: ${(e as Error).message}\n`);
+    }
+  }
+  await inst.reset();
+}
+
 async function onFrame(frame: Frame): Promise<void> {
   const h = frame.header as { t?: string };
   switch (h.t) {
@@ -59,6 +77,7 @@ async function onFrame(frame: Frame): Promise<void> {
         const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image: decodeImage(frame.body) });
         instance = await engine.instantiate(prepared);
         maxResponseBytes = init.maxResponseBytes;
+        await warmUp(instance, init.manifest);
         send({ t: "ready", ms: performance.now() - t0 });
       } catch (e) {
         send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${(e as Error).message}` });
