@@ -288,9 +288,9 @@ program
   .addOption(dataOption())
   .addOption(jsonOption())
   .action(async (app: string | undefined, opts: { data?: string; json?: boolean }) => {
-    const res = (await api(findTarget(opts), "GET", "/v1/pool")) as { deployments: Array<{ app: string; deploymentId: string; instances: number; idle: number; busy: number; starting: number; queued: number }> };
+    const res = (await api(findTarget(opts), "GET", "/v1/pool")) as { deployments: Array<{ app: string; deploymentId: string; mode: string; instances: number; idle: number; busy: number; starting: number; queued: number }> };
     const rows = res.deployments.filter((d) => app === undefined || d.app === app);
-    print(opts.json === true, { deployments: rows }, () => table([["APP", "DEPLOYMENT", "INSTANCES", "IDLE", "BUSY", "STARTING", "QUEUED"], ...rows.map((d) => [d.app, d.deploymentId, String(d.instances), String(d.idle), String(d.busy), String(d.starting), String(d.queued)])]));
+    print(opts.json === true, { deployments: rows }, () => table([["APP", "DEPLOYMENT", "MODE", "INSTANCES", "IDLE", "BUSY", "STARTING", "QUEUED"], ...rows.map((d) => [d.app, d.deploymentId, d.mode, String(d.instances), String(d.idle), String(d.busy), String(d.starting), String(d.queued)])]));
   });
 
 program

@@ -16,7 +16,7 @@ import { Hono } from "hono";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { LRUCache } from "lru-cache";
 import { Store, openDb, BlobStore, type OpenedDb } from "../store/index.js";
-import { RouteTable, normalizeHost, type RouteMatch } from "../router/index.js";
+import { RouteTable, normalizeHost, type RouteMatch, type RouteMode } from "../router/index.js";
 import { Pool, type DeploymentSource, type PoolLimits } from "../pool/index.js";
 import { readBundleArchive, encodeImage, type Manifest } from "../bundle/index.js";
 import { CertificateStore } from "./tls.js";
@@ -119,8 +119,10 @@ export class Platform {
   reloadRoutes(): void {
     const entries = this.store.activeRouteEntries();
     const active = new Set<string>();
+    const warm = new Set<string>();
     for (const e of entries) {
       active.add(e.target.deploymentId);
+      warm.add(`${e.target.deploymentId}/${e.mode}`);
       if (!this.#manifests.has(e.target.deploymentId)) {
         const d = this.store.getDeployment(e.target.deploymentId);
         if (d !== undefined) this.#manifests.set(d.id, d.manifest as Manifest);
@@ -129,7 +131,10 @@ export class Platform {
     this.#table = new RouteTable(entries);
     for (const id of this.#manifests.keys()) if (!active.has(id)) this.#manifests.delete(id);
     this.pool.retireExcept(active);
-    for (const id of active) this.pool.prewarm(id);
+    for (const key of warm) {
+      const [id, mode] = key.split("/") as [string, RouteMode];
+      this.pool.prewarm(id, mode);
+    }
   }
 
   /** Whether the gateway may mint a certificate for this SNI name. */

@@ -60,6 +60,7 @@ interface Slot {
 
 class DeploymentPool {
   readonly source: DeploymentSource;
+  readonly mode: RouteMode;
   readonly #limits: PoolLimits;
   readonly #hostOpts: HostOptions;
   readonly #all = new Set<Slot>();
@@ -72,8 +73,9 @@ class DeploymentPool {
   /** Hosts being shut down, so retire() can wait for every one of them. */
   readonly #stopping = new Set<Promise<void>>();
 
-  constructor(source: DeploymentSource, limits: PoolLimits, hostOpts: HostOptions) {
+  constructor(source: DeploymentSource, mode: RouteMode, limits: PoolLimits, hostOpts: HostOptions) {
     this.source = source;
+    this.mode = mode;
     this.#limits = limits;
     this.#hostOpts = hostOpts;
   }
@@ -145,7 +147,8 @@ class DeploymentPool {
     if (!keep || !slot.host.alive || slot.host.tainted || this.retiring) {
       this.#all.delete(slot);
       this.#stop(slot);
-      if (this.#waiters.length > 0 && !this.retiring) this.#grow();
+      // Keep one instance ready (fresh mode replaces every host after its request).
+      if (!this.retiring && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) this.#grow();
       this.#checkDrained();
       return;
     }
@@ -219,25 +222,30 @@ export class Pool {
 
   readonly #onLog: (deploymentId: string, line: string) => void;
 
-  #poolFor(deploymentId: string): DeploymentPool {
+  /**
+   * Hosts of one deployment are kept apart per mode: a host that served a daemon request carries
+   * state, so it must never serve a snapshot or fresh one.
+   */
+  #poolFor(deploymentId: string, mode: RouteMode): DeploymentPool {
     if (this.#closed) throw new PoolSaturatedError("pool: the server is shutting down", 5);
-    let p = this.#pools.get(deploymentId);
+    const key = `${deploymentId}/${mode}`;
+    let p = this.#pools.get(key);
     if (p === undefined || p.retiring) {
       const source = this.#load(deploymentId);
-      p = new DeploymentPool(source, this.#limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) });
-      this.#pools.set(deploymentId, p);
+      p = new DeploymentPool(source, mode, this.#limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) });
+      this.#pools.set(key, p);
     }
     return p;
   }
 
-  /** Starts a host for a deployment in the background (after deploy, at start-up). */
-  prewarm(deploymentId: string): void {
-    this.#poolFor(deploymentId).prewarm();
+  /** Starts a host for a deployment's mode in the background (after deploy, at start-up). */
+  prewarm(deploymentId: string, mode: RouteMode): void {
+    this.#poolFor(deploymentId, mode).prewarm();
   }
 
   /** 1. acquire an instance, 2. run the request on it, 3. give it back (reset / replace). */
   async run(deploymentId: string, mode: RouteMode, req: EngineRequest, timeoutMs: number): Promise<PoolRunResult> {
-    const pool = this.#poolFor(deploymentId);
+    const pool = this.#poolFor(deploymentId, mode);
     const t0 = performance.now();
     // 1. acquire
     const got = pool.acquire();
@@ -260,17 +268,17 @@ export class Pool {
 
   /** Drains and frees every deployment not in `active` (after a deploy or rollback). */
   retireExcept(active: Set<string>): void {
-    for (const [id, p] of this.#pools) {
-      if (!active.has(id)) {
-        this.#pools.delete(id);
+    for (const [key, p] of this.#pools) {
+      if (!active.has(p.source.deploymentId)) {
+        this.#pools.delete(key);
         const done = p.retire().finally(() => this.#retiring.delete(done));
         this.#retiring.add(done);
       }
     }
   }
 
-  stats(): Array<{ deploymentId: string; app: string } & DeploymentPool["stats"]> {
-    return [...this.#pools.values()].map((p) => ({ deploymentId: p.source.deploymentId, app: p.source.appName, ...p.stats }));
+  stats(): Array<{ deploymentId: string; app: string; mode: RouteMode } & DeploymentPool["stats"]> {
+    return [...this.#pools.values()].map((p) => ({ deploymentId: p.source.deploymentId, app: p.source.appName, mode: p.mode, ...p.stats }));
   }
 
   /** Waits for in-flight requests, then stops every host. */

@@ -5,8 +5,9 @@
  *   validate    static checks of a bundle at deploy time; pure, usable alone
  *   prepare     load the runtime, mount the read-only app image, run initialisation
  *   instantiate a ready instance from what prepare produced
+ *   snapshot    (on an instance, after warm-up) fix the state every reset returns to
  *   handle      one request at a time on an instance
- *   reset       return a used instance to the prepared state
+ *   reset       return a used instance to its snapshot
  *   dispose     free it
  *
  * An engine must never give guest code access to host files, processes, network, or the host's
@@ -48,7 +49,9 @@ export interface EngineSpec {
 
 export interface EngineInstance {
   handle(request: EngineRequest): Promise<EngineResponse>;
-  /** Returns the instance to the state right after prepare (per route mode, called between requests). */
+  /** Records the current state (after init and warm-up) as the one reset() returns to. */
+  snapshot(): void;
+  /** Returns the instance to its snapshot (snapshot mode; called between requests). */
   reset(): Promise<void>;
   dispose(): void;
 }

@@ -5,11 +5,14 @@
  * php.ini's disable_functions / allow_url_fopen / open_basedir as a second wall.
  * Must never: mount a host directory, or hand guest code anything that reaches Node.
  */
-import { loadPHPRuntime, PHP, PHPRequestHandler, type PHPRequest } from "@php-wasm/universal";
+import { readFileSync } from "node:fs";
+import { loadPHPRuntime, PHP, PHPRequestHandler, __private__dont__use, type PHPRequest } from "@php-wasm/universal";
 import { createSpawnHandler } from "@php-wasm/util";
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec } from "../engine.js";
 import { APP_ROOT, TMP_DIR, buildPhpIni, validatePhpBundle } from "./validate.js";
+import { dispatch, mimeTypeOf } from "./dispatch.js";
+import { LinearMemorySnapshot } from "../../snapshot/index.js";
 
 export { APP_ROOT, validatePhpBundle } from "./validate.js";
 
@@ -53,93 +56,165 @@ function writeImage(php: PHP, image: BundleImage): void {
   for (const d of dirs.reverse()) php.chmod(d, 0o555);
 }
 
-/** Per-request $_SERVER values php-wasm does not know (client address, TLS, server name). */
-interface RequestContext {
-  current: EngineRequest | undefined;
+/**
+ * Emscripten's FS checks mode bits but lets anyone chmod anything, and its root directory is
+ * world-writable: guest code could chmod() the image writable again, or rename("/app", ...) and
+ * mkdir a new /app. Refuse mode changes under /app (EPERM) and make / read-only (after /tmp).
+ */
+function lockImage(php: PHP): void {
+  const FS = (php as unknown as { [__private__dont__use]: { FS: EmscriptenFS } })[__private__dont__use].FS;
+  if (typeof FS.doChmod !== "function") throw new Error("zerocell: php-wasm FS has no doChmod; cannot lock the image");
+  const doChmod = FS.doChmod.bind(FS);
+  FS.doChmod = (stream, node, mode, dontFollow) => {
+    const path = FS.getPath(node);
+    if (path === APP_ROOT || path.startsWith(`${APP_ROOT}/`)) throw new FS.ErrnoError(63 /* EPERM */);
+    doChmod(stream, node, mode, dontFollow);
+  };
+  FS.chmod("/", 0o555);
 }
 
-type ServerEntriesFn = (...args: unknown[]) => Record<string, string>;
+interface EmscriptenFS {
+  doChmod(stream: unknown, node: unknown, mode: number, dontFollow: boolean): void;
+  chmod(path: string, mode: number): void;
+  getPath(node: unknown): string;
+  ErrnoError: new (errno: number) => Error;
+}
 
 /**
- * php-wasm computes $_SERVER in PHPRequestHandler.prepare_$_SERVER_superglobal (private in its
- * typings, public at runtime); wrap it to add what a real web server sets.
+ * memory_limit is only php.ini (ini_set() can raise it) and malloc outside the Zend allocator
+ * (ImageMagick) is not counted, so cap the wasm heap itself: growth past the cap fails and PHP
+ * stops with "Out of memory". php-wasm would otherwise grow to 2 GiB per host.
  */
-function patchServerEntries(handler: PHPRequestHandler, ctx: RequestContext): void {
-  const target = handler as unknown as { prepare_$_SERVER_superglobal: ServerEntriesFn };
-  const original = target.prepare_$_SERVER_superglobal.bind(handler);
-  target.prepare_$_SERVER_superglobal = (...args: unknown[]) => {
-    const base = original(...args);
-    const r = ctx.current;
-    if (r === undefined) return base;
-    base.REMOTE_ADDR = r.remoteAddr;
-    base.REMOTE_PORT = String(r.remotePort);
-    base.SERVER_NAME = r.serverName;
-    base.SERVER_PORT = String(r.serverPort);
-    base.SERVER_SOFTWARE = "zerocell";
-    base.SERVER_PROTOCOL = "HTTP/1.1";
-    base.GATEWAY_INTERFACE = "CGI/1.1";
-    if (r.https) base.HTTPS = "on";
-    else delete base.HTTPS;
-    base.REQUEST_SCHEME = r.https ? "https" : "http";
-    return base;
+function heapCapBytes(memoryMb: number): number {
+  return (memoryMb * 2 + 192) * 1024 * 1024;
+}
+
+function cappedInstantiate(wasmPath: string, capBytes: number) {
+  return (imports: WebAssembly.Imports, done: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void): void => {
+    const env = imports.env;
+    const grow = env?.emscripten_resize_heap;
+    if (env === undefined || typeof grow !== "function") throw new Error("zerocell: php-wasm has no emscripten_resize_heap; cannot cap the heap");
+    env.emscripten_resize_heap = (size: number) => (size >>> 0 > capBytes ? false : (grow as (n: number) => boolean)(size));
+    void WebAssembly.instantiate(readFileSync(wasmPath), imports).then((r) => done(r.instance, r.module));
   };
 }
 
-function hasDotSegment(url: string): boolean {
-  const q = url.indexOf("?");
-  const path = q === -1 ? url : url.slice(0, q);
-  for (const raw of path.split("/")) {
-    let seg: string;
-    try {
-      seg = decodeURIComponent(raw);
-    } catch {
-      return true;
-    }
-    if (seg === "." || seg === ".." || seg.includes("\0") || seg.includes("/") || seg.includes("\\")) return true;
-  }
-  return false;
+/** The parts of php-wasm's Emscripten module this engine touches (not in its typings). */
+interface EmscriptenModule {
+  wasmExports: Record<string, unknown> & { emscripten_get_sbrk_ptr: () => number; __stack_pointer: WebAssembly.Global; memory: WebAssembly.Memory };
+  HEAPU32: Uint32Array;
+  FS: { streams: Array<unknown | null>; close(stream: unknown): void };
 }
 
-const PLAIN = [["content-type", "text/plain; charset=utf-8"]] as Array<[string, string]>;
+const PLAIN: Array<[string, string]> = [["content-type", "text/plain; charset=utf-8"]];
+
+function textResponse(status: number, text: string, extra: Array<[string, string]> = []): EngineResponse {
+  return { status, headers: [...PLAIN, ...extra], body: Buffer.from(text) };
+}
 
 class PhpInstance implements EngineInstance {
   readonly #php: PHP;
-  readonly #handler: PHPRequestHandler;
-  readonly #ctx: RequestContext;
+  readonly #module: EmscriptenModule;
+  readonly #docRoot: string;
+  readonly #frontController: string | null;
+  #snapshot: LinearMemorySnapshot | undefined;
+  /** Open stream slots at snapshot time; later ones are leaks of the request to close. */
+  #streamsAtSnapshot = 0;
 
-  constructor(php: PHP, handler: PHPRequestHandler, ctx: RequestContext) {
+  constructor(php: PHP, docRoot: string, frontController: string | null) {
     this.#php = php;
-    this.#handler = handler;
-    this.#ctx = ctx;
+    this.#module = (php as unknown as Record<symbol, EmscriptenModule>)[__private__dont__use]!;
+    this.#docRoot = docRoot;
+    this.#frontController = frontController;
   }
 
   async handle(request: EngineRequest): Promise<EngineResponse> {
-    // Encoded dot segments would let a URL walk out of the document root to the rest of /app.
-    if (hasDotSegment(request.url)) {
-      return { status: 400, headers: PLAIN, body: Buffer.from("bad request: dot segments in path\n") };
+    const q = request.url.indexOf("?");
+    const rawPath = q === -1 ? request.url : request.url.slice(0, q);
+    const query = q === -1 ? "" : request.url.slice(q);
+    const d = dispatch(this.#php, this.#docRoot, rawPath, query, this.#frontController);
+    switch (d.kind) {
+      case "bad-request":
+        return textResponse(400, `bad request: ${d.reason}\n`);
+      case "redirect":
+        return textResponse(301, `moved to ${d.location}\n`, [["location", d.location]]);
+      case "not-found":
+        return textResponse(404, "not found\n");
+      case "static": {
+        const body = this.#php.readFileAsBuffer(d.file);
+        return { status: 200, headers: [["content-type", mimeTypeOf(d.file)]], body };
+      }
+      case "script":
+        break;
     }
     const headers: Record<string, string> = {};
-    for (const [k, v] of request.headers) headers[k] = k in headers ? `${headers[k]}, ${v}` : v;
-    this.#ctx.current = request;
-    const req: PHPRequest = {
-      method: request.method as PHPRequest["method"],
-      url: request.url,
-      headers,
-      body: request.body,
+    for (const [k, v] of request.headers) headers[k] = k in headers ? (k === "cookie" ? `${headers[k]}; ${v}` : `${headers[k]}, ${v}`) : v;
+    const server: Record<string, string> = {
+      REMOTE_ADDR: request.remoteAddr,
+      REMOTE_PORT: String(request.remotePort),
+      SERVER_NAME: request.serverName,
+      SERVER_PORT: String(request.serverPort),
+      SERVER_SOFTWARE: "zerocell",
+      SERVER_PROTOCOL: "HTTP/1.1",
+      GATEWAY_INTERFACE: "CGI/1.1",
+      REQUEST_SCHEME: request.https ? "https" : "http",
+      DOCUMENT_ROOT: this.#docRoot,
+      SCRIPT_NAME: d.scriptName,
+      SCRIPT_FILENAME: d.file,
+      PHP_SELF: d.scriptName + (d.pathInfo ?? ""),
+      REQUEST_URI: request.url,
+      QUERY_STRING: query.slice(1),
     };
-    try {
-      const res = await this.#handler.request(req);
-      const out: Array<[string, string]> = [];
-      for (const [name, values] of Object.entries(res.headers)) for (const v of values) out.push([name, v]);
-      return { status: res.httpStatusCode, headers: out, body: res.bytes };
-    } finally {
-      this.#ctx.current = undefined;
-    }
+    if (request.https) server.HTTPS = "on";
+    if (d.pathInfo !== undefined) server.PATH_INFO = d.pathInfo;
+    const res = await this.#php.run({
+      scriptPath: d.file,
+      relativeUri: request.url,
+      protocol: request.https ? "https" : "http",
+      method: request.method as "GET",
+      headers,
+      ...(request.body.byteLength > 0 ? { body: request.body } : {}),
+      $_SERVER: server,
+    });
+    const out: Array<[string, string]> = [];
+    for (const [name, values] of Object.entries(res.headers)) for (const v of values) out.push([name, v]);
+    if (res.errors.length > 0) process.stderr.write(res.errors.endsWith("\n") ? res.errors : res.errors + "\n");
+    return { status: res.httpStatusCode, headers: out, body: res.bytes };
+  }
+
+  #sbrkTop(): number {
+    const ex = this.#module.wasmExports;
+    return this.#module.HEAPU32[ex.emscripten_get_sbrk_ptr() >> 2]!;
+  }
+
+  /** Takes the snapshot that every later reset returns to (after init and warm-up). */
+  snapshot(): void {
+    this.#wipeTmp();
+    const ex = this.#module.wasmExports;
+    this.#streamsAtSnapshot = this.#module.FS.streams.length;
+    this.#snapshot = LinearMemorySnapshot.take(ex.memory, this.#sbrkTop(), [ex.__stack_pointer]);
   }
 
   async reset(): Promise<void> {
-    // Until memory snapshots land, a reset wipes the scratch directory (uploads, sessions,
-    // files the app wrote); PHP itself starts every request with fresh globals and statics.
+    this.#wipeTmp();
+    if (this.#snapshot === undefined) return;
+    // php-wasm leaves the request's stdout/stderr pipes open; close them so the fd table matches
+    // the snapshot (restoring memory does not touch the JS side of the file system).
+    const fs = this.#module.FS;
+    for (let fd = this.#streamsAtSnapshot; fd < fs.streams.length; fd++) {
+      const stream = fs.streams[fd];
+      if (stream !== null && stream !== undefined) {
+        try {
+          fs.close(stream);
+        } catch {
+          fs.streams[fd] = null;
+        }
+      }
+    }
+    this.#snapshot.restore(this.#sbrkTop());
+  }
+
+  #wipeTmp(): void {
     for (const name of this.#php.listFiles(TMP_DIR)) {
       const p = `${TMP_DIR}/${name}`;
       if (this.#php.isDir(p)) this.#php.rmdir(p, { recursive: true });
@@ -195,20 +270,13 @@ export class PhpEngine implements Engine<PhpPrepared> {
         proc.exit(127);
       }),
     );
+    // Opcache keeps compiled scripts in linear memory, so a snapshot taken after warm-up
+    // carries a warm opcache; it needs a server SAPI name.
+    await php.setSapiName("fpm-fcgi");
     php.writeFile(PHP_INI_PATH, prepared.phpIni);
     writeImage(php, prepared.spec.image);
     php.mkdirTree(TMP_DIR);
     php.chdir(prepared.documentRoot);
-    const front = prepared.spec.manifest.php.frontController;
-    const handler = new PHPRequestHandler({
-      php,
-      documentRoot: prepared.documentRoot,
-      absoluteUrl: "http://localhost",
-      cookieStore: false,
-      getFileNotFoundAction: () => (front === null ? { type: "404" } : { type: "internal-redirect", uri: `/${front}` }),
-    });
-    const ctx: RequestContext = { current: undefined };
-    patchServerEntries(handler, ctx);
-    return new PhpInstance(php, handler, ctx);
+    return new PhpInstance(php, prepared.documentRoot, prepared.spec.manifest.php.frontController);
   }
 }

@@ -1,0 +1,105 @@
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { startServer, writeBundle, fetchApp, isAlive, type TestServer } from "../helpers/server.js";
+
+/** A bundle with one route per mode, all served by the same PHP code. */
+function modeBundle(): string {
+  const code = `<?php
+header('Content-Type: application/json');
+session_start();
+$before = [
+  'tmp' => @file_get_contents('/tmp/left-behind'),
+  'session' => $_SESSION['n'] ?? null,
+  'oc_hits' => opcache_get_status(false)['opcache_statistics']['hits'] ?? null,
+];
+file_put_contents('/tmp/left-behind', 'from ' . $_SERVER['REQUEST_URI']);
+$_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1;
+mt_srand(42);
+echo json_encode($before + ['sid' => session_id(), 'rand' => bin2hex(random_bytes(8)), 'mt' => mt_rand(), 'lcg' => lcg_value(), 'uniq' => uniqid('', true)]);
+`;
+  return writeBundle({
+    "zerocell.toml": `runtime = "php"
+[php]
+document_root = "public"
+front_controller = "index.php"
+[[routes]]
+host = "snap.localhost"
+mode = "snapshot"
+[[routes]]
+host = "daemon.localhost"
+mode = "daemon"
+[[routes]]
+host = "fresh.localhost"
+mode = "fresh"
+`,
+    "public/index.php": code,
+  });
+}
+
+describe("modes: snapshot resets every request, daemon keeps state, fresh starts anew", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer();
+    server.cli(["deploy", modeBundle(), "--app", "modes"]);
+  });
+  afterAll(async () => {
+    const pids = server.hostPids();
+    expect(await server.stop()).toBe(0);
+    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+  });
+
+  async function twice(host: string): Promise<[any, any]> {
+    const a = await fetchApp(server, host, "/a");
+    expect(a.status).toBe(200);
+    const cookie = String(a.headers["set-cookie"]?.[0] ?? "").split(";")[0]!;
+    const b = await fetchApp(server, host, "/b", { headers: { cookie } });
+    expect(b.status).toBe(200);
+    return [JSON.parse(a.text), JSON.parse(b.text)];
+  }
+
+  it("snapshot: request 2 sees nothing request 1 left (tmp files, session, opcache counters)", async () => {
+    // Warm both instances of the pool so the same instance is likely reused.
+    for (let i = 0; i < 4; i++) await fetchApp(server, "snap.localhost", "/warm");
+    for (let i = 0; i < 3; i++) {
+      const [a, b] = await twice("snap.localhost");
+      expect(b.tmp).toBe(false);
+      expect(b.session).toBeNull();
+      // Opcache's hit counter lives in linear memory: restored to the snapshot's value each time.
+      expect(b.oc_hits).toBe(a.oc_hits);
+    }
+  });
+
+  it("snapshot: every request draws fresh randomness", async () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 6; i++) {
+      const r = JSON.parse((await fetchApp(server, "snap.localhost", "/r")).text);
+      for (const k of ["rand", "sid", "uniq"]) {
+        expect(seen.has(r[k])).toBe(false);
+        seen.add(r[k]);
+      }
+    }
+  });
+
+  it("daemon: state carries over between requests of the same instance", async () => {
+    const a = await fetchApp(server, "daemon.localhost", "/a");
+    const cookie = String(a.headers["set-cookie"]?.[0] ?? "").split(";")[0]!;
+    let carried = false;
+    let hitsGrew = false;
+    let prevHits = JSON.parse(a.text).oc_hits as number;
+    for (let i = 0; i < 6; i++) {
+      const r = JSON.parse((await fetchApp(server, "daemon.localhost", `/n${i}`, { headers: { cookie } })).text);
+      if (typeof r.tmp === "string" && r.tmp.startsWith("from /")) carried = true;
+      if (r.oc_hits > prevHits) hitsGrew = true;
+      prevHits = r.oc_hits;
+    }
+    expect(carried).toBe(true);
+    expect(hitsGrew).toBe(true);
+  });
+
+  it("fresh: every request gets a new instance", async () => {
+    const r1 = await fetchApp(server, "fresh.localhost", "/a");
+    const r2 = await fetchApp(server, "fresh.localhost", "/b");
+    expect(JSON.parse(r2.text).tmp).toBe(false);
+    expect(r1.headers["x-zerocell-instance"]).toBe("fresh; new");
+    expect(r2.headers["x-zerocell-instance"]).toBe("fresh; new");
+  });
+});
