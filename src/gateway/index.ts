@@ -23,7 +23,7 @@ import { CertificateStore } from "./tls.js";
 import { errorToResponse } from "./respond.js";
 import { createAdminApi } from "./admin.js";
 import { UsageRecorder } from "../billing/index.js";
-import { PayloadTooLargeError, RouteNotFoundError, SandboxError } from "../errors.js";
+import { InputError, PayloadTooLargeError, RouteNotFoundError, SandboxError } from "../errors.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import { log } from "../log.js";
 
@@ -148,9 +148,10 @@ export class Platform {
     const requestId = randomUUID();
     const t0 = performance.now();
     const startedAt = Date.now();
+    // The URL's authority is the Host header for origin-form requests and the target's for
+    // absolute-form ones (RFC 9112 §3.2.2: the target wins).
     const url = new URL(req.url);
-    const rawHost = req.headers.get("host") ?? "";
-    const host = normalizeHost(rawHost);
+    const host = normalizeHost(url.host);
     let match: RouteMatch | undefined;
     let status = 500;
     let bytesIn = 0;
@@ -326,12 +327,24 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     app.all("*", (c) => p.handleApp(c.req.raw, c.env.incoming, isHttps, (c.env.incoming.socket.localPort ?? 0)));
     return app;
   };
-  const httpServer = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, getRequestListener(appFor(false).fetch));
+  // Node checks headersTimeout/requestTimeout only every connectionsCheckingInterval (30 s by
+  // default), which would let a slow client hold a connection far past the limit.
+  const serverOptions = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMs / 2))),
+  };
+  // Requests that cannot even become a Request (no Host on HTTP/1.0, an unparsable Host) still
+  // get the platform's own error page, with a request id.
+  const listenerOptions = {
+    hostname: "no-host.invalid",
+    errorHandler: (e: unknown) => errorToResponse(new InputError(`gateway: malformed request (${(e as Error)?.message ?? "unknown"})`), randomUUID(), "page"),
+  };
+  const httpServer = http.createServer(serverOptions, getRequestListener(appFor(false).fetch, listenerOptions));
   const httpsServer = https.createServer(
-    { maxHeaderSize: limits.maxHeaderBytes, ...certs.defaultCredentials(), SNICallback: certs.sniCallback },
-    getRequestListener(appFor(true).fetch),
+    { ...serverOptions, ...certs.defaultCredentials(), SNICallback: certs.sniCallback },
+    getRequestListener(appFor(true).fetch, listenerOptions),
   );
-  const adminServer = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, getRequestListener(createAdminApi(p).fetch));
+  const adminServer = http.createServer(serverOptions, getRequestListener(createAdminApi(p).fetch, listenerOptions));
   for (const s of [httpServer, httpsServer, adminServer]) applyLimits(s, limits);
 
   p.reloadRoutes();

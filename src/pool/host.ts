@@ -70,6 +70,8 @@ export class SandboxHost {
   tainted = false;
   readonly pid: number;
   readonly startedAt = performance.now();
+  /** Spawn → ready (runtime load, image, warm-up, snapshot), ms. */
+  readyMs = 0;
 
   private constructor(child: ChildProcess, opts: HostOptions) {
     this.#child = child;
@@ -165,6 +167,7 @@ export class SandboxHost {
     const h = f.header;
     switch (h.t) {
       case "ready":
+        this.readyMs = performance.now() - this.startedAt;
         this.#ready?.resolve();
         this.#ready = undefined;
         return;
@@ -198,16 +201,18 @@ export class SandboxHost {
       case "tainted":
         this.tainted = true;
         return;
-      case "idle":
-        this.#idleWaiter?.();
+      case "idle": {
+        const resetMs = typeof h.resetMs === "number" && Number.isFinite(h.resetMs) && h.resetMs >= 0 ? h.resetMs : undefined;
+        this.#idleWaiter?.(resetMs);
         this.#idleWaiter = undefined;
         return;
+      }
       default:
         this.#fail(new SandboxError("host_protocol", 502, "sandbox: unknown message from host"));
     }
   }
 
-  #idleWaiter: (() => void) | undefined;
+  #idleWaiter: ((resetMs: number | undefined) => void) | undefined;
 
   #settle(id: number): void {
     const p = this.#pending.get(id);
@@ -219,11 +224,11 @@ export class SandboxHost {
    * Runs one request. `reset` asks the host to reset the instance after replying. Resolves with
    * the response as soon as it arrives; `idle` resolves when the host is ready for the next one.
    */
-  request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<void> } {
+  request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<number | undefined> } {
     const id = this.#nextId++;
-    const idle = new Promise<void>((resolve) => {
+    const idle = new Promise<number | undefined>((resolve) => {
       this.#idleWaiter = resolve;
-      this.onExit(resolve);
+      this.onExit(() => resolve(undefined));
     });
     const response = new Promise<HostResponse>((resolve, reject) => {
       if (this.#exited) {

@@ -48,6 +48,28 @@ export interface PoolRunResult extends HostResponse {
   reused: boolean;
 }
 
+/** The last N samples of a duration, for p50/p99 without unbounded memory. */
+class Samples {
+  readonly #values: number[] = [];
+  #next = 0;
+  count = 0;
+  constructor(readonly capacity = 1024) {}
+  add(v: number): void {
+    this.count++;
+    if (this.#values.length < this.capacity) this.#values.push(v);
+    else {
+      this.#values[this.#next] = v;
+      this.#next = (this.#next + 1) % this.capacity;
+    }
+  }
+  summary(): { count: number; p50: number | null; p99: number | null } {
+    if (this.#values.length === 0) return { count: this.count, p50: null, p99: null };
+    const sorted = [...this.#values].sort((a, b) => a - b);
+    const at = (q: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! * 1000) / 1000;
+    return { count: this.count, p50: at(0.5), p99: at(0.99) };
+  }
+}
+
 interface Waiter {
   resolve: (host: Slot) => void;
   reject: (e: unknown) => void;
@@ -68,6 +90,9 @@ class DeploymentPool {
   readonly #waiters: Waiter[] = [];
   #starting = 0;
   #busy = 0;
+  readonly acquireMs = new Samples();
+  readonly resetMs = new Samples();
+  readonly startMs = new Samples();
   retiring = false;
   #drained: Array<() => void> = [];
   /** Hosts being shut down, so retire() can wait for every one of them. */
@@ -81,7 +106,18 @@ class DeploymentPool {
   }
 
   get stats() {
-    return { instances: this.#all.size, idle: this.#idle.length, busy: this.#busy, starting: this.#starting, queued: this.#waiters.length };
+    return {
+      instances: this.#all.size,
+      idle: this.#idle.length,
+      busy: this.#busy,
+      starting: this.#starting,
+      queued: this.#waiters.length,
+      resets: this.resetMs.count,
+      acquireMs: this.acquireMs.summary(),
+      resetMs: this.resetMs.summary(),
+      /** New instance: spawn → ready (runtime, image, warm-up, snapshot). */
+      instanceStartMs: this.startMs.summary(),
+    };
   }
 
   /** Starts one host ahead of the first request. */
@@ -94,6 +130,7 @@ class DeploymentPool {
     SandboxHost.start({ deploymentId: this.source.deploymentId, manifest: this.source.manifest, image: this.source.image }, this.#hostOpts)
       .then((host) => {
         this.#starting--;
+        this.startMs.add(host.readyMs);
         const slot: Slot = { host, served: 0 };
         this.#all.add(slot);
         host.onExit(() => this.#forget(slot));
@@ -251,12 +288,16 @@ export class Pool {
     const got = pool.acquire();
     const slot = got instanceof Promise ? await got : got;
     const acquireMs = performance.now() - t0;
+    pool.acquireMs.add(acquireMs);
     const reused = slot.served > 0;
     slot.served++;
     // 2. run
     const { response, idle } = slot.host.request(req, mode === "snapshot", timeoutMs, pool.source.appName);
     // 3. release once the host has reset; fresh mode never reuses a host.
-    void idle.then(() => pool.done(slot, mode !== "fresh"));
+    void idle.then((resetMs) => {
+      if (resetMs !== undefined) pool.resetMs.add(resetMs);
+      pool.done(slot, mode !== "fresh");
+    });
     try {
       const res = await response;
       return { ...res, acquireMs, reused };

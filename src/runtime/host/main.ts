@@ -104,15 +104,18 @@ async function onFrame(frame: Frame): Promise<void> {
         // After a JS-level failure inside the engine its state is unknown: ask to be replaced.
         send({ t: "tainted" });
       }
+      let resetMs: number | undefined;
       if (r.reset) {
+        const t1 = performance.now();
         try {
           await instance.reset();
+          resetMs = performance.now() - t1;
         } catch (e) {
           process.stderr.write(`reset failed: ${(e as Error).message}\n`);
           send({ t: "tainted" });
         }
       }
-      send({ t: "idle" });
+      send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }) });
       return;
     }
     case "exit":
