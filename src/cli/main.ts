@@ -281,16 +281,33 @@ program
     print(opts.json === true, res, () => table([["HOST", "PATH", "APP", "MODE", "KEY", "DEPLOYMENT"], ...res.routes.map((r) => [r.host, r.path, r.app, r.mode, r.key ?? "-", r.deploymentId])]));
   });
 
+interface Quantiles {
+  count: number;
+  p50: number | null;
+  p99: number | null;
+}
+
+function fmtQ(q: Quantiles): string {
+  return q.p50 === null ? "-" : `${q.p50.toFixed(2)}/${(q.p99 ?? 0).toFixed(2)}`;
+}
+
 program
   .command("pool")
-  .description("show sandbox instances per deployment")
+  .description("show sandbox instances per deployment and mode, with acquire/reset/start times (p50/p99 ms)")
   .argument("[app]")
   .addOption(dataOption())
   .addOption(jsonOption())
   .action(async (app: string | undefined, opts: { data?: string; json?: boolean }) => {
-    const res = (await api(findTarget(opts), "GET", "/v1/pool")) as { deployments: Array<{ app: string; deploymentId: string; mode: string; instances: number; idle: number; busy: number; starting: number; queued: number }> };
+    const res = (await api(findTarget(opts), "GET", "/v1/pool")) as {
+      deployments: Array<{ app: string; deploymentId: string; mode: string; instances: number; idle: number; busy: number; starting: number; queued: number; resets: number; acquireMs: Quantiles; resetMs: Quantiles; instanceStartMs: Quantiles }>;
+    };
     const rows = res.deployments.filter((d) => app === undefined || d.app === app);
-    print(opts.json === true, { deployments: rows }, () => table([["APP", "DEPLOYMENT", "MODE", "INSTANCES", "IDLE", "BUSY", "STARTING", "QUEUED"], ...rows.map((d) => [d.app, d.deploymentId, d.mode, String(d.instances), String(d.idle), String(d.busy), String(d.starting), String(d.queued)])]));
+    print(opts.json === true, { deployments: rows }, () =>
+      table([
+        ["APP", "DEPLOYMENT", "MODE", "READY", "BUSY", "STARTING", "QUEUED", "RESETS", "ACQUIRE ms", "RESET ms", "START ms"],
+        ...rows.map((d) => [d.app, d.deploymentId, d.mode, String(d.idle), String(d.busy), String(d.starting), String(d.queued), String(d.resets), fmtQ(d.acquireMs), fmtQ(d.resetMs), fmtQ(d.instanceStartMs)]),
+      ]),
+    );
   });
 
 program

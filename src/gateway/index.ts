@@ -147,6 +147,7 @@ export class Platform {
   async handleApp(req: Request, incoming: http.IncomingMessage, isHttps: boolean, localPort: number): Promise<Response> {
     const requestId = randomUUID();
     const t0 = performance.now();
+    const arrivedAt = performance.timeOrigin + t0;
     const startedAt = Date.now();
     // The URL's authority is the Host header for origin-form requests and the target's for
     // absolute-form ones (RFC 9112 §3.2.2: the target wins).
@@ -199,7 +200,9 @@ export class Platform {
       const totalMs = performance.now() - t0;
       out.set("x-request-id", requestId);
       out.set("x-zerocell-instance", `${match.route.mode}; ${res.reused ? "reused" : "new"}`);
-      out.set("server-timing", `acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}, total;dur=${totalMs.toFixed(3)}`);
+      // ready = request arrival → guest code starting in its sandbox (clamped: two processes' clocks).
+      const readyMs = res.startedAt === undefined ? undefined : Math.max(0, res.startedAt - arrivedAt);
+      out.set("server-timing", `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}, total;dur=${totalMs.toFixed(3)}`);
       status = res.status;
       if (status < 200 || status > 599) throw new SandboxError("bad_response", 502, `sandbox: the app answered with status ${status}`);
       bytesOut = res.body.byteLength;

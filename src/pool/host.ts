@@ -31,6 +31,8 @@ export interface HostInit {
 
 export interface HostResponse extends EngineResponse {
   runMs: number;
+  /** When the host started the request, wall-clock ms (performance.timeOrigin based). */
+  startedAt: number | undefined;
 }
 
 const HOST_SCRIPT = join(DIST_DIR, "src", "runtime", "host", "main.js");
@@ -181,7 +183,13 @@ export class SandboxHost {
           return;
         }
         this.#settle(h.id as number);
-        p.resolve({ status, headers: h.headers, body: f.body, runMs: typeof h.runMs === "number" ? h.runMs : 0 });
+        p.resolve({
+          status,
+          headers: h.headers,
+          body: f.body,
+          runMs: typeof h.runMs === "number" && Number.isFinite(h.runMs) ? h.runMs : 0,
+          startedAt: typeof h.startedAt === "number" && Number.isFinite(h.startedAt) ? h.startedAt : undefined,
+        });
         return;
       }
       case "fail": {

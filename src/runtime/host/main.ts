@@ -97,7 +97,8 @@ async function onFrame(frame: Frame): Promise<void> {
         if (res.body.byteLength > maxResponseBytes) {
           send({ t: "fail", id: r.id, code: "response_too_large", message: `response body of ${res.body.byteLength} bytes exceeds the limit of ${maxResponseBytes} bytes` });
         } else {
-          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs }, res.body);
+          // startedAt (wall-clock ms, sub-ms precision) lets the gateway compute request arrival → guest start.
+          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0 }, res.body);
         }
       } catch (e) {
         send({ t: "fail", id: r.id, code: "guest_error", message: (e as Error)?.message ?? String(e) });

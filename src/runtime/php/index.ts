@@ -262,6 +262,10 @@ export class PhpEngine implements Engine<PhpPrepared> {
       },
       print: () => {},
       printErr: (line: string) => process.stderr.write(`php: ${line}\n`),
+      instantiateWasm: cappedInstantiate(
+        (prepared.loader as { dependencyFilename: string }).dependencyFilename,
+        heapCapBytes(prepared.spec.manifest.limits.memoryMb),
+      ),
     });
     const php = new PHP(runtimeId);
     await php.setSpawnHandler(
@@ -276,6 +280,7 @@ export class PhpEngine implements Engine<PhpPrepared> {
     php.writeFile(PHP_INI_PATH, prepared.phpIni);
     writeImage(php, prepared.spec.image);
     php.mkdirTree(TMP_DIR);
+    lockImage(php);
     php.chdir(prepared.documentRoot);
     return new PhpInstance(php, prepared.documentRoot, prepared.spec.manifest.php.frontController);
   }
