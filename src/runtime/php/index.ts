@@ -6,7 +6,7 @@
  * Must never: mount a host directory, or hand guest code anything that reaches Node.
  */
 import { readFileSync } from "node:fs";
-import { loadPHPRuntime, PHP, PHPRequestHandler, __private__dont__use, type PHPRequest } from "@php-wasm/universal";
+import { loadPHPRuntime, PHP, PHPExecutionFailureError, __private__dont__use, type PHPResponse } from "@php-wasm/universal";
 import { createSpawnHandler } from "@php-wasm/util";
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec } from "../engine.js";
@@ -167,15 +167,29 @@ class PhpInstance implements EngineInstance {
     };
     if (request.https) server.HTTPS = "on";
     if (d.pathInfo !== undefined) server.PATH_INFO = d.pathInfo;
-    const res = await this.#php.run({
+    let res: PHPResponse;
+    try {
+      res = await this.#php.run({
       scriptPath: d.file,
       relativeUri: request.url,
       protocol: request.https ? "https" : "http",
       method: request.method as "GET",
       headers,
       ...(request.body.byteLength > 0 ? { body: request.body } : {}),
-      $_SERVER: server,
-    });
+        $_SERVER: server,
+      });
+    } catch (e) {
+      // A fatal error (uncaught exception, memory limit) ends the script with exit code 255;
+      // php-wasm throws, carrying what PHP had answered so far. That is the app's 500.
+      if (e instanceof PHPExecutionFailureError) {
+        const r = e.response;
+        if (r.errors.length > 0) process.stderr.write(r.errors.endsWith("\n") ? r.errors : r.errors + "\n");
+        const headers: Array<[string, string]> = [];
+        for (const [name, values] of Object.entries(r.headers)) for (const v of values) headers.push([name, v]);
+        return { status: r.httpStatusCode >= 400 ? r.httpStatusCode : 500, headers, body: r.bytes };
+      }
+      throw e;
+    }
     const out: Array<[string, string]> = [];
     for (const [name, values] of Object.entries(res.headers)) for (const v of values) out.push([name, v]);
     if (res.errors.length > 0) process.stderr.write(res.errors.endsWith("\n") ? res.errors : res.errors + "\n");
