@@ -108,6 +108,8 @@ class DeploymentPool {
   get stats() {
     return {
       instances: this.#all.size,
+      /** Host process ids (for operators: kill, inspect). */
+      pids: [...this.#all].map((s) => s.host.pid),
       idle: this.#idle.length,
       busy: this.#busy,
       starting: this.#starting,

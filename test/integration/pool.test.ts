@@ -1,0 +1,89 @@
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { startServer, phpBundle, fetchApp, isAlive, childPids, admin, type TestServer } from "../helpers/server.js";
+import { execFileSync } from "node:child_process";
+
+/** Host processes (node …/host/main.js) that currently serve `deploymentId`… we can't see that from outside; use the app's pids by diffing. */
+function hostPidsNow(server: TestServer): number[] {
+  return childPids(server.proc.pid!).filter((pid) => {
+    try {
+      return execFileSync("ps", ["-o", "args=", "-p", String(pid)], { encoding: "utf8" }).includes("host/main.js");
+    } catch {
+      return false;
+    }
+  });
+}
+
+describe("pool limits: queue, response size, crashes, drain on deploy", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer(["--max-instances", "1", "--max-queue", "2", "--max-response-bytes", "1048576"]);
+    server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php usleep((int)($_GET['ms'] ?? 500) * 1000); echo 'slept';" }), "--app", "slow"]);
+    server.cli(["deploy", phpBundle("big.localhost", { "index.php": "<?php echo str_repeat('x', (int)$_GET['n']);" }), "--app", "big"]);
+    server.cli(["deploy", phpBundle("other.localhost", { "index.php": "<?php echo 'other ok';" }), "--app", "other"]);
+  });
+  afterAll(async () => {
+    const pids = server.hostPids();
+    expect(await server.stop()).toBe(0);
+    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+  });
+
+  it("queues up to the limit, then answers 503 with Retry-After", async () => {
+    await fetchApp(server, "slow.localhost", "/?ms=1");
+    const all = await Promise.all(Array.from({ length: 6 }, () => fetchApp(server, "slow.localhost", "/?ms=400")));
+    const ok = all.filter((r) => r.status === 200);
+    const busy = all.filter((r) => r.status === 503);
+    // 1 instance running + 2 queued; the rest are refused at once.
+    expect(ok.length).toBe(3);
+    expect(busy.length).toBe(3);
+    for (const r of busy) {
+      expect(r.headers["retry-after"]).toMatch(/^\d+$/);
+      expect(r.text).toContain("queue full (limit 2)");
+    }
+  });
+
+  it("refuses a response larger than the limit with 502 and keeps serving", async () => {
+    expect((await fetchApp(server, "big.localhost", "/?n=1000")).text).toBe("x".repeat(1000));
+    const r = await fetchApp(server, "big.localhost", "/?n=2000000");
+    expect(r.status).toBe(502);
+    expect(r.text).toMatch(/exceeds the limit of 1048576 bytes/);
+    expect((await fetchApp(server, "big.localhost", "/?n=10")).status).toBe(200);
+  });
+
+  it("a host killed mid-request fails only its own request (502); the app recovers, other apps are untouched", async () => {
+    await fetchApp(server, "slow.localhost", "/?ms=1");
+    const inflight = fetchApp(server, "slow.localhost", "/?ms=3000");
+    await new Promise((r) => setTimeout(r, 300));
+    const pool = await admin(server, "GET", "/v1/pool");
+    const slow = pool.json.deployments.find((d: { app: string }) => d.app === "slow");
+    expect(slow.busy).toBe(1);
+    expect(slow.pids.length).toBe(1);
+    process.kill(slow.pids[0], "SIGKILL");
+    const failed = await inflight;
+    expect(failed?.status).toBe(502);
+    expect(failed?.text).toMatch(/host process exited/);
+    expect((await fetchApp(server, "slow.localhost", "/?ms=1")).text).toBe("slept");
+    expect((await fetchApp(server, "other.localhost", "/")).text).toBe("other ok");
+  });
+
+  it("deploying a new version lets in-flight requests on the old one finish, then frees its instances", async () => {
+    await fetchApp(server, "slow.localhost", "/?ms=1");
+    const hostsBefore = hostPidsNow(server);
+    const inflight = fetchApp(server, "slow.localhost", "/?ms=1500");
+    await new Promise((r) => setTimeout(r, 200));
+    server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php echo 'v-next';" }), "--app", "slow"]);
+    expect((await fetchApp(server, "slow.localhost", "/")).text).toBe("v-next");
+    const old = await inflight;
+    expect(old.status).toBe(200);
+    expect(old.text).toBe("slept");
+    // The old version's hosts exit once drained.
+    const deadline = Date.now() + 5000;
+    let stillAlive = hostsBefore.filter(isAlive);
+    while (Date.now() < deadline) {
+      const now = new Set(hostPidsNow(server));
+      stillAlive = hostsBefore.filter((p) => now.has(p));
+      if (stillAlive.length < hostsBefore.length) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(stillAlive.length).toBeLessThan(hostsBefore.length);
+  });
+});
