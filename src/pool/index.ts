@@ -11,6 +11,7 @@ import { SandboxHost, type HostOptions, type HostResponse } from "./host.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import type { RouteMode } from "../router/index.js";
+import { LRUCache } from "lru-cache";
 import { PoolSaturatedError, SandboxError } from "../errors.js";
 
 export { hostNodeArgs } from "./host.js";
@@ -24,6 +25,12 @@ export interface PoolLimits {
   maxResponseBytes: number;
   /** Spawn → ready limit for a host, ms. */
   startTimeoutMs: number;
+  /** An instance idle this long is stopped (down to minInstancesPerDeployment), ms. */
+  idleTtlMs: number;
+  /** Instances each deployment and mode keeps even when idle. */
+  minInstancesPerDeployment: number;
+  /** Idle instances across all deployments; beyond it the least recently used is stopped. */
+  maxIdleInstances: number;
 }
 
 export const DEFAULT_POOL_LIMITS: PoolLimits = {
@@ -31,6 +38,9 @@ export const DEFAULT_POOL_LIMITS: PoolLimits = {
   maxQueue: 256,
   maxResponseBytes: 32 * 1024 * 1024,
   startTimeoutMs: 30_000,
+  idleTtlMs: 5 * 60_000,
+  minInstancesPerDeployment: 1,
+  maxIdleInstances: 64,
 };
 
 /** What the pool needs to start a deployment's hosts (loaded from the store on demand). */
@@ -80,6 +90,12 @@ interface Slot {
   served: number;
 }
 
+/** What the pool-wide idle cache needs from a deployment pool. */
+interface IdleTracker {
+  idle(slot: Slot, pool: DeploymentPool): void;
+  busy(slot: Slot): void;
+}
+
 class DeploymentPool {
   readonly source: DeploymentSource;
   readonly mode: RouteMode;
@@ -98,7 +114,10 @@ class DeploymentPool {
   /** Hosts being shut down, so retire() can wait for every one of them. */
   readonly #stopping = new Set<Promise<void>>();
 
-  constructor(source: DeploymentSource, mode: RouteMode, limits: PoolLimits, hostOpts: HostOptions) {
+  readonly #tracker: IdleTracker;
+
+  constructor(source: DeploymentSource, mode: RouteMode, limits: PoolLimits, hostOpts: HostOptions, tracker: IdleTracker) {
+    this.#tracker = tracker;
     this.source = source;
     this.mode = mode;
     this.#limits = limits;
@@ -115,6 +134,7 @@ class DeploymentPool {
       starting: this.#starting,
       queued: this.#waiters.length,
       resets: this.resetMs.count,
+      evicted: this.evicted,
       acquireMs: this.acquireMs.summary(),
       resetMs: this.resetMs.summary(),
       /** New instance: spawn → ready (runtime, image, warm-up, snapshot). */
@@ -154,12 +174,14 @@ class DeploymentPool {
     this.#all.delete(slot);
     const i = this.#idle.indexOf(slot);
     if (i !== -1) this.#idle.splice(i, 1);
+    this.#tracker.busy(slot);
     this.#checkDrained();
   }
 
   acquire(): Promise<Slot> | Slot {
     const slot = this.#idle.pop();
     if (slot !== undefined) {
+      this.#tracker.busy(slot);
       this.#busy++;
       return slot;
     }
@@ -203,7 +225,10 @@ class DeploymentPool {
     }
     const w = this.#waiters.shift();
     if (w !== undefined) w.resolve(slot);
-    else this.#idle.push(slot);
+    else {
+      this.#idle.push(slot);
+      this.#tracker.idle(slot, this);
+    }
   }
 
   #checkDrained(): void {
@@ -219,6 +244,7 @@ class DeploymentPool {
       this.#drained.push(resolve);
     });
     for (const s of this.#idle.splice(0)) {
+      this.#tracker.busy(s);
       this.#all.delete(s);
       this.#stop(s);
     }
@@ -237,6 +263,28 @@ class DeploymentPool {
   killAll(): void {
     for (const s of this.#all) s.host.kill();
   }
+
+  /**
+   * Called by the idle cache when an idle instance expired (TTL) or was evicted (global cap).
+   * Expiry keeps the deployment's minimum; eviction under the cap does not.
+   */
+  evict(slot: Slot, reason: "expire" | "evict"): void {
+    const i = this.#idle.indexOf(slot);
+    if (i === -1) return;
+    if (reason === "expire" && this.#all.size <= this.#limits.minInstancesPerDeployment) {
+      // Keep it, and give it a new lease (not from inside the cache's dispose callback).
+      setImmediate(() => {
+        if (this.#idle.includes(slot)) this.#tracker.idle(slot, this);
+      });
+      return;
+    }
+    this.#idle.splice(i, 1);
+    this.#all.delete(slot);
+    this.#stop(slot);
+    this.evicted++;
+  }
+
+  evicted = 0;
 }
 
 export class Pool {
@@ -246,6 +294,9 @@ export class Pool {
   readonly #pools = new Map<string, DeploymentPool>();
   readonly #retiring = new Set<Promise<void>>();
   #closed = false;
+  /** Idle instances of every deployment, least recently used first out; TTL stops long-idle ones. */
+  readonly #idleCache: LRUCache<Slot, DeploymentPool>;
+  readonly #tracker: IdleTracker;
 
   constructor(options: { limits?: Partial<PoolLimits>; useNetns: boolean; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void }) {
     this.#limits = { ...DEFAULT_POOL_LIMITS, ...options.limits };
@@ -257,6 +308,18 @@ export class Pool {
       onLog: () => {},
     };
     this.#onLog = options.onLog;
+    this.#idleCache = new LRUCache<Slot, DeploymentPool>({
+      max: this.#limits.maxIdleInstances,
+      ttl: this.#limits.idleTtlMs,
+      ttlAutopurge: true,
+      dispose: (pool, slot, reason) => {
+        if (reason === "expire" || reason === "evict") pool.evict(slot, reason);
+      },
+    });
+    this.#tracker = {
+      idle: (slot, pool) => this.#idleCache.set(slot, pool),
+      busy: (slot) => this.#idleCache.delete(slot),
+    };
   }
 
   readonly #onLog: (deploymentId: string, line: string) => void;
@@ -271,7 +334,7 @@ export class Pool {
     let p = this.#pools.get(key);
     if (p === undefined || p.retiring) {
       const source = this.#load(deploymentId);
-      p = new DeploymentPool(source, mode, this.#limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) });
+      p = new DeploymentPool(source, mode, this.#limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) }, this.#tracker);
       this.#pools.set(key, p);
     }
     return p;
@@ -327,6 +390,7 @@ export class Pool {
   /** Waits for in-flight requests, then stops every host. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#idleCache.clear();
     const pools = [...this.#pools.values()];
     this.#pools.clear();
     await Promise.all([...pools.map((p) => p.retire()), ...this.#retiring]);

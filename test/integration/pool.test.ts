@@ -87,3 +87,32 @@ describe("pool limits: queue, response size, crashes, drain on deploy", () => {
     expect(stillAlive.length).toBeLessThan(hostsBefore.length);
   });
 });
+
+describe("pool growth and idle eviction", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer(["--max-instances", "2", "--idle-ttl-ms", "700"]);
+    server.cli(["deploy", phpBundle("grow.localhost", { "index.php": "<?php usleep(300000); echo 'ok';" }), "--app", "grow"]);
+  });
+  afterAll(async () => {
+    expect(await server.stop()).toBe(0);
+  });
+
+  it("grows to the maximum under concurrent load, then shrinks back to one idle instance", async () => {
+    await fetchApp(server, "grow.localhost", "/");
+    const results = await Promise.all(Array.from({ length: 6 }, () => fetchApp(server, "grow.localhost", "/")));
+    expect(results.every((r) => r.status === 200)).toBe(true);
+    const stats = async () => (await admin(server, "GET", "/v1/pool")).json.deployments.find((d: { app: string }) => d.app === "grow");
+    expect((await stats()).instances).toBe(2);
+    const deadline = Date.now() + 5000;
+    let s = await stats();
+    while (s.instances > 1 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      s = await stats();
+    }
+    expect(s.instances).toBe(1);
+    expect(s.evicted).toBeGreaterThanOrEqual(1);
+    // The survivor keeps serving.
+    expect((await fetchApp(server, "grow.localhost", "/")).text).toBe("ok");
+  });
+});
