@@ -23,6 +23,8 @@ import { CertificateStore } from "./tls.js";
 import { errorToResponse } from "./respond.js";
 import { createAdminApi } from "./admin.js";
 import { UsageRecorder } from "../billing/index.js";
+import { SnapshotStore } from "../snapshot/store.js";
+import { phpEngineBuild } from "../runtime/php/validate.js";
 import { InputError, PayloadTooLargeError, RouteNotFoundError, SandboxError } from "../errors.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import { log } from "../log.js";
@@ -80,6 +82,7 @@ export class Platform {
   readonly pool: Pool;
   readonly certs: CertificateStore;
   readonly usage: UsageRecorder;
+  readonly snapshots: SnapshotStore;
   readonly #db: OpenedDb;
   #table: RouteTable = new RouteTable([]);
   readonly #manifests = new Map<string, Manifest>();
@@ -92,6 +95,7 @@ export class Platform {
     this.certs = init.certs;
     this.#images = new LRUCache<string, Buffer>({ maxSize: 512 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
     this.usage = new UsageRecorder(init.db, { flushIntervalMs: 100 });
+    this.snapshots = new SnapshotStore(init.db, init.blobs);
     this.pool = new Pool({
       useNetns: init.useNetns,
       ...(init.pool === undefined ? {} : { limits: init.pool }),
@@ -112,7 +116,26 @@ export class Platform {
       image = encodeImage(readBundleArchive(this.blobs.get(d.bundleSha256)));
       this.#images.set(d.bundleSha256, image);
     }
-    return { deploymentId: d.id, appName: d.app, manifest: d.manifest as Manifest, image };
+    const manifest = d.manifest as Manifest;
+    const build = phpEngineBuild(manifest);
+    return {
+      deploymentId: d.id,
+      appName: d.app,
+      manifest,
+      image,
+      loadSnapshot: () => this.snapshots.load(d.id, build),
+      hasSnapshot: () => this.snapshots.has(d.id, build),
+      saveSnapshot: (img) => {
+        if (img.engineBuild !== build) {
+          log.warn("snapshot refused", { deploymentId: d.id, got: img.engineBuild.slice(0, 256), want: build });
+          return;
+        }
+        this.snapshots.save(d.id, img).then(
+          (r) => log.info("snapshot stored", { deploymentId: d.id, app: d.app, bytes: r.bytes, memoryBytes: img.memory.length, sha256: r.sha256 }),
+          (e: unknown) => log.error("snapshot store failed", { deploymentId: d.id, err: (e as Error).message }),
+        );
+      },
+    };
   }
 
   /** Rebuilds the route table from the store and swaps it in; frees retired deployments. */

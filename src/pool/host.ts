@@ -11,6 +11,7 @@ import type { EngineRequest, EngineResponse } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import { SandboxError, SandboxTimeoutError, ZerocellError } from "../errors.js";
 import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
+import type { SnapshotImage } from "../snapshot/store.js";
 
 export interface HostOptions {
   /** Run the host in an empty network namespace (`unshare -n`; needs root). */
@@ -23,10 +24,20 @@ export interface HostOptions {
   onLog: (line: string) => void;
 }
 
+/** Largest snapshot a host may send back, bytes (a PHP heap is capped well below this). */
+const MAX_SNAPSHOT_BYTES = 768 * 1024 * 1024;
+
 export interface HostInit {
   deploymentId: string;
   manifest: Manifest;
   image: Buffer;
+  /** A stored snapshot to start from instead of init + warm-up. */
+  snapshot: SnapshotImage | undefined;
+  /** Ask the host for its snapshot after warm-up (calls onSnapshot). */
+  wantSnapshot: boolean;
+  /** Fresh mode: full init, no snapshot. */
+  cold: boolean;
+  onSnapshot: (img: SnapshotImage) => void;
 }
 
 export interface HostResponse extends EngineResponse {
@@ -74,12 +85,15 @@ export class SandboxHost {
   readonly startedAt = performance.now();
   /** Spawn → ready (runtime load, image, warm-up, snapshot), ms. */
   readyMs = 0;
+  /** Started from a stored snapshot (no init, no warm-up). */
+  restored = false;
+  #onSnapshot: ((img: SnapshotImage) => void) | undefined;
 
   private constructor(child: ChildProcess, opts: HostOptions) {
     this.#child = child;
     this.#opts = opts;
     this.pid = child.pid ?? -1;
-    this.#decoder = new FrameDecoder(opts.maxResponseBytes + 1024 * 1024);
+    this.#decoder = new FrameDecoder(Math.max(opts.maxResponseBytes, MAX_SNAPSHOT_BYTES) + 1024 * 1024);
     const replies = child.stdio[3] as Readable;
     replies.on("data", (chunk: Buffer) => {
       let frames: Frame[];
@@ -136,7 +150,21 @@ export class SandboxHost {
       host.#ready = { resolve, reject };
     });
     const timer = setTimeout(() => host.#fail(new SandboxError("host_start_timeout", 502, `sandbox: host did not become ready within ${opts.startTimeoutMs} ms`)), opts.startTimeoutMs);
-    host.#send({ t: "init", deploymentId: init.deploymentId, manifest: init.manifest, maxResponseBytes: opts.maxResponseBytes }, init.image);
+    host.#onSnapshot = init.wantSnapshot ? init.onSnapshot : undefined;
+    const snap = init.cold ? undefined : init.snapshot;
+    host.#send(
+      {
+        t: "init",
+        deploymentId: init.deploymentId,
+        manifest: init.manifest,
+        maxResponseBytes: opts.maxResponseBytes,
+        imageBytes: init.image.length,
+        ...(snap === undefined ? {} : { snapshot: { engineBuild: snap.engineBuild, globals: snap.globals, extra: snap.extra } }),
+        wantSnapshot: init.wantSnapshot,
+        cold: init.cold,
+      },
+      snap === undefined ? init.image : Buffer.concat([init.image, snap.memory]),
+    );
     try {
       await ready;
     } finally {
@@ -168,8 +196,21 @@ export class SandboxHost {
   #onFrame(f: Frame): void {
     const h = f.header;
     switch (h.t) {
+      case "snapshot": {
+        // Untrusted like everything from a host: shape-checked, accepted once, before ready.
+        const cb = this.#onSnapshot;
+        this.#onSnapshot = undefined;
+        if (cb === undefined || this.#ready === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: unexpected snapshot from host"));
+        const globals = h.globals;
+        if (typeof h.engine !== "string" || typeof h.engineBuild !== "string" || h.engineBuild.length > 256 || !Array.isArray(globals) || globals.length > 16 || !globals.every((g) => typeof g === "string" && /^-?\d{1,20}$/.test(g))) {
+          return this.#fail(new SandboxError("host_protocol", 502, "sandbox: malformed snapshot from host"));
+        }
+        cb({ engine: h.engine, engineBuild: h.engineBuild, globals: globals as string[], extra: h.extra, memory: f.body });
+        return;
+      }
       case "ready":
         this.readyMs = performance.now() - this.startedAt;
+        this.restored = h.restored === true;
         this.#ready?.resolve();
         this.#ready = undefined;
         return;
@@ -177,6 +218,11 @@ export class SandboxHost {
         const p = typeof h.id === "number" ? this.#pending.get(h.id) : undefined;
         if (p === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: reply to an unknown request"));
         const status = h.status;
+        if (f.body.length > this.#opts.maxResponseBytes) {
+          this.#settle(h.id as number);
+          p.reject(new SandboxError("response_too_large", 502, `sandbox: response body of ${f.body.length} bytes exceeds the limit of ${this.#opts.maxResponseBytes} bytes`));
+          return;
+        }
         if (typeof status !== "number" || !Number.isInteger(status) || status < 100 || status > 999 || !isHeaderPairs(h.headers)) {
           this.#settle(h.id as number);
           p.reject(new SandboxError("bad_response", 502, "sandbox: the app's response was malformed"));

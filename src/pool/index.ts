@@ -8,6 +8,7 @@
  * touch another's hosts.
  */
 import { SandboxHost, type HostOptions, type HostResponse } from "./host.js";
+import type { SnapshotImage } from "../snapshot/store.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import type { RouteMode } from "../router/index.js";
@@ -50,6 +51,11 @@ export interface DeploymentSource {
   manifest: Manifest;
   /** encodeImage() of the bundle. */
   image: Buffer;
+  /** The stored snapshot for the running engine build, if any (a corrupt one rejects). */
+  loadSnapshot(): Promise<SnapshotImage | undefined>;
+  /** Whether one is stored (or being stored): then new hosts need not send theirs. */
+  hasSnapshot(): boolean;
+  saveSnapshot(img: SnapshotImage): void;
 }
 
 export interface PoolRunResult extends HostResponse {
@@ -135,6 +141,7 @@ class DeploymentPool {
       queued: this.#waiters.length,
       resets: this.resetMs.count,
       evicted: this.evicted,
+      restoredFromSnapshot: this.restored,
       acquireMs: this.acquireMs.summary(),
       resetMs: this.resetMs.summary(),
       /** New instance: spawn → ready (runtime, image, warm-up, snapshot). */
@@ -147,12 +154,37 @@ class DeploymentPool {
     if (this.#all.size + this.#starting === 0) this.#grow();
   }
 
+  /**
+   * Starts one more host: from the stored snapshot when there is one (no init, no warm-up),
+   * otherwise cold, asking it for its snapshot so the next ones can skip init. Fresh mode always
+   * starts cold: that is its point.
+   */
   #grow(): void {
     this.#starting++;
-    SandboxHost.start({ deploymentId: this.source.deploymentId, manifest: this.source.manifest, image: this.source.image }, this.#hostOpts)
+    const cold = this.mode === "fresh";
+    const snapshot = cold ? Promise.resolve(undefined) : this.source.loadSnapshot().catch((e: unknown) => {
+      this.#hostOpts.onLog(`snapshot not usable, rebuilding it: ${(e as Error).message}`);
+      return undefined;
+    });
+    snapshot
+      .then((snap) =>
+        SandboxHost.start(
+          {
+            deploymentId: this.source.deploymentId,
+            manifest: this.source.manifest,
+            image: this.source.image,
+            snapshot: snap,
+            wantSnapshot: !cold && snap === undefined && !this.source.hasSnapshot(),
+            cold,
+            onSnapshot: (img) => this.source.saveSnapshot(img),
+          },
+          this.#hostOpts,
+        ),
+      )
       .then((host) => {
         this.#starting--;
         this.startMs.add(host.readyMs);
+        if (host.restored) this.restored++;
         const slot: Slot = { host, served: 0 };
         this.#all.add(slot);
         host.onExit(() => this.#forget(slot));
@@ -285,6 +317,8 @@ class DeploymentPool {
   }
 
   evicted = 0;
+  /** Hosts started from a stored snapshot. */
+  restored = 0;
 }
 
 export class Pool {

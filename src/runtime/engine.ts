@@ -41,6 +41,13 @@ export interface EngineResponse {
   body: Uint8Array;
 }
 
+/** A snapshot in transit: linear memory, mutable globals, engine-specific extra state. */
+export interface PortableSnapshot {
+  memory: Buffer;
+  globals: Array<number | bigint>;
+  extra: unknown;
+}
+
 export interface EngineSpec {
   deploymentId: string;
   manifest: Manifest;
@@ -53,6 +60,10 @@ export interface EngineInstance {
   snapshot(): void;
   /** Returns the instance to its snapshot (snapshot mode; called between requests). */
   reset(): Promise<void>;
+  /** The snapshot as bytes, to store and load into other instances of the same build. */
+  exportSnapshot(): PortableSnapshot;
+  /** Becomes an instance in the exported state, without running init or warm-up again. */
+  importSnapshot(snapshot: PortableSnapshot): Promise<void>;
   dispose(): void;
 }
 
@@ -61,5 +72,7 @@ export interface Engine<P = unknown> {
   /** Static checks; throws BundleError. */
   validate(manifest: Manifest, image: BundleImage): void;
   prepare(spec: EngineSpec): Promise<P>;
+  /** Everything a snapshot depends on besides the deployment (runtime build, engine revision, config). */
+  buildId(manifest: Manifest): string;
   instantiate(prepared: P): Promise<EngineInstance>;
 }

@@ -6,8 +6,10 @@
  * every request. Restoring compares the memory with the image in 64 KiB blocks (native memcmp)
  * and copies back only the 4 KiB pages that differ — a PHP request dirties ~20 pages of ~20 MB —
  * and zeroes whatever the allocator grabbed beyond the snapshot's top.
- * Must never: restore into a memory of another module, or leave a page of the previous request.
- * Not yet: stored on disk content-addressed (restart re-runs init).
+ * Snapshots also travel: an instance exports its image, the gateway stores it (store.ts:
+ * gzip, content-addressed, per deployment and engine build) and later instances — pool growth,
+ * a restart — load it instead of running init and warm-up.
+ * Must never: restore into a memory of another module build, or leave a page of the previous request.
  */
 
 const BLOCK = 64 * 1024;
@@ -48,6 +50,26 @@ export class LinearMemorySnapshot {
     return this.#image.length;
   }
 
+  /** The image and global values, to store or to load into another instance of the same build. */
+  export(): { memory: Buffer; globals: Array<number | bigint> } {
+    return { memory: this.#image, globals: this.#globals.map(([, v]) => v) };
+  }
+
+  /**
+   * Writes an exported image into `memory` (which must be at least as large) and sets the
+   * globals, then returns a snapshot of that state. Only for an instance of the same module
+   * build, prepared the same way; the caller checks the build id.
+   */
+  static load(memory: WebAssembly.Memory, image: { memory: Buffer; globals: Array<number | bigint> }, globals: WebAssembly.Global[], currentTop: number): LinearMemorySnapshot {
+    if (memory.buffer.byteLength < image.memory.length) throw new Error(`snapshot: image of ${image.memory.length} bytes does not fit a memory of ${memory.buffer.byteLength} bytes`);
+    if (globals.length !== image.globals.length) throw new Error("snapshot: global count mismatch");
+    const live = new Uint8Array(memory.buffer);
+    live.set(image.memory, 0);
+    if (currentTop > image.memory.length) live.fill(0, image.memory.length, Math.min(currentTop, live.length));
+    globals.forEach((g, i) => (g.value = image.globals[i]!));
+    return new LinearMemorySnapshot(memory, Buffer.from(image.memory), globals.map((g, i) => [g, image.globals[i]!]));
+  }
+
   /** Puts memory and globals back to the image. `currentTop` is the allocator's top now. */
   restore(currentTop: number): RestoreStats {
     const t0 = performance.now();
@@ -84,3 +106,5 @@ export class LinearMemorySnapshot {
     return { copiedBytes: copied, zeroedBytes: zeroed, ms: performance.now() - t0 };
   }
 }
+
+export { SnapshotStore, SnapshotMismatchError, encodeSnapshot, decodeSnapshot, type SnapshotImage } from "./store.js";

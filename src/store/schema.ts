@@ -74,3 +74,20 @@ export const usageRecords = sqliteTable("usage_records", {
   bytesOut: integer("bytes_out").notNull(),
   mode: text("mode").notNull(),
 }, (t) => [uniqueIndex("usage_request_uq").on(t.requestId), index("usage_account_time_idx").on(t.accountId, t.startedAt)]);
+
+/**
+ * Snapshots of prepared instances, one per deployment and engine build. The bytes live in the
+ * blob store (content-addressed); a row whose build differs from the running engine's is never
+ * loaded.
+ */
+export const snapshots = sqliteTable("snapshots", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  deploymentId: text("deployment_id").notNull().references(() => deployments.id),
+  engine: text("engine").notNull(),
+  engineBuild: text("engine_build").notNull(),
+  sha256: text("sha256").notNull(),
+  bytes: integer("bytes").notNull(),
+  /** Uncompressed memory image size. */
+  memoryBytes: integer("memory_bytes").notNull(),
+  createdAt: integer("created_at").notNull(),
+}, (t) => [uniqueIndex("snapshots_deployment_build_uq").on(t.deploymentId, t.engineBuild)]);

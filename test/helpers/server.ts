@@ -30,8 +30,9 @@ export interface TestServer {
   hostPids(): number[];
 }
 
-export async function startServer(extraArgs: string[] = []): Promise<TestServer> {
-  const dataDir = mkdtempSync(join(tmpdir(), "zc-test-"));
+export async function startServer(extraArgs: string[] = [], opts: { dataDir?: string } = {}): Promise<TestServer> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "zc-test-"));
+  rmSync(join(dataDir, "run", "server.json"), { force: true });
   const proc = spawn(process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env },

@@ -36,6 +36,14 @@ interface InitHeader {
   deploymentId: string;
   manifest: Manifest;
   maxResponseBytes: number;
+  /** Bytes of the encoded image at the start of the body; a snapshot's memory follows. */
+  imageBytes: number;
+  /** A stored snapshot to start from (its memory is the rest of the body). */
+  snapshot?: { engineBuild: string; globals: string[]; extra: unknown };
+  /** Send the snapshot back after warm-up (none is stored for this deployment yet). */
+  wantSnapshot: boolean;
+  /** Run init and warm-up, ignore any snapshot (fresh mode). */
+  cold: boolean;
 }
 interface ReqHeader {
   t: "req";
@@ -74,11 +82,31 @@ async function onFrame(frame: Frame): Promise<void> {
       const t0 = performance.now();
       try {
         const engine = new PhpEngine();
-        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image: decodeImage(frame.body) });
+        const image = decodeImage(frame.body.subarray(0, init.imageBytes));
+        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image });
         instance = await engine.instantiate(prepared);
         maxResponseBytes = init.maxResponseBytes;
-        await warmUp(instance, init.manifest);
-        send({ t: "ready", ms: performance.now() - t0 });
+        const build = engine.buildId(init.manifest);
+        let restored = false;
+        if (!init.cold && init.snapshot !== undefined && init.snapshot.engineBuild === build) {
+          try {
+            await instance.importSnapshot({ memory: frame.body.subarray(init.imageBytes), globals: init.snapshot.globals.map(Number), extra: init.snapshot.extra });
+            restored = true;
+          } catch (e) {
+            // A snapshot that does not load: start cold (a fresh instance, the snapshot is not reused).
+            process.stderr.write(`snapshot import failed, starting cold: ${(e as Error).message}\n`);
+            instance.dispose();
+            instance = await engine.instantiate(prepared);
+          }
+        }
+        if (!restored) {
+          await warmUp(instance, init.manifest);
+          if (init.wantSnapshot && !init.cold) {
+            const snap = instance.exportSnapshot();
+            send({ t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
+          }
+        }
+        send({ t: "ready", ms: performance.now() - t0, restored });
       } catch (e) {
         send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${(e as Error).message}` });
       }

@@ -9,8 +9,8 @@ import { readFileSync } from "node:fs";
 import { loadPHPRuntime, PHP, PHPExecutionFailureError, __private__dont__use, type PHPResponse } from "@php-wasm/universal";
 import { createSpawnHandler } from "@php-wasm/util";
 import type { Manifest, BundleImage } from "../../bundle/index.js";
-import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec } from "../engine.js";
-import { APP_ROOT, TMP_DIR, buildPhpIni, validatePhpBundle } from "./validate.js";
+import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
+import { APP_ROOT, TMP_DIR, buildPhpIni, phpEngineBuild, validatePhpBundle } from "./validate.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { LinearMemorySnapshot } from "../../snapshot/index.js";
 
@@ -103,7 +103,32 @@ function cappedInstantiate(wasmPath: string, capBytes: number) {
 interface EmscriptenModule {
   wasmExports: Record<string, unknown> & { emscripten_get_sbrk_ptr: () => number; __stack_pointer: WebAssembly.Global; memory: WebAssembly.Memory };
   HEAPU32: Uint32Array;
-  FS: { streams: Array<unknown | null>; close(stream: unknown): void };
+  FS: {
+    streams: Array<FsStream | null>;
+    close(stream: unknown): void;
+    open(path: string, flags: number): FsStream;
+    dupStream(stream: FsStream, fd: number): FsStream;
+    closeStream(fd: number): void;
+  };
+}
+
+interface FsStream {
+  fd: number;
+  path: string;
+  flags: number;
+  position: number;
+}
+
+/** An open file of the snapshot's instance that its memory may refer to by number. */
+export interface SnapshotFd {
+  fd: number;
+  path: string;
+  flags: number;
+  position: number;
+}
+
+function isSnapshotFds(v: unknown): v is SnapshotFd[] {
+  return Array.isArray(v) && v.length <= 64 && v.every((f) => typeof f === "object" && f !== null && Number.isInteger(f.fd) && f.fd > 2 && f.fd < 4096 && typeof f.path === "string" && f.path.startsWith("/dev/") && Number.isInteger(f.flags) && Number.isFinite(f.position));
 }
 
 const PLAIN: Array<[string, string]> = [["content-type", "text/plain; charset=utf-8"]];
@@ -120,9 +145,11 @@ class PhpInstance implements EngineInstance {
   #snapshot: LinearMemorySnapshot | undefined;
   /** Open stream slots at snapshot time; later ones are leaks of the request to close. */
   #streamsAtSnapshot = 0;
+  readonly #spawn: { attempted: boolean };
 
-  constructor(php: PHP, docRoot: string, frontController: string | null) {
+  constructor(php: PHP, docRoot: string, frontController: string | null, spawn: { attempted: boolean }) {
     this.#php = php;
+    this.#spawn = spawn;
     this.#module = (php as unknown as Record<symbol, EmscriptenModule>)[__private__dont__use]!;
     this.#docRoot = docRoot;
     this.#frontController = frontController;
@@ -209,7 +236,52 @@ class PhpInstance implements EngineInstance {
     this.#snapshot = LinearMemorySnapshot.take(ex.memory, this.#sbrkTop(), [ex.__stack_pointer]);
   }
 
+  exportSnapshot(): PortableSnapshot {
+    if (this.#snapshot === undefined) throw new Error("php: no snapshot taken");
+    // Files PHP keeps open between requests (e.g. /dev/urandom for random_bytes) are numbers in
+    // linear memory; the importing instance must have the same files at the same numbers.
+    const fds: SnapshotFd[] = [];
+    this.#module.FS.streams.forEach((st, fd) => {
+      if (st !== null && st !== undefined && fd > 2 && typeof st.path === "string" && st.path.startsWith("/dev/")) {
+        fds.push({ fd, path: st.path, flags: st.flags, position: st.position });
+      }
+    });
+    return { ...this.#snapshot.export(), extra: { fds } };
+  }
+
+  /**
+   * Becomes an instance restored from another instance's snapshot (same deployment, same
+   * engine build) without running the app's warm-up. One empty request first sets up php-wasm's
+   * JS side (its request pipes, its "initialised" flag) the way the snapshot's instance had it.
+   */
+  async importSnapshot(image: PortableSnapshot): Promise<void> {
+    const fds = (image.extra as { fds?: unknown } | null)?.fds ?? [];
+    if (!isSnapshotFds(fds)) throw new Error("php: snapshot has a malformed fd table");
+    // (php-wasm's `code` option runs /internal/eval.php, outside open_basedir: use /tmp.)
+    this.#php.writeFile(`${TMP_DIR}/.zerocell-prime.php`, "<?php ");
+    await this.#php.run({ scriptPath: `${TMP_DIR}/.zerocell-prime.php` });
+    const ex = this.#module.wasmExports;
+    this.#wipeTmp();
+    this.#snapshot = LinearMemorySnapshot.load(ex.memory, image, [ex.__stack_pointer], this.#sbrkTop());
+    const fs = this.#module.FS;
+    for (const want of fds) {
+      if (!want.path.startsWith("/dev/")) continue;
+      const have = fs.streams[want.fd];
+      if (have?.path === want.path) continue;
+      if (have !== null && have !== undefined) fs.close(have);
+      const opened = fs.open(want.path, want.flags);
+      const placed = fs.dupStream(opened, want.fd);
+      placed.position = want.position;
+      fs.close(opened);
+    }
+    this.#streamsAtSnapshot = fs.streams.length;
+  }
+
   async reset(): Promise<void> {
+    // A refused spawn (sendmail through error_log(…, 1), …) leaves php-wasm's process plumbing out
+    // of step with the restored memory: later requests on this instance crash (out-of-bounds
+    // access, null function). Fail the reset so the host is replaced.
+    if (this.#spawn.attempted) throw new Error("a process spawn was attempted; the instance is retired");
     this.#wipeTmp();
     if (this.#snapshot === undefined) return;
     // php-wasm leaves the request's stdout/stderr pipes open; close them so the fd table matches
@@ -252,6 +324,10 @@ export class PhpEngine implements Engine<PhpPrepared> {
     validatePhpBundle(manifest, image);
   }
 
+  buildId(manifest: Manifest): string {
+    return phpEngineBuild(manifest);
+  }
+
   async prepare(spec: EngineSpec): Promise<PhpPrepared> {
     this.validate(spec.manifest, spec.image);
     const loader = await importLoader(spec.manifest.php.version);
@@ -282,8 +358,10 @@ export class PhpEngine implements Engine<PhpPrepared> {
       ),
     });
     const php = new PHP(runtimeId);
+    const spawn = { attempted: false };
     await php.setSpawnHandler(
       createSpawnHandler((_argv: string[], proc: { stderr(s: string): void; exit(code: number): void }) => {
+        spawn.attempted = true;
         proc.stderr("zerocell: processes are not available in the sandbox\n");
         proc.exit(127);
       }),
@@ -296,6 +374,6 @@ export class PhpEngine implements Engine<PhpPrepared> {
     php.mkdirTree(TMP_DIR);
     lockImage(php);
     php.chdir(prepared.documentRoot);
-    return new PhpInstance(php, prepared.documentRoot, prepared.spec.manifest.php.frontController);
+    return new PhpInstance(php, prepared.documentRoot, prepared.spec.manifest.php.frontController, spawn);
   }
 }

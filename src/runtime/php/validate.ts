@@ -1,6 +1,9 @@
 /**
  * PHP bundle checks and php.ini, without loading php-wasm (the gateway runs these at deploy).
  */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 import { BundleError } from "../../errors.js";
 
@@ -76,4 +79,23 @@ export function validatePhpBundle(manifest: Manifest, image: BundleImage): void 
     throw new BundleError("manifest_invalid", `manifest: php.document_root: "${root}" is not a directory in the bundle`);
   }
   buildPhpIni(manifest);
+}
+
+/** Bump when the engine's init changes in a way that makes old snapshots wrong. */
+const ENGINE_REVISION = 1;
+const require = createRequire(import.meta.url);
+
+function packageVersion(name: string): string {
+  return (JSON.parse(readFileSync(require.resolve(`${name}/package.json`), "utf8")) as { version: string }).version;
+}
+
+/**
+ * Identifies everything a snapshot's memory depends on besides the deployment itself: the
+ * php-wasm build, the PHP version, this engine's revision and the php.ini it writes. Gateway and
+ * host compute it the same way; a stored snapshot with another id is never loaded.
+ */
+export function phpEngineBuild(manifest: Manifest): string {
+  const pkg = manifest.php.version === "8.4" ? "@php-wasm/node-8-4" : "@php-wasm/node-8-3";
+  const ini = createHash("sha256").update(buildPhpIni(manifest)).digest("hex").slice(0, 12);
+  return `php-wasm-${packageVersion("@php-wasm/universal")}/${pkg.slice(10)}-${packageVersion(pkg)}/engine-${ENGINE_REVISION}/ini-${ini}`;
 }

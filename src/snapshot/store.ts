@@ -1,0 +1,116 @@
+/**
+ * Stored snapshots: gzip'd, content-addressed in the blob store, one row per deployment and
+ * engine build, cached decompressed in memory (lru-cache bounded by bytes). A snapshot whose
+ * build differs from the running engine's is refused; a corrupt one (hash mismatch) is dropped
+ * so the next instance rebuilds it.
+ */
+import { gzip, gunzip } from "node:zlib";
+import { promisify } from "node:util";
+import { createHash } from "node:crypto";
+import { and, eq } from "drizzle-orm";
+import { LRUCache } from "lru-cache";
+import type { OpenedDb, BlobStore } from "../store/index.js";
+import { snapshots } from "../store/schema.js";
+import { ZerocellError } from "../errors.js";
+
+const gzipAsync = promisify(gzip);
+const gunzipAsync = promisify(gunzip);
+
+/** What an engine exports and imports (the PHP engine's shape; other engines fit it too). */
+export interface SnapshotImage {
+  engine: string;
+  engineBuild: string;
+  /** Mutable wasm globals, as decimal strings (they may be i64). */
+  globals: string[];
+  /** Engine-specific extra state (e.g. open device files), JSON. */
+  extra: unknown;
+  memory: Buffer;
+}
+
+export class SnapshotMismatchError extends ZerocellError {
+  constructor(message: string) {
+    super("snapshot_mismatch", 500, message);
+  }
+}
+
+const MAGIC = "zerocell-snapshot/1";
+/** Largest header we accept when reading a snapshot back. */
+const MAX_HEADER = 1024 * 1024;
+
+export function encodeSnapshot(img: SnapshotImage): Buffer {
+  const header = Buffer.from(
+    JSON.stringify({ magic: MAGIC, engine: img.engine, engineBuild: img.engineBuild, globals: img.globals, extra: img.extra, memoryBytes: img.memory.length, memorySha256: createHash("sha256").update(img.memory).digest("hex") }),
+  );
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(header.length);
+  return Buffer.concat([len, header, img.memory]);
+}
+
+export function decodeSnapshot(raw: Buffer): SnapshotImage {
+  if (raw.length < 4) throw new SnapshotMismatchError("snapshot: truncated");
+  const hlen = raw.readUInt32BE(0);
+  if (hlen > MAX_HEADER || 4 + hlen > raw.length) throw new SnapshotMismatchError("snapshot: bad header length");
+  const h = JSON.parse(raw.subarray(4, 4 + hlen).toString("utf8")) as { magic?: string; engine: string; engineBuild: string; globals: string[]; extra: unknown; memoryBytes: number; memorySha256: string };
+  if (h.magic !== MAGIC) throw new SnapshotMismatchError("snapshot: unknown format");
+  const memory = raw.subarray(4 + hlen);
+  if (memory.length !== h.memoryBytes) throw new SnapshotMismatchError(`snapshot: memory is ${memory.length} bytes, header says ${h.memoryBytes}`);
+  if (createHash("sha256").update(memory).digest("hex") !== h.memorySha256) throw new SnapshotMismatchError("snapshot: memory hash mismatch");
+  return { engine: h.engine, engineBuild: h.engineBuild, globals: h.globals, extra: h.extra, memory };
+}
+
+export class SnapshotStore {
+  readonly #db: OpenedDb;
+  readonly #blobs: BlobStore;
+  readonly #cache: LRUCache<string, SnapshotImage>;
+  /** Deployments whose snapshot is being written, so two hosts do not both store one. */
+  readonly #writing = new Set<string>();
+
+  constructor(db: OpenedDb, blobs: BlobStore, maxCacheBytes = 512 * 1024 * 1024) {
+    this.#db = db;
+    this.#blobs = blobs;
+    this.#cache = new LRUCache<string, SnapshotImage>({ maxSize: maxCacheBytes, sizeCalculation: (v) => Math.max(1, v.memory.length) });
+  }
+
+  /** The stored snapshot of a deployment for this engine build, or undefined (then: rebuild). */
+  async load(deploymentId: string, engineBuild: string): Promise<SnapshotImage | undefined> {
+    const key = `${deploymentId}/${engineBuild}`;
+    const cached = this.#cache.get(key);
+    if (cached !== undefined) return cached;
+    const row = this.#db.db.select().from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get();
+    if (row === undefined) return undefined;
+    try {
+      const img = decodeSnapshot(await gunzipAsync(this.#blobs.get(row.sha256), { maxOutputLength: 4 * 1024 * 1024 * 1024 - 1 }));
+      if (img.engineBuild !== engineBuild) throw new SnapshotMismatchError(`snapshot: built by ${img.engineBuild}, engine is ${engineBuild}`);
+      this.#cache.set(key, img);
+      return img;
+    } catch (e) {
+      // Corrupt or foreign: forget it; the next instance takes a new one.
+      this.#db.db.delete(snapshots).where(eq(snapshots.id, row.id)).run();
+      throw e;
+    }
+  }
+
+  /** Whether a snapshot exists (or is being written) for this deployment and build. */
+  has(deploymentId: string, engineBuild: string): boolean {
+    if (this.#writing.has(`${deploymentId}/${engineBuild}`)) return true;
+    return this.#db.db.select({ id: snapshots.id }).from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get() !== undefined;
+  }
+
+  async save(deploymentId: string, img: SnapshotImage): Promise<{ sha256: string; bytes: number }> {
+    const key = `${deploymentId}/${img.engineBuild}`;
+    this.#writing.add(key);
+    try {
+      const packed = await gzipAsync(encodeSnapshot(img), { level: 1 });
+      const sha256 = this.#blobs.put(packed);
+      this.#db.db
+        .insert(snapshots)
+        .values({ deploymentId, engine: img.engine, engineBuild: img.engineBuild, sha256, bytes: packed.length, memoryBytes: img.memory.length, createdAt: Date.now() })
+        .onConflictDoNothing()
+        .run();
+      this.#cache.set(key, img);
+      return { sha256, bytes: packed.length };
+    } finally {
+      this.#writing.delete(key);
+    }
+  }
+}
