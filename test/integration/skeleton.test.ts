@@ -1,7 +1,17 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { statSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { startServer, phpBundle, fetchApp, admin, isAlive, type TestServer } from "../helpers/server.js";
+
+function usageCount(dataDir: string): number {
+  const db = new Database(join(dataDir, "zerocell.db"), { readonly: true });
+  try {
+    return (db.prepare("SELECT count(*) AS n FROM usage_records").get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
 
 describe("walking skeleton: deploy a PHP bundle and serve it over HTTPS", () => {
   let server: TestServer;
@@ -55,6 +65,22 @@ echo json_encode([
     const plain = await fetchApp(server, "skel2.localhost", "/", { scheme: "http" });
     expect(plain.status).toBe(200);
     expect(JSON.parse(plain.text).https).not.toBe("on");
+  });
+
+  it("writes a usage record per request, durably and within a second", async () => {
+    // Let earlier tests' records (flushed every 100 ms) land first.
+    await new Promise((r) => setTimeout(r, 300));
+    const before = usageCount(server.dataDir);
+    for (let i = 0; i < 5; i++) expect((await fetchApp(server, "skel.localhost", "/index.php")).status).toBe(200);
+    const deadline = Date.now() + 1500;
+    while (usageCount(server.dataDir) < before + 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(usageCount(server.dataDir)).toBe(before + 5);
+    const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
+    const row = db.prepare("SELECT * FROM usage_records ORDER BY id DESC LIMIT 1").get() as Record<string, unknown>;
+    db.close();
+    expect(row).toMatchObject({ status: 200, memory_mb: 128, mode: "snapshot", bytes_in: 0 });
+    expect(row.wall_us as number).toBeGreaterThan(0);
+    expect(row.bytes_out as number).toBeGreaterThan(0);
   });
 
   it("answers an unknown host with a short 404 page, not a stack trace", async () => {
