@@ -197,10 +197,10 @@ export class SandboxHost {
     const h = f.header;
     switch (h.t) {
       case "snapshot": {
-        // Untrusted like everything from a host: shape-checked, accepted once, before ready.
+        // Untrusted like everything from a host: shape-checked, accepted once, only if asked for.
         const cb = this.#onSnapshot;
         this.#onSnapshot = undefined;
-        if (cb === undefined || this.#ready === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: unexpected snapshot from host"));
+        if (cb === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: unexpected snapshot from host"));
         const globals = h.globals;
         if (typeof h.engine !== "string" || typeof h.engineBuild !== "string" || h.engineBuild.length > 256 || !Array.isArray(globals) || globals.length > 16 || !globals.every((g) => typeof g === "string" && /^-?\d{1,20}$/.test(g))) {
           return this.#fail(new SandboxError("host_protocol", 502, "sandbox: malformed snapshot from host"));

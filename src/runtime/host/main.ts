@@ -99,14 +99,13 @@ async function onFrame(frame: Frame): Promise<void> {
             instance = await engine.instantiate(prepared);
           }
         }
-        if (!restored) {
-          await warmUp(instance, init.manifest);
-          if (init.wantSnapshot && !init.cold) {
-            const snap = instance.exportSnapshot();
-            send({ t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
-          }
-        }
+        if (!restored) await warmUp(instance, init.manifest);
         send({ t: "ready", ms: performance.now() - t0, restored });
+        // After ready, so the first request does not wait for a 40 MB write.
+        if (!restored && init.wantSnapshot && !init.cold) {
+          const snap = instance.exportSnapshot();
+          send({ t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
+        }
       } catch (e) {
         send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${(e as Error).message}` });
       }
