@@ -93,9 +93,9 @@ export class Platform {
     this.store = init.store;
     this.blobs = init.blobs;
     this.certs = init.certs;
-    this.#images = new LRUCache<string, Buffer>({ maxSize: 512 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
+    this.#images = new LRUCache<string, Buffer>({ maxSize: 128 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
     this.usage = new UsageRecorder(init.db, { flushIntervalMs: 100 });
-    this.snapshots = new SnapshotStore(init.db, init.blobs);
+    this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024);
     this.pool = new Pool({
       useNetns: init.useNetns,
       ...(init.pool === undefined ? {} : { limits: init.pool }),

@@ -222,7 +222,8 @@ class DeploymentPool {
         `pool: ${this.#all.size} instances of ${this.source.appName} busy and queue full (limit ${this.#limits.maxQueue})`,
       );
     }
-    if (this.#all.size + this.#starting < this.#limits.maxInstancesPerDeployment) this.#grow();
+    // Grow only if the hosts already starting will not cover the requests already waiting.
+    if (this.#all.size + this.#starting < this.#limits.maxInstancesPerDeployment && this.#waiters.length >= this.#starting) this.#grow();
     return new Promise<Slot>((resolve, reject) => {
       this.#waiters.push({
         resolve: (s) => {

@@ -53,6 +53,17 @@ interface ReqHeader {
   reset: boolean;
 }
 
+/** A readable message for anything thrown (Emscripten throws ErrnoError objects, not Errors). */
+function describeError(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  if (typeof e === "object" && e !== null) {
+    const o = e as { name?: unknown; errno?: unknown; message?: unknown };
+    if (typeof o.message === "string") return o.message;
+    if (typeof o.errno === "number") return `${typeof o.name === "string" ? o.name : "error"} (errno ${o.errno})`;
+  }
+  return String(e);
+}
+
 let instance: EngineInstance | undefined;
 let maxResponseBytes = 0;
 
@@ -107,7 +118,7 @@ async function onFrame(frame: Frame): Promise<void> {
           send({ t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
         }
       } catch (e) {
-        send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${(e as Error).message}` });
+        send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${describeError(e)}` });
       }
       return;
     }
@@ -128,7 +139,7 @@ async function onFrame(frame: Frame): Promise<void> {
           send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0 }, res.body);
         }
       } catch (e) {
-        send({ t: "fail", id: r.id, code: "guest_error", message: (e as Error)?.message ?? String(e) });
+        send({ t: "fail", id: r.id, code: "guest_error", message: describeError(e) });
         // After a JS-level failure inside the engine its state is unknown: ask to be replaced.
         send({ t: "tainted" });
       }

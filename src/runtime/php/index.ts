@@ -99,6 +99,60 @@ function cappedInstantiate(wasmPath: string, capBytes: number) {
   };
 }
 
+/** php-wasm's `code` option runs /internal/eval.php, outside open_basedir: prime from /tmp. */
+const PRIME_SCRIPT = `${TMP_DIR}/.zerocell-prime.php`;
+
+/**
+ * /tmp lives in the host's JS heap (Emscripten MEMFS), which neither memory_limit nor the wasm
+ * heap cap counts: cap its total size. Writes that would grow /tmp past the quota fail with
+ * ENOSPC. The exact size is only summed when a cheap running upper bound passes the quota.
+ */
+function limitTmp(php: PHP, quotaBytes: number): void {
+  const FS = (php as unknown as { [__private__dont__use]: { FS: TmpFs } })[__private__dont__use].FS;
+  const write = FS.write.bind(FS);
+  let bound = 0;
+  const exact = (): number => {
+    let total = 0;
+    const walk = (path: string) => {
+      for (const name of FS.readdir(path)) {
+        if (name === "." || name === "..") continue;
+        const child = `${path}/${name}`;
+        const st = FS.lstat(child);
+        if (FS.isDir(st.mode)) walk(child);
+        else total += st.size;
+      }
+    };
+    walk(TMP_DIR);
+    return total;
+  };
+  FS.write = (stream, buffer, offset, length, position, canOwn) => {
+    if (typeof stream.path === "string" && stream.path.startsWith(`${TMP_DIR}/`)) {
+      const at = position ?? stream.position;
+      const size = stream.node?.usedBytes ?? 0;
+      const growth = Math.max(0, at + length - size);
+      if (growth > 0) {
+        bound += growth;
+        if (bound > quotaBytes) {
+          bound = exact() + growth;
+          if (bound > quotaBytes) {
+            bound -= growth;
+            throw new FS.ErrnoError(51 /* ENOSPC */);
+          }
+        }
+      }
+    }
+    return write(stream, buffer, offset, length, position, canOwn);
+  };
+}
+
+interface TmpFs {
+  write(stream: { path?: string; position: number; node?: { usedBytes?: number } }, buffer: Uint8Array, offset: number, length: number, position?: number, canOwn?: boolean): number;
+  readdir(path: string): string[];
+  lstat(path: string): { mode: number; size: number };
+  isDir(mode: number): boolean;
+  ErrnoError: new (errno: number) => Error;
+}
+
 /** The parts of php-wasm's Emscripten module this engine touches (not in its typings). */
 interface EmscriptenModule {
   wasmExports: Record<string, unknown> & { emscripten_get_sbrk_ptr: () => number; __stack_pointer: WebAssembly.Global; memory: WebAssembly.Memory };
@@ -251,15 +305,12 @@ class PhpInstance implements EngineInstance {
 
   /**
    * Becomes an instance restored from another instance's snapshot (same deployment, same
-   * engine build) without running the app's warm-up. One empty request first sets up php-wasm's
-   * JS side (its request pipes, its "initialised" flag) the way the snapshot's instance had it.
+   * engine build) without running the app's warm-up.
    */
   async importSnapshot(image: PortableSnapshot): Promise<void> {
     const fds = (image.extra as { fds?: unknown } | null)?.fds ?? [];
     if (!isSnapshotFds(fds)) throw new Error("php: snapshot has a malformed fd table");
-    // (php-wasm's `code` option runs /internal/eval.php, outside open_basedir: use /tmp.)
-    this.#php.writeFile(`${TMP_DIR}/.zerocell-prime.php`, "<?php ");
-    await this.#php.run({ scriptPath: `${TMP_DIR}/.zerocell-prime.php` });
+    // instantiate() already ran the priming request that sets up php-wasm's JS side.
     const ex = this.#module.wasmExports;
     this.#wipeTmp();
     this.#snapshot = LinearMemorySnapshot.load(ex.memory, image, [ex.__stack_pointer], this.#sbrkTop());
@@ -352,6 +403,8 @@ export class PhpEngine implements Engine<PhpPrepared> {
       },
       print: () => {},
       printErr: (line: string) => process.stderr.write(`php: ${line}\n`),
+      // Emscripten's default environment has "_" = the host script's path; drop it.
+      ENV: { _: undefined } as unknown as Record<string, string>,
       instantiateWasm: cappedInstantiate(
         (prepared.loader as { dependencyFilename: string }).dependencyFilename,
         heapCapBytes(prepared.spec.manifest.limits.memoryMb),
@@ -373,7 +426,14 @@ export class PhpEngine implements Engine<PhpPrepared> {
     writeImage(php, prepared.spec.image);
     php.mkdirTree(TMP_DIR);
     lockImage(php);
+    limitTmp(php, prepared.spec.manifest.limits.memoryMb * 1024 * 1024);
     php.chdir(prepared.documentRoot);
+    // One empty request sets up php-wasm's JS side (its "initialised" flag, request pipes) and
+    // PHP's first-request state, so a snapshot taken after it is one that restores cleanly
+    // (a snapshot taken before any request crashed every second request).
+    php.writeFile(PRIME_SCRIPT, "<?php ");
+    await php.run({ scriptPath: PRIME_SCRIPT });
+    php.unlink(PRIME_SCRIPT);
     return new PhpInstance(php, prepared.documentRoot, prepared.spec.manifest.php.frontController, spawn);
   }
 }

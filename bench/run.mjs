@@ -1,0 +1,1005 @@
+#!/usr/bin/env node
+/**
+ * Zerocell benchmark: one run, one table, one JSON file.
+ *
+ *   node bench/run.mjs [--duration 10] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install]
+ *
+ * Measures, one target at a time on loopback:
+ *   1. baseline: a bare Hono handler (bench/hono-server.mjs) in a child process;
+ *   2. zerocell: the built server (dist/, run `npm run build` first) serving examples/php-hello
+ *      over HTTP (c=1,8,64) and HTTPS (c=8), plus server-timing on sequential requests;
+ *   3. native: Debian nginx + php-fpm (pm=static, 2 children, unix socket) on the same
+ *      index.php; falls back to `php -S` (2 workers), else skips;
+ *   4. deploy → first 200 for fresh apps (CLI start to first 200 from the new host);
+ *   5. memory: RSS (and PSS) of the sandbox host processes, per instance.
+ * Load generator: autocannon (programmatic, in this process, HTTP/1.1 keep-alive, pipelining 1).
+ * Latency percentiles are computed exactly from every 2xx response time (autocannon's own
+ * histogram has 1 ms resolution, too coarse for sub-ms handlers).
+ * Writes bench/results/<timestamp>.json. Kills every child it started, also on error/SIGINT.
+ */
+import { spawn, execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, cpSync, openSync, closeSync, readdirSync, statSync, chmodSync } from "node:fs";
+import { tmpdir, cpus, loadavg, totalmem } from "node:os";
+import { join, dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import net from "node:net";
+import http from "node:http";
+import https from "node:https";
+import autocannon from "autocannon";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const CLI = join(ROOT, "dist", "src", "cli", "main.js");
+const EXAMPLE = join(ROOT, "examples", "php-hello");
+const RESULTS_DIR = join(ROOT, "bench", "results");
+const CONCURRENCIES = [1, 8, 64];
+
+// ---------------------------------------------------------------- options
+
+function parseArgs(argv) {
+  const o = { quick: false, duration: undefined, native: true, install: true, waitIdle: 0 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--quick") o.quick = true;
+    else if (a === "--duration") o.duration = Number(argv[++i]);
+    else if (a.startsWith("--duration=")) o.duration = Number(a.slice("--duration=".length));
+    else if (a === "--wait-idle") o.waitIdle = Number(argv[++i]);
+    else if (a === "--no-native") o.native = false;
+    else if (a === "--no-install") o.install = false;
+    else if (a === "-h" || a === "--help") {
+      process.stdout.write("usage: node bench/run.mjs [--duration SECONDS (default 10; 3 with --quick)] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install]\n  --wait-idle N: before each target, wait up to N s for other processes to use <10% CPU (shared machines)\n");
+      process.exit(0);
+    } else {
+      process.stderr.write(`unknown argument: ${a}\n`);
+      process.exit(2);
+    }
+  }
+  if (!(o.waitIdle >= 0)) {
+    process.stderr.write("--wait-idle must be a number of seconds\n");
+    process.exit(2);
+  }
+  if (o.duration !== undefined && !(o.duration > 0)) {
+    process.stderr.write("--duration must be a positive number of seconds\n");
+    process.exit(2);
+  }
+  o.duration ??= o.quick ? 3 : 10;
+  o.warmup = o.quick ? 1 : 2; // seconds of load before each target's measured runs
+  o.timingSamples = o.quick ? 200 : 500;
+  o.deployReps = o.quick ? 3 : 5;
+  return o;
+}
+const OPTS = parseArgs(process.argv.slice(2));
+
+// ---------------------------------------------------------------- children and cleanup
+
+/** Every process we started: { name, proc }. Each is spawned detached (its own process group). */
+const children = new Set();
+const tempDirs = new Set();
+let currentCannon;
+let cleaningUp = false;
+
+function log(msg) {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+function startChild(name, cmd, args, opts = {}) {
+  const proc = spawn(cmd, args, { detached: true, stdio: opts.stdio ?? ["ignore", "ignore", "ignore"], env: opts.env ?? process.env, cwd: opts.cwd ?? ROOT });
+  const child = { name, proc, exited: false, code: null };
+  child.exitPromise = new Promise((r) => proc.once("exit", (code, signal) => {
+    child.exited = true;
+    child.code = code ?? signal;
+    r();
+  }));
+  proc.once("error", (e) => {
+    child.exited = true;
+    child.error = e;
+  });
+  children.add(child);
+  return child;
+}
+
+function killGroup(pid, signal) {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // group already gone
+  }
+}
+
+/** SIGTERM the leader, wait, then SIGKILL the whole group (catches orphaned grandchildren). */
+async function stopChild(child, timeoutMs = 10_000) {
+  if (!children.has(child)) return;
+  if (!child.exited && child.proc.pid !== undefined) {
+    try {
+      child.proc.kill("SIGTERM");
+    } catch {
+      // gone
+    }
+    await Promise.race([child.exitPromise, sleep(timeoutMs)]);
+  }
+  if (child.proc.pid !== undefined) killGroup(child.proc.pid, "SIGKILL");
+  await Promise.race([child.exitPromise, sleep(2000)]);
+  children.delete(child);
+}
+
+async function cleanup() {
+  if (currentCannon !== undefined) {
+    try {
+      currentCannon.stop();
+    } catch {
+      // ignore
+    }
+  }
+  await Promise.all([...children].map((c) => stopChild(c, 8000)));
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+process.on("exit", () => {
+  // last resort, synchronous
+  for (const c of children) if (c.proc.pid !== undefined) killGroup(c.proc.pid, "SIGKILL");
+  for (const d of tempDirs) {
+    try {
+      rmSync(d, { recursive: true, force: true });
+    } catch {
+      // ignore
+    }
+  }
+});
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.on(sig, () => {
+    if (cleaningUp) return;
+    cleaningUp = true;
+    log(`${sig}: stopping children and exiting`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+function tempDir(prefix) {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(d);
+  return d;
+}
+
+// ---------------------------------------------------------------- small helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx];
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+const pct = (share) => (share === null ? null : Math.round(share * 100));
+const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
+
+/** One GET; resolves { status, headers, body } (never rejects on HTTP errors). */
+function get(url, { host, agent, servername, timeoutMs = 30_000 } = {}) {
+  const u = new URL(url);
+  const mod = u.protocol === "https:" ? https : http;
+  return new Promise((res, rej) => {
+    const req = mod.request({
+      host: u.hostname,
+      port: u.port,
+      path: u.pathname + u.search,
+      method: "GET",
+      headers: host === undefined ? {} : { host },
+      agent: agent ?? false,
+      ...(u.protocol === "https:" ? { rejectUnauthorized: false, servername: servername ?? host } : {}),
+      timeout: timeoutMs,
+    });
+    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${url}`)));
+    req.on("error", rej);
+    req.on("response", (r) => {
+      const chunks = [];
+      r.on("data", (c) => chunks.push(c));
+      r.on("end", () => res({ status: r.statusCode, headers: r.headers, body: Buffer.concat(chunks).toString("utf8") }));
+      r.on("error", rej);
+    });
+    req.end();
+  });
+}
+
+async function waitFor200(url, opts = {}, deadlineMs = 20_000, child) {
+  const end = Date.now() + deadlineMs;
+  let last = "";
+  while (Date.now() < end) {
+    if (child?.exited) throw new Error(`${child.name} exited (${child.code ?? child.error?.message})`);
+    try {
+      const r = await get(url, { ...opts, timeoutMs: 5000 });
+      if (r.status === 200) return r;
+      last = `status ${r.status}: ${r.body.slice(0, 200)}`;
+    } catch (e) {
+      last = e.message;
+    }
+    await sleep(50);
+  }
+  throw new Error(`no 200 from ${url} within ${deadlineMs} ms (last: ${last})`);
+}
+
+/** `ps` rows: pid, ppid, rss (KiB), args. */
+function psRows() {
+  const text = execFileSync("ps", ["-e", "-o", "pid=,ppid=,rss=,args="], { encoding: "utf8" });
+  return text.trim().split("\n").map((l) => {
+    const m = l.trim().match(/^(\d+)\s+(\d+)\s+(\d+)\s+(.*)$/);
+    return m ? { pid: +m[1], ppid: +m[2], rssKb: +m[3], args: m[4] } : null;
+  }).filter(Boolean);
+}
+
+function descendants(rootPid, rows = psRows()) {
+  const out = [];
+  const walk = (p) => {
+    for (const r of rows) if (r.ppid === p) {
+      out.push(r);
+      walk(r.pid);
+    }
+  };
+  walk(rootPid);
+  return out;
+}
+
+/** Proportional set size (shared pages split between sharers), KiB; null if unreadable. */
+function pssKb(pid) {
+  try {
+    const m = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8").match(/^Pss:\s+(\d+)\s+kB/m);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+function memRow(label, procs) {
+  const rss = procs.map((p) => p.rssKb / 1024);
+  const pss = procs.map((p) => pssKb(p.pid)).filter((x) => x !== null).map((x) => x / 1024);
+  return {
+    label,
+    count: procs.length,
+    rssMbEach: rss.map((x) => round(x, 1)),
+    rssMbMean: round(rss.reduce((a, b) => a + b, 0) / (rss.length || 1), 1),
+    rssMbTotal: round(rss.reduce((a, b) => a + b, 0), 1),
+    pssMbTotal: pss.length === procs.length ? round(pss.reduce((a, b) => a + b, 0), 1) : null,
+  };
+}
+
+/** Busy fraction of all CPUs over `ms` (from /proc/stat): tells if something else is loading the box. */
+async function cpuBusy(ms = 1000) {
+  const read = () => {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const idle = f[3] + (f[4] ?? 0);
+    return { idle, total: f.reduce((a, b) => a + b, 0) };
+  };
+  try {
+    const a = read();
+    const own0 = process.cpuUsage();
+    await sleep(ms);
+    const b = read();
+    const own = process.cpuUsage(own0);
+    const totalJ = Math.max(1, b.total - a.total);
+    const busyJ = totalJ - (b.idle - a.idle);
+    const ownJ = ((own.user + own.system) / 1e6) * 100; // USER_HZ = 100
+    return Math.max(0, (busyJ - ownJ) / totalJ); // busy share of all CPUs, not counting this process
+  } catch {
+    return null;
+  }
+}
+
+function topForeignProcesses() {
+  try {
+    const text = execFileSync("ps", ["-e", "--sort=-pcpu", "-o", "pid=,pcpu=,args="], { encoding: "utf8" });
+    return text.trim().split("\n").slice(0, 6).map((l) => l.trim().slice(0, 140)).filter((l) => !l.includes("ps -e"));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * CPU accounting snapshot, to tell how much of a run's CPU went to processes that are not ours
+ * (this process and its descendants) and not kernel threads: other work on a shared machine.
+ */
+function cpuSnapshot() {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    const busy = total - f[3] - (f[4] ?? 0);
+    const procs = new Map();
+    for (const d of readdirSync("/proc")) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const st = readFileSync(`/proc/${d}/stat`, "utf8");
+        const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
+        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]) });
+      } catch {
+        // exited
+      }
+    }
+    return { total, busy, procs };
+  } catch {
+    return null;
+  }
+}
+
+/** Share (0..1) of all CPUs used by other processes between two snapshots. */
+function foreignCpuShare(a, b) {
+  if (a === null || b === null) return null;
+  const ours = new Set([process.pid]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [pid, p] of b.procs) if (!ours.has(pid) && ours.has(p.ppid)) {
+      ours.add(pid);
+      grew = true;
+    }
+  }
+  let oursJ = 0;
+  let kernelJ = 0;
+  for (const [pid, p] of b.procs) {
+    const d = p.jiffies - (a.procs.get(pid)?.jiffies ?? 0);
+    if (ours.has(pid)) oursJ += d;
+    else if (pid === 2 || p.ppid === 2) kernelJ += d;
+  }
+  const totalJ = Math.max(1, b.total - a.total);
+  return Math.max(0, Math.min(1, (b.busy - a.busy - oursJ - kernelJ) / totalJ));
+}
+
+// ---------------------------------------------------------------- load generation
+
+/**
+ * One autocannon run. Returns req/s (2xx only), exact p50/p99 of 2xx latency (ms), error counts.
+ */
+async function load({ url, connections, duration, host, servername }) {
+  const lat = [];
+  let non2xx = 0;
+  const statusCounts = {};
+  const opts = { url, connections, pipelining: 1, duration, timeout: 10 };
+  if (host !== undefined) opts.headers = { host };
+  if (servername !== undefined) opts.servername = servername;
+  const snap0 = cpuSnapshot();
+  const inst = autocannon(opts);
+  currentCannon = inst;
+  inst.on("response", (_client, status, _bytes, ms) => {
+    if (status >= 200 && status < 300) lat.push(ms);
+    else {
+      non2xx++;
+      statusCounts[status] = (statusCounts[status] ?? 0) + 1;
+    }
+  });
+  const r = await inst;
+  currentCannon = undefined;
+  const otherCpu = foreignCpuShare(snap0, cpuSnapshot());
+  const sorted = Float64Array.from(lat).sort();
+  return {
+    connections,
+    durationS: r.duration,
+    requests: lat.length,
+    rps: round(lat.length / r.duration, 0),
+    p50Ms: round(percentile(sorted, 50), 3),
+    p99Ms: round(percentile(sorted, 99), 3),
+    maxMs: round(sorted[sorted.length - 1], 3),
+    non2xx,
+    non2xxByStatus: statusCounts,
+    errors: r.errors,
+    timeouts: r.timeouts,
+    otherCpuPct: otherCpu === null ? null : Math.round(otherCpu * 100),
+  };
+}
+
+async function measureTarget(name, proto, base) {
+  log(`${name}: warmup ${OPTS.warmup}s`);
+  await load({ ...base, connections: 8, duration: OPTS.warmup });
+  const runs = [];
+  for (const c of CONCURRENCIES) {
+    log(`${name}: ${proto} c=${c} for ${OPTS.duration}s`);
+    runs.push({ target: name, proto, ...(await load({ ...base, connections: c, duration: OPTS.duration })) });
+  }
+  return runs;
+}
+
+// ---------------------------------------------------------------- targets
+
+async function runHono(result) {
+  const child = startChild("hono", process.execPath, [join(ROOT, "bench", "hono-server.mjs")], { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const port = await new Promise((res, rej) => {
+      let buf = "";
+      const t = setTimeout(() => rej(new Error("hono: no port within 10 s")), 10_000);
+      child.proc.stdout.on("data", (d) => {
+        buf += d;
+        const m = buf.match(/\{"port":(\d+)\}/);
+        if (m) {
+          clearTimeout(t);
+          res(Number(m[1]));
+        }
+      });
+      child.exitPromise.then(() => rej(new Error(`hono exited (${child.code})`)));
+    });
+    const url = `http://127.0.0.1:${port}/`;
+    await waitFor200(url, {}, 10_000, child);
+    result.runs.push(...(await measureTarget("hono", "http", { url })));
+    result.memory.push(memRow("hono baseline process", psRows().filter((r) => r.pid === child.proc.pid)));
+  } finally {
+    await stopChild(child);
+  }
+}
+
+function findBinary(candidates) {
+  for (const c of candidates) {
+    if (c.includes("*")) {
+      const dir = dirname(c);
+      const prefix = c.slice(dir.length + 1).replace("*", "");
+      try {
+        const hit = readdirSync(dir).filter((f) => f.startsWith(prefix)).sort().pop();
+        if (hit) return join(dir, hit);
+      } catch {
+        // no dir
+      }
+    } else if (existsSync(c)) return c;
+  }
+  return undefined;
+}
+
+const nativeBins = () => ({
+  nginx: findBinary(["/usr/sbin/nginx"]),
+  fpm: findBinary(["/usr/sbin/php-fpm*"]),
+  php: findBinary(["/usr/bin/php"]),
+});
+
+/** apt-get install, once, only when the binaries are missing. Keeps Debian from starting the services. */
+function ensureNativePackages(notes) {
+  let b = nativeBins();
+  if (b.nginx && b.fpm) return b;
+  if (!OPTS.install) {
+    notes.push("native: nginx/php-fpm not installed and --no-install given");
+    return b;
+  }
+  if (process.getuid?.() !== 0) {
+    notes.push("native: nginx/php-fpm not installed and not root (apt-get install -y nginx-light php-fpm php-cli)");
+    return b;
+  }
+  log("native: installing nginx-light php-fpm php-cli with apt-get (one-time)");
+  const policy = "/usr/sbin/policy-rc.d";
+  const addedPolicy = !existsSync(policy);
+  if (addedPolicy) {
+    // Stop the package scripts from starting system-wide nginx/php-fpm services.
+    writeFileSync(policy, "#!/bin/sh\nexit 101\n");
+    chmodSync(policy, 0o755);
+  }
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    const install = () => spawnSync("apt-get", ["install", "-y", "--no-install-recommends", "nginx-light", "php-fpm", "php-cli"], { env, stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
+    let r = install();
+    if (r.status !== 0) {
+      spawnSync("apt-get", ["update"], { env, stdio: "ignore", timeout: 180_000 });
+      r = install();
+    }
+    if (r.status !== 0) notes.push(`native: apt-get install failed: ${String(r.stderr ?? r.error?.message ?? "").trim().split("\n").slice(-2).join(" | ")}`);
+  } finally {
+    if (addedPolicy) rmSync(policy, { force: true });
+  }
+  b = nativeBins();
+  return b;
+}
+
+async function startNginxFpm(bins, dir, port) {
+  const sock = join(dir, "php-fpm.sock");
+  const docroot = join(EXAMPLE, "public");
+  writeFileSync(join(dir, "php-fpm.conf"), `[global]
+pid = ${join(dir, "php-fpm.pid")}
+error_log = ${join(dir, "php-fpm.log")}
+daemonize = no
+
+[bench]
+listen = ${sock}
+listen.mode = 0666
+pm = static
+pm.max_children = 2
+`);
+  mkdirSync(join(dir, "nginx-tmp"), { recursive: true });
+  writeFileSync(join(dir, "nginx.conf"), `daemon off;
+master_process on;
+worker_processes 2;
+user root;
+pid ${join(dir, "nginx.pid")};
+error_log ${join(dir, "nginx-error.log")} warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_timeout 65;
+  keepalive_requests 1000000;
+  client_body_temp_path ${join(dir, "nginx-tmp", "body")};
+  fastcgi_temp_path ${join(dir, "nginx-tmp", "fastcgi")};
+  proxy_temp_path ${join(dir, "nginx-tmp", "proxy")};
+  uwsgi_temp_path ${join(dir, "nginx-tmp", "uwsgi")};
+  scgi_temp_path ${join(dir, "nginx-tmp", "scgi")};
+  server {
+    listen 127.0.0.1:${port};
+    root ${docroot};
+    location / {
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME ${join(docroot, "index.php")};
+      fastcgi_param SCRIPT_NAME /index.php;
+      fastcgi_pass unix:${sock};
+    }
+  }
+}
+`);
+  const fpmLog = openSync(join(dir, "php-fpm.out"), "a");
+  const fpm = startChild("php-fpm", bins.fpm, ["-F", "-R", "-y", join(dir, "php-fpm.conf")], { stdio: ["ignore", fpmLog, fpmLog] });
+  closeSync(fpmLog);
+  const end = Date.now() + 10_000;
+  while (!existsSync(sock)) {
+    if (fpm.exited) throw new Error(`php-fpm exited: ${readFileSync(join(dir, "php-fpm.out"), "utf8").slice(-500)}`);
+    if (Date.now() > end) throw new Error("php-fpm: no socket within 10 s");
+    await sleep(50);
+  }
+  const ngLog = openSync(join(dir, "nginx.out"), "a");
+  const nginx = startChild("nginx", bins.nginx, ["-p", dir + "/", "-e", join(dir, "nginx-error.log"), "-c", join(dir, "nginx.conf")], { stdio: ["ignore", ngLog, ngLog] });
+  closeSync(ngLog);
+  const url = `http://127.0.0.1:${port}/`;
+  try {
+    await waitFor200(url, {}, 10_000, nginx);
+  } catch (e) {
+    let errLog = "";
+    try {
+      errLog = readFileSync(join(dir, "nginx-error.log"), "utf8").slice(-500) + readFileSync(join(dir, "nginx.out"), "utf8").slice(-500);
+    } catch {
+      // none
+    }
+    throw new Error(`${e.message}\n${errLog}`);
+  }
+  return { url, procs: [fpm, nginx], desc: "nginx + php-fpm (pm=static, 2 children, unix socket, nginx 2 workers)" };
+}
+
+async function startPhpBuiltin(bins, port) {
+  const child = startChild("php -S", bins.php, ["-S", `127.0.0.1:${port}`, "-t", join(EXAMPLE, "public")], {
+    env: { ...process.env, PHP_CLI_SERVER_WORKERS: "2" },
+  });
+  const url = `http://127.0.0.1:${port}/`;
+  await waitFor200(url, {}, 10_000, child);
+  return { url, procs: [child], desc: "php -S (PHP built-in server, PHP_CLI_SERVER_WORKERS=2)" };
+}
+
+function phpVersion(bin) {
+  try {
+    return execFileSync(bin, ["-r", "echo PHP_VERSION, ' opcache=', (function_exists('opcache_get_status') ? 'loaded' : 'no');"], { encoding: "utf8", timeout: 5000 }).trim();
+  } catch {
+    return null;
+  }
+}
+
+async function runNative(result) {
+  if (!OPTS.native) {
+    result.notes.push("native: skipped (--no-native)");
+    return;
+  }
+  const bins = ensureNativePackages(result.notes);
+  const dir = tempDir("zc-bench-native-");
+  chmodSync(dir, 0o755);
+  let server;
+  if (bins.nginx && bins.fpm) {
+    try {
+      server = await startNginxFpm(bins, dir, await freePort());
+    } catch (e) {
+      result.notes.push(`native: nginx + php-fpm failed to start: ${e.message.split("\n").join(" | ").slice(0, 400)}`);
+      for (const c of [...children]) if (c.name === "php-fpm" || c.name === "nginx") await stopChild(c);
+    }
+  } else {
+    result.notes.push("native: nginx or php-fpm binary not found");
+  }
+  if (server === undefined && bins.php) {
+    try {
+      server = await startPhpBuiltin(bins, await freePort());
+      result.notes.push("native: fell back to php -S");
+    } catch (e) {
+      result.notes.push(`native: php -S failed: ${e.message}`);
+      for (const c of [...children]) if (c.name === "php -S") await stopChild(c);
+    }
+  }
+  if (server === undefined) {
+    result.notes.push("native: SKIPPED (no nginx+php-fpm and no php-cli)");
+    return;
+  }
+  try {
+    const sample = await get(server.url);
+    result.env.native = { server: server.desc, php: phpVersion(bins.fpm ?? bins.php) ?? phpVersion(bins.php), sampleBody: sample.body.trim() };
+    if (bins.fpm) {
+      try {
+        result.env.native.opcache = /Zend OPcache/.test(execFileSync(bins.fpm, ["-m"], { encoding: "utf8" }));
+      } catch {
+        // ignore
+      }
+    }
+    result.runs.push(...(await measureTarget("native", "http", { url: server.url })));
+    const rows = psRows();
+    for (const p of server.procs) {
+      const self = rows.filter((r) => r.pid === p.proc.pid);
+      const kids = descendants(p.proc.pid, rows);
+      result.memory.push(memRow(`${p.name} master`, self));
+      if (kids.length) result.memory.push(memRow(`${p.name} workers`, kids));
+    }
+  } finally {
+    for (const p of [...server.procs].reverse()) await stopChild(p);
+  }
+}
+
+// ---------------------------------------------------------------- zerocell
+
+function zerocellCli(dataDir, args) {
+  const env = { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" };
+  return new Promise((res) => {
+    const c = startChild("zerocell cli", process.execPath, [CLI, ...args, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"], env });
+    let out = "";
+    c.proc.stdout.on("data", (d) => (out += d));
+    c.proc.stderr.on("data", (d) => (out += d));
+    c.exitPromise.then(() => {
+      children.delete(c);
+      res({ code: c.code, out });
+    });
+  });
+}
+
+function parseServerTiming(h) {
+  const out = {};
+  for (const m of String(h ?? "").matchAll(/([\w-]+);dur=([\d.]+)/g)) out[m[1]] = Number(m[2]);
+  return out;
+}
+
+async function serverTimingSamples(url, host, n) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const acq = [], run = [], total = [], overhead = [], client = [];
+  let bad = 0;
+  try {
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      const r = await get(url, { host, agent });
+      const dt = performance.now() - t0;
+      const st = parseServerTiming(r.headers["server-timing"]);
+      if (r.status !== 200 || st.run === undefined || st.total === undefined) {
+        bad++;
+        continue;
+      }
+      acq.push(st.acquire ?? 0);
+      run.push(st.run);
+      total.push(st.total);
+      overhead.push(st.total - st.run);
+      client.push(dt);
+    }
+  } finally {
+    agent.destroy();
+  }
+  const stat = (xs) => {
+    const s = Float64Array.from(xs).sort();
+    return { p50: round(percentile(s, 50), 3), p99: round(percentile(s, 99), 3) };
+  };
+  return {
+    samples: run.length,
+    failed: bad,
+    acquireMs: stat(acq),
+    runMs: stat(run),
+    totalMs: stat(total),
+    totalMinusRunMs: stat(overhead),
+    clientRoundTripMs: stat(client),
+  };
+}
+
+function hostProcesses(serverPid) {
+  return descendants(serverPid).filter((r) => r.args.includes(join("runtime", "host", "main.js")));
+}
+
+async function poolInfo(urls, token) {
+  try {
+    const r = await fetch(urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${token}` } });
+    return await r.json();
+  } catch {
+    return null;
+  }
+}
+
+async function deployToFirst200(dataDir, httpUrl, reps) {
+  const out = [];
+  const tag = Math.random().toString(36).slice(2, 7);
+  const toml = readFileSync(join(EXAMPLE, "zerocell.toml"), "utf8");
+  for (let i = 1; i <= reps; i++) {
+    const app = `bench-${tag}-${i}`;
+    const host = `${app}.localhost`;
+    const bundle = tempDir("zc-bench-bundle-");
+    cpSync(EXAMPLE, bundle, { recursive: true });
+    const newToml = toml.replace(/host\s*=\s*"hello\.localhost"/, `host = "${host}"`);
+    if (newToml === toml) throw new Error("deploy test: could not rewrite the route host in examples/php-hello/zerocell.toml");
+    writeFileSync(join(bundle, "zerocell.toml"), newToml);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const t0 = performance.now();
+    let cliMs = null;
+    let cliResult;
+    const cliDone = zerocellCli(dataDir, ["deploy", bundle, "--app", app]).then((r) => {
+      cliMs = performance.now() - t0;
+      cliResult = r;
+    });
+    let firstMs = null;
+    let firstTiming = null;
+    let polls = 0;
+    try {
+      const end = Date.now() + 60_000;
+      while (Date.now() < end) {
+        if (cliResult !== undefined && cliResult.code !== 0) throw new Error(`deploy failed (${cliResult.code}): ${cliResult.out.slice(-400)}`);
+        polls++;
+        let r;
+        try {
+          r = await get(httpUrl, { host, agent, timeoutMs: 30_000 });
+        } catch {
+          r = undefined;
+        }
+        if (r?.status === 200) {
+          firstMs = performance.now() - t0;
+          firstTiming = parseServerTiming(r.headers["server-timing"]);
+          break;
+        }
+        await sleep(5);
+      }
+      await cliDone;
+    } finally {
+      agent.destroy();
+    }
+    if (firstMs === null) throw new Error(`deploy test: no 200 from ${host} within 60 s`);
+    out.push({ app, totalMs: round(firstMs, 1), cliExitMs: round(cliMs, 1), polls, firstRequest: firstTiming });
+    log(`deploy→200 #${i}: ${round(firstMs, 0)} ms (CLI exited after ${round(cliMs, 0)} ms; first 200's server-timing acquire=${firstTiming?.acquire} run=${firstTiming?.run})`);
+  }
+  return {
+    reps,
+    medianMs: round(median(out.map((o) => o.totalMs)), 1),
+    medianCliExitMs: round(median(out.map((o) => o.cliExitMs)), 1),
+    medianFirstAcquireMs: round(median(out.map((o) => o.firstRequest?.acquire ?? NaN)), 1),
+    each: out,
+  };
+}
+
+async function runZerocell(result) {
+  if (!existsSync(CLI)) throw new Error(`${CLI} missing: build first (npx tsc -p tsconfig.json)`);
+  const dataDir = tempDir("zc-bench-data-");
+  const logPath = join(dataDir, "..", `${dataDir.split("/").pop()}-server.log`);
+  tempDirs.add(logPath);
+  const fd = openSync(logPath, "a");
+  const server = startChild("zerocell serve", process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0"], {
+    stdio: ["ignore", fd, fd],
+    env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
+  });
+  closeSync(fd);
+  const serverLogTail = () => {
+    try {
+      return readFileSync(logPath, "utf8").slice(-1500);
+    } catch {
+      return "";
+    }
+  };
+  try {
+    const serverJson = join(dataDir, "run", "server.json");
+    const end = Date.now() + 30_000;
+    while (!existsSync(serverJson) || !readFileSync(logPath, "utf8").includes("zerocell listening")) {
+      if (server.exited) throw new Error(`zerocell server exited early (${server.code}):\n${serverLogTail()}`);
+      if (Date.now() > end) throw new Error(`zerocell server did not start:\n${serverLogTail()}`);
+      await sleep(50);
+    }
+    const urls = JSON.parse(readFileSync(serverJson, "utf8"));
+    const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+    const dep = await zerocellCli(dataDir, ["deploy", EXAMPLE, "--app", "hello"]);
+    if (dep.code !== 0) throw new Error(`deploy of examples/php-hello failed (${dep.code}):\n${dep.out}`);
+    const host = "hello.localhost";
+    const httpUrl = urls.http + "/";
+    const httpsUrl = urls.https + "/";
+    const first = await waitFor200(httpUrl, { host }, 30_000, server);
+    result.env.zerocell = { sampleBody: first.body.trim(), coldFirstRequest: parseServerTiming(first.headers["server-timing"]) };
+
+    // warm both instances, then the quiet-server timing breakdown
+    log(`zerocell: warmup ${OPTS.warmup}s`);
+    await load({ url: httpUrl, host, connections: 8, duration: OPTS.warmup });
+    log(`zerocell: ${OPTS.timingSamples} sequential requests for server-timing`);
+    let snap = cpuSnapshot();
+    result.serverTiming = await serverTimingSamples(httpUrl, host, OPTS.timingSamples);
+    result.serverTiming.otherCpuPct = pct(foreignCpuShare(snap, cpuSnapshot()));
+
+    for (const c of CONCURRENCIES) {
+      log(`zerocell: http c=${c} for ${OPTS.duration}s`);
+      result.runs.push({ target: "zerocell", proto: "http", ...(await load({ url: httpUrl, host, connections: c, duration: OPTS.duration })) });
+    }
+    log(`zerocell: https c=8 for ${OPTS.duration}s`);
+    await load({ url: httpsUrl, host, servername: host, connections: 8, duration: 1 });
+    result.runs.push({ target: "zerocell", proto: "https", ...(await load({ url: httpsUrl, host, servername: host, connections: 8, duration: OPTS.duration })) });
+
+    // memory of the hello app's instances (the only app so far)
+    const pool = await poolInfo(urls, token);
+    result.pool = pool;
+    const rows = psRows();
+    result.memory.push(memRow("zerocell gateway", rows.filter((r) => r.pid === server.proc.pid)));
+    result.memory.push(memRow("zerocell sandbox hosts (hello, after load)", hostProcesses(server.proc.pid)));
+
+    log(`zerocell: deploy → first 200, ${OPTS.deployReps} fresh apps`);
+    snap = cpuSnapshot();
+    result.deploy = await deployToFirst200(dataDir, httpUrl, OPTS.deployReps);
+    result.deploy.otherCpuPct = pct(foreignCpuShare(snap, cpuSnapshot()));
+    result.memory.push(memRow(`zerocell sandbox hosts (all, after ${OPTS.deployReps} more apps)`, hostProcesses(server.proc.pid)));
+    result.memory.push(memRow("zerocell gateway (end)", psRows().filter((r) => r.pid === server.proc.pid)));
+  } finally {
+    await stopChild(server, 15_000);
+    if (server.code !== 0 && server.code !== null) result.notes.push(`zerocell server exit code on SIGTERM: ${server.code}`);
+  }
+}
+
+// ---------------------------------------------------------------- report
+
+function pad(s, n, right = false) {
+  s = String(s ?? "-");
+  return right ? s.padEnd(n) : s.padStart(n);
+}
+
+function renderTable(rows) {
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));
+  return rows.map((r, ri) => r.map((c, i) => pad(c, w[i], i === 0)).join("  ") + (ri === 0 ? "\n" + w.map((n) => "-".repeat(n)).join("  ") : "")).join("\n");
+}
+
+function report(result) {
+  const lines = [];
+  lines.push(`Zerocell bench  ${result.startedAt}  duration ${OPTS.duration}s/run${OPTS.quick ? " (quick)" : ""}  ${result.env.cpus} CPUs  node ${result.env.node}`);
+  lines.push("");
+  lines.push(renderTable([
+    ["target", "proto", "conns", "req/s", "p50 ms", "p99 ms", "max ms", "non2xx", "errors", "other CPU"],
+    ...result.runs.map((r) => [r.target, r.proto, r.connections, r.rps, r.p50Ms, r.p99Ms, r.maxMs, r.non2xx ? `${r.non2xx} (${Object.entries(r.non2xxByStatus).map(([k, v]) => `${k}:${v}`).join(",")})` : 0, r.errors + r.timeouts, r.otherCpuPct === null ? "?" : `${r.otherCpuPct}%`]),
+  ]));
+  lines.push("");
+  const rps = (t, c, proto = "http") => result.runs.find((r) => r.target === t && r.connections === c && r.proto === proto)?.rps;
+  const ratio = (a, b) => (a && b ? (a / b).toFixed(3) : "-");
+  lines.push(renderTable([
+    ["ratio (req/s)", ...CONCURRENCIES.map((c) => `c=${c}`)],
+    ["zerocell / hono", ...CONCURRENCIES.map((c) => ratio(rps("zerocell", c), rps("hono", c)))],
+    ["zerocell / native", ...CONCURRENCIES.map((c) => ratio(rps("zerocell", c), rps("native", c)))],
+    ["zerocell https / http", ...CONCURRENCIES.map((c) => (c === 8 ? ratio(rps("zerocell", 8, "https"), rps("zerocell", 8)) : "-"))],
+  ]));
+  result.ratios = Object.fromEntries(CONCURRENCIES.map((c) => [`c${c}`, { zerocellOverHono: rps("zerocell", c) && rps("hono", c) ? round(rps("zerocell", c) / rps("hono", c), 4) : null, zerocellOverNative: rps("zerocell", c) && rps("native", c) ? round(rps("zerocell", c) / rps("native", c), 4) : null }]));
+  if (result.serverTiming) {
+    const st = result.serverTiming;
+    lines.push("");
+    lines.push(`server-timing over ${st.samples} sequential keep-alive requests (ms)${st.failed ? `, ${st.failed} failed` : ""}; other CPU ${st.otherCpuPct ?? "?"}%`);
+    lines.push(renderTable([
+      ["metric", "p50", "p99"],
+      ["acquire", st.acquireMs.p50, st.acquireMs.p99],
+      ["run (in sandbox host)", st.runMs.p50, st.runMs.p99],
+      ["total (gateway)", st.totalMs.p50, st.totalMs.p99],
+      ["total - run (gateway+IPC)", st.totalMinusRunMs.p50, st.totalMinusRunMs.p99],
+      ["client round trip", st.clientRoundTripMs.p50, st.clientRoundTripMs.p99],
+    ]));
+  }
+  if (result.deploy) {
+    const d = result.deploy;
+    lines.push("");
+    lines.push(`deploy → first 200 (fresh app + host, ${d.reps} times): median ${d.medianMs} ms  [${d.each.map((e) => e.totalMs).join(", ")}]; other CPU ${d.otherCpuPct ?? "?"}%`);
+    lines.push(`  of which: CLI process exit median ${d.medianCliExitMs} ms; first request's acquire (host start) median ${d.medianFirstAcquireMs} ms`);
+  }
+  if (result.memory.length) {
+    lines.push("");
+    lines.push(renderTable([
+      ["memory", "procs", "RSS MB each", "RSS MB mean", "RSS MB total", "PSS MB total"],
+      ...result.memory.map((m) => [m.label, m.count, m.rssMbEach.length > 6 ? `${m.rssMbEach.slice(0, 6).join(" ")} …` : m.rssMbEach.join(" "), m.rssMbMean, m.rssMbTotal, m.pssMbTotal]),
+    ]));
+  }
+  lines.push("");
+  lines.push(`PHP: zerocell ${result.env.zerocell?.sampleBody?.match(/PHP ([\d.]+)/)?.[1] ?? "?"} (php-wasm); native ${result.env.native?.php ?? "n/a"}${result.env.native ? ` via ${result.env.native.server}` : ""}`);
+  lines.push(`machine CPU busy (other processes) before start: ${result.env.cpuBusyBefore === null ? "?" : Math.round(result.env.cpuBusyBefore * 100) + "%"}; load avg ${result.env.loadavgBefore.join(" ")} → ${result.env.loadavgAfter?.join(" ") ?? "?"}`);
+  lines.push("load generator: autocannon in the bench process, sharing the same CPUs as the server under test");
+  lines.push("other CPU: share of all CPUs used during the run by processes that are not this bench or its children (not kernel threads); >5% means a noisy run");
+  for (const n of result.notes) lines.push(`note: ${n}`);
+  return lines.join("\n");
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const t0 = Date.now();
+  const result = {
+    startedAt: new Date().toISOString(),
+    options: { duration: OPTS.duration, quick: OPTS.quick, warmup: OPTS.warmup, timingSamples: OPTS.timingSamples, deployReps: OPTS.deployReps, concurrencies: CONCURRENCIES },
+    env: {
+      node: process.version,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      memGb: round(totalmem() / 2 ** 30, 1),
+      loadavgBefore: loadavg().map((x) => round(x, 2)),
+    },
+    runs: [],
+    memory: [],
+    notes: [],
+  };
+  try {
+    result.env.gitCommit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
+    result.env.gitDirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
+  } catch {
+    // not a git checkout
+  }
+  if (existsSync(CLI)) {
+    // warn if dist/ is older than src/ (the server under test is the built one)
+    let newest = 0;
+    const walk = (d) => {
+      for (const f of readdirSync(d, { withFileTypes: true })) {
+        if (f.isDirectory()) walk(join(d, f.name));
+        else if (f.name.endsWith(".ts")) newest = Math.max(newest, statSync(join(d, f.name)).mtimeMs);
+      }
+    };
+    walk(join(ROOT, "src"));
+    if (newest > statSync(CLI).mtimeMs) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source (run npx tsc -p tsconfig.json)");
+  }
+  await sleep(300); // let this process's own start-up settle
+  result.env.cpuBusyBefore = await cpuBusy(1000);
+  if (result.env.cpuBusyBefore !== null && result.env.cpuBusyBefore > 0.15) {
+    result.notes.push(`machine not idle before start (${Math.round(result.env.cpuBusyBefore * 100)}% CPU busy); top: ${topForeignProcesses().slice(0, 3).join(" || ")}`);
+    log(`warning: machine is ${Math.round(result.env.cpuBusyBefore * 100)}% busy before start; numbers will be noisy`);
+  }
+
+  const phases = [
+    ["hono", runHono],
+    ["native", runNative],
+    ["zerocell", runZerocell],
+  ];
+  let failed = false;
+  for (const [name, fn] of phases) {
+    if (cleaningUp) break;
+    if (OPTS.waitIdle > 0) {
+      const end = Date.now() + OPTS.waitIdle * 1000;
+      let share = 1;
+      while (Date.now() < end && !cleaningUp) {
+        const a = cpuSnapshot();
+        await sleep(2000);
+        share = foreignCpuShare(a, cpuSnapshot()) ?? 0;
+        if (share < 0.1) break;
+      }
+      if (share >= 0.1) result.notes.push(`${name}: machine still busy (${pct(share)}% other CPU) after waiting ${OPTS.waitIdle}s for idle`);
+      else log(`${name}: machine idle (${pct(share)}% other CPU)`);
+    }
+    try {
+      await fn(result);
+    } catch (e) {
+      failed = true;
+      result.notes.push(`${name}: FAILED: ${String(e.message).split("\n").slice(0, 6).join(" | ").slice(0, 600)}`);
+      if (!cleaningUp) log(`${name} failed: ${e.stack ?? e}`);
+    }
+  }
+  if (cleaningUp) return 130; // interrupted: no partial results file
+  result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
+  result.elapsedS = round((Date.now() - t0) / 1000, 1);
+  const text = report(result);
+  process.stdout.write(text + `\n\nelapsed ${result.elapsedS}s\n`);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `${result.startedAt.replace(/[:.]/g, "-")}.json`);
+  result.table = text;
+  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
+  process.stdout.write(`wrote ${file}\n`);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  async (code) => {
+    if (cleaningUp) return; // the signal handler cleans up and exits
+    await cleanup();
+    process.exit(code);
+  },
+  async (e) => {
+    if (cleaningUp) return;
+    log(`fatal: ${e.stack ?? e}`);
+    await cleanup();
+    process.exit(1);
+  },
+);
