@@ -35,7 +35,7 @@ export interface Manifest {
     frontController: string | null;
   };
   routes: ManifestRoute[];
-  limits: { timeoutMs: number; memoryMb: number; maxBodyBytes: number };
+  limits: { timeoutMs: number; memoryMb: number; maxBodyBytes: number; dataMb: number };
   warmup: string[];
 }
 
@@ -112,6 +112,8 @@ const LimitsSchema = z.strictObject(
     timeout_ms: intBetween(1, 300_000).default(10_000),
     memory_mb: intBetween(16, 2048).default(128),
     max_body_bytes: intBetween(0, 104_857_600).default(10 * 1024 * 1024),
+    /** Per-key storage (/data of keyed routes), MiB. */
+    data_mb: intBetween(1, 1024).default(16),
   },
   { error: "must be a table" },
 );
@@ -278,7 +280,7 @@ export function parseManifest(text: string): Manifest {
       frontController,
     },
     routes,
-    limits: { timeoutMs: limits.timeout_ms, memoryMb: limits.memory_mb, maxBodyBytes: limits.max_body_bytes },
+    limits: { timeoutMs: limits.timeout_ms, memoryMb: limits.memory_mb, maxBodyBytes: limits.max_body_bytes, dataMb: limits.data_mb },
     warmup: [...raw.warmup],
   };
 }

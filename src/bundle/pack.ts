@@ -10,6 +10,7 @@ import { Header, Pax } from "tar";
 import { BundleError } from "../errors.js";
 import { q } from "./errors.js";
 import { MANIFEST_FILE } from "./manifest.js";
+import type { BundleEntry } from "./archive.js";
 
 const EPOCH = new Date(0);
 const GZIP_OS_UNIX = 3;
@@ -71,6 +72,26 @@ function headerBlocks(fields: {
   return [pax.encode(), block];
 }
 
+/** An uncompressed tar of entries in the given order (mtime 0, no owners): bundles, key exports. */
+export function imageToTar(entries: readonly BundleEntry[]): Buffer {
+  const blocks: Buffer[] = [];
+  for (const e of entries) {
+    if (e.kind === "dir") {
+      blocks.push(...headerBlocks({ path: e.path + "/", type: "Directory", mode: e.mode, size: 0 }));
+    } else if (e.kind === "symlink") {
+      blocks.push(...headerBlocks({ path: e.path, type: "SymbolicLink", mode: e.mode, size: 0, linkpath: e.target ?? "" }));
+    } else {
+      const data = e.data ?? Buffer.alloc(0);
+      blocks.push(...headerBlocks({ path: e.path, type: "File", mode: e.mode, size: data.length }));
+      blocks.push(data);
+      const pad = (512 - (data.length % 512)) % 512;
+      if (pad > 0) blocks.push(Buffer.alloc(pad));
+    }
+  }
+  blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
+}
+
 /** Packs a directory into a reproducible .tar.gz. Refuses if the dir has no zerocell.toml. */
 export async function packDirectory(dir: string): Promise<Buffer> {
   const rootStat = await lstat(dir).catch(() => undefined);
@@ -85,23 +106,13 @@ export async function packDirectory(dir: string): Promise<Buffer> {
   await walk(dir, "", items);
   items.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 
-  const blocks: Buffer[] = [];
+  const entries: BundleEntry[] = [];
   for (const item of items) {
-    if (item.kind === "dir") {
-      blocks.push(...headerBlocks({ path: item.path + "/", type: "Directory", mode: item.mode, size: 0 }));
-    } else if (item.kind === "symlink") {
-      const linkpath = await readlink(item.abs);
-      blocks.push(...headerBlocks({ path: item.path, type: "SymbolicLink", mode: item.mode, size: 0, linkpath }));
-    } else {
-      const data = await readFile(item.abs);
-      blocks.push(...headerBlocks({ path: item.path, type: "File", mode: item.mode, size: data.length }));
-      blocks.push(data);
-      const pad = (512 - (data.length % 512)) % 512;
-      if (pad > 0) blocks.push(Buffer.alloc(pad));
-    }
+    if (item.kind === "dir") entries.push({ path: item.path, kind: "dir", mode: item.mode });
+    else if (item.kind === "symlink") entries.push({ path: item.path, kind: "symlink", mode: item.mode, target: await readlink(item.abs) });
+    else entries.push({ path: item.path, kind: "file", mode: item.mode, data: await readFile(item.abs) });
   }
-  blocks.push(Buffer.alloc(1024));
-  const gz = gzipSync(Buffer.concat(blocks), { level: 9 });
+  const gz = gzipSync(imageToTar(entries), { level: 9 });
   // The gzip header carries the OS byte of the zlib build; pin it so the output is the same everywhere.
   gz[9] = GZIP_OS_UNIX;
   return gz;

@@ -316,6 +316,42 @@ program
   });
 
 program
+  .command("keys")
+  .description("list an app's keys (per-key storage), export one as a tar, or delete one")
+  .argument("<app>")
+  .option("--export <key>", "write this key's /data as a tar (to --output or stdout)")
+  .option("-o, --output <file>", "file for --export")
+  .option("--delete <key>", "delete this key's data")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (app: string, opts: { export?: string; output?: string; delete?: string; data?: string; json?: boolean }) => {
+    const target = findTarget(opts);
+    const base = `/v1/apps/${encodeURIComponent(app)}/keys`;
+    if (opts.export !== undefined) {
+      const url = new URL(`${base}/${encodeURIComponent(opts.export)}/export`, target.url);
+      const res = await fetch(url, { headers: { authorization: `Bearer ${target.token}` } });
+      if (!res.ok) {
+        const err = ((await res.json().catch(() => ({}))) as { error?: { message?: string; code?: string } }).error;
+        throw new CliError(`${err?.message ?? `HTTP ${res.status}`}${err?.code === undefined ? "" : ` (${err.code})`}`);
+      }
+      const tar = Buffer.from(await res.arrayBuffer());
+      if (opts.output !== undefined) {
+        const { writeFileSync } = await import("node:fs");
+        writeFileSync(opts.output, tar);
+        process.stderr.write(`wrote ${tar.length} bytes to ${opts.output}\n`);
+      } else process.stdout.write(tar);
+      return;
+    }
+    if (opts.delete !== undefined) {
+      await api(target, "DELETE", `${base}/${encodeURIComponent(opts.delete)}`);
+      print(opts.json === true, { deleted: true, key: opts.delete }, () => `deleted key "${opts.delete}" of ${app}`);
+      return;
+    }
+    const res = (await api(target, "GET", base)) as { keys: Array<{ key: string; bytes: number; version: number; updatedAt: string; lastAccessAt: string }> };
+    print(opts.json === true, res, () => table([["KEY", "BYTES", "VERSION", "UPDATED", "LAST ACCESS"], ...res.keys.map((k) => [k.key, String(k.bytes), String(k.version), k.updatedAt, k.lastAccessAt])]));
+  });
+
+program
   .command("certs-add")
   .description("install your own certificate chain and key for a host")
   .argument("<host>")

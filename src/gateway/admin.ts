@@ -6,7 +6,7 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { Platform } from "./index.js";
 import { errorToResponse } from "./respond.js";
-import { DEFAULT_BUNDLE_LIMITS } from "../bundle/index.js";
+import { DEFAULT_BUNDLE_LIMITS, decodeImage, imageToTar } from "../bundle/index.js";
 import { deployBundle } from "./deploy.js";
 import { InputError, PayloadTooLargeError, UnauthorizedError, ZerocellError } from "../errors.js";
 import { checkHostPattern } from "../router/index.js";
@@ -145,6 +145,37 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     const token = c.get("token");
     const visibleApps = new Set(store.listApps(token.scopes.includes("admin") ? undefined : (token.accountId ?? undefined)).map((a) => a.name));
     return c.json({ deployments: platform.pool.stats().filter((s) => visibleApps.has(s.app)) });
+  });
+
+  /** The app a token may manage, or a 404 that reveals nothing about other accounts' apps. */
+  const visibleApp = (token: TokenInfo, appName: string) => {
+    const found = store.listApps().find((a) => a.name === appName);
+    if (found === undefined || !visible(token, found.accountId)) throw new ZerocellError("app_not_found", 404, `no app named "${appName.slice(0, 80)}"`);
+    return found;
+  };
+
+  app.get("/v1/apps/:app/keys", (c) => {
+    const a = visibleApp(c.get("token"), c.req.param("app"));
+    return c.json({ keys: platform.keys.list(a.id) });
+  });
+
+  app.get("/v1/apps/:app/keys/:key/export", (c) => {
+    const a = visibleApp(c.get("token"), c.req.param("app"));
+    const key = c.req.param("key");
+    const data = platform.keys.load(a.id, key);
+    if (data === undefined) throw new ZerocellError("key_not_found", 404, `app "${a.name}" has no data for key "${key.slice(0, 80)}"`);
+    const tar = imageToTar(decodeImage(Buffer.from(data)).entries);
+    return new Response(new Uint8Array(tar), { headers: { "content-type": "application/x-tar", "content-disposition": `attachment; filename="${a.name}-key.tar"` } });
+  });
+
+  app.delete("/v1/apps/:app/keys/:key", (c) => {
+    const token = c.get("token");
+    requireScope(token, "deploy");
+    const a = visibleApp(token, c.req.param("app"));
+    const key = c.req.param("key");
+    if (!platform.keys.delete(a.id, key)) throw new ZerocellError("key_not_found", 404, `app "${a.name}" has no data for key "${key.slice(0, 80)}"`);
+    log.info("key deleted", { app: a.name, key: key.slice(0, 80) });
+    return c.json({ deleted: true, key });
   });
 
   app.put("/v1/certificates/:host", async (c) => {

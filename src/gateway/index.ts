@@ -16,16 +16,18 @@ import { Hono } from "hono";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { LRUCache } from "lru-cache";
 import { Store, openDb, BlobStore, type OpenedDb } from "../store/index.js";
-import { RouteTable, normalizeHost, type RouteMatch, type RouteMode } from "../router/index.js";
+import { RouteTable, normalizeHost, type RouteEntry, type RouteMatch, type RouteMode } from "../router/index.js";
 import { Pool, type DeploymentSource, type PoolLimits } from "../pool/index.js";
-import { readBundleArchive, encodeImage, type Manifest } from "../bundle/index.js";
+import { readBundleArchive, encodeImage, decodeImage, type Manifest } from "../bundle/index.js";
+import { KeyStore, MAX_KEY_LENGTH } from "../store/keys.js";
+import { KeyQueue } from "../pool/key-queue.js";
 import { CertificateStore } from "./tls.js";
 import { errorToResponse } from "./respond.js";
 import { createAdminApi } from "./admin.js";
 import { UsageRecorder } from "../billing/index.js";
 import { SnapshotStore } from "../snapshot/store.js";
 import { phpEngineBuild } from "../runtime/php/validate.js";
-import { InputError, PayloadTooLargeError, RouteNotFoundError, SandboxError } from "../errors.js";
+import { InputError, PayloadTooLargeError, RouteNotFoundError, SandboxError, ZerocellError } from "../errors.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import { log } from "../log.js";
 
@@ -83,12 +85,14 @@ export class Platform {
   readonly certs: CertificateStore;
   readonly usage: UsageRecorder;
   readonly snapshots: SnapshotStore;
+  readonly keys: KeyStore;
+  readonly keyQueue = new KeyQueue(64);
   readonly #db: OpenedDb;
   #table: RouteTable = new RouteTable([]);
   readonly #manifests = new Map<string, Manifest>();
   readonly #images: LRUCache<string, Buffer>;
 
-  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; certs: CertificateStore; useNetns: boolean; pool?: Partial<PoolLimits> }) {
+  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; keysDir: string; certs: CertificateStore; useNetns: boolean; pool?: Partial<PoolLimits> }) {
     this.#db = init.db;
     this.store = init.store;
     this.blobs = init.blobs;
@@ -96,6 +100,7 @@ export class Platform {
     this.#images = new LRUCache<string, Buffer>({ maxSize: 128 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
     this.usage = new UsageRecorder(init.db, { flushIntervalMs: 100 });
     this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024);
+    this.keys = new KeyStore(init.keysDir, init.db);
     this.pool = new Pool({
       useNetns: init.useNetns,
       ...(init.pool === undefined ? {} : { limits: init.pool }),
@@ -145,7 +150,8 @@ export class Platform {
     const warm = new Set<string>();
     for (const e of entries) {
       active.add(e.target.deploymentId);
-      warm.add(`${e.target.deploymentId}/${e.mode}`);
+      // Daemon-mode keyed routes get an instance per key on demand; the others share a pool.
+      if (!(e.key !== undefined && e.mode === "daemon")) warm.add(`${e.target.deploymentId}/${e.mode}`);
       if (!this.#manifests.has(e.target.deploymentId)) {
         const d = this.store.getDeployment(e.target.deploymentId);
         if (d !== undefined) this.#manifests.set(d.id, d.manifest as Manifest);
@@ -206,9 +212,13 @@ export class Platform {
         scriptName: match.matchedPrefix,
         params: match.params,
       };
-      // 3. run in the pool
+      // 3. run in the pool (keyed routes: one request per key at a time, with the key's /data)
       const sandboxStart = performance.now();
-      const res = await this.pool.run(target.deploymentId, match.route.mode, engineReq, manifest.limits.timeoutMs);
+      const keyParam = match.route.key;
+      const res =
+        keyParam === undefined
+          ? await this.pool.run(target.deploymentId, match.route.mode, engineReq, manifest.limits.timeoutMs)
+          : await this.#runKeyed(target, match.route.mode, decodeKey(match.params[keyParam] ?? ""), engineReq, manifest);
       wallUs = Math.round((performance.now() - sandboxStart) * 1000);
       // 4. answer
       const out = new Headers();
@@ -259,11 +269,47 @@ export class Platform {
     }
   }
 
+  /**
+   * A keyed request: waits its turn for the key, runs with the key's committed /data, and commits
+   * the new /data durably (fsync) before the response leaves when the request succeeded
+   * (status < 500). A failure (5xx, timeout, crash) commits nothing.
+   */
+  async #runKeyed(target: RouteEntry["target"], mode: RouteMode, key: string, req: EngineRequest, manifest: Manifest) {
+    return this.keyQueue.run(`${target.appId}\u0000${key}`, () => `key "${key.slice(0, 80)}" of ${target.appName}`, async () => {
+      const data = this.keys.load(target.appId, key) ?? EMPTY_DATA;
+      const res = await this.pool.run(target.deploymentId, mode, { ...req, data }, manifest.limits.timeoutMs, mode === "daemon" ? key : undefined);
+      if (res.data !== undefined && res.status < 500) {
+        const limit = manifest.limits.dataMb * 1024 * 1024;
+        if (res.data.byteLength > limit) {
+          throw new ZerocellError("key_data_too_large", 507, `keys: /data of key "${key.slice(0, 80)}" would be ${res.data.byteLength} bytes, over the limit of ${limit} bytes (limits.data_mb); nothing was saved`);
+        }
+        // Untrusted bytes from the host: only store what decodes as an image.
+        decodeImage(Buffer.from(res.data.buffer, res.data.byteOffset, res.data.byteLength));
+        this.keys.commit(target.appId, key, res.data);
+      }
+      return res;
+    });
+  }
+
   async close(): Promise<void> {
     await this.pool.close();
     this.usage.close();
     this.#db.close();
   }
+}
+
+const EMPTY_DATA = encodeImage({ entries: [], totalBytes: 0 });
+
+/** The key of a keyed route: the path parameter, percent-decoded, bounded. */
+function decodeKey(raw: string): string {
+  let key: string;
+  try {
+    key = decodeURIComponent(raw);
+  } catch {
+    throw new InputError("router: the key in the path is not valid percent-encoding", { code: "bad_key" });
+  }
+  if (key.length === 0 || key.length > MAX_KEY_LENGTH) throw new InputError(`router: the key must be 1 to ${MAX_KEY_LENGTH} characters`, { code: "bad_key" });
+  return key;
 }
 
 async function readBody(req: Request, limit: number): Promise<Buffer> {
@@ -344,7 +390,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     mayMint: (name) => platform?.mayMint(name) ?? false,
     onWarning: (message) => log.warn("tls", { message }),
   });
-  platform = new Platform({ db, store, blobs, certs, useNetns: canUseNetns(), ...(config.pool === undefined ? {} : { pool: config.pool }) });
+  platform = new Platform({ db, store, blobs, keysDir: join(dataDir, "keys"), certs, useNetns: canUseNetns(), ...(config.pool === undefined ? {} : { pool: config.pool }) });
   const p = platform;
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
 

@@ -218,9 +218,16 @@ export class SandboxHost {
         const p = typeof h.id === "number" ? this.#pending.get(h.id) : undefined;
         if (p === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: reply to an unknown request"));
         const status = h.status;
-        if (f.body.length > this.#opts.maxResponseBytes) {
+        const bodyBytes = typeof h.bodyBytes === "number" && Number.isInteger(h.bodyBytes) && h.bodyBytes >= 0 && h.bodyBytes <= f.body.length ? h.bodyBytes : f.body.length;
+        const dataBytes = f.body.length - bodyBytes;
+        if (h.dataBytes !== undefined && h.dataBytes !== dataBytes) {
           this.#settle(h.id as number);
-          p.reject(new SandboxError("response_too_large", 502, `sandbox: response body of ${f.body.length} bytes exceeds the limit of ${this.#opts.maxResponseBytes} bytes`));
+          p.reject(new SandboxError("bad_response", 502, "sandbox: malformed response (data length)"));
+          return;
+        }
+        if (bodyBytes > this.#opts.maxResponseBytes) {
+          this.#settle(h.id as number);
+          p.reject(new SandboxError("response_too_large", 502, `sandbox: response body of ${bodyBytes} bytes exceeds the limit of ${this.#opts.maxResponseBytes} bytes`));
           return;
         }
         if (typeof status !== "number" || !Number.isInteger(status) || status < 100 || status > 999 || !isHeaderPairs(h.headers)) {
@@ -232,7 +239,8 @@ export class SandboxHost {
         p.resolve({
           status,
           headers: h.headers,
-          body: f.body,
+          body: f.body.subarray(0, bodyBytes),
+          ...(h.dataBytes === undefined ? {} : { data: f.body.subarray(bodyBytes) }),
           runMs: typeof h.runMs === "number" && Number.isFinite(h.runMs) ? h.runMs : 0,
           startedAt: typeof h.startedAt === "number" && Number.isFinite(h.startedAt) ? h.startedAt : undefined,
         });
@@ -291,8 +299,11 @@ export class SandboxHost {
       }
       const timer = setTimeout(() => this.#fail(new SandboxTimeoutError(timeoutMs, appName)), timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
-      const { body, ...meta } = req;
-      this.#send({ t: "req", id, req: meta, reset }, body);
+      const { body, data, ...meta } = req;
+      this.#send(
+        { t: "req", id, req: meta, reset, bodyBytes: body.byteLength, ...(data === undefined ? {} : { dataBytes: data.byteLength }) },
+        data === undefined ? body : Buffer.concat([body, data]),
+      );
     });
     return { response, idle };
   }

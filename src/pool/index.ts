@@ -105,6 +105,8 @@ interface IdleTracker {
 class DeploymentPool {
   readonly source: DeploymentSource;
   readonly mode: RouteMode;
+  /** Set for a key's dedicated pool (daemon-mode keyed routes). */
+  instanceKey: string | undefined;
   readonly #limits: PoolLimits;
   readonly #hostOpts: HostOptions;
   readonly #all = new Set<Slot>();
@@ -315,7 +317,11 @@ class DeploymentPool {
     this.#all.delete(slot);
     this.#stop(slot);
     this.evicted++;
+    if (this.#all.size + this.#starting + this.#waiters.length + this.#busy === 0) this.onEmpty?.();
   }
+
+  /** Called when an evicted pool holds nothing any more (a key's pool is then forgotten). */
+  onEmpty: (() => void) | undefined;
 
   evicted = 0;
   /** Hosts started from a stored snapshot. */
@@ -363,13 +369,22 @@ export class Pool {
    * Hosts of one deployment are kept apart per mode: a host that served a daemon request carries
    * state, so it must never serve a snapshot or fresh one.
    */
-  #poolFor(deploymentId: string, mode: RouteMode): DeploymentPool {
+  #poolFor(deploymentId: string, mode: RouteMode, instanceKey?: string): DeploymentPool {
     if (this.#closed) throw new PoolSaturatedError("pool: the server is shutting down", 5);
-    const key = `${deploymentId}/${mode}`;
+    const key = instanceKey === undefined ? `${deploymentId}/${mode}` : `${deploymentId}/${mode}/key:${instanceKey}`;
     let p = this.#pools.get(key);
     if (p === undefined || p.retiring) {
       const source = this.#load(deploymentId);
-      p = new DeploymentPool(source, mode, this.#limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) }, this.#tracker);
+      // A key's own instance: one at most, none kept once idle past the TTL.
+      const limits = instanceKey === undefined ? this.#limits : { ...this.#limits, maxInstancesPerDeployment: 1, minInstancesPerDeployment: 0 };
+      p = new DeploymentPool(source, mode, limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) }, this.#tracker);
+      if (instanceKey !== undefined) {
+        p.instanceKey = instanceKey;
+        const created = p;
+        p.onEmpty = () => {
+          if (this.#pools.get(key) === created) this.#pools.delete(key);
+        };
+      }
       this.#pools.set(key, p);
     }
     return p;
@@ -380,9 +395,12 @@ export class Pool {
     this.#poolFor(deploymentId, mode).prewarm();
   }
 
-  /** 1. acquire an instance, 2. run the request on it, 3. give it back (reset / replace). */
-  async run(deploymentId: string, mode: RouteMode, req: EngineRequest, timeoutMs: number): Promise<PoolRunResult> {
-    const pool = this.#poolFor(deploymentId, mode);
+  /**
+   * 1. acquire an instance, 2. run the request on it, 3. give it back (reset / replace).
+   * `instanceKey` gives the request a dedicated instance (daemon-mode keyed routes).
+   */
+  async run(deploymentId: string, mode: RouteMode, req: EngineRequest, timeoutMs: number, instanceKey?: string): Promise<PoolRunResult> {
+    const pool = this.#poolFor(deploymentId, mode, instanceKey);
     const t0 = performance.now();
     // 1. acquire
     const got = pool.acquire();
@@ -418,8 +436,8 @@ export class Pool {
     }
   }
 
-  stats(): Array<{ deploymentId: string; app: string; mode: RouteMode } & DeploymentPool["stats"]> {
-    return [...this.#pools.values()].map((p) => ({ deploymentId: p.source.deploymentId, app: p.source.appName, mode: p.mode, ...p.stats }));
+  stats(): Array<{ deploymentId: string; app: string; mode: RouteMode; key: string | null } & DeploymentPool["stats"]> {
+    return [...this.#pools.values()].map((p) => ({ deploymentId: p.source.deploymentId, app: p.source.appName, mode: p.mode, key: p.instanceKey ?? null, ...p.stats }));
   }
 
   /** Waits for in-flight requests, then stops every host. */

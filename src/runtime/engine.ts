@@ -32,6 +32,11 @@ export interface EngineRequest {
   scriptName: string;
   /** Route parameters (":id" → id). */
   params: Record<string, string>;
+  /**
+   * Keyed routes: the key's committed /data tree (encodeImage of src/bundle), mounted writable at
+   * /data for this request. Absent for other routes.
+   */
+  data?: Uint8Array;
 }
 
 /** What guest code answered (untrusted: the gateway validates it). */
@@ -39,6 +44,8 @@ export interface EngineResponse {
   status: number;
   headers: Array<[string, string]>;
   body: Uint8Array;
+  /** Keyed routes: the new /data tree when the request changed it (the gateway commits it on success). */
+  data?: Uint8Array;
 }
 
 /** A snapshot in transit: linear memory, mutable globals, engine-specific extra state. */

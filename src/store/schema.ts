@@ -91,3 +91,15 @@ export const snapshots = sqliteTable("snapshots", {
   memoryBytes: integer("memory_bytes").notNull(),
   createdAt: integer("created_at").notNull(),
 }, (t) => [uniqueIndex("snapshots_deployment_build_uq").on(t.deploymentId, t.engineBuild)]);
+
+/** Per-key storage of keyed routes: one row per (app, key); the bytes are a file per key. */
+export const appKeys = sqliteTable("app_keys", {
+  appId: text("app_id").notNull().references(() => apps.id),
+  key: text("key").notNull(),
+  /** Size of the committed /data image, bytes. */
+  bytes: integer("bytes").notNull(),
+  /** Commits so far (each successful request that changed /data). */
+  version: integer("version").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+  lastAccessAt: integer("last_access_at").notNull(),
+}, (t) => [uniqueIndex("app_keys_pk").on(t.appId, t.key)]);

@@ -199,7 +199,7 @@ describe("packDirectory → loadBundle → encode/decode", () => {
         { host: "blog.localhost", path: "/", mode: "snapshot" },
         { host: "*.example.com", path: "/posts/:id", mode: "fresh", key: "id" },
       ],
-      limits: { timeoutMs: 5000, memoryMb: 128, maxBodyBytes: 10 * 1024 * 1024 },
+      limits: { timeoutMs: 5000, memoryMb: 128, maxBodyBytes: 10 * 1024 * 1024, dataMb: 16 },
       warmup: ["/", "/about"],
     });
 
@@ -586,7 +586,7 @@ describe("parseManifest", () => {
       runtime: "php",
       php: { version: "8.3", documentRoot: ".", ini: {}, frontController: null },
       routes: [],
-      limits: { timeoutMs: 10000, memoryMb: 128, maxBodyBytes: 10485760 },
+      limits: { timeoutMs: 10000, memoryMb: 128, maxBodyBytes: 10485760, dataMb: 16 },
       warmup: [],
     });
   });

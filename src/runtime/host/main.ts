@@ -51,6 +51,9 @@ interface ReqHeader {
   req: Omit<EngineRequest, "body">;
   /** Reset the instance after this request (snapshot mode). */
   reset: boolean;
+  /** The body is the request body (bodyBytes) followed by the key's /data image, if any. */
+  bodyBytes: number;
+  dataBytes?: number;
 }
 
 /** A readable message for anything thrown (Emscripten throws ErrnoError objects, not Errors). */
@@ -130,13 +133,16 @@ async function onFrame(frame: Frame): Promise<void> {
       }
       const t0 = performance.now();
       try {
-        const res = await instance.handle({ ...r.req, body: frame.body });
+        const body = frame.body.subarray(0, r.bodyBytes);
+        const data = r.dataBytes === undefined ? undefined : frame.body.subarray(r.bodyBytes, r.bodyBytes + r.dataBytes);
+        const res = await instance.handle({ ...r.req, body, ...(data === undefined ? {} : { data }) });
         const runMs = performance.now() - t0;
         if (res.body.byteLength > maxResponseBytes) {
           send({ t: "fail", id: r.id, code: "response_too_large", message: `response body of ${res.body.byteLength} bytes exceeds the limit of ${maxResponseBytes} bytes` });
         } else {
           // startedAt (wall-clock ms, sub-ms precision) lets the gateway compute request arrival → guest start.
-          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0 }, res.body);
+          const out = res.data === undefined ? res.body : Buffer.concat([res.body, res.data]);
+          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0, bodyBytes: res.body.byteLength, ...(res.data === undefined ? {} : { dataBytes: res.data.byteLength }) }, out);
         }
       } catch (e) {
         send({ t: "fail", id: r.id, code: "guest_error", message: describeError(e) });

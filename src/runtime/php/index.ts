@@ -10,7 +10,8 @@ import { loadPHPRuntime, PHP, PHPExecutionFailureError, __private__dont__use, ty
 import { createSpawnHandler } from "@php-wasm/util";
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
-import { APP_ROOT, TMP_DIR, buildPhpIni, phpEngineBuild, validatePhpBundle } from "./validate.js";
+import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, phpEngineBuild, validatePhpBundle } from "./validate.js";
+import { decodeImage, encodeImage, type BundleEntry } from "../../bundle/index.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { LinearMemorySnapshot } from "../../snapshot/index.js";
 
@@ -103,11 +104,12 @@ function cappedInstantiate(wasmPath: string, capBytes: number) {
 const PRIME_SCRIPT = `${TMP_DIR}/.zerocell-prime.php`;
 
 /**
- * /tmp lives in the host's JS heap (Emscripten MEMFS), which neither memory_limit nor the wasm
- * heap cap counts: cap its total size. Writes that would grow /tmp past the quota fail with
- * ENOSPC. The exact size is only summed when a cheap running upper bound passes the quota.
+ * /tmp and /data live in the host's JS heap (Emscripten MEMFS), which neither memory_limit nor
+ * the wasm heap cap counts: cap each directory's total size. Writes that would grow it past the
+ * quota fail with ENOSPC. The exact size is only summed when a cheap running upper bound passes
+ * the quota.
  */
-function limitTmp(php: PHP, quotaBytes: number): void {
+function limitDir(php: PHP, dir: string, quotaBytes: number): void {
   const FS = (php as unknown as { [__private__dont__use]: { FS: TmpFs } })[__private__dont__use].FS;
   const write = FS.write.bind(FS);
   let bound = 0;
@@ -122,11 +124,11 @@ function limitTmp(php: PHP, quotaBytes: number): void {
         else total += st.size;
       }
     };
-    walk(TMP_DIR);
+    walk(dir);
     return total;
   };
   FS.write = (stream, buffer, offset, length, position, canOwn) => {
-    if (typeof stream.path === "string" && stream.path.startsWith(`${TMP_DIR}/`)) {
+    if (typeof stream.path === "string" && stream.path.startsWith(`${dir}/`)) {
       const at = position ?? stream.position;
       const size = stream.node?.usedBytes ?? 0;
       const growth = Math.max(0, at + length - size);
@@ -228,6 +230,7 @@ class PhpInstance implements EngineInstance {
       case "script":
         break;
     }
+    const before = request.data === undefined ? undefined : this.#mountData(request.data);
     const headers: Record<string, string> = {};
     for (const [k, v] of request.headers) headers[k] = k in headers ? (k === "cookie" ? `${headers[k]}; ${v}` : `${headers[k]}, ${v}`) : v;
     const server: Record<string, string> = {
@@ -267,6 +270,7 @@ class PhpInstance implements EngineInstance {
         if (r.errors.length > 0) process.stderr.write(r.errors.endsWith("\n") ? r.errors : r.errors + "\n");
         const headers: Array<[string, string]> = [];
         for (const [name, values] of Object.entries(r.headers)) for (const v of values) headers.push([name, v]);
+        // A failed request's /data changes are never committed: no data in the response.
         return { status: r.httpStatusCode >= 400 ? r.httpStatusCode : 500, headers, body: r.bytes };
       }
       throw e;
@@ -274,7 +278,52 @@ class PhpInstance implements EngineInstance {
     const out: Array<[string, string]> = [];
     for (const [name, values] of Object.entries(res.headers)) for (const v of values) out.push([name, v]);
     if (res.errors.length > 0) process.stderr.write(res.errors.endsWith("\n") ? res.errors : res.errors + "\n");
-    return { status: res.httpStatusCode, headers: out, body: res.bytes };
+    const data = before === undefined ? undefined : this.#changedData(before);
+    return { status: res.httpStatusCode, headers: out, body: res.bytes, ...(data === undefined ? {} : { data }) };
+  }
+
+  /** Replaces /data with a key's committed tree; returns its files for the after-request diff. */
+  #mountData(encoded: Uint8Array): Map<string, Buffer> {
+    this.#wipe(DATA_DIR);
+    const files = new Map<string, Buffer>();
+    for (const e of decodeImage(Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength)).entries) {
+      const path = `${DATA_DIR}/${e.path}`;
+      if (e.kind === "dir") this.#php.mkdirTree(path);
+      else if (e.kind === "file") {
+        const data = e.data ?? Buffer.alloc(0);
+        this.#php.writeFile(path, data);
+        files.set(e.path, Buffer.from(data));
+      }
+    }
+    return files;
+  }
+
+  /** The new /data tree as an encoded image if the request changed anything, else undefined. */
+  #changedData(before: Map<string, Buffer>): Uint8Array | undefined {
+    const entries: BundleEntry[] = [];
+    let changed = false;
+    let seen = 0;
+    let totalBytes = 0;
+    const walk = (rel: string) => {
+      for (const name of this.#php.listFiles(rel === "" ? DATA_DIR : `${DATA_DIR}/${rel}`)) {
+        const childRel = rel === "" ? name : `${rel}/${name}`;
+        const full = `${DATA_DIR}/${childRel}`;
+        if (this.#php.isDir(full)) {
+          entries.push({ path: childRel, kind: "dir", mode: 0o755 });
+          walk(childRel);
+        } else if (this.#php.isFile(full)) {
+          const data = Buffer.from(this.#php.readFileAsBuffer(full));
+          totalBytes += data.length;
+          entries.push({ path: childRel, kind: "file", mode: 0o644, data });
+          const old = before.get(childRel);
+          if (old === undefined || !old.equals(data)) changed = true;
+          else seen++;
+        }
+      }
+    };
+    walk("");
+    if (!changed && seen === before.size) return undefined;
+    return encodeImage({ entries, totalBytes });
   }
 
   #sbrkTop(): number {
@@ -352,8 +401,13 @@ class PhpInstance implements EngineInstance {
   }
 
   #wipeTmp(): void {
-    for (const name of this.#php.listFiles(TMP_DIR)) {
-      const p = `${TMP_DIR}/${name}`;
+    this.#wipe(TMP_DIR);
+    this.#wipe(DATA_DIR);
+  }
+
+  #wipe(dir: string): void {
+    for (const name of this.#php.listFiles(dir)) {
+      const p = `${dir}/${name}`;
       if (this.#php.isDir(p)) this.#php.rmdir(p, { recursive: true });
       else this.#php.unlink(p);
     }
@@ -425,8 +479,10 @@ export class PhpEngine implements Engine<PhpPrepared> {
     php.writeFile(PHP_INI_PATH, prepared.phpIni);
     writeImage(php, prepared.spec.image);
     php.mkdirTree(TMP_DIR);
+    php.mkdirTree(DATA_DIR);
     lockImage(php);
-    limitTmp(php, prepared.spec.manifest.limits.memoryMb * 1024 * 1024);
+    limitDir(php, TMP_DIR, prepared.spec.manifest.limits.memoryMb * 1024 * 1024);
+    limitDir(php, DATA_DIR, prepared.spec.manifest.limits.dataMb * 1024 * 1024);
     php.chdir(prepared.documentRoot);
     // One empty request sets up php-wasm's JS side (its "initialised" flag, request pipes) and
     // PHP's first-request state, so a snapshot taken after it is one that restores cleanly

@@ -9,6 +9,8 @@ import { BundleError } from "../../errors.js";
 
 export const APP_ROOT = "/app";
 export const TMP_DIR = "/tmp";
+/** Per-key storage of keyed routes (writable, committed by the gateway after a success). */
+export const DATA_DIR = "/data";
 
 /** Functions that reach processes or sockets; refused even though the glue below also refuses. */
 const DISABLED_FUNCTIONS = [
@@ -61,7 +63,7 @@ export function buildPhpIni(manifest: Manifest): string {
     `disable_functions = ${DISABLED_FUNCTIONS.join(",")}`,
     "allow_url_fopen = 0",
     "allow_url_include = 0",
-    `open_basedir = ${APP_ROOT}:${TMP_DIR}`,
+    `open_basedir = ${APP_ROOT}:${TMP_DIR}:${DATA_DIR}`,
     `upload_tmp_dir = ${TMP_DIR}`,
     `sys_temp_dir = ${TMP_DIR}`,
     "auto_prepend_file =",
@@ -82,7 +84,7 @@ export function validatePhpBundle(manifest: Manifest, image: BundleImage): void 
 }
 
 /** Bump when the engine's init changes in a way that makes old snapshots wrong. */
-const ENGINE_REVISION = 1;
+const ENGINE_REVISION = 2;
 const require = createRequire(import.meta.url);
 
 function packageVersion(name: string): string {
