@@ -2,7 +2,8 @@
  * Billing, first part: metering. One usage record per request, queued in memory and written in
  * batched SQLite transactions (WAL) every flush interval, off the request path; flushed on
  * shutdown. A crash loses at most one interval of records; a record is never written twice
- * (request ids are unique). Rating, invoices and Stripe come later.
+ * (request ids are unique). Daily aggregates per account and app are updated in the same
+ * transaction. Rating (rating.ts), invoices and the Stripe sync (stripe-sync.ts) build on them.
  */
 import type { Statement } from "better-sqlite3";
 import type { OpenedDb } from "../store/index.js";
@@ -26,6 +27,11 @@ export interface UsageRecord {
   mode: string;
 }
 
+/** Billed MB-milliseconds of one request: wall time rounded up to 1 ms, times the memory limit. */
+export function billedMbMs(r: Pick<UsageRecord, "wallUs" | "memoryMb">): number {
+  return Math.ceil(r.wallUs / 1000) * r.memoryMb;
+}
+
 export interface UsageRecorderOptions {
   /** Max time a record waits in memory before it is written, ms. */
   flushIntervalMs: number;
@@ -37,6 +43,8 @@ export class UsageRecorder {
   readonly #db: OpenedDb;
   /** A prepared statement: drizzle's query builder costs ~0.2 ms per row, this ~10 µs. */
   readonly #insert: Statement;
+  /** Per account/app/day aggregates, updated in the same transaction (never by scanning). */
+  readonly #daily: Statement;
   readonly #opts: Required<UsageRecorderOptions>;
   #buffer: UsageRecord[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -48,6 +56,13 @@ export class UsageRecorder {
       `INSERT INTO usage_records (request_id, account_id, app_id, deployment_id, route_key, started_at, wall_us, cpu_us, instructions, memory_mb, status, bytes_in, bytes_out, mode)
        VALUES (@requestId, @accountId, @appId, @deploymentId, @routeKey, @startedAt, @wallUs, NULL, NULL, @memoryMb, @status, @bytesIn, @bytesOut, @mode)
        ON CONFLICT (request_id) DO NOTHING`,
+    );
+    this.#daily = db.sqlite.prepare(
+      `INSERT INTO usage_daily (account_id, app_id, day, requests, errors, mb_ms, wall_us, instructions, bytes_in, bytes_out)
+       VALUES (@accountId, @appId, @day, @requests, @errors, @mbMs, @wallUs, 0, @bytesIn, @bytesOut)
+       ON CONFLICT (account_id, app_id, day) DO UPDATE SET
+         requests = requests + excluded.requests, errors = errors + excluded.errors, mb_ms = mb_ms + excluded.mb_ms,
+         wall_us = wall_us + excluded.wall_us, bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out`,
     );
     this.#opts = { maxBuffered: 10_000, ...opts };
   }
@@ -68,7 +83,23 @@ export class UsageRecorder {
     this.#buffer = [];
     try {
       const write = this.#db.sqlite.transaction((rows: UsageRecord[]) => {
-        for (const r of rows) this.#insert.run(r);
+        // Aggregate the batch first, then one upsert per (account, app, day). A record that was
+        // already written (same request id) is not counted twice.
+        const days = new Map<string, { accountId: string; appId: string; day: string; requests: number; errors: number; mbMs: number; wallUs: number; bytesIn: number; bytesOut: number }>();
+        for (const r of rows) {
+          if (this.#insert.run(r).changes === 0) continue;
+          const day = new Date(r.startedAt).toISOString().slice(0, 10);
+          const k = `${r.accountId}\u0000${r.appId}\u0000${day}`;
+          let d = days.get(k);
+          if (d === undefined) days.set(k, (d = { accountId: r.accountId, appId: r.appId, day, requests: 0, errors: 0, mbMs: 0, wallUs: 0, bytesIn: 0, bytesOut: 0 }));
+          d.requests++;
+          if (r.status >= 500) d.errors++;
+          d.mbMs += billedMbMs(r);
+          d.wallUs += r.wallUs;
+          d.bytesIn += r.bytesIn;
+          d.bytesOut += r.bytesOut;
+        }
+        for (const d of days.values()) this.#daily.run(d);
       });
       write(batch);
     } catch (e) {
@@ -85,3 +116,7 @@ export class UsageRecorder {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
   }
 }
+
+export { Billing, type InvoiceInfo, type UsageRow } from "./service.js";
+export { StripeSync, type StripeSyncOptions } from "./stripe-sync.js";
+export { DEFAULT_PLAN, ratePeriod, currentPeriod, periodDays, type PricePlan } from "./rating.js";

@@ -351,6 +351,123 @@ program
     print(opts.json === true, res, () => table([["KEY", "BYTES", "VERSION", "UPDATED", "LAST ACCESS"], ...res.keys.map((k) => [k.key, String(k.bytes), String(k.version), k.updatedAt, k.lastAccessAt])]));
   });
 
+interface InvoiceJson {
+  id: string;
+  account: string;
+  period: string;
+  status: string;
+  currency: string;
+  total: number;
+  plan: string;
+  syncStatus: string;
+  syncError: string | null;
+  stripeInvoiceId: string | null;
+  lineCount?: number;
+  lines?: Array<{ description: string; quantity: string; unitPriceMicros: number; amount: number; metric: string }>;
+}
+
+function money(minor: number, currency: string): string {
+  return new Intl.NumberFormat("en-US", { style: "currency", currency: currency.toUpperCase() }).format(minor / 100);
+}
+
+const accounts = program.command("accounts").description("accounts (each with its own apps, usage and invoices)");
+accounts
+  .command("create")
+  .argument("<name>")
+  .option("--plan <plan>", "price plan name (default: standard)")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (name: string, opts: { plan?: string; data?: string; json?: boolean }) => {
+    const res = (await api(findTarget(opts), "POST", "/v1/accounts", Buffer.from(JSON.stringify({ name, ...(opts.plan === undefined ? {} : { plan: opts.plan }) })), "application/json")) as { account: { id: string; name: string }; token: string };
+    print(opts.json === true, res, () => `created account ${res.account.name} (${res.account.id})\ntoken (scopes deploy, read-usage; shown once): ${res.token}`);
+  });
+accounts
+  .command("list")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (opts: { data?: string; json?: boolean }) => {
+    const res = (await api(findTarget(opts), "GET", "/v1/accounts")) as { accounts: Array<{ id: string; name: string; planId: string | null; createdAt: string }> };
+    print(opts.json === true, res, () => table([["ACCOUNT", "ID", "PLAN", "CREATED"], ...res.accounts.map((a) => [a.name, a.id, a.planId ?? "standard", a.createdAt])]));
+  });
+
+program
+  .command("tokens")
+  .description("create an API token for an account")
+  .argument("<action>", "create")
+  .requiredOption("--account <name>")
+  .option("--scope <scope>", "deploy or read-usage (repeatable)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (action: string, opts: { account: string; scope: string[]; data?: string; json?: boolean }) => {
+    if (action !== "create") throw new CliError(`unknown action "${action}" (use: create)`);
+    const scopes = opts.scope.length === 0 ? ["deploy", "read-usage"] : opts.scope;
+    const res = (await api(findTarget(opts), "POST", "/v1/tokens", Buffer.from(JSON.stringify({ account: opts.account, scopes })), "application/json")) as { token: string; scopes: string[] };
+    print(opts.json === true, res, () => `token for ${opts.account} (scopes ${res.scopes.join(", ")}; shown once): ${res.token}`);
+  });
+
+program
+  .command("usage")
+  .description("usage per day and app (requests, GB-seconds, instructions)")
+  .option("--account <name>")
+  .option("--app <name>")
+  .option("--from <day>", "YYYY-MM-DD")
+  .option("--to <day>", "YYYY-MM-DD")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (opts: { account?: string; app?: string; from?: string; to?: string; data?: string; json?: boolean }) => {
+    const qs = new URLSearchParams();
+    for (const k of ["account", "app", "from", "to"] as const) if (opts[k] !== undefined) qs.set(k, opts[k]!);
+    const res = (await api(findTarget(opts), "GET", `/v1/usage${qs.size > 0 ? "?" + qs.toString() : ""}`)) as { usage: Array<{ day: string; account: string; app: string; requests: number; errors: number; gbSeconds: number; wallMs: number; instructions: number; bytesIn: number; bytesOut: number }> };
+    print(opts.json === true, res, () =>
+      table([
+        ["DAY", "ACCOUNT", "APP", "REQUESTS", "ERRORS", "GB-S", "WALL MS", "INSTRUCTIONS", "IN", "OUT"],
+        ...res.usage.map((u) => [u.day, u.account, u.app, String(u.requests), String(u.errors), u.gbSeconds.toFixed(6), u.wallMs.toFixed(1), String(u.instructions), String(u.bytesIn), String(u.bytesOut)]),
+      ]),
+    );
+  });
+
+const invoicesCmd = program
+  .command("invoices")
+  .description("list invoices (with the current period as a draft); `invoices close --period YYYY-MM` closes a period")
+  .option("--account <name>")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (opts: { account?: string; data?: string; json?: boolean }) => {
+    const qs = new URLSearchParams({ drafts: "1" });
+    if (opts.account !== undefined) qs.set("account", opts.account);
+    const res = (await api(findTarget(opts), "GET", `/v1/invoices?${qs.toString()}`)) as { invoices: InvoiceJson[] };
+    print(opts.json === true, res, () => table([["INVOICE", "ACCOUNT", "PERIOD", "STATUS", "TOTAL", "LINES", "STRIPE"], ...res.invoices.map((i) => [i.id, i.account, i.period, i.status, money(i.total, i.currency), String(i.lineCount ?? 0), i.syncStatus + (i.syncError === null ? "" : ` (${i.syncError.slice(0, 60)})`)])]));
+  });
+invoicesCmd
+  .command("close")
+  .requiredOption("--period <period>", "YYYY-MM")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (_opts: unknown, cmd: Command) => {
+    // The parent command also declares --data/--json; take whichever level parsed them.
+    const opts = cmd.optsWithGlobals<{ period: string; data?: string; json?: boolean }>();
+    const res = (await api(findTarget(opts), "POST", "/v1/invoices/close", Buffer.from(JSON.stringify({ period: opts.period })), "application/json")) as { period: string; created: InvoiceJson[]; existing: number };
+    print(opts.json === true, res, () => [`closed ${res.period}: ${res.created.length} invoice(s) created, ${res.existing} already closed`, ...res.created.map((i) => `  ${i.id}  ${i.account}  ${money(i.total, i.currency)}`)].join("\n"));
+  });
+
+program
+  .command("invoice")
+  .description("show an invoice with its lines")
+  .argument("<id>")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (id: string, opts: { data?: string; json?: boolean }) => {
+    const res = (await api(findTarget(opts), "GET", `/v1/invoices/${encodeURIComponent(id)}`)) as { invoice: InvoiceJson };
+    const i = res.invoice;
+    print(opts.json === true, res, () =>
+      [
+        `invoice ${i.id}  account ${i.account}  period ${i.period}  ${i.status}  plan ${i.plan}  stripe ${i.syncStatus}${i.stripeInvoiceId === null ? "" : ` (${i.stripeInvoiceId})`}`,
+        table([["LINE", "QUANTITY", "UNIT PRICE (micro)", "AMOUNT"], ...(i.lines ?? []).map((l) => [l.description, l.quantity, String(l.unitPriceMicros), money(l.amount, i.currency)])]),
+        `total ${money(i.total, i.currency)}`,
+      ].join("\n"),
+    );
+  });
+
 program
   .command("certs-add")
   .description("install your own certificate chain and key for a host")

@@ -8,11 +8,13 @@ import type { Platform } from "./index.js";
 import { errorToResponse } from "./respond.js";
 import { DEFAULT_BUNDLE_LIMITS, decodeImage, imageToTar } from "../bundle/index.js";
 import { deployBundle } from "./deploy.js";
+import { currentPeriod } from "../billing/index.js";
 import { InputError, PayloadTooLargeError, UnauthorizedError, ZerocellError } from "../errors.js";
 import { checkHostPattern } from "../router/index.js";
 import type { TokenInfo } from "../store/index.js";
 import { randomUUID } from "node:crypto";
 import { log } from "../log.js";
+import { dashboardResponse } from "./dashboard.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -81,6 +83,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   });
 
   app.get("/healthz", (c) => c.json({ ok: true }));
+  app.get("/dashboard", () => dashboardResponse());
 
   app.use("/v1/*", async (c, next) => {
     const auth = c.req.header("authorization") ?? "";
@@ -176,6 +179,123 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     if (!platform.keys.delete(a.id, key)) throw new ZerocellError("key_not_found", 404, `app "${a.name}" has no data for key "${key.slice(0, 80)}"`);
     log.info("key deleted", { app: a.name, key: key.slice(0, 80) });
     return c.json({ deleted: true, key });
+  });
+
+  // --- accounts, tokens, plans (admin) ---
+  const requireAdmin = (token: TokenInfo, what: string) => {
+    if (!token.scopes.includes("admin")) throw new ZerocellError("forbidden", 403, `admin: ${what} needs the admin scope`);
+  };
+  const accountName = z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, "must be 1-63 characters of a-z, 0-9 and -");
+  const scopes = z.array(z.enum(["deploy", "read-usage"])).min(1).max(2);
+
+  app.post("/v1/accounts", async (c) => {
+    requireAdmin(c.get("token"), "creating accounts");
+    const body = await readJson(c, z.object({ name: accountName, plan: z.string().max(64).optional(), scopes: scopes.optional() }).strict());
+    const plan = body.plan === undefined ? null : platform.billing.planByName(body.plan).id;
+    const account = store.createAccount(body.name, plan);
+    const { token } = store.createToken(account.id, body.scopes ?? ["deploy", "read-usage"]);
+    log.info("account created", { account: account.name });
+    return c.json({ account, token }, 201);
+  });
+
+  app.get("/v1/accounts", (c) => {
+    requireAdmin(c.get("token"), "listing accounts");
+    return c.json({ accounts: store.listAccounts() });
+  });
+
+  app.post("/v1/tokens", async (c) => {
+    requireAdmin(c.get("token"), "creating tokens");
+    const body = await readJson(c, z.object({ account: accountName, scopes }).strict());
+    const account = store.accountByName(body.account);
+    if (account === undefined) throw new ZerocellError("account_not_found", 404, `no account named "${body.account}"`);
+    const { id, token } = store.createToken(account.id, body.scopes);
+    return c.json({ id, token, account: account.name, scopes: body.scopes }, 201);
+  });
+
+  app.get("/v1/plans", (c) => c.json({ plans: platform.billing.listPlans() }));
+
+  app.post("/v1/plans", async (c) => {
+    requireAdmin(c.get("token"), "creating price plans");
+    const money = z.number().int().min(0).max(1_000_000_000_000);
+    const body = await readJson(
+      c,
+      z
+        .object({
+          name: accountName,
+          currency: z.string().regex(/^[a-z]{3}$/, "must be an ISO 4217 code like usd"),
+          requestPriceMicros: money,
+          gbSecondPriceMicros: money,
+          gigaInstructionPriceMicros: money,
+          freeRequests: money.default(0),
+          freeGbSeconds: money.default(0),
+          freeGigaInstructions: money.default(0),
+        })
+        .strict(),
+    );
+    return c.json({ plan: platform.billing.createPlan(body) }, 201);
+  });
+
+  // --- usage and invoices (read-usage; an account token sees its own account only) ---
+  /** The account a read is limited to: the token's own, or any (or the asked one) for admins. */
+  const readScope = (token: TokenInfo, asked: string | undefined): string | undefined => {
+    requireScope(token, "read-usage");
+    if (token.scopes.includes("admin")) {
+      if (asked === undefined) return undefined;
+      const a = store.accountByName(asked);
+      if (a === undefined) throw new ZerocellError("account_not_found", 404, `no account named "${asked.slice(0, 80)}"`);
+      return a.id;
+    }
+    const own = token.accountId ?? undefined;
+    if (asked !== undefined && store.accountByName(asked)?.id !== own) throw new ZerocellError("forbidden", 403, "usage: a token can only read its own account");
+    return own;
+  };
+  const day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "must look like 2026-11-26");
+
+  app.get("/v1/usage", (c) => {
+    const q = z.object({ account: z.string().optional(), app: z.string().optional(), from: day.optional(), to: day.optional() }).safeParse(c.req.query());
+    if (!q.success) throw new InputError(`usage: ${q.error.issues[0]?.path.join(".")}: ${q.error.issues[0]?.message}`);
+    const accountId = readScope(c.get("token"), q.data.account);
+    return c.json({ usage: platform.billing.usage({ ...(accountId === undefined ? {} : { accountId }), ...(q.data.app === undefined ? {} : { app: q.data.app }), ...(q.data.from === undefined ? {} : { from: q.data.from }), ...(q.data.to === undefined ? {} : { to: q.data.to }) }) });
+  });
+
+  app.get("/v1/invoices", (c) => {
+    const accountId = readScope(c.get("token"), c.req.query("account"));
+    const list = platform.billing.listInvoices(accountId);
+    if (c.req.query("drafts") !== undefined) {
+      // The current period, not closed yet, as a draft per account with usage.
+      const period = currentPeriod();
+      const accountsWithUsage = new Set(platform.billing.usage({ ...(accountId === undefined ? {} : { accountId }), from: `${period}-01`, to: `${period}-31` }).map((u) => u.accountId));
+      for (const a of accountsWithUsage) if (!list.some((i) => i.accountId === a && i.period === period)) list.unshift(platform.billing.draft(a, period));
+    }
+    return c.json({ invoices: list.map(({ lines, ...i }) => ({ ...i, lineCount: lines.length })) });
+  });
+
+  app.get("/v1/invoices/:id", (c) => {
+    const token = c.get("token");
+    const id = c.req.param("id");
+    const m = /^draft_(acct_[A-Za-z0-9]+)_(\d{4}-\d{2})$/.exec(id);
+    const inv = m === null ? platform.billing.invoice(id) : platform.billing.draft(m[1]!, m[2]!);
+    const own = inv === undefined ? undefined : readScope(token, undefined);
+    if (inv === undefined || (own !== undefined && inv.accountId !== own)) throw new ZerocellError("invoice_not_found", 404, `no invoice ${id.slice(0, 80)}`);
+    return c.json({ invoice: inv });
+  });
+
+  app.post("/v1/invoices/close", async (c) => {
+    requireAdmin(c.get("token"), "closing a period");
+    const body = await readJson(c, z.object({ period: z.string().max(16) }).strict());
+    const r = platform.billing.closePeriod(body.period, platform.stripe !== undefined);
+    log.info("period closed", { period: body.period, created: r.created.length, existing: r.existing });
+    for (const inv of r.created) void platform.stripe?.sync(inv.id);
+    return c.json({ period: body.period, created: r.created.map(({ lines, ...i }) => ({ ...i, lineCount: lines.length })), existing: r.existing });
+  });
+
+  app.post("/v1/invoices/:id/sync", (c) => {
+    requireAdmin(c.get("token"), "syncing invoices");
+    if (platform.stripe === undefined) throw new ZerocellError("stripe_not_configured", 409, "billing: set STRIPE_API_KEY to sync invoices to Stripe");
+    const inv = platform.billing.invoice(c.req.param("id"));
+    if (inv === undefined) throw new ZerocellError("invoice_not_found", 404, `no invoice ${c.req.param("id").slice(0, 80)}`);
+    void platform.stripe.sync(inv.id);
+    return c.json({ invoice: inv.id, syncing: true }, 202);
   });
 
   app.put("/v1/certificates/:host", async (c) => {

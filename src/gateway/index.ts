@@ -24,7 +24,7 @@ import { KeyQueue } from "../pool/key-queue.js";
 import { CertificateStore } from "./tls.js";
 import { errorToResponse } from "./respond.js";
 import { createAdminApi } from "./admin.js";
-import { UsageRecorder } from "../billing/index.js";
+import { UsageRecorder, Billing, StripeSync, type StripeSyncOptions } from "../billing/index.js";
 import { SnapshotStore } from "../snapshot/store.js";
 import { phpEngineBuild } from "../runtime/php/validate.js";
 import { InputError, PayloadTooLargeError, RouteNotFoundError, SandboxError, ZerocellError } from "../errors.js";
@@ -86,13 +86,16 @@ export class Platform {
   readonly usage: UsageRecorder;
   readonly snapshots: SnapshotStore;
   readonly keys: KeyStore;
+  readonly billing: Billing;
+  /** Set when STRIPE_API_KEY is configured. */
+  readonly stripe: StripeSync | undefined;
   readonly keyQueue = new KeyQueue(64);
   readonly #db: OpenedDb;
   #table: RouteTable = new RouteTable([]);
   readonly #manifests = new Map<string, Manifest>();
   readonly #images: LRUCache<string, Buffer>;
 
-  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; keysDir: string; certs: CertificateStore; useNetns: boolean; pool?: Partial<PoolLimits> }) {
+  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; keysDir: string; certs: CertificateStore; useNetns: boolean; pool?: Partial<PoolLimits>; stripe?: StripeSyncOptions }) {
     this.#db = init.db;
     this.store = init.store;
     this.blobs = init.blobs;
@@ -101,6 +104,8 @@ export class Platform {
     this.usage = new UsageRecorder(init.db, { flushIntervalMs: 100 });
     this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024);
     this.keys = new KeyStore(init.keysDir, init.db);
+    this.billing = new Billing(init.db);
+    this.stripe = init.stripe === undefined ? undefined : new StripeSync(this.billing, init.stripe);
     this.pool = new Pool({
       useNetns: init.useNetns,
       ...(init.pool === undefined ? {} : { limits: init.pool }),
@@ -390,7 +395,14 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     mayMint: (name) => platform?.mayMint(name) ?? false,
     onWarning: (message) => log.warn("tls", { message }),
   });
-  platform = new Platform({ db, store, blobs, keysDir: join(dataDir, "keys"), certs, useNetns: canUseNetns(), ...(config.pool === undefined ? {} : { pool: config.pool }) });
+  const stripeKey = process.env.STRIPE_API_KEY;
+  platform = new Platform({
+    db,
+    store,
+    blobs,
+    keysDir: join(dataDir, "keys"),
+    certs,
+    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), useNetns: canUseNetns(), ...(config.pool === undefined ? {} : { pool: config.pool }) });
   const p = platform;
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
 
@@ -420,6 +432,8 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
   for (const s of [httpServer, httpsServer, adminServer]) applyLimits(s, limits);
 
   p.reloadRoutes();
+  // Invoices whose Stripe sync a crash or an outage interrupted continue now.
+  void p.stripe?.resumeAll();
   const httpPort = await listen(httpServer, config.httpPort, config.host);
   const httpsPort = await listen(httpsServer, config.httpsPort, config.host);
   const adminPort = await listen(adminServer, config.adminPort, config.adminHost);

@@ -75,6 +75,24 @@ export class Store {
     return id;
   }
 
+  createAccount(name: string, planId: string | null): { id: string; name: string } {
+    if (this.#db.select().from(accounts).where(eq(accounts.name, name)).get() !== undefined) {
+      throw new ConflictError("account_exists", `accounts: an account named "${name}" exists`);
+    }
+    const id = newId("acct");
+    this.#db.insert(accounts).values({ id, name, createdAt: Date.now(), planId }).run();
+    return { id, name };
+  }
+
+  listAccounts(): Array<{ id: string; name: string; planId: string | null; createdAt: string }> {
+    return this.#db.select().from(accounts).orderBy(accounts.name).all().map((a) => ({ id: a.id, name: a.name, planId: a.planId, createdAt: new Date(a.createdAt).toISOString() }));
+  }
+
+  accountByName(name: string): { id: string; name: string } | undefined {
+    const a = this.#db.select().from(accounts).where(eq(accounts.name, name)).get();
+    return a === undefined ? undefined : { id: a.id, name: a.name };
+  }
+
   /** Creates a token and returns its secret (shown once, stored only as a hash). */
   createToken(accountId: string | null, scopes: Scope[]): { id: string; token: string } {
     const token = "zc_" + randomBytes(32).toString("base64url");

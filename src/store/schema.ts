@@ -8,6 +8,10 @@ export const accounts = sqliteTable("accounts", {
   id: text("id").primaryKey(),
   name: text("name").notNull(),
   createdAt: integer("created_at").notNull(),
+  /** Price plan (price_plans.id); the default plan when null. */
+  planId: text("plan_id"),
+  /** Stripe customer, created once at the first sync. */
+  stripeCustomerId: text("stripe_customer_id"),
 }, (t) => [uniqueIndex("accounts_name_uq").on(t.name)]);
 
 /** API tokens: only the SHA-256 of the secret is stored; `prefix` is shown to people. */
@@ -103,3 +107,72 @@ export const appKeys = sqliteTable("app_keys", {
   updatedAt: integer("updated_at").notNull(),
   lastAccessAt: integer("last_access_at").notNull(),
 }, (t) => [uniqueIndex("app_keys_pk").on(t.appId, t.key)]);
+
+/**
+ * Price plans. Prices are integers in micro minor units (1/1,000,000 of a cent for USD) per
+ * unit, so tiny per-request prices stay exact; totals are rounded to minor units once per line.
+ */
+export const pricePlans = sqliteTable("price_plans", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  currency: text("currency").notNull(),
+  /** Per request. */
+  requestPriceMicros: integer("request_price_micros").notNull(),
+  /** Per GB-second (wall time × billed memory). */
+  gbSecondPriceMicros: integer("gb_second_price_micros").notNull(),
+  /** Per billion guest instructions (x86). */
+  gigaInstructionPriceMicros: integer("giga_instruction_price_micros").notNull(),
+  freeRequests: integer("free_requests").notNull(),
+  /** Free GB-seconds per period. */
+  freeGbSeconds: integer("free_gb_seconds").notNull(),
+  /** Free billions of instructions per period. */
+  freeGigaInstructions: integer("free_giga_instructions").notNull(),
+  createdAt: integer("created_at").notNull(),
+}, (t) => [uniqueIndex("price_plans_name_uq").on(t.name)]);
+
+/** Usage per account, app and UTC day, kept up to date in the same transaction as the records. */
+export const usageDaily = sqliteTable("usage_daily", {
+  accountId: text("account_id").notNull(),
+  appId: text("app_id").notNull(),
+  day: text("day").notNull(),
+  requests: integer("requests").notNull(),
+  errors: integer("errors").notNull(),
+  /** Sum over requests of ceil(wall ms) × billed MB: GB-seconds = mbMs / 1024 / 1000. */
+  mbMs: integer("mb_ms").notNull(),
+  wallUs: integer("wall_us").notNull(),
+  instructions: integer("instructions").notNull(),
+  bytesIn: integer("bytes_in").notNull(),
+  bytesOut: integer("bytes_out").notNull(),
+}, (t) => [uniqueIndex("usage_daily_pk").on(t.accountId, t.appId, t.day)]);
+
+/** An invoice per account and period (YYYY-MM); immutable once open. */
+export const invoices = sqliteTable("invoices", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull().references(() => accounts.id),
+  period: text("period").notNull(),
+  status: text("status").notNull(),
+  currency: text("currency").notNull(),
+  /** Minor units; always the sum of the lines. */
+  total: integer("total").notNull(),
+  planId: text("plan_id").notNull(),
+  createdAt: integer("created_at").notNull(),
+  stripeInvoiceId: text("stripe_invoice_id"),
+  /** none | pending | synced | failed */
+  syncStatus: text("sync_status").notNull(),
+  syncError: text("sync_error"),
+  syncAttempts: integer("sync_attempts").notNull(),
+}, (t) => [uniqueIndex("invoices_account_period_uq").on(t.accountId, t.period)]);
+
+export const invoiceLines = sqliteTable("invoice_lines", {
+  id: text("id").primaryKey(),
+  invoiceId: text("invoice_id").notNull().references(() => invoices.id),
+  position: integer("position").notNull(),
+  metric: text("metric").notNull(),
+  description: text("description").notNull(),
+  /** Billable quantity as a decimal string (GB-seconds are fractional). */
+  quantity: text("quantity").notNull(),
+  unitPriceMicros: integer("unit_price_micros").notNull(),
+  /** Minor units. */
+  amount: integer("amount").notNull(),
+  stripeItemId: text("stripe_item_id"),
+}, (t) => [index("invoice_lines_invoice_idx").on(t.invoiceId)]);

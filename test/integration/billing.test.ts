@@ -1,0 +1,112 @@
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import Database from "better-sqlite3";
+import { join } from "node:path";
+import { startServer, phpBundle, fetchApp, admin, type TestServer } from "../helpers/server.js";
+
+const PERIOD = new Date().toISOString().slice(0, 7);
+const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
+
+async function waitUsage(server: TestServer, token: string, app: string, requests: number): Promise<void> {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const r = await admin(server, "GET", `/v1/usage?app=${app}`, { token });
+    const n = (r.json.usage ?? []).reduce((s: number, u: { requests: number }) => s + u.requests, 0);
+    if (n >= requests) return;
+    if (Date.now() > deadline) throw new Error(`usage of ${app} stuck at ${n}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+describe("billing: accounts, usage, invoices", () => {
+  let server: TestServer;
+  let aliceToken: string;
+  let bobToken: string;
+
+  beforeAll(async () => {
+    server = await startServer();
+    // A plan with prices large enough to see: 1 cent per request, $3.60 per GB-second, no free tier.
+    const plan = await admin(server, "POST", "/v1/plans", json({ name: "test", currency: "usd", requestPriceMicros: 1_000_000, gbSecondPriceMicros: 360_000_000, gigaInstructionPriceMicros: 0 }));
+    expect(plan.status).toBe(201);
+    const alice = await admin(server, "POST", "/v1/accounts", json({ name: "alice", plan: "test" }));
+    expect(alice.status).toBe(201);
+    aliceToken = alice.json.token;
+    const bob = server.cli(["accounts", "create", "bob", "--json"]);
+    bobToken = JSON.parse(bob.stdout).token;
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("an account's token deploys into its own account and cannot see or touch another's apps", async () => {
+    const up = await admin(server, "POST", "/v1/apps/alice-app/deployments", { token: aliceToken, body: await packed(phpBundle("alice.localhost", { "index.php": "<?php usleep(20000); echo 'alice';" })), contentType: "application/gzip" });
+    expect(up.status).toBe(201);
+    const bobDeploy = await admin(server, "POST", "/v1/apps/bob-app/deployments", { token: bobToken, body: await packed(phpBundle("bob.localhost", { "index.php": "<?php echo 'bob';" })), contentType: "application/gzip" });
+    expect(bobDeploy.status).toBe(201);
+    // Bob sees only his app, cannot deploy over alice's, cannot list its deployments or keys.
+    const apps = await admin(server, "GET", "/v1/apps", { token: bobToken });
+    expect(apps.json.apps.map((a: { name: string }) => a.name)).toEqual(["bob-app"]);
+    const steal = await admin(server, "POST", "/v1/apps/alice-app/deployments", { token: bobToken, body: await packed(phpBundle("x.localhost", { "index.php": "<?php echo 'x';" })), contentType: "application/gzip" });
+    expect(steal.status).toBe(403);
+    expect((await admin(server, "GET", "/v1/apps/alice-app/deployments", { token: bobToken })).status).toBe(404);
+    expect((await admin(server, "GET", "/v1/apps/alice-app/keys", { token: bobToken })).status).toBe(404);
+    expect((await admin(server, "GET", "/v1/usage?account=alice", { token: bobToken })).status).toBe(403);
+    expect((await admin(server, "POST", "/v1/accounts", { token: bobToken, ...json({ name: "mallory" }) })).status).toBe(403);
+    // A read-usage-only token cannot deploy.
+    const ro = await admin(server, "POST", "/v1/tokens", json({ account: "bob", scopes: ["read-usage"] }));
+    const denied = await admin(server, "POST", "/v1/apps/bob-app/deployments", { token: ro.json.token, body: await packed(phpBundle("bob.localhost", { "index.php": "<?php echo 'bob2';" })), contentType: "application/gzip" });
+    expect(denied.status).toBe(403);
+  });
+
+  it("meters every request into usage within a second, per account", async () => {
+    for (let i = 0; i < 7; i++) expect((await fetchApp(server, "alice.localhost", "/")).text).toBe("alice");
+    for (let i = 0; i < 3; i++) expect((await fetchApp(server, "bob.localhost", "/")).text).toBe("bob");
+    await waitUsage(server, aliceToken, "alice-app", 7);
+    await waitUsage(server, bobToken, "bob-app", 3);
+    const aliceUsage = await admin(server, "GET", "/v1/usage", { token: aliceToken });
+    expect(aliceUsage.json.usage.map((u: { app: string }) => u.app)).toEqual(["alice-app"]);
+    const cli = server.cli(["usage", "--account", "alice"]);
+    expect(cli.stdout).toMatch(/alice\s+alice-app\s+7\s+0\s/);
+  });
+
+  it("closes a period into invoices whose totals equal their lines and a hand calculation; closing again is a no-op", async () => {
+    const close = server.cli(["invoices", "close", "--period", PERIOD, "--json"]);
+    const closed = JSON.parse(close.stdout);
+    expect(closed.created.length).toBeGreaterThanOrEqual(2);
+    const again = JSON.parse(server.cli(["invoices", "close", "--period", PERIOD, "--json"]).stdout);
+    expect(again.created).toEqual([]);
+    expect(again.existing).toBe(closed.created.length);
+
+    const list = await admin(server, "GET", "/v1/invoices", { token: aliceToken });
+    expect(list.json.invoices.length).toBe(1);
+    const inv = (await admin(server, "GET", `/v1/invoices/${list.json.invoices[0].id}`, { token: aliceToken })).json.invoice;
+    expect(inv.status).toBe("open");
+    expect(inv.total).toBe(inv.lines.reduce((s: number, l: { amount: number }) => s + l.amount, 0));
+
+    // Hand calculation from the raw usage records: 1 cent per request; compute = Σ ceil(wall ms) × 128 MB
+    // → GB-s = Σ / 1024 / 1000, at 360,000,000 micro-cents (= 360 cents) per GB-s.
+    const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
+    const rows = db.prepare("SELECT wall_us, memory_mb FROM usage_records u JOIN apps a ON a.id = u.app_id WHERE a.name = 'alice-app'").all() as Array<{ wall_us: number; memory_mb: number }>;
+    db.close();
+    expect(rows.length).toBe(7);
+    const mbMs = rows.reduce((s, r) => s + Math.ceil(r.wall_us / 1000) * r.memory_mb, 0);
+    const requestsLine = inv.lines.find((l: { metric: string }) => l.metric === "requests");
+    const computeLine = inv.lines.find((l: { metric: string }) => l.metric === "compute");
+    expect(requestsLine.quantity).toBe("7");
+    expect(requestsLine.amount).toBe(7);
+    expect(computeLine.quantity).toBe((mbMs / 1024 / 1000).toFixed(6));
+    expect(computeLine.amount).toBe(Math.round((mbMs * 360) / 1024 / 1000));
+    expect(inv.total).toBe(7 + Math.round((mbMs * 360) / 1024 / 1000));
+
+    // The CLI shows the same invoice; other accounts' invoices stay invisible to alice.
+    const shown = server.cli(["invoice", inv.id]);
+    expect(shown.stdout).toContain(`total $${(inv.total / 100).toFixed(2)}`);
+    const bobs = await admin(server, "GET", "/v1/invoices", { token: bobToken });
+    expect((await admin(server, "GET", `/v1/invoices/${inv.id}`, { token: bobToken })).status).toBe(404);
+    expect(bobs.json.invoices.every((i: { account: string }) => i.account === "bob")).toBe(true);
+  });
+});
+
+async function packed(dir: string): Promise<Buffer> {
+  const { packDirectory } = await import("../../src/bundle/index.js");
+  return packDirectory(dir);
+}
