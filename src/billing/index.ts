@@ -37,6 +37,8 @@ export interface UsageRecorderOptions {
   flushIntervalMs: number;
   /** Records kept in memory at most; beyond it a flush happens at once. */
   maxBuffered?: number;
+  /** false: record nothing (benchmarks measure the cost of metering with it). */
+  enabled?: boolean;
 }
 
 export class UsageRecorder {
@@ -64,11 +66,11 @@ export class UsageRecorder {
          requests = requests + excluded.requests, errors = errors + excluded.errors, mb_ms = mb_ms + excluded.mb_ms,
          wall_us = wall_us + excluded.wall_us, bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out`,
     );
-    this.#opts = { maxBuffered: 10_000, ...opts };
+    this.#opts = { maxBuffered: 10_000, enabled: true, ...opts };
   }
 
   record(r: UsageRecord): void {
-    if (this.#closed) return;
+    if (this.#closed || !this.#opts.enabled) return;
     this.#buffer.push(r);
     if (this.#buffer.length >= this.#opts.maxBuffered) this.flush();
     else this.#timer ??= setTimeout(() => this.flush(), this.#opts.flushIntervalMs);

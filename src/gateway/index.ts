@@ -44,6 +44,8 @@ export interface GatewayConfig {
   pool?: Partial<PoolLimits>;
   /** Node's limits for slow or oversized requests. */
   http?: Partial<HttpLimits>;
+  /** Usage records: on by default, flushed every 100 ms. */
+  metering?: { enabled: boolean; flushIntervalMs: number };
 }
 
 export interface HttpLimits {
@@ -95,13 +97,13 @@ export class Platform {
   readonly #manifests = new Map<string, Manifest>();
   readonly #images: LRUCache<string, Buffer>;
 
-  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; keysDir: string; certs: CertificateStore; useNetns: boolean; pool?: Partial<PoolLimits>; stripe?: StripeSyncOptions }) {
+  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; keysDir: string; certs: CertificateStore; useNetns: boolean; pool?: Partial<PoolLimits>; stripe?: StripeSyncOptions; metering?: { enabled: boolean; flushIntervalMs: number } }) {
     this.#db = init.db;
     this.store = init.store;
     this.blobs = init.blobs;
     this.certs = init.certs;
     this.#images = new LRUCache<string, Buffer>({ maxSize: 128 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
-    this.usage = new UsageRecorder(init.db, { flushIntervalMs: 100 });
+    this.usage = new UsageRecorder(init.db, { flushIntervalMs: init.metering?.flushIntervalMs ?? 100, enabled: init.metering?.enabled ?? true });
     this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024);
     this.keys = new KeyStore(init.keysDir, init.db);
     this.billing = new Billing(init.db);
@@ -402,7 +404,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     blobs,
     keysDir: join(dataDir, "keys"),
     certs,
-    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), useNetns: canUseNetns(), ...(config.pool === undefined ? {} : { pool: config.pool }) });
+    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), useNetns: canUseNetns(), ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }) });
   const p = platform;
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
 
