@@ -5,4 +5,5 @@ ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh"
 npx tsc -p tsconfig.test.json
+command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 exec npx vitest run "$@"
