@@ -23,6 +23,8 @@ button.secondary { background: #fff; color: var(--accent); }
 main { max-width: 1100px; margin: 0 auto; padding: 16px 24px 48px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 16px; margin-bottom: 16px; }
 section h2 { font-size: 15px; margin: 0 0 12px; }
+section h2 button { margin-left: 8px; padding: 2px 10px; font-size: 12px; font-weight: 400; }
+#chart { margin-top: 24px; }
 .muted { color: var(--muted); }
 #error { border: 1px solid var(--bad); background: #fdecea; color: var(--bad); border-radius: 6px; padding: 10px 14px; margin-bottom: 16px; white-space: pre-wrap; }
 table { width: 100%; border-collapse: collapse; }
