@@ -423,10 +423,10 @@ echo json_encode($r);`,
       expect(r[`dir_iter ${d}`]?.throw, d).toMatch(d.startsWith("/tmp/") ? /^UnexpectedValueException: .*No such file or directory/ : /^UnexpectedValueException: .*open_basedir restriction in effect/);
     }
     expect(r["glob /etc/*"]?.value).toEqual([]);
-    // glob() filters by open_basedir: only the two allowed roots are visible.
-    expect(r["glob /*"]?.value).toEqual(["/app", "/tmp"]);
+    // glob() filters by open_basedir: only the allowed roots are visible.
+    expect(r["glob /*"]?.value).toEqual(["/app", "/data", "/tmp"]);
     expect(r["glob_wrapper /etc/*"]?.value).toEqual([]);
-    expect(r["glob_wrapper /*"]?.value).toEqual(["app", "tmp"]);
+    expect(r["glob_wrapper /*"]?.value).toEqual(["app", "data", "tmp"]);
     expect(r.symlink).toEqual(undefinedFn("symlink"));
     expect(r.link).toEqual(undefinedFn("link"));
     expect(r.read_via_symlink?.value).toBe(false);
