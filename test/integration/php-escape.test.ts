@@ -431,7 +431,7 @@ echo json_encode($r);`,
     expect(r.link).toEqual(undefinedFn("link"));
     expect(r.read_via_symlink?.value).toBe(false);
     expect(r.open_basedir_widen).toEqual({ value: false, warning: null });
-    expect(r.open_basedir_after).toEqual({ value: "/app:/tmp", warning: null });
+    expect(r.open_basedir_after).toEqual({ value: "/app:/tmp:/data", warning: null });
     // From /app/public: .. reaches /app, then / is outside open_basedir.
     expect(r.chdir_walk?.value).toEqual([[true, "/app"], [false, "/app"], [false, "/app"], [false, "/app"], [false, "/app"], false]);
     expect(r.realpath_root?.value).toBe(false);
