@@ -162,10 +162,10 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     return c.json({ keys: platform.keys.list(a.id) });
   });
 
-  app.get("/v1/apps/:app/keys/:key/export", (c) => {
+  app.get("/v1/apps/:app/keys/:key/export", async (c) => {
     const a = visibleApp(c.get("token"), c.req.param("app"));
     const key = c.req.param("key");
-    const data = platform.keys.load(a.id, key);
+    const data = await platform.keys.load(a.id, key);
     if (data === undefined) throw new ZerocellError("key_not_found", 404, `app "${a.name}" has no data for key "${key.slice(0, 80)}"`);
     const tar = imageToTar(decodeImage(Buffer.from(data)).entries);
     return new Response(new Uint8Array(tar), { headers: { "content-type": "application/x-tar", "content-disposition": `attachment; filename="${a.name}-key.tar"` } });

@@ -283,7 +283,7 @@ export class Platform {
    */
   async #runKeyed(target: RouteEntry["target"], mode: RouteMode, key: string, req: EngineRequest, manifest: Manifest) {
     return this.keyQueue.run(`${target.appId}\u0000${key}`, () => `key "${key.slice(0, 80)}" of ${target.appName}`, async () => {
-      const data = this.keys.load(target.appId, key) ?? EMPTY_DATA;
+      const data = (await this.keys.load(target.appId, key)) ?? EMPTY_DATA;
       const res = await this.pool.run(target.deploymentId, mode, { ...req, data }, manifest.limits.timeoutMs, mode === "daemon" ? key : undefined);
       if (res.data !== undefined && res.status < 500) {
         const limit = manifest.limits.dataMb * 1024 * 1024;
@@ -292,7 +292,7 @@ export class Platform {
         }
         // Untrusted bytes from the host: only store what decodes as an image.
         decodeImage(Buffer.from(res.data.buffer, res.data.byteOffset, res.data.byteLength));
-        this.keys.commit(target.appId, key, res.data);
+        await this.keys.commit(target.appId, key, res.data);
       }
       return res;
     });

@@ -4,9 +4,11 @@
  * image (src/bundle encodeImage). A commit writes a temp file, fsyncs it, renames it over the old
  * one and fsyncs the directory, so a reader (or a crash) sees the old tree or the new one, never
  * a mix. It belongs to the app, not the deployment: a new deployment sees the same data.
+ * All file I/O is asynchronous: an fsync (ms on this disk) never stalls the gateway's event loop.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from "node:fs";
+import { mkdirSync, rmSync, existsSync } from "node:fs";
+import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { and, desc, eq, sql } from "drizzle-orm";
 import type { OpenedDb } from "./db.js";
@@ -26,6 +28,9 @@ export class KeyStorageError extends ZerocellError {
     super(code, status, message);
   }
 }
+
+/** How often a key's last_access_at is written at most, ms. */
+const TOUCH_EVERY_MS = 5000;
 
 /** Longest key value (the path parameter), characters. */
 export const MAX_KEY_LENGTH = 512;
@@ -53,11 +58,11 @@ export class KeyStore {
   }
 
   /** The committed /data image of a key (an empty image for a new key: undefined). */
-  load(appId: string, key: string): Buffer | undefined {
+  async load(appId: string, key: string): Promise<Buffer | undefined> {
     const { file } = this.#fileOf(appId, key);
     let raw: Buffer;
     try {
-      raw = readFileSync(file);
+      raw = await readFile(file);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw e;
@@ -66,29 +71,41 @@ export class KeyStore {
     if (raw.length < 32 || !sha256(image).equals(raw.subarray(0, 32))) {
       throw new KeyStorageError("key_data_corrupt", 500, `keys: stored data of key "${key.slice(0, 80)}" is corrupt (hash mismatch)`);
     }
-    this.#touch.run(Date.now(), appId, key);
+    this.#touched(appId, key);
     return image;
   }
 
+  /** last_access_at, written at most once per key and TOUCH_EVERY_MS (not a write per request). */
+  #touched(appId: string, key: string): void {
+    const k = `${appId}\u0000${key}`;
+    const now = Date.now();
+    const last = this.#lastTouch.get(k);
+    if (last !== undefined && now - last < TOUCH_EVERY_MS) return;
+    if (this.#lastTouch.size > 100_000) this.#lastTouch.clear();
+    this.#lastTouch.set(k, now);
+    this.#touch.run(now, appId, key);
+  }
+
+  readonly #lastTouch = new Map<string, number>();
+
   /** Durably replaces a key's /data with `image`, before the response is sent. */
-  commit(appId: string, key: string, image: Uint8Array): void {
+  async commit(appId: string, key: string, image: Uint8Array): Promise<void> {
     const { dir, file } = this.#fileOf(appId, key);
-    mkdirSync(dir, { recursive: true });
+    await mkdir(dir, { recursive: true });
     const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`;
-    const fd = openSync(tmp, "w", 0o600);
+    const fh = await open(tmp, "w", 0o600);
     try {
-      writeSync(fd, sha256(image));
-      writeSync(fd, image);
-      fsyncSync(fd);
+      await fh.writev([sha256(image), image]);
+      await fh.sync();
     } finally {
-      closeSync(fd);
+      await fh.close();
     }
-    renameSync(tmp, file);
-    const dfd = openSync(dir, "r");
+    await rename(tmp, file);
+    const dh = await open(dir, "r");
     try {
-      fsyncSync(dfd);
+      await dh.sync();
     } finally {
-      closeSync(dfd);
+      await dh.close();
     }
     const now = Date.now();
     this.#db.db
