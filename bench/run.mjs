@@ -2,19 +2,32 @@
 /**
  * Zerocell benchmark: one run, one table, one JSON file.
  *
- *   node bench/run.mjs [--duration 10] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install]
+ *   node bench/run.mjs [--duration 8] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install]
  *
  * Measures, one target at a time on loopback:
  *   1. baseline: a bare Hono handler (bench/hono-server.mjs) in a child process;
- *   2. zerocell: the built server (dist/, run `npm run build` first) serving examples/php-hello
- *      over HTTP (c=1,8,64) and HTTPS (c=8), plus server-timing on sequential requests;
- *   3. native: Debian nginx + php-fpm (pm=static, 2 children, unix socket) on the same
- *      index.php; falls back to `php -S` (2 workers), else skips;
- *   4. deploy → first 200 for fresh apps (CLI start to first 200 from the new host);
- *   5. memory: RSS (and PSS) of the sandbox host processes, per instance.
+ *   2. native: Debian nginx + php-fpm (pm=static, 2 children, unix socket) on the same hello
+ *      index.php and on the generated "big" page (below); falls back to `php -S` (2 workers),
+ *      else skips;
+ *   3. zerocell: the built server (dist/, run `npx tsc -p tsconfig.json` first) with
+ *      - one bundle of the hello page with three routes, snap.localhost (mode snapshot),
+ *        daemon.localhost (daemon) and fresh.localhost (fresh): c=1,8,64 for snapshot and daemon,
+ *        a fixed number of requests at c=1 and c=8 for fresh (a new sandbox per request), HTTPS
+ *        c=8 on snapshot;
+ *      - the "big" page: index.php requires lib.php, ~300 KB of generated PHP functions, then
+ *        calls them 10k times; snapshot (big-snap.localhost) and daemon (big-daemon.localhost)
+ *        at c=1,8,64, compared with the same files on nginx + php-fpm;
+ *      - server-timing (ready = request arrival → guest code starting, acquire, run, total) over
+ *        sequential keep-alive requests per page and mode, checked against the sandbox-ready
+ *        targets (ready p50 ≤ 0.5 ms, p99 ≤ 2 ms);
+ *   4. cold deploy → first 200 for new apps (CLI start to first 200 from the new host), for the
+ *      hello page and for the big page;
+ *   5. memory: RSS (and PSS) of the sandbox host processes per page and mode right after their
+ *      load, the gateway, the native and baseline processes.
  * Load generator: autocannon (programmatic, in this process, HTTP/1.1 keep-alive, pipelining 1).
  * Latency percentiles are computed exactly from every 2xx response time (autocannon's own
  * histogram has 1 ms resolution, too coarse for sub-ms handlers).
+ * Default ~5 minutes (8 s per measured run), ~1.5 minutes with --quick (2 s per run).
  * Writes bench/results/<timestamp>.json. Kills every child it started, also on error/SIGINT.
  */
 import { spawn, execFileSync, spawnSync } from "node:child_process";
@@ -32,6 +45,11 @@ const CLI = join(ROOT, "dist", "src", "cli", "main.js");
 const EXAMPLE = join(ROOT, "examples", "php-hello");
 const RESULTS_DIR = join(ROOT, "bench", "results");
 const CONCURRENCIES = [1, 8, 64];
+/** Sandbox-ready targets (ms), from request arrival to guest code starting in its sandbox. */
+const READY_TARGET = { p50: 0.5, p99: 2 };
+/** Size of the generated lib.php of the big page, and the loop count of its index.php. */
+const BIG_LIB_BYTES = 300 * 1024;
+const BIG_LOOP = 10_000;
 
 // ---------------------------------------------------------------- options
 
@@ -46,7 +64,7 @@ function parseArgs(argv) {
     else if (a === "--no-native") o.native = false;
     else if (a === "--no-install") o.install = false;
     else if (a === "-h" || a === "--help") {
-      process.stdout.write("usage: node bench/run.mjs [--duration SECONDS (default 10; 3 with --quick)] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install]\n  --wait-idle N: before each target, wait up to N s for other processes to use <10% CPU (shared machines)\n");
+      process.stdout.write("usage: node bench/run.mjs [--duration SECONDS (default 8; 2 with --quick)] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install]\n  --wait-idle N: before each target, wait up to N s for other processes to use <10% CPU (shared machines)\n");
       process.exit(0);
     } else {
       process.stderr.write(`unknown argument: ${a}\n`);
@@ -61,10 +79,13 @@ function parseArgs(argv) {
     process.stderr.write("--duration must be a positive number of seconds\n");
     process.exit(2);
   }
-  o.duration ??= o.quick ? 3 : 10;
+  o.duration ??= o.quick ? 2 : 8;
   o.warmup = o.quick ? 1 : 2; // seconds of load before each target's measured runs
-  o.timingSamples = o.quick ? 200 : 500;
+  o.timingSamples = o.quick ? 200 : 500; // sequential requests per mode for server-timing (hello)
+  o.bigTimingSamples = o.quick ? 100 : 200; // the same for the big page
+  o.freshRequests = o.quick ? { 1: 3, 8: 8 } : { 1: 8, 8: 16 }; // fresh mode: fixed counts per concurrency
   o.deployReps = o.quick ? 3 : 5;
+  o.bigDeployReps = o.quick ? 2 : 3;
   return o;
 }
 const OPTS = parseArgs(process.argv.slice(2));
@@ -173,6 +194,13 @@ function freePort() {
       s.close(() => res(port));
     });
   });
+}
+
+/** `n` distinct free loopback ports. */
+async function freePorts(n) {
+  const out = new Set();
+  while (out.size < n) out.add(await freePort());
+  return [...out];
 }
 
 function percentile(sorted, p) {
@@ -325,7 +353,8 @@ function cpuSnapshot() {
       try {
         const st = readFileSync(`/proc/${d}/stat`, "utf8");
         const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]) });
+        // utime+stime, and cutime+cstime (children it has reaped: short-lived hosts, CLI runs)
+        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]), childJiffies: Number(rest[13]) + Number(rest[14]) });
       } catch {
         // exited
       }
@@ -336,39 +365,78 @@ function cpuSnapshot() {
   }
 }
 
-/** Share (0..1) of all CPUs used by other processes between two snapshots. */
-function foreignCpuShare(a, b) {
-  if (a === null || b === null) return null;
+/** This process and its descendants in one snapshot. */
+function ourPids(snap) {
   const ours = new Set([process.pid]);
   let grew = true;
   while (grew) {
     grew = false;
-    for (const [pid, p] of b.procs) if (!ours.has(pid) && ours.has(p.ppid)) {
+    for (const [pid, p] of snap.procs) if (!ours.has(pid) && ours.has(p.ppid)) {
       ours.add(pid);
       grew = true;
     }
   }
+  return ours;
+}
+
+/**
+ * Share (0..1) of all CPUs used by other processes between two snapshots. Our processes count
+ * with the CPU of the children they reaped (cutime/cstime), so hosts and CLI runs that started
+ * and ended between the snapshots are ours too; a process of ours that was in `a` and has been
+ * reaped by `b` has its time before `a` taken off again (its parent's cutime counts all of it).
+ */
+function foreignCpuShare(a, b) {
+  if (a === null || b === null) return null;
+  const ours = ourPids(b);
+  const oursBefore = ourPids(a);
+  const all = (p) => p.jiffies + p.childJiffies;
   let oursJ = 0;
   let kernelJ = 0;
   for (const [pid, p] of b.procs) {
-    const d = p.jiffies - (a.procs.get(pid)?.jiffies ?? 0);
-    if (ours.has(pid)) oursJ += d;
-    else if (pid === 2 || p.ppid === 2) kernelJ += d;
+    if (ours.has(pid)) {
+      const before = a.procs.get(pid);
+      oursJ += all(p) - (before === undefined ? 0 : all(before));
+    } else if (pid === 2 || p.ppid === 2) kernelJ += p.jiffies - (a.procs.get(pid)?.jiffies ?? 0);
   }
+  for (const pid of oursBefore) if (!b.procs.has(pid)) oursJ -= all(a.procs.get(pid));
   const totalJ = Math.max(1, b.total - a.total);
   return Math.max(0, Math.min(1, (b.busy - a.busy - oursJ - kernelJ) / totalJ));
+}
+
+/**
+ * With --wait-idle N: waits up to N s for other processes to use <10% of the CPUs (checked over
+ * 2 s windows); notes it when they still do.
+ */
+async function waitIdle(name, result) {
+  if (!(OPTS.waitIdle > 0) || cleaningUp) return;
+  const end = Date.now() + OPTS.waitIdle * 1000;
+  let share = 1;
+  let waited = false;
+  while (Date.now() < end && !cleaningUp) {
+    const a = cpuSnapshot();
+    await sleep(2000);
+    share = foreignCpuShare(a, cpuSnapshot()) ?? 0;
+    if (share < 0.1) break;
+    if (!waited) log(`${name}: waiting up to ${OPTS.waitIdle}s for the machine to be idle (${pct(share)}% other CPU; top: ${topForeignProcesses().slice(0, 2).join(" || ").slice(0, 200)})`);
+    waited = true;
+  }
+  if (share >= 0.1) result.notes.push(`${name}: machine still busy (${pct(share)}% other CPU) after waiting ${OPTS.waitIdle}s for idle`);
+  else log(`${name}: machine idle (${pct(share)}% other CPU)`);
 }
 
 // ---------------------------------------------------------------- load generation
 
 /**
- * One autocannon run. Returns req/s (2xx only), exact p50/p99 of 2xx latency (ms), error counts.
+ * One autocannon run, for `duration` seconds or for `amount` requests in all. Returns req/s
+ * (2xx only), exact p50/p99 of 2xx latency (ms), error counts.
  */
-async function load({ url, connections, duration, host, servername }) {
+async function load({ url, connections, duration, amount, host, servername, timeoutS = 10 }) {
   const lat = [];
   let non2xx = 0;
   const statusCounts = {};
-  const opts = { url, connections, pipelining: 1, duration, timeout: 10 };
+  const opts = { url, connections, pipelining: 1, timeout: timeoutS };
+  if (amount !== undefined) opts.amount = amount;
+  else opts.duration = duration;
   if (host !== undefined) opts.headers = { host };
   if (servername !== undefined) opts.servername = servername;
   const snap0 = cpuSnapshot();
@@ -389,7 +457,7 @@ async function load({ url, connections, duration, host, servername }) {
     connections,
     durationS: r.duration,
     requests: lat.length,
-    rps: round(lat.length / r.duration, 0),
+    rps: round(lat.length / r.duration, lat.length / r.duration < 100 ? 2 : 0),
     p50Ms: round(percentile(sorted, 50), 3),
     p99Ms: round(percentile(sorted, 99), 3),
     maxMs: round(sorted[sorted.length - 1], 3),
@@ -401,16 +469,78 @@ async function load({ url, connections, duration, host, servername }) {
   };
 }
 
-async function measureTarget(name, proto, base) {
-  log(`${name}: warmup ${OPTS.warmup}s`);
+/** Warm-up, then c=1,8,64 for OPTS.duration each. `tags` ({ page, mode }) go into every row. */
+async function measureTarget(name, proto, base, tags = {}) {
+  const label = [name, tags.page, tags.mode].filter(Boolean).join(" ");
+  log(`${label}: warmup ${OPTS.warmup}s`);
   await load({ ...base, connections: 8, duration: OPTS.warmup });
   const runs = [];
   for (const c of CONCURRENCIES) {
-    log(`${name}: ${proto} c=${c} for ${OPTS.duration}s`);
-    runs.push({ target: name, proto, ...(await load({ ...base, connections: c, duration: OPTS.duration })) });
+    log(`${label}: ${proto} c=${c} for ${OPTS.duration}s`);
+    runs.push({ target: name, page: "hello", mode: null, proto, ...tags, ...(await load({ ...base, connections: c, duration: OPTS.duration })) });
   }
   return runs;
 }
+
+// ---------------------------------------------------------------- apps under test
+
+/** zerocell.toml of a PHP app with document_root "public" and the given routes ([host, mode]). */
+function appToml(comment, routes) {
+  return `# ${comment}\nruntime = "php"\n\n[php]\nversion = "8.3"\ndocument_root = "public"\n` +
+    routes.map(([host, mode]) => `\n[[routes]]\nhost = "${host}"\npath = "/"\nmode = "${mode}"\n`).join("");
+}
+
+/** The hello page as one bundle with one route per mode. */
+function makeModesApp() {
+  const dir = tempDir("zc-bench-modes-");
+  cpSync(join(EXAMPLE, "public"), join(dir, "public"), { recursive: true });
+  writeFileSync(join(dir, "zerocell.toml"), appToml("bench: examples/php-hello in every mode", [["snap.localhost", "snapshot"], ["daemon.localhost", "daemon"], ["fresh.localhost", "fresh"]]));
+  return dir;
+}
+
+/**
+ * The big page: public/index.php requires ../lib.php (BIG_LIB_BYTES of generated functions) and
+ * calls them BIG_LOOP times. Written once per run to a temp dir (readable by php-fpm too), with a
+ * zerocell.toml routing big-snap.localhost (snapshot) and big-daemon.localhost (daemon). The
+ * expected output is computed here, so both servers' answers can be checked.
+ */
+function makeBigApp() {
+  const dir = tempDir("zc-bench-big-");
+  chmodSync(dir, 0o755);
+  mkdirSync(join(dir, "public"));
+  const params = [];
+  let lib = "<?php\n// Generated by bench/run.mjs: the library every request of the big page requires.\n";
+  for (let n = 0; lib.length < BIG_LIB_BYTES; n++) {
+    const p = { a: ((n * 7919) % 997) + 3, b: (n * 104729) % 65521, m: (n % 89) + 7, k: n % 13, w: (n % 5) + 1 };
+    params.push(p);
+    lib += `function zc_f${n}(int $x): int {\n  $y = ($x * ${p.a} + ${p.b}) % 65521;\n  if ($y % ${p.m} === 0) {\n    return intdiv($y, ${p.m}) + ${p.k};\n  }\n  $s = 'k${n}-' . $y;\n  return strlen($s) + ($y % 97) * ${p.w};\n}\n`;
+  }
+  const nf = params.length;
+  writeFileSync(join(dir, "lib.php"), lib);
+  writeFileSync(join(dir, "public", "index.php"), `<?php
+require __DIR__ . '/../lib.php';
+header('Content-Type: text/plain; charset=utf-8');
+$acc = 0;
+for ($i = 0; $i < ${BIG_LOOP}; $i++) {
+  $f = 'zc_f' . ($i % ${nf});
+  $acc = ($acc * 31 + $f($i)) % 1000003;
+}
+echo "big page: ${nf} functions, acc=", $acc, ", PHP ", PHP_VERSION, "\\n";
+`);
+  writeFileSync(join(dir, "zerocell.toml"), appToml("bench: the big page", [["big-snap.localhost", "snapshot"], ["big-daemon.localhost", "daemon"]]));
+  let acc = 0;
+  for (let i = 0; i < BIG_LOOP; i++) {
+    const n = i % nf;
+    const p = params[n];
+    const y = (i * p.a + p.b) % 65521;
+    const v = y % p.m === 0 ? Math.floor(y / p.m) + p.k : `k${n}-${y}`.length + (y % 97) * p.w;
+    acc = (acc * 31 + v) % 1000003;
+  }
+  return { dir, docroot: join(dir, "public"), functions: nf, libBytes: Buffer.byteLength(lib), expect: `big page: ${nf} functions, acc=${acc},` };
+}
+
+/** Set in main(): the big app, shared by the native and zerocell phases. */
+let BIG;
 
 // ---------------------------------------------------------------- targets
 
@@ -497,7 +627,23 @@ function ensureNativePackages(notes) {
   return b;
 }
 
-async function startNginxFpm(bins, dir, port) {
+/** One nginx server block: every path runs DOCROOT/index.php through php-fpm. */
+function nginxServer(port, docroot, sock) {
+  return `  server {
+    listen 127.0.0.1:${port};
+    root ${docroot};
+    location / {
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME ${join(docroot, "index.php")};
+      fastcgi_param SCRIPT_NAME /index.php;
+      fastcgi_pass unix:${sock};
+    }
+  }
+`;
+}
+
+/** nginx + php-fpm serving the hello page on `port` and the big page (if any) on `bigPort`. */
+async function startNginxFpm(bins, dir, port, bigPort) {
   const sock = join(dir, "php-fpm.sock");
   const docroot = join(EXAMPLE, "public");
   writeFileSync(join(dir, "php-fpm.conf"), `[global]
@@ -528,17 +674,7 @@ http {
   proxy_temp_path ${join(dir, "nginx-tmp", "proxy")};
   uwsgi_temp_path ${join(dir, "nginx-tmp", "uwsgi")};
   scgi_temp_path ${join(dir, "nginx-tmp", "scgi")};
-  server {
-    listen 127.0.0.1:${port};
-    root ${docroot};
-    location / {
-      include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME ${join(docroot, "index.php")};
-      fastcgi_param SCRIPT_NAME /index.php;
-      fastcgi_pass unix:${sock};
-    }
-  }
-}
+${nginxServer(port, docroot, sock)}${BIG ? nginxServer(bigPort, BIG.docroot, sock) : ""}}
 `);
   const fpmLog = openSync(join(dir, "php-fpm.out"), "a");
   const fpm = startChild("php-fpm", bins.fpm, ["-F", "-R", "-y", join(dir, "php-fpm.conf")], { stdio: ["ignore", fpmLog, fpmLog] });
@@ -553,8 +689,10 @@ http {
   const nginx = startChild("nginx", bins.nginx, ["-p", dir + "/", "-e", join(dir, "nginx-error.log"), "-c", join(dir, "nginx.conf")], { stdio: ["ignore", ngLog, ngLog] });
   closeSync(ngLog);
   const url = `http://127.0.0.1:${port}/`;
+  const bigUrl = BIG ? `http://127.0.0.1:${bigPort}/` : undefined;
   try {
     await waitFor200(url, {}, 10_000, nginx);
+    if (bigUrl) await waitFor200(bigUrl, {}, 10_000, nginx);
   } catch (e) {
     let errLog = "";
     try {
@@ -564,16 +702,21 @@ http {
     }
     throw new Error(`${e.message}\n${errLog}`);
   }
-  return { url, procs: [fpm, nginx], desc: "nginx + php-fpm (pm=static, 2 children, unix socket, nginx 2 workers)" };
+  return { url, bigUrl, procs: [fpm, nginx], desc: "nginx + php-fpm (pm=static, 2 children, unix socket, nginx 2 workers)" };
 }
 
-async function startPhpBuiltin(bins, port) {
-  const child = startChild("php -S", bins.php, ["-S", `127.0.0.1:${port}`, "-t", join(EXAMPLE, "public")], {
-    env: { ...process.env, PHP_CLI_SERVER_WORKERS: "2" },
-  });
-  const url = `http://127.0.0.1:${port}/`;
-  await waitFor200(url, {}, 10_000, child);
-  return { url, procs: [child], desc: "php -S (PHP built-in server, PHP_CLI_SERVER_WORKERS=2)" };
+async function startPhpBuiltin(bins, port, bigPort) {
+  const start = async (name, p, docroot) => {
+    const child = startChild(name, bins.php, ["-S", `127.0.0.1:${p}`, "-t", docroot], {
+      env: { ...process.env, PHP_CLI_SERVER_WORKERS: "2" },
+    });
+    const url = `http://127.0.0.1:${p}/`;
+    await waitFor200(url, {}, 10_000, child);
+    return { url, child };
+  };
+  const hello = await start("php -S", port, join(EXAMPLE, "public"));
+  const big = BIG ? await start("php -S big", bigPort, BIG.docroot) : undefined;
+  return { url: hello.url, bigUrl: big?.url, procs: [hello.child, ...(big ? [big.child] : [])], desc: "php -S (PHP built-in server, PHP_CLI_SERVER_WORKERS=2)" };
 }
 
 function phpVersion(bin) {
@@ -595,7 +738,7 @@ async function runNative(result) {
   let server;
   if (bins.nginx && bins.fpm) {
     try {
-      server = await startNginxFpm(bins, dir, await freePort());
+      server = await startNginxFpm(bins, dir, ...(await freePorts(2)));
     } catch (e) {
       result.notes.push(`native: nginx + php-fpm failed to start: ${e.message.split("\n").join(" | ").slice(0, 400)}`);
       for (const c of [...children]) if (c.name === "php-fpm" || c.name === "nginx") await stopChild(c);
@@ -605,11 +748,11 @@ async function runNative(result) {
   }
   if (server === undefined && bins.php) {
     try {
-      server = await startPhpBuiltin(bins, await freePort());
+      server = await startPhpBuiltin(bins, ...(await freePorts(2)));
       result.notes.push("native: fell back to php -S");
     } catch (e) {
       result.notes.push(`native: php -S failed: ${e.message}`);
-      for (const c of [...children]) if (c.name === "php -S") await stopChild(c);
+      for (const c of [...children]) if (c.name.startsWith("php -S")) await stopChild(c);
     }
   }
   if (server === undefined) {
@@ -626,7 +769,13 @@ async function runNative(result) {
         // ignore
       }
     }
-    result.runs.push(...(await measureTarget("native", "http", { url: server.url })));
+    result.runs.push(...(await measureTarget("native", "http", { url: server.url }, { page: "hello" })));
+    if (server.bigUrl) {
+      const big = await get(server.bigUrl);
+      result.env.native.bigSampleBody = big.body.trim();
+      if (!big.body.startsWith(BIG.expect)) result.notes.push(`native: big page answered ${JSON.stringify(big.body.slice(0, 120))}, expected "${BIG.expect} ..."`);
+      result.runs.push(...(await measureTarget("native", "http", { url: server.bigUrl }, { page: "big" })));
+    }
     const rows = psRows();
     for (const p of server.procs) {
       const self = rows.filter((r) => r.pid === p.proc.pid);
@@ -635,7 +784,9 @@ async function runNative(result) {
       if (kids.length) result.memory.push(memRow(`${p.name} workers`, kids));
     }
   } finally {
+    const t = performance.now();
     for (const p of [...server.procs].reverse()) await stopChild(p);
+    log(`native: stopped in ${Math.round(performance.now() - t)} ms`);
   }
 }
 
@@ -663,8 +814,9 @@ function parseServerTiming(h) {
 
 async function serverTimingSamples(url, host, n) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const acq = [], run = [], total = [], overhead = [], client = [];
+  const ready = [], acq = [], run = [], total = [], overhead = [], client = [];
   let bad = 0;
+  let noReady = 0;
   try {
     for (let i = 0; i < n; i++) {
       const t0 = performance.now();
@@ -675,6 +827,8 @@ async function serverTimingSamples(url, host, n) {
         bad++;
         continue;
       }
+      if (st.ready === undefined) noReady++;
+      else ready.push(st.ready);
       acq.push(st.acquire ?? 0);
       run.push(st.run);
       total.push(st.total);
@@ -691,6 +845,8 @@ async function serverTimingSamples(url, host, n) {
   return {
     samples: run.length,
     failed: bad,
+    withoutReady: noReady,
+    readyMs: stat(ready),
     acquireMs: stat(acq),
     runMs: stat(run),
     totalMs: stat(total),
@@ -699,8 +855,8 @@ async function serverTimingSamples(url, host, n) {
   };
 }
 
-function hostProcesses(serverPid) {
-  return descendants(serverPid).filter((r) => r.args.includes(join("runtime", "host", "main.js")));
+function hostProcesses(serverPid, rows = psRows()) {
+  return descendants(serverPid, rows).filter((r) => r.args.includes(join("runtime", "host", "main.js")));
 }
 
 async function poolInfo(urls, token) {
@@ -712,18 +868,17 @@ async function poolInfo(urls, token) {
   }
 }
 
-async function deployToFirst200(dataDir, httpUrl, reps) {
+/**
+ * Cold deploy → first 200, `reps` times, each time a new app (a new deployment, so a cold first
+ * host): `bundleFor(host)` makes a bundle directory that routes `host`. `expect`: the body's start.
+ */
+async function deployToFirst200(dataDir, httpUrl, reps, page, bundleFor, expect) {
   const out = [];
   const tag = Math.random().toString(36).slice(2, 7);
-  const toml = readFileSync(join(EXAMPLE, "zerocell.toml"), "utf8");
   for (let i = 1; i <= reps; i++) {
-    const app = `bench-${tag}-${i}`;
+    const app = `bench-${page}-${tag}-${i}`;
     const host = `${app}.localhost`;
-    const bundle = tempDir("zc-bench-bundle-");
-    cpSync(EXAMPLE, bundle, { recursive: true });
-    const newToml = toml.replace(/host\s*=\s*"hello\.localhost"/, `host = "${host}"`);
-    if (newToml === toml) throw new Error("deploy test: could not rewrite the route host in examples/php-hello/zerocell.toml");
-    writeFileSync(join(bundle, "zerocell.toml"), newToml);
+    const bundle = bundleFor(host);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const t0 = performance.now();
     let cliMs = null;
@@ -749,6 +904,7 @@ async function deployToFirst200(dataDir, httpUrl, reps) {
         if (r?.status === 200) {
           firstMs = performance.now() - t0;
           firstTiming = parseServerTiming(r.headers["server-timing"]);
+          if (expect !== undefined && !r.body.startsWith(expect)) throw new Error(`deploy test (${page}): unexpected body ${JSON.stringify(r.body.slice(0, 120))}`);
           break;
         }
         await sleep(5);
@@ -757,18 +913,42 @@ async function deployToFirst200(dataDir, httpUrl, reps) {
     } finally {
       agent.destroy();
     }
-    if (firstMs === null) throw new Error(`deploy test: no 200 from ${host} within 60 s`);
+    if (firstMs === null) throw new Error(`deploy test (${page}): no 200 from ${host} within 60 s`);
     out.push({ app, totalMs: round(firstMs, 1), cliExitMs: round(cliMs, 1), polls, firstRequest: firstTiming });
-    log(`deploy→200 #${i}: ${round(firstMs, 0)} ms (CLI exited after ${round(cliMs, 0)} ms; first 200's server-timing acquire=${firstTiming?.acquire} run=${firstTiming?.run})`);
+    log(`deploy→200 ${page} #${i}: ${round(firstMs, 0)} ms (CLI exited after ${round(cliMs, 0)} ms; first 200's server-timing ready=${firstTiming?.ready} acquire=${firstTiming?.acquire} run=${firstTiming?.run})`);
   }
   return {
+    page,
     reps,
     medianMs: round(median(out.map((o) => o.totalMs)), 1),
     medianCliExitMs: round(median(out.map((o) => o.cliExitMs)), 1),
     medianFirstAcquireMs: round(median(out.map((o) => o.firstRequest?.acquire ?? NaN)), 1),
+    medianFirstRunMs: round(median(out.map((o) => o.firstRequest?.run ?? NaN)), 1),
     each: out,
   };
 }
+
+/** A copy of examples/php-hello routing `host` (mode snapshot). */
+function helloBundleFor(host) {
+  const toml = readFileSync(join(EXAMPLE, "zerocell.toml"), "utf8");
+  const bundle = tempDir("zc-bench-bundle-");
+  cpSync(EXAMPLE, bundle, { recursive: true });
+  const newToml = toml.replace(/host\s*=\s*"hello\.localhost"/, `host = "${host}"`);
+  if (newToml === toml) throw new Error("deploy test: could not rewrite the route host in examples/php-hello/zerocell.toml");
+  writeFileSync(join(bundle, "zerocell.toml"), newToml);
+  return bundle;
+}
+
+/** A copy of the big app routing `host` (mode snapshot). */
+function bigBundleFor(host) {
+  const bundle = tempDir("zc-bench-bundle-");
+  cpSync(BIG.dir, bundle, { recursive: true });
+  writeFileSync(join(bundle, "zerocell.toml"), appToml("bench: the big page (deploy test)", [[host, "snapshot"]]));
+  return bundle;
+}
+
+const HELLO_HOSTS = { snapshot: "snap.localhost", daemon: "daemon.localhost", fresh: "fresh.localhost" };
+const BIG_HOSTS = { snapshot: "big-snap.localhost", daemon: "big-daemon.localhost" };
 
 async function runZerocell(result) {
   if (!existsSync(CLI)) throw new Error(`${CLI} missing: build first (npx tsc -p tsconfig.json)`);
@@ -776,7 +956,8 @@ async function runZerocell(result) {
   const logPath = join(dataDir, "..", `${dataDir.split("/").pop()}-server.log`);
   tempDirs.add(logPath);
   const fd = openSync(logPath, "a");
-  const server = startChild("zerocell serve", process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0"], {
+  // Idle TTL well past the run, so every mode's hosts are still there for the memory readings.
+  const server = startChild("zerocell serve", process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--idle-ttl-ms", "1800000"], {
     stdio: ["ignore", fd, fd],
     env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
   });
@@ -798,46 +979,135 @@ async function runZerocell(result) {
     }
     const urls = JSON.parse(readFileSync(serverJson, "utf8"));
     const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
-    const dep = await zerocellCli(dataDir, ["deploy", EXAMPLE, "--app", "hello"]);
-    if (dep.code !== 0) throw new Error(`deploy of examples/php-hello failed (${dep.code}):\n${dep.out}`);
-    const host = "hello.localhost";
+    log("zerocell: server listening; deploying the hello (3 modes) and big bundles");
+    const apps = [["modes", makeModesApp(), HELLO_HOSTS, "hello"], ...(BIG ? [["big", BIG.dir, BIG_HOSTS, "big"]] : [])];
+    for (const [app, dir] of apps) {
+      const dep = await zerocellCli(dataDir, ["deploy", dir, "--app", app]);
+      if (dep.code !== 0) throw new Error(`deploy of the ${app} bundle failed (${dep.code}):\n${dep.out}`);
+      log(`zerocell: deployed ${app}`);
+    }
     const httpUrl = urls.http + "/";
     const httpsUrl = urls.https + "/";
-    const first = await waitFor200(httpUrl, { host }, 30_000, server);
-    result.env.zerocell = { sampleBody: first.body.trim(), coldFirstRequest: parseServerTiming(first.headers["server-timing"]) };
-
-    // warm both instances, then the quiet-server timing breakdown
-    log(`zerocell: warmup ${OPTS.warmup}s`);
-    await load({ url: httpUrl, host, connections: 8, duration: OPTS.warmup });
-    log(`zerocell: ${OPTS.timingSamples} sequential requests for server-timing`);
-    let snap = cpuSnapshot();
-    result.serverTiming = await serverTimingSamples(httpUrl, host, OPTS.timingSamples);
-    result.serverTiming.otherCpuPct = pct(foreignCpuShare(snap, cpuSnapshot()));
-
-    for (const c of CONCURRENCIES) {
-      log(`zerocell: http c=${c} for ${OPTS.duration}s`);
-      result.runs.push({ target: "zerocell", proto: "http", ...(await load({ url: httpUrl, host, connections: c, duration: OPTS.duration })) });
+    result.env.zerocell = { coldFirstRequest: {} };
+    for (const [, , hosts, page] of apps) {
+      for (const [mode, host] of Object.entries(hosts)) {
+        const first = await waitFor200(httpUrl, { host }, 60_000, server);
+        log(`zerocell: first 200 from ${host}`);
+        result.env.zerocell.coldFirstRequest[`${page}/${mode}`] = parseServerTiming(first.headers["server-timing"]);
+        if (page === "hello" && mode === "snapshot") result.env.zerocell.sampleBody = first.body.trim();
+        if (page === "big") {
+          result.env.zerocell.bigSampleBody = first.body.trim();
+          if (!first.body.startsWith(BIG.expect)) result.notes.push(`zerocell: big page (${mode}) answered ${JSON.stringify(first.body.slice(0, 120))}, expected "${BIG.expect} ..."`);
+        }
+      }
     }
-    log(`zerocell: https c=8 for ${OPTS.duration}s`);
-    await load({ url: httpsUrl, host, servername: host, connections: 8, duration: 1 });
-    result.runs.push({ target: "zerocell", proto: "https", ...(await load({ url: httpsUrl, host, servername: host, connections: 8, duration: OPTS.duration })) });
 
-    // memory of the hello app's instances (the only app so far)
-    const pool = await poolInfo(urls, token);
-    result.pool = pool;
+    /** RSS/PSS of one app's hosts of one mode (pids from the admin API's pool stats). */
+    const memOf = async (label, app, mode) => {
+      // Let hosts that are starting (fresh mode replaces its host after every request) come up.
+      let info;
+      for (const end = Date.now() + 15_000; ;) {
+        info = await poolInfo(urls, token);
+        const mine = (info?.deployments ?? []).filter((d) => d.app === app && d.mode === mode);
+        if (Date.now() > end || (mine.length > 0 && mine.every((d) => d.starting === 0 && d.instances > 0))) break;
+        await sleep(100);
+      }
+      const pids = new Set((info?.deployments ?? []).filter((d) => d.app === app && d.mode === mode).flatMap((d) => d.pids ?? []));
+      if (pids.size === 0) result.notes.push(`memory: no host pids for ${app}/${mode} in /v1/pool`);
+      result.memory.push(memRow(label, psRows().filter((r) => pids.has(r.pid))));
+    };
+
+    /** Warm-up, sequential server-timing samples, then c=1,8,64; memory of the mode's hosts. */
+    const measureMode = async (app, page, mode, host, samples) => {
+      const label = `zerocell ${page} ${mode}`;
+      await waitIdle(label, result);
+      log(`${label}: warmup ${OPTS.warmup}s`);
+      await load({ url: httpUrl, host, connections: 8, duration: OPTS.warmup });
+      log(`${label}: ${samples} sequential requests for server-timing`);
+      const snap = cpuSnapshot();
+      const st = await serverTimingSamples(httpUrl, host, samples);
+      result.serverTiming.push({ page, mode, ...st, otherCpuPct: pct(foreignCpuShare(snap, cpuSnapshot())) });
+      for (const c of CONCURRENCIES) {
+        log(`${label}: http c=${c} for ${OPTS.duration}s`);
+        result.runs.push({ target: "zerocell", page, mode, proto: "http", ...(await load({ url: httpUrl, host, connections: c, duration: OPTS.duration })) });
+      }
+      await memOf(`zerocell hosts ${page}/${mode} (after load)`, app, mode);
+    };
+
+    // 1. hello page, per mode
+    await measureMode("modes", "hello", "snapshot", HELLO_HOSTS.snapshot, OPTS.timingSamples);
+    log(`zerocell hello snapshot: https c=8 for ${OPTS.duration}s`);
+    await load({ url: httpsUrl, host: HELLO_HOSTS.snapshot, servername: HELLO_HOSTS.snapshot, connections: 8, duration: 1 });
+    result.runs.push({ target: "zerocell", page: "hello", mode: "snapshot", proto: "https", ...(await load({ url: httpsUrl, host: HELLO_HOSTS.snapshot, servername: HELLO_HOSTS.snapshot, connections: 8, duration: OPTS.duration })) });
+    await measureMode("modes", "hello", "daemon", HELLO_HOSTS.daemon, OPTS.timingSamples);
+    await waitIdle("zerocell hello fresh", result);
+    for (const c of [1, 8]) {
+      const n = OPTS.freshRequests[c];
+      log(`zerocell hello fresh: http c=${c}, ${n} requests`);
+      result.runs.push({ target: "zerocell", page: "hello", mode: "fresh", proto: "http", ...(await load({ url: httpUrl, host: HELLO_HOSTS.fresh, connections: c, amount: n, timeoutS: 60 })) });
+    }
+    await memOf("zerocell hosts hello/fresh (after load, unused)", "modes", "fresh");
+
+    // 2. big page
+    if (BIG) {
+      await measureMode("big", "big", "snapshot", BIG_HOSTS.snapshot, OPTS.bigTimingSamples);
+      await measureMode("big", "big", "daemon", BIG_HOSTS.daemon, OPTS.bigTimingSamples);
+    }
+    result.pool = await poolInfo(urls, token);
     const rows = psRows();
-    result.memory.push(memRow("zerocell gateway", rows.filter((r) => r.pid === server.proc.pid)));
-    result.memory.push(memRow("zerocell sandbox hosts (hello, after load)", hostProcesses(server.proc.pid)));
+    result.memory.push(memRow("zerocell gateway (after load)", rows.filter((r) => r.pid === server.proc.pid)));
+    result.memory.push(memRow("zerocell hosts, all (after load)", hostProcesses(server.proc.pid, rows)));
 
-    log(`zerocell: deploy → first 200, ${OPTS.deployReps} fresh apps`);
-    snap = cpuSnapshot();
-    result.deploy = await deployToFirst200(dataDir, httpUrl, OPTS.deployReps);
-    result.deploy.otherCpuPct = pct(foreignCpuShare(snap, cpuSnapshot()));
-    result.memory.push(memRow(`zerocell sandbox hosts (all, after ${OPTS.deployReps} more apps)`, hostProcesses(server.proc.pid)));
+    // 3. cold deploy → first 200
+    await waitIdle("zerocell deploy", result);
+    const snap = cpuSnapshot();
+    log(`zerocell: deploy → first 200, ${OPTS.deployReps} new hello apps`);
+    const hello = await deployToFirst200(dataDir, httpUrl, OPTS.deployReps, "hello", helloBundleFor);
+    hello.otherCpuPct = pct(foreignCpuShare(snap, cpuSnapshot()));
+    result.deploys.push(hello);
+    if (BIG) {
+      const snap2 = cpuSnapshot();
+      log(`zerocell: deploy → first 200, ${OPTS.bigDeployReps} new big apps`);
+      const big = await deployToFirst200(dataDir, httpUrl, OPTS.bigDeployReps, "big", bigBundleFor, BIG.expect);
+      big.otherCpuPct = pct(foreignCpuShare(snap2, cpuSnapshot()));
+      result.deploys.push(big);
+    }
+    result.memory.push(memRow("zerocell hosts, all (after the deploy tests)", hostProcesses(server.proc.pid)));
     result.memory.push(memRow("zerocell gateway (end)", psRows().filter((r) => r.pid === server.proc.pid)));
   } finally {
     await stopChild(server, 15_000);
     if (server.code !== 0 && server.code !== null) result.notes.push(`zerocell server exit code on SIGTERM: ${server.code}`);
+    // server-side failures, for the report: 5xx answers per host and status, and the reasons
+    // the gateway logged ("request failed" warnings, errors), counted by code and message
+    try {
+      const answers = new Map();
+      const reasons = new Map();
+      const keep = [];
+      for (const line of readFileSync(logPath, "utf8").split("\n")) {
+        if (!line.startsWith("{")) continue;
+        let o;
+        try {
+          o = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (o.msg === "request" && o.status >= 500) {
+          const k = `${o.host} ${o.status}`;
+          answers.set(k, (answers.get(k) ?? 0) + 1);
+        } else if (o.level === "error" || o.msg === "request failed") {
+          const k = `${o.code ?? o.level}: ${String(o.message ?? o.msg).slice(0, 160)}`;
+          reasons.set(k, (reasons.get(k) ?? 0) + 1);
+          if (keep.length < 50) keep.push(line.slice(0, 1000));
+        }
+      }
+      if (answers.size || reasons.size) {
+        result.zerocellErrors = { answers: Object.fromEntries(answers), reasons: Object.fromEntries(reasons), lines: keep };
+        const fmt = (m) => [...m].map(([k, v]) => `${v}× ${k}`).join("; ");
+        result.notes.push(`zerocell server log: 5xx answers: ${fmt(answers) || "none"}; logged failures: ${fmt(reasons) || "none"}`);
+      }
+    } catch {
+      // no log
+    }
   }
 }
 
@@ -855,40 +1125,69 @@ function renderTable(rows) {
 
 function report(result) {
   const lines = [];
-  lines.push(`Zerocell bench  ${result.startedAt}  duration ${OPTS.duration}s/run${OPTS.quick ? " (quick)" : ""}  ${result.env.cpus} CPUs  node ${result.env.node}`);
+  const fmtOther = (x) => (x === null || x === undefined ? "?" : `${x}%`);
+  lines.push(`Zerocell bench  ${result.startedAt}  duration ${OPTS.duration}s/run${OPTS.quick ? " (quick)" : ""}  ${result.env.cpus} CPUs  node ${result.env.node}  commit ${result.env.gitCommit ?? "?"}${result.env.gitDirty ? " (src dirty)" : ""}`);
+  if (result.env.bigPage) lines.push(`big page: index.php requires lib.php (${Math.round(result.env.bigPage.libBytes / 1024)} KB, ${result.env.bigPage.functions} generated functions) and calls them ${result.env.bigPage.loop} times; fresh mode: ${OPTS.freshRequests[1]} requests at c=1, ${OPTS.freshRequests[8]} at c=8`);
   lines.push("");
   lines.push(renderTable([
-    ["target", "proto", "conns", "req/s", "p50 ms", "p99 ms", "max ms", "non2xx", "errors", "other CPU"],
-    ...result.runs.map((r) => [r.target, r.proto, r.connections, r.rps, r.p50Ms, r.p99Ms, r.maxMs, r.non2xx ? `${r.non2xx} (${Object.entries(r.non2xxByStatus).map(([k, v]) => `${k}:${v}`).join(",")})` : 0, r.errors + r.timeouts, r.otherCpuPct === null ? "?" : `${r.otherCpuPct}%`]),
+    ["target", "page", "mode", "proto", "conns", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "non2xx", "errors", "other CPU"],
+    ...result.runs.map((r) => [r.target, r.page, r.mode ?? "-", r.proto, r.connections, r.requests, r.rps, r.p50Ms, r.p99Ms, r.maxMs, r.non2xx ? `${r.non2xx} (${Object.entries(r.non2xxByStatus).map(([k, v]) => `${k}:${v}`).join(",")})` : 0, r.errors + r.timeouts, fmtOther(r.otherCpuPct)]),
   ]));
   lines.push("");
-  const rps = (t, c, proto = "http") => result.runs.find((r) => r.target === t && r.connections === c && r.proto === proto)?.rps;
+  const rps = (t, page, mode, c, proto = "http") => result.runs.find((r) => r.target === t && r.page === page && (r.mode ?? null) === mode && r.connections === c && r.proto === proto)?.rps;
   const ratio = (a, b) => (a && b ? (a / b).toFixed(3) : "-");
+  const zc = (page, mode, c, proto) => rps("zerocell", page, mode, c, proto);
   lines.push(renderTable([
-    ["ratio (req/s)", ...CONCURRENCIES.map((c) => `c=${c}`)],
-    ["zerocell / hono", ...CONCURRENCIES.map((c) => ratio(rps("zerocell", c), rps("hono", c)))],
-    ["zerocell / native", ...CONCURRENCIES.map((c) => ratio(rps("zerocell", c), rps("native", c)))],
-    ["zerocell https / http", ...CONCURRENCIES.map((c) => (c === 8 ? ratio(rps("zerocell", 8, "https"), rps("zerocell", 8)) : "-"))],
+    ["hello page, ratio of req/s", ...CONCURRENCIES.map((c) => `c=${c}`)],
+    ["zerocell snapshot / hono", ...CONCURRENCIES.map((c) => ratio(zc("hello", "snapshot", c), rps("hono", "hello", null, c)))],
+    ["zerocell snapshot / native", ...CONCURRENCIES.map((c) => ratio(zc("hello", "snapshot", c), rps("native", "hello", null, c)))],
+    ["zerocell daemon / native", ...CONCURRENCIES.map((c) => ratio(zc("hello", "daemon", c), rps("native", "hello", null, c)))],
+    ["zerocell daemon / snapshot", ...CONCURRENCIES.map((c) => ratio(zc("hello", "daemon", c), zc("hello", "snapshot", c)))],
+    ["zerocell fresh / snapshot", ...CONCURRENCIES.map((c) => ratio(zc("hello", "fresh", c), zc("hello", "snapshot", c)))],
+    ["zerocell https / http (snapshot)", ...CONCURRENCIES.map((c) => (c === 8 ? ratio(zc("hello", "snapshot", 8, "https"), zc("hello", "snapshot", 8)) : "-"))],
   ]));
-  result.ratios = Object.fromEntries(CONCURRENCIES.map((c) => [`c${c}`, { zerocellOverHono: rps("zerocell", c) && rps("hono", c) ? round(rps("zerocell", c) / rps("hono", c), 4) : null, zerocellOverNative: rps("zerocell", c) && rps("native", c) ? round(rps("zerocell", c) / rps("native", c), 4) : null }]));
-  if (result.serverTiming) {
-    const st = result.serverTiming;
+  lines.push("");
+  lines.push(renderTable([
+    ["big page, ratio of req/s", ...CONCURRENCIES.map((c) => `c=${c}`)],
+    ["zerocell snapshot / native", ...CONCURRENCIES.map((c) => ratio(zc("big", "snapshot", c), rps("native", "big", null, c)))],
+    ["zerocell daemon / native", ...CONCURRENCIES.map((c) => ratio(zc("big", "daemon", c), rps("native", "big", null, c)))],
+    ["zerocell daemon / snapshot", ...CONCURRENCIES.map((c) => ratio(zc("big", "daemon", c), zc("big", "snapshot", c)))],
+    ["native big / native hello", ...CONCURRENCIES.map((c) => ratio(rps("native", "big", null, c), rps("native", "hello", null, c)))],
+    ["zerocell snapshot big / hello", ...CONCURRENCIES.map((c) => ratio(zc("big", "snapshot", c), zc("hello", "snapshot", c)))],
+  ]));
+  const r4 = (x) => (x ? round(x, 4) : null);
+  result.ratios = Object.fromEntries(CONCURRENCIES.map((c) => [`c${c}`, {
+    zerocellOverHono: r4(zc("hello", "snapshot", c) / rps("hono", "hello", null, c)),
+    zerocellOverNative: r4(zc("hello", "snapshot", c) / rps("native", "hello", null, c)),
+    daemonOverNative: r4(zc("hello", "daemon", c) / rps("native", "hello", null, c)),
+    bigSnapshotOverNative: r4(zc("big", "snapshot", c) / rps("native", "big", null, c)),
+    bigDaemonOverNative: r4(zc("big", "daemon", c) / rps("native", "big", null, c)),
+  }]));
+  if (result.serverTiming.length) {
+    const pp = (m) => `${m.p50} / ${m.p99}`;
     lines.push("");
-    lines.push(`server-timing over ${st.samples} sequential keep-alive requests (ms)${st.failed ? `, ${st.failed} failed` : ""}; other CPU ${st.otherCpuPct ?? "?"}%`);
+    lines.push(`server-timing, sequential keep-alive requests per page and mode, ms as p50 / p99 (ready = request arrival → guest code starting in its sandbox)`);
     lines.push(renderTable([
-      ["metric", "p50", "p99"],
-      ["acquire", st.acquireMs.p50, st.acquireMs.p99],
-      ["run (in sandbox host)", st.runMs.p50, st.runMs.p99],
-      ["total (gateway)", st.totalMs.p50, st.totalMs.p99],
-      ["total - run (gateway+IPC)", st.totalMinusRunMs.p50, st.totalMinusRunMs.p99],
-      ["client round trip", st.clientRoundTripMs.p50, st.clientRoundTripMs.p99],
+      ["page", "mode", "n", "ready", "acquire", "run (in host)", "total (gateway)", "total - run", "client round trip", "other CPU"],
+      ...result.serverTiming.map((st) => [st.page, st.mode, `${st.samples}${st.failed ? ` (${st.failed} failed)` : ""}${st.withoutReady ? ` (${st.withoutReady} no ready)` : ""}`, pp(st.readyMs), pp(st.acquireMs), pp(st.runMs), pp(st.totalMs), pp(st.totalMinusRunMs), pp(st.clientRoundTripMs), fmtOther(st.otherCpuPct)]),
     ]));
+    const mark = (v, lim) => (Number.isFinite(v) && v !== null ? `${v} ${v <= lim ? "ok" : "MISS"}` : "n/a");
+    lines.push(`sandbox-ready targets: ready p50 ≤ ${READY_TARGET.p50} ms and p99 ≤ ${READY_TARGET.p99} ms`);
+    result.readyTargets = [];
+    for (const st of result.serverTiming) {
+      const ok = st.readyMs.p50 !== null && st.readyMs.p99 !== null && st.readyMs.p50 <= READY_TARGET.p50 && st.readyMs.p99 <= READY_TARGET.p99;
+      result.readyTargets.push({ page: st.page, mode: st.mode, p50: st.readyMs.p50, p99: st.readyMs.p99, met: ok });
+      lines.push(`  ${st.page}/${st.mode}: p50 ${mark(st.readyMs.p50, READY_TARGET.p50)}, p99 ${mark(st.readyMs.p99, READY_TARGET.p99)} → ${ok ? "MET" : "NOT MET"}`);
+    }
   }
-  if (result.deploy) {
-    const d = result.deploy;
-    lines.push("");
-    lines.push(`deploy → first 200 (fresh app + host, ${d.reps} times): median ${d.medianMs} ms  [${d.each.map((e) => e.totalMs).join(", ")}]; other CPU ${d.otherCpuPct ?? "?"}%`);
-    lines.push(`  of which: CLI process exit median ${d.medianCliExitMs} ms; first request's acquire (host start) median ${d.medianFirstAcquireMs} ms`);
+  const cold = result.env.zerocell?.coldFirstRequest;
+  if (result.deploys.length || cold) lines.push("");
+  if (cold) {
+    lines.push(`first request per route after the start deploys (ms): ${Object.entries(cold).map(([k, t]) => `${k} ready=${t.ready ?? "?"} acquire=${t.acquire ?? "?"} run=${t.run ?? "?"}`).join("; ")}`);
+  }
+  for (const d of result.deploys) {
+    lines.push(`deploy → first 200, ${d.page} page (new app + host, ${d.reps} times): median ${d.medianMs} ms  [${d.each.map((e) => e.totalMs).join(", ")}]; other CPU ${fmtOther(d.otherCpuPct)}`);
+    lines.push(`  of which: CLI process exit median ${d.medianCliExitMs} ms; first request's acquire (host start) median ${d.medianFirstAcquireMs} ms, run median ${d.medianFirstRunMs} ms`);
   }
   if (result.memory.length) {
     lines.push("");
@@ -899,6 +1198,7 @@ function report(result) {
   }
   lines.push("");
   lines.push(`PHP: zerocell ${result.env.zerocell?.sampleBody?.match(/PHP ([\d.]+)/)?.[1] ?? "?"} (php-wasm); native ${result.env.native?.php ?? "n/a"}${result.env.native ? ` via ${result.env.native.server}` : ""}`);
+  if (result.env.zerocell?.bigSampleBody || result.env.native?.bigSampleBody) lines.push(`big page answers: zerocell "${result.env.zerocell?.bigSampleBody ?? "-"}"; native "${result.env.native?.bigSampleBody ?? "-"}"`);
   lines.push(`machine CPU busy (other processes) before start: ${result.env.cpuBusyBefore === null ? "?" : Math.round(result.env.cpuBusyBefore * 100) + "%"}; load avg ${result.env.loadavgBefore.join(" ")} → ${result.env.loadavgAfter?.join(" ") ?? "?"}`);
   lines.push("load generator: autocannon in the bench process, sharing the same CPUs as the server under test");
   lines.push("other CPU: share of all CPUs used during the run by processes that are not this bench or its children (not kernel threads); >5% means a noisy run");
@@ -912,7 +1212,7 @@ async function main() {
   const t0 = Date.now();
   const result = {
     startedAt: new Date().toISOString(),
-    options: { duration: OPTS.duration, quick: OPTS.quick, warmup: OPTS.warmup, timingSamples: OPTS.timingSamples, deployReps: OPTS.deployReps, concurrencies: CONCURRENCIES },
+    options: { duration: OPTS.duration, quick: OPTS.quick, warmup: OPTS.warmup, timingSamples: OPTS.timingSamples, bigTimingSamples: OPTS.bigTimingSamples, freshRequests: OPTS.freshRequests, deployReps: OPTS.deployReps, bigDeployReps: OPTS.bigDeployReps, concurrencies: CONCURRENCIES, readyTarget: READY_TARGET, waitIdle: OPTS.waitIdle },
     env: {
       node: process.version,
       cpus: cpus().length,
@@ -921,6 +1221,8 @@ async function main() {
       loadavgBefore: loadavg().map((x) => round(x, 2)),
     },
     runs: [],
+    serverTiming: [],
+    deploys: [],
     memory: [],
     notes: [],
   };
@@ -949,6 +1251,13 @@ async function main() {
     log(`warning: machine is ${Math.round(result.env.cpuBusyBefore * 100)}% busy before start; numbers will be noisy`);
   }
 
+  try {
+    BIG = makeBigApp();
+    result.env.bigPage = { functions: BIG.functions, libBytes: BIG.libBytes, loop: BIG_LOOP };
+    log(`big page: lib.php ${Math.round(BIG.libBytes / 1024)} KB, ${BIG.functions} functions, ${BIG_LOOP} calls per request`);
+  } catch (e) {
+    result.notes.push(`big page: could not be generated: ${e.message}`);
+  }
   const phases = [
     ["hono", runHono],
     ["native", runNative],
@@ -957,18 +1266,7 @@ async function main() {
   let failed = false;
   for (const [name, fn] of phases) {
     if (cleaningUp) break;
-    if (OPTS.waitIdle > 0) {
-      const end = Date.now() + OPTS.waitIdle * 1000;
-      let share = 1;
-      while (Date.now() < end && !cleaningUp) {
-        const a = cpuSnapshot();
-        await sleep(2000);
-        share = foreignCpuShare(a, cpuSnapshot()) ?? 0;
-        if (share < 0.1) break;
-      }
-      if (share >= 0.1) result.notes.push(`${name}: machine still busy (${pct(share)}% other CPU) after waiting ${OPTS.waitIdle}s for idle`);
-      else log(`${name}: machine idle (${pct(share)}% other CPU)`);
-    }
+    await waitIdle(name, result);
     try {
       await fn(result);
     } catch (e) {

@@ -67,6 +67,8 @@ export interface EngineInstance {
   snapshot(): void;
   /** Returns the instance to its snapshot (snapshot mode; called between requests). */
   reset(): Promise<void>;
+  /** True when the instance should be replaced after this request (e.g. resources that only a reset frees). */
+  exhausted?(): boolean;
   /** The snapshot as bytes, to store and load into other instances of the same build. */
   exportSnapshot(): PortableSnapshot;
   /** Becomes an instance in the exported state, without running init or warm-up again. */

@@ -117,6 +117,26 @@ export function runEngineContract(name: string, makeFixture: () => Promise<Engin
       await inst.reset();
     });
 
+    it("daemon mode: thousands of requests without a reset never fail; the engine asks to be replaced first", async () => {
+      const prepared = await fx.engine.prepare({ deploymentId: "contract-daemon", manifest: fx.manifest, image: fx.image });
+      let daemon = await fx.engine.instantiate(prepared);
+      let replaced = 0; // how often the engine asked to be replaced (PHP: about every 1,800 requests)
+      try {
+        for (let i = 0; i < 4500; i++) {
+          const r = await daemon.handle(request("/hello"));
+          expect(r.status).toBe(200);
+          // What the pool does when the host reports the instance exhausted.
+          if (daemon.exhausted?.() === true) {
+            daemon.dispose();
+            daemon = await fx.engine.instantiate(prepared);
+            replaced++;
+          }
+        }
+      } finally {
+        daemon.dispose();
+      }
+    }, 180_000);
+
     it("many request/reset cycles keep working (no leak of fds or memory growth that breaks it)", async () => {
       for (let i = 0; i < 200; i++) {
         const r = await inst.handle(request("/hello"));

@@ -160,6 +160,8 @@ async function onFrame(frame: Frame): Promise<void> {
           send({ t: "tainted" });
         }
       }
+      // Without resets (daemon mode) an engine may run out of something only a reset frees.
+      if (!r.reset && instance.exhausted?.() === true) send({ t: "tainted" });
       send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }) });
       return;
     }

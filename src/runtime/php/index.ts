@@ -100,6 +100,9 @@ function cappedInstantiate(wasmPath: string, capBytes: number) {
   };
 }
 
+/** Descriptor slots an instance may use before it asks to be replaced (Emscripten allows 4096). */
+const MAX_OPEN_STREAMS = 3600;
+
 /** php-wasm's `code` option runs /internal/eval.php, outside open_basedir: prime from /tmp. */
 const PRIME_SCRIPT = `${TMP_DIR}/.zerocell-prime.php`;
 
@@ -211,7 +214,22 @@ class PhpInstance implements EngineInstance {
     this.#frontController = frontController;
   }
 
+  /**
+   * php-wasm's C side opens two pipe descriptors per request and never closes them; only a reset
+   * (snapshot mode) puts the table back. Closing them from JS is not safe: the C side closes its
+   * old numbers later and would hit files that reuse them. So an instance that serves without
+   * resets (daemon mode) asks to be replaced before the table fills (~4,000 requests), as
+   * php-fpm's pm.max_requests recycles workers.
+   */
+  exhausted(): boolean {
+    return this.#module.FS.streams.length > MAX_OPEN_STREAMS;
+  }
+
   async handle(request: EngineRequest): Promise<EngineResponse> {
+    return this.#handle(request);
+  }
+
+  async #handle(request: EngineRequest): Promise<EngineResponse> {
     const q = request.url.indexOf("?");
     const rawPath = q === -1 ? request.url : request.url.slice(0, q);
     const query = q === -1 ? "" : request.url.slice(q);
