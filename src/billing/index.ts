@@ -1,7 +1,7 @@
 /**
  * Billing, first part: metering. One usage record per request, queued in memory and written in
  * batched SQLite transactions (WAL) every flush interval, off the request path; flushed on
- * shutdown. A crash loses at most one interval of records; a record is never written twice
+ * shutdown. A crash loses about one interval of records (plus event-loop delay); never twice
  * (request ids are unique). Daily aggregates per account and app are updated in the same
  * transaction. Rating (rating.ts), invoices and the Stripe sync (stripe-sync.ts) build on them.
  */
