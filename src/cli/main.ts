@@ -202,7 +202,14 @@ program
       const account = server.platform.store.ensureDefaultAccount();
       for (const name of readdirSync(dir).sort()) {
         if (!existsSync(join(dir, name, "zerocell.toml"))) continue;
-        const d = deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account });
+        let d;
+        try {
+          d = deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account });
+        } catch (e) {
+          // An example for a runtime this build does not have yet is skipped, not fatal.
+          process.stdout.write(`example ${name} skipped: ${(e as Error).message}\n`);
+          continue;
+        }
         for (const r of d.routes) {
           const port = new URL(server.urls.https).port;
           process.stdout.write(`example ${name} v${d.version}: https://${r.host.replace("*", "www")}:${port}${r.path}  (curl --cacert ${join(dataDir, "certs", "ca.pem")} ...)\n`);
