@@ -20,7 +20,9 @@ export interface ManifestRoute {
 }
 
 export interface Manifest {
-  runtime: "php";
+  runtime: "php" | "python";
+  /** Python (WSGI) settings; defaults when the table is absent. */
+  python: { app: string; path: string[] };
   php: {
     version: "8.3" | "8.4";
     /** Normalised relative directory, "." for the bundle root. */
@@ -42,8 +44,8 @@ export interface Manifest {
 export const MAX_MANIFEST_BYTES = 64 * 1024;
 export const MANIFEST_FILE = "zerocell.toml";
 
-const SUPPORTED_RUNTIMES = ["php"] as const;
-const UNAVAILABLE_RUNTIMES = new Set(["python", "x86"]);
+const SUPPORTED_RUNTIMES = ["php", "python"] as const;
+const UNAVAILABLE_RUNTIMES = new Set(["x86"]);
 const MAX_ROUTES = 64;
 const MAX_WARMUP = 16;
 const MAX_WARMUP_PATH = 2048;
@@ -118,12 +120,21 @@ const LimitsSchema = z.strictObject(
   { error: "must be a table" },
 );
 
+const PythonSchema = z.strictObject(
+  {
+    app: str().default("app:application"),
+    path: z.array(str(), { error: "must be an array of strings" }).max(16, { error: "must have at most 16 entries" }).default([]),
+  },
+  { error: "must be a table" },
+);
+
 const ManifestSchema = z.strictObject({
-  runtime: z.literal("php", {
+  runtime: z.enum(SUPPORTED_RUNTIMES, {
     error: (iss) =>
       iss.input === undefined ? "is required" : `must be one of ${SUPPORTED_RUNTIMES.map((r) => `"${r}"`).join(", ")}`,
   }),
   php: z.optional(PhpSchema),
+  python: z.optional(PythonSchema),
   routes: z
     .array(RouteSchema, { error: "must be an array of tables ([[routes]])" })
     .max(MAX_ROUTES, { error: `must have at most ${MAX_ROUTES} entries` })
@@ -138,6 +149,7 @@ const ManifestSchema = z.strictObject({
 const ALLOWED_KEYS: Record<string, string[]> = {
   "": Object.keys(ManifestSchema.shape),
   php: Object.keys(PhpSchema.shape),
+  python: Object.keys(PythonSchema.shape),
   routes: Object.keys(RouteSchema.shape),
   limits: Object.keys(LimitsSchema.shape),
 };
@@ -271,8 +283,10 @@ export function parseManifest(text: string): Manifest {
     }
   });
 
+  const python = raw.python ?? PythonSchema.parse({});
   return {
     runtime: raw.runtime,
+    python: { app: python.app, path: [...python.path] },
     php: {
       version: php.version,
       documentRoot: root.path === "" ? "." : root.path,

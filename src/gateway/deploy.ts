@@ -1,7 +1,7 @@
 /** The deploy pipeline, shared by the admin API and `serve --examples`. */
 import type { Platform } from "./index.js";
 import { loadBundle } from "../bundle/index.js";
-import { validatePhpBundle } from "../runtime/php/validate.js";
+import { validateBundle } from "../runtime/index.js";
 import { InputError } from "../errors.js";
 import { checkHostPattern, type RouteSpec } from "../router/index.js";
 import type { DeploymentInfo } from "../store/index.js";
@@ -18,7 +18,7 @@ export function deployBundle(platform: Platform, input: { appName: string; archi
   }
   // 1. parse and check the untrusted bundle
   const { image, manifest } = loadBundle(archive);
-  validatePhpBundle(manifest, image);
+  validateBundle(manifest, image);
   // 2. routes: the manifest's, plus one per --host, or <app>.localhost by default
   const routes: RouteSpec[] = [...manifest.routes];
   for (const h of hosts) routes.push({ host: h, path: "/", mode: "snapshot" });

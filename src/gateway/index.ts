@@ -26,7 +26,7 @@ import { errorToResponse } from "./respond.js";
 import { createAdminApi } from "./admin.js";
 import { UsageRecorder, Billing, StripeSync, type StripeSyncOptions } from "../billing/index.js";
 import { SnapshotStore } from "../snapshot/store.js";
-import { phpEngineBuild } from "../runtime/php/validate.js";
+import { engineBuildId } from "../runtime/index.js";
 import { InputError, PayloadTooLargeError, RouteNotFoundError, SandboxError, ZerocellError } from "../errors.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import { log } from "../log.js";
@@ -129,7 +129,7 @@ export class Platform {
       this.#images.set(d.bundleSha256, image);
     }
     const manifest = d.manifest as Manifest;
-    const build = phpEngineBuild(manifest);
+    const build = engineBuildId(manifest);
     return {
       deploymentId: d.id,
       appName: d.app,

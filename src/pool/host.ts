@@ -12,6 +12,7 @@ import type { Manifest } from "../bundle/index.js";
 import { SandboxError, SandboxTimeoutError, ZerocellError } from "../errors.js";
 import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
 import type { SnapshotImage } from "../snapshot/store.js";
+import { hostFlags } from "../runtime/index.js";
 
 export interface HostOptions {
   /** Run the host in an empty network namespace (`unshare -n`; needs root). */
@@ -51,8 +52,9 @@ const MAX_LOG_LINE = 2048;
 const MAX_HEADERS = 200;
 
 /** Node flags for the host: permission model, reads limited to the platform's own code. */
-export function hostNodeArgs(): string[] {
+export function hostNodeArgs(runtime: Manifest["runtime"] = "php"): string[] {
   return [
+    ...hostFlags(runtime),
     "--experimental-permission",
     `--allow-fs-read=${DIST_DIR}`,
     `--allow-fs-read=${NODE_MODULES_DIR}`,
@@ -137,7 +139,7 @@ export class SandboxHost {
   /** Spawns a host and loads the deployment into it; resolves once it is ready for requests. */
   static async start(init: HostInit, opts: HostOptions): Promise<SandboxHost> {
     const node = process.execPath;
-    const args = hostNodeArgs();
+    const args = hostNodeArgs(init.manifest.runtime);
     const [cmd, argv] = opts.useNetns ? ["unshare", ["-n", node, ...args]] : [node, args];
     const child = spawn(cmd, argv, {
       stdio: ["pipe", "pipe", "pipe", "pipe"],

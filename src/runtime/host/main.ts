@@ -10,7 +10,7 @@ import net from "node:net";
 import { encodeFrame, FrameDecoder, type Frame } from "../protocol.js";
 import type { EngineInstance, EngineRequest } from "../engine.js";
 import { decodeImage, type Manifest } from "../../bundle/index.js";
-import { PhpEngine } from "../php/index.js";
+import { loadEngine } from "../index.js";
 import { isZerocellError } from "../../errors.js";
 
 // Emscripten's NODEFS reads fs constants through process.binding, which the permission model
@@ -95,7 +95,7 @@ async function onFrame(frame: Frame): Promise<void> {
       const init = frame.header as unknown as InitHeader;
       const t0 = performance.now();
       try {
-        const engine = new PhpEngine();
+        const engine = await loadEngine(init.manifest.runtime);
         const image = decodeImage(frame.body.subarray(0, init.imageBytes));
         const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image });
         instance = await engine.instantiate(prepared);

@@ -1,0 +1,392 @@
+/**
+ * Python engine: WSGI (PEP 3333) apps on Pyodide, confined in a JavaScript realm of their own.
+ *
+ * Layers (docs/python-sandbox.md has the reasoning and the measurements):
+ *  1. realm.ts/inner.ts: Pyodide runs in a node:vm context whose global holds only shims defined
+ *     inside it (no process/require/fetch/WebSocket, eval and Function(string) off); the host
+ *     crosses into it only through functions captured at boot, with primitives.
+ *  2. driver.ts: `js`, `pyodide_js`, the FFI functions and ctypes are removed from Python before
+ *     the app is imported, and the JS objects Python-side proxies pointed at are swapped for
+ *     empty ones.
+ *  3. The host process (src/runtime/host) adds Node's permission model, an empty network
+ *     namespace and --disallow-code-generation-from-strings.
+ * Snapshots: the linear memory after the app import and warm-up (LinearMemorySnapshot, restored in
+ * place after each request) plus the JS-side state a memory restore cannot bring back (Pyodide's
+ * hiwire table and dedup map, the fd table). Exported as Pyodide's own snapshot format's parts,
+ * imported by booting Pyodide from that image (no interpreter start, no app import).
+ * Must never: hand guest code a host object, or let one request see another's /tmp, /data or
+ * memory in snapshot mode.
+ */
+import type { Manifest } from "../../bundle/index.js";
+import { decodeImage, encodeImage, type BundleEntry } from "../../bundle/index.js";
+import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
+import { LinearMemorySnapshot } from "../../snapshot/index.js";
+import { PyRealm, pyodideFiles, type BootOptions, type LogSink } from "./realm.js";
+import { driverInstallCode } from "./driver.js";
+import { DATA_DIR, TMP_DIR, pythonEngineBuild, validatePythonBundle, type PythonSettings } from "./validate.js";
+import { buildMeta } from "./environ.js";
+
+export { pythonSettings, validatePythonBundle, pythonEngineBuild, DEFAULT_PYTHON_SETTINGS, type PythonSettings } from "./validate.js";
+export { buildMeta, splitScriptName, decodePathLatin1 } from "./environ.js";
+
+/** What Pyodide itself needs besides the app (interpreter, stdlib, Pyodide's Python side), MiB. */
+export const RUNTIME_HEAP_MB = 64;
+
+/** The wasm heap cap: the runtime's own share plus the app's memory_mb. */
+export function heapCapBytes(memoryMb: number): number {
+  return (memoryMb + RUNTIME_HEAP_MB) * 1024 * 1024;
+}
+
+export interface PythonEngineOptions {
+  /** Where the app's stdout/stderr (and wsgi.errors) lines go; default: the host's stderr. */
+  log?: LogSink;
+  /**
+   * Tests only: leave Pyodide's internals on the sandbox realm's global, to test what a guest that
+   * broke through the Python-level walls could do. Never set in the host.
+   */
+  exposeInternalsForTests?: boolean;
+}
+
+interface PythonPrepared {
+  spec: EngineSpec;
+  settings: PythonSettings;
+  log: LogSink;
+  exposeForTests: boolean;
+}
+
+const SNAPSHOT_FORMAT = "zerocell-pyodide-1";
+const PYODIDE_SNAPSHOT_MAGIC = 0x706e7300;
+const PYODIDE_SNAPSHOT_HEADER = 48;
+
+interface SnapshotExtra {
+  format: typeof SNAPSHOT_FORMAT;
+  /** Pyodide's BUILD_ID (64 hex digits). */
+  buildId: string;
+  /** Size of the linear memory at snapshot time (the loader grows to it before restoring). */
+  memoryBytes: number;
+  /** Pyodide's snapshot metadata: hiwire table keys past the fixed ones, interned strings. */
+  config: { hiwireKeys: null[]; immortalKeys: string[] };
+}
+
+function isSnapshotExtra(v: unknown, memoryLength: number, cap: number): v is SnapshotExtra {
+  if (typeof v !== "object" || v === null) return false;
+  const e = v as Record<string, unknown>;
+  const c = e.config as Record<string, unknown> | undefined;
+  return (
+    e.format === SNAPSHOT_FORMAT &&
+    typeof e.buildId === "string" &&
+    /^[0-9a-f]{64}$/.test(e.buildId) &&
+    typeof e.memoryBytes === "number" &&
+    Number.isSafeInteger(e.memoryBytes) &&
+    e.memoryBytes >= memoryLength &&
+    e.memoryBytes <= cap &&
+    typeof c === "object" &&
+    c !== null &&
+    Array.isArray(c.hiwireKeys) &&
+    c.hiwireKeys.length <= 4096 &&
+    c.hiwireKeys.every((k) => k === null) &&
+    Array.isArray(c.immortalKeys) &&
+    c.immortalKeys.length <= 65536 &&
+    c.immortalKeys.every((k) => typeof k === "string" && k.length <= 4096)
+  );
+}
+
+/** Pyodide's snapshot blob: header, JSON metadata, the memory image (see pyodide src/js/snapshot.ts). */
+function pyodideSnapshotBlob(extra: SnapshotExtra, memory: Buffer): Buffer {
+  const json = Buffer.from(JSON.stringify(extra.config), "utf8");
+  const offset = Math.ceil((PYODIDE_SNAPSHOT_HEADER + json.length) / 16) * 16;
+  const blob = Buffer.alloc(offset + memory.length);
+  blob.writeUInt32LE(PYODIDE_SNAPSHOT_MAGIC, 0);
+  blob.writeUInt32LE(offset, 4);
+  blob.writeUInt32LE(json.length, 8);
+  blob.writeUInt32LE(0, 12);
+  for (let i = 0; i < 8; i++) blob.writeUInt32LE(parseInt(extra.buildId.slice(i * 8, i * 8 + 8), 16), 16 + i * 4);
+  json.copy(blob, PYODIDE_SNAPSHOT_HEADER);
+  memory.copy(blob, offset);
+  return blob;
+}
+
+const defaultLog: LogSink = (_stream, text) => {
+  process.stderr.write(`python: ${text.endsWith("\n") ? text : text + "\n"}`);
+};
+
+export class PythonInstance implements EngineInstance {
+  readonly #prepared: PythonPrepared;
+  readonly #realm: PyRealm;
+  #state: "new" | "booting" | "ready" | "broken" = "new";
+  #bootPromise: Promise<void> | undefined;
+  /** Why the interpreter could not start (an app import error, a bad snapshot), for later calls. */
+  #bootError: string | undefined;
+  #snapshot: LinearMemorySnapshot | undefined;
+  #extra: SnapshotExtra | undefined;
+  #extraError: string | undefined;
+  /** Wasm memory size when the snapshot was taken. */
+  #snapshotMemoryBytes = 0;
+  /** Timings and sizes, for benchmarks and tests. */
+  readonly stats = { bootMs: 0, restoredFromSnapshot: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0 };
+
+  constructor(prepared: PythonPrepared, realm: PyRealm) {
+    this.#prepared = prepared;
+    this.#realm = realm;
+  }
+
+  /** The realm (tests use it to play a guest that broke into the sandbox's JavaScript). */
+  get realm(): PyRealm {
+    return this.#realm;
+  }
+
+  #bootOptions(memoryBytes?: number): BootOptions {
+    const spec = this.#prepared.spec;
+    const files: BootOptions["files"] = [];
+    spec.image.entries.forEach((e, i) => {
+      if (e.kind === "dir") files.push([e.path, "dir", e.mode, 0, i]);
+      else if (e.kind === "file") files.push([e.path, "file", e.mode, e.data?.length ?? 0, i]);
+      else if (e.kind === "symlink" && e.target !== undefined) files.push([e.path, "symlink", e.mode, e.target, i]);
+    });
+    return {
+      heapCap: heapCapBytes(spec.manifest.limits.memoryMb),
+      ...(memoryBytes === undefined ? {} : { memoryBytes }),
+      env: { HOME: "/app", LANG: "C.UTF-8", TZ: "UTC", PYTHONDONTWRITEBYTECODE: "1", PYTHONHASHSEED: "random" },
+      files,
+      ...(this.#prepared.exposeForTests ? { exposeForTests: true } : {}),
+    };
+  }
+
+  /** After Pyodide is up (cold or from a snapshot): seal, lock the file tree, check the memory probe. */
+  #afterBoot(): void {
+    const limits = this.#prepared.spec.manifest.limits;
+    const probe = JSON.parse(String(this.#realm.call("setup", JSON.stringify({ path: this.#prepared.settings.path, memoryMb: limits.memoryMb })))) as { addr: number; hex: string };
+    // The request/response path reads and writes bytes objects in place; check the layout once.
+    if (this.#realm.readMemory(probe.addr, probe.hex.length / 2).toString("hex") !== probe.hex) throw new Error("python: bytes object layout check failed (unsupported Pyodide build)");
+    this.#realm.neuter();
+    this.#realm.lockFs(limits.memoryMb * 1024 * 1024, limits.dataMb * 1024 * 1024);
+  }
+
+  async #bootCold(): Promise<void> {
+    const t0 = performance.now();
+    await this.#realm.boot(this.#bootOptions());
+    // From here on guest code may run: only primitive calls into the realm.
+    this.#realm.runPython(driverInstallCode());
+    this.#realm.bindDriver();
+    this.#afterBoot();
+    const r = String(this.#realm.call("load", this.#prepared.settings.app));
+    if (r !== "ok") throw new Error(`python: importing the app ${this.#prepared.settings.app} failed: ${r.replace(/^error: /, "")}`);
+    this.stats.bootMs = performance.now() - t0;
+  }
+
+  #track(boot: Promise<void>): Promise<void> {
+    this.#state = "booting";
+    this.#bootPromise = boot.then(
+      () => {
+        this.#state = "ready";
+      },
+      (e: unknown) => {
+        this.#state = "broken";
+        this.#bootError = (e as Error).message;
+        throw e;
+      },
+    );
+    return this.#bootPromise;
+  }
+
+  async #ready(): Promise<void> {
+    if (this.#state === "ready") return;
+    if (this.#state === "broken") throw new Error(this.#bootError ?? "python: the instance is broken");
+    await (this.#bootPromise ?? this.#track(this.#bootCold()));
+  }
+
+  /** Starts the interpreter and imports the app now (otherwise the first request does). */
+  async boot(): Promise<void> {
+    await this.#ready();
+  }
+
+  async handle(request: EngineRequest): Promise<EngineResponse> {
+    await this.#ready();
+    try {
+      return this.#handle(request);
+    } catch (e) {
+      // A failure outside the app (the interpreter aborted, the realm misbehaved): retire.
+      this.#state = "broken";
+      throw e;
+    }
+  }
+
+  #handle(request: EngineRequest): EngineResponse {
+    const realm = this.#realm;
+    const before = request.data === undefined ? undefined : this.#mountData(request.data);
+    const body = request.body;
+    const meta = buildMeta(request, body.byteLength < 2 ? Buffer.from(body).toString("latin1") : undefined);
+    const addr = realm.call("begin", JSON.stringify(meta), body.byteLength);
+    if (typeof addr !== "number") throw new Error("python: begin returned a non-number");
+    if (body.byteLength >= 2) realm.writeMemory(addr, body);
+    const out = realm.call("run");
+    if (typeof out !== "string") throw new Error("python: run returned a non-string");
+    const res = JSON.parse(out) as { status: number; headers: Array<[string, string]>; addr: number; len: number; failed: boolean };
+    const resBody = res.len === 0 ? Buffer.alloc(0) : realm.readMemory(res.addr, res.len);
+    realm.call("end");
+    const headers: Array<[string, string]> = [];
+    for (const h of res.headers) if (Array.isArray(h) && typeof h[0] === "string" && typeof h[1] === "string") headers.push([h[0], h[1]]);
+    // A crashed app's /data changes are never sent back (the gateway commits only below 500).
+    const data = before === undefined || res.failed ? undefined : this.#changedData(before);
+    return { status: res.status, headers, body: resBody, ...(data === undefined ? {} : { data }) };
+  }
+
+  /** Replaces /data with a key's committed tree; returns its files for the after-request diff. */
+  #mountData(encoded: Uint8Array): Map<string, Buffer> {
+    this.#realm.wipe(DATA_DIR);
+    const files = new Map<string, Buffer>();
+    for (const e of decodeImage(Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength)).entries) {
+      const path = `${DATA_DIR}/${e.path}`;
+      if (e.kind === "dir") this.#realm.mkdirs(path);
+      else if (e.kind === "file") {
+        const data = e.data ?? Buffer.alloc(0);
+        this.#realm.writeFile(path, data);
+        files.set(e.path, Buffer.from(data));
+      }
+    }
+    return files;
+  }
+
+  /** The new /data tree as an encoded image if the request changed anything, else undefined. */
+  #changedData(before: Map<string, Buffer>): Uint8Array | undefined {
+    const entries: BundleEntry[] = [];
+    let changed = false;
+    let seen = 0;
+    let totalBytes = 0;
+    for (const [rel, kind] of this.#realm.listTree(DATA_DIR)) {
+      if (kind === "dir") {
+        entries.push({ path: rel, kind: "dir", mode: 0o755 });
+        continue;
+      }
+      const data = this.#realm.readFile(`${DATA_DIR}/${rel}`);
+      totalBytes += data.length;
+      entries.push({ path: rel, kind: "file", mode: 0o644, data });
+      const old = before.get(rel);
+      if (old === undefined || !old.equals(data)) changed = true;
+      else seen++;
+    }
+    if (!changed && seen === before.size) return undefined;
+    entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    return encodeImage({ entries, totalBytes });
+  }
+
+  snapshot(): void {
+    if (this.#state === "broken" && this.#bootError !== undefined) throw new Error(this.#bootError);
+    if (this.#state !== "ready") throw new Error("python: snapshot() before the instance started (handle a request first)");
+    this.#realm.call("presnap");
+    this.#realm.wipe(TMP_DIR);
+    this.#realm.wipe(DATA_DIR);
+    this.#take();
+  }
+
+  #take(): void {
+    const realm = this.#realm;
+    this.#snapshot = LinearMemorySnapshot.take(realm.memory, realm.sbrkTop(), [realm.stackPointer]);
+    this.#snapshotMemoryBytes = realm.memoryBytes();
+    realm.recordState();
+    try {
+      const config = JSON.parse(realm.exportConfig()) as SnapshotExtra["config"];
+      this.#extra = { format: SNAPSHOT_FORMAT, buildId: realm.buildId(), memoryBytes: this.#snapshotMemoryBytes, config };
+      this.#extraError = undefined;
+    } catch (e) {
+      this.#extra = undefined;
+      this.#extraError = (e as Error).message;
+    }
+  }
+
+  /** Bytes of the snapshot image (linear memory up to the allocator top). */
+  get snapshotBytes(): number {
+    return this.#snapshot?.bytes ?? 0;
+  }
+
+  async reset(): Promise<void> {
+    if (this.#state !== "ready") return;
+    const t0 = performance.now();
+    const realm = this.#realm;
+    realm.wipe(TMP_DIR);
+    realm.wipe(DATA_DIR);
+    if (this.#snapshot === undefined) return;
+    realm.closeExtraStreams();
+    const stats = this.#snapshot.restore(realm.sbrkTop());
+    this.stats.lastJsFixes = realm.restoreState();
+    this.stats.lastRestoreCopiedBytes = stats.copiedBytes;
+    this.stats.lastResetMs = performance.now() - t0;
+  }
+
+  exportSnapshot(): PortableSnapshot {
+    if (this.#snapshot === undefined) throw new Error("python: no snapshot taken");
+    if (this.#extra === undefined) throw new Error(`python: this snapshot cannot be exported: ${this.#extraError ?? "unknown reason"}`);
+    const { memory, globals } = this.#snapshot.export();
+    return { memory, globals, extra: this.#extra };
+  }
+
+  async importSnapshot(snapshot: PortableSnapshot): Promise<void> {
+    if (this.#state !== "new") throw new Error("python: importSnapshot() needs a fresh instance");
+    const cap = heapCapBytes(this.#prepared.spec.manifest.limits.memoryMb);
+    const memory = Buffer.isBuffer(snapshot.memory) ? snapshot.memory : Buffer.from(snapshot.memory);
+    if (!isSnapshotExtra(snapshot.extra, memory.length, cap)) throw new Error("python: snapshot metadata is malformed");
+    const extra = snapshot.extra;
+    const t0 = performance.now();
+    await this.#track(
+      (async () => {
+        await this.#realm.boot(this.#bootOptions(extra.memoryBytes), pyodideSnapshotBlob(extra, memory));
+        this.#realm.bindDriver();
+        this.#afterBoot();
+      })(),
+    );
+    this.stats.bootMs = performance.now() - t0;
+    this.stats.restoredFromSnapshot = true;
+    this.#realm.call("presnap");
+    this.#take();
+  }
+
+  /**
+   * Asks to be replaced when the wasm memory has grown to 90% of its cap (a leaking app in daemon
+   * mode, or after a memory bomb: linear memory never shrinks, so only a new instance gives the
+   * pages back) or when the interpreter is broken.
+   */
+  exhausted(): boolean {
+    if (this.#state === "broken") return true;
+    if (this.#state !== "ready") return false;
+    return this.#realm.memoryBytes() >= 0.9 * heapCapBytes(this.#prepared.spec.manifest.limits.memoryMb);
+  }
+
+  dispose(): void {
+    this.#state = "broken";
+    this.#snapshot = undefined;
+  }
+}
+
+export class PythonEngine implements Engine<PythonPrepared> {
+  readonly runtime = "python";
+  readonly #log: LogSink;
+  readonly #exposeForTests: boolean;
+
+  constructor(options: PythonEngineOptions = {}) {
+    this.#log = options.log ?? defaultLog;
+    this.#exposeForTests = options.exposeInternalsForTests === true;
+  }
+
+  validate(manifest: Manifest, image: EngineSpec["image"]): void {
+    validatePythonBundle(manifest, image);
+  }
+
+  buildId(manifest: Manifest): string {
+    return pythonEngineBuild(manifest);
+  }
+
+  async prepare(spec: EngineSpec): Promise<PythonPrepared> {
+    const settings = validatePythonBundle(spec.manifest, spec.image);
+    pyodideFiles();
+    return { spec, settings, log: this.#log, exposeForTests: this.#exposeForTests };
+  }
+
+  async instantiate(prepared: PythonPrepared): Promise<PythonInstance> {
+    const entries = prepared.spec.image.entries;
+    const realm = PyRealm.create((i) => {
+      const e = entries[i];
+      return e?.kind === "file" ? (e.data ?? new Uint8Array(0)) : undefined;
+    }, prepared.log);
+    return new PythonInstance(prepared, realm);
+  }
+}

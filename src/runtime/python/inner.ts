@@ -1,0 +1,538 @@
+/**
+ * The JavaScript that runs INSIDE the Python sandbox realm (a node:vm context with nothing of the
+ * host in it), as source text. It is compiled by realm.ts with vm.Script into that context, so
+ * every object and function it creates belongs to the sandbox realm, never to the host.
+ *
+ * It receives one host object, `bridge`, and keeps only the bridge's functions in closures (the
+ * object itself is never stored where sandbox code could find it). Every bridge call goes
+ * through call(): primitives or sandbox-realm typed arrays in, primitives out, and a host
+ * exception becomes a new sandbox-realm Error carrying only the message.
+ *
+ * It returns the "kit": the only sandbox functions the host calls after boot. The host captures
+ * them once (before any guest code runs) and calls them with primitive arguments only; results
+ * that are not primitives are copied with host builtins. See docs/python-sandbox.md.
+ *
+ * Must never: store a bridge function or any host value on an object reachable from the
+ * sandbox's global, pass a host error through, or create a sloppy-mode function.
+ */
+
+/** What the kit returns to the host (sandbox-realm values; the host only calls these functions). */
+export interface InnerKit {
+  /** Starts loading Pyodide (cold, or from a snapshot blob) and the app image; returns "started". */
+  boot(options: string, snapshot: Uint8Array | null): string;
+  /** "pending" | "ok" | "error: …" (the host polls this; it never awaits a sandbox promise). */
+  bootState(): string;
+  /** A fresh sandbox Uint8Array of n bytes (the host fills it with host builtins). */
+  alloc(n: number): Uint8Array;
+  /** Runs Python source at boot (driver install); returns a string. */
+  runPython(code: string): string;
+  /** Captures the driver's entry points (after the driver module is installed). */
+  bindDriver(): string;
+  /** Calls a driver entry point: "begin" | "run" | "load" | "presnap" | "seal"; primitives only. */
+  call(name: string, a: string | number, b: string | number): string | number;
+  sbrkTop(): number;
+  memory(): WebAssembly.Memory;
+  stackPointer(): WebAssembly.Global;
+  memoryBytes(): number;
+  /** Caps the wasm heap (bytes); growth past it fails (Python MemoryError). */
+  setHeapCap(bytes: number): void;
+  /** Makes the file tree read-only outside /tmp and /data, installs quotas; after boot. */
+  lockFs(tmpQuota: number, dataQuota: number): void;
+  /** Points the JS objects Python could reach (js, pyodide_js, API, scheduler) at empty objects. */
+  neuter(): string;
+  /** Records the JS-side state a memory restore cannot bring back (hiwire table, dedup map, fd table). */
+  recordState(): string;
+  /** Puts that JS-side state back after the linear memory was restored. */
+  restoreState(): string;
+  /** Removes everything under a directory ("/tmp" or "/data"). */
+  wipe(dir: string): void;
+  /** Closes streams opened after recordState() (files the request left open). */
+  closeExtraStreams(): number;
+  mkdirs(path: string): void;
+  writeFile(path: string, data: Uint8Array): void;
+  /** JSON [[relPath, "dir"|"file", size]...] of a tree. */
+  listTree(dir: string): string;
+  readFile(path: string): Uint8Array;
+  /** JSON of the snapshot metadata Pyodide needs to load a memory image (hiwire keys, interned strings). */
+  exportConfig(): string;
+  /** Pyodide's BUILD_ID (a snapshot of another build is refused). */
+  buildId(): string;
+  /** Runs JS-free self checks used by tests: returns JSON facts about the realm. */
+  facts(): string;
+}
+
+export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
+  "use strict";
+  const G = globalThis;
+  // Intrinsics captured before any other code of this realm runs.
+  const ObjectC = Object, ErrorC = Error, TypeErrorC = TypeError, RangeErrorC = RangeError;
+  const U8 = Uint8Array, MapC = Map, PromiseC = Promise, JSONC = JSON, ReflectC = Reflect;
+  const freeze = Object.freeze, create = Object.create, defineProperty = Object.defineProperty;
+  const isView = ArrayBuffer.isView;
+  const WA = WebAssembly;
+  const origInstantiate = WebAssembly.instantiate;
+
+  // Host functions, kept only in this closure.
+  const hLog = bridge.log, hFileSize = bridge.fileSize, hFileInto = bridge.fileInto, hFileText = bridge.fileText;
+  const hRandom = bridge.random, hNow = bridge.now, hTimeOrigin = bridge.timeOrigin;
+  const hDecode = bridge.decode, hUtf8Length = bridge.utf8Length, hEncodeInto = bridge.encodeInto;
+  const hTimer = bridge.timer;
+  bridge = undefined;
+
+  function messageOf(e) {
+    try {
+      if (e !== null && typeof e === "object" && typeof e.message === "string") return e.message;
+    } catch (_) {}
+    return "host call failed";
+  }
+  // Every host call: a host exception never crosses; results must be primitives.
+  function call(f, a, b, c, d) {
+    let r;
+    try { r = f(a, b, c, d); } catch (e) { throw new ErrorC(messageOf(e)); }
+    const t = typeof r;
+    if (r !== undefined && r !== null && t !== "string" && t !== "number" && t !== "boolean") throw new ErrorC("host returned a non-primitive");
+    return r;
+  }
+  function text(v) {
+    if (typeof v === "string") return v;
+    try {
+      if (v instanceof ErrorC) return String(v.stack || v.message);
+      return String(v);
+    } catch (_) { return "?"; }
+  }
+  function logParts(stream, parts) {
+    let s = "";
+    for (let i = 0; i < parts.length; i++) s += (i === 0 ? "" : " ") + text(parts[i]);
+    call(hLog, stream, s);
+  }
+
+  // ---- the realm's globals: only what Emscripten and Pyodide need, all defined here ----
+  const consoleObj = freeze({
+    log: (...a) => logParts("stdout", a), info: (...a) => logParts("stdout", a),
+    warn: (...a) => logParts("stderr", a), error: (...a) => logParts("stderr", a),
+    debug: () => {}, trace: () => {},
+  });
+  defineProperty(G, "console", { value: consoleObj, writable: true, configurable: true });
+  // Emscripten takes its web-worker code paths (crypto.getRandomValues, no node:fs, no child_process).
+  G.WorkerGlobalScope = function WorkerGlobalScope() {};
+  // Pyodide's loader takes its "shell" paths: read/readbuffer/load give it its own files only.
+  G.read = function read(p) {
+    const s = call(hFileText, String(p));
+    if (typeof s !== "string") throw new ErrorC("no such file: " + String(p));
+    return s;
+  };
+  G.readbuffer = function readbuffer(p) {
+    const n = call(hFileSize, String(p));
+    if (typeof n !== "number" || n < 0) throw new ErrorC("no such file: " + String(p));
+    const u = new U8(n);
+    call(hFileInto, String(p), u);
+    return u.buffer;
+  };
+  G.load = function load() { throw new ErrorC("load() is not available in the sandbox"); };
+  // import() in Pyodide's sources is rewritten to this: a host error must never come back.
+  G.__zcImport = function (s) { return PromiseC.reject(new ErrorC("import() is not available in the sandbox")); };
+  G.performance = freeze({ now: () => call(hNow), timeOrigin: call(hTimeOrigin) });
+  G.crypto = freeze({
+    getRandomValues(a) {
+      if (!isView(a)) throw new TypeErrorC("getRandomValues: not a typed array");
+      if (a.byteLength > 65536) throw new RangeErrorC("getRandomValues: more than 65536 bytes");
+      call(hRandom, a);
+      return a;
+    },
+  });
+  class TextEncoder {
+    get encoding() { return "utf-8"; }
+    encode(s) {
+      s = s === undefined ? "" : String(s);
+      const out = new U8(call(hUtf8Length, s));
+      call(hEncodeInto, s, out);
+      return out;
+    }
+    encodeInto(s, dst) {
+      s = String(s);
+      if (!(dst instanceof U8)) throw new TypeErrorC("encodeInto: not a Uint8Array");
+      const all = this.encode(s);
+      const n = Math.min(all.length, dst.length);
+      dst.set(all.subarray(0, n));
+      return { read: n === all.length ? s.length : 0, written: n };
+    }
+  }
+  class TextDecoder {
+    #enc; #fatal; #bom;
+    constructor(label, opts) {
+      const l = label === undefined ? "utf-8" : String(label);
+      this.#fatal = !!(opts && opts.fatal);
+      this.#bom = !!(opts && opts.ignoreBOM);
+      const enc = call(hDecode, 0, l, this.#fatal, this.#bom);
+      if (typeof enc !== "string" || enc === "") throw new RangeErrorC("TextDecoder: unknown encoding " + l);
+      this.#enc = enc;
+    }
+    get encoding() { return this.#enc; }
+    get fatal() { return this.#fatal; }
+    get ignoreBOM() { return this.#bom; }
+    decode(input) {
+      if (input === undefined) return "";
+      let v;
+      if (input instanceof ArrayBuffer) v = new U8(input);
+      else if (isView(input)) v = new U8(input.buffer, input.byteOffset, input.byteLength);
+      else throw new TypeErrorC("TextDecoder.decode: not a buffer");
+      return call(hDecode, v, this.#enc, this.#fatal, this.#bom);
+    }
+  }
+  G.TextEncoder = TextEncoder;
+  G.TextDecoder = TextDecoder;
+  // Timers fire only while Pyodide boots; afterwards guest code has no way to run outside a request.
+  let timersOn = true, timerSeq = 1;
+  G.setTimeout = function setTimeout(f, ms) {
+    const id = timerSeq++;
+    if (timersOn && typeof f === "function") call(hTimer, () => { if (timersOn) f(); }, +ms || 0);
+    return id;
+  };
+  G.clearTimeout = function clearTimeout() {};
+  G.queueMicrotask = function queueMicrotask(f) { PromiseC.resolve().then(() => f()); };
+  // Pyodide's PyProxy finalizer would Py_DecRef pointers after the memory was restored under it:
+  // PyProxies are never finalized here (a memory restore reclaims what they hold).
+  G.FinalizationRegistry = class FinalizationRegistry { register() {} unregister() { return false; } };
+  // Node implements these with host-realm errors; the wasm is instantiated from bytes instead.
+  delete WA.compileStreaming;
+  delete WA.instantiateStreaming;
+
+  // ---- state of this instance ----
+  let heapCap = 0x7fffffff, wantBytes = 0;
+  let exportsObj = null, memoryObj = null, spGlobal = null, sbrkPtrFn = null;
+  let py = null, M = null, API = null, FS = null, driver = null;
+  let hiwireGet = null, hiwireSet = null, immortalGet = null;
+  let saved = null;
+
+  // The wasm instance: grow the memory before Emscripten builds its views (snapshot loads), and cap it.
+  WA.instantiate = async function instantiate(src, imports) {
+    const env = imports && imports.env;
+    if (env && typeof env.emscripten_resize_heap === "function") {
+      const resize = env.emscripten_resize_heap;
+      env.emscripten_resize_heap = function (size) { return (size >>> 0) > heapCap ? 0 : resize(size); };
+    }
+    const r = await origInstantiate(src, imports);
+    const ex = r.instance.exports;
+    const mem = ex.memory;
+    if (wantBytes > mem.buffer.byteLength) mem.grow(Math.ceil((wantBytes - mem.buffer.byteLength) / 65536));
+    const grow = WA.Memory.prototype.grow;
+    defineProperty(mem, "grow", {
+      value: function (pages) {
+        if (mem.buffer.byteLength + (pages >>> 0) * 65536 > heapCap) throw new RangeErrorC("zerocell: wasm heap limit reached");
+        return ReflectC.apply(grow, mem, [pages]);
+      },
+    });
+    exportsObj = ex;
+    memoryObj = mem;
+    spGlobal = ex.__stack_pointer;
+    sbrkPtrFn = ex.emscripten_get_sbrk_ptr;
+    return r;
+  };
+
+  function fsErr(errno) { return new FS.ErrnoError(errno); }
+  function underDir(path, dir) { return path === dir || path.startsWith(dir + "/"); }
+
+  function walk(dir, fn) {
+    for (const name of FS.readdir(dir)) {
+      if (name === "." || name === "..") continue;
+      const p = dir === "/" ? "/" + name : dir + "/" + name;
+      const st = FS.lstat(p);
+      fn(p, st);
+      if (FS.isDir(st.mode) && !FS.isLink(st.mode) && p !== "/proc") walk(p, fn);
+    }
+  }
+  function treeBytes(dir) {
+    let total = 0;
+    walk(dir, (p, st) => { if (FS.isFile(st.mode)) total += st.size; });
+    return total;
+  }
+  function limitDir(dir, quota) {
+    const write = FS.write;
+    let bound = treeBytes(dir);
+    FS.write = function (stream, buffer, offset, length, position, canOwn) {
+      if (typeof stream.path === "string" && underDir(stream.path, dir)) {
+        const at = position === undefined || position === null ? stream.position : position;
+        const size = (stream.node && stream.node.usedBytes) || 0;
+        const growth = Math.max(0, at + length - size);
+        if (growth > 0) {
+          bound += growth;
+          if (bound > quota) {
+            bound = treeBytes(dir) + growth;
+            if (bound > quota) { bound -= growth; throw fsErr(51 /* ENOSPC */); }
+          }
+        }
+      }
+      return write.call(FS, stream, buffer, offset, length, position, canOwn);
+    };
+  }
+
+  function writeImage(files) {
+    // files: [[relPath, kind, mode, size|target, index]]; contents pulled from the host one by one.
+    FS.mkdirTree("/app");
+    for (const f of files) {
+      const path = "/app/" + f[0];
+      if (f[1] === "dir") FS.mkdirTree(path);
+      else if (f[1] === "file") {
+        const u = new U8(f[3]);
+        call(hFileInto, "image:" + f[4], u);
+        FS.writeFile(path, u, { canOwn: true });
+      } else if (f[1] === "symlink") FS.symlink(String(f[3]), path);
+    }
+  }
+
+  async function bootAsync(optionsJson, snapshot) {
+    const o = JSONC.parse(optionsJson);
+    heapCap = o.heapCap;
+    wantBytes = o.memoryBytes || 0;
+    const files = o.files;
+    const jsglobals = freeze(create(null));
+    const cfg = {
+      indexURL: "/pyodide/",
+      createPyodideModule: (settings) => G.__zcCreate(settings),
+      jsglobals,
+      env: o.env,
+      args: [],
+      stdin: () => null,
+      stdout: (s) => call(hLog, "stdout", text(s)),
+      stderr: (s) => call(hLog, "stderr", text(s)),
+      checkAPIVersion: true,
+      fsInit: async (fs) => {
+        FS = fs;
+        writeImage(files);
+        fs.mkdirTree("/data");
+      },
+    };
+    if (snapshot) cfg._loadSnapshot = snapshot;
+    py = await G.loadPyodide(cfg);
+    M = py._module;
+    API = py._api;
+    // The snapshot blob is loaded into memory now; do not keep a second copy alive.
+    cfg._loadSnapshot = undefined;
+    if (API.config) API.config._loadSnapshot = undefined;
+    FS = M.FS;
+    hiwireGet = M.__hiwire_get;
+    hiwireSet = M.__hiwire_set;
+    immortalGet = M.__hiwire_immortal_get;
+    if (typeof hiwireGet !== "function" || typeof hiwireSet !== "function" || typeof immortalGet !== "function") throw new ErrorC("pyodide: hiwire table functions not found");
+    if (!memoryObj || typeof sbrkPtrFn !== "function" || !spGlobal) throw new ErrorC("pyodide: wasm exports not captured");
+    // Boot is over: no timers, no loaders, nothing named on the global but the shims.
+    timersOn = false;
+    for (const name of ["loadPyodide", "__zcCreate", "_createPyodideModule", "read", "readbuffer", "load"]) {
+      if (!ReflectC.deleteProperty(G, name)) G[name] = undefined;
+    }
+    WA.instantiate = origInstantiate;
+    // Tests only: play a guest that already holds every object of this realm.
+    if (o.exposeForTests === true) G.__zcInternals = freeze({ py, Module: M, API, FS, memory: memoryObj });
+  }
+
+  let bootState = "idle";
+  const kit = {
+    // The host never awaits a sandbox promise (that would hand host resolve functions to a
+    // sandbox "then" — and a snapshot's Python code runs during a snapshot boot): it polls.
+    boot(optionsJson, snapshot) {
+      if (bootState !== "idle") throw new ErrorC("boot: already started");
+      bootState = "pending";
+      bootAsync(optionsJson, snapshot).then(
+        () => { bootState = "ok"; },
+        (e) => { bootState = "error: " + (e instanceof ErrorC ? String(e.message) : text(e)); },
+      );
+      return "started";
+    },
+    bootState() { return bootState; },
+    alloc(n) { return new U8(n >>> 0); },
+    runPython(code) {
+      const r = py.runPython(String(code));
+      return typeof r === "string" ? r : String(r);
+    },
+    bindDriver() {
+      const z = py.runPython("import __zerocell__ as _z; _z.entry");
+      driver = z;
+      return "ok";
+    },
+    call(name, a, b) {
+      // The driver's dispatcher takes and returns primitives only (see driver.ts).
+      const r = driver(String(name), a, b);
+      if (typeof r !== "string" && typeof r !== "number") throw new ErrorC("driver returned a non-primitive");
+      return r;
+    },
+    sbrkTop() { return memoryObj ? new Uint32Array(memoryObj.buffer)[sbrkPtrFn() >>> 2] : 0; },
+    memory() { return memoryObj; },
+    stackPointer() { return spGlobal; },
+    memoryBytes() { return memoryObj.buffer.byteLength; },
+    setHeapCap(bytes) { heapCap = bytes >>> 0 || heapCap; },
+    lockFs(tmpQuota, dataQuota) {
+      const writable = (p) => underDir(p, "/tmp") || underDir(p, "/data");
+      // Nothing a request could use to carry data to a later one: /dev/shm, /home go away.
+      for (const d of ["/dev/shm/tmp", "/dev/shm", "/home/web_user", "/home/pyodide", "/home"]) {
+        try { FS.rmdir(d); } catch (_) {}
+      }
+      const dirs = [];
+      walk("/", (p, st) => {
+        if (writable(p) || underDir(p, "/proc") || underDir(p, "/dev")) return;
+        if (FS.isDir(st.mode)) dirs.push(p);
+        else if (FS.isFile(st.mode)) FS.chmod(p, (st.mode & 0o555) | 0o444);
+      });
+      for (const d of dirs.reverse()) FS.chmod(d, 0o555);
+      FS.chmod("/dev", 0o555);
+      FS.chmod("/proc", 0o555);
+      FS.chmod("/tmp", 0o777);
+      FS.chmod("/data", 0o777);
+      FS.chmod("/", 0o555);
+      // Emscripten checks mode bits but lets anyone chmod: refuse mode changes outside /tmp and /data.
+      const doChmod = FS.doChmod;
+      FS.doChmod = function (stream, node, mode, dontFollow) {
+        if (!writable(FS.getPath(node))) throw fsErr(63 /* EPERM */);
+        return doChmod.call(FS, stream, node, mode, dontFollow);
+      };
+      limitDir("/tmp", tmpQuota);
+      limitDir("/data", dataQuota);
+    },
+    neuter() {
+      // Table slots 1..6 hold jsglobals, the public API, API, the scheduler and an empty object:
+      // the JS objects Python-side JsProxies were made for. Point them at empty frozen objects.
+      const emptyFn = freeze(function () { return undefined; });
+      let n = 0;
+      for (let i = 1; i <= 6; i++) {
+        let v;
+        try { v = hiwireGet(i); } catch (_) { break; }
+        if (v === null || v === undefined) continue;
+        hiwireSet(i, typeof v === "function" ? emptyFn : freeze(create(null)));
+        n++;
+      }
+      return String(n);
+    },
+    recordState() {
+      const table = [];
+      for (let i = 0; ; i++) {
+        let v;
+        try { v = hiwireGet(i); } catch (_) { break; }
+        table.push(v);
+      }
+      let immortalCount = 0, dedup = null;
+      for (let i = 0; ; i++) {
+        let v;
+        try { v = immortalGet(i); } catch (_) { break; }
+        if (dedup === null && v instanceof MapC) dedup = v;
+        immortalCount++;
+      }
+      const streams = [];
+      FS.streams.forEach((s, fd) => { if (s) streams.push([fd, s, s.position]); });
+      saved = { table, dedup, dedupEntries: dedup ? [...dedup] : [], immortalCount, streams, streamCount: FS.streams.length };
+      return JSONC.stringify({ table: table.length, immortals: immortalCount, streams: streams.length });
+    },
+    restoreState() {
+      if (!saved) return "none";
+      let fixed = 0;
+      const t = saved.table;
+      for (let i = 0; ; i++) {
+        let v;
+        try { v = hiwireGet(i); } catch (_) { break; }
+        const want = i < t.length ? t[i] : null;
+        if (v !== want) { hiwireSet(i, want); fixed++; }
+      }
+      const d = saved.dedup;
+      if (d && (d.size !== saved.dedupEntries.length || fixed > 0)) {
+        d.clear();
+        for (const [k, v] of saved.dedupEntries) d.set(k, v);
+      }
+      for (const [fd, s, pos] of saved.streams) {
+        if (FS.streams[fd] !== s) FS.streams[fd] = s;
+        if (s.fd !== fd) s.fd = fd;
+        if (s.position !== pos) s.position = pos;
+      }
+      return String(fixed);
+    },
+    closeExtraStreams() {
+      if (!saved) return 0;
+      const keep = new Set(saved.streams.map((e) => e[0]));
+      let n = 0;
+      for (let fd = 0; fd < FS.streams.length; fd++) {
+        const s = FS.streams[fd];
+        if (s && !keep.has(fd)) {
+          try { FS.close(s); } catch (_) { FS.streams[fd] = null; }
+          n++;
+        }
+      }
+      return n;
+    },
+    wipe(dir) {
+      dir = String(dir);
+      if (dir !== "/tmp" && dir !== "/data") throw new ErrorC("wipe: not a scratch directory");
+      for (const name of FS.readdir(dir)) {
+        if (name === "." || name === "..") continue;
+        const p = dir + "/" + name;
+        const rm = (q) => {
+          const st = FS.lstat(q);
+          if (FS.isDir(st.mode)) {
+            FS.chmod(q, 0o777);
+            for (const c of FS.readdir(q)) if (c !== "." && c !== "..") rm(q + "/" + c);
+            FS.rmdir(q);
+          } else FS.unlink(q);
+        };
+        rm(p);
+      }
+    },
+    mkdirs(path) {
+      path = String(path);
+      if (!underDir(path, "/data")) throw new ErrorC("mkdirs: outside /data");
+      FS.mkdirTree(path);
+    },
+    writeFile(path, data) {
+      path = String(path);
+      if (!underDir(path, "/data")) throw new ErrorC("writeFile: outside /data");
+      if (!(data instanceof U8)) throw new TypeErrorC("writeFile: not a Uint8Array");
+      FS.writeFile(path, data, { canOwn: true });
+    },
+    listTree(dir) {
+      dir = String(dir);
+      if (dir !== "/data" && dir !== "/tmp") throw new ErrorC("listTree: not a scratch directory");
+      const out = [];
+      walk(dir, (p, st) => {
+        const rel = p.slice(dir.length + 1);
+        if (FS.isDir(st.mode)) out.push([rel, "dir", 0]);
+        else if (FS.isFile(st.mode)) out.push([rel, "file", st.size]);
+      });
+      return JSONC.stringify(out);
+    },
+    readFile(path) {
+      path = String(path);
+      if (!underDir(path, "/data") && !underDir(path, "/tmp")) throw new ErrorC("readFile: outside /data and /tmp");
+      return FS.readFile(path);
+    },
+    exportConfig() {
+      // Pyodide's snapshot loader refills table slots 0..6 itself; later slots must be empty.
+      const keys = [];
+      for (let i = 7; i < saved.table.length; i++) {
+        if (saved.table[i] !== null && saved.table[i] !== undefined) throw new ErrorC("snapshot: a JS object is referenced from Python (hiwire slot " + i + ")");
+        keys.push(null);
+      }
+      const marker = immortalGet(6);
+      if (!marker || marker.noValueMarker !== 1) throw new ErrorC("snapshot: unexpected immortal table layout");
+      const strings = [];
+      for (let i = 7; i < saved.immortalCount; i++) {
+        const v = immortalGet(i);
+        if (typeof v !== "string") throw new ErrorC("snapshot: unexpected immortal entry");
+        strings.push(v);
+      }
+      return JSONC.stringify({ hiwireKeys: keys, immortalKeys: strings });
+    },
+    buildId() { return String(API.config.BUILD_ID); },
+    facts() {
+      let evalBlocked = false, fnBlocked = false;
+      try { (0, eval)("1"); } catch (e) { evalBlocked = e instanceof EvalError; }
+      try { Function("return 1"); } catch (e) { fnBlocked = e instanceof EvalError; }
+      return JSONC.stringify({
+        evalBlocked, fnBlocked,
+        process: typeof G.process, require: typeof G.require, fetch: typeof G.fetch,
+        WebSocket: typeof G.WebSocket, streaming: typeof WA.instantiateStreaming,
+        globals: ObjectC.getOwnPropertyNames(G).sort(),
+      });
+    },
+  };
+  // The WebAssembly objects the host touches after boot (memory.buffer, global.value) keep their
+  // original accessors even if sandbox code gets hold of these prototypes.
+  freeze(WA.Memory.prototype);
+  freeze(WA.Global.prototype);
+  freeze(WA.Table.prototype);
+  return freeze(kit);
+})`;
