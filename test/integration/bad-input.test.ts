@@ -291,7 +291,7 @@ describe("A. hostile bundles POSTed to the admin API", () => {
 
   it("rejects an unknown runtime, and one that is not available", async () => {
     await expectRejected(withManifest('runtime = "cobol"\n[php]\ndocument_root = "public"\n'), 400, "manifest_invalid", "manifest: runtime:", '"php"');
-    await expectRejected(withManifest('runtime = "python"\n'), 400, "runtime_unavailable", '"python"', "not available");
+    await expectRejected(withManifest('runtime = "x86"\n'), 400, "runtime_unavailable", '"x86"', "not available");
   });
 
   it("rejects missing and invalid fields, naming the field", async () => {

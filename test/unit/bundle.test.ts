@@ -144,6 +144,7 @@ describe("packDirectory → loadBundle → encode/decode", () => {
 
     expect(manifest).toEqual({
       runtime: "php",
+      python: { app: "app:application", path: [] },
       php: {
         version: "8.4",
         documentRoot: "public",
@@ -539,6 +540,7 @@ describe("parseManifest", () => {
   it("fills every default", () => {
     expect(parseManifest('runtime = "php"')).toEqual({
       runtime: "php",
+      python: { app: "app:application", path: [] },
       php: { version: "8.3", documentRoot: ".", ini: {}, frontController: null },
       routes: [],
       limits: { timeoutMs: 10000, memoryMb: 128, maxBodyBytes: 10485760, dataMb: 16 },
@@ -555,13 +557,10 @@ describe("parseManifest", () => {
     manifestError("[php]", "manifest_invalid", "manifest: runtime: is required");
   });
 
-  it("refuses runtimes that are not available yet", () => {
-    manifestError(
-      'runtime = "python"',
-      "runtime_unavailable",
-      'manifest: runtime "python" is not available in this build (supported: php)',
-    );
-    manifestError('runtime = "x86"', "runtime_unavailable", '"x86"');
+  it("refuses runtimes that are not available yet, and accepts python with its table", () => {
+    expect(parseManifest('runtime = "python"\n[python]\napp = "web:app"\npath = ["vendor"]\n').python).toEqual({ app: "web:app", path: ["vendor"] });
+    manifestError('runtime = "python"\n[python]\nmodule = "x"', "manifest_invalid", "manifest: python.module: unknown key");
+    manifestError('runtime = "x86"', "runtime_unavailable", 'manifest: runtime "x86" is not available in this build (supported: php, python)');
   });
 
   it("rejects unknown keys, naming them", () => {
