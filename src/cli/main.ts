@@ -479,6 +479,20 @@ program
   });
 
 program
+  .command("validate")
+  .description("statically validate an x86-64 program (an ELF file, or a bundle directory with [x86] program) — no server needed")
+  .argument("<path>")
+  .addOption(jsonOption())
+  .action(async (path: string, opts: { json?: boolean }) => {
+    // Loaded here: iced-x86 (WASM) is needed by this command only.
+    const { readProgram, validateElf, formatReport } = await import("../runtime/x86/validate.js");
+    const prog = readProgram(path);
+    const report = validateElf(prog.bytes, { path: prog.path });
+    process.stdout.write(opts.json === true ? JSON.stringify(report, null, 2) + "\n" : formatReport(report));
+    if (!report.ok) process.exitCode = 1;
+  });
+
+program
   .command("certs-add")
   .description("install your own certificate chain and key for a host")
   .argument("<host>")

@@ -23,6 +23,11 @@ export interface ElfLimits {
   maxSymbols: number;
   /** Sum of the PT_LOAD memory sizes (bytes): the guest image before brk/mmap. */
   maxImageBytes: number;
+  /**
+   * Sum of the executable segments' file sizes (bytes): what gets decoded. Segments may share
+   * file bytes, so this is bounded on its own, not by the file size.
+   */
+  maxCodeBytes: number;
 }
 
 export const DEFAULT_ELF_LIMITS: Readonly<ElfLimits> = Object.freeze({
@@ -31,6 +36,7 @@ export const DEFAULT_ELF_LIMITS: Readonly<ElfLimits> = Object.freeze({
   maxSectionHeaders: 4096,
   maxSymbols: 200_000,
   maxImageBytes: 1024 * 1024 * 1024,
+  maxCodeBytes: 64 * 1024 * 1024,
 });
 
 /** Lowest address a segment may use: the first 64 KiB stay unmapped so null pointers fault (Linux's mmap_min_addr). */
@@ -64,6 +70,9 @@ const SHDR_SIZE = 64;
 const SYM_SIZE = 24;
 const DYN_SIZE = 16;
 const MAX_NAME_BYTES = 256;
+const MAX_NAME_SCAN = 4096;
+const MAX_DYNAMIC_ENTRIES = 65536;
+const UTF8 = new TextDecoder("utf-8", { fatal: false });
 
 const SEGMENT_TYPES: Record<number, string> = {
   0: "NULL", 1: "LOAD", 2: "DYNAMIC", 3: "INTERP", 4: "NOTE", 5: "SHLIB", 6: "PHDR", 7: "TLS",
@@ -185,15 +194,20 @@ class ByteReader {
     return Number(v);
   }
 
-  /** A NUL-terminated name inside [tableStart, tableEnd); at most MAX_NAME_BYTES are kept. */
+  /**
+   * A NUL-terminated name inside [tableStart, tableEnd) (checked against the file first); at most
+   * MAX_NAME_BYTES are kept and at most MAX_NAME_SCAN read, so a table without NULs costs little.
+   */
   cString(tableStart: number, tableEnd: number, index: number, what: string): string {
+    this.need(tableStart, tableEnd - tableStart, `${what}: the string table`);
     const start = tableStart + index;
     if (index < 0 || start >= tableEnd) throw new ElfFormatError(`${what}: name offset ${index} is outside its string table`);
+    const stop = Math.min(tableEnd, start + MAX_NAME_SCAN);
     let end = start;
-    while (end < tableEnd && this.#view.getUint8(end) !== 0) end++;
+    while (end < stop && this.#view.getUint8(end) !== 0) end++;
     if (end >= tableEnd) throw new ElfFormatError(`${what}: name at offset ${index} is not NUL-terminated inside its string table`);
     const bytes = new Uint8Array(this.#view.buffer, this.#view.byteOffset + start, Math.min(end - start, MAX_NAME_BYTES));
-    return new TextDecoder("utf-8", { fatal: false }).decode(bytes);
+    return UTF8.decode(bytes);
   }
 }
 
@@ -324,7 +338,7 @@ function readNeeded(r: ByteReader, segments: ElfSegment[], sections: ElfSection[
   r.need(dyn.offset, dyn.filesz, "PT_DYNAMIC");
   const dynstr = sections.find((s) => s.name === ".dynstr" && s.type !== SHT_NOBITS);
   const needed: string[] = [];
-  const count = Math.floor(dyn.filesz / DYN_SIZE);
+  const count = Math.min(Math.floor(dyn.filesz / DYN_SIZE), MAX_DYNAMIC_ENTRIES);
   for (let i = 0; i < count; i++) {
     const o = dyn.offset + i * DYN_SIZE;
     const tag = r.u64(o, "dynamic tag");
@@ -369,6 +383,8 @@ export interface ElfPlan {
   /** "exec" (ET_EXEC), "static-pie" (ET_DYN without interpreter or libraries), or what it is instead. */
   kind: "exec" | "static-pie" | "dynamic" | "shared-object" | "other";
   checks: ElfCheck[];
+  /** Executable segments to decode, inside the file (empty when over maxCodeBytes). */
+  executable: ElfSegment[];
   /** Code to decode: every executable section, or every executable segment when there are no sections. */
   code: CodeRegion[];
   padding: PaddingRange[];
@@ -406,6 +422,7 @@ export function checkElf(elf: ElfFile, options: ElfCheckOptions): ElfPlan {
   if (h.type !== ET_EXEC && h.type !== ET_DYN) typeProblems.push(`e_type is ${h.type}, not an executable (ET_EXEC)`);
   else if (kind === "static-pie" && !options.allowStaticPie) typeProblems.push("static-pie (ET_DYN) programs are not supported yet: link with -static (-no-pie)");
   else if (kind === "shared-object") typeProblems.push("ET_DYN without PT_DYNAMIC is a shared object or a broken static-pie, not a program");
+  else if (kind === "dynamic") typeProblems.push("dynamically linked: link with -static");
   add("static-executable", typeProblems, kind === "static-pie" ? "ET_DYN static-pie" : h.type === ET_EXEC ? "ET_EXEC" : `e_type ${h.type}`);
   add("no-interpreter", interp === undefined ? [] : ["PT_INTERP asks for a dynamic loader: link with -static"], "no PT_INTERP");
   add("no-shared-libraries", elf.needed.length === 0 ? [] : [`PT_DYNAMIC needs ${elf.needed.join(", ")}: link with -static`], dynamic === undefined ? "no PT_DYNAMIC" : "PT_DYNAMIC without DT_NEEDED");
@@ -418,9 +435,10 @@ export function checkElf(elf: ElfFile, options: ElfCheckOptions): ElfPlan {
     const name = `segment ${s.index} (${formatFlags(s.flags)} at ${hex(s.vaddr)})`;
     if (s.offset + s.filesz > elf.bytes.byteLength) segProblems.push(`${name}: file range ${hex(s.offset)}+${hex(s.filesz)} is outside the ${elf.bytes.byteLength}-byte file`);
     if (s.filesz > s.memsz) segProblems.push(`${name}: p_filesz ${s.filesz} is larger than p_memsz ${s.memsz}`);
-    if (s.align > 1 && (s.align & (s.align - 1)) !== 0) segProblems.push(`${name}: p_align ${s.align} is not a power of two`);
+    if (s.align > 1 && !Number.isInteger(Math.log2(s.align))) segProblems.push(`${name}: p_align ${s.align} is not a power of two`);
     if (s.vaddr % PAGE_SIZE !== s.offset % PAGE_SIZE) segProblems.push(`${name}: address and file offset are not congruent modulo the page size`);
-    const lowest = kind === "static-pie" ? 0 : MIN_SEGMENT_ADDRESS;
+    // ET_DYN is linked at 0 and moved by the loader; an ET_EXEC stays where it is linked.
+    const lowest = h.type === ET_DYN ? 0 : MIN_SEGMENT_ADDRESS;
     if (s.vaddr < lowest || s.vaddr + s.memsz > USER_ADDRESS_END) segProblems.push(`${name}: ${hex(s.vaddr)}–${hex(s.vaddr + s.memsz)} is outside user space [${hex(lowest)}, ${hex(USER_ADDRESS_END)})`);
     image += s.memsz;
   }
@@ -454,12 +472,17 @@ export function checkElf(elf: ElfFile, options: ElfCheckOptions): ElfPlan {
 
   // 5. where the code is: executable sections inside executable segments, at the file offsets the
   //    loader will copy; without section headers, each executable segment is one region.
-  const execLoads = loads.filter((s) => s.flags & PF_X);
+  const inFile = (s: ElfSegment) => s.offset + s.filesz <= elf.bytes.byteLength;
+  let execLoads = loads.filter((s) => s.flags & PF_X && inFile(s));
   const code: CodeRegion[] = [];
   const secProblems: string[] = [];
-  const inFile = (s: ElfSegment) => s.offset + s.filesz <= elf.bytes.byteLength;
-  if (elf.sections.length === 0) {
-    for (const s of execLoads) if (inFile(s)) code.push({ name: `[segment ${s.index}]`, address: s.vaddr, offset: s.offset, size: s.filesz });
+  const codeBytes = execLoads.reduce((a, s) => a + s.filesz, 0);
+  const tooLarge = codeBytes > options.limits.maxCodeBytes;
+  if (tooLarge) {
+    secProblems.push(`the executable segments hold ${codeBytes} bytes, over the limit of ${options.limits.maxCodeBytes}: not decoded`);
+    execLoads = [];
+  } else if (elf.sections.length === 0) {
+    for (const s of execLoads) code.push({ name: `[segment ${s.index}]`, address: s.vaddr, offset: s.offset, size: s.filesz });
   } else {
     for (const sec of elf.sections) {
       if (!(sec.flags & SHF_EXECINSTR) || !(sec.flags & SHF_ALLOC) || sec.size === 0) continue;
@@ -491,7 +514,6 @@ export function checkElf(elf: ElfFile, options: ElfCheckOptions): ElfPlan {
   // 6. the bytes of executable segments outside the code regions (checked for padding by the validator)
   const padding: PaddingRange[] = [];
   for (const s of execLoads) {
-    if (!inFile(s)) continue;
     let cursor = s.vaddr;
     const end = s.vaddr + s.filesz;
     for (const c of code) {
@@ -510,7 +532,7 @@ export function checkElf(elf: ElfFile, options: ElfCheckOptions): ElfPlan {
   else if (!code.some((c) => h.entry >= c.address && h.entry < c.address + c.size)) entryProblems.push(`entry point ${hex(h.entry)} is not inside an executable section`);
   add("entry", entryProblems, `entry point ${hex(h.entry)} in ${code.find((c) => h.entry >= c.address && h.entry < c.address + c.size)?.name ?? "?"}`);
 
-  return { kind, checks, code, padding };
+  return { kind, checks, executable: execLoads, code, padding };
 }
 
 /** The symbol at or before `address` as "name+0x12", or undefined when none covers it. */

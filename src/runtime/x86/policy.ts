@@ -9,7 +9,18 @@
  * The policy is the first wall. The executor's CPL 3, W^X memory and syscall-only gate are the
  * second; several "allow" decisions below rely on it and say so.
  */
-import { Code, CodeExt, Mnemonic, type OpCodeInfo } from "iced-x86";
+import { createRequire } from "node:module";
+import type * as Iced from "iced-x86";
+
+/**
+ * iced-x86 (WASM), loaded with require: importing its 600 KB CommonJS glue as an ES module
+ * costs ~0.3 s of export scanning at every start of the CLI.
+ */
+export const iced = createRequire(import.meta.url)("iced-x86") as typeof Iced;
+const { Code, Instruction, Mnemonic } = iced;
+type Code = Iced.Code;
+type Mnemonic = Iced.Mnemonic;
+type OpCodeInfo = Iced.OpCodeInfo;
 
 export type X86Decision = "allow" | "reject";
 
@@ -82,14 +93,14 @@ export const X86_POLICY: readonly X86PolicyRule[] = [
     id: "timestamp",
     decision: "allow",
     instructions: "rdtsc, rdtscp, rdpid",
-    reason: "glibc reads the TSC; the executor sets CR4.TSD, so at CPL 3 rdtsc/rdtscp raise #GP and are answered from the guest's virtual clock (or end the request): no host time reaches the guest. rdpid reads the emulated TSC_AUX (0)",
+    reason: "glibc reads the TSC; the executor sets CR4.TSD, so at CPL 3 rdtsc/rdtscp raise #GP and are answered from the guest's virtual clock (or end the request): no host time reaches the guest. rdpid reads the emulated TSC_AUX (0), or raises #UD",
     mnemonics: [M.Rdtsc, M.Rdtscp, M.Rdpid],
   },
   {
     id: "xstate",
     decision: "allow",
     instructions: "xgetbv, xsave, xsavec, xsaveopt, xrstor, fxsave, fxrstor (and their 64-bit forms)",
-    reason: "save and restore the program's own x87/SSE/AVX registers to guest memory, limited to the user components in XCR0; xgetbv only reads XCR0. glibc's TLS-descriptor and resolver trampolines use them. The supervisor forms (xsaves, xrstors) and xsetbv are rejected",
+    reason: "save and restore the program's own x87/SSE/AVX registers to guest memory, limited to the user components in XCR0; xgetbv only reads XCR0. glibc's TLS-descriptor and resolver trampolines use them, after checking CPUID (a form the emulator lacks, like xsavec, raises #UD). The supervisor forms (xsaves, xrstors) and xsetbv are rejected",
     mnemonics: [M.Xgetbv, M.Xsave, M.Xsave64, M.Xsavec, M.Xsavec64, M.Xsaveopt, M.Xsaveopt64, M.Xrstor, M.Xrstor64, M.Fxsave, M.Fxsave64, M.Fxrstor, M.Fxrstor64],
   },
   {
@@ -103,14 +114,14 @@ export const X86_POLICY: readonly X86PolicyRule[] = [
     id: "shadow-stack-read",
     decision: "allow",
     instructions: "rdsspd, rdsspq, incsspd, incsspq",
-    reason: "CET shadow stacks are never enabled in the sandbox: rdssp is then a NOP and incssp raises #UD. glibc's setjmp/longjmp contain them behind a check",
+    reason: "CET shadow stacks are never enabled in the sandbox: rdssp is then a NOP, incssp raises #UD on hardware and is a fence to QEMU — harmless either way. glibc's setjmp/longjmp contain them behind a check",
     mnemonics: [M.Rdsspd, M.Rdsspq, M.Incsspd, M.Incsspq],
   },
   {
     id: "random",
     decision: "allow",
     instructions: "rdrand, rdseed",
-    reason: "user-mode random numbers; the emulator produces them from the host's getrandom, so no host state leaks and each request gets fresh values even after a snapshot restore",
+    reason: "user-mode random numbers, produced by the emulator (QEMU draws them from the host's random source) or #UD when its CPU model lacks them; no host state leaks, and values stay fresh after a snapshot restore",
     mnemonics: [M.Rdrand, M.Rdseed],
   },
   // -- rejected: privileged and system instructions ---------------------------------------------
@@ -237,6 +248,16 @@ export const X86_POLICY: readonly X86PolicyRule[] = [
     ],
   },
   {
+    id: "vendor-specific",
+    decision: "reject",
+    instructions: "VIA PadLock (xstore, xcrypt*, xsha*, montmul, ccs_*), AMD LWP (llwpcb, slwpcb, lwpins, lwpval), mcommit, and iced's undocumented/Knights opcodes (undoc, delay, spflt, clevict0/1)",
+    reason: "vendor-specific or undocumented: no compiler emits them for a Linux program, the emulator does not implement them, and their effects are not specified well enough to allow",
+    mnemonics: [
+      M.Montmul, M.Xsha1, M.Xsha256, M.Xsha512, M.Xsha512_alt, M.Xstore, M.Xstore_alt, M.Xcryptecb, M.Xcryptcbc, M.Xcryptctr, M.Xcryptcfb, M.Xcryptofb,
+      M.Ccs_hash, M.Ccs_encrypt, M.Llwpcb, M.Slwpcb, M.Lwpins, M.Lwpval, M.Mcommit, M.Undoc, M.Delay, M.Spflt, M.Clevict0, M.Clevict1,
+    ],
+  },
+  {
     id: "privileged",
     decision: "reject",
     instructions: "anything else iced-x86 marks as privileged, CPL 0-only, CPL 0-dependent or I/O",
@@ -254,72 +275,104 @@ export const X86_POLICY: readonly X86PolicyRule[] = [
 
 export interface CompiledX86Policy {
   rules: readonly X86PolicyRule[];
-  /** Rule index per iced Code. */
-  ruleOf: Uint8Array;
-  /** 1 when the Code is rejected. */
-  rejects: Uint8Array;
   /** Number of iced Codes (table length). */
   codeCount: number;
+  /** Rule index per iced Code; UNKNOWN until ruleIndexOf has looked at the Code. */
+  ruleOf: Uint8Array;
+  /** iced Mnemonic per Code (valid once ruleOf is known). */
+  mnemonicOf: Uint16Array;
+  /** OpCodeOperandKind of operand 0 per Code, -1 without operands (valid once ruleOf is known). */
+  op0KindOf: Int16Array;
 }
 
-let compiled: CompiledX86Policy | undefined;
+const UNKNOWN = 255;
+let compiled: (CompiledX86Policy & { byMnemonic: Map<number, number>; byCode: Map<number, number> }) | undefined;
+
+let codeCount = 0;
 
 /** Number of iced-x86 Code values (the largest + 1). */
 export function countCodes(): number {
-  let max = 0;
-  for (const v of Object.values(Code)) if (typeof v === "number" && v > max) max = v;
-  return max + 1;
+  if (codeCount === 0) {
+    // Code has ~10 000 keys (names and reverse mappings): scan it once.
+    let max = 0;
+    for (const v of Object.values(Code)) if (typeof v === "number" && v > max) max = v;
+    codeCount = max + 1;
+  }
+  return codeCount;
+}
+
+let scratch: Iced.Instruction | undefined;
+
+/**
+ * iced's opcode facts for a Code. Through an Instruction whose code is set: iced 1.21's
+ * CodeExt.opCode takes ~2.5 ms a call in WASM, Instruction.opCode ~5 µs.
+ */
+export function opCodeInfo(code: number): OpCodeInfo {
+  scratch ??= new Instruction();
+  scratch.code = code;
+  return scratch.opCode;
 }
 
 /**
- * The policy as lookup tables indexed by iced Code, built once (a few ms): the validator's hot
- * loop does one array read per instruction.
+ * The policy as tables indexed by iced Code. Each Code is decided the first time it is looked
+ * up (a program uses a few hundred of iced's ~4900 Codes), then it is one array read.
  */
 export function compileX86Policy(): CompiledX86Policy {
   if (compiled !== undefined) return compiled;
   const rules = X86_POLICY;
-  if (rules.length > 255) throw new Error("x86.policy: too many rules for a Uint8Array table");
+  if (rules.length >= UNKNOWN) throw new Error("x86.policy: too many rules for a Uint8Array table");
   const codeCount = countCodes();
-  const ruleOf = new Uint8Array(codeCount);
-  const rejects = new Uint8Array(codeCount);
   const byMnemonic = new Map<number, number>();
   const byCode = new Map<number, number>();
   rules.forEach((rule, i) => {
     for (const m of rule.mnemonics ?? []) if (!byMnemonic.has(m)) byMnemonic.set(m, i);
     for (const c of rule.codes ?? []) if (!byCode.has(c)) byCode.set(c, i);
   });
-  const matchers = rules.map((rule, i) => ({ i, match: rule.match })).filter((m) => m.match !== undefined);
-  for (let code = 0; code < codeCount; code++) {
-    let index = byCode.get(code);
-    if (index === undefined && code !== Code.INVALID) {
-      const op = CodeExt.opCode(code);
-      try {
-        const viaMnemonic = byMnemonic.get(op.mnemonic);
-        // Explicit code/mnemonic rules come before the catch-alls in the table, so the lowest index wins.
-        index = viaMnemonic;
-        for (const m of matchers) {
-          if (index !== undefined && m.i > index) break;
-          if (m.match!(op)) {
-            index = m.i;
-            break;
-          }
-        }
-      } finally {
-        op.free();
-      }
-    }
-    const i = index ?? rules.length - 1;
-    ruleOf[code] = i;
-    rejects[code] = rules[i]!.decision === "reject" ? 1 : 0;
-  }
-  compiled = { rules, ruleOf, rejects, codeCount };
+  compiled = {
+    rules,
+    codeCount,
+    ruleOf: new Uint8Array(codeCount).fill(UNKNOWN),
+    mnemonicOf: new Uint16Array(codeCount),
+    op0KindOf: new Int16Array(codeCount).fill(-1),
+    byMnemonic,
+    byCode,
+  };
   return compiled;
+}
+
+/** The index in X86_POLICY of the rule deciding `code` (first match in table order). */
+export function ruleIndexOf(code: number): number {
+  const p = compileX86Policy() as NonNullable<typeof compiled>;
+  const known = p.ruleOf[code];
+  if (known === undefined) throw new RangeError(`x86.policy: ${code} is not an iced Code`);
+  if (known !== UNKNOWN) return known;
+  let index = p.byCode.get(code);
+  if (code !== Code.INVALID) {
+    const op = opCodeInfo(code);
+    try {
+      p.mnemonicOf[code] = op.mnemonic;
+      p.op0KindOf[code] = op.opCount > 0 ? op.op0Kind : -1;
+      // Explicit code/mnemonic rules come before the catch-alls in the table: the lowest index wins.
+      index ??= p.byMnemonic.get(op.mnemonic);
+      for (let i = 0; i < (index ?? p.rules.length); i++) {
+        const match = p.rules[i]!.match;
+        if (match !== undefined && match(op)) {
+          index = i;
+          break;
+        }
+      }
+    } finally {
+      op.free();
+    }
+  }
+  const i = index ?? p.rules.length - 1;
+  p.ruleOf[code] = i;
+  return i;
 }
 
 /** The rule deciding an iced Code. */
 export function ruleForCode(code: Code): X86PolicyRule {
-  const p = compileX86Policy();
-  return p.rules[p.ruleOf[code] ?? p.rules.length - 1]!;
+  return X86_POLICY[ruleIndexOf(code)]!;
 }
 
 export function ruleById(id: string): X86PolicyRule {

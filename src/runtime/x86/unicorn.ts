@@ -23,7 +23,30 @@
  */
 import koffi, { type TypeObject } from "koffi";
 
+/** Debian bookworm's libunicorn2 (2.0.1). */
 export const LIBUNICORN_PATH = "/usr/lib/x86_64-linux-gnu/libunicorn.so.2";
+
+let libraryPath = process.env.ZEROCELL_LIBUNICORN ?? LIBUNICORN_PATH;
+
+/**
+ * Chooses the libunicorn to load (before the first engine is created): e.g. Debian trixie's
+ * libunicorn2t64 2.1.1, which runs guest stores ~50x faster than 2.0.1 (see the bench notes).
+ * Default: $ZEROCELL_LIBUNICORN, else LIBUNICORN_PATH.
+ */
+export function setUnicornLibrary(path: string): void {
+  if (native !== undefined && path !== libraryPath) throw new Error("unicorn: the library is already loaded");
+  libraryPath = path;
+}
+
+export function unicornLibrary(): string {
+  return libraryPath;
+}
+
+/** The loaded library's version, "2.0.1". */
+export function unicornVersion(): string {
+  const v = load().version;
+  return `${v >>> 24}.${(v >> 16) & 0xff}.${(v >> 8) & 0xff}`;
+}
 
 export const UC_ARCH_X86 = 4;
 export const UC_MODE_64 = 8;
@@ -162,6 +185,7 @@ interface Native {
   OutCb: TypeObject;
   MemCb: TypeObject;
   InsnInvalidCb: TypeObject;
+  version: number;
   /** Address of uc_emu_stop, for the native meter's tail call. */
   emuStopAddr: bigint;
   meterCode: bigint;
@@ -172,7 +196,7 @@ let native: Native | undefined;
 
 function load(): Native {
   if (native !== undefined) return native;
-  const uc = koffi.load(LIBUNICORN_PATH);
+  const uc = koffi.load(libraryPath);
   const libc = koffi.load("libc.so.6");
   koffi.opaque("uc_engine");
   koffi.opaque("uc_context");
@@ -211,21 +235,23 @@ function load(): Native {
     MemCb: koffi.proto("bool ZcMemCb(uc_engine *uc, int type, uint64_t address, int size, int64_t value, void *user)"),
     InsnInvalidCb: koffi.proto("bool ZcInsnInvalidCb(uc_engine *uc, void *user)"),
   };
+  // (major << 24) | (minor << 16) | (patch << 8) | extra: 0x020001ff for 2.0.1.
   const version = (n.uc_version as Fn)(null, null) as number;
-  if (version >> 8 !== 2) throw new Error(`unicorn: ${LIBUNICORN_PATH} is API version ${version >> 8}, the x86 engine needs 2.x`);
+  if (version >>> 24 !== 2) throw new Error(`unicorn: ${libraryPath} is version ${version >>> 24}.${(version >> 16) & 0xff}.${(version >> 8) & 0xff}, the x86 engine needs 2.x`);
   const RTLD_NOW = 2;
   const RTLD_NOLOAD = 4;
-  const handle = (n.dlopen as Fn)("libunicorn.so.2", RTLD_NOW | RTLD_NOLOAD);
+  const handle = (n.dlopen as Fn)(libraryPath, RTLD_NOW | RTLD_NOLOAD);
   if (handle === null) throw new Error("unicorn: dlopen(libunicorn.so.2) failed");
   const stop = (n.dlsym as Fn)(handle, "uc_emu_stop");
   if (stop === null) throw new Error("unicorn: uc_emu_stop not found");
   n.emuStopAddr = koffi.address(stop);
+  n.version = version;
   // The meter code and an rdtsc helper, in a page written once and then made R+X.
   const page = mapHostPages(n as Native, PAGE);
   new Uint8Array(koffi.view(page, PAGE)).set(METER_CODE, 0);
   if (((n.mprotect as Fn)(page, PAGE, PROT_READ | PROT_EXEC) as number) !== 0) throw new Error("unicorn: mprotect of the meter page failed");
   n.meterCode = koffi.address(page);
-  n.rdtsc = koffi.decode(koffi.as(n.meterCode + BigInt(RDTSC_OFFSET), "void *"), koffi.proto("uint64_t ZcRdtsc(void)")) as Fn;
+  n.rdtsc = koffi.decode(n.meterCode + BigInt(RDTSC_OFFSET), koffi.proto("uint64_t ZcRdtsc(void)")) as Fn;
   native = n as Native;
   return native;
 }
@@ -296,7 +322,7 @@ export class HostMemory {
     const n = load();
     this.address = mapHostPages(n, size);
     this.size = size;
-    this.bytes = new Uint8Array(koffi.view(koffi.as(this.address, "void *"), size));
+    this.bytes = new Uint8Array(koffi.view(this.address, size));
   }
 
   /** Zeroes [offset, offset+length) (page-aligned) by dropping the pages. */
@@ -305,19 +331,19 @@ export class HostMemory {
     if (offset % PAGE !== 0 || length % PAGE !== 0 || offset < 0 || offset + length > this.size) {
       throw new RangeError(`HostMemory.zero: bad range ${offset}+${length}`);
     }
-    const r = load().madvise(koffi.as(this.address + BigInt(offset), "void *"), length, MADV_DONTNEED) as number;
+    const r = load().madvise(this.address + BigInt(offset), length, MADV_DONTNEED) as number;
     if (r !== 0) this.bytes.fill(0, offset, offset + length);
   }
 
   pointer(offset = 0): unknown {
-    return koffi.as(this.address + BigInt(offset), "void *");
+    return this.address + BigInt(offset);
   }
 
   /** Only after the Unicorn engine that maps it is closed. */
   free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    load().munmap(koffi.as(this.address, "void *"), this.size);
+    load().munmap(this.address, this.size);
   }
 }
 
@@ -329,19 +355,19 @@ let tscPerMs: number | undefined;
 /** Host TSC ticks per millisecond (calibrated once against performance.now(), ~5 ms). */
 export function tscTicksPerMs(): number {
   if (tscPerMs !== undefined) return tscPerMs;
-  const n = load();
   const t0 = performance.now();
-  const c0 = n.rdtsc() as bigint;
+  const c0 = rdtsc();
   let t1 = t0;
   while (t1 - t0 < 5) t1 = performance.now();
-  const c1 = n.rdtsc() as bigint;
+  const c1 = rdtsc();
   tscPerMs = Number(c1 - c0) / (t1 - t0);
   if (!(tscPerMs > 1000)) throw new Error("unicorn: the host TSC does not advance; cannot enforce deadlines");
   return tscPerMs;
 }
 
 export function rdtsc(): bigint {
-  return load().rdtsc() as bigint;
+  // koffi returns a number when the value is a safe integer, a BigInt otherwise.
+  return BigInt(load().rdtsc() as number | bigint);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -449,7 +475,9 @@ export class Unicorn {
     this.#check(`uc_mem_protect(0x${address.toString(16)}, ${size})`, load().uc_mem_protect(this.handle, BigInt(address), size, perms));
   }
 
+  /** Registers narrower than 64 bits (segment selectors, eflags) fill only part of the slot: zero it first. */
   regRead(id: number): bigint {
+    this.#u64[0] = 0n;
     this.#check("uc_reg_read", load().uc_reg_read(this.handle, id, this.#scratch.pointer(0)));
     return this.#u64[0]!;
   }
@@ -464,6 +492,7 @@ export class Unicorn {
     if (ids.length > 32) throw new RangeError("regReadBatch: at most 32 registers");
     const idView = new Int32Array(this.#scratch.bytes.buffer, this.#scratch.bytes.byteOffset + 640, 32);
     ids.forEach((r, i) => (idView[i] = r));
+    this.#u64.fill(0n, 0, ids.length);
     this.#check("uc_reg_read_batch", load().uc_reg_read_batch(this.handle, this.#scratch.pointer(640), this.#scratch.pointer(256), ids.length));
     return Array.from(this.#u64.subarray(0, ids.length));
   }
@@ -549,7 +578,7 @@ export class Unicorn {
   /** The native meter: counts blocks (UC_HOOK_BLOCK) or instructions (UC_HOOK_CODE). */
   installMeter(kind: MeterKind): void {
     const n = load();
-    this.#hookAdd(kind === "block" ? UC_HOOK_BLOCK : UC_HOOK_CODE, koffi.as(n.meterCode, "void *"), koffi.as(this.meter.pointer, "void *"));
+    this.#hookAdd(kind === "block" ? UC_HOOK_BLOCK : UC_HOOK_CODE, n.meterCode, this.meter.pointer);
   }
 
   contextAlloc(): UcContext {
@@ -572,19 +601,17 @@ export class Unicorn {
 }
 
 /**
- * A saved CPU context (uc_context_save/restore). In 2.0.1 a uc_context is
- *   { size_t context_size; size_t jmp_env_size; uc_mode mode; uc_arch arch; uc_struct *uc; char data[] }
- * with data = the CPUX86State prefix (context_size bytes) followed by the host's jmp_buf.
- * state()/loadState() move only the CPU state part, never the header or the jmp_buf (host
- * addresses), and only between engines of the same library build (the sizes must match).
+ * A saved CPU context (uc_context_save/restore). A uc_context is a small header and the
+ * CPUX86State prefix (context_size bytes): 2.0.1 { size_t context_size; uc_mode; uc_arch; data[] }
+ * (16 bytes), 2.1.1 24 bytes; some builds append the host's jmp_buf after the CPU state. state()/loadState() move only the CPU state part, never the header or the
+ * jmp_buf (host addresses), and only between engines of the same library build.
  */
-const CONTEXT_HEADER = 32;
-
 export class UcContext {
   readonly #uc: Unicorn;
   readonly pointer: bigint;
   readonly size: number;
   readonly stateSize: number;
+  readonly #header: number;
   readonly #view: Uint8Array;
   #freed = false;
 
@@ -592,40 +619,45 @@ export class UcContext {
     this.#uc = uc;
     this.pointer = pointer;
     this.size = size;
-    this.#view = new Uint8Array(koffi.view(koffi.as(pointer, "void *"), size));
-    const dv = new DataView(this.#view.buffer, this.#view.byteOffset, CONTEXT_HEADER);
+    this.#view = new Uint8Array(koffi.view(pointer, size));
+    const dv = new DataView(this.#view.buffer, this.#view.byteOffset, 16);
     const contextSize = Number(dv.getBigUint64(0, true));
-    const jmpSize = Number(dv.getBigUint64(8, true));
-    if (CONTEXT_HEADER + contextSize + jmpSize !== size || dv.getUint32(20, true) !== UC_ARCH_X86) {
-      throw new Error(`unicorn: unexpected uc_context layout (size ${size}, context ${contextSize}, jmp_env ${jmpSize})`);
+    // The header is what precedes the CPU state: 16 bytes in 2.0.1, 24 in 2.1.1; builds that
+    // append the host jmp_buf record its size in the second word.
+    let header = size - contextSize;
+    if (!(header >= 16 && header <= 64)) {
+      header = size - contextSize - Number(dv.getBigUint64(8, true));
+      if (!(header >= 16 && header <= 128)) header = -1;
     }
+    if (header < 0 || contextSize <= 0) throw new Error(`unicorn: unexpected uc_context layout (size ${size}, context ${contextSize})`);
     this.stateSize = contextSize;
+    this.#header = header;
   }
 
   save(): void {
-    const err = load().uc_context_save(this.#uc.handle, koffi.as(this.pointer, "uc_context *")) as number;
+    const err = load().uc_context_save(this.#uc.handle, this.pointer) as number;
     if (err !== 0) throw new UnicornError("uc_context_save", err);
   }
 
   restore(): void {
-    const err = load().uc_context_restore(this.#uc.handle, koffi.as(this.pointer, "uc_context *")) as number;
+    const err = load().uc_context_restore(this.#uc.handle, this.pointer) as number;
     if (err !== 0) throw new UnicornError("uc_context_restore", err);
   }
 
   /** A copy of the saved CPU state. */
   state(): Buffer {
-    return Buffer.from(this.#view.subarray(CONTEXT_HEADER, CONTEXT_HEADER + this.stateSize));
+    return Buffer.from(this.#view.subarray(this.#header, this.#header + this.stateSize));
   }
 
   /** Replaces the saved CPU state (then restore() applies it). */
   loadState(bytes: Uint8Array): void {
     if (bytes.length !== this.stateSize) throw new Error(`unicorn: CPU state of ${bytes.length} bytes, this build uses ${this.stateSize}`);
-    this.#view.set(bytes, CONTEXT_HEADER);
+    this.#view.set(bytes, this.#header);
   }
 
   free(): void {
     if (this.#freed || this.#uc.closed) return;
     this.#freed = true;
-    load().uc_context_free(koffi.as(this.pointer, "uc_context *"));
+    load().uc_context_free(this.pointer);
   }
 }
