@@ -20,9 +20,11 @@ export interface ManifestRoute {
 }
 
 export interface Manifest {
-  runtime: "php" | "python";
+  runtime: "php" | "python" | "x86";
   /** Python (WSGI) settings; defaults when the table is absent. */
   python: { app: string; path: string[] };
+  /** Native x86-64 settings: the static ELF program (relative to the bundle root). */
+  x86: { program: string };
   php: {
     version: "8.3" | "8.4";
     /** Normalised relative directory, "." for the bundle root. */
@@ -44,8 +46,8 @@ export interface Manifest {
 export const MAX_MANIFEST_BYTES = 64 * 1024;
 export const MANIFEST_FILE = "zerocell.toml";
 
-const SUPPORTED_RUNTIMES = ["php", "python"] as const;
-const UNAVAILABLE_RUNTIMES = new Set(["x86"]);
+const SUPPORTED_RUNTIMES = ["php", "python", "x86"] as const;
+const UNAVAILABLE_RUNTIMES = new Set<string>();
 const MAX_ROUTES = 64;
 const MAX_WARMUP = 16;
 const MAX_WARMUP_PATH = 2048;
@@ -128,6 +130,8 @@ const PythonSchema = z.strictObject(
   { error: "must be a table" },
 );
 
+const X86Schema = z.strictObject({ program: str().default("bin/app") }, { error: "must be a table" });
+
 const ManifestSchema = z.strictObject({
   runtime: z.enum(SUPPORTED_RUNTIMES, {
     error: (iss) =>
@@ -135,6 +139,7 @@ const ManifestSchema = z.strictObject({
   }),
   php: z.optional(PhpSchema),
   python: z.optional(PythonSchema),
+  x86: z.optional(X86Schema),
   routes: z
     .array(RouteSchema, { error: "must be an array of tables ([[routes]])" })
     .max(MAX_ROUTES, { error: `must have at most ${MAX_ROUTES} entries` })
@@ -150,6 +155,7 @@ const ALLOWED_KEYS: Record<string, string[]> = {
   "": Object.keys(ManifestSchema.shape),
   php: Object.keys(PhpSchema.shape),
   python: Object.keys(PythonSchema.shape),
+  x86: Object.keys(X86Schema.shape),
   routes: Object.keys(RouteSchema.shape),
   limits: Object.keys(LimitsSchema.shape),
 };
@@ -287,6 +293,7 @@ export function parseManifest(text: string): Manifest {
   return {
     runtime: raw.runtime,
     python: { app: python.app, path: [...python.path] },
+    x86: { program: (raw.x86 ?? X86Schema.parse({})).program },
     php: {
       version: php.version,
       documentRoot: root.path === "" ? "." : root.path,

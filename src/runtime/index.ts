@@ -1,11 +1,12 @@
 /**
- * Runtimes by name: the deploy-time checks and build ids the gateway needs (light: no engine is
- * loaded), and the engine a sandbox host loads. One place to add a runtime.
+ * Runtimes by name: the deploy-time checks, build ids and host flags the gateway needs. The
+ * engine a sandbox host loads is in load.ts (kept apart: importing the x86 engine loads koffi, a
+ * native addon that only x86 hosts may load). One place to add a runtime.
  */
 import type { BundleImage, Manifest } from "../bundle/index.js";
-import type { Engine } from "./engine.js";
 import { phpEngineBuild, validatePhpBundle } from "./php/validate.js";
 import { pythonEngineBuild, validatePythonBundle } from "./python/validate.js";
+import { X86Engine } from "./x86/index.js";
 
 export type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "./engine.js";
 
@@ -18,6 +19,10 @@ export function validateBundle(manifest: Manifest, image: BundleImage): void {
     case "python":
       validatePythonBundle(manifest, image);
       return;
+    case "x86":
+      // The static validator (iced-x86) refuses the bundle with its report.
+      new X86Engine().validate(manifest, image);
+      return;
   }
 }
 
@@ -28,6 +33,8 @@ export function engineBuildId(manifest: Manifest): string {
       return phpEngineBuild(manifest);
     case "python":
       return pythonEngineBuild(manifest);
+    case "x86":
+      return new X86Engine().buildId(manifest);
   }
 }
 
@@ -40,15 +47,8 @@ export function hostFlags(runtime: Manifest["runtime"]): string[] {
       // Pyodide runs in a vm realm without code generation from strings; the process-wide flag
       // is a second wall (docs/python-sandbox.md).
       return ["--disallow-code-generation-from-strings"];
-  }
-}
-
-/** The engine a sandbox host runs (loaded lazily: each pulls a large runtime). */
-export async function loadEngine(runtime: Manifest["runtime"]): Promise<Engine> {
-  switch (runtime) {
-    case "php":
-      return new (await import("./php/index.js")).PhpEngine();
-    case "python":
-      return new (await import("./python/index.js")).PythonEngine();
+    case "x86":
+      // koffi (the FFI to Debian's libunicorn2) is a native addon.
+      return ["--allow-addons"];
   }
 }

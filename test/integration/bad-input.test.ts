@@ -289,9 +289,9 @@ describe("A. hostile bundles POSTed to the admin API", () => {
     await expectRejected(withManifest('runtime = "php"\nruntime = "php"\n'), 400, "manifest_invalid", /line 2, column \d+/);
   });
 
-  it("rejects an unknown runtime, and one that is not available", async () => {
+  it("rejects an unknown runtime, and an x86 bundle without its program", async () => {
     await expectRejected(withManifest('runtime = "cobol"\n[php]\ndocument_root = "public"\n'), 400, "manifest_invalid", "manifest: runtime:", '"php"');
-    await expectRejected(withManifest('runtime = "x86"\n'), 400, "runtime_unavailable", '"x86"', "not available");
+    await expectRejected(withManifest('runtime = "x86"\n'), 400, "manifest_invalid", "x86.program", '"bin/app" is not a file');
   });
 
   it("rejects missing and invalid fields, naming the field", async () => {

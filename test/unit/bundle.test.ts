@@ -145,6 +145,7 @@ describe("packDirectory → loadBundle → encode/decode", () => {
     expect(manifest).toEqual({
       runtime: "php",
       python: { app: "app:application", path: [] },
+      x86: { program: "bin/app" },
       php: {
         version: "8.4",
         documentRoot: "public",
@@ -541,6 +542,7 @@ describe("parseManifest", () => {
     expect(parseManifest('runtime = "php"')).toEqual({
       runtime: "php",
       python: { app: "app:application", path: [] },
+      x86: { program: "bin/app" },
       php: { version: "8.3", documentRoot: ".", ini: {}, frontController: null },
       routes: [],
       limits: { timeoutMs: 10000, memoryMb: 128, maxBodyBytes: 10485760, dataMb: 16 },
@@ -557,10 +559,11 @@ describe("parseManifest", () => {
     manifestError("[php]", "manifest_invalid", "manifest: runtime: is required");
   });
 
-  it("refuses runtimes that are not available yet, and accepts python with its table", () => {
+  it("accepts python and x86 with their tables, naming unknown keys", () => {
     expect(parseManifest('runtime = "python"\n[python]\napp = "web:app"\npath = ["vendor"]\n').python).toEqual({ app: "web:app", path: ["vendor"] });
     manifestError('runtime = "python"\n[python]\nmodule = "x"', "manifest_invalid", "manifest: python.module: unknown key");
-    manifestError('runtime = "x86"', "runtime_unavailable", 'manifest: runtime "x86" is not available in this build (supported: php, python)');
+    expect(parseManifest('runtime = "x86"\n[x86]\nprogram = "bin/server"\n').x86).toEqual({ program: "bin/server" });
+    manifestError('runtime = "x86"\n[x86]\nbinary = "x"', "manifest_invalid", "manifest: x86.binary: unknown key");
   });
 
   it("rejects unknown keys, naming them", () => {

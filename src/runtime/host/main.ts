@@ -10,7 +10,7 @@ import net from "node:net";
 import { encodeFrame, FrameDecoder, type Frame } from "../protocol.js";
 import type { EngineInstance, EngineRequest } from "../engine.js";
 import { decodeImage, type Manifest } from "../../bundle/index.js";
-import { loadEngine } from "../index.js";
+import { loadEngine } from "../load.js";
 import { isZerocellError } from "../../errors.js";
 
 // Emscripten's NODEFS reads fs constants through process.binding, which the permission model
