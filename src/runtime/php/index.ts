@@ -11,7 +11,7 @@ import { createSpawnHandler } from "@php-wasm/util";
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, phpEngineBuild, validatePhpBundle } from "./validate.js";
-import { decodeImage, encodeImage, type BundleEntry } from "../../bundle/index.js";
+import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { LinearMemorySnapshot } from "../../snapshot/index.js";
 
@@ -248,7 +248,7 @@ class PhpInstance implements EngineInstance {
       case "script":
         break;
     }
-    const before = request.data === undefined ? undefined : this.#mountData(request.data);
+    const before = request.data === undefined ? undefined : mountData(this.#dataFs(), DATA_DIR, request.data);
     const headers: Record<string, string> = {};
     for (const [k, v] of request.headers) headers[k] = k in headers ? (k === "cookie" ? `${headers[k]}; ${v}` : `${headers[k]}, ${v}`) : v;
     const server: Record<string, string> = {
@@ -296,52 +296,34 @@ class PhpInstance implements EngineInstance {
     const out: Array<[string, string]> = [];
     for (const [name, values] of Object.entries(res.headers)) for (const v of values) out.push([name, v]);
     if (res.errors.length > 0) process.stderr.write(res.errors.endsWith("\n") ? res.errors : res.errors + "\n");
-    const data = before === undefined ? undefined : this.#changedData(before);
+    const data = before === undefined ? undefined : changedData(this.#dataFs(), DATA_DIR, before);
     return { status: res.httpStatusCode, headers: out, body: res.bytes, ...(data === undefined ? {} : { data }) };
   }
 
-  /** Replaces /data with a key's committed tree; returns its files for the after-request diff. */
-  #mountData(encoded: Uint8Array): Map<string, Buffer> {
-    this.#wipe(DATA_DIR);
-    const files = new Map<string, Buffer>();
-    for (const e of decodeImage(Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength)).entries) {
-      const path = `${DATA_DIR}/${e.path}`;
-      if (e.kind === "dir") this.#php.mkdirTree(path);
-      else if (e.kind === "file") {
-        const data = e.data ?? Buffer.alloc(0);
-        this.#php.writeFile(path, data);
-        files.set(e.path, Buffer.from(data));
-      }
-    }
-    return files;
-  }
-
-  /** The new /data tree as an encoded image if the request changed anything, else undefined. */
-  #changedData(before: Map<string, Buffer>): Uint8Array | undefined {
-    const entries: BundleEntry[] = [];
-    let changed = false;
-    let seen = 0;
-    let totalBytes = 0;
-    const walk = (rel: string) => {
-      for (const name of this.#php.listFiles(rel === "" ? DATA_DIR : `${DATA_DIR}/${rel}`)) {
-        const childRel = rel === "" ? name : `${rel}/${name}`;
-        const full = `${DATA_DIR}/${childRel}`;
-        if (this.#php.isDir(full)) {
-          entries.push({ path: childRel, kind: "dir", mode: 0o755 });
-          walk(childRel);
-        } else if (this.#php.isFile(full)) {
-          const data = Buffer.from(this.#php.readFileAsBuffer(full));
-          totalBytes += data.length;
-          entries.push({ path: childRel, kind: "file", mode: 0o644, data });
-          const old = before.get(childRel);
-          if (old === undefined || !old.equals(data)) changed = true;
-          else seen++;
-        }
-      }
+  /** /data as the shared keyed-storage code sees it (data-dir.ts). */
+  #dataFs(): DataFs {
+    const php = this.#php;
+    return {
+      wipe: (dir) => this.#wipe(dir),
+      mkdirs: (path) => php.mkdirTree(path),
+      writeFile: (path, data) => php.writeFile(path, data),
+      readFile: (path) => php.readFileAsBuffer(path),
+      listTree: (dir) => {
+        const out: Array<[string, "dir" | "file"]> = [];
+        const walk = (rel: string) => {
+          for (const name of php.listFiles(rel === "" ? dir : `${dir}/${rel}`)) {
+            const childRel = rel === "" ? name : `${rel}/${name}`;
+            const full = `${dir}/${childRel}`;
+            if (php.isDir(full)) {
+              out.push([childRel, "dir"]);
+              walk(childRel);
+            } else if (php.isFile(full)) out.push([childRel, "file"]);
+          }
+        };
+        walk("");
+        return out;
+      },
     };
-    walk("");
-    if (!changed && seen === before.size) return undefined;
-    return encodeImage({ entries, totalBytes });
   }
 
   #sbrkTop(): number {

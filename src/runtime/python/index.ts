@@ -18,7 +18,7 @@
  * memory in snapshot mode.
  */
 import type { Manifest } from "../../bundle/index.js";
-import { decodeImage, encodeImage, type BundleEntry } from "../../bundle/index.js";
+import { changedData, mountData, type DataFs } from "../data-dir.js";
 import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
 import { LinearMemorySnapshot } from "../../snapshot/index.js";
 import { PyRealm, pyodideFiles, type BootOptions, type LogSink } from "./realm.js";
@@ -213,7 +213,7 @@ export class PythonInstance implements EngineInstance {
 
   #handle(request: EngineRequest): EngineResponse {
     const realm = this.#realm;
-    const before = request.data === undefined ? undefined : this.#mountData(request.data);
+    const before = request.data === undefined ? undefined : mountData(this.#dataFs(), DATA_DIR, request.data);
     const body = request.body;
     const meta = buildMeta(request, body.byteLength < 2 ? Buffer.from(body).toString("latin1") : undefined);
     const addr = realm.call("begin", JSON.stringify(meta), body.byteLength);
@@ -227,47 +227,20 @@ export class PythonInstance implements EngineInstance {
     const headers: Array<[string, string]> = [];
     for (const h of res.headers) if (Array.isArray(h) && typeof h[0] === "string" && typeof h[1] === "string") headers.push([h[0], h[1]]);
     // A crashed app's /data changes are never sent back (the gateway commits only below 500).
-    const data = before === undefined || res.failed ? undefined : this.#changedData(before);
+    const data = before === undefined || res.failed ? undefined : changedData(this.#dataFs(), DATA_DIR, before);
     return { status: res.status, headers, body: resBody, ...(data === undefined ? {} : { data }) };
   }
 
-  /** Replaces /data with a key's committed tree; returns its files for the after-request diff. */
-  #mountData(encoded: Uint8Array): Map<string, Buffer> {
-    this.#realm.wipe(DATA_DIR);
-    const files = new Map<string, Buffer>();
-    for (const e of decodeImage(Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength)).entries) {
-      const path = `${DATA_DIR}/${e.path}`;
-      if (e.kind === "dir") this.#realm.mkdirs(path);
-      else if (e.kind === "file") {
-        const data = e.data ?? Buffer.alloc(0);
-        this.#realm.writeFile(path, data);
-        files.set(e.path, Buffer.from(data));
-      }
-    }
-    return files;
-  }
-
-  /** The new /data tree as an encoded image if the request changed anything, else undefined. */
-  #changedData(before: Map<string, Buffer>): Uint8Array | undefined {
-    const entries: BundleEntry[] = [];
-    let changed = false;
-    let seen = 0;
-    let totalBytes = 0;
-    for (const [rel, kind] of this.#realm.listTree(DATA_DIR)) {
-      if (kind === "dir") {
-        entries.push({ path: rel, kind: "dir", mode: 0o755 });
-        continue;
-      }
-      const data = this.#realm.readFile(`${DATA_DIR}/${rel}`);
-      totalBytes += data.length;
-      entries.push({ path: rel, kind: "file", mode: 0o644, data });
-      const old = before.get(rel);
-      if (old === undefined || !old.equals(data)) changed = true;
-      else seen++;
-    }
-    if (!changed && seen === before.size) return undefined;
-    entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-    return encodeImage({ entries, totalBytes });
+  /** /data as the shared keyed-storage code sees it (data-dir.ts). */
+  #dataFs(): DataFs {
+    const realm = this.#realm;
+    return {
+      wipe: () => realm.wipe(DATA_DIR),
+      mkdirs: (path) => realm.mkdirs(path),
+      writeFile: (path, data) => realm.writeFile(path, data),
+      readFile: (path) => realm.readFile(path),
+      listTree: () => realm.listTree(DATA_DIR).map(([rel, kind]) => [rel, kind] as [string, "dir" | "file"]),
+    };
   }
 
   snapshot(): void {
