@@ -39,9 +39,8 @@ import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import http from "node:http";
 import autocannon from "autocannon";
+import { CLI, ROOT, children, foreignCpuShare, killGroup, ourPids, parseServerTiming, percentile, sleep, startChild, stopChild, tempDir, tempDirs, topForeignProcesses, zerocellCli } from "./lib.mjs";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const CLI = join(ROOT, "dist", "src", "cli", "main.js");
 const BLOG = join(ROOT, "examples", "php-blog");
 const RESULTS_DIR = join(ROOT, "bench", "results");
 const KV_HOST = "kv.localhost";
@@ -84,8 +83,6 @@ const OPTS = parseArgs(process.argv.slice(2));
 
 // ---------------------------------------------------------------- children and cleanup
 
-const children = new Set();
-const tempDirs = new Set();
 let currentCannon;
 let cleaningUp = false;
 
@@ -93,47 +90,9 @@ function log(msg) {
   process.stderr.write(`[keys ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function startChild(name, cmd, args, opts = {}) {
-  const proc = spawn(cmd, args, { detached: true, stdio: opts.stdio ?? ["ignore", "ignore", "ignore"], env: opts.env ?? process.env, cwd: opts.cwd ?? ROOT });
-  const child = { name, proc, exited: false, code: null };
-  child.exitPromise = new Promise((r) => proc.once("exit", (code, signal) => {
-    child.exited = true;
-    child.code = code ?? signal;
-    r();
-  }));
-  proc.once("error", (e) => {
-    child.exited = true;
-    child.error = e;
-  });
-  children.add(child);
-  return child;
-}
 
-function killGroup(pid, signal) {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // group already gone
-  }
-}
 
-/** SIGTERM the leader, wait, then SIGKILL the whole group (catches orphaned grandchildren). */
-async function stopChild(child, timeoutMs = 10_000) {
-  if (!children.has(child)) return;
-  if (!child.exited && child.proc.pid !== undefined) {
-    try {
-      child.proc.kill("SIGTERM");
-    } catch {
-      // gone
-    }
-    await Promise.race([child.exitPromise, sleep(timeoutMs)]);
-  }
-  if (child.proc.pid !== undefined) killGroup(child.proc.pid, "SIGKILL");
-  await Promise.race([child.exitPromise, sleep(2000)]);
-  children.delete(child);
-}
 
 async function cleanup() {
   if (currentCannon !== undefined) {
@@ -167,19 +126,9 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   });
 }
 
-function tempDir(prefix) {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  tempDirs.add(d);
-  return d;
-}
 
 // ---------------------------------------------------------------- small helpers
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx];
-}
 const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
 const pct = (share) => (share === null || share === undefined ? null : Math.round(share * 100));
 const stat = (xs) => {
@@ -229,11 +178,6 @@ async function waitFor200(url, opts = {}, deadlineMs = 30_000, child) {
   throw new Error(`no 200 from ${url} within ${deadlineMs} ms (last: ${last})`);
 }
 
-function parseServerTiming(h) {
-  const out = {};
-  for (const m of String(h ?? "").matchAll(/([\w-]+);dur=([\d.]+)/g)) out[m[1]] = Number(m[2]);
-  return out;
-}
 
 /** CPU accounting snapshot (as in bench/run.mjs): to tell how much CPU other processes used. */
 function cpuSnapshot() {
@@ -258,37 +202,7 @@ function cpuSnapshot() {
   }
 }
 
-function ourPids(snap) {
-  const ours = new Set([process.pid]);
-  let grew = true;
-  while (grew) {
-    grew = false;
-    for (const [pid, p] of snap.procs) if (!ours.has(pid) && ours.has(p.ppid)) {
-      ours.add(pid);
-      grew = true;
-    }
-  }
-  return ours;
-}
 
-/** Share (0..1) of all CPUs used by processes that are not ours (nor kernel threads) between a and b. */
-function foreignCpuShare(a, b) {
-  if (a === null || b === null) return null;
-  const ours = ourPids(b);
-  const oursBefore = ourPids(a);
-  const all = (p) => p.jiffies + p.childJiffies;
-  let oursJ = 0;
-  let kernelJ = 0;
-  for (const [pid, p] of b.procs) {
-    if (ours.has(pid)) {
-      const before = a.procs.get(pid);
-      oursJ += all(p) - (before === undefined ? 0 : all(before));
-    } else if (pid === 2 || p.ppid === 2) kernelJ += p.jiffies - (a.procs.get(pid)?.jiffies ?? 0);
-  }
-  for (const pid of oursBefore) if (!b.procs.has(pid)) oursJ -= all(a.procs.get(pid));
-  const totalJ = Math.max(1, b.total - a.total);
-  return Math.max(0, Math.min(1, (b.busy - a.busy - oursJ - kernelJ) / totalJ));
-}
 
 /** Busy share of all CPUs over `ms`, not counting this process. */
 async function cpuBusy(ms = 1000) {
@@ -297,14 +211,6 @@ async function cpuBusy(ms = 1000) {
   return foreignCpuShare(a, cpuSnapshot());
 }
 
-function topForeignProcesses() {
-  try {
-    const text = execFileSync("ps", ["-e", "--sort=-pcpu", "-o", "pid=,pcpu=,args="], { encoding: "utf8" });
-    return text.trim().split("\n").slice(0, 6).map((l) => l.trim().slice(0, 140)).filter((l) => !l.includes("ps -e"));
-  } catch {
-    return [];
-  }
-}
 
 // ---------------------------------------------------------------- load generation
 
@@ -528,19 +434,6 @@ function makeKvApp() {
 
 // ---------------------------------------------------------------- zerocell
 
-function zerocellCli(dataDir, args) {
-  const env = { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" };
-  return new Promise((res) => {
-    const c = startChild("zerocell cli", process.execPath, [CLI, ...args, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"], env });
-    let out = "";
-    c.proc.stdout.on("data", (d) => (out += d));
-    c.proc.stderr.on("data", (d) => (out += d));
-    c.exitPromise.then(() => {
-      children.delete(c);
-      res({ code: c.code, out });
-    });
-  });
-}
 
 async function run(result) {
   if (!existsSync(CLI)) throw new Error(`${CLI} missing: build first (npx tsc -p tsconfig.json)`);

@@ -29,10 +29,9 @@ import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import http from "node:http";
 import autocannon from "autocannon";
+import { CLI, ROOT, children, foreignCpuShare, killGroup, ourPids, pad, percentile, sleep, startChild, stopChild, tempDir, tempDirs, zerocellCli } from "./lib.mjs";
 import Database from "better-sqlite3";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const CLI = join(ROOT, "dist", "src", "cli", "main.js");
 const EXAMPLE = join(ROOT, "examples", "php-hello");
 const RESULTS_DIR = join(ROOT, "bench", "results");
 const HOST_SCRIPT_MARK = join("runtime", "host", "main.js");
@@ -74,8 +73,6 @@ const OPTS = parseArgs(process.argv.slice(2));
 // ---------------------------------------------------------------- children and cleanup
 
 /** Every process we started: { name, proc }. Each is spawned detached (its own process group). */
-const children = new Set();
-const tempDirs = new Set();
 /** Host pids seen under a server we killed with SIGKILL; killed at cleanup if still there. */
 const hostPidsToReap = new Set();
 let currentCannon;
@@ -86,45 +83,8 @@ function log(msg) {
   process.stderr.write(`[metering ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
-function startChild(name, cmd, args, opts = {}) {
-  const proc = spawn(cmd, args, { detached: true, stdio: opts.stdio ?? ["ignore", "ignore", "ignore"], env: opts.env ?? process.env, cwd: opts.cwd ?? ROOT });
-  const child = { name, proc, exited: false, code: null };
-  child.exitPromise = new Promise((r) => proc.once("exit", (code, signal) => {
-    child.exited = true;
-    child.code = code ?? signal;
-    r();
-  }));
-  proc.once("error", (e) => {
-    child.exited = true;
-    child.error = e;
-  });
-  children.add(child);
-  return child;
-}
 
-function killGroup(pid, signal) {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // group already gone
-  }
-}
 
-/** SIGTERM the leader, wait, then SIGKILL the whole group (catches orphaned grandchildren). */
-async function stopChild(child, timeoutMs = 10_000) {
-  if (!children.has(child)) return;
-  if (!child.exited && child.proc.pid !== undefined) {
-    try {
-      child.proc.kill("SIGTERM");
-    } catch {
-      // gone
-    }
-    await Promise.race([child.exitPromise, sleep(timeoutMs)]);
-  }
-  if (child.proc.pid !== undefined) killGroup(child.proc.pid, "SIGKILL");
-  await Promise.race([child.exitPromise, sleep(2000)]);
-  children.delete(child);
-}
 
 /** SIGKILL a pid only if it still runs a sandbox host (guards against pid reuse). */
 function killHostPid(pid) {
@@ -174,21 +134,10 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   });
 }
 
-function tempDir(prefix) {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  tempDirs.add(d);
-  return d;
-}
 
 // ---------------------------------------------------------------- small helpers
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx];
-}
 
 const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
@@ -253,37 +202,7 @@ function cpuSnapshot() {
   }
 }
 
-function ourPids(snap) {
-  const ours = new Set([process.pid]);
-  let grew = true;
-  while (grew) {
-    grew = false;
-    for (const [pid, p] of snap.procs) if (!ours.has(pid) && ours.has(p.ppid)) {
-      ours.add(pid);
-      grew = true;
-    }
-  }
-  return ours;
-}
 
-/** Share (0..1) of all CPUs used by other processes between two snapshots. */
-function foreignCpuShare(a, b) {
-  if (a === null || b === null) return null;
-  const ours = ourPids(b);
-  const oursBefore = ourPids(a);
-  const all = (p) => p.jiffies + p.childJiffies;
-  let oursJ = 0;
-  let kernelJ = 0;
-  for (const [pid, p] of b.procs) {
-    if (ours.has(pid)) {
-      const before = a.procs.get(pid);
-      oursJ += all(p) - (before === undefined ? 0 : all(before));
-    } else if (pid === 2 || p.ppid === 2) kernelJ += p.jiffies - (a.procs.get(pid)?.jiffies ?? 0);
-  }
-  for (const pid of oursBefore) if (!b.procs.has(pid)) oursJ -= all(a.procs.get(pid));
-  const totalJ = Math.max(1, b.total - a.total);
-  return Math.max(0, Math.min(1, (b.busy - a.busy - oursJ - kernelJ) / totalJ));
-}
 
 // ---------------------------------------------------------------- HTTP client that keeps request ids
 
@@ -465,19 +384,6 @@ function makeBundle() {
   return dir;
 }
 
-function zerocellCli(dataDir, args) {
-  const env = { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" };
-  return new Promise((res) => {
-    const c = startChild("zerocell cli", process.execPath, [CLI, ...args, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"], env });
-    let out = "";
-    c.proc.stdout.on("data", (d) => (out += d));
-    c.proc.stderr.on("data", (d) => (out += d));
-    c.exitPromise.then(() => {
-      children.delete(c);
-      res({ code: c.code, out });
-    });
-  });
-}
 
 /**
  * A server on a fresh data dir (loopback, ports picked by the kernel), with the bundle deployed
@@ -757,10 +663,6 @@ async function runKills(result, bundle) {
 
 // ---------------------------------------------------------------- report
 
-function pad(s, n, right = false) {
-  s = String(s ?? "-");
-  return right ? s.padEnd(n) : s.padStart(n);
-}
 
 function renderTable(rows) {
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));

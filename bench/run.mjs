@@ -39,9 +39,8 @@ import net from "node:net";
 import http from "node:http";
 import https from "node:https";
 import autocannon from "autocannon";
+import { CLI, ROOT, children, foreignCpuShare, killGroup, ourPids, pad, parseServerTiming, percentile, sleep, startChild, stopChild, tempDir, tempDirs, topForeignProcesses, zerocellCli } from "./lib.mjs";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const CLI = join(ROOT, "dist", "src", "cli", "main.js");
 const EXAMPLE = join(ROOT, "examples", "php-hello");
 const RESULTS_DIR = join(ROOT, "bench", "results");
 const CONCURRENCIES = [1, 8, 64];
@@ -93,8 +92,6 @@ const OPTS = parseArgs(process.argv.slice(2));
 // ---------------------------------------------------------------- children and cleanup
 
 /** Every process we started: { name, proc }. Each is spawned detached (its own process group). */
-const children = new Set();
-const tempDirs = new Set();
 let currentCannon;
 let cleaningUp = false;
 
@@ -102,45 +99,8 @@ function log(msg) {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
-function startChild(name, cmd, args, opts = {}) {
-  const proc = spawn(cmd, args, { detached: true, stdio: opts.stdio ?? ["ignore", "ignore", "ignore"], env: opts.env ?? process.env, cwd: opts.cwd ?? ROOT });
-  const child = { name, proc, exited: false, code: null };
-  child.exitPromise = new Promise((r) => proc.once("exit", (code, signal) => {
-    child.exited = true;
-    child.code = code ?? signal;
-    r();
-  }));
-  proc.once("error", (e) => {
-    child.exited = true;
-    child.error = e;
-  });
-  children.add(child);
-  return child;
-}
 
-function killGroup(pid, signal) {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // group already gone
-  }
-}
 
-/** SIGTERM the leader, wait, then SIGKILL the whole group (catches orphaned grandchildren). */
-async function stopChild(child, timeoutMs = 10_000) {
-  if (!children.has(child)) return;
-  if (!child.exited && child.proc.pid !== undefined) {
-    try {
-      child.proc.kill("SIGTERM");
-    } catch {
-      // gone
-    }
-    await Promise.race([child.exitPromise, sleep(timeoutMs)]);
-  }
-  if (child.proc.pid !== undefined) killGroup(child.proc.pid, "SIGKILL");
-  await Promise.race([child.exitPromise, sleep(2000)]);
-  children.delete(child);
-}
 
 async function cleanup() {
   if (currentCannon !== undefined) {
@@ -175,15 +135,9 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   });
 }
 
-function tempDir(prefix) {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  tempDirs.add(d);
-  return d;
-}
 
 // ---------------------------------------------------------------- small helpers
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function freePort() {
   return new Promise((res, rej) => {
@@ -203,11 +157,6 @@ async function freePorts(n) {
   return [...out];
 }
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx];
-}
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -329,14 +278,6 @@ async function cpuBusy(ms = 1000) {
   }
 }
 
-function topForeignProcesses() {
-  try {
-    const text = execFileSync("ps", ["-e", "--sort=-pcpu", "-o", "pid=,pcpu=,args="], { encoding: "utf8" });
-    return text.trim().split("\n").slice(0, 6).map((l) => l.trim().slice(0, 140)).filter((l) => !l.includes("ps -e"));
-  } catch {
-    return [];
-  }
-}
 
 /**
  * CPU accounting snapshot, to tell how much of a run's CPU went to processes that are not ours
@@ -365,43 +306,7 @@ function cpuSnapshot() {
   }
 }
 
-/** This process and its descendants in one snapshot. */
-function ourPids(snap) {
-  const ours = new Set([process.pid]);
-  let grew = true;
-  while (grew) {
-    grew = false;
-    for (const [pid, p] of snap.procs) if (!ours.has(pid) && ours.has(p.ppid)) {
-      ours.add(pid);
-      grew = true;
-    }
-  }
-  return ours;
-}
 
-/**
- * Share (0..1) of all CPUs used by other processes between two snapshots. Our processes count
- * with the CPU of the children they reaped (cutime/cstime), so hosts and CLI runs that started
- * and ended between the snapshots are ours too; a process of ours that was in `a` and has been
- * reaped by `b` has its time before `a` taken off again (its parent's cutime counts all of it).
- */
-function foreignCpuShare(a, b) {
-  if (a === null || b === null) return null;
-  const ours = ourPids(b);
-  const oursBefore = ourPids(a);
-  const all = (p) => p.jiffies + p.childJiffies;
-  let oursJ = 0;
-  let kernelJ = 0;
-  for (const [pid, p] of b.procs) {
-    if (ours.has(pid)) {
-      const before = a.procs.get(pid);
-      oursJ += all(p) - (before === undefined ? 0 : all(before));
-    } else if (pid === 2 || p.ppid === 2) kernelJ += p.jiffies - (a.procs.get(pid)?.jiffies ?? 0);
-  }
-  for (const pid of oursBefore) if (!b.procs.has(pid)) oursJ -= all(a.procs.get(pid));
-  const totalJ = Math.max(1, b.total - a.total);
-  return Math.max(0, Math.min(1, (b.busy - a.busy - oursJ - kernelJ) / totalJ));
-}
 
 /**
  * With --wait-idle N: waits up to N s for other processes to use <10% of the CPUs (checked over
@@ -792,25 +697,7 @@ async function runNative(result) {
 
 // ---------------------------------------------------------------- zerocell
 
-function zerocellCli(dataDir, args) {
-  const env = { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" };
-  return new Promise((res) => {
-    const c = startChild("zerocell cli", process.execPath, [CLI, ...args, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"], env });
-    let out = "";
-    c.proc.stdout.on("data", (d) => (out += d));
-    c.proc.stderr.on("data", (d) => (out += d));
-    c.exitPromise.then(() => {
-      children.delete(c);
-      res({ code: c.code, out });
-    });
-  });
-}
 
-function parseServerTiming(h) {
-  const out = {};
-  for (const m of String(h ?? "").matchAll(/([\w-]+);dur=([\d.]+)/g)) out[m[1]] = Number(m[2]);
-  return out;
-}
 
 async function serverTimingSamples(url, host, n) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -1113,10 +1000,6 @@ async function runZerocell(result) {
 
 // ---------------------------------------------------------------- report
 
-function pad(s, n, right = false) {
-  s = String(s ?? "-");
-  return right ? s.padEnd(n) : s.padStart(n);
-}
 
 function renderTable(rows) {
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));
