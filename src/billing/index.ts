@@ -19,6 +19,10 @@ export interface UsageRecord {
   startedAt: number;
   /** Time inside the sandbox, µs (gateway-measured, from acquire to response). */
   wallUs: number;
+  /** CPU time of the sandbox host process while the request ran, µs (null: not reported, e.g. a timeout). */
+  cpuUs: number | null;
+  /** Guest instructions executed, where the engine counts them (x86); null elsewhere. */
+  instructions: number | null;
   /** Billed memory (the configured limit), MB. */
   memoryMb: number;
   status: number;
@@ -56,15 +60,15 @@ export class UsageRecorder {
     this.#db = db;
     this.#insert = db.sqlite.prepare(
       `INSERT INTO usage_records (request_id, account_id, app_id, deployment_id, route_key, started_at, wall_us, cpu_us, instructions, memory_mb, status, bytes_in, bytes_out, mode)
-       VALUES (@requestId, @accountId, @appId, @deploymentId, @routeKey, @startedAt, @wallUs, NULL, NULL, @memoryMb, @status, @bytesIn, @bytesOut, @mode)
+       VALUES (@requestId, @accountId, @appId, @deploymentId, @routeKey, @startedAt, @wallUs, @cpuUs, @instructions, @memoryMb, @status, @bytesIn, @bytesOut, @mode)
        ON CONFLICT (request_id) DO NOTHING`,
     );
     this.#daily = db.sqlite.prepare(
       `INSERT INTO usage_daily (account_id, app_id, day, requests, errors, mb_ms, wall_us, instructions, bytes_in, bytes_out)
-       VALUES (@accountId, @appId, @day, @requests, @errors, @mbMs, @wallUs, 0, @bytesIn, @bytesOut)
+       VALUES (@accountId, @appId, @day, @requests, @errors, @mbMs, @wallUs, @instructions, @bytesIn, @bytesOut)
        ON CONFLICT (account_id, app_id, day) DO UPDATE SET
          requests = requests + excluded.requests, errors = errors + excluded.errors, mb_ms = mb_ms + excluded.mb_ms,
-         wall_us = wall_us + excluded.wall_us, bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out`,
+         wall_us = wall_us + excluded.wall_us, instructions = instructions + excluded.instructions, bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out`,
     );
     this.#opts = { maxBuffered: 10_000, enabled: true, ...opts };
   }
@@ -87,17 +91,18 @@ export class UsageRecorder {
       const write = this.#db.sqlite.transaction((rows: UsageRecord[]) => {
         // Aggregate the batch first, then one upsert per (account, app, day). A record that was
         // already written (same request id) is not counted twice.
-        const days = new Map<string, { accountId: string; appId: string; day: string; requests: number; errors: number; mbMs: number; wallUs: number; bytesIn: number; bytesOut: number }>();
+        const days = new Map<string, { accountId: string; appId: string; day: string; requests: number; errors: number; mbMs: number; wallUs: number; instructions: number; bytesIn: number; bytesOut: number }>();
         for (const r of rows) {
           if (this.#insert.run(r).changes === 0) continue;
           const day = new Date(r.startedAt).toISOString().slice(0, 10);
           const k = `${r.accountId}\u0000${r.appId}\u0000${day}`;
           let d = days.get(k);
-          if (d === undefined) days.set(k, (d = { accountId: r.accountId, appId: r.appId, day, requests: 0, errors: 0, mbMs: 0, wallUs: 0, bytesIn: 0, bytesOut: 0 }));
+          if (d === undefined) days.set(k, (d = { accountId: r.accountId, appId: r.appId, day, requests: 0, errors: 0, mbMs: 0, wallUs: 0, instructions: 0, bytesIn: 0, bytesOut: 0 }));
           d.requests++;
           if (r.status >= 500) d.errors++;
           d.mbMs += billedMbMs(r);
           d.wallUs += r.wallUs;
+          d.instructions += r.instructions ?? 0;
           d.bytesIn += r.bytesIn;
           d.bytesOut += r.bytesOut;
         }

@@ -194,6 +194,7 @@ export class Platform {
     let bytesIn = 0;
     let bytesOut = 0;
     let wallUs = 0;
+    let usage: { cpuUs: number | null; instructions: number | null } | undefined;
     try {
       // 1. route
       match = this.#table.match(host, url.pathname);
@@ -227,6 +228,7 @@ export class Platform {
           ? await this.pool.run(target.deploymentId, match.route.mode, engineReq, manifest.limits.timeoutMs)
           : await this.#runKeyed(target, match.route.mode, decodeKey(match.params[keyParam] ?? ""), engineReq, manifest);
       wallUs = Math.round((performance.now() - sandboxStart) * 1000);
+      usage = { cpuUs: res.cpuUs ?? null, instructions: res.usage?.instructions ?? null };
       // 4. answer
       const out = new Headers();
       for (const [name, value] of res.headers) {
@@ -266,6 +268,8 @@ export class Platform {
           routeKey: match?.route.key === undefined ? null : (match.params[match.route.key] ?? null),
           startedAt,
           wallUs,
+          cpuUs: usage?.cpuUs ?? null,
+          instructions: usage?.instructions ?? null,
           memoryMb: manifest?.limits.memoryMb ?? 0,
           status,
           bytesIn,

@@ -45,11 +45,23 @@ export interface HostResponse extends EngineResponse {
   runMs: number;
   /** When the host started the request, wall-clock ms (performance.timeOrigin based). */
   startedAt: number | undefined;
+  /** CPU time the host process spent on the request, µs, as the host reported it (bounded by runMs × 4). */
+  cpuUs: number | undefined;
 }
 
 const HOST_SCRIPT = join(DIST_DIR, "src", "runtime", "host", "main.js");
 const MAX_LOG_LINE = 2048;
 const MAX_HEADERS = 200;
+/** More guest instructions than one request can execute in its time limit at any speed. */
+const MAX_INSTRUCTIONS = 2 ** 52;
+
+/**
+ * A count the host reported: a non-negative integer at most `max`, else undefined (the host
+ * runs untrusted code, so what it says is bounded, never trusted to be sane).
+ */
+function reportedCount(v: unknown, max: number): number | undefined {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? Math.min(v, max) : undefined;
+}
 
 /** Node flags for the host: permission model, reads limited to the platform's own code. */
 export function hostNodeArgs(runtime: Manifest["runtime"] = "php"): string[] {
@@ -238,13 +250,16 @@ export class SandboxHost {
           return;
         }
         this.#settle(h.id as number);
+        const runMs = typeof h.runMs === "number" && Number.isFinite(h.runMs) && h.runMs >= 0 ? h.runMs : 0;
         p.resolve({
           status,
           headers: h.headers,
           body: f.body.subarray(0, bodyBytes),
           ...(h.dataBytes === undefined ? {} : { data: f.body.subarray(bodyBytes) }),
-          runMs: typeof h.runMs === "number" && Number.isFinite(h.runMs) ? h.runMs : 0,
+          runMs,
           startedAt: typeof h.startedAt === "number" && Number.isFinite(h.startedAt) ? h.startedAt : undefined,
+          cpuUs: reportedCount(h.cpuUs, Math.ceil(Math.max(1, runMs) * 1000 * 4)),
+          ...(h.instructions === undefined ? {} : { usage: { instructions: reportedCount(h.instructions, MAX_INSTRUCTIONS) } }),
         });
         return;
       }

@@ -46,6 +46,13 @@ export interface EngineResponse {
   body: Uint8Array;
   /** Keyed routes: the new /data tree when the request changed it (the gateway commits it on success). */
   data?: Uint8Array;
+  /** What the engine counted of this request, where it counts at low cost (x86: guest instructions). */
+  usage?: EngineUsage;
+}
+
+export interface EngineUsage {
+  /** Guest instructions executed (x86; see RunResult.instructions for how they are counted). */
+  instructions?: number;
 }
 
 /** A snapshot in transit: linear memory, mutable globals, engine-specific extra state. */

@@ -2,6 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { packDirectory } from "../../src/bundle/index.js";
 import { startServer, fetchApp, admin, writeBundle, isAlive, ROOT, type TestServer } from "../helpers/server.js";
 
@@ -26,6 +27,30 @@ describe("native x86-64 CGI apps through the platform", () => {
       expect(r.status).toBe(200);
       expect(r.text).toBe(`Hello from native x86-64 on Zerocell\nmethod=GET path=/sq n=${n} n^2=${n * n}\n`);
       expect(r.headers["x-zerocell-instance"]).toMatch(/^snapshot; /);
+    }
+  });
+
+  it("writes the guest's instructions and CPU time into each request's usage record", async () => {
+    const before = Date.now();
+    for (const n of [3, 4, 5]) expect((await fetchApp(server, "x86.localhost", `/sq?${n}`)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 400)); // usage is flushed every 100 ms
+    const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
+    try {
+      const rows = db
+        .prepare("SELECT u.instructions, u.cpu_us, u.wall_us FROM usage_records u JOIN apps a ON a.id = u.app_id WHERE a.name = 'x86-cgi' AND u.started_at >= ?")
+        .all(before) as Array<{ instructions: number | null; cpu_us: number | null; wall_us: number }>;
+      expect(rows.length).toBe(3);
+      for (const r of rows) {
+        // The CGI hello world runs a few thousand instructions per request (printf, the query parsing).
+        expect(r.instructions).toBeGreaterThan(500);
+        expect(r.instructions).toBeLessThan(5_000_000);
+        expect(r.cpu_us).toBeGreaterThan(0);
+      }
+      const daily = db.prepare("SELECT SUM(d.instructions) AS n FROM usage_daily d JOIN apps a ON a.id = d.app_id WHERE a.name = 'x86-cgi'").get() as { n: number };
+      const all = db.prepare("SELECT SUM(u.instructions) AS n FROM usage_records u JOIN apps a ON a.id = u.app_id WHERE a.name = 'x86-cgi'").get() as { n: number };
+      expect(daily.n).toBe(all.n);
+    } finally {
+      db.close();
     }
   });
 

@@ -162,6 +162,25 @@ describe("x86 executor: limits", () => {
   });
 });
 
+describe("x86 executor: instruction counts from the block meter", () => {
+  // The block meter counts instructions per block with the validator's instruction-start table;
+  // instruction mode counts them one by one in a hook. Both must agree exactly on compiled code.
+  const busybox = () => execFileSync("sh", ["-c", "cat /bin/busybox"], { maxBuffer: 64 << 20 });
+  it.each([
+    ["cgi-hello", () => x86Fixture("cgi-hello"), ["cgi-hello"], Buffer.alloc(0)],
+    ["busybox sha256sum", busybox, ["sha256sum"], Buffer.alloc(50_000, 120)],
+    ["busybox wc -l", busybox, ["wc", "-l"], Buffer.from("a\nbb\nccc\n".repeat(2000))],
+  ] as Array<[string, () => Uint8Array, string[], Buffer]>)("%s", (_name, program, argv, stdin) => {
+    const bin = program();
+    const blocks = runProgram(bin, argv, stdin, { meter: "block", programPath: "bin/prog" }).usage;
+    const exact = runProgram(bin, argv, stdin, { meter: "instruction", programPath: "bin/prog" }).usage;
+    expect(blocks.events).toBeLessThan(exact.events); // really counted per block
+    expect(blocks.instructions).toBeGreaterThan(0n);
+    expect(blocks.instructions).toBe(exact.events);
+    expect(exact.instructions).toBe(exact.events);
+  });
+});
+
 describe("x86 executor: busybox-static applets give the same output as natively", () => {
   const lines: string[] = [];
   for (let i = 0; i < 3000; i++) lines.push(`line ${i} ${i % 7 === 0 ? "zerocell" : "other"} ${"x".repeat(i % 50)}`);

@@ -132,17 +132,21 @@ async function onFrame(frame: Frame): Promise<void> {
         return;
       }
       const t0 = performance.now();
+      const cpu0 = process.cpuUsage();
       try {
         const body = frame.body.subarray(0, r.bodyBytes);
         const data = r.dataBytes === undefined ? undefined : frame.body.subarray(r.bodyBytes, r.bodyBytes + r.dataBytes);
         const res = await instance.handle({ ...r.req, body, ...(data === undefined ? {} : { data }) });
         const runMs = performance.now() - t0;
+        // CPU time of this process while the request ran (the guest plus its engine), µs.
+        const cpu = process.cpuUsage(cpu0);
+        const instructions = res.usage?.instructions;
         if (res.body.byteLength > maxResponseBytes) {
           send({ t: "fail", id: r.id, code: "response_too_large", message: `response body of ${res.body.byteLength} bytes exceeds the limit of ${maxResponseBytes} bytes` });
         } else {
           // startedAt (wall-clock ms, sub-ms precision) lets the gateway compute request arrival → guest start.
           const out = res.data === undefined ? res.body : Buffer.concat([res.body, res.data]);
-          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0, bodyBytes: res.body.byteLength, ...(res.data === undefined ? {} : { dataBytes: res.data.byteLength }) }, out);
+          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0, bodyBytes: res.body.byteLength, cpuUs: cpu.user + cpu.system, ...(instructions === undefined ? {} : { instructions }), ...(res.data === undefined ? {} : { dataBytes: res.data.byteLength }) }, out);
         }
       } catch (e) {
         send({ t: "fail", id: r.id, code: "guest_error", message: describeError(e) });

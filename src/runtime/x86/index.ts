@@ -223,6 +223,8 @@ interface Snapshot {
 export interface X86Usage {
   /** Meter events (translated blocks executed, or instructions with meter "instruction"). */
   events: bigint;
+  /** Guest instructions executed (counted per block from the program's instruction-start table). */
+  instructions: bigint;
   meter: MeterKind;
   /** Guest code bytes executed (sum of block or instruction sizes). */
   codeBytes: bigint;
@@ -465,7 +467,8 @@ class X86Instance implements EngineInstance {
     // A key's /data is only visible to its own request.
     const data = before !== undefined && result.stop.kind !== "error" ? proc.fs.changedData(before) : undefined;
     if (before !== undefined) proc.fs.unmountData();
-    this.lastUsage = { events: result.events, meter: this.#p.options.meter, codeBytes: result.codeBytes, syscalls, ms: result.ms };
+    this.lastUsage = { events: result.events, meter: this.#p.options.meter, codeBytes: result.codeBytes, instructions: result.instructions, syscalls, ms: result.ms };
+    const usage = { instructions: Number(result.instructions) };
     this.#parked = result.stop.kind === "ready";
     if (stderr.length > 0) this.#p.options.log(`${this.#label} ${request.method} ${request.url.slice(0, 200)}: stderr: ${stderr.toString("utf8", 0, 4000).trimEnd()}`);
     const stop = result.stop;
@@ -473,16 +476,16 @@ class X86Instance implements EngineInstance {
     const ok = stop.kind === "ready" || (stop.kind === "exit" && stop.code === 0);
     if (!ok) {
       this.#p.options.log(`${this.#label} ${request.method} ${request.url.slice(0, 200)}: ${describeStop(stop)}`);
-      if (stop.kind === "timeout") return errorResponse(504, "504 gateway timeout: the app ran longer than its time limit");
-      if (stop.kind === "limit") return errorResponse(502, "502 bad gateway: the app's response exceeded the output limit");
-      return errorResponse(500, "500 internal server error: the app failed");
+      if (stop.kind === "timeout") return { ...errorResponse(504, "504 gateway timeout: the app ran longer than its time limit"), usage };
+      if (stop.kind === "limit") return { ...errorResponse(502, "502 bad gateway: the app's response exceeded the output limit"), usage };
+      return { ...errorResponse(500, "500 internal server error: the app failed"), usage };
     }
     const parsed = parseCgiResponse(stdout);
     if (!parsed.ok) {
       this.#p.options.log(`${this.#label} ${request.method} ${request.url.slice(0, 200)}: malformed CGI response: ${parsed.error}`);
-      return errorResponse(502, "502 bad gateway: the app sent a malformed CGI response");
+      return { ...errorResponse(502, "502 bad gateway: the app sent a malformed CGI response"), usage };
     }
-    return data === undefined ? parsed.response : { ...parsed.response, data };
+    return data === undefined ? { ...parsed.response, usage } : { ...parsed.response, data, usage };
   }
 
   snapshot(): void {
@@ -617,7 +620,7 @@ export function runProgram(program: Uint8Array, argv: readonly string[], stdin: 
     const r = proc.run("request", stdin, opts.maxOutputBytes ?? 256 * 1024 * 1024, opts.env ?? [], false, opts.budget ?? (meter === "block" ? 50_000_000_000n : 250_000_000_000n), opts.timeoutMs ?? 60_000);
     const stop = r.result.stop;
     const exitCode = stop.kind === "exit" ? stop.code : stop.kind === "signal" ? 128 + stop.signal : stop.kind === "fault" ? 139 : -1;
-    return { exitCode, stop, stdout: r.stdout, stderr: r.stderr, usage: { events: r.result.events, meter, codeBytes: r.result.codeBytes, syscalls: r.syscalls, ms: r.result.ms } };
+    return { exitCode, stop, stdout: r.stdout, stderr: r.stderr, usage: { events: r.result.events, meter, codeBytes: r.result.codeBytes, instructions: r.result.instructions, syscalls: r.syscalls, ms: r.result.ms } };
   } finally {
     proc.dispose();
   }

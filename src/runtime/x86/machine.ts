@@ -47,6 +47,7 @@ import {
   type MeterKind,
   type UcContext,
 } from "./unicorn.js";
+import { instructionTable, type InstructionTable } from "./validate.js";
 
 export const IMAGE_MIN = 0x10000;
 export const IMAGE_END = 0x10_0000_0000;
@@ -214,6 +215,12 @@ export interface RunResult {
   events: bigint;
   /** Guest code bytes executed (sum of block or instruction sizes). */
   codeBytes: bigint;
+  /**
+   * Guest instructions executed: per block, the instruction starts of the validator's linear
+   * decoding inside it (exact for code that runs on that decoding, i.e. compiled code; a block
+   * left early by a fault or stop still counts whole). 0 when the program has no table.
+   */
+  instructions: bigint;
   /** Wall time inside the emulator, ms. */
   ms: number;
 }
@@ -225,6 +232,24 @@ export interface MachineOptions {
   stackBytes?: number;
   /** What the meter counts: translated blocks executed (default, cheap) or instructions (exact). */
   meter?: MeterKind;
+  /** Count instructions with the program's instruction-start table (default true). */
+  countInstructions?: boolean;
+}
+
+/** Instruction tables per program (the bytes a host's engine keeps for its life). */
+const TABLES = new WeakMap<Uint8Array, InstructionTable | null>();
+
+function tableOf(program: Uint8Array): InstructionTable | undefined {
+  let t = TABLES.get(program);
+  if (t === undefined) {
+    try {
+      t = instructionTable(program) ?? null;
+    } catch {
+      t = null; // a file the loader accepts but the ELF reader does not: count blocks only
+    }
+    TABLES.set(program, t);
+  }
+  return t ?? undefined;
 }
 
 /** Called for every `syscall`; returns rax, or undefined when it stopped the machine. */
@@ -310,6 +335,8 @@ export class Machine {
   readonly #host: Region;
   /** Regions a snapshot covers, in a fixed order (image, arena, stack, request). */
   readonly #regions: Region[];
+  /** Native copy of the instruction-start table the meter reads (freed after the engine). */
+  #table: HostMemory | undefined;
   readonly meterKind: MeterKind;
   brkBase: number;
   brk: number;
@@ -376,6 +403,13 @@ export class Machine {
         (e) => this.#setStop({ kind: "error", message: `host error in a hook: ${e instanceof Error ? e.message : String(e)}` }),
       );
       this.uc.installMeter(this.meterKind);
+      const table = options.countInstructions === false ? undefined : tableOf(program);
+      if (table !== undefined) {
+        const length = table.counts.length - 1;
+        this.#table = new HostMemory(Math.ceil(table.counts.byteLength / PAGE) * PAGE);
+        new Uint32Array(this.#table.bytes.buffer, this.#table.bytes.byteOffset, table.counts.length).set(table.counts);
+        this.uc.meter.setTable(this.#table, table.base + this.elf.bias, length);
+      }
     } catch (e) {
       this.dispose();
       throw e;
@@ -794,7 +828,7 @@ export class Machine {
       else stop = { kind: "error", message: `emulation ended without a reason at ${this.#ripText()}` };
     }
     this.#stop = stop;
-    return { stop, events: this.uc.meter.events, codeBytes: this.uc.meter.bytes, ms };
+    return { stop, events: this.uc.meter.events, codeBytes: this.uc.meter.bytes, instructions: this.uc.meter.instructions, ms };
   }
 
   // ---- snapshots ----------------------------------------------------------------------------
@@ -970,5 +1004,6 @@ export class Machine {
     this.#disposed = true;
     this.uc.close();
     for (const r of [...this.#regions, this.#host]) r.mem.free();
+    this.#table?.free();
   }
 }

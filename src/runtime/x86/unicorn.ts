@@ -10,7 +10,7 @@
  *    keeps host addresses, so the mapping must outlive the engine (free() only after close()).
  *  - uc_emu_start's `timeout` starts and joins a polling thread on every call: ~270 µs per start
  *    measured here, too much per request. Its `count` runs a C callback after every instruction
- *    (~3.5–5.6x slower on a tight loop). Both are avoided: a 73-byte native callback (NativeMeter,
+ *    (~3.5–5.6x slower on a tight loop). Both are avoided: a 112-byte native callback (METER_CODE,
  *    source in the comment there) counts blocks or instructions, stops at a budget, and checks a
  *    TSC deadline every 1024 events. It is plain machine code in a host page mapped R+X after
  *    being written (never writable and executable at once); no guest byte ever reaches it.
@@ -271,12 +271,24 @@ function mapHostPages(n: Native, size: number): bigint {
 
 /**
  * The native meter, installed as a UC_HOOK_BLOCK (or UC_HOOK_CODE) callback with a pointer to
- * MeterState as its user data:
+ * MeterState as its user data (assembled with GNU as from this source, bytes from objdump):
  *
  *   // void meter(uc_engine *uc, uint64_t addr, uint32_t size, struct meter *m)
  *   inc  qword [rcx]            ; m->events++
  *   mov  edx, edx
  *   add  [rcx+24], rdx          ; m->bytes += size
+ *   mov  rax, rsi
+ *   sub  rax, [rcx+48]          ; off = addr - m->textBase
+ *   cmp  rax, [rcx+56]
+ *   jae  1f                     ; off >= m->textLen (unsigned): not in the table
+ *   lea  r8, [rax+rdx]
+ *   cmp  r8, [rcx+56]
+ *   ja   1f                     ; off + size > m->textLen
+ *   mov  r9, [rcx+64]           ; m->table (uint32 instruction-start prefix counts)
+ *   mov  r10d, [r9+r8*4]
+ *   sub  r10d, [r9+rax*4]
+ *   add  [rcx+72], r10          ; m->instructions += table[off+size] - table[off]
+ * 1:
  *   mov  rax, [rcx]
  *   cmp  rax, [rcx+8]
  *   jae  budget                 ; m->events >= m->limit
@@ -291,17 +303,22 @@ function mapHostPages(n: Native, size: number): bigint {
  * budget:   mov qword [rcx+40], 1 ; jmp [rcx+16]   ; m->reason = 1; tail-call uc_emu_stop(uc)
  * deadline: mov qword [rcx+40], 2 ; jmp [rcx+16]   ; m->reason = 2; tail-call uc_emu_stop(uc)
  * rdtsc_fn: rdtsc ; shl rdx, 32 ; or rax, rdx ; ret
+ *
+ * With textLen 0 (no table) the instruction count stays 0.
  */
 const METER_CODE = Uint8Array.from([
-  0x48, 0xff, 0x01, 0x89, 0xd2, 0x48, 0x01, 0x51, 0x18, 0x48, 0x8b, 0x01,
-  0x48, 0x3b, 0x41, 0x08, 0x73, 0x17, 0xa9, 0xff, 0x03, 0x00, 0x00, 0x75,
-  0x0f, 0x0f, 0x31, 0x48, 0xc1, 0xe2, 0x20, 0x48, 0x09, 0xd0, 0x48, 0x3b,
-  0x41, 0x20, 0x73, 0x0c, 0xc3, 0x48, 0xc7, 0x41, 0x28, 0x01, 0x00, 0x00,
-  0x00, 0xff, 0x61, 0x10, 0x48, 0xc7, 0x41, 0x28, 0x02, 0x00, 0x00, 0x00,
-  0xff, 0x61, 0x10, 0x0f, 0x31, 0x48, 0xc1, 0xe2, 0x20, 0x48, 0x09, 0xd0,
-  0xc3,
+  0x48, 0xff, 0x01, 0x89, 0xd2, 0x48, 0x01, 0x51, 0x18, 0x48, 0x89, 0xf0,
+  0x48, 0x2b, 0x41, 0x30, 0x48, 0x3b, 0x41, 0x38, 0x73, 0x1a, 0x4c, 0x8d,
+  0x04, 0x10, 0x4c, 0x3b, 0x41, 0x38, 0x77, 0x10, 0x4c, 0x8b, 0x49, 0x40,
+  0x47, 0x8b, 0x14, 0x81, 0x45, 0x2b, 0x14, 0x81, 0x4c, 0x01, 0x51, 0x48,
+  0x48, 0x8b, 0x01, 0x48, 0x3b, 0x41, 0x08, 0x73, 0x17, 0xa9, 0xff, 0x03,
+  0x00, 0x00, 0x75, 0x0f, 0x0f, 0x31, 0x48, 0xc1, 0xe2, 0x20, 0x48, 0x09,
+  0xd0, 0x48, 0x3b, 0x41, 0x20, 0x73, 0x0c, 0xc3, 0x48, 0xc7, 0x41, 0x28,
+  0x01, 0x00, 0x00, 0x00, 0xff, 0x61, 0x10, 0x48, 0xc7, 0x41, 0x28, 0x02,
+  0x00, 0x00, 0x00, 0xff, 0x61, 0x10, 0x0f, 0x31, 0x48, 0xc1, 0xe2, 0x20,
+  0x48, 0x09, 0xd0, 0xc3,
 ]);
-const RDTSC_OFFSET = 0x3f;
+const RDTSC_OFFSET = 0x66;
 
 // ---------------------------------------------------------------------------------------------
 // Host memory
@@ -392,12 +409,13 @@ export interface Hooks {
   invalidInstruction(): void;
 }
 
-/** The meter's state, shared with the native callback (see METER_CODE). */
+/** The meter's state, shared with the native callback (see METER_CODE): 10 u64 fields. */
 export class Meter {
+  static readonly BYTES = 80;
   readonly #view: BigUint64Array;
   readonly pointer: bigint;
   constructor(mem: HostMemory, offset: number) {
-    this.#view = new BigUint64Array(mem.bytes.buffer, mem.bytes.byteOffset + offset, 6);
+    this.#view = new BigUint64Array(mem.bytes.buffer, mem.bytes.byteOffset + offset, 10);
     this.pointer = mem.address + BigInt(offset);
     this.#view[2] = load().emuStopAddr;
   }
@@ -410,6 +428,20 @@ export class Meter {
   get reason(): number {
     return Number(this.#view[5]!);
   }
+  /** Instructions executed in code the table covers (0 without a table). */
+  get instructions(): bigint {
+    return this.#view[9]!;
+  }
+  /**
+   * The instruction-start table the meter counts instructions with: `table` holds `length + 1`
+   * uint32 prefix counts for guest addresses [base, base + length]. The memory must outlive the meter.
+   */
+  setTable(table: HostMemory, base: number, length: number): void {
+    if (table.size < (length + 1) * 4) throw new RangeError("Meter.setTable: table smaller than its length");
+    this.#view[6] = BigInt(base);
+    this.#view[7] = BigInt(length);
+    this.#view[8] = table.address;
+  }
   /** Starts a metered run: counters at zero, stop after `limit` events or at TSC `deadline`. */
   arm(limit: bigint, deadline: bigint): void {
     this.#view[0] = 0n;
@@ -417,6 +449,7 @@ export class Meter {
     this.#view[3] = 0n;
     this.#view[4] = deadline;
     this.#view[5] = 0n;
+    this.#view[9] = 0n;
   }
 }
 
@@ -424,7 +457,7 @@ const SYSCALL_REGS = [X86_REG.RAX, X86_REG.RDI, X86_REG.RSI, X86_REG.RDX, X86_RE
 
 export class Unicorn {
   readonly handle: bigint;
-  /** Scratch native page: [0,256) register values, [256,512) value pointers, [512,768) ids, [1024,1072) meter. */
+  /** Scratch native page: [0,256) register values, [256,512) value pointers, [512,768) ids, [1024,1104) meter. */
   readonly #scratch: HostMemory;
   readonly #u64: BigUint64Array;
   readonly #syscallArgs: BigUint64Array;

@@ -1191,3 +1191,61 @@ export function readProgram(path: string, maxFileBytes = DEFAULT_ELF_LIMITS.maxF
   if (st.size > maxFileBytes) throw new BundleError("x86_elf_invalid", `x86.elf: ${file} is ${st.size} bytes, over the limit of ${maxFileBytes}`);
   return { path: file, bytes: readFileSync(file) };
 }
+
+/** Instruction starts of a program's code, for counting executed instructions per block. */
+export interface InstructionTable {
+  /** Guest address of counts[0]. */
+  base: number;
+  /**
+   * counts[i] = instruction starts in [base, base + i) of the linear decoding; length span + 1.
+   * A block [a, a + size) holds counts[a + size - base] - counts[a - base] instructions when it
+   * starts on a linear-decoding boundary (always, for compiled code).
+   */
+  counts: Uint32Array;
+}
+
+/** Code spans larger than this get no table (the meter then counts blocks only). */
+const MAX_TABLE_SPAN = 256 * 1024 * 1024;
+
+/**
+ * The instruction-start table of a static program's code regions (the validator's linear
+ * decoding: every executable section). Undefined when the file has no code the checks accept.
+ */
+export function instructionTable(bytes: Uint8Array, limits: ElfLimits = DEFAULT_ELF_LIMITS): InstructionTable | undefined {
+  const plan = checkElf(readElf(bytes, limits), { allowStaticPie: true, limits });
+  if (plan.code.length === 0) return undefined;
+  const base = Math.min(...plan.code.map((r) => r.address));
+  const end = Math.max(...plan.code.map((r) => r.address + r.size));
+  if (end - base > MAX_TABLE_SPAN) return undefined;
+  const starts = new Uint8Array(end - base);
+  const instr = new Instruction();
+  for (const region of plan.code) {
+    const code = bytes.subarray(region.offset, region.offset + region.size);
+    const decoder = new Decoder(64, code, DecoderOptions.None);
+    try {
+      let pos = 0;
+      while (pos < code.length) {
+        starts[region.address - base + pos] = 1;
+        let len = fastDecode(code, pos, code.length) & 15;
+        if (len === 0) {
+          decoder.position = pos;
+          decoder.ip = BigInt(region.address + pos);
+          decoder.decodeOut(instr);
+          len = instr.length > 0 ? instr.length : 1;
+        }
+        pos += len;
+      }
+    } finally {
+      decoder.free();
+    }
+  }
+  instr.free();
+  const counts = new Uint32Array(starts.length + 1);
+  let n = 0;
+  for (let i = 0; i < starts.length; i++) {
+    counts[i] = n;
+    n += starts[i]!;
+  }
+  counts[starts.length] = n;
+  return { base, counts };
+}
