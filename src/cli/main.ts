@@ -179,9 +179,10 @@ program
   .option("--max-queue <n>", "requests waiting per deployment and mode before 503", parsePositive, 256)
   .option("--max-response-bytes <n>", "largest response body an app may send", parsePositive, 32 * 1024 * 1024)
   .option("--idle-ttl-ms <n>", "stop instances idle this long (down to one per deployment and mode)", parsePositive, 300_000)
+  .option("--no-spare-hosts", "do not keep a preloaded spare sandbox host per runtime in use")
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; metering: boolean; usageFlushMs: number }) => {
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number }) => {
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -194,7 +195,7 @@ program
       adminHost: opts.adminHost,
       http: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs },
-      pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs },
+      pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, spareHosts: opts.spareHosts },
     });
     process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  (data ${dataDir})\n`);
     if (opts.examples === true) {

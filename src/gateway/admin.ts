@@ -147,7 +147,8 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   app.get("/v1/pool", (c) => {
     const token = c.get("token");
     const visibleApps = new Set(store.listApps(token.scopes.includes("admin") ? undefined : (token.accountId ?? undefined)).map((a) => a.name));
-    return c.json({ deployments: platform.pool.stats().filter((s) => visibleApps.has(s.app)) });
+    const admin = token.scopes.includes("admin");
+    return c.json({ deployments: platform.pool.stats().filter((s) => visibleApps.has(s.app)), ...(admin ? { spares: platform.pool.spares() } : {}) });
   });
 
   /** The app a token may manage, or a 404 that reveals nothing about other accounts' apps. */

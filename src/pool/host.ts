@@ -13,6 +13,7 @@ import { SandboxError, SandboxTimeoutError, ZerocellError } from "../errors.js";
 import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
 import type { SnapshotImage } from "../snapshot/store.js";
 import { hostFlags } from "../runtime/index.js";
+import type { SpareHosts } from "./spares.js";
 
 export interface HostOptions {
   /** Run the host in an empty network namespace (`unshare -n`; needs root). */
@@ -23,6 +24,8 @@ export interface HostOptions {
   startTimeoutMs: number;
   /** Called with each line the host writes to stderr (already truncated). */
   onLog: (line: string) => void;
+  /** Spare hosts to take a process from instead of spawning one (src/pool/spares.ts). */
+  spares?: SpareHosts;
 }
 
 /** Largest snapshot a host may send back, bytes (a PHP heap is capped well below this). */
@@ -74,7 +77,22 @@ export function hostNodeArgs(runtime: Manifest["runtime"] = "php"): string[] {
     "--no-warnings",
     "--max-old-space-size=256",
     HOST_SCRIPT,
+    // The host loads this runtime's engine at once, before a deployment arrives.
+    runtime,
   ];
+}
+
+/** Starts a host process for `runtime` (no deployment yet: it loads the runtime and waits for init). */
+export function spawnHost(runtime: Manifest["runtime"], useNetns: boolean): ChildProcess {
+  const node = process.execPath;
+  const args = hostNodeArgs(runtime);
+  const [cmd, argv] = useNetns ? ["unshare", ["-n", node, ...args]] : [node, args];
+  return spawn(cmd, argv, {
+    stdio: ["pipe", "pipe", "pipe", "pipe"],
+    // Nothing of the gateway's environment (tokens, keys) reaches the sandbox.
+    env: {},
+    cwd: "/",
+  });
 }
 
 function isHeaderPairs(v: unknown): v is Array<[string, string]> {
@@ -101,6 +119,8 @@ export class SandboxHost {
   readyMs = 0;
   /** Started from a stored snapshot (no init, no warm-up). */
   restored = false;
+  /** The process was a spare (started and preloaded before this deployment came). */
+  fromSpare = false;
   #onSnapshot: ((img: SnapshotImage) => void) | undefined;
 
   private constructor(child: ChildProcess, opts: HostOptions) {
@@ -150,16 +170,11 @@ export class SandboxHost {
 
   /** Spawns a host and loads the deployment into it; resolves once it is ready for requests. */
   static async start(init: HostInit, opts: HostOptions): Promise<SandboxHost> {
-    const node = process.execPath;
-    const args = hostNodeArgs(init.manifest.runtime);
-    const [cmd, argv] = opts.useNetns ? ["unshare", ["-n", node, ...args]] : [node, args];
-    const child = spawn(cmd, argv, {
-      stdio: ["pipe", "pipe", "pipe", "pipe"],
-      // Nothing of the gateway's environment (tokens, keys) reaches the sandbox.
-      env: {},
-      cwd: "/",
-    });
+    const runtime = init.manifest.runtime;
+    const spare = opts.spares?.take(runtime);
+    const child = spare ?? spawnHost(runtime, opts.useNetns);
     const host = new SandboxHost(child, opts);
+    host.fromSpare = spare !== undefined;
     const ready = new Promise<void>((resolve, reject) => {
       host.#ready = { resolve, reject };
     });
@@ -183,6 +198,8 @@ export class SandboxHost {
       await ready;
     } finally {
       clearTimeout(timer);
+      // The next spare starts now that this host no longer competes for the CPU.
+      opts.spares?.want(runtime, 0);
     }
     return host;
   }

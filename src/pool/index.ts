@@ -16,6 +16,7 @@ import { LRUCache } from "lru-cache";
 import { PoolSaturatedError, SandboxError } from "../errors.js";
 
 export { hostNodeArgs } from "./host.js";
+import { SpareHosts } from "./spares.js";
 
 export interface PoolLimits {
   /** Host processes (one instance each) per deployment. */
@@ -32,6 +33,8 @@ export interface PoolLimits {
   minInstancesPerDeployment: number;
   /** Idle instances across all deployments; beyond it the least recently used is stopped. */
   maxIdleInstances: number;
+  /** Keep one preloaded spare host per runtime in use (src/pool/spares.ts). */
+  spareHosts: boolean;
 }
 
 export const DEFAULT_POOL_LIMITS: PoolLimits = {
@@ -42,6 +45,7 @@ export const DEFAULT_POOL_LIMITS: PoolLimits = {
   idleTtlMs: 5 * 60_000,
   minInstancesPerDeployment: 1,
   maxIdleInstances: 64,
+  spareHosts: true,
 };
 
 /** What the pool needs to start a deployment's hosts (loaded from the store on demand). */
@@ -332,6 +336,7 @@ export class Pool {
   readonly #limits: PoolLimits;
   readonly #hostOpts: HostOptions;
   readonly #load: (deploymentId: string) => DeploymentSource;
+  readonly #spares: SpareHosts | undefined;
   readonly #pools = new Map<string, DeploymentPool>();
   readonly #retiring = new Set<Promise<void>>();
   #closed = false;
@@ -342,11 +347,13 @@ export class Pool {
   constructor(options: { limits?: Partial<PoolLimits>; useNetns: boolean; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void }) {
     this.#limits = { ...DEFAULT_POOL_LIMITS, ...options.limits };
     this.#load = options.load;
+    this.#spares = this.#limits.spareHosts ? new SpareHosts({ useNetns: options.useNetns }) : undefined;
     this.#hostOpts = {
       useNetns: options.useNetns,
       maxResponseBytes: this.#limits.maxResponseBytes,
       startTimeoutMs: this.#limits.startTimeoutMs,
       onLog: () => {},
+      ...(this.#spares === undefined ? {} : { spares: this.#spares }),
     };
     this.#onLog = options.onLog;
     this.#idleCache = new LRUCache<Slot, DeploymentPool>({
@@ -375,6 +382,7 @@ export class Pool {
     let p = this.#pools.get(key);
     if (p === undefined || p.retiring) {
       const source = this.#load(deploymentId);
+      this.#spares?.want(source.manifest.runtime);
       // A key's own instance: one at most, none kept once idle past the TTL.
       const limits = instanceKey === undefined ? this.#limits : { ...this.#limits, maxInstancesPerDeployment: 1, minInstancesPerDeployment: 0 };
       p = new DeploymentPool(source, mode, limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) }, this.#tracker);
@@ -441,8 +449,14 @@ export class Pool {
   }
 
   /** Waits for in-flight requests, then stops every host. */
+  /** Spare hosts waiting now (runtime and pid) and how many were taken so far. */
+  spares(): { ready: Array<{ runtime: string; pid: number }>; taken: number } {
+    return { ready: this.#spares?.list() ?? [], taken: this.#spares?.taken ?? 0 };
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
+    this.#spares?.close();
     this.#idleCache.clear();
     const pools = [...this.#pools.values()];
     this.#pools.clear();
@@ -450,6 +464,7 @@ export class Pool {
   }
 
   killAll(): void {
+    this.#spares?.close();
     for (const p of this.#pools.values()) p.killAll();
   }
 }

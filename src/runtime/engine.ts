@@ -91,4 +91,10 @@ export interface Engine<P = unknown> {
   /** Everything a snapshot depends on besides the deployment (runtime build, engine revision, config). */
   buildId(manifest: Manifest): string;
   instantiate(prepared: P): Promise<EngineInstance>;
+  /**
+   * Loads and compiles what every deployment of this runtime needs, before any bundle is known:
+   * a spare host does it ahead so a deploy or a scale-up does not wait for it. Touches nothing
+   * of any tenant; optional.
+   */
+  preload?(): Promise<void>;
 }

@@ -119,3 +119,58 @@ describe("pool growth and idle eviction", () => {
     expect((await fetchApp(server, "grow.localhost", "/")).text).toBe("ok");
   });
 });
+
+describe("spare hosts: a preloaded host per runtime in use, taken by the next deploy", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer();
+  });
+  afterAll(async () => {
+    const pids = server.hostPids();
+    expect(await server.stop()).toBe(0);
+    // Spares are stopped with the server too.
+    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+  });
+
+  async function spares(): Promise<{ ready: Array<{ runtime: string; pid: number }>; taken: number }> {
+    return (await admin(server, "GET", "/v1/pool")).json.spares;
+  }
+
+  async function waitForSpare(runtime: string): Promise<number> {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const s = (await spares()).ready.find((x) => x.runtime === runtime);
+      if (s !== undefined && isAlive(s.pid)) return s.pid;
+      if (Date.now() > deadline) throw new Error(`no ${runtime} spare within 20 s`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  it("keeps one for PHP once a PHP app runs, hands it to the next deployment, and starts another", async () => {
+    expect((await spares()).ready).toEqual([]); // nothing in use yet: no spare
+    server.cli(["deploy", phpBundle("spare-a.localhost", { "index.php": "<?php echo 'a';" }), "--app", "spare-a"]);
+    expect((await fetchApp(server, "spare-a.localhost", "/")).text).toBe("a");
+    const sparePid = await waitForSpare("php");
+    const takenBefore = (await spares()).taken;
+
+    server.cli(["deploy", phpBundle("spare-b.localhost", { "index.php": "<?php echo 'b ' . getmypid();" }), "--app", "spare-b"]);
+    expect((await fetchApp(server, "spare-b.localhost", "/")).text).toMatch(/^b /);
+    const pool = await admin(server, "GET", "/v1/pool");
+    const b = pool.json.deployments.find((d: { app: string }) => d.app === "spare-b");
+    // The new deployment runs in the process that was the spare, and it is no longer a spare.
+    expect(b.pids).toContain(sparePid);
+    expect((await spares()).taken).toBe(takenBefore + 1);
+    const next = await waitForSpare("php");
+    expect(next).not.toBe(sparePid);
+    // Each app still sees only itself.
+    expect((await fetchApp(server, "spare-a.localhost", "/")).text).toBe("a");
+  });
+
+  it("shows spares to admins only", async () => {
+    const acct = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "spare-viewer" }), contentType: "application/json" });
+    expect(acct.status).toBe(201);
+    const r = await admin(server, "GET", "/v1/pool", { token: acct.json.token });
+    expect(r.status).toBe(200);
+    expect(r.json.spares).toBeUndefined();
+  });
+});

@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import { encodeFrame, FrameDecoder, type Frame } from "../protocol.js";
-import type { EngineInstance, EngineRequest } from "../engine.js";
+import type { Engine, EngineInstance, EngineRequest } from "../engine.js";
 import { decodeImage, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
 import { isZerocellError } from "../../errors.js";
@@ -67,7 +67,25 @@ function describeError(e: unknown): string {
   return String(e);
 }
 
+/**
+ * The runtime this host was started for (its first argument): its engine is loaded and
+ * preloaded at once, before any deployment arrives — a spare host waits in that state.
+ */
+const RUNTIMES: ReadonlyArray<Manifest["runtime"]> = ["php", "python", "x86"];
+const startRuntime = RUNTIMES.find((r) => r === process.argv[2]);
+const preloaded: Promise<Engine> | undefined =
+  startRuntime === undefined
+    ? undefined
+    : loadEngine(startRuntime).then(async (e) => {
+        await e.preload?.();
+        return e;
+      });
+// A failure shows at init (as a "fail" reply), not as an unhandled rejection now.
+preloaded?.catch(() => {});
+
 let instance: EngineInstance | undefined;
+/** Runs once after the next request is answered (a deferred snapshot send). */
+let afterRequest: (() => void) | undefined;
 let maxResponseBytes = 0;
 
 /**
@@ -95,7 +113,7 @@ async function onFrame(frame: Frame): Promise<void> {
       const init = frame.header as unknown as InitHeader;
       const t0 = performance.now();
       try {
-        const engine = await loadEngine(init.manifest.runtime);
+        const engine = preloaded !== undefined && init.manifest.runtime === startRuntime ? await preloaded : await loadEngine(init.manifest.runtime);
         const image = decodeImage(frame.body.subarray(0, init.imageBytes));
         const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image });
         instance = await engine.instantiate(prepared);
@@ -115,10 +133,21 @@ async function onFrame(frame: Frame): Promise<void> {
         }
         if (!restored) await warmUp(instance, init.manifest);
         send({ t: "ready", ms: performance.now() - t0, restored });
-        // After ready, so the first request does not wait for a 40 MB write.
         if (!restored && init.wantSnapshot && !init.cold) {
+          // Captured now (the state every reset returns to), sent once the first request is
+          // answered or after a second: a 30–100 MB frame, and the gateway's gzip of it, would
+          // otherwise delay the first response after a deploy.
           const snap = instance.exportSnapshot();
-          send({ t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
+          const header = { t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra };
+          let sent = false;
+          const sendSnapshot = () => {
+            if (sent) return;
+            sent = true;
+            clearTimeout(timer);
+            send(header, snap.memory);
+          };
+          const timer = setTimeout(sendSnapshot, 1000);
+          afterRequest = sendSnapshot;
         }
       } catch (e) {
         send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${describeError(e)}` });
@@ -167,6 +196,9 @@ async function onFrame(frame: Frame): Promise<void> {
       // Without resets (daemon mode) an engine may run out of something only a reset frees.
       if (!r.reset && instance.exhausted?.() === true) send({ t: "tainted" });
       send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }) });
+      const after = afterRequest;
+      afterRequest = undefined;
+      after?.();
       return;
     }
     case "exit":

@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { loadPHPRuntime, PHP, PHPExecutionFailureError, __private__dont__use, type PHPResponse } from "@php-wasm/universal";
 import { createSpawnHandler } from "@php-wasm/util";
-import type { Manifest, BundleImage } from "../../bundle/index.js";
+import { parseManifest, type Manifest, type BundleImage } from "../../bundle/index.js";
 import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, phpEngineBuild, validatePhpBundle } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
@@ -25,6 +25,9 @@ interface PhpPrepared {
 }
 
 type PhpVersion = Manifest["php"]["version"];
+
+/** The manifest's default (src/bundle/manifest.ts), the version spare hosts preload. */
+const DEFAULT_PHP_VERSION: PhpVersion = "8.3";
 
 async function importLoader(version: PhpVersion): Promise<unknown> {
   switch (version) {
@@ -96,8 +99,20 @@ function cappedInstantiate(wasmPath: string, capBytes: number) {
     const grow = env?.emscripten_resize_heap;
     if (env === undefined || typeof grow !== "function") throw new Error("zerocell: php-wasm has no emscripten_resize_heap; cannot cap the heap");
     env.emscripten_resize_heap = (size: number) => (size >>> 0 > capBytes ? false : (grow as (n: number) => boolean)(size));
-    void WebAssembly.instantiate(readFileSync(wasmPath), imports).then((r) => done(r.instance, r.module));
+    void compiledModule(wasmPath).then(async (module) => done(await WebAssembly.instantiate(module, imports), module));
   };
+}
+
+/** php.wasm compiled once per process (a spare host compiles it before it has a tenant). */
+const compiled = new Map<string, Promise<WebAssembly.Module>>();
+
+function compiledModule(wasmPath: string): Promise<WebAssembly.Module> {
+  let m = compiled.get(wasmPath);
+  if (m === undefined) {
+    m = WebAssembly.compile(readFileSync(wasmPath));
+    compiled.set(wasmPath, m);
+  }
+  return m;
 }
 
 /** Descriptor slots an instance may use before it asks to be replaced (Emscripten allows 4096). */
@@ -433,6 +448,26 @@ export class PhpEngine implements Engine<PhpPrepared> {
     return phpEngineBuild(manifest);
   }
 
+  /**
+   * Imports php-wasm for the default PHP version, compiles its module, and runs a throwaway
+   * instance of a built-in one-page app through one request: V8 compiles wasm functions lazily,
+   * on their first call, and optimises the JS glue as it runs, so this moves ~250 ms out of the
+   * first real instantiate. Nothing of any tenant is involved; the throwaway is discarded.
+   */
+  async preload(): Promise<void> {
+    const loader = await importLoader(DEFAULT_PHP_VERSION);
+    await compiledModule((loader as { dependencyFilename: string }).dependencyFilename);
+    const page = Buffer.from("<?php echo 'ok';");
+    const image: BundleImage = { entries: [{ path: "index.php", kind: "file", mode: 0o644, data: page }], totalBytes: page.length };
+    const prepared = await this.prepare({ deploymentId: "preload", manifest: parseManifest(`runtime = "php"\n`), image });
+    const inst = await this.instantiate(prepared);
+    try {
+      await inst.handle({ method: "GET", url: "/", headers: [["host", "localhost"]], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 0, https: false, serverName: "localhost", serverPort: 80, scriptName: "", params: {} });
+    } finally {
+      inst.dispose();
+    }
+  }
+
   async prepare(spec: EngineSpec): Promise<PhpPrepared> {
     this.validate(spec.manifest, spec.image);
     const loader = await importLoader(spec.manifest.php.version);
@@ -446,36 +481,8 @@ export class PhpEngine implements Engine<PhpPrepared> {
   }
 
   async instantiate(prepared: PhpPrepared): Promise<EngineInstance> {
-    const runtimeId = await loadPHPRuntime(prepared.loader as Parameters<typeof loadPHPRuntime>[0], {
-      processId: 1,
-      // Emscripten's socket layer would open a WebSocket to the requested address (the "ws"
-      // package, if present): make every attempt fail.
-      websocket: {
-        decorator: () => {
-          throw new Error("zerocell: network is not available in the sandbox");
-        },
-      },
-      print: () => {},
-      printErr: (line: string) => process.stderr.write(`php: ${line}\n`),
-      // Emscripten's default environment has "_" = the host script's path; drop it.
-      ENV: { _: undefined } as unknown as Record<string, string>,
-      instantiateWasm: cappedInstantiate(
-        (prepared.loader as { dependencyFilename: string }).dependencyFilename,
-        heapCapBytes(prepared.spec.manifest.limits.memoryMb),
-      ),
-    });
-    const php = new PHP(runtimeId);
     const spawn = { attempted: false };
-    await php.setSpawnHandler(
-      createSpawnHandler((_argv: string[], proc: { stderr(s: string): void; exit(code: number): void }) => {
-        spawn.attempted = true;
-        proc.stderr("zerocell: processes are not available in the sandbox\n");
-        proc.exit(127);
-      }),
-    );
-    // Opcache keeps compiled scripts in linear memory, so a snapshot taken after warm-up
-    // carries a warm opcache; it needs a server SAPI name.
-    await php.setSapiName("fpm-fcgi");
+    const php = await this.#runtime(prepared.loader, heapCapBytes(prepared.spec.manifest.limits.memoryMb), spawn);
     php.writeFile(PHP_INI_PATH, prepared.phpIni);
     writeImage(php, prepared.spec.image);
     php.mkdirTree(TMP_DIR);
@@ -491,5 +498,36 @@ export class PhpEngine implements Engine<PhpPrepared> {
     await php.run({ scriptPath: PRIME_SCRIPT });
     php.unlink(PRIME_SCRIPT);
     return new PhpInstance(php, prepared.documentRoot, prepared.spec.manifest.php.frontController, spawn);
+  }
+
+  /** A PHP runtime with the sandbox's wiring: no sockets, no processes, the heap capped. */
+  async #runtime(loader: unknown, capBytes: number, spawn = { attempted: false }): Promise<PHP> {
+    const runtimeId = await loadPHPRuntime(loader as Parameters<typeof loadPHPRuntime>[0], {
+      processId: 1,
+      // Emscripten's socket layer would open a WebSocket to the requested address (the "ws"
+      // package, if present): make every attempt fail.
+      websocket: {
+        decorator: () => {
+          throw new Error("zerocell: network is not available in the sandbox");
+        },
+      },
+      print: () => {},
+      printErr: (line: string) => process.stderr.write(`php: ${line}\n`),
+      // Emscripten's default environment has "_" = the host script's path; drop it.
+      ENV: { _: undefined } as unknown as Record<string, string>,
+      instantiateWasm: cappedInstantiate((loader as { dependencyFilename: string }).dependencyFilename, capBytes),
+    });
+    const php = new PHP(runtimeId);
+    await php.setSpawnHandler(
+      createSpawnHandler((_argv: string[], proc: { stderr(s: string): void; exit(code: number): void }) => {
+        spawn.attempted = true;
+        proc.stderr("zerocell: processes are not available in the sandbox\n");
+        proc.exit(127);
+      }),
+    );
+    // Opcache keeps compiled scripts in linear memory, so a snapshot taken after warm-up
+    // carries a warm opcache; it needs a server SAPI name.
+    await php.setSapiName("fpm-fcgi");
+    return php;
   }
 }

@@ -348,6 +348,11 @@ export class PythonEngine implements Engine<PythonPrepared> {
     return pythonEngineBuild(manifest);
   }
 
+  /** Reads Pyodide's files (the wasm is compiled inside the sealed realm, per instance). */
+  async preload(): Promise<void> {
+    pyodideFiles();
+  }
+
   async prepare(spec: EngineSpec): Promise<PythonPrepared> {
     const settings = validatePythonBundle(spec.manifest, spec.image);
     pyodideFiles();

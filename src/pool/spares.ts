@@ -1,0 +1,73 @@
+/**
+ * Spare hosts: per runtime, a host process already started with the runtime's flags, whose
+ * engine is loaded and preloaded (php-wasm imported and php.wasm compiled, …) but which has no
+ * deployment yet — it has never seen a tenant's bytes. A deploy, a scale-up or a fresh-mode
+ * request takes it instead of paying for a Node start and the runtime's load, and a new spare
+ * is started once the taken host is ready (not before: on two cores the two would compete).
+ * Spares exist for the runtimes in use (the first pool of a runtime asks for one), one each.
+ */
+import type { ChildProcess } from "node:child_process";
+import type { Manifest } from "../bundle/index.js";
+import { spawnHost } from "./host.js";
+
+type Runtime = Manifest["runtime"];
+
+export class SpareHosts {
+  readonly #useNetns: boolean;
+  readonly #delayMs: number;
+  readonly #spares = new Map<Runtime, { child: ChildProcess; onExit: () => void }>();
+  readonly #timers = new Map<Runtime, NodeJS.Timeout>();
+  #closed = false;
+  /** Spares handed out so far (for /v1/pool and tests). */
+  taken = 0;
+
+  /** `delayMs`: how long after it is wanted a spare is started (start-up is busy enough). */
+  constructor(opts: { useNetns: boolean; delayMs?: number }) {
+    this.#useNetns = opts.useNetns;
+    this.#delayMs = opts.delayMs ?? 1000;
+  }
+
+  /** A live spare for `runtime`, now owned by the caller; undefined when there is none. */
+  take(runtime: Runtime): ChildProcess | undefined {
+    const spare = this.#spares.get(runtime);
+    if (spare === undefined) return undefined;
+    this.#spares.delete(runtime);
+    const child = spare.child;
+    child.off("exit", spare.onExit);
+    if (child.exitCode !== null || child.signalCode !== null || child.killed) return undefined;
+    this.taken++;
+    return child;
+  }
+
+  /** Makes sure a spare for `runtime` exists or is on its way (after the delay). */
+  want(runtime: Runtime, delayMs = this.#delayMs): void {
+    if (this.#closed || this.#spares.has(runtime) || this.#timers.has(runtime)) return;
+    const timer = setTimeout(() => {
+      this.#timers.delete(runtime);
+      if (this.#closed || this.#spares.has(runtime)) return;
+      const child = spawnHost(runtime, this.#useNetns);
+      child.on("error", () => {});
+      // A spare that dies is forgotten; the next want() starts another.
+      const onExit = () => {
+        if (this.#spares.get(runtime)?.child === child) this.#spares.delete(runtime);
+      };
+      child.once("exit", onExit);
+      this.#spares.set(runtime, { child, onExit });
+    }, delayMs);
+    timer.unref();
+    this.#timers.set(runtime, timer);
+  }
+
+  /** Runtimes with a spare ready now, and their pids. */
+  list(): Array<{ runtime: Runtime; pid: number }> {
+    return [...this.#spares].map(([runtime, s]) => ({ runtime, pid: s.child.pid ?? -1 }));
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    for (const s of this.#spares.values()) s.child.kill("SIGKILL");
+    this.#spares.clear();
+  }
+}
