@@ -67,7 +67,7 @@ function reportedCount(v: unknown, max: number): number | undefined {
 }
 
 /** Node flags for the host: permission model, reads limited to the platform's own code. */
-export function hostNodeArgs(runtime: Manifest["runtime"] = "php"): string[] {
+export function hostNodeArgs(runtime: Manifest["runtime"] = "php", spare = false): string[] {
   return [
     ...hostFlags(runtime),
     "--experimental-permission",
@@ -79,13 +79,14 @@ export function hostNodeArgs(runtime: Manifest["runtime"] = "php"): string[] {
     HOST_SCRIPT,
     // The host loads this runtime's engine at once, before a deployment arrives.
     runtime,
+    ...(spare ? ["spare"] : []),
   ];
 }
 
 /** Starts a host process for `runtime` (no deployment yet: it loads the runtime and waits for init). */
-export function spawnHost(runtime: Manifest["runtime"], useNetns: boolean): ChildProcess {
+export function spawnHost(runtime: Manifest["runtime"], useNetns: boolean, spare = false): ChildProcess {
   const node = process.execPath;
-  const args = hostNodeArgs(runtime);
+  const args = hostNodeArgs(runtime, spare);
   const [cmd, argv] = useNetns ? ["unshare", ["-n", node, ...args]] : [node, args];
   return spawn(cmd, argv, {
     stdio: ["pipe", "pipe", "pipe", "pipe"],

@@ -45,7 +45,7 @@ export class SpareHosts {
     const timer = setTimeout(() => {
       this.#timers.delete(runtime);
       if (this.#closed || this.#spares.has(runtime)) return;
-      const child = spawnHost(runtime, this.#useNetns);
+      const child = spawnHost(runtime, this.#useNetns, true);
       child.on("error", () => {});
       // A spare that dies is forgotten; the next want() starts another.
       const onExit = () => {

@@ -91,7 +91,7 @@ describe("pool limits: queue, response size, crashes, drain on deploy", () => {
 describe("pool growth and idle eviction", () => {
   let server: TestServer;
   beforeAll(async () => {
-    server = await startServer(["--max-instances", "2", "--idle-ttl-ms", "700"]);
+    server = await startServer(["--max-instances", "2", "--idle-ttl-ms", "2000"]);
     server.cli(["deploy", phpBundle("grow.localhost", { "index.php": "<?php usleep(300000); echo 'ok';" }), "--app", "grow"]);
   });
   afterAll(async () => {
@@ -107,7 +107,7 @@ describe("pool growth and idle eviction", () => {
     const grown = Date.now() + 15_000;
     while ((await stats()).instances < 2 && Date.now() < grown) await new Promise((r) => setTimeout(r, 100));
     expect((await stats()).instances).toBe(2);
-    const deadline = Date.now() + 8000;
+    const deadline = Date.now() + 12_000;
     let s = await stats();
     while (s.instances > 1 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 200));

@@ -778,6 +778,39 @@ describe("python engine", () => {
       }
     });
 
+    it("a spare's base image (Pyodide booted with no app, preload) boots an app's instance that serves it behind every wall", async () => {
+      const spare = new PythonEngine({ log: (stream, line) => logs.push(`${stream}: ${line}`) });
+      await spare.preload();
+      const other = await spare.instantiate(await spare.prepare({ deploymentId: "py-base", manifest: makeManifest(), image }));
+      try {
+        expect(text(await other.handle(req("/")))).toBe("hello");
+        expect(other.stats.fromBaseImage).toBe(true);
+        other.snapshot();
+        expect(text(await other.handle(req("/vendored")))).toBe("hello, wsgi from /app/vendor/tinylib.py");
+        await other.reset();
+        const r1 = json(await other.handle(req("/rand")));
+        await other.reset();
+        const r2 = json(await other.handle(req("/rand")));
+        await other.reset();
+        expect(r1.random).not.toBe(r2.random);
+        for (const [name, expected] of [["import-js", /import of js halted/], ["pyodide-js", /import of pyodide_js halted/], ["ctypes", /import of ctypes halted/]] as const) {
+          const out = json(await other.handle(req(`/escape/${name}`)));
+          await other.reset();
+          expect(out.ok).toBe(false);
+          expect(out.error).toMatch(expected);
+        }
+        expect(json(await other.handle(req("/escape/gc-scan")))).toEqual({ ok: true, value: "'no JsProxy reachable'" });
+        await other.reset();
+        // Its own snapshot exports and boots another instance like any other.
+        const third = await engine.instantiate(await engine.prepare({ deploymentId: "py-base", manifest: makeManifest(), image }));
+        await third.importSnapshot(other.exportSnapshot());
+        expect(text(await third.handle(req("/vendored")))).toBe("hello, wsgi from /app/vendor/tinylib.py");
+        third.dispose();
+      } finally {
+        other.dispose();
+      }
+    });
+
     it("many request/reset cycles stay correct and fast", async () => {
       const t0 = performance.now();
       for (let i = 0; i < 100; i++) {

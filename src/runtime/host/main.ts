@@ -68,16 +68,18 @@ function describeError(e: unknown): string {
 }
 
 /**
- * The runtime this host was started for (its first argument): its engine is loaded and
- * preloaded at once, before any deployment arrives — a spare host waits in that state.
+ * The runtime this host was started for (its first argument): its engine is loaded at once,
+ * while the gateway sends the deployment. A spare host (second argument "spare") also runs the
+ * engine's preload, before any deployment exists, and waits in that state.
  */
 const RUNTIMES: ReadonlyArray<Manifest["runtime"]> = ["php", "python", "x86"];
 const startRuntime = RUNTIMES.find((r) => r === process.argv[2]);
+const isSpare = process.argv[3] === "spare";
 const preloaded: Promise<Engine> | undefined =
   startRuntime === undefined
     ? undefined
     : loadEngine(startRuntime).then(async (e) => {
-        await e.preload?.();
+        if (isSpare) await e.preload?.();
         return e;
       });
 // A failure shows at init (as a "fail" reply), not as an unhandled rejection now.

@@ -52,6 +52,37 @@ interface PythonPrepared {
   settings: PythonSettings;
   log: LogSink;
   exposeForTests: boolean;
+  /** The runtime-only image a spare host built (preload), if any: cold boots start from it. */
+  base: Promise<BaseImage | undefined> | undefined;
+}
+
+/**
+ * Pyodide booted with an empty app image and the driver installed — nothing of any tenant — as
+ * a snapshot: a new deployment's instance boots from it (its own files mounted at boot) instead
+ * of starting the interpreter, then imports its app. Built once per spare host, in the background.
+ */
+interface BaseImage {
+  memory: Buffer;
+  extra: SnapshotExtra;
+}
+
+/** The interpreter's environment (the same for every app). */
+const PY_ENV = { HOME: "/app", LANG: "C.UTF-8", TZ: "UTC", PYTHONDONTWRITEBYTECODE: "1", PYTHONHASHSEED: "random" };
+
+/** Heap cap while the base image is built: the smallest an app can get (memory_mb ≥ 16). */
+const BASE_HEAP_CAP = heapCapBytes(16);
+
+async function buildBaseImage(log: LogSink): Promise<BaseImage> {
+  const realm = PyRealm.create(() => undefined, log);
+  await realm.boot({ heapCap: BASE_HEAP_CAP, env: PY_ENV, files: [] });
+  realm.runPython(driverInstallCode());
+  realm.bindDriver();
+  realm.call("presnap");
+  const snap = LinearMemorySnapshot.take(realm.memory, realm.sbrkTop(), [realm.stackPointer]);
+  realm.recordState();
+  const config = JSON.parse(realm.exportConfig()) as SnapshotExtra["config"];
+  const memory = snap.export().memory;
+  return { memory, extra: { format: SNAPSHOT_FORMAT, buildId: realm.buildId(), memoryBytes: realm.memoryBytes(), config } };
 }
 
 const SNAPSHOT_FORMAT = "zerocell-pyodide-1";
@@ -123,7 +154,7 @@ export class PythonInstance implements EngineInstance {
   /** Wasm memory size when the snapshot was taken. */
   #snapshotMemoryBytes = 0;
   /** Timings and sizes, for benchmarks and tests. */
-  readonly stats = { bootMs: 0, restoredFromSnapshot: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0 };
+  readonly stats = { bootMs: 0, restoredFromSnapshot: false, fromBaseImage: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0 };
 
   constructor(prepared: PythonPrepared, realm: PyRealm) {
     this.#prepared = prepared;
@@ -146,7 +177,7 @@ export class PythonInstance implements EngineInstance {
     return {
       heapCap: heapCapBytes(spec.manifest.limits.memoryMb),
       ...(memoryBytes === undefined ? {} : { memoryBytes }),
-      env: { HOME: "/app", LANG: "C.UTF-8", TZ: "UTC", PYTHONDONTWRITEBYTECODE: "1", PYTHONHASHSEED: "random" },
+      env: PY_ENV,
       files,
       ...(this.#prepared.exposeForTests ? { exposeForTests: true } : {}),
     };
@@ -164,9 +195,17 @@ export class PythonInstance implements EngineInstance {
 
   async #bootCold(): Promise<void> {
     const t0 = performance.now();
-    await this.#realm.boot(this.#bootOptions());
-    // From here on guest code may run: only primitive calls into the realm.
-    this.#realm.runPython(driverInstallCode());
+    const base = this.#prepared.base === undefined ? undefined : await this.#prepared.base;
+    const cap = heapCapBytes(this.#prepared.spec.manifest.limits.memoryMb);
+    if (base !== undefined && isSnapshotExtra(base.extra, base.memory.length, cap)) {
+      // The interpreter and driver from the spare's base image; this app's files mounted at boot.
+      await this.#realm.boot(this.#bootOptions(base.extra.memoryBytes), pyodideSnapshotBlob(base.extra, base.memory));
+      this.stats.fromBaseImage = true;
+    } else {
+      await this.#realm.boot(this.#bootOptions());
+      // From here on guest code may run: only primitive calls into the realm.
+      this.#realm.runPython(driverInstallCode());
+    }
     this.#realm.bindDriver();
     this.#afterBoot();
     const r = String(this.#realm.call("load", this.#prepared.settings.app));
@@ -334,6 +373,7 @@ export class PythonEngine implements Engine<PythonPrepared> {
   readonly runtime = "python";
   readonly #log: LogSink;
   readonly #exposeForTests: boolean;
+  #base: Promise<BaseImage | undefined> | undefined;
 
   constructor(options: PythonEngineOptions = {}) {
     this.#log = options.log ?? defaultLog;
@@ -348,15 +388,23 @@ export class PythonEngine implements Engine<PythonPrepared> {
     return pythonEngineBuild(manifest);
   }
 
-  /** Reads Pyodide's files (the wasm is compiled inside the sealed realm, per instance). */
+  /**
+   * Reads Pyodide's files and starts building the base image (~3 s of CPU, in the background:
+   * a deployment with a stored snapshot does not wait for it; a cold boot does, as it would
+   * otherwise do the same work itself).
+   */
   async preload(): Promise<void> {
     pyodideFiles();
+    this.#base ??= buildBaseImage(this.#log).catch((e: unknown) => {
+      this.#log("stderr", `python: base image not built, apps boot cold: ${(e as Error).message}`);
+      return undefined;
+    });
   }
 
   async prepare(spec: EngineSpec): Promise<PythonPrepared> {
     const settings = validatePythonBundle(spec.manifest, spec.image);
     pyodideFiles();
-    return { spec, settings, log: this.#log, exposeForTests: this.#exposeForTests };
+    return { spec, settings, log: this.#log, exposeForTests: this.#exposeForTests, base: this.#exposeForTests ? undefined : this.#base };
   }
 
   async instantiate(prepared: PythonPrepared): Promise<PythonInstance> {
