@@ -179,8 +179,20 @@ export class Platform {
     return this.#table.match(name, "/") !== undefined;
   }
 
+  /** App requests being served now (a shutdown waits for them before it stops the pool). */
+  activeRequests = 0;
+
   /** Serves one app request. */
   async handleApp(req: Request, incoming: http.IncomingMessage, isHttps: boolean, localPort: number): Promise<Response> {
+    this.activeRequests++;
+    try {
+      return await this.#handleApp(req, incoming, isHttps, localPort);
+    } finally {
+      this.activeRequests--;
+    }
+  }
+
+  async #handleApp(req: Request, incoming: http.IncomingMessage, isHttps: boolean, localPort: number): Promise<Response> {
     const requestId = randomUUID();
     const t0 = performance.now();
     const arrivedAt = performance.timeOrigin + t0;
@@ -203,7 +215,7 @@ export class Platform {
       const manifest = this.#manifests.get(target.deploymentId);
       if (manifest === undefined) throw new RouteNotFoundError(host, url.pathname);
       // 2. read the body under the app's limit
-      const body = await readBody(req, manifest.limits.maxBodyBytes);
+      const body = await readBody(req, incoming, manifest.limits.maxBodyBytes);
       bytesIn = body.length;
       const headers: Array<[string, string]> = [];
       for (let i = 0; i < incoming.rawHeaders.length; i += 2) headers.push([incoming.rawHeaders[i]!.toLowerCase(), incoming.rawHeaders[i + 1]!]);
@@ -230,26 +242,35 @@ export class Platform {
       wallUs = Math.round((performance.now() - sandboxStart) * 1000);
       usage = { cpuUs: res.cpuUs ?? null, instructions: res.usage?.instructions ?? null };
       // 4. answer
-      const out = new Headers();
-      for (const [name, value] of res.headers) {
-        if (HOP_BY_HOP.has(name) || name.startsWith("x-zerocell-")) continue;
+      // A plain object (repeated headers as arrays) goes straight to writeHead: no Headers object.
+      const out: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+      for (const [rawName, value] of res.headers) {
+        const name = rawName.toLowerCase();
+        if (HOP_BY_HOP.has(name) || name.startsWith("x-zerocell-") || name === "x-request-id" || name === "server-timing") continue;
         try {
-          out.append(name, value);
+          http.validateHeaderName(name);
+          http.validateHeaderValue(name, value);
         } catch {
-          throw new SandboxError("bad_response", 502, `sandbox: the app sent an invalid header "${name.slice(0, 64)}"`);
+          throw new SandboxError("bad_response", 502, `sandbox: the app sent an invalid header "${rawName.slice(0, 64)}"`);
         }
+        const prev = out[name];
+        out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
       }
       const totalMs = performance.now() - t0;
-      out.set("x-request-id", requestId);
-      out.set("x-zerocell-instance", `${match.route.mode}; ${res.reused ? "reused" : "new"}`);
+      out["x-request-id"] = requestId;
+      out["x-zerocell-instance"] = `${match.route.mode}; ${res.reused ? "reused" : "new"}`;
       // ready = request arrival → guest code starting in its sandbox (clamped: two processes' clocks).
       const readyMs = res.startedAt === undefined ? undefined : Math.max(0, res.startedAt - arrivedAt);
-      out.set("server-timing", `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}, total;dur=${totalMs.toFixed(3)}`);
+      out["server-timing"] = `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}, total;dur=${totalMs.toFixed(3)}`;
       status = res.status;
       if (status < 200 || status > 599) throw new SandboxError("bad_response", 502, `sandbox: the app answered with status ${status}`);
       bytesOut = res.body.byteLength;
       const noBody = req.method === "HEAD" || status === 204 || status === 304;
-      return new Response(noBody ? null : (res.body as Uint8Array<ArrayBuffer>), { status, headers: out });
+      if (!noBody) return new Response(res.body as Uint8Array<ArrayBuffer>, { status, headers: out as unknown as HeadersInit });
+      // Without a body the response is built the slow way (a Headers object): keep repeats apart.
+      const bodyless = new Headers();
+      for (const [name, v] of Object.entries(out)) for (const one of Array.isArray(v) ? v : [v]) bodyless.append(name, one);
+      return new Response(null, { status, headers: bodyless });
     } catch (e) {
       const r = errorToResponse(e, requestId, "page");
       status = r.status;
@@ -310,6 +331,11 @@ export class Platform {
 }
 
 const EMPTY_DATA = encodeImage({ entries: [], totalBytes: 0 });
+const EMPTY_BODY = Buffer.alloc(0);
+/** Longest a shutdown waits for open connections' requests before cutting them. */
+const DRAIN_TIMEOUT_MS = 30_000;
+/** How long a shutdown lets connections opened just before it send their request. */
+const DRAIN_GRACE_MS = 500;
 
 /** The key of a keyed route: the path parameter, percent-decoded, bounded. */
 function decodeKey(raw: string): string {
@@ -323,12 +349,18 @@ function decodeKey(raw: string): string {
   return key;
 }
 
-async function readBody(req: Request, limit: number): Promise<Buffer> {
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) {
+/**
+ * The request body under the app's limit. A request that declares no body (no Content-Length or
+ * 0, no Transfer-Encoding: most GETs) is answered from the Node request's headers without
+ * building the Web Request and its stream.
+ */
+async function readBody(req: Request, incoming: http.IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = incoming.headers["content-length"];
+  if (declared !== undefined && Number(declared) > limit) {
     throw new PayloadTooLargeError(`gateway: request body of ${declared} bytes exceeds the app's limit of ${limit} bytes`);
   }
-  if (req.body === null) return Buffer.alloc(0);
+  if ((declared === undefined || declared === "0") && incoming.headers["transfer-encoding"] === undefined) return EMPTY_BODY;
+  if (req.body === null) return EMPTY_BODY;
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = req.body.getReader();
@@ -453,8 +485,23 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      const stopped = Promise.all([httpServer, httpsServer, adminServer].map((s) => new Promise<void>((r) => s.close(() => r()))));
-      for (const s of [httpServer, httpsServer, adminServer]) s.closeIdleConnections();
+      // Drain: stop accepting connections; requests on connections already open (a TLS
+      // handshake in progress, a keep-alive request just sent) are still served by the pool.
+      // Connections are closed as they become idle; after DRAIN_TIMEOUT_MS the rest are cut.
+      const servers = [httpServer, httpsServer, adminServer];
+      const stopped = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+      let done = false;
+      void stopped.then(() => (done = true));
+      const t0 = Date.now();
+      for (;;) {
+        for (const s of servers) s.closeIdleConnections();
+        const elapsed = Date.now() - t0;
+        // Done when every connection is gone, or when no app request is running and a client
+        // that had just connected has had DRAIN_GRACE_MS to send its request, or at the limit.
+        if (done || (p.activeRequests === 0 && elapsed >= DRAIN_GRACE_MS) || elapsed >= DRAIN_TIMEOUT_MS) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      for (const s of servers) s.closeAllConnections();
       await p.close();
       await stopped;
     })());

@@ -69,6 +69,20 @@ echo json_encode([
     expect(JSON.parse(plain.text).https).not.toBe("on");
   });
 
+  it("frames responses itself: an app's Content-Length and hop-by-hop headers are dropped, HEAD has no body", async () => {
+    server.cli(["deploy", phpBundle("framing.localhost", { "index.php": "<?php header('Content-Length: 3'); header('Connection: upgrade'); header('X-Zerocell-Instance: forged'); header('X-App: yes'); echo 'hello world';" }), "--app", "framing"]);
+    const get = await fetchApp(server, "framing.localhost", "/");
+    expect(get.status).toBe(200);
+    expect(get.text).toBe("hello world");
+    expect(get.headers["content-length"]).toBe("11");
+    expect(get.headers["x-app"]).toBe("yes");
+    expect(get.headers["x-zerocell-instance"]).toMatch(/^snapshot; /);
+    const head = await fetchApp(server, "framing.localhost", "/", { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.body.length).toBe(0);
+    expect(head.headers["x-app"]).toBe("yes");
+  });
+
   it("writes a usage record per request, durably and within a second", async () => {
     // Let earlier tests' records (flushed every 100 ms) land first.
     await new Promise((r) => setTimeout(r, 300));
