@@ -347,7 +347,7 @@ export class Pool {
   constructor(options: { limits?: Partial<PoolLimits>; useNetns: boolean; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void }) {
     this.#limits = { ...DEFAULT_POOL_LIMITS, ...options.limits };
     this.#load = options.load;
-    this.#spares = this.#limits.spareHosts ? new SpareHosts({ useNetns: options.useNetns }) : undefined;
+    this.#spares = this.#limits.spareHosts ? new SpareHosts({ useNetns: options.useNetns, onLog: (runtime, line) => options.onLog(`spare:${runtime}`, line) }) : undefined;
     this.#hostOpts = {
       useNetns: options.useNetns,
       maxResponseBytes: this.#limits.maxResponseBytes,

@@ -15,15 +15,17 @@ type Runtime = Manifest["runtime"];
 export class SpareHosts {
   readonly #useNetns: boolean;
   readonly #delayMs: number;
-  readonly #spares = new Map<Runtime, { child: ChildProcess; onExit: () => void }>();
+  readonly #spares = new Map<Runtime, { child: ChildProcess; onExit: () => void; onStderr: (s: string) => void }>();
+  readonly #onLog: (runtime: Runtime, line: string) => void;
   readonly #timers = new Map<Runtime, NodeJS.Timeout>();
   #closed = false;
   /** Spares handed out so far (for /v1/pool and tests). */
   taken = 0;
 
   /** `delayMs`: how long after it is wanted a spare is started (start-up is busy enough). */
-  constructor(opts: { useNetns: boolean; delayMs?: number }) {
+  constructor(opts: { useNetns: boolean; delayMs?: number; onLog?: (runtime: Runtime, line: string) => void }) {
     this.#useNetns = opts.useNetns;
+    this.#onLog = opts.onLog ?? (() => {});
     this.#delayMs = opts.delayMs ?? 1000;
   }
 
@@ -34,6 +36,7 @@ export class SpareHosts {
     this.#spares.delete(runtime);
     const child = spare.child;
     child.off("exit", spare.onExit);
+    child.stderr?.off("data", spare.onStderr);
     if (child.exitCode !== null || child.signalCode !== null || child.killed) return undefined;
     this.taken++;
     return child;
@@ -52,7 +55,15 @@ export class SpareHosts {
         if (this.#spares.get(runtime)?.child === child) this.#spares.delete(runtime);
       };
       child.once("exit", onExit);
-      this.#spares.set(runtime, { child, onExit });
+      // What a spare writes before it is taken (a preload failure) goes to the log; a full pipe
+      // would otherwise stall it.
+      child.stdout?.resume();
+      child.stderr?.setEncoding("utf8");
+      const onStderr = (s: string) => {
+        for (const line of s.split("\n")) if (line.length > 0) this.#onLog(runtime, line.slice(0, 2048));
+      };
+      child.stderr?.on("data", onStderr);
+      this.#spares.set(runtime, { child, onExit, onStderr });
     }, delayMs);
     timer.unref();
     this.#timers.set(runtime, timer);
