@@ -61,30 +61,34 @@ export function decodeSnapshot(raw: Buffer): SnapshotImage {
 export class SnapshotStore {
   readonly #db: OpenedDb;
   readonly #blobs: BlobStore;
-  readonly #cache: LRUCache<string, SnapshotImage>;
+  /**
+   * gzip'd snapshots by deployment/build (a few MB each). Decoded images (~30 MB) are not kept:
+   * a gateway with many deployments would hold hundreds of MB; gunzip runs off the event loop.
+   */
+  readonly #cache: LRUCache<string, Buffer>;
   /** Deployments whose snapshot is being written, so two hosts do not both store one. */
   readonly #writing = new Set<string>();
 
-  constructor(db: OpenedDb, blobs: BlobStore, maxCacheBytes = 512 * 1024 * 1024) {
+  constructor(db: OpenedDb, blobs: BlobStore, maxCacheBytes = 64 * 1024 * 1024) {
     this.#db = db;
     this.#blobs = blobs;
-    this.#cache = new LRUCache<string, SnapshotImage>({ maxSize: maxCacheBytes, sizeCalculation: (v) => Math.max(1, v.memory.length) });
+    this.#cache = new LRUCache<string, Buffer>({ maxSize: maxCacheBytes, sizeCalculation: (v) => Math.max(1, v.length) });
   }
 
   /** The stored snapshot of a deployment for this engine build, or undefined (then: rebuild). */
   async load(deploymentId: string, engineBuild: string): Promise<SnapshotImage | undefined> {
     const key = `${deploymentId}/${engineBuild}`;
-    const cached = this.#cache.get(key);
-    if (cached !== undefined) return cached;
     const row = this.#db.db.select().from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get();
     if (row === undefined) return undefined;
     try {
-      const img = decodeSnapshot(await gunzipAsync(this.#blobs.get(row.sha256), { maxOutputLength: 4 * 1024 * 1024 * 1024 - 1 }));
+      const packed = this.#cache.get(key) ?? this.#blobs.get(row.sha256);
+      const img = decodeSnapshot(await gunzipAsync(packed, { maxOutputLength: 4 * 1024 * 1024 * 1024 - 1 }));
       if (img.engineBuild !== engineBuild) throw new SnapshotMismatchError(`snapshot: built by ${img.engineBuild}, engine is ${engineBuild}`);
-      this.#cache.set(key, img);
+      this.#cache.set(key, packed);
       return img;
     } catch (e) {
       // Corrupt or foreign: forget it; the next instance takes a new one.
+      this.#cache.delete(key);
       this.#db.db.delete(snapshots).where(eq(snapshots.id, row.id)).run();
       throw e;
     }
@@ -107,7 +111,7 @@ export class SnapshotStore {
         .values({ deploymentId, engine: img.engine, engineBuild: img.engineBuild, sha256, bytes: packed.length, memoryBytes: img.memory.length, createdAt: Date.now() })
         .onConflictDoNothing()
         .run();
-      this.#cache.set(key, img);
+      this.#cache.set(key, packed);
       return { sha256, bytes: packed.length };
     } finally {
       this.#writing.delete(key);
