@@ -751,6 +751,18 @@ describe("python engine", () => {
       expect(text(await run("/memory-ok"))).toBe(String(16 * 1024 * 1024));
     });
 
+    /** The vendored module imports, and two requests after resets never share random values. */
+    async function servesVendoredWithFreshRandomness(other: PythonInstance): Promise<void> {
+      expect(text(await other.handle(req("/vendored")))).toBe("hello, wsgi from /app/vendor/tinylib.py");
+      await other.reset();
+      const r1 = json(await other.handle(req("/rand")));
+      await other.reset();
+      const r2 = json(await other.handle(req("/rand")));
+      await other.reset();
+      expect(r1.random).not.toBe(r2.random);
+      expect(r1.module_rng).not.toBe(r2.module_rng);
+    }
+
     it("exports a snapshot another instance boots from (no interpreter start, no app import) and serves identically", async () => {
       const snap = inst.exportSnapshot();
       expect(snap.memory.length).toBe(inst.snapshotBytes);
@@ -758,15 +770,7 @@ describe("python engine", () => {
       try {
         await other.importSnapshot(snap);
         expect(other.stats.restoredFromSnapshot).toBe(true);
-        const a = await other.handle(req("/vendored"));
-        expect(text(a)).toBe("hello, wsgi from /app/vendor/tinylib.py");
-        await other.reset();
-        const r1 = json(await other.handle(req("/rand")));
-        await other.reset();
-        const r2 = json(await other.handle(req("/rand")));
-        await other.reset();
-        expect(r1.random).not.toBe(r2.random);
-        expect(r1.module_rng).not.toBe(r2.module_rng);
+        await servesVendoredWithFreshRandomness(other);
         expect(json(await other.handle(req("/escape/import-js"))).ok).toBe(false);
         await other.reset();
         // A corrupt or foreign snapshot is refused before anything is loaded.
@@ -786,13 +790,7 @@ describe("python engine", () => {
         expect(text(await other.handle(req("/")))).toBe("hello");
         expect(other.stats.fromBaseImage).toBe(true);
         other.snapshot();
-        expect(text(await other.handle(req("/vendored")))).toBe("hello, wsgi from /app/vendor/tinylib.py");
-        await other.reset();
-        const r1 = json(await other.handle(req("/rand")));
-        await other.reset();
-        const r2 = json(await other.handle(req("/rand")));
-        await other.reset();
-        expect(r1.random).not.toBe(r2.random);
+        await servesVendoredWithFreshRandomness(other);
         for (const [name, expected] of [["import-js", /import of js halted/], ["pyodide-js", /import of pyodide_js halted/], ["ctypes", /import of ctypes halted/]] as const) {
           const out = json(await other.handle(req(`/escape/${name}`)));
           await other.reset();
