@@ -174,6 +174,9 @@ export class SandboxHost {
     const runtime = init.manifest.runtime;
     const spare = opts.spares?.take(runtime);
     const child = spare ?? spawnHost(runtime, opts.useNetns);
+    // The next spare starts now: deploys and scale-ups come in bursts, and a spare needs ~1 s
+    // (PHP) to a few seconds (Python's base image) before it saves anything.
+    opts.spares?.want(runtime, 0);
     const host = new SandboxHost(child, opts);
     host.fromSpare = spare !== undefined;
     const ready = new Promise<void>((resolve, reject) => {
@@ -199,8 +202,6 @@ export class SandboxHost {
       await ready;
     } finally {
       clearTimeout(timer);
-      // The next spare starts now that this host no longer competes for the CPU.
-      opts.spares?.want(runtime, 0);
     }
     return host;
   }

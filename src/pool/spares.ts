@@ -3,7 +3,7 @@
  * engine is loaded and preloaded (php-wasm imported and php.wasm compiled, …) but which has no
  * deployment yet — it has never seen a tenant's bytes. A deploy, a scale-up or a fresh-mode
  * request takes it instead of paying for a Node start and the runtime's load, and a new spare
- * is started once the taken host is ready (not before: on two cores the two would compete).
+ * is started at once (bursts of deploys were measured slower when it waited for the taken host).
  * Spares exist for the runtimes in use (the first pool of a runtime asks for one), one each.
  */
 import type { ChildProcess } from "node:child_process";
