@@ -22,12 +22,27 @@ def application(environ, start_response):
     return [body]
 `;
 
+const HOSTILE_APP = `
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/loop":
+        while True:
+            pass
+    if path == "/bomb":
+        chunks = []
+        while True:
+            chunks.append(bytearray(8 << 20))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hostile-ok"]
+`;
+
 describe("Python WSGI apps through the platform", () => {
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer();
     server.cli(["deploy", join(ROOT, "examples", "wsgi-hello"), "--app", "wsgi-hello"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "pyesc.localhost"\n`, "app.py": ESCAPE_APP }), "--app", "pyesc"]);
+    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 1500\nmemory_mb = 64\n[[routes]]\nhost = "pyhostile.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pyhostile"]);
   }, 180_000);
   afterAll(async () => {
     const pids = server.hostPids();
@@ -42,6 +57,26 @@ describe("Python WSGI apps through the platform", () => {
     expect(r.text).toContain("<th>query</th><td>x=1</td>");
     expect(r.text).toContain("<th>scheme</th><td>https</td>");
     expect(r.headers["x-zerocell-instance"]).toMatch(/^snapshot; /);
+  }, 120_000);
+
+  it("an infinite loop gets 504 at timeout_ms while other apps keep answering; a memory bomb gets 500; the app recovers", async () => {
+    expect((await fetchApp(server, "pyhostile.localhost", "/")).text).toBe("hostile-ok");
+    const t0 = Date.now();
+    const looping = fetchApp(server, "pyhostile.localhost", "/loop").then((res) => ({ res, ms: Date.now() - t0 }));
+    await new Promise((r) => setTimeout(r, 200));
+    // Another app answers while the loop burns a CPU in its own host.
+    const other = await fetchApp(server, "wsgi-hello.localhost", "/");
+    expect(other.status).toBe(200);
+    const { res, ms } = await looping;
+    expect(res.status).toBe(504);
+    expect(ms).toBeGreaterThanOrEqual(1400);
+    expect(ms).toBeLessThan(10_000);
+    // A memory bomb ends in a clear 500 under the heap cap (MemoryError), not a dead server.
+    const bomb = await fetchApp(server, "pyhostile.localhost", "/bomb");
+    expect(bomb.status).toBe(500);
+    // The app is served again (by a new or reset host), and so is everyone else.
+    expect((await fetchApp(server, "pyhostile.localhost", "/")).text).toBe("hostile-ok");
+    expect((await fetchApp(server, "wsgi-hello.localhost", "/")).status).toBe(200);
   }, 120_000);
 
   it("keeps the host realm, host files and state of earlier requests out of reach", async () => {
