@@ -54,6 +54,41 @@ describe("native x86-64 CGI apps through the platform", () => {
     }
   });
 
+  it("hostile programs that pass validation end in clear errors while the server keeps serving", async () => {
+    const fixture = (name: string) => readFileSync(join(ROOT, "test", "fixtures", "build", "x86-exec", name));
+    const deploy = (name: string, limits: string) =>
+      server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\n${limits}\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
+    for (const name of ["infinite-loop", "syscall-flood", "mmap-exec", "open-passwd"]) deploy(name, "timeout_ms = 1500\nmemory_mb = 64");
+    // Filling memory takes the emulator a while (every guest store is slow in libunicorn 2.0.1).
+    deploy("memory-bomb", "timeout_ms = 20000\nmemory_mb = 16");
+    // Loops (with or without system calls) end at timeout_ms with 504; the example answers meanwhile.
+    for (const name of ["infinite-loop", "syscall-flood"]) {
+      const t0 = Date.now();
+      const looping = fetchApp(server, `${name}.localhost`, "/");
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await fetchApp(server, "x86.localhost", "/sq?2")).status).toBe(200);
+      const r = await looping;
+      expect(r.status, name).toBe(504);
+      expect(Date.now() - t0).toBeLessThan(30_000);
+    }
+    // The memory bomb's malloc fails inside memory_mb; the program exits 1 → 500.
+    expect((await fetchApp(server, "memory-bomb.localhost", "/")).status).toBe(500);
+    // W^X: no executable mapping, no mprotect to executable.
+    const wx = await fetchApp(server, "mmap-exec.localhost", "/");
+    expect(wx.status).toBe(200);
+    // (The engine answers EPERM; musl's mmap() turns EPERM of an anonymous mapping into ENOMEM.)
+    expect(wx.text).toMatch(/mmap rwx: (Operation not permitted|Out of memory)/);
+    expect(wx.text).toMatch(/mmap rx: (Operation not permitted|Out of memory)/);
+    expect(wx.text).toContain("mprotect rx: Operation not permitted");
+    expect(wx.text).not.toMatch(/MAPPED|ALLOWED/);
+    // No host file is reachable.
+    const files = await fetchApp(server, "open-passwd.localhost", "/");
+    expect(files.status).toBe(200);
+    expect(files.text).toContain("/etc/passwd: No such file or directory");
+    expect(files.text).not.toContain("OPENED");
+    expect((await fetchApp(server, "x86.localhost", "/sq?5")).text).toContain("n^2=25");
+  }, 120_000);
+
   it("refuses a program with a privileged instruction at deploy, with the validator's report", async () => {
     const dir = writeBundle({
       "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[[routes]]\nhost = "evil-x86.localhost"\n`,
