@@ -32,17 +32,13 @@
  * Writes bench/results/keys-<timestamp>.json. Kills every child it started, also on error/SIGINT.
  * About 1.5–2 minutes with the defaults.
  */
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, openSync, closeSync, readdirSync, statSync, writeSync, fsyncSync, renameSync } from "node:fs";
-import { tmpdir, cpus, loadavg, totalmem } from "node:os";
-import { join, dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, openSync, closeSync, writeSync, fsyncSync, renameSync } from "node:fs";
+import { cpus, loadavg, totalmem } from "node:os";
+import { join } from "node:path";
 import http from "node:http";
-import autocannon from "autocannon";
-import { CLI, ROOT, children, foreignCpuShare, killGroup, ourPids, parseServerTiming, percentile, sleep, startChild, stopChild, tempDir, tempDirs, topForeignProcesses, zerocellCli } from "./lib.mjs";
+import { CLI, ROOT, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, gitInfo, installCleanup, logger, parseServerTiming, pct, percentile, renderTable, request, round, runAutocannon, runMain, sleep, startZerocell, stopChild, tempDir, topForeignProcesses, waitFor200, writeResult, zerocellCli } from "./lib.mjs";
 
 const BLOG = join(ROOT, "examples", "php-blog");
-const RESULTS_DIR = join(ROOT, "bench", "results");
 const KV_HOST = "kv.localhost";
 const BLOG_HOST = "blog.localhost";
 
@@ -83,126 +79,15 @@ const OPTS = parseArgs(process.argv.slice(2));
 
 // ---------------------------------------------------------------- children and cleanup
 
-let currentCannon;
-let cleaningUp = false;
-
-function log(msg) {
-  process.stderr.write(`[keys ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
-
-
-
-
-
-async function cleanup() {
-  if (currentCannon !== undefined) {
-    try {
-      currentCannon.stop();
-    } catch {
-      // ignore
-    }
-  }
-  await Promise.all([...children].map((c) => stopChild(c, 8000)));
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  tempDirs.clear();
-}
-
-process.on("exit", () => {
-  for (const c of children) if (c.proc.pid !== undefined) killGroup(c.proc.pid, "SIGKILL");
-  for (const d of tempDirs) {
-    try {
-      rmSync(d, { recursive: true, force: true });
-    } catch {
-      // ignore
-    }
-  }
-});
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-  process.on(sig, () => {
-    if (cleaningUp) return;
-    cleaningUp = true;
-    log(`${sig}: stopping children and exiting`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
+const log = logger("keys");
+installCleanup(log);
 
 // ---------------------------------------------------------------- small helpers
 
-const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
-const pct = (share) => (share === null || share === undefined ? null : Math.round(share * 100));
 const stat = (xs) => {
   const s = Float64Array.from(xs).sort();
   return { n: s.length, p50: round(percentile(s, 50), 3), p99: round(percentile(s, 99), 3), mean: round(s.reduce((a, b) => a + b, 0) / (s.length || 1), 3) };
 };
-
-/** One request; resolves { status, headers, body } (never rejects on HTTP errors). */
-function request(url, { method = "GET", host, agent, body, timeoutMs = 30_000, headers = {} } = {}) {
-  const u = new URL(url);
-  return new Promise((res, rej) => {
-    const req = http.request({
-      host: u.hostname,
-      port: u.port,
-      path: u.pathname + u.search,
-      method,
-      headers: { ...(host === undefined ? {} : { host }), ...(body === undefined ? {} : { "content-type": "application/x-www-form-urlencoded", "content-length": Buffer.byteLength(body) }), ...headers },
-      agent: agent ?? false,
-      timeout: timeoutMs,
-    });
-    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${method} ${url}`)));
-    req.on("error", rej);
-    req.on("response", (r) => {
-      const chunks = [];
-      r.on("data", (c) => chunks.push(c));
-      r.on("end", () => res({ status: r.statusCode, headers: r.headers, body: Buffer.concat(chunks).toString("utf8") }));
-      r.on("error", rej);
-    });
-    req.end(body);
-  });
-}
-
-async function waitFor200(url, opts = {}, deadlineMs = 30_000, child) {
-  const end = Date.now() + deadlineMs;
-  let last = "";
-  while (Date.now() < end) {
-    if (child?.exited) throw new Error(`${child.name} exited (${child.code ?? child.error?.message})`);
-    try {
-      const r = await request(url, { ...opts, timeoutMs: 5000 });
-      if (r.status === 200) return r;
-      last = `status ${r.status}: ${r.body.slice(0, 200)}`;
-    } catch (e) {
-      last = e.message;
-    }
-    await sleep(50);
-  }
-  throw new Error(`no 200 from ${url} within ${deadlineMs} ms (last: ${last})`);
-}
-
-
-/** CPU accounting snapshot (as in bench/run.mjs): to tell how much CPU other processes used. */
-function cpuSnapshot() {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-    const total = f.reduce((a, b) => a + b, 0);
-    const busy = total - f[3] - (f[4] ?? 0);
-    const procs = new Map();
-    for (const d of readdirSync("/proc")) {
-      if (!/^\d+$/.test(d)) continue;
-      try {
-        const st = readFileSync(`/proc/${d}/stat`, "utf8");
-        const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]), childJiffies: Number(rest[13]) + Number(rest[14]) });
-      } catch {
-        // exited
-      }
-    }
-    return { total, busy, procs };
-  } catch {
-    return null;
-  }
-}
-
-
 
 /** Busy share of all CPUs over `ms`, not counting this process. */
 async function cpuBusy(ms = 1000) {
@@ -210,7 +95,6 @@ async function cpuBusy(ms = 1000) {
   await sleep(ms);
   return foreignCpuShare(a, cpuSnapshot());
 }
-
 
 // ---------------------------------------------------------------- load generation
 
@@ -283,9 +167,7 @@ async function load({ label, url, host, method = "GET", pathFor, keyFor, connect
     }, duration * 1000);
   }
   const snap0 = cpuSnapshot();
-  const inst = autocannon(opts);
-  currentCannon = inst;
-  inst.on("response", (_client, status, _bytes, ms) => {
+  const r = await runAutocannon(opts, (_client, status, _bytes, ms) => {
     tLast = performance.now();
     statusCounts[status] = (statusCounts[status] ?? 0) + 1;
     if (ok(status)) {
@@ -293,9 +175,7 @@ async function load({ label, url, host, method = "GET", pathFor, keyFor, connect
       lat.push(ms);
     } else other++;
   });
-  const r = await inst;
   clearTimeout(deadline);
-  currentCannon = undefined;
   const otherCpu = foreignCpuShare(snap0, cpuSnapshot());
   const spanS = tFirst !== undefined && tLast !== undefined ? (tLast - tFirst) / 1000 : r.duration;
   const sorted = Float64Array.from(lat).sort();
@@ -434,34 +314,11 @@ function makeKvApp() {
 
 // ---------------------------------------------------------------- zerocell
 
-
 async function run(result) {
   if (!existsSync(CLI)) throw new Error(`${CLI} missing: build first (npx tsc -p tsconfig.json)`);
-  const dataDir = tempDir("zc-keys-data-");
-  const logPath = join(dataDir, "..", `${dataDir.split("/").pop()}-server.log`);
-  tempDirs.add(logPath);
-  const fd = openSync(logPath, "a");
-  const server = startChild("zerocell serve", process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--idle-ttl-ms", "1800000"], {
-    stdio: ["ignore", fd, fd],
-    env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
-  });
-  closeSync(fd);
-  const serverLogTail = () => {
-    try {
-      return readFileSync(logPath, "utf8").slice(-1500);
-    } catch {
-      return "";
-    }
-  };
+  const { child: server, dataDir, logPath, listening } = startZerocell({ dataPrefix: "zc-keys-data-", args: ["--idle-ttl-ms", "1800000"] });
   try {
-    const serverJson = join(dataDir, "run", "server.json");
-    const end = Date.now() + 30_000;
-    while (!existsSync(serverJson) || !readFileSync(logPath, "utf8").includes("zerocell listening")) {
-      if (server.exited) throw new Error(`zerocell server exited early (${server.code}):\n${serverLogTail()}`);
-      if (Date.now() > end) throw new Error(`zerocell server did not start:\n${serverLogTail()}`);
-      await sleep(50);
-    }
-    const urls = JSON.parse(readFileSync(serverJson, "utf8"));
+    const urls = await listening();
     for (const u of [urls.http, urls.admin]) {
       const h = new URL(u).hostname;
       if (h !== "127.0.0.1" && h !== "localhost" && h !== "[::1]") throw new Error(`server not on loopback: ${u}`);
@@ -475,7 +332,7 @@ async function run(result) {
     const base = urls.http;
     const first = {};
     for (const [host, path] of [[BLOG_HOST, "/posts/1?json=1"], [KV_HOST, "/k/probe"], [KV_HOST, "/nokey/probe"]]) {
-      const r = await waitFor200(base + path, { host }, 60_000, server);
+      const r = await waitFor200(base + path, { host, method: "GET" }, 60_000, server);
       first[`${host}${path}`] = { body: r.body.trim().slice(0, 200), serverTiming: parseServerTiming(r.headers["server-timing"]) };
     }
     result.env.firstResponses = first;
@@ -540,7 +397,7 @@ async function run(result) {
     try {
       for (let i = 0; i < entries.length; i += 8) {
         await Promise.all(entries.slice(i, i + 8).map(async ([key, t]) => {
-          const r = await request(`${base}/k/${encodeURIComponent(key)}`, { host: KV_HOST, agent });
+          const r = await request(`${base}/k/${encodeURIComponent(key)}`, { method: "GET", host: KV_HOST, agent });
           let counter = null;
           try {
             counter = JSON.parse(r.body).counter;
@@ -586,14 +443,6 @@ async function run(result) {
 }
 
 // ---------------------------------------------------------------- report
-
-function renderTable(rows) {
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));
-  return rows.map((r, ri) => r.map((c, i) => {
-    const s = String(c ?? "-");
-    return i === 0 ? s.padEnd(w[i]) : s.padStart(w[i]);
-  }).join("  ") + (ri === 0 ? "\n" + w.map((n) => "-".repeat(n)).join("  ") : "")).join("\n");
-}
 
 function report(result) {
   const L = [];
@@ -681,22 +530,9 @@ async function main() {
     runs: [],
     notes: [],
   };
-  try {
-    result.env.gitCommit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
-    result.env.gitDirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
-  } catch {
-    // not a git checkout
-  }
+  Object.assign(result.env, gitInfo());
   if (existsSync(CLI)) {
-    let newest = 0;
-    const walk = (d) => {
-      for (const f of readdirSync(d, { withFileTypes: true })) {
-        if (f.isDirectory()) walk(join(d, f.name));
-        else if (f.name.endsWith(".ts")) newest = Math.max(newest, statSync(join(d, f.name)).mtimeMs);
-      }
-    };
-    walk(join(ROOT, "src"));
-    if (newest > statSync(CLI).mtimeMs) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source");
+    if (distOlderThanSrc()) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source");
   }
   await sleep(300);
   if (OPTS.waitIdle > 0) {
@@ -725,26 +561,8 @@ async function main() {
   if (result.correctness && (result.correctness.counterMismatches.length || result.correctness.commitCountMismatches.length)) failed = true;
   result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
   result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  const text = report(result);
-  process.stdout.write(text + `\n\nelapsed ${result.elapsedS}s\n`);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const file = join(RESULTS_DIR, `keys-${result.startedAt.replace(/[:.]/g, "-")}.json`);
-  result.table = text;
-  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
-  process.stdout.write(`wrote ${file}\n`);
+  writeResult(result, report(result), "keys-");
   return failed ? 1 : 0;
 }
 
-main().then(
-  async (code) => {
-    if (cleaningUp) return;
-    await cleanup();
-    process.exit(code);
-  },
-  async (e) => {
-    if (cleaningUp) return;
-    log(`fatal: ${e.stack ?? e}`);
-    await cleanup();
-    process.exit(1);
-  },
-);
+runMain(main, log);

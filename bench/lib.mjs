@@ -4,11 +4,15 @@
  * on exit, percentiles, the "other CPU" accounting, and the CLI. Each script keeps its own
  * cleanup() (it also stops its load generator) on top of `children` and `tempDirs`.
  */
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { spawn, execFileSync, spawnSync } from "node:child_process";
+import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname, resolve } from "node:path";
+import { basename, join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import net from "node:net";
+import http from "node:http";
+import https from "node:https";
+import autocannon from "autocannon";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const CLI = join(ROOT, "dist", "src", "cli", "main.js");
@@ -120,10 +124,11 @@ export function parseServerTiming(h) {
   return out;
 }
 
-export function zerocellCli(dataDir, args) {
+/** The CLI of `build` (default: dist/ in place; see makeBuildCopy) on the server in `dataDir`. */
+export function zerocellCli(dataDir, args, build = { cli: CLI, root: ROOT }) {
   const env = { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" };
   return new Promise((res) => {
-    const c = startChild("zerocell cli", process.execPath, [CLI, ...args, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"], env });
+    const c = startChild("zerocell cli", process.execPath, [build.cli, ...args, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"], env, cwd: build.root });
     let out = "";
     c.proc.stdout.on("data", (d) => (out += d));
     c.proc.stderr.on("data", (d) => (out += d));
@@ -141,4 +146,696 @@ export function topForeignProcesses() {
   } catch {
     return [];
   }
+}
+
+// ---------------------------------------------------------------- numbers
+
+export const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
+/** A share (0..1) as a whole percentage; null stays null. */
+export const pct = (share) => (share === null || share === undefined ? null : Math.round(share * 100));
+
+/** Median of the finite values of `xs` (NaN when there are none). */
+export function median(xs) {
+  const s = [...xs].filter(Number.isFinite).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** A text table: the first row is the header (underlined); the first `leftColumns` columns are left-aligned. */
+export function renderTable(rows, leftColumns = 1) {
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));
+  return rows.map((r, ri) => r.map((c, i) => pad(c, w[i], i < leftColumns)).join("  ") + (ri === 0 ? "\n" + w.map((n) => "-".repeat(n)).join("  ") : "")).join("\n");
+}
+
+// ---------------------------------------------------------------- cleanup, signals, main
+
+/** True once a signal arrived: the scripts stop starting new work. */
+export let cleaningUp = false;
+/** The autocannon instance running now (stopped by cleanup()). */
+let currentCannon;
+let cleanupHooks = {};
+
+/**
+ * Stops the load generator and every child, removes the temp dirs. `hooks` (installCleanup):
+ * start() runs first, reap() after the children are stopped (and on exit).
+ */
+export async function cleanup() {
+  cleanupHooks.start?.();
+  if (currentCannon !== undefined) {
+    try {
+      currentCannon.stop();
+    } catch {
+      // ignore
+    }
+  }
+  await Promise.all([...children].map((c) => stopChild(c, 8000)));
+  cleanupHooks.reap?.();
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+/**
+ * Kills every child (process group) and removes the temp dirs on exit, and on SIGINT/SIGTERM/
+ * SIGHUP: logs it, cleans up and exits 130. `hooks`: see cleanup().
+ */
+export function installCleanup(log, hooks = {}) {
+  cleanupHooks = hooks;
+  process.on("exit", () => {
+    // last resort, synchronous
+    for (const c of children) if (c.proc.pid !== undefined) killGroup(c.proc.pid, "SIGKILL");
+    cleanupHooks.reap?.();
+    for (const d of tempDirs) {
+      try {
+        rmSync(d, { recursive: true, force: true });
+      } catch {
+        // ignore
+      }
+    }
+  });
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+    process.on(sig, () => {
+      if (cleaningUp) return;
+      cleaningUp = true;
+      log(`${sig}: stopping children and exiting`);
+      cleanup().finally(() => process.exit(130));
+    });
+  }
+}
+
+/** Runs main(), then cleans up and exits with its code (the signal handler does it on a signal). */
+export function runMain(main, log) {
+  main().then(
+    async (code) => {
+      if (cleaningUp) return; // the signal handler cleans up and exits
+      await cleanup();
+      process.exit(code);
+    },
+    async (e) => {
+      if (cleaningUp) return;
+      log(`fatal: ${e.stack ?? e}`);
+      await cleanup();
+      process.exit(1);
+    },
+  );
+}
+
+/** A log function writing `[tag HH:MM:SS] msg` to stderr. */
+export function logger(tag) {
+  return (msg) => process.stderr.write(`[${tag} ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+// ---------------------------------------------------------------- the run's environment and results
+
+/** { gitCommit, gitDirty (src/ has changes) }, as far as git answers. */
+export function gitInfo() {
+  const out = {};
+  try {
+    out.gitCommit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
+    out.gitDirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
+  } catch {
+    // not a git checkout
+  }
+  return out;
+}
+
+/** Newest mtime (ms) of the files below `dir` whose name ends with `ext`. */
+export function newestMtime(dir, ext) {
+  let newest = 0;
+  const walk = (d) => {
+    for (const f of readdirSync(d, { withFileTypes: true })) {
+      if (f.isDirectory()) walk(join(d, f.name));
+      else if (f.name.endsWith(ext)) newest = Math.max(newest, statSync(join(d, f.name)).mtimeMs);
+    }
+  };
+  walk(dir);
+  return newest;
+}
+
+/** True when some src/*.ts is newer than the built CLI (dist/ may not match the source). */
+export const distOlderThanSrc = () => newestMtime(join(ROOT, "src"), ".ts") > statSync(CLI).mtimeMs;
+
+/**
+ * Prints the report and the elapsed time, writes the result (with the report as `table`) to
+ * bench/results/<prefix><startedAt>.json and says where.
+ */
+export function writeResult(result, text, prefix = "") {
+  process.stdout.write(text + `\n\nelapsed ${result.elapsedS}s\n`);
+  const dir = join(ROOT, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${prefix}${result.startedAt.replace(/[:.]/g, "-")}.json`);
+  result.table = text;
+  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
+  process.stdout.write(`wrote ${file}\n`);
+}
+
+// ---------------------------------------------------------------- CPU and processes
+
+/**
+ * CPU accounting snapshot (/proc/stat and every /proc/PID/stat), to tell how much of a run's CPU
+ * went to processes that are not ours (foreignCpuShare).
+ */
+export function cpuSnapshot() {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    const busy = total - f[3] - (f[4] ?? 0);
+    const procs = new Map();
+    for (const d of readdirSync("/proc")) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const st = readFileSync(`/proc/${d}/stat`, "utf8");
+        const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
+        // utime+stime, and cutime+cstime (children it has reaped: short-lived hosts, CLI runs)
+        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]), childJiffies: Number(rest[13]) + Number(rest[14]) });
+      } catch {
+        // exited
+      }
+    }
+    return { total, busy, procs };
+  } catch {
+    return null;
+  }
+}
+
+/** Busy fraction of all CPUs over `ms` (from /proc/stat), not counting this process. */
+export async function cpuBusy(ms = 1000) {
+  const read = () => {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const idle = f[3] + (f[4] ?? 0);
+    return { idle, total: f.reduce((a, b) => a + b, 0) };
+  };
+  try {
+    const a = read();
+    const own0 = process.cpuUsage();
+    await sleep(ms);
+    const b = read();
+    const own = process.cpuUsage(own0);
+    const totalJ = Math.max(1, b.total - a.total);
+    const busyJ = totalJ - (b.idle - a.idle);
+    const ownJ = ((own.user + own.system) / 1e6) * 100; // USER_HZ = 100
+    return Math.max(0, (busyJ - ownJ) / totalJ); // busy share of all CPUs, not counting this process
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * With `seconds` > 0: waits up to that long for other processes to use <10% of the CPUs
+ * (foreignCpuShare over 2 s windows); notes it in `result.notes` when they still do.
+ */
+export async function waitIdle(name, result, seconds, log) {
+  if (!(seconds > 0) || cleaningUp) return;
+  const end = Date.now() + seconds * 1000;
+  let share = 1;
+  let waited = false;
+  while (Date.now() < end && !cleaningUp) {
+    const a = cpuSnapshot();
+    await sleep(2000);
+    share = foreignCpuShare(a, cpuSnapshot()) ?? 0;
+    if (share < 0.1) break;
+    if (!waited) log(`${name}: waiting up to ${seconds}s for the machine to be idle (${pct(share)}% other CPU; top: ${topForeignProcesses().slice(0, 2).join(" || ").slice(0, 200)})`);
+    waited = true;
+  }
+  if (share >= 0.1) result.notes.push(`${name}: machine still busy (${pct(share)}% other CPU) after waiting ${seconds}s for idle`);
+  else log(`${name}: machine idle (${pct(share)}% other CPU)`);
+}
+
+/** `ps` rows: pid, ppid, pgid, rss (KiB), args. */
+export function psRows() {
+  const text = execFileSync("ps", ["-e", "-o", "pid=,ppid=,pgid=,rss=,args="], { encoding: "utf8" });
+  return text.trim().split("\n").map((l) => {
+    const m = l.trim().match(/^(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(.*)$/);
+    return m ? { pid: +m[1], ppid: +m[2], pgid: +m[3], rssKb: +m[4], args: m[5] } : null;
+  }).filter(Boolean);
+}
+
+export function descendants(rootPid, rows = psRows()) {
+  const out = [];
+  const walk = (p) => {
+    for (const r of rows) if (r.ppid === p) {
+      out.push(r);
+      walk(r.pid);
+    }
+  };
+  walk(rootPid);
+  return out;
+}
+
+/** What a sandbox host process's command line contains. */
+export const HOST_SCRIPT_MARK = join("runtime", "host", "main.js");
+
+/** The sandbox host processes under a zerocell server. */
+export function hostProcesses(serverPid, rows = psRows()) {
+  return descendants(serverPid, rows).filter((r) => r.args.includes(HOST_SCRIPT_MARK));
+}
+
+/** Proportional set size (shared pages split between sharers), KiB; null if unreadable. */
+export function pssKb(pid) {
+  try {
+    const m = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8").match(/^Pss:\s+(\d+)\s+kB/m);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** RSS (and PSS when readable for all) of `procs` (ps rows); `tags` go into the row after the label. */
+export function memRow(label, procs, tags = {}) {
+  const rss = procs.map((p) => p.rssKb / 1024);
+  const pss = procs.map((p) => pssKb(p.pid)).filter((x) => x !== null).map((x) => x / 1024);
+  return {
+    label,
+    ...tags,
+    count: procs.length,
+    rssMbEach: rss.map((x) => round(x, 1)),
+    rssMbMean: round(rss.reduce((a, b) => a + b, 0) / (rss.length || 1), 1),
+    rssMbTotal: round(rss.reduce((a, b) => a + b, 0), 1),
+    pssMbTotal: pss.length === procs.length ? round(pss.reduce((a, b) => a + b, 0), 1) : null,
+  };
+}
+
+// ---------------------------------------------------------------- HTTP
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** `n` distinct free loopback ports. */
+export async function freePorts(n) {
+  const out = new Set();
+  while (out.size < n) out.add(await freePort());
+  return [...out];
+}
+
+/**
+ * One request (http or https, by the URL); resolves { status, headers, body } (never rejects on
+ * HTTP errors). A `body` is sent form-encoded. The timeout error names the method when one is given.
+ */
+export function request(url, { method, host, agent, servername, body, headers = {}, timeoutMs = 30_000 } = {}) {
+  const u = new URL(url);
+  const mod = u.protocol === "https:" ? https : http;
+  return new Promise((res, rej) => {
+    const req = mod.request({
+      host: u.hostname,
+      port: u.port,
+      path: u.pathname + u.search,
+      method: method ?? "GET",
+      headers: { ...(host === undefined ? {} : { host }), ...(body === undefined ? {} : { "content-type": "application/x-www-form-urlencoded", "content-length": Buffer.byteLength(body) }), ...headers },
+      agent: agent ?? false,
+      ...(u.protocol === "https:" ? { rejectUnauthorized: false, servername: servername ?? host } : {}),
+      timeout: timeoutMs,
+    });
+    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${method === undefined ? "" : `${method} `}${url}`)));
+    req.on("error", rej);
+    req.on("response", (r) => {
+      const chunks = [];
+      r.on("data", (c) => chunks.push(c));
+      r.on("end", () => res({ status: r.statusCode, headers: r.headers, body: Buffer.concat(chunks).toString("utf8") }));
+      r.on("error", rej);
+    });
+    req.end(body);
+  });
+}
+export const get = request;
+
+/**
+ * Polls `url` (GET, `opts` as for request()) every 50 ms until a 200, for up to `deadlineMs`;
+ * throws when `child` exits first. `attemptTimeoutMs(msLeft)`: each request's timeout (5 s);
+ * `stopOnCleanup`: give up once a signal arrived.
+ */
+export async function waitFor200(url, opts = {}, deadlineMs = 20_000, child, { attemptTimeoutMs = () => 5000, stopOnCleanup = false } = {}) {
+  const end = Date.now() + deadlineMs;
+  let last = "";
+  while (Date.now() < end && !(stopOnCleanup && cleaningUp)) {
+    if (child?.exited) throw new Error(`${child.name} exited (${child.code ?? child.error?.message})`);
+    try {
+      const r = await request(url, { ...opts, timeoutMs: attemptTimeoutMs(end - Date.now()) });
+      if (r.status === 200) return r;
+      last = `status ${r.status}: ${r.body.slice(0, 200)}`;
+    } catch (e) {
+      last = e.message;
+    }
+    await sleep(50);
+  }
+  throw new Error(`no 200 from ${url} within ${deadlineMs} ms (last: ${last})`);
+}
+
+// ---------------------------------------------------------------- load generation
+
+/** Runs autocannon with `opts` (stopped by cleanup() meanwhile); `onResponse` gets every response. */
+export async function runAutocannon(opts, onResponse) {
+  const inst = autocannon(opts);
+  currentCannon = inst;
+  inst.on("response", onResponse);
+  const r = await inst;
+  currentCannon = undefined;
+  return r;
+}
+
+/** The default accounting around a load run: the share of CPU other processes used (otherCpuPct). */
+export function otherCpuAccounting() {
+  const snap0 = cpuSnapshot();
+  return () => ({ otherCpuPct: pct(foreignCpuShare(snap0, cpuSnapshot())) });
+}
+
+/**
+ * One autocannon run (HTTP/1.1, pipelining 1), for `duration` seconds or for `amount` requests in
+ * all. Returns req/s (2xx only; `rpsDecimals`, default 2 below 100 req/s, else 0), exact p50/p99
+ * of 2xx latency (ms), error counts, then the fields of `accounting`: it is called right before
+ * the run and returns a function called right after it with the 2xx count (default: other CPU).
+ */
+export async function load({ url, connections, duration, amount, host, servername, timeoutS = 10, setupClient, rpsDecimals, accounting = otherCpuAccounting }) {
+  const lat = [];
+  let non2xx = 0;
+  const statusCounts = {};
+  const opts = { url, connections, pipelining: 1, timeout: timeoutS };
+  if (setupClient !== undefined) opts.setupClient = setupClient;
+  if (amount !== undefined) opts.amount = amount;
+  else opts.duration = duration;
+  if (host !== undefined) opts.headers = { host };
+  if (servername !== undefined) opts.servername = servername;
+  const done = accounting();
+  const r = await runAutocannon(opts, (_client, status, _bytes, ms) => {
+    if (status >= 200 && status < 300) lat.push(ms);
+    else {
+      non2xx++;
+      statusCounts[status] = (statusCounts[status] ?? 0) + 1;
+    }
+  });
+  const extra = done(lat.length);
+  const sorted = Float64Array.from(lat).sort();
+  const rps = lat.length / r.duration;
+  return {
+    connections,
+    durationS: r.duration,
+    requests: lat.length,
+    rps: round(rps, rpsDecimals ?? (rps < 100 ? 2 : 0)),
+    p50Ms: round(percentile(sorted, 50), 3),
+    p99Ms: round(percentile(sorted, 99), 3),
+    maxMs: round(sorted[sorted.length - 1], 3),
+    non2xx,
+    non2xxByStatus: statusCounts,
+    errors: r.errors,
+    timeouts: r.timeouts,
+    ...extra,
+  };
+}
+
+/**
+ * `n` sequential GETs on one keep-alive connection, reading Server-Timing: per answered 200 with
+ * `run` and `total`, the ready (when given), acquire (0 when missing), run, total and client
+ * round trip, in ms. Stops early once a signal arrived.
+ */
+export async function serverTimingSamples(url, host, n) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const s = { ready: [], acquire: [], run: [], total: [], client: [], failed: 0, withoutReady: 0 };
+  try {
+    for (let i = 0; i < n && !cleaningUp; i++) {
+      const t0 = performance.now();
+      const r = await get(url, { host, agent });
+      const dt = performance.now() - t0;
+      const st = parseServerTiming(r.headers["server-timing"]);
+      if (r.status !== 200 || st.run === undefined || st.total === undefined) {
+        s.failed++;
+        continue;
+      }
+      if (st.ready === undefined) s.withoutReady++;
+      else s.ready.push(st.ready);
+      s.acquire.push(st.acquire ?? 0);
+      s.run.push(st.run);
+      s.total.push(st.total);
+      s.client.push(dt);
+    }
+  } finally {
+    agent.destroy();
+  }
+  return s;
+}
+
+/** p50 and p99 (and the max with `withMax`) of `xs`, ms to 3 decimals. */
+export function latencyStat(xs, withMax = false) {
+  const s = Float64Array.from(xs).sort();
+  return { p50: round(percentile(s, 50), 3), p99: round(percentile(s, 99), 3), ...(withMax ? { max: round(s[s.length - 1], 3) } : {}) };
+}
+
+// ---------------------------------------------------------------- the zerocell build and server
+
+/**
+ * The zerocell build under test: dist/ in place, or after makeBuildCopy() a private copy made at
+ * start: dist/, migrations/, package.json and node_modules/ (hard links, same file system), so a
+ * rebuild of dist/ during the run (other people work in this tree) cannot mix two builds —
+ * sandbox hosts are spawned from the build's files all through the run, and the gateway's
+ * permission flags allow reads from its own package root only (so node_modules cannot be a symlink).
+ */
+export const BUILD = { root: ROOT, cli: CLI, copied: false };
+
+/** Copies the build into a temp dir (`prefix`), once dist/ has not changed for 10 s; notes it in result.env.build. */
+export async function makeBuildCopy(result, prefix, log) {
+  const dist = join(ROOT, "dist");
+  for (let attempt = 1; attempt <= 20 && !cleaningUp; attempt++) {
+    const before = newestMtime(dist, ".js");
+    if (Date.now() - before < 10_000) {
+      // a build may be writing dist/ right now
+      log(`build copy: dist/ changed ${Math.round((Date.now() - before) / 1000)} s ago; waiting for it to settle`);
+      await sleep(10_000);
+      continue;
+    }
+    const dir = tempDir(prefix);
+    cpSync(dist, join(dir, "dist"), { recursive: true });
+    cpSync(join(ROOT, "migrations"), join(dir, "migrations"), { recursive: true });
+    cpSync(join(ROOT, "package.json"), join(dir, "package.json"));
+    execFileSync("cp", ["-al", join(ROOT, "node_modules"), join(dir, "node_modules")]);
+    if (newestMtime(dist, ".js") !== before) {
+      rmSync(dir, { recursive: true, force: true });
+      tempDirs.delete(dir);
+      log("build copy: dist/ changed while copying; again");
+      await sleep(5000);
+      continue;
+    }
+    Object.assign(BUILD, { root: dir, cli: join(dir, "dist", "src", "cli", "main.js"), copied: true });
+    result.env.build = { copiedTo: dir, distNewestFile: new Date(before).toISOString() };
+    log(`build copy: dist/ (newest file ${new Date(before).toISOString().slice(11, 19)}) copied to ${dir}`);
+    return;
+  }
+  throw new Error("build copy: dist/ kept changing; run with --no-build-copy or later");
+}
+
+/**
+ * Starts `zerocell serve` of BUILD on a new temp data dir (`dataPrefix`), loopback ports picked by
+ * the kernel, its output in <dataDir>-server.log. Returns { child, dataDir, logPath, logTail(),
+ * listening() }: listening() waits (30 s) for run/server.json and the "zerocell listening" line
+ * and resolves the server's URLs; its errors name the server `label`.
+ */
+export function startZerocell({ dataPrefix, args = [], name = "zerocell serve", label = "zerocell server", stopOnCleanup = false }) {
+  const dataDir = tempDir(dataPrefix);
+  const logPath = join(dataDir, "..", `${basename(dataDir)}-server.log`);
+  tempDirs.add(logPath);
+  const fd = openSync(logPath, "a");
+  const child = startChild(name, process.execPath, [BUILD.cli, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", ...args], {
+    stdio: ["ignore", fd, fd],
+    env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
+    cwd: BUILD.root,
+  });
+  closeSync(fd);
+  const logTail = () => {
+    try {
+      return readFileSync(logPath, "utf8").slice(-1500);
+    } catch {
+      return "";
+    }
+  };
+  const listening = async () => {
+    const serverJson = join(dataDir, "run", "server.json");
+    const end = Date.now() + 30_000;
+    while (!existsSync(serverJson) || !readFileSync(logPath, "utf8").includes("zerocell listening")) {
+      if (child.exited) throw new Error(`${label} exited early (${child.code}):\n${logTail()}`);
+      if (Date.now() > end) throw new Error(`${label} did not start:\n${logTail()}`);
+      if (stopOnCleanup && cleaningUp) throw new Error("interrupted");
+      await sleep(50);
+    }
+    return JSON.parse(readFileSync(serverJson, "utf8"));
+  };
+  return { child, dataDir, logPath, logTail, listening };
+}
+
+/** The admin API's /v1/pool (null when it does not answer). */
+export async function poolInfo(urls, token) {
+  try {
+    const r = await fetch(urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${token}` } });
+    return await r.json();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Server-side failures in a zerocell server's log, for the report: 5xx answers per host and
+ * status, and the reasons the gateway logged ("request failed" warnings, errors), counted by code
+ * and message; into result.zerocellErrors and a note when there are any.
+ */
+export function noteServerLogFailures(logPath, result) {
+  try {
+    const answers = new Map();
+    const reasons = new Map();
+    const keep = [];
+    for (const line of readFileSync(logPath, "utf8").split("\n")) {
+      if (!line.startsWith("{")) continue;
+      let o;
+      try {
+        o = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (o.msg === "request" && o.status >= 500) {
+        const k = `${o.host} ${o.status}`;
+        answers.set(k, (answers.get(k) ?? 0) + 1);
+      } else if (o.level === "error" || o.msg === "request failed") {
+        const k = `${o.code ?? o.level}: ${String(o.message ?? o.msg).slice(0, 160)}`;
+        reasons.set(k, (reasons.get(k) ?? 0) + 1);
+        if (keep.length < 50) keep.push(line.slice(0, 1000));
+      }
+    }
+    if (answers.size || reasons.size) {
+      result.zerocellErrors = { answers: Object.fromEntries(answers), reasons: Object.fromEntries(reasons), lines: keep };
+      const fmt = (m) => [...m].map(([k, v]) => `${v}× ${k}`).join("; ");
+      result.notes.push(`zerocell server log: 5xx answers: ${fmt(answers) || "none"}; logged failures: ${fmt(reasons) || "none"}`);
+    }
+  } catch {
+    // no log
+  }
+}
+
+/**
+ * Cold deploy → first 200 of one new app: the CLI deploys `bundle` as `app` (routing `host`)
+ * while `httpUrl` is polled (keep-alive, every 5 ms) until its first 200, for up to `deadlineMs`.
+ * `check(response)` may throw on a wrong answer. Resolves { ms, cliMs, polls, response } (ms from
+ * the CLI's start; response null when no 200 came in time).
+ */
+export async function deployAndPoll(dataDir, httpUrl, { app, host, bundle, deadlineMs, requestTimeoutMs, check = () => {} }) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const t0 = performance.now();
+  let cliMs = null;
+  let cliResult;
+  const cliDone = zerocellCli(dataDir, ["deploy", bundle, "--app", app], BUILD).then((r) => {
+    cliMs = performance.now() - t0;
+    cliResult = r;
+  });
+  let first = null;
+  let polls = 0;
+  try {
+    const end = Date.now() + deadlineMs;
+    while (Date.now() < end) {
+      if (cliResult !== undefined && cliResult.code !== 0) throw new Error(`deploy failed (${cliResult.code}): ${cliResult.out.slice(-400)}`);
+      polls++;
+      let r;
+      try {
+        r = await get(httpUrl, { host, agent, timeoutMs: requestTimeoutMs });
+      } catch {
+        r = undefined;
+      }
+      if (r?.status === 200) {
+        first = { ms: performance.now() - t0, response: r };
+        check(r);
+        break;
+      }
+      await sleep(5);
+    }
+    await cliDone;
+  } finally {
+    agent.destroy();
+  }
+  return { ms: first?.ms ?? null, cliMs, polls, response: first?.response ?? null };
+}
+
+// ---------------------------------------------------------------- baselines
+
+/** bench/hono-server.mjs (a bare Hono handler) in a child; resolves { child, url } once it answers 200. */
+export async function startHono() {
+  const child = startChild("hono", process.execPath, [join(ROOT, "bench", "hono-server.mjs")], { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const port = await new Promise((res, rej) => {
+      let buf = "";
+      const t = setTimeout(() => rej(new Error("hono: no port within 10 s")), 10_000);
+      child.proc.stdout.on("data", (d) => {
+        buf += d;
+        const m = buf.match(/\{"port":(\d+)\}/);
+        if (m) {
+          clearTimeout(t);
+          res(Number(m[1]));
+        }
+      });
+      child.exitPromise.then(() => rej(new Error(`hono exited (${child.code})`)));
+    });
+    const url = `http://127.0.0.1:${port}/`;
+    await waitFor200(url, {}, 10_000, child);
+    return { child, url };
+  } catch (e) {
+    await stopChild(child);
+    throw e;
+  }
+}
+
+/**
+ * apt-get install -y --no-install-recommends `packages` (apt-get update and again on failure).
+ * `blockServices`: a policy-rc.d for the time of the install keeps Debian from starting system-wide
+ * services. Returns null, or the last lines of apt-get's error.
+ */
+export function aptInstall(packages, { blockServices = true } = {}) {
+  const policy = "/usr/sbin/policy-rc.d";
+  const addedPolicy = blockServices && !existsSync(policy);
+  if (addedPolicy) {
+    writeFileSync(policy, "#!/bin/sh\nexit 101\n");
+    chmodSync(policy, 0o755);
+  }
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    const install = () => spawnSync("apt-get", ["install", "-y", "--no-install-recommends", ...packages], { env, stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
+    let r = install();
+    if (r.status !== 0) {
+      spawnSync("apt-get", ["update"], { env, stdio: "ignore", timeout: 180_000 });
+      r = install();
+    }
+    return r.status === 0 ? null : String(r.stderr ?? r.error?.message ?? "").trim().split("\n").slice(-2).join(" | ");
+  } finally {
+    if (addedPolicy) rmSync(policy, { force: true });
+  }
+}
+
+/** An nginx.conf in `dir` (2 workers, keep-alive, no access log, temp paths in dir) around `servers` (server blocks). */
+export function writeNginxConf(dir, servers) {
+  mkdirSync(join(dir, "nginx-tmp"), { recursive: true });
+  writeFileSync(join(dir, "nginx.conf"), `daemon off;
+master_process on;
+worker_processes 2;
+user root;
+pid ${join(dir, "nginx.pid")};
+error_log ${join(dir, "nginx-error.log")} warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_timeout 65;
+  keepalive_requests 1000000;
+  client_body_temp_path ${join(dir, "nginx-tmp", "body")};
+  fastcgi_temp_path ${join(dir, "nginx-tmp", "fastcgi")};
+  proxy_temp_path ${join(dir, "nginx-tmp", "proxy")};
+  uwsgi_temp_path ${join(dir, "nginx-tmp", "uwsgi")};
+  scgi_temp_path ${join(dir, "nginx-tmp", "scgi")};
+${servers}}
+`);
+}
+
+/** Starts `bin` (nginx) on `dir`'s nginx.conf, its output in dir/nginx.out. */
+export function startNginx(bin, dir) {
+  const log = openSync(join(dir, "nginx.out"), "a");
+  const child = startChild("nginx", bin, ["-p", dir + "/", "-e", join(dir, "nginx-error.log"), "-c", join(dir, "nginx.conf")], { stdio: ["ignore", log, log] });
+  closeSync(log);
+  return child;
 }
