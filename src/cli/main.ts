@@ -316,14 +316,19 @@ program
   .action(async (app: string | undefined, opts: { data?: string; json?: boolean }) => {
     const res = (await api(findTarget(opts), "GET", "/v1/pool")) as {
       deployments: Array<{ app: string; deploymentId: string; mode: string; instances: number; idle: number; busy: number; starting: number; queued: number; resets: number; acquireMs: Quantiles; resetMs: Quantiles; instanceStartMs: Quantiles }>;
+      /** Admin tokens only. */
+      spares?: { ready: Array<{ runtime: string; pid: number }>; taken: number };
     };
     const rows = res.deployments.filter((d) => app === undefined || d.app === app);
-    print(opts.json === true, { deployments: rows }, () =>
-      table([
+    print(opts.json === true, { deployments: rows, ...(res.spares === undefined ? {} : { spares: res.spares }) }, () => {
+      const t = table([
         ["APP", "DEPLOYMENT", "MODE", "READY", "BUSY", "STARTING", "QUEUED", "RESETS", "ACQUIRE ms", "RESET ms", "START ms"],
         ...rows.map((d) => [d.app, d.deploymentId, d.mode, String(d.idle), String(d.busy), String(d.starting), String(d.queued), String(d.resets), fmtQ(d.acquireMs), fmtQ(d.resetMs), fmtQ(d.instanceStartMs)]),
-      ]),
-    );
+      ]);
+      if (res.spares === undefined) return t;
+      const ready = res.spares.ready.map((s) => `${s.runtime} (pid ${s.pid})`).join(", ") || "none";
+      return `${t}\nspare hosts ready: ${ready}; taken so far: ${res.spares.taken}`;
+    });
   });
 
 program

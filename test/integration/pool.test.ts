@@ -162,6 +162,7 @@ describe("spare hosts: a preloaded host per runtime in use, taken by the next de
     expect((await spares()).taken).toBe(takenBefore + 1);
     const next = await waitForSpare("php");
     expect(next).not.toBe(sparePid);
+    expect(server.cli(["pool"]).stdout).toMatch(new RegExp(`spare hosts ready: .*php \\(pid ${next}\\)`));
     // Each app still sees only itself.
     expect((await fetchApp(server, "spare-a.localhost", "/")).text).toBe("a");
   });
