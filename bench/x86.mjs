@@ -37,16 +37,12 @@
  * "other CPU" before trusting a number. Kills every child it started, also on error/SIGINT.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, closeSync, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import http from "node:http";
-import net from "node:net";
-import autocannon from "autocannon";
-import { CLI, ROOT, children, foreignCpuShare, killGroup, ourPids, pad, parseServerTiming, percentile, sleep, startChild, stopChild, tempDir, tempDirs, topForeignProcesses } from "./lib.mjs";
+import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, freePort, gitInfo, installCleanup, latencyStat, load as autocannonLoad, logger, makeBuildCopy, median, ourPids, parseServerTiming, pct, renderTable, round, runMain, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, tempDir, topForeignProcesses, waitFor200 as waitFor200Until, writeNginxConf, writeResult, zerocellCli } from "./lib.mjs";
 
-const RESULTS_DIR = join(ROOT, "bench", "results");
 const CPU_SRC = join(ROOT, "bench", "x86", "cpu.c");
 const ENGINE_RUN = join(ROOT, "bench", "x86", "engine-run.mjs");
 const CGI_EXAMPLE = join(ROOT, "examples", "x86-cgi");
@@ -122,57 +118,12 @@ const OPTS = parseArgs(process.argv.slice(2));
 
 // ---------------------------------------------------------------- cleanup
 
-let currentCannon;
-let cleaningUp = false;
-
-function log(msg) {
-  process.stderr.write(`[x86 bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
-
-async function cleanup() {
-  if (currentCannon !== undefined) {
-    try {
-      currentCannon.stop();
-    } catch {
-      // ignore
-    }
-  }
-  await Promise.all([...children].map((c) => stopChild(c, 8000)));
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  tempDirs.clear();
-}
-
-process.on("exit", () => {
-  for (const c of children) if (c.proc.pid !== undefined) killGroup(c.proc.pid, "SIGKILL");
-  for (const d of tempDirs) {
-    try {
-      rmSync(d, { recursive: true, force: true });
-    } catch {
-      // ignore
-    }
-  }
-});
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-  process.on(sig, () => {
-    if (cleaningUp) return;
-    cleaningUp = true;
-    log(`${sig}: stopping children and exiting`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
+const log = logger("x86 bench");
+installCleanup(log);
 
 // ---------------------------------------------------------------- helpers
 
-const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
-const pct = (share) => (share === null || share === undefined ? null : Math.round(share * 100));
 const loads = () => loadavg().map((x) => round(x, 2));
-
-function median(xs) {
-  const s = [...xs].filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 /**
  * CPU used between two snapshots by other processes, two ways (% of all CPUs):
@@ -198,29 +149,6 @@ function otherCpu(a, b) {
   for (const [pid, p] of a.procs) if (!b.procs.has(pid) && !oursBefore.has(pid) && p.ppid !== 2 && pid !== 2) j -= all(p);
   const share = Math.max(0, Math.min(1, j / Math.max(1, b.total - a.total)));
   return { otherCpuPct: Math.round(share * 100), unaccountedCpuPct: pct(foreignCpuShare(a, b)) };
-}
-
-/** CPU accounting snapshot (/proc): for otherCpu(). */
-function cpuSnapshot() {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-    const total = f.reduce((a, b) => a + b, 0);
-    const busy = total - f[3] - (f[4] ?? 0);
-    const procs = new Map();
-    for (const d of readdirSync("/proc")) {
-      if (!/^\d+$/.test(d)) continue;
-      try {
-        const st = readFileSync(`/proc/${d}/stat`, "utf8");
-        const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]), childJiffies: Number(rest[13]) + Number(rest[14]) });
-      } catch {
-        // exited
-      }
-    }
-    return { total, busy, procs };
-  } catch {
-    return null;
-  }
 }
 
 /** CPU time (ms) of this process's reaped children (cutime + cstime; 10 ms resolution). */
@@ -275,50 +203,8 @@ function lockHeld() {
   return r.status !== 0;
 }
 
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-/** One GET; resolves { status, headers, body } (never rejects on HTTP errors). */
-function get(url, { host, agent, timeoutMs = 30_000 } = {}) {
-  const u = new URL(url);
-  return new Promise((res, rej) => {
-    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: "GET", headers: host === undefined ? {} : { host }, agent: agent ?? false, timeout: timeoutMs });
-    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${url}`)));
-    req.on("error", rej);
-    req.on("response", (r) => {
-      const chunks = [];
-      r.on("data", (c) => chunks.push(c));
-      r.on("end", () => res({ status: r.statusCode, headers: r.headers, body: Buffer.concat(chunks).toString("utf8") }));
-      r.on("error", rej);
-    });
-    req.end();
-  });
-}
-
-async function waitFor200(url, opts = {}, deadlineMs = 20_000, child) {
-  const end = Date.now() + deadlineMs;
-  let last = "";
-  while (Date.now() < end && !cleaningUp) {
-    if (child?.exited) throw new Error(`${child.name} exited (${child.code ?? child.error?.message})`);
-    try {
-      const r = await get(url, { ...opts, timeoutMs: 5000 });
-      if (r.status === 200) return r;
-      last = `status ${r.status}: ${r.body.slice(0, 200)}`;
-    } catch (e) {
-      last = e.message;
-    }
-    await sleep(50);
-  }
-  throw new Error(`no 200 from ${url} within ${deadlineMs} ms (last: ${last})`);
-}
+/** GET polling for a 200 (lib.mjs's waitFor200), given up once a signal arrived. */
+const waitFor200 = (url, opts, deadlineMs, child) => waitFor200Until(url, opts, deadlineMs, child, { stopOnCleanup: true });
 
 /** Starts a child with piped stdout and resolves its whole stdout when it exits 0. */
 function runChild(name, cmd, args, opts = {}) {
@@ -377,70 +263,19 @@ async function engineRuns(job, label) {
 
 // ---------------------------------------------------------------- the build under test
 
-/**
- * The zerocell build under test: by default a private copy of dist/, migrations/, package.json
- * and node_modules/ (hard links) made at start. Sandbox hosts are spawned from the build's own
- * files and may read only below its package root, so node_modules cannot be a symlink.
- */
-let BUILD = { root: ROOT, cli: CLI, copied: false };
-
-function newestMtime(dir, ext) {
-  let newest = 0;
-  const walk = (d) => {
-    for (const f of readdirSync(d, { withFileTypes: true })) {
-      if (f.isDirectory()) walk(join(d, f.name));
-      else if (f.name.endsWith(ext)) newest = Math.max(newest, statSync(join(d, f.name)).mtimeMs);
-    }
-  };
-  walk(dir);
-  return newest;
-}
-
-async function makeBuildCopy(result) {
-  const dist = join(ROOT, "dist");
-  for (let attempt = 1; attempt <= 20 && !cleaningUp; attempt++) {
-    const before = newestMtime(dist, ".js");
-    if (Date.now() - before < 10_000) {
-      log(`build copy: dist/ changed ${Math.round((Date.now() - before) / 1000)} s ago; waiting for it to settle`);
-      await sleep(10_000);
-      continue;
-    }
-    const dir = tempDir("zc-x86-build-");
-    cpSync(dist, join(dir, "dist"), { recursive: true });
-    cpSync(join(ROOT, "migrations"), join(dir, "migrations"), { recursive: true });
-    cpSync(join(ROOT, "package.json"), join(dir, "package.json"));
-    execFileSync("cp", ["-al", join(ROOT, "node_modules"), join(dir, "node_modules")]);
-    if (newestMtime(dist, ".js") !== before) {
-      rmSync(dir, { recursive: true, force: true });
-      tempDirs.delete(dir);
-      log("build copy: dist/ changed while copying; again");
-      await sleep(5000);
-      continue;
-    }
-    BUILD = { root: dir, cli: join(dir, "dist", "src", "cli", "main.js"), copied: true };
-    result.env.build = { copiedTo: dir, distNewestFile: new Date(before).toISOString() };
-    log(`build copy: dist/ (newest file ${new Date(before).toISOString().slice(11, 19)}) copied to ${dir}`);
-    return;
-  }
-  throw new Error("build copy: dist/ kept changing; run with --no-build-copy or later");
-}
-
+// The build under test is lib.mjs's BUILD: dist/ in place, or its private copy (makeBuildCopy).
 const distModule = (rel) => pathToFileURL(join(BUILD.root, "dist", "src", ...rel.split("/"))).href;
 
-/** The CLI of the build under test, on the server in `dataDir`. */
-function buildCli(dataDir, args) {
-  const env = { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" };
-  return new Promise((res) => {
-    const c = startChild("zerocell cli", process.execPath, [BUILD.cli, ...args, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"], env, cwd: BUILD.root });
-    let out = "";
-    c.proc.stdout.on("data", (d) => (out += d));
-    c.proc.stderr.on("data", (d) => (out += d));
-    c.exitPromise.then(() => {
-      children.delete(c);
-      res({ code: c.code, out });
-    });
-  });
-}
+// ---------------------------------------------------------------- result rows (cpu, grep)
+
+/** Fields of a cpu/grep row: the native runs (nativeRuns()), `reps` of them. */
+const nativeFields = (nat, reps) => ({ nativeMedianMs: nat.medianMs, nativeMinMs: nat.minMs, nativeRuns: nat.runs.map((r) => round(r.ms, 2)), nativeCpuMsPerRun: round(nat.cpuMsTotal / reps, 1) });
+/** The emulated runs (engineRuns()). */
+const emulatedFields = (emu) => ({ emulatedMedianMs: emu.medianMs, emulatedMinMs: emu.minMs, emulatedRuns: emu.runs.map((r) => r.ms), emulatedCpuMedianMs: emu.medianCpuMs, emulatorMedianMs: emu.medianEmulatorMs });
+/** What the engine counted in its first run. */
+const engineFields = (emu) => ({ meterEvents: emu.runs[0]?.events, guestCodeBytes: emu.runs[0]?.codeBytes, syscalls: emu.runs[0]?.syscalls });
+/** The load average and other CPU around the measure (measured()). */
+const measureFields = (m) => ({ loadavgBefore: m.loadavgBefore, loadavgAfter: m.loadavgAfter, otherCpuPct: m.otherCpuPct, unaccountedCpuPct: m.unaccountedCpuPct });
 
 // ---------------------------------------------------------------- 1. cpu
 
@@ -481,25 +316,13 @@ async function runCpu(result) {
     const row = {
       name: c.name,
       argv,
-      nativeMedianMs: nat.medianMs,
-      nativeMinMs: nat.minMs,
-      nativeRuns: nat.runs.map((r) => round(r.ms, 2)),
-      nativeCpuMsPerRun: round(nat.cpuMsTotal / c.nativeReps, 1),
-      emulatedMedianMs: emu.medianMs,
-      emulatedMinMs: emu.minMs,
-      emulatedRuns: emu.runs.map((r) => r.ms),
-      emulatedCpuMedianMs: emu.medianCpuMs,
-      emulatorMedianMs: emu.medianEmulatorMs,
-      meterEvents: emu.runs[0]?.events,
-      guestCodeBytes: emu.runs[0]?.codeBytes,
-      syscalls: emu.runs[0]?.syscalls,
+      ...nativeFields(nat, c.nativeReps),
+      ...emulatedFields(emu),
+      ...engineFields(emu),
       ratio: round(emu.medianMs / nat.medianMs, 2),
       sameOutput: same,
       output: nat.stdout.trim(),
-      loadavgBefore: m.loadavgBefore,
-      loadavgAfter: m.loadavgAfter,
-      otherCpuPct: m.otherCpuPct,
-      unaccountedCpuPct: m.unaccountedCpuPct,
+      ...measureFields(m),
     };
     out.rows.push(row);
     log(`cpu: ${c.name.trim()}: native ${row.nativeMedianMs} ms, emulated ${row.emulatedMedianMs} ms → ×${row.ratio} (other CPU ${row.otherCpuPct}%)`);
@@ -562,71 +385,32 @@ async function runGrep(result) {
   out.unicorn = emu.unicorn;
   out.rows.push({
     name: `busybox grep -c, ${out.file.mb} MB file`,
-    nativeMedianMs: nat.medianMs,
-    nativeMinMs: nat.minMs,
-    nativeRuns: nat.runs.map((r) => round(r.ms, 2)),
-    nativeCpuMsPerRun: round(nat.cpuMsTotal / OPTS.grepNativeReps, 1),
+    ...nativeFields(nat, OPTS.grepNativeReps),
     nativeMbPerS: round(out.file.mb / (nat.medianMs / 1000), 1),
-    emulatedMedianMs: emu.medianMs,
-    emulatedMinMs: emu.minMs,
-    emulatedRuns: emu.runs.map((r) => r.ms),
-    emulatedCpuMedianMs: emu.medianCpuMs,
-    emulatorMedianMs: emu.medianEmulatorMs,
+    ...emulatedFields(emu),
     emulatedMbPerS: round(out.file.mb / (emu.medianMs / 1000), 2),
-    meterEvents: emu.runs[0]?.events,
-    guestCodeBytes: emu.runs[0]?.codeBytes,
-    syscalls: emu.runs[0]?.syscalls,
+    ...engineFields(emu),
     ratio: round(emu.medianMs / nat.medianMs, 1),
     sameOutput: same,
     output: nat.stdout.trim(),
-    loadavgBefore: m.loadavgBefore,
-    loadavgAfter: m.loadavgAfter,
-    otherCpuPct: m.otherCpuPct,
-    unaccountedCpuPct: m.unaccountedCpuPct,
+    ...measureFields(m),
   });
   log(`grep: native ${nat.medianMs} ms, emulated ${emu.medianMs} ms → ×${out.rows[0].ratio}`);
 }
 
 // ---------------------------------------------------------------- 3. http
 
-/** One autocannon run: req/s (2xx only), exact p50/p99 of 2xx latency (ms), errors, other CPU. */
-async function load({ url, connections, duration, host, timeoutS = 10 }) {
-  const lat = [];
-  let non2xx = 0;
-  const statusCounts = {};
-  const opts = { url, connections, pipelining: 1, timeout: timeoutS, duration };
-  if (host !== undefined) opts.headers = { host };
-  const la0 = loads();
-  const snap0 = cpuSnapshot();
-  const inst = autocannon(opts);
-  currentCannon = inst;
-  inst.on("response", (_client, status, _bytes, ms) => {
-    if (status >= 200 && status < 300) lat.push(ms);
-    else {
-      non2xx++;
-      statusCounts[status] = (statusCounts[status] ?? 0) + 1;
-    }
-  });
-  const r = await inst;
-  currentCannon = undefined;
-  const cpu = otherCpu(snap0, cpuSnapshot());
-  const sorted = Float64Array.from(lat).sort();
-  return {
-    connections,
-    durationS: r.duration,
-    requests: lat.length,
-    rps: round(lat.length / r.duration, lat.length / r.duration < 100 ? 2 : 0),
-    p50Ms: round(percentile(sorted, 50), 3),
-    p99Ms: round(percentile(sorted, 99), 3),
-    maxMs: round(sorted[sorted.length - 1], 3),
-    non2xx,
-    non2xxByStatus: statusCounts,
-    errors: r.errors,
-    timeouts: r.timeouts,
-    loadavgBefore: la0,
-    loadavgAfter: loads(),
-    ...cpu,
+/** One autocannon run: req/s (2xx only), exact p50/p99 of 2xx latency (ms), errors, load average, other CPU. */
+function load({ url, connections, duration, host, timeoutS = 10 }) {
+  const accounting = () => {
+    const la0 = loads();
+    const snap0 = cpuSnapshot();
+    return () => {
+      const cpu = otherCpu(snap0, cpuSnapshot());
+      return { loadavgBefore: la0, loadavgAfter: loads(), ...cpu };
+    };
   };
+  return autocannonLoad({ url, connections, duration, host, timeoutS, accounting });
 }
 
 async function measureTarget(result, target, base, warm = true) {
@@ -643,38 +427,13 @@ async function measureTarget(result, target, base, warm = true) {
   }
 }
 
-async function serverTimingSamples(url, host, n) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const ready = [], acq = [], run = [], total = [], client = [];
-  let bad = 0;
-  let noReady = 0;
+/** Sequential keep-alive requests: server-timing p50/p99/max, load average and other CPU around them. */
+async function serverTiming(url, host, n) {
   const snap = cpuSnapshot();
   const la0 = loads();
-  try {
-    for (let i = 0; i < n && !cleaningUp; i++) {
-      const t0 = performance.now();
-      const r = await get(url, { host, agent });
-      const dt = performance.now() - t0;
-      const st = parseServerTiming(r.headers["server-timing"]);
-      if (r.status !== 200 || st.run === undefined || st.total === undefined) {
-        bad++;
-        continue;
-      }
-      if (st.ready === undefined) noReady++;
-      else ready.push(st.ready);
-      acq.push(st.acquire ?? 0);
-      run.push(st.run);
-      total.push(st.total);
-      client.push(dt);
-    }
-  } finally {
-    agent.destroy();
-  }
-  const stat = (xs) => {
-    const s = Float64Array.from(xs).sort();
-    return { p50: round(percentile(s, 50), 3), p99: round(percentile(s, 99), 3), max: round(s[s.length - 1], 3) };
-  };
-  return { samples: run.length, failed: bad, withoutReady: noReady, readyMs: stat(ready), acquireMs: stat(acq), runMs: stat(run), totalMs: stat(total), clientRoundTripMs: stat(client), loadavgBefore: la0, loadavgAfter: loads(), ...otherCpu(snap, cpuSnapshot()) };
+  const s = await serverTimingSamples(url, host, n);
+  const stat = (xs) => latencyStat(xs, true);
+  return { samples: s.run.length, failed: s.failed, withoutReady: s.withoutReady, readyMs: stat(s.ready), acquireMs: stat(s.acquire), runMs: stat(s.run), totalMs: stat(s.total), clientRoundTripMs: stat(s.client), loadavgBefore: la0, loadavgAfter: loads(), ...otherCpu(snap, cpuSnapshot()) };
 }
 
 /** The CGI program (examples/x86-cgi/src/app.c) built once; the bundle and the native server use the same binary. */
@@ -693,23 +452,8 @@ function buildCgi(dir) {
 }
 
 async function runHono(result) {
-  const child = startChild("hono", process.execPath, [join(ROOT, "bench", "hono-server.mjs")], { stdio: ["ignore", "pipe", "inherit"] });
+  const { child, url } = await startHono();
   try {
-    const port = await new Promise((res, rej) => {
-      let buf = "";
-      const t = setTimeout(() => rej(new Error("hono: no port within 10 s")), 10_000);
-      child.proc.stdout.on("data", (d) => {
-        buf += d;
-        const m = buf.match(/\{"port":(\d+)\}/);
-        if (m) {
-          clearTimeout(t);
-          res(Number(m[1]));
-        }
-      });
-      child.exitPromise.then(() => rej(new Error(`hono exited (${child.code})`)));
-    });
-    const url = `http://127.0.0.1:${port}/`;
-    await waitFor200(url, {}, 10_000, child);
     await measureTarget(result, "hono", { url });
   } finally {
     await stopChild(child);
@@ -729,24 +473,8 @@ function ensureFcgiwrap(notes) {
     return undefined;
   }
   log("native CGI: installing fcgiwrap with apt-get (one-time)");
-  const policy = "/usr/sbin/policy-rc.d";
-  const addedPolicy = !existsSync(policy);
-  if (addedPolicy) {
-    writeFileSync(policy, "#!/bin/sh\nexit 101\n");
-    chmodSync(policy, 0o755);
-  }
-  try {
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    const install = () => spawnSync("apt-get", ["install", "-y", "--no-install-recommends", "fcgiwrap"], { env, stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
-    let r = install();
-    if (r.status !== 0) {
-      spawnSync("apt-get", ["update"], { env, stdio: "ignore", timeout: 180_000 });
-      r = install();
-    }
-    if (r.status !== 0) notes.push(`native CGI: apt-get install fcgiwrap failed: ${String(r.stderr ?? r.error?.message ?? "").trim().split("\n").slice(-2).join(" | ")}`);
-  } finally {
-    if (addedPolicy) rmSync(policy, { force: true });
-  }
+  const err = aptInstall(["fcgiwrap"]);
+  if (err !== null) notes.push(`native CGI: apt-get install fcgiwrap failed: ${err}`);
   return existsSync(bin) ? bin : undefined;
 }
 
@@ -766,24 +494,7 @@ async function runNativeCgi(result, binary) {
   chmodSync(script, 0o755);
   const sock = join(dir, "fcgiwrap.sock");
   const port = await freePort();
-  mkdirSync(join(dir, "nginx-tmp"));
-  writeFileSync(join(dir, "nginx.conf"), `daemon off;
-master_process on;
-worker_processes 2;
-user root;
-pid ${join(dir, "nginx.pid")};
-error_log ${join(dir, "nginx-error.log")} warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_timeout 65;
-  keepalive_requests 1000000;
-  client_body_temp_path ${join(dir, "nginx-tmp", "body")};
-  fastcgi_temp_path ${join(dir, "nginx-tmp", "fastcgi")};
-  proxy_temp_path ${join(dir, "nginx-tmp", "proxy")};
-  uwsgi_temp_path ${join(dir, "nginx-tmp", "uwsgi")};
-  scgi_temp_path ${join(dir, "nginx-tmp", "scgi")};
-  server {
+  writeNginxConf(dir, `  server {
     listen 127.0.0.1:${port};
     location / {
       include /etc/nginx/fastcgi_params;
@@ -791,7 +502,6 @@ http {
       fastcgi_pass unix:${sock};
     }
   }
-}
 `);
   const fLog = openSync(join(dir, "fcgiwrap.out"), "a");
   const fw = startChild("fcgiwrap", fcgiwrap, ["-c", "2", "-s", `unix:${sock}`], { stdio: ["ignore", fLog, fLog] });
@@ -803,9 +513,7 @@ http {
       if (Date.now() > end) throw new Error("fcgiwrap: no socket within 10 s");
       await sleep(50);
     }
-    const nLog = openSync(join(dir, "nginx.out"), "a");
-    const ng = startChild("nginx", nginx, ["-p", dir + "/", "-e", join(dir, "nginx-error.log"), "-c", join(dir, "nginx.conf")], { stdio: ["ignore", nLog, nLog] });
-    closeSync(nLog);
+    const ng = startNginx(nginx, dir);
     procs.push(ng);
     const url = `http://127.0.0.1:${port}/?${CGI_QUERY}`;
     const first = await waitFor200(url, {}, 10_000, ng);
@@ -818,33 +526,11 @@ http {
 }
 
 async function runZerocellHttp(result, bundle) {
-  const dataDir = tempDir("zc-x86-data-");
-  const logPath = `${dataDir}-server.log`;
-  tempDirs.add(logPath);
-  const fd = openSync(logPath, "a");
-  const server = startChild("zerocell serve", process.execPath, [BUILD.cli, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--idle-ttl-ms", "1800000"], {
-    stdio: ["ignore", fd, fd],
-    env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
-    cwd: BUILD.root,
-  });
-  closeSync(fd);
-  const tail = () => {
-    try {
-      return readFileSync(logPath, "utf8").slice(-1500);
-    } catch {
-      return "";
-    }
-  };
+  const { child: server, dataDir, logPath, listening } = startZerocell({ dataPrefix: "zc-x86-data-", args: ["--idle-ttl-ms", "1800000"] });
   try {
-    const serverJson = join(dataDir, "run", "server.json");
-    for (const end = Date.now() + 30_000; !existsSync(serverJson) || !readFileSync(logPath, "utf8").includes("zerocell listening");) {
-      if (server.exited) throw new Error(`zerocell server exited early (${server.code}):\n${tail()}`);
-      if (Date.now() > end) throw new Error(`zerocell server did not start:\n${tail()}`);
-      await sleep(50);
-    }
-    const urls = JSON.parse(readFileSync(serverJson, "utf8"));
+    const urls = await listening();
     const t0 = performance.now();
-    const dep = await buildCli(dataDir, ["deploy", bundle, "--app", "x86cgi"]);
+    const dep = await zerocellCli(dataDir, ["deploy", bundle, "--app", "x86cgi"], BUILD);
     if (dep.code !== 0) throw new Error(`deploy of examples/x86-cgi failed (${dep.code}):\n${dep.out}`);
     const url = `${urls.http}/?${CGI_QUERY}`;
     const first = await waitFor200(url, { host: CGI_HOST }, 60_000, server);
@@ -854,7 +540,7 @@ async function runZerocellHttp(result, bundle) {
     log(`zerocell: deployed examples/x86-cgi, first 200 after ${z.deployToFirst200Ms} ms; ${OPTS.timingSamples} sequential requests for server-timing`);
     log(`zerocell x86-cgi: warmup ${OPTS.warmup}s at c=8 (both instances up)`);
     await load({ url, host: CGI_HOST, connections: 8, duration: OPTS.warmup });
-    z.serverTiming = await serverTimingSamples(url, CGI_HOST, OPTS.timingSamples);
+    z.serverTiming = await serverTiming(url, CGI_HOST, OPTS.timingSamples);
     log(`zerocell: ready p50 ${z.serverTiming.readyMs.p50} ms, p99 ${z.serverTiming.readyMs.p99} ms (run p50 ${z.serverTiming.runMs.p50} ms)`);
     await measureTarget(result, "zerocell x86-cgi", { url, host: CGI_HOST }, false);
     try {
@@ -909,10 +595,6 @@ async function runValidate(result) {
 
 // ---------------------------------------------------------------- report
 
-function renderTable(rows) {
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));
-  return rows.map((r, ri) => r.map((c, i) => pad(c, w[i], i === 0)).join("  ") + (ri === 0 ? "\n" + w.map((n) => "-".repeat(n)).join("  ") : "")).join("\n");
-}
 
 function report(result) {
   const lines = [];
@@ -1000,22 +682,9 @@ async function main() {
     result.notes.push(`not run under flock ${LOCK}: other benchmarks may have overlapped`);
     log(`warning: ${LOCK} is not held; run as: flock ${LOCK} node bench/x86.mjs ...`);
   }
-  try {
-    result.env.gitCommit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
-    result.env.gitDirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
-  } catch {
-    // not a git checkout
-  }
+  Object.assign(result.env, gitInfo());
   if (existsSync(CLI)) {
-    let newest = 0;
-    const walk = (d) => {
-      for (const f of readdirSync(d, { withFileTypes: true })) {
-        if (f.isDirectory()) walk(join(d, f.name));
-        else if (f.name.endsWith(".ts")) newest = Math.max(newest, statSync(join(d, f.name)).mtimeMs);
-      }
-    };
-    walk(join(ROOT, "src"));
-    if (newest > statSync(CLI).mtimeMs) result.notes.push("dist/ is older than some file in src/: the measured code may not match the source");
+    if (distOlderThanSrc()) result.notes.push("dist/ is older than some file in src/: the measured code may not match the source");
   } else throw new Error(`${CLI} missing: build first (npx tsc -p tsconfig.json)`);
   const busy = await measured(() => sleep(1000));
   result.env.otherCpuBefore = busy.otherCpuPct;
@@ -1023,7 +692,7 @@ async function main() {
     result.notes.push(`machine not idle before start (${busy.otherCpuPct}% CPU used by others); top: ${topForeignProcesses().slice(0, 3).join(" || ")}`);
     log(`warning: other processes use ${busy.otherCpuPct}% of the CPUs; numbers will be noisy`);
   }
-  if (OPTS.buildCopy && (OPTS.only.has("cpu") || OPTS.only.has("grep") || OPTS.only.has("http"))) await makeBuildCopy(result);
+  if (OPTS.buildCopy && (OPTS.only.has("cpu") || OPTS.only.has("grep") || OPTS.only.has("http"))) await makeBuildCopy(result, "zc-x86-build-", log);
   const parts = [["cpu", runCpu], ["grep", runGrep], ["http", runHttp], ["validate", runValidate]];
   for (const [name, fn] of parts) {
     if (cleaningUp || !OPTS.only.has(name)) continue;
@@ -1051,26 +720,8 @@ async function main() {
   }
   result.env.loadavgAfter = loads();
   result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  const text = report(result);
-  process.stdout.write(text + `\n\nelapsed ${result.elapsedS}s\n`);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const file = join(RESULTS_DIR, `x86-${result.startedAt.replace(/[:.]/g, "-")}.json`);
-  result.table = text;
-  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
-  process.stdout.write(`wrote ${file}\n`);
+  writeResult(result, report(result), "x86-");
   return result.failed ? 1 : 0;
 }
 
-main().then(
-  async (code) => {
-    if (cleaningUp) return;
-    await cleanup();
-    process.exit(code);
-  },
-  async (e) => {
-    if (cleaningUp) return;
-    log(`fatal: ${e.stack ?? e}`);
-    await cleanup();
-    process.exit(1);
-  },
-);
+runMain(main, log);
