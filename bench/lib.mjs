@@ -6,7 +6,7 @@
  */
 import { spawn, execFileSync, spawnSync } from "node:child_process";
 import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { basename, join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import net from "node:net";
@@ -838,4 +838,67 @@ export function startNginx(bin, dir) {
   const child = startChild("nginx", bin, ["-p", dir + "/", "-e", join(dir, "nginx-error.log"), "-c", join(dir, "nginx.conf")], { stdio: ["ignore", log, log] });
   closeSync(log);
   return child;
+}
+
+// ---------------------------------------------------------------- options and start (run.mjs, python.mjs, keys.mjs)
+
+/**
+ * The options bench/run.mjs and bench/python.mjs share: --quick, --duration SECONDS (also
+ * --duration=S), --wait-idle SECONDS, --no-native, --no-install, -h/--help (prints `usage`,
+ * exits 0); `flags`: more switches, name → (o) => set an option on `o` (`defaults` first).
+ * Anything else, or a bad --wait-idle / --duration, exits 2 with a message.
+ */
+export function parseRunArgs(argv, usage, { defaults = {}, flags = {} } = {}) {
+  const o = { quick: false, duration: undefined, native: true, install: true, waitIdle: 0, ...defaults };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--quick") o.quick = true;
+    else if (a === "--duration") o.duration = Number(argv[++i]);
+    else if (a.startsWith("--duration=")) o.duration = Number(a.slice("--duration=".length));
+    else if (a === "--wait-idle") o.waitIdle = Number(argv[++i]);
+    else if (a === "--no-native") o.native = false;
+    else if (a === "--no-install") o.install = false;
+    else if (Object.hasOwn(flags, a)) flags[a](o);
+    else if (a === "-h" || a === "--help") {
+      process.stdout.write(usage);
+      process.exit(0);
+    } else {
+      process.stderr.write(`unknown argument: ${a}\n`);
+      process.exit(2);
+    }
+  }
+  if (!(o.waitIdle >= 0)) {
+    process.stderr.write("--wait-idle must be a number of seconds\n");
+    process.exit(2);
+  }
+  if (o.duration !== undefined && !(o.duration > 0)) {
+    process.stderr.write("--duration must be a positive number of seconds\n");
+    process.exit(2);
+  }
+  return o;
+}
+
+/** After result.env.cpuBusyBefore is measured: a note and a warning when other processes used >15% of the CPUs. */
+export function noteBusyBefore(result, log) {
+  if (result.env.cpuBusyBefore !== null && result.env.cpuBusyBefore > 0.15) {
+    result.notes.push(`machine not idle before start (${Math.round(result.env.cpuBusyBefore * 100)}% CPU busy); top: ${topForeignProcesses().slice(0, 3).join(" || ")}`);
+    log(`warning: machine is ${Math.round(result.env.cpuBusyBefore * 100)}% busy before start; numbers will be noisy`);
+  }
+}
+
+/** The machine, for result.env: node, CPUs, memory (with `memory`), load average. */
+export function machineEnv({ memory = true } = {}) {
+  return {
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    ...(memory ? { memGb: round(totalmem() / 2 ** 30, 1) } : {}),
+    loadavgBefore: loadavg().map((x) => round(x, 2)),
+  };
+}
+
+/** Stops a zerocell server (SIGTERM, 15 s) and notes an exit code other than 0. */
+export async function stopZerocell(server, result) {
+  await stopChild(server, 15_000);
+  if (server.code !== 0 && server.code !== null) result.notes.push(`zerocell server exit code on SIGTERM: ${server.code}`);
 }

@@ -30,19 +30,13 @@
  * Default ~5 minutes (8 s per measured run), ~1.5 minutes with --quick (2 s per run).
  * Writes bench/results/<timestamp>.json. Kills every child it started, also on error/SIGINT.
  */
-import { spawn, execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, cpSync, openSync, closeSync, readdirSync, statSync, chmodSync } from "node:fs";
-import { tmpdir, cpus, loadavg, totalmem } from "node:os";
-import { join, dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import net from "node:net";
-import http from "node:http";
-import https from "node:https";
-import autocannon from "autocannon";
-import { CLI, ROOT, children, foreignCpuShare, killGroup, ourPids, pad, parseServerTiming, percentile, sleep, startChild, stopChild, tempDir, tempDirs, topForeignProcesses, zerocellCli } from "./lib.mjs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync, existsSync, cpSync, openSync, closeSync, readdirSync, chmodSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { join, dirname } from "node:path";
+import { CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, distOlderThanSrc, foreignCpuShare, freePorts, get, gitInfo, hostProcesses, installCleanup, latencyStat, load, logger, machineEnv, noteBusyBefore, parseRunArgs, median, memRow, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, descendants, renderTable, round, runMain, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, writeResult, zerocellCli } from "./lib.mjs";
 
 const EXAMPLE = join(ROOT, "examples", "php-hello");
-const RESULTS_DIR = join(ROOT, "bench", "results");
 const CONCURRENCIES = [1, 8, 64];
 /** Sandbox-ready targets (ms), from request arrival to guest code starting in its sandbox. */
 const READY_TARGET = { p50: 0.5, p99: 2 };
@@ -53,31 +47,7 @@ const BIG_LOOP = 10_000;
 // ---------------------------------------------------------------- options
 
 function parseArgs(argv) {
-  const o = { quick: false, duration: undefined, native: true, install: true, waitIdle: 0 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--quick") o.quick = true;
-    else if (a === "--duration") o.duration = Number(argv[++i]);
-    else if (a.startsWith("--duration=")) o.duration = Number(a.slice("--duration=".length));
-    else if (a === "--wait-idle") o.waitIdle = Number(argv[++i]);
-    else if (a === "--no-native") o.native = false;
-    else if (a === "--no-install") o.install = false;
-    else if (a === "-h" || a === "--help") {
-      process.stdout.write("usage: node bench/run.mjs [--duration SECONDS (default 8; 2 with --quick)] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install]\n  --wait-idle N: before each target, wait up to N s for other processes to use <10% CPU (shared machines)\n");
-      process.exit(0);
-    } else {
-      process.stderr.write(`unknown argument: ${a}\n`);
-      process.exit(2);
-    }
-  }
-  if (!(o.waitIdle >= 0)) {
-    process.stderr.write("--wait-idle must be a number of seconds\n");
-    process.exit(2);
-  }
-  if (o.duration !== undefined && !(o.duration > 0)) {
-    process.stderr.write("--duration must be a positive number of seconds\n");
-    process.exit(2);
-  }
+  const o = parseRunArgs(argv, "usage: node bench/run.mjs [--duration SECONDS (default 8; 2 with --quick)] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install]\n  --wait-idle N: before each target, wait up to N s for other processes to use <10% CPU (shared machines)\n");
   o.duration ??= o.quick ? 2 : 8;
   o.warmup = o.quick ? 1 : 2; // seconds of load before each target's measured runs
   o.timingSamples = o.quick ? 200 : 500; // sequential requests per mode for server-timing (hello)
@@ -91,288 +61,18 @@ const OPTS = parseArgs(process.argv.slice(2));
 
 // ---------------------------------------------------------------- children and cleanup
 
-/** Every process we started: { name, proc }. Each is spawned detached (its own process group). */
-let currentCannon;
-let cleaningUp = false;
-
-function log(msg) {
-  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
-
-
-
-
-async function cleanup() {
-  if (currentCannon !== undefined) {
-    try {
-      currentCannon.stop();
-    } catch {
-      // ignore
-    }
-  }
-  await Promise.all([...children].map((c) => stopChild(c, 8000)));
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  tempDirs.clear();
-}
-
-process.on("exit", () => {
-  // last resort, synchronous
-  for (const c of children) if (c.proc.pid !== undefined) killGroup(c.proc.pid, "SIGKILL");
-  for (const d of tempDirs) {
-    try {
-      rmSync(d, { recursive: true, force: true });
-    } catch {
-      // ignore
-    }
-  }
-});
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-  process.on(sig, () => {
-    if (cleaningUp) return;
-    cleaningUp = true;
-    log(`${sig}: stopping children and exiting`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-
-// ---------------------------------------------------------------- small helpers
-
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-/** `n` distinct free loopback ports. */
-async function freePorts(n) {
-  const out = new Set();
-  while (out.size < n) out.add(await freePort());
-  return [...out];
-}
-
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-const pct = (share) => (share === null ? null : Math.round(share * 100));
-const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
-
-/** One GET; resolves { status, headers, body } (never rejects on HTTP errors). */
-function get(url, { host, agent, servername, timeoutMs = 30_000 } = {}) {
-  const u = new URL(url);
-  const mod = u.protocol === "https:" ? https : http;
-  return new Promise((res, rej) => {
-    const req = mod.request({
-      host: u.hostname,
-      port: u.port,
-      path: u.pathname + u.search,
-      method: "GET",
-      headers: host === undefined ? {} : { host },
-      agent: agent ?? false,
-      ...(u.protocol === "https:" ? { rejectUnauthorized: false, servername: servername ?? host } : {}),
-      timeout: timeoutMs,
-    });
-    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${url}`)));
-    req.on("error", rej);
-    req.on("response", (r) => {
-      const chunks = [];
-      r.on("data", (c) => chunks.push(c));
-      r.on("end", () => res({ status: r.statusCode, headers: r.headers, body: Buffer.concat(chunks).toString("utf8") }));
-      r.on("error", rej);
-    });
-    req.end();
-  });
-}
-
-async function waitFor200(url, opts = {}, deadlineMs = 20_000, child) {
-  const end = Date.now() + deadlineMs;
-  let last = "";
-  while (Date.now() < end) {
-    if (child?.exited) throw new Error(`${child.name} exited (${child.code ?? child.error?.message})`);
-    try {
-      const r = await get(url, { ...opts, timeoutMs: 5000 });
-      if (r.status === 200) return r;
-      last = `status ${r.status}: ${r.body.slice(0, 200)}`;
-    } catch (e) {
-      last = e.message;
-    }
-    await sleep(50);
-  }
-  throw new Error(`no 200 from ${url} within ${deadlineMs} ms (last: ${last})`);
-}
-
-/** `ps` rows: pid, ppid, rss (KiB), args. */
-function psRows() {
-  const text = execFileSync("ps", ["-e", "-o", "pid=,ppid=,rss=,args="], { encoding: "utf8" });
-  return text.trim().split("\n").map((l) => {
-    const m = l.trim().match(/^(\d+)\s+(\d+)\s+(\d+)\s+(.*)$/);
-    return m ? { pid: +m[1], ppid: +m[2], rssKb: +m[3], args: m[4] } : null;
-  }).filter(Boolean);
-}
-
-function descendants(rootPid, rows = psRows()) {
-  const out = [];
-  const walk = (p) => {
-    for (const r of rows) if (r.ppid === p) {
-      out.push(r);
-      walk(r.pid);
-    }
-  };
-  walk(rootPid);
-  return out;
-}
-
-/** Proportional set size (shared pages split between sharers), KiB; null if unreadable. */
-function pssKb(pid) {
-  try {
-    const m = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8").match(/^Pss:\s+(\d+)\s+kB/m);
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
-}
-
-function memRow(label, procs) {
-  const rss = procs.map((p) => p.rssKb / 1024);
-  const pss = procs.map((p) => pssKb(p.pid)).filter((x) => x !== null).map((x) => x / 1024);
-  return {
-    label,
-    count: procs.length,
-    rssMbEach: rss.map((x) => round(x, 1)),
-    rssMbMean: round(rss.reduce((a, b) => a + b, 0) / (rss.length || 1), 1),
-    rssMbTotal: round(rss.reduce((a, b) => a + b, 0), 1),
-    pssMbTotal: pss.length === procs.length ? round(pss.reduce((a, b) => a + b, 0), 1) : null,
-  };
-}
-
-/** Busy fraction of all CPUs over `ms` (from /proc/stat): tells if something else is loading the box. */
-async function cpuBusy(ms = 1000) {
-  const read = () => {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-    const idle = f[3] + (f[4] ?? 0);
-    return { idle, total: f.reduce((a, b) => a + b, 0) };
-  };
-  try {
-    const a = read();
-    const own0 = process.cpuUsage();
-    await sleep(ms);
-    const b = read();
-    const own = process.cpuUsage(own0);
-    const totalJ = Math.max(1, b.total - a.total);
-    const busyJ = totalJ - (b.idle - a.idle);
-    const ownJ = ((own.user + own.system) / 1e6) * 100; // USER_HZ = 100
-    return Math.max(0, (busyJ - ownJ) / totalJ); // busy share of all CPUs, not counting this process
-  } catch {
-    return null;
-  }
-}
-
-
-/**
- * CPU accounting snapshot, to tell how much of a run's CPU went to processes that are not ours
- * (this process and its descendants) and not kernel threads: other work on a shared machine.
- */
-function cpuSnapshot() {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-    const total = f.reduce((a, b) => a + b, 0);
-    const busy = total - f[3] - (f[4] ?? 0);
-    const procs = new Map();
-    for (const d of readdirSync("/proc")) {
-      if (!/^\d+$/.test(d)) continue;
-      try {
-        const st = readFileSync(`/proc/${d}/stat`, "utf8");
-        const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        // utime+stime, and cutime+cstime (children it has reaped: short-lived hosts, CLI runs)
-        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]), childJiffies: Number(rest[13]) + Number(rest[14]) });
-      } catch {
-        // exited
-      }
-    }
-    return { total, busy, procs };
-  } catch {
-    return null;
-  }
-}
-
-
+const log = logger("bench");
+installCleanup(log);
 
 /**
  * With --wait-idle N: waits up to N s for other processes to use <10% of the CPUs (checked over
  * 2 s windows); notes it when they still do.
  */
-async function waitIdle(name, result) {
-  if (!(OPTS.waitIdle > 0) || cleaningUp) return;
-  const end = Date.now() + OPTS.waitIdle * 1000;
-  let share = 1;
-  let waited = false;
-  while (Date.now() < end && !cleaningUp) {
-    const a = cpuSnapshot();
-    await sleep(2000);
-    share = foreignCpuShare(a, cpuSnapshot()) ?? 0;
-    if (share < 0.1) break;
-    if (!waited) log(`${name}: waiting up to ${OPTS.waitIdle}s for the machine to be idle (${pct(share)}% other CPU; top: ${topForeignProcesses().slice(0, 2).join(" || ").slice(0, 200)})`);
-    waited = true;
-  }
-  if (share >= 0.1) result.notes.push(`${name}: machine still busy (${pct(share)}% other CPU) after waiting ${OPTS.waitIdle}s for idle`);
-  else log(`${name}: machine idle (${pct(share)}% other CPU)`);
-}
+const waitIdle = (name, result) => waitIdleFor(name, result, OPTS.waitIdle, log);
 
 // ---------------------------------------------------------------- load generation
 
-/**
- * One autocannon run, for `duration` seconds or for `amount` requests in all. Returns req/s
- * (2xx only), exact p50/p99 of 2xx latency (ms), error counts.
- */
-async function load({ url, connections, duration, amount, host, servername, timeoutS = 10 }) {
-  const lat = [];
-  let non2xx = 0;
-  const statusCounts = {};
-  const opts = { url, connections, pipelining: 1, timeout: timeoutS };
-  if (amount !== undefined) opts.amount = amount;
-  else opts.duration = duration;
-  if (host !== undefined) opts.headers = { host };
-  if (servername !== undefined) opts.servername = servername;
-  const snap0 = cpuSnapshot();
-  const inst = autocannon(opts);
-  currentCannon = inst;
-  inst.on("response", (_client, status, _bytes, ms) => {
-    if (status >= 200 && status < 300) lat.push(ms);
-    else {
-      non2xx++;
-      statusCounts[status] = (statusCounts[status] ?? 0) + 1;
-    }
-  });
-  const r = await inst;
-  currentCannon = undefined;
-  const otherCpu = foreignCpuShare(snap0, cpuSnapshot());
-  const sorted = Float64Array.from(lat).sort();
-  return {
-    connections,
-    durationS: r.duration,
-    requests: lat.length,
-    rps: round(lat.length / r.duration, lat.length / r.duration < 100 ? 2 : 0),
-    p50Ms: round(percentile(sorted, 50), 3),
-    p99Ms: round(percentile(sorted, 99), 3),
-    maxMs: round(sorted[sorted.length - 1], 3),
-    non2xx,
-    non2xxByStatus: statusCounts,
-    errors: r.errors,
-    timeouts: r.timeouts,
-    otherCpuPct: otherCpu === null ? null : Math.round(otherCpu * 100),
-  };
-}
+// load(): lib.mjs (one autocannon run: req/s of 2xx, exact p50/p99, errors, other CPU)
 
 /** Warm-up, then c=1,8,64 for OPTS.duration each. `tags` ({ page, mode }) go into every row. */
 async function measureTarget(name, proto, base, tags = {}) {
@@ -450,23 +150,8 @@ let BIG;
 // ---------------------------------------------------------------- targets
 
 async function runHono(result) {
-  const child = startChild("hono", process.execPath, [join(ROOT, "bench", "hono-server.mjs")], { stdio: ["ignore", "pipe", "inherit"] });
+  const { child, url } = await startHono();
   try {
-    const port = await new Promise((res, rej) => {
-      let buf = "";
-      const t = setTimeout(() => rej(new Error("hono: no port within 10 s")), 10_000);
-      child.proc.stdout.on("data", (d) => {
-        buf += d;
-        const m = buf.match(/\{"port":(\d+)\}/);
-        if (m) {
-          clearTimeout(t);
-          res(Number(m[1]));
-        }
-      });
-      child.exitPromise.then(() => rej(new Error(`hono exited (${child.code})`)));
-    });
-    const url = `http://127.0.0.1:${port}/`;
-    await waitFor200(url, {}, 10_000, child);
     result.runs.push(...(await measureTarget("hono", "http", { url })));
     result.memory.push(memRow("hono baseline process", psRows().filter((r) => r.pid === child.proc.pid)));
   } finally {
@@ -509,25 +194,8 @@ function ensureNativePackages(notes) {
     return b;
   }
   log("native: installing nginx-light php-fpm php-cli with apt-get (one-time)");
-  const policy = "/usr/sbin/policy-rc.d";
-  const addedPolicy = !existsSync(policy);
-  if (addedPolicy) {
-    // Stop the package scripts from starting system-wide nginx/php-fpm services.
-    writeFileSync(policy, "#!/bin/sh\nexit 101\n");
-    chmodSync(policy, 0o755);
-  }
-  try {
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    const install = () => spawnSync("apt-get", ["install", "-y", "--no-install-recommends", "nginx-light", "php-fpm", "php-cli"], { env, stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
-    let r = install();
-    if (r.status !== 0) {
-      spawnSync("apt-get", ["update"], { env, stdio: "ignore", timeout: 180_000 });
-      r = install();
-    }
-    if (r.status !== 0) notes.push(`native: apt-get install failed: ${String(r.stderr ?? r.error?.message ?? "").trim().split("\n").slice(-2).join(" | ")}`);
-  } finally {
-    if (addedPolicy) rmSync(policy, { force: true });
-  }
+  const err = aptInstall(["nginx-light", "php-fpm", "php-cli"]);
+  if (err !== null) notes.push(`native: apt-get install failed: ${err}`);
   b = nativeBins();
   return b;
 }
@@ -562,25 +230,7 @@ listen.mode = 0666
 pm = static
 pm.max_children = 2
 `);
-  mkdirSync(join(dir, "nginx-tmp"), { recursive: true });
-  writeFileSync(join(dir, "nginx.conf"), `daemon off;
-master_process on;
-worker_processes 2;
-user root;
-pid ${join(dir, "nginx.pid")};
-error_log ${join(dir, "nginx-error.log")} warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_timeout 65;
-  keepalive_requests 1000000;
-  client_body_temp_path ${join(dir, "nginx-tmp", "body")};
-  fastcgi_temp_path ${join(dir, "nginx-tmp", "fastcgi")};
-  proxy_temp_path ${join(dir, "nginx-tmp", "proxy")};
-  uwsgi_temp_path ${join(dir, "nginx-tmp", "uwsgi")};
-  scgi_temp_path ${join(dir, "nginx-tmp", "scgi")};
-${nginxServer(port, docroot, sock)}${BIG ? nginxServer(bigPort, BIG.docroot, sock) : ""}}
-`);
+  writeNginxConf(dir, `${nginxServer(port, docroot, sock)}${BIG ? nginxServer(bigPort, BIG.docroot, sock) : ""}`);
   const fpmLog = openSync(join(dir, "php-fpm.out"), "a");
   const fpm = startChild("php-fpm", bins.fpm, ["-F", "-R", "-y", join(dir, "php-fpm.conf")], { stdio: ["ignore", fpmLog, fpmLog] });
   closeSync(fpmLog);
@@ -590,9 +240,7 @@ ${nginxServer(port, docroot, sock)}${BIG ? nginxServer(bigPort, BIG.docroot, soc
     if (Date.now() > end) throw new Error("php-fpm: no socket within 10 s");
     await sleep(50);
   }
-  const ngLog = openSync(join(dir, "nginx.out"), "a");
-  const nginx = startChild("nginx", bins.nginx, ["-p", dir + "/", "-e", join(dir, "nginx-error.log"), "-c", join(dir, "nginx.conf")], { stdio: ["ignore", ngLog, ngLog] });
-  closeSync(ngLog);
+  const nginx = startNginx(bins.nginx, dir);
   const url = `http://127.0.0.1:${port}/`;
   const bigUrl = BIG ? `http://127.0.0.1:${bigPort}/` : undefined;
   try {
@@ -697,62 +345,20 @@ async function runNative(result) {
 
 // ---------------------------------------------------------------- zerocell
 
-
-
-async function serverTimingSamples(url, host, n) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const ready = [], acq = [], run = [], total = [], overhead = [], client = [];
-  let bad = 0;
-  let noReady = 0;
-  try {
-    for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      const r = await get(url, { host, agent });
-      const dt = performance.now() - t0;
-      const st = parseServerTiming(r.headers["server-timing"]);
-      if (r.status !== 200 || st.run === undefined || st.total === undefined) {
-        bad++;
-        continue;
-      }
-      if (st.ready === undefined) noReady++;
-      else ready.push(st.ready);
-      acq.push(st.acquire ?? 0);
-      run.push(st.run);
-      total.push(st.total);
-      overhead.push(st.total - st.run);
-      client.push(dt);
-    }
-  } finally {
-    agent.destroy();
-  }
-  const stat = (xs) => {
-    const s = Float64Array.from(xs).sort();
-    return { p50: round(percentile(s, 50), 3), p99: round(percentile(s, 99), 3) };
-  };
+/** Server-timing over `n` sequential keep-alive requests, ms as p50 / p99 (lib.mjs's serverTimingSamples). */
+async function serverTiming(url, host, n) {
+  const s = await serverTimingSamples(url, host, n);
   return {
-    samples: run.length,
-    failed: bad,
-    withoutReady: noReady,
-    readyMs: stat(ready),
-    acquireMs: stat(acq),
-    runMs: stat(run),
-    totalMs: stat(total),
-    totalMinusRunMs: stat(overhead),
-    clientRoundTripMs: stat(client),
+    samples: s.run.length,
+    failed: s.failed,
+    withoutReady: s.withoutReady,
+    readyMs: latencyStat(s.ready),
+    acquireMs: latencyStat(s.acquire),
+    runMs: latencyStat(s.run),
+    totalMs: latencyStat(s.total),
+    totalMinusRunMs: latencyStat(s.total.map((t, i) => t - s.run[i])),
+    clientRoundTripMs: latencyStat(s.client),
   };
-}
-
-function hostProcesses(serverPid, rows = psRows()) {
-  return descendants(serverPid, rows).filter((r) => r.args.includes(join("runtime", "host", "main.js")));
-}
-
-async function poolInfo(urls, token) {
-  try {
-    const r = await fetch(urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${token}` } });
-    return await r.json();
-  } catch {
-    return null;
-  }
 }
 
 /**
@@ -766,40 +372,18 @@ async function deployToFirst200(dataDir, httpUrl, reps, page, bundleFor, expect)
     const app = `bench-${page}-${tag}-${i}`;
     const host = `${app}.localhost`;
     const bundle = bundleFor(host);
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    const t0 = performance.now();
-    let cliMs = null;
-    let cliResult;
-    const cliDone = zerocellCli(dataDir, ["deploy", bundle, "--app", app]).then((r) => {
-      cliMs = performance.now() - t0;
-      cliResult = r;
+    const d = await deployAndPoll(dataDir, httpUrl, {
+      app,
+      host,
+      bundle,
+      deadlineMs: 60_000,
+      requestTimeoutMs: 30_000,
+      check: (r) => {
+        if (expect !== undefined && !r.body.startsWith(expect)) throw new Error(`deploy test (${page}): unexpected body ${JSON.stringify(r.body.slice(0, 120))}`);
+      },
     });
-    let firstMs = null;
-    let firstTiming = null;
-    let polls = 0;
-    try {
-      const end = Date.now() + 60_000;
-      while (Date.now() < end) {
-        if (cliResult !== undefined && cliResult.code !== 0) throw new Error(`deploy failed (${cliResult.code}): ${cliResult.out.slice(-400)}`);
-        polls++;
-        let r;
-        try {
-          r = await get(httpUrl, { host, agent, timeoutMs: 30_000 });
-        } catch {
-          r = undefined;
-        }
-        if (r?.status === 200) {
-          firstMs = performance.now() - t0;
-          firstTiming = parseServerTiming(r.headers["server-timing"]);
-          if (expect !== undefined && !r.body.startsWith(expect)) throw new Error(`deploy test (${page}): unexpected body ${JSON.stringify(r.body.slice(0, 120))}`);
-          break;
-        }
-        await sleep(5);
-      }
-      await cliDone;
-    } finally {
-      agent.destroy();
-    }
+    const { ms: firstMs, cliMs, polls } = d;
+    const firstTiming = d.response === null ? null : parseServerTiming(d.response.headers["server-timing"]);
     if (firstMs === null) throw new Error(`deploy test (${page}): no 200 from ${host} within 60 s`);
     out.push({ app, totalMs: round(firstMs, 1), cliExitMs: round(cliMs, 1), polls, firstRequest: firstTiming });
     log(`deploy→200 ${page} #${i}: ${round(firstMs, 0)} ms (CLI exited after ${round(cliMs, 0)} ms; first 200's server-timing ready=${firstTiming?.ready} acquire=${firstTiming?.acquire} run=${firstTiming?.run})`);
@@ -839,32 +423,10 @@ const BIG_HOSTS = { snapshot: "big-snap.localhost", daemon: "big-daemon.localhos
 
 async function runZerocell(result) {
   if (!existsSync(CLI)) throw new Error(`${CLI} missing: build first (npx tsc -p tsconfig.json)`);
-  const dataDir = tempDir("zc-bench-data-");
-  const logPath = join(dataDir, "..", `${dataDir.split("/").pop()}-server.log`);
-  tempDirs.add(logPath);
-  const fd = openSync(logPath, "a");
   // Idle TTL well past the run, so every mode's hosts are still there for the memory readings.
-  const server = startChild("zerocell serve", process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--idle-ttl-ms", "1800000"], {
-    stdio: ["ignore", fd, fd],
-    env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
-  });
-  closeSync(fd);
-  const serverLogTail = () => {
-    try {
-      return readFileSync(logPath, "utf8").slice(-1500);
-    } catch {
-      return "";
-    }
-  };
+  const { child: server, dataDir, logPath, listening } = startZerocell({ dataPrefix: "zc-bench-data-", args: ["--idle-ttl-ms", "1800000"] });
   try {
-    const serverJson = join(dataDir, "run", "server.json");
-    const end = Date.now() + 30_000;
-    while (!existsSync(serverJson) || !readFileSync(logPath, "utf8").includes("zerocell listening")) {
-      if (server.exited) throw new Error(`zerocell server exited early (${server.code}):\n${serverLogTail()}`);
-      if (Date.now() > end) throw new Error(`zerocell server did not start:\n${serverLogTail()}`);
-      await sleep(50);
-    }
-    const urls = JSON.parse(readFileSync(serverJson, "utf8"));
+    const urls = await listening();
     const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
     log("zerocell: server listening; deploying the hello (3 modes) and big bundles");
     const apps = [["modes", makeModesApp(), HELLO_HOSTS, "hello"], ...(BIG ? [["big", BIG.dir, BIG_HOSTS, "big"]] : [])];
@@ -912,7 +474,7 @@ async function runZerocell(result) {
       await load({ url: httpUrl, host, connections: 8, duration: OPTS.warmup });
       log(`${label}: ${samples} sequential requests for server-timing`);
       const snap = cpuSnapshot();
-      const st = await serverTimingSamples(httpUrl, host, samples);
+      const st = await serverTiming(httpUrl, host, samples);
       result.serverTiming.push({ page, mode, ...st, otherCpuPct: pct(foreignCpuShare(snap, cpuSnapshot())) });
       for (const c of CONCURRENCIES) {
         log(`${label}: http c=${c} for ${OPTS.duration}s`);
@@ -962,49 +524,14 @@ async function runZerocell(result) {
     result.memory.push(memRow("zerocell hosts, all (after the deploy tests)", hostProcesses(server.proc.pid)));
     result.memory.push(memRow("zerocell gateway (end)", psRows().filter((r) => r.pid === server.proc.pid)));
   } finally {
-    await stopChild(server, 15_000);
-    if (server.code !== 0 && server.code !== null) result.notes.push(`zerocell server exit code on SIGTERM: ${server.code}`);
+    await stopZerocell(server, result);
     // server-side failures, for the report: 5xx answers per host and status, and the reasons
     // the gateway logged ("request failed" warnings, errors), counted by code and message
-    try {
-      const answers = new Map();
-      const reasons = new Map();
-      const keep = [];
-      for (const line of readFileSync(logPath, "utf8").split("\n")) {
-        if (!line.startsWith("{")) continue;
-        let o;
-        try {
-          o = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        if (o.msg === "request" && o.status >= 500) {
-          const k = `${o.host} ${o.status}`;
-          answers.set(k, (answers.get(k) ?? 0) + 1);
-        } else if (o.level === "error" || o.msg === "request failed") {
-          const k = `${o.code ?? o.level}: ${String(o.message ?? o.msg).slice(0, 160)}`;
-          reasons.set(k, (reasons.get(k) ?? 0) + 1);
-          if (keep.length < 50) keep.push(line.slice(0, 1000));
-        }
-      }
-      if (answers.size || reasons.size) {
-        result.zerocellErrors = { answers: Object.fromEntries(answers), reasons: Object.fromEntries(reasons), lines: keep };
-        const fmt = (m) => [...m].map(([k, v]) => `${v}× ${k}`).join("; ");
-        result.notes.push(`zerocell server log: 5xx answers: ${fmt(answers) || "none"}; logged failures: ${fmt(reasons) || "none"}`);
-      }
-    } catch {
-      // no log
-    }
+    noteServerLogFailures(logPath, result);
   }
 }
 
 // ---------------------------------------------------------------- report
-
-
-function renderTable(rows) {
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));
-  return rows.map((r, ri) => r.map((c, i) => pad(c, w[i], i === 0)).join("  ") + (ri === 0 ? "\n" + w.map((n) => "-".repeat(n)).join("  ") : "")).join("\n");
-}
 
 function report(result) {
   const lines = [];
@@ -1096,43 +623,21 @@ async function main() {
   const result = {
     startedAt: new Date().toISOString(),
     options: { duration: OPTS.duration, quick: OPTS.quick, warmup: OPTS.warmup, timingSamples: OPTS.timingSamples, bigTimingSamples: OPTS.bigTimingSamples, freshRequests: OPTS.freshRequests, deployReps: OPTS.deployReps, bigDeployReps: OPTS.bigDeployReps, concurrencies: CONCURRENCIES, readyTarget: READY_TARGET, waitIdle: OPTS.waitIdle },
-    env: {
-      node: process.version,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model,
-      memGb: round(totalmem() / 2 ** 30, 1),
-      loadavgBefore: loadavg().map((x) => round(x, 2)),
-    },
+    env: machineEnv(),
     runs: [],
     serverTiming: [],
     deploys: [],
     memory: [],
     notes: [],
   };
-  try {
-    result.env.gitCommit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
-    result.env.gitDirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
-  } catch {
-    // not a git checkout
-  }
+  Object.assign(result.env, gitInfo());
   if (existsSync(CLI)) {
     // warn if dist/ is older than src/ (the server under test is the built one)
-    let newest = 0;
-    const walk = (d) => {
-      for (const f of readdirSync(d, { withFileTypes: true })) {
-        if (f.isDirectory()) walk(join(d, f.name));
-        else if (f.name.endsWith(".ts")) newest = Math.max(newest, statSync(join(d, f.name)).mtimeMs);
-      }
-    };
-    walk(join(ROOT, "src"));
-    if (newest > statSync(CLI).mtimeMs) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source (run npx tsc -p tsconfig.json)");
+    if (distOlderThanSrc()) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source (run npx tsc -p tsconfig.json)");
   }
   await sleep(300); // let this process's own start-up settle
   result.env.cpuBusyBefore = await cpuBusy(1000);
-  if (result.env.cpuBusyBefore !== null && result.env.cpuBusyBefore > 0.15) {
-    result.notes.push(`machine not idle before start (${Math.round(result.env.cpuBusyBefore * 100)}% CPU busy); top: ${topForeignProcesses().slice(0, 3).join(" || ")}`);
-    log(`warning: machine is ${Math.round(result.env.cpuBusyBefore * 100)}% busy before start; numbers will be noisy`);
-  }
+  noteBusyBefore(result, log);
 
   try {
     BIG = makeBigApp();
@@ -1161,26 +666,8 @@ async function main() {
   if (cleaningUp) return 130; // interrupted: no partial results file
   result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
   result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  const text = report(result);
-  process.stdout.write(text + `\n\nelapsed ${result.elapsedS}s\n`);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const file = join(RESULTS_DIR, `${result.startedAt.replace(/[:.]/g, "-")}.json`);
-  result.table = text;
-  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
-  process.stdout.write(`wrote ${file}\n`);
+  writeResult(result, report(result));
   return failed ? 1 : 0;
 }
 
-main().then(
-  async (code) => {
-    if (cleaningUp) return; // the signal handler cleans up and exits
-    await cleanup();
-    process.exit(code);
-  },
-  async (e) => {
-    if (cleaningUp) return;
-    log(`fatal: ${e.stack ?? e}`);
-    await cleanup();
-    process.exit(1);
-  },
-);
+runMain(main, log);
