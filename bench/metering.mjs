@@ -22,19 +22,14 @@
  * Loopback only. Kills every process it started and removes its temp dirs, also on error/SIGINT.
  * Writes bench/results/metering-<timestamp>.json. About 2 minutes.
  */
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, cpSync, openSync, closeSync, readdirSync, statSync } from "node:fs";
-import { tmpdir, cpus, loadavg } from "node:os";
-import { join, dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync, writeFileSync, existsSync, rmSync, cpSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join } from "node:path";
 import http from "node:http";
-import autocannon from "autocannon";
-import { CLI, ROOT, children, foreignCpuShare, killGroup, ourPids, pad, percentile, sleep, startChild, stopChild, tempDir, tempDirs, zerocellCli } from "./lib.mjs";
+import { CLI, HOST_SCRIPT_MARK, ROOT, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, gitInfo, hostProcesses, installCleanup, killGroup, load as autocannonLoad, logger, machineEnv, pct, psRows, renderTable, round, runMain, sleep, startZerocell, stopChild, tempDir, tempDirs, writeResult, zerocellCli } from "./lib.mjs";
 import Database from "better-sqlite3";
 
 const EXAMPLE = join(ROOT, "examples", "php-hello");
-const RESULTS_DIR = join(ROOT, "bench", "results");
-const HOST_SCRIPT_MARK = join("runtime", "host", "main.js");
 const ROUTE_HOST = "meter.localhost";
 const CONNECTIONS = 16;
 const FLUSH_INTERVALS = [100, 500];
@@ -72,19 +67,11 @@ const OPTS = parseArgs(process.argv.slice(2));
 
 // ---------------------------------------------------------------- children and cleanup
 
-/** Every process we started: { name, proc }. Each is spawned detached (its own process group). */
 /** Host pids seen under a server we killed with SIGKILL; killed at cleanup if still there. */
 const hostPidsToReap = new Set();
-let currentCannon;
 let stopClients = false;
-let cleaningUp = false;
 
-function log(msg) {
-  process.stderr.write(`[metering ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
-
-
-
+const log = logger("metering");
 
 /** SIGKILL a pid only if it still runs a sandbox host (guards against pid reuse). */
 function killHostPid(pid) {
@@ -97,51 +84,19 @@ function killHostPid(pid) {
   }
 }
 
-async function cleanup() {
-  stopClients = true;
-  if (currentCannon !== undefined) {
-    try {
-      currentCannon.stop();
-    } catch {
-      // ignore
-    }
-  }
-  await Promise.all([...children].map((c) => stopChild(c, 8000)));
-  for (const pid of hostPidsToReap) killHostPid(pid);
-  hostPidsToReap.clear();
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  tempDirs.clear();
-}
-
-process.on("exit", () => {
-  // last resort, synchronous
-  for (const c of children) if (c.proc.pid !== undefined) killGroup(c.proc.pid, "SIGKILL");
-  for (const pid of hostPidsToReap) killHostPid(pid);
-  for (const d of tempDirs) {
-    try {
-      rmSync(d, { recursive: true, force: true });
-    } catch {
-      // ignore
-    }
-  }
+installCleanup(log, {
+  start: () => {
+    stopClients = true;
+  },
+  reap: () => {
+    for (const pid of hostPidsToReap) killHostPid(pid);
+    hostPidsToReap.clear();
+  },
 });
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-  process.on(sig, () => {
-    if (cleaningUp) return;
-    cleaningUp = true;
-    log(`${sig}: stopping children and exiting`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
 
 // ---------------------------------------------------------------- small helpers
 
-
-
 const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
-const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
-const pct = (share) => (share === null || share === undefined ? null : Math.round(share * 100));
 
 function isHostPid(pid) {
   try {
@@ -150,59 +105,6 @@ function isHostPid(pid) {
     return false;
   }
 }
-
-/** `ps` rows: pid, ppid, pgid, args. */
-function psRows() {
-  const text = execFileSync("ps", ["-e", "-o", "pid=,ppid=,pgid=,args="], { encoding: "utf8" });
-  return text.trim().split("\n").map((l) => {
-    const m = l.trim().match(/^(\d+)\s+(\d+)\s+(\d+)\s+(.*)$/);
-    return m ? { pid: +m[1], ppid: +m[2], pgid: +m[3], args: m[4] } : null;
-  }).filter(Boolean);
-}
-
-function descendants(rootPid, rows = psRows()) {
-  const out = [];
-  const walk = (p) => {
-    for (const r of rows) if (r.ppid === p) {
-      out.push(r);
-      walk(r.pid);
-    }
-  };
-  walk(rootPid);
-  return out;
-}
-
-function hostProcesses(serverPid, rows = psRows()) {
-  return descendants(serverPid, rows).filter((r) => r.args.includes(HOST_SCRIPT_MARK));
-}
-
-/**
- * CPU accounting snapshot (as in bench/run.mjs), to tell how much of a run's CPU went to
- * processes that are neither ours (this process and its descendants) nor kernel threads.
- */
-function cpuSnapshot() {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-    const total = f.reduce((a, b) => a + b, 0);
-    const busy = total - f[3] - (f[4] ?? 0);
-    const procs = new Map();
-    for (const d of readdirSync("/proc")) {
-      if (!/^\d+$/.test(d)) continue;
-      try {
-        const st = readFileSync(`/proc/${d}/stat`, "utf8");
-        const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]), childJiffies: Number(rest[13]) + Number(rest[14]) });
-      } catch {
-        // exited
-      }
-    }
-    return { total, busy, procs };
-  } catch {
-    return null;
-  }
-}
-
-
 
 // ---------------------------------------------------------------- HTTP client that keeps request ids
 
@@ -303,46 +205,28 @@ function startCountedLoad(rec, url, host, connections, state) {
 
 // ---------------------------------------------------------------- autocannon
 
-/** One autocannon run for `duration` s. req/s (2xx only) and exact p50/p99 of 2xx latency (ms). */
-async function load({ url, host, connections, duration, serverPid }) {
-  const lat = [];
-  let non2xx = 0;
-  const statusCounts = {};
-  const snap0 = cpuSnapshot();
-  const inst = autocannon({ url, connections, pipelining: 1, timeout: 10, duration, headers: { host } });
-  currentCannon = inst;
-  inst.on("response", (_client, status, _bytes, ms) => {
-    if (status >= 200 && status < 300) lat.push(ms);
-    else {
-      non2xx++;
-      statusCounts[status] = (statusCounts[status] ?? 0) + 1;
-    }
-  });
-  const r = await inst;
-  currentCannon = undefined;
-  const snap1 = cpuSnapshot();
-  const otherCpu = foreignCpuShare(snap0, snap1);
-  const sc = serverPid === undefined ? null : serverCpuMs(snap0, snap1, serverPid);
-  const perReq = (ms) => (sc !== null && lat.length > 0 ? round((ms * 1000) / lat.length, 0) : null);
-  const sorted = Float64Array.from(lat).sort();
-  return {
-    connections,
-    durationS: r.duration,
-    requests: lat.length,
-    rps: round(lat.length / r.duration, 1),
-    p50Ms: round(percentile(sorted, 50), 3),
-    p99Ms: round(percentile(sorted, 99), 3),
-    maxMs: round(sorted[sorted.length - 1], 3),
-    non2xx,
-    non2xxByStatus: statusCounts,
-    errors: r.errors,
-    timeouts: r.timeouts,
-    otherCpuPct: pct(otherCpu),
-    gatewayCpuMs: sc?.gatewayMs ?? null,
-    hostsCpuMs: sc?.hostsMs ?? null,
-    gatewayCpuUsPerReq: perReq(sc?.gatewayMs),
-    hostsCpuUsPerReq: perReq(sc?.hostsMs),
+/**
+ * One autocannon run for `duration` s. req/s (2xx only, 1 decimal) and exact p50/p99 of 2xx
+ * latency (ms), other CPU, and the server's CPU (gateway, hosts) in all and per 2xx request.
+ */
+function load({ url, host, connections, duration, serverPid }) {
+  const accounting = () => {
+    const snap0 = cpuSnapshot();
+    return (answered) => {
+      const snap1 = cpuSnapshot();
+      const otherCpu = foreignCpuShare(snap0, snap1);
+      const sc = serverPid === undefined ? null : serverCpuMs(snap0, snap1, serverPid);
+      const perReq = (ms) => (sc !== null && answered > 0 ? round((ms * 1000) / answered, 0) : null);
+      return {
+        otherCpuPct: pct(otherCpu),
+        gatewayCpuMs: sc?.gatewayMs ?? null,
+        hostsCpuMs: sc?.hostsMs ?? null,
+        gatewayCpuUsPerReq: perReq(sc?.gatewayMs),
+        hostsCpuUsPerReq: perReq(sc?.hostsMs),
+      };
+    };
   };
+  return autocannonLoad({ url, host, connections, duration, timeoutS: 10, rpsDecimals: 1, accounting });
 }
 
 /**
@@ -384,39 +268,21 @@ function makeBundle() {
   return dir;
 }
 
-
 /**
  * A server on a fresh data dir (loopback, ports picked by the kernel), with the bundle deployed
  * and its first 200 received (counted into `rec`).
  */
 async function startServer(name, extraArgs, bundle, rec) {
-  const dataDir = tempDir(`zc-meter-data-${name}-`);
-  const logPath = join(dataDir, "..", `${dataDir.split("/").pop()}-server.log`);
-  tempDirs.add(logPath);
-  const fd = openSync(logPath, "a");
-  const child = startChild(`zerocell serve (${name})`, process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--host", "127.0.0.1", "--admin-host", "127.0.0.1", ...extraArgs], {
-    stdio: ["ignore", fd, fd],
-    env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
+  const { child, dataDir, logPath, logTail, listening } = startZerocell({
+    dataPrefix: `zc-meter-data-${name}-`,
+    args: ["--host", "127.0.0.1", "--admin-host", "127.0.0.1", ...extraArgs],
+    name: `zerocell serve (${name})`,
+    label: `server ${name}`,
+    stopOnCleanup: true,
   });
-  closeSync(fd);
-  const logTail = () => {
-    try {
-      return readFileSync(logPath, "utf8").slice(-1500);
-    } catch {
-      return "";
-    }
-  };
   const server = { name, child, dataDir, logPath, logTail };
   try {
-    const serverJson = join(dataDir, "run", "server.json");
-    const end = Date.now() + 30_000;
-    while (!existsSync(serverJson) || !readFileSync(logPath, "utf8").includes("zerocell listening")) {
-      if (child.exited) throw new Error(`server ${name} exited early (${child.code}):\n${logTail()}`);
-      if (Date.now() > end) throw new Error(`server ${name} did not start:\n${logTail()}`);
-      if (cleaningUp) throw new Error("interrupted");
-      await sleep(50);
-    }
-    server.urls = JSON.parse(readFileSync(serverJson, "utf8"));
+    server.urls = await listening();
     for (const [k, u] of Object.entries(server.urls)) {
       if (typeof u !== "string" || !/^[a-z]+:\/\//.test(u)) continue; // pid, …
       const h = new URL(u).hostname;
@@ -663,12 +529,6 @@ async function runKills(result, bundle) {
 
 // ---------------------------------------------------------------- report
 
-
-function renderTable(rows) {
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));
-  return rows.map((r, ri) => r.map((c, i) => pad(c, w[i], i === 0)).join("  ") + (ri === 0 ? "\n" + w.map((n) => "-".repeat(n)).join("  ") : "")).join("\n");
-}
-
 function report(result) {
   const lines = [];
   const fmtOther = (x) => (x === null || x === undefined ? "?" : `${x}%`);
@@ -734,26 +594,13 @@ async function main() {
   const result = {
     startedAt: new Date().toISOString(),
     options: { duration: OPTS.duration, warmup: OPTS.warmup, trials: OPTS.trials, connections: CONNECTIONS, flushIntervals: FLUSH_INTERVALS, costTarget: COST_TARGET, killAfterMs: KILL_AFTER_MS },
-    env: { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavgBefore: loadavg().map((x) => round(x, 2)) },
+    env: machineEnv({ memory: false }),
     notes: [],
   };
-  try {
-    result.env.gitCommit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
-    result.env.gitDirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
-  } catch {
-    // not a git checkout
-  }
+  Object.assign(result.env, gitInfo());
   if (!existsSync(CLI)) throw new Error(`${CLI} missing: build first (npx tsc -p tsconfig.json)`);
   {
-    let newest = 0;
-    const walk = (d) => {
-      for (const f of readdirSync(d, { withFileTypes: true })) {
-        if (f.isDirectory()) walk(join(d, f.name));
-        else if (f.name.endsWith(".ts")) newest = Math.max(newest, statSync(join(d, f.name)).mtimeMs);
-      }
-    };
-    walk(join(ROOT, "src"));
-    if (newest > statSync(CLI).mtimeMs) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source");
+    if (distOlderThanSrc()) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source");
   }
   const bundle = makeBundle();
   let failed = false;
@@ -770,27 +617,9 @@ async function main() {
   if (cleaningUp) return 130;
   result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
   result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  const text = report(result);
-  process.stdout.write(text + `\n\nelapsed ${result.elapsedS}s\n`);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const file = join(RESULTS_DIR, `metering-${result.startedAt.replace(/[:.]/g, "-")}.json`);
-  result.table = text;
-  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
-  process.stdout.write(`wrote ${file}\n`);
+  writeResult(result, report(result), "metering-");
   const bad = result.kill?.trials.some((r) => r.error !== undefined || r.doubleCount || r.integrity !== "ok");
   return failed || bad ? 1 : 0;
 }
 
-main().then(
-  async (code) => {
-    if (cleaningUp) return; // the signal handler cleans up and exits
-    await cleanup();
-    process.exit(code);
-  },
-  async (e) => {
-    if (cleaningUp) return;
-    log(`fatal: ${e.stack ?? e}`);
-    await cleanup();
-    process.exit(1);
-  },
-);
+runMain(main, log);
