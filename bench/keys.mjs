@@ -33,10 +33,10 @@
  * About 1.5–2 minutes with the defaults.
  */
 import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, openSync, closeSync, writeSync, fsyncSync, renameSync } from "node:fs";
-import { cpus, loadavg, totalmem } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import http from "node:http";
-import { CLI, ROOT, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, gitInfo, installCleanup, logger, parseServerTiming, pct, percentile, renderTable, request, round, runAutocannon, runMain, sleep, startZerocell, stopChild, tempDir, topForeignProcesses, waitFor200, writeResult, zerocellCli } from "./lib.mjs";
+import { CLI, ROOT, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, gitInfo, installCleanup, logger, machineEnv, noteBusyBefore, parseServerTiming, pct, percentile, renderTable, request, round, runAutocannon, runMain, sleep, startZerocell, stopZerocell, tempDir, waitFor200, writeResult, zerocellCli } from "./lib.mjs";
 
 const BLOG = join(ROOT, "examples", "php-blog");
 const KV_HOST = "kv.localhost";
@@ -428,8 +428,7 @@ async function run(result) {
 
     result.pool = await fetch(urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json()).catch(() => null);
   } finally {
-    await stopChild(server, 15_000);
-    if (server.code !== 0 && server.code !== null) result.notes.push(`zerocell server exit code on SIGTERM: ${server.code}`);
+    await stopZerocell(server, result);
     try {
       const bad = readFileSync(logPath, "utf8").split("\n").filter((l) => /"status":5\d\d/.test(l) || /"level":"error"/.test(l));
       if (bad.length) {
@@ -520,13 +519,7 @@ async function main() {
   const result = {
     startedAt: new Date().toISOString(),
     options: { ...OPTS },
-    env: {
-      node: process.version,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model,
-      memGb: round(totalmem() / 2 ** 30, 1),
-      loadavgBefore: loadavg().map((x) => round(x, 2)),
-    },
+    env: machineEnv(),
     runs: [],
     notes: [],
   };
@@ -545,10 +538,7 @@ async function main() {
   }
   result.env.loadavgStart = loadavg().map((x) => round(x, 2));
   result.env.cpuBusyBefore = await cpuBusy(1000);
-  if (result.env.cpuBusyBefore !== null && result.env.cpuBusyBefore > 0.15) {
-    result.notes.push(`machine not idle before start (${Math.round(result.env.cpuBusyBefore * 100)}% CPU busy); top: ${topForeignProcesses().slice(0, 3).join(" || ")}`);
-    log(`warning: machine is ${Math.round(result.env.cpuBusyBefore * 100)}% busy before start; numbers will be noisy`);
-  }
+  noteBusyBefore(result, log);
   let failed = false;
   try {
     await run(result);

@@ -38,10 +38,10 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, totalmem } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, freePort, gitInfo, installCleanup, latencyStat, load as autocannonLoad, logger, makeBuildCopy, median, ourPids, parseServerTiming, pct, renderTable, round, runMain, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, tempDir, topForeignProcesses, waitFor200 as waitFor200Until, writeNginxConf, writeResult, zerocellCli } from "./lib.mjs";
+import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, freePort, gitInfo, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, makeBuildCopy, median, ourPids, parseServerTiming, pct, renderTable, round, runMain, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, tempDir, topForeignProcesses, waitFor200 as waitFor200Until, writeNginxConf, writeResult, zerocellCli } from "./lib.mjs";
 
 const CPU_SRC = join(ROOT, "bench", "x86", "cpu.c");
 const ENGINE_RUN = join(ROOT, "bench", "x86", "engine-run.mjs");
@@ -595,7 +595,6 @@ async function runValidate(result) {
 
 // ---------------------------------------------------------------- report
 
-
 function report(result) {
   const lines = [];
   const e = result.env;
@@ -675,7 +674,7 @@ async function main() {
   const result = {
     startedAt: new Date().toISOString(),
     options: { quick: OPTS.quick, duration: OPTS.duration, warmup: OPTS.warmup, only: [...OPTS.only], cpuRounds: OPTS.cpuRounds, nativeReps: OPTS.nativeReps, emuReps: OPTS.emuReps, grepMb: OPTS.grepMb, grepNativeReps: OPTS.grepNativeReps, grepEmuReps: OPTS.grepEmuReps, timingSamples: OPTS.timingSamples, concurrencies: CONCURRENCIES, validateIterations: OPTS.validateIterations, waitIdle: OPTS.waitIdle, buildCopy: OPTS.buildCopy },
-    env: { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model, memGb: round(totalmem() / 2 ** 30, 1), loadavgBefore: loads(), lockHeld: lockHeld(), libunicornEnv: process.env.ZEROCELL_LIBUNICORN ?? null },
+    env: { ...machineEnv(), lockHeld: lockHeld(), libunicornEnv: process.env.ZEROCELL_LIBUNICORN ?? null },
     notes: [],
   };
   if (result.env.lockHeld === false) {
