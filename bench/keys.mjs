@@ -36,7 +36,7 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, openSync, c
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import http from "node:http";
-import { CLI, ROOT, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, gitInfo, installCleanup, logger, machineEnv, noteBusyBefore, parseServerTiming, pct, percentile, renderTable, request, round, runAutocannon, runMain, sleep, startZerocell, stopZerocell, tempDir, waitFor200, writeResult, zerocellCli } from "./lib.mjs";
+import { CLI, ROOT, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, gitInfo, installCleanup, logger, machineEnv, noteBusyBefore, parseServerTiming, pct, percentile, renderTable, request, round, finishRun, runAutocannon, runMain, sleep, startZerocell, stopZerocell, tempDir, waitFor200, zerocellCli } from "./lib.mjs";
 
 const BLOG = join(ROOT, "examples", "php-blog");
 const KV_HOST = "kv.localhost";
@@ -549,9 +549,7 @@ async function main() {
   }
   if (cleaningUp) return 130;
   if (result.correctness && (result.correctness.counterMismatches.length || result.correctness.commitCountMismatches.length)) failed = true;
-  result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
-  result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  writeResult(result, report(result), "keys-");
+  finishRun(result, t0, report, "keys-");
   return failed ? 1 : 0;
 }
 

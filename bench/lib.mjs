@@ -1,8 +1,11 @@
 /**
  * What the benchmarks share: the project's paths, child processes started in their own process
- * group and stopped (with every grandchild) on exit or a signal, temporary directories removed
- * on exit, percentiles, the "other CPU" accounting, and the CLI. Each script keeps its own
- * cleanup() (it also stops its load generator) on top of `children` and `tempDirs`.
+ * group and stopped (with every grandchild) on exit or a signal (installCleanup, runMain: the
+ * load generator too), temporary directories removed on exit, percentiles, medians and tables,
+ * the "other CPU" accounting (cpuSnapshot, foreignCpuShare, waitIdle), ps/memory rows, the
+ * autocannon runner (load), HTTP polling, the zerocell build copy, server, CLI and deploy
+ * polling, the native baselines' plumbing (hono, nginx.conf, apt-get), the options run.mjs and
+ * python.mjs share, and the result file. What one script measures its own way stays in it.
  */
 import { spawn, execFileSync, spawnSync } from "node:child_process";
 import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
@@ -901,4 +904,44 @@ export function machineEnv({ memory = true } = {}) {
 export async function stopZerocell(server, result) {
   await stopChild(server, 15_000);
   if (server.code !== 0 && server.code !== null) result.notes.push(`zerocell server exit code on SIGTERM: ${server.code}`);
+}
+
+/**
+ * Runs the phases ([name, fn]) in turn until a signal arrives: `before(name)` first, then fn();
+ * a failure is noted in the result (`name: FAILED: …`) and logged, then `afterFailure()` runs.
+ * Resolves true when one failed.
+ */
+export async function runPhases(phases, result, log, { before, afterFailure } = {}) {
+  let failed = false;
+  for (const [name, fn] of phases) {
+    if (cleaningUp) break;
+    await before?.(name);
+    try {
+      await fn();
+    } catch (e) {
+      failed = true;
+      result.notes.push(`${name}: FAILED: ${String(e.message).split("\n").slice(0, 6).join(" | ").slice(0, 600)}`);
+      if (!cleaningUp) log(`${name} failed: ${e.stack ?? e}`);
+      await afterFailure?.();
+    }
+  }
+  return failed;
+}
+
+/** The end of a run: load average after, elapsed time since `t0`, then report(result) printed and written (writeResult). */
+export function finishRun(result, t0, report, prefix = "") {
+  result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
+  result.elapsedS = round((Date.now() - t0) / 1000, 1);
+  writeResult(result, report(result), prefix);
+}
+
+/** Medians of cold deploy → first 200 rows ({ totalMs, cliExitMs, firstRequest: server-timing }), and the rows as `each`. */
+export function deploySummary(out) {
+  return {
+    medianMs: round(median(out.map((o) => o.totalMs)), 1),
+    medianCliExitMs: round(median(out.map((o) => o.cliExitMs)), 1),
+    medianFirstAcquireMs: round(median(out.map((o) => o.firstRequest?.acquire ?? NaN)), 1),
+    medianFirstRunMs: round(median(out.map((o) => o.firstRequest?.run ?? NaN)), 1),
+    each: out,
+  };
 }

@@ -23,10 +23,9 @@
  * Writes bench/results/metering-<timestamp>.json. About 2 minutes.
  */
 import { readFileSync, writeFileSync, existsSync, rmSync, cpSync } from "node:fs";
-import { loadavg } from "node:os";
 import { join } from "node:path";
 import http from "node:http";
-import { CLI, HOST_SCRIPT_MARK, ROOT, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, gitInfo, hostProcesses, installCleanup, killGroup, load as autocannonLoad, logger, machineEnv, pct, psRows, renderTable, round, runMain, sleep, startZerocell, stopChild, tempDir, tempDirs, writeResult, zerocellCli } from "./lib.mjs";
+import { CLI, HOST_SCRIPT_MARK, ROOT, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, gitInfo, hostProcesses, installCleanup, killGroup, load as autocannonLoad, logger, machineEnv, pct, psRows, renderTable, round, finishRun, runMain, runPhases, sleep, startZerocell, stopChild, tempDir, tempDirs, zerocellCli } from "./lib.mjs";
 import Database from "better-sqlite3";
 
 const EXAMPLE = join(ROOT, "examples", "php-hello");
@@ -603,21 +602,9 @@ async function main() {
     if (distOlderThanSrc()) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source");
   }
   const bundle = makeBundle();
-  let failed = false;
-  for (const [name, fn] of [["cost", runCost], ["kill", runKills]]) {
-    if (cleaningUp) break;
-    try {
-      await fn(result, bundle);
-    } catch (e) {
-      failed = true;
-      result.notes.push(`${name}: FAILED: ${String(e.message).split("\n").slice(0, 6).join(" | ").slice(0, 600)}`);
-      if (!cleaningUp) log(`${name} failed: ${e.stack ?? e}`);
-    }
-  }
+  const failed = await runPhases([["cost", () => runCost(result, bundle)], ["kill", () => runKills(result, bundle)]], result, log);
   if (cleaningUp) return 130;
-  result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
-  result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  writeResult(result, report(result), "metering-");
+  finishRun(result, t0, report, "metering-");
   const bad = result.kill?.trials.some((r) => r.error !== undefined || r.doubleCount || r.integrity !== "ok");
   return failed || bad ? 1 : 0;
 }

@@ -41,7 +41,7 @@ import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, re
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, freePort, gitInfo, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, makeBuildCopy, median, ourPids, parseServerTiming, pct, renderTable, round, runMain, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, tempDir, topForeignProcesses, waitFor200 as waitFor200Until, writeNginxConf, writeResult, zerocellCli } from "./lib.mjs";
+import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, freePort, gitInfo, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, makeBuildCopy, median, ourPids, parseServerTiming, pct, renderTable, round, finishRun, runMain, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, tempDir, topForeignProcesses, waitFor200 as waitFor200Until, writeNginxConf, zerocellCli } from "./lib.mjs";
 
 const CPU_SRC = join(ROOT, "bench", "x86", "cpu.c");
 const ENGINE_RUN = join(ROOT, "bench", "x86", "engine-run.mjs");
@@ -717,9 +717,7 @@ async function main() {
       result.notes.push(`libunicorn version: ${e.message}`);
     }
   }
-  result.env.loadavgAfter = loads();
-  result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  writeResult(result, report(result), "x86-");
+  finishRun(result, t0, report, "x86-");
   return result.failed ? 1 : 0;
 }
 
