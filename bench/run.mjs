@@ -32,9 +32,8 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync, existsSync, cpSync, openSync, closeSync, readdirSync, chmodSync } from "node:fs";
-import { cpus, loadavg } from "node:os";
 import { join, dirname } from "node:path";
-import { CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, distOlderThanSrc, foreignCpuShare, freePorts, get, gitInfo, hostProcesses, installCleanup, latencyStat, load, logger, machineEnv, noteBusyBefore, parseRunArgs, median, memRow, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, descendants, renderTable, round, runMain, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, writeResult, zerocellCli } from "./lib.mjs";
+import { CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, distOlderThanSrc, foreignCpuShare, freePorts, get, gitInfo, hostProcesses, installCleanup, latencyStat, load, logger, machineEnv, noteBusyBefore, parseRunArgs, median, memRow, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, descendants, renderTable, round, finishRun, runMain, runPhases, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, zerocellCli } from "./lib.mjs";
 
 const EXAMPLE = join(ROOT, "examples", "php-hello");
 const CONCURRENCIES = [1, 8, 64];
@@ -391,11 +390,7 @@ async function deployToFirst200(dataDir, httpUrl, reps, page, bundleFor, expect)
   return {
     page,
     reps,
-    medianMs: round(median(out.map((o) => o.totalMs)), 1),
-    medianCliExitMs: round(median(out.map((o) => o.cliExitMs)), 1),
-    medianFirstAcquireMs: round(median(out.map((o) => o.firstRequest?.acquire ?? NaN)), 1),
-    medianFirstRunMs: round(median(out.map((o) => o.firstRequest?.run ?? NaN)), 1),
-    each: out,
+    ...deploySummary(out),
   };
 }
 
@@ -651,22 +646,9 @@ async function main() {
     ["native", runNative],
     ["zerocell", runZerocell],
   ];
-  let failed = false;
-  for (const [name, fn] of phases) {
-    if (cleaningUp) break;
-    await waitIdle(name, result);
-    try {
-      await fn(result);
-    } catch (e) {
-      failed = true;
-      result.notes.push(`${name}: FAILED: ${String(e.message).split("\n").slice(0, 6).join(" | ").slice(0, 600)}`);
-      if (!cleaningUp) log(`${name} failed: ${e.stack ?? e}`);
-    }
-  }
+  const failed = await runPhases(phases.map(([name, fn]) => [name, () => fn(result)]), result, log, { before: (name) => waitIdle(name, result) });
   if (cleaningUp) return 130; // interrupted: no partial results file
-  result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
-  result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  writeResult(result, report(result));
+  finishRun(result, t0, report);
   return failed ? 1 : 0;
 }
 
