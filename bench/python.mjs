@@ -38,15 +38,12 @@
  * machine, so two benchmarks never overlap. Default ~20 minutes, ~5 with --quick.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, cpSync, openSync, closeSync, readdirSync, statSync, chmodSync } from "node:fs";
-import { cpus, loadavg, totalmem } from "node:os";
+import { readFileSync, writeFileSync, existsSync, cpSync, openSync, closeSync, chmodSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join, basename } from "node:path";
-import net from "node:net";
 import http from "node:http";
-import autocannon from "autocannon";
-import { CLI, ROOT, children, foreignCpuShare, killGroup, pad, parseServerTiming, percentile, sleep, startChild, stopChild, tempDir, tempDirs, topForeignProcesses } from "./lib.mjs";
+import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, descendants, distOlderThanSrc, foreignCpuShare, freePort, get, gitInfo, hostProcesses, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, noteBusyBefore, parseRunArgs, makeBuildCopy, median, memRow, newestMtime, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, renderTable as renderTableCols, round, finishRun, runMain, runPhases, sleep, startChild, startZerocell, stopChild, stopZerocell, tempDir, tempDirs, waitFor200 as waitFor200Until, waitIdle as waitIdleFor, zerocellCli as cliOf } from "./lib.mjs";
 
-const RESULTS_DIR = join(ROOT, "bench", "results");
 const CONCURRENCIES = [1, 8, 64];
 const MODES = ["snapshot", "daemon", "fresh"];
 /** Sandbox-ready targets (ms) of bench/run.mjs, from request arrival to guest code starting. */
@@ -63,32 +60,10 @@ const hostsOf = (app) => ({ snapshot: `${app}-snap.localhost`, daemon: `${app}-d
 // ---------------------------------------------------------------- options
 
 function parseArgs(argv) {
-  const o = { quick: false, duration: undefined, native: true, install: true, waitIdle: 0, buildCopy: true };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--quick") o.quick = true;
-    else if (a === "--duration") o.duration = Number(argv[++i]);
-    else if (a.startsWith("--duration=")) o.duration = Number(a.slice("--duration=".length));
-    else if (a === "--wait-idle") o.waitIdle = Number(argv[++i]);
-    else if (a === "--no-native") o.native = false;
-    else if (a === "--no-install") o.install = false;
-    else if (a === "--no-build-copy") o.buildCopy = false;
-    else if (a === "-h" || a === "--help") {
-      process.stdout.write("usage: node bench/python.mjs [--duration SECONDS (default 8; 2 with --quick)] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install] [--no-build-copy]\n  --no-native: skip gunicorn; --no-install: do not apt-get install gunicorn when it is missing\n  --no-build-copy: run zerocell from dist/ itself instead of a private copy made at start\n  --wait-idle N: before each target, wait up to N s for other processes to use <10% CPU (shared machines)\n");
-      process.exit(0);
-    } else {
-      process.stderr.write(`unknown argument: ${a}\n`);
-      process.exit(2);
-    }
-  }
-  if (!(o.waitIdle >= 0)) {
-    process.stderr.write("--wait-idle must be a number of seconds\n");
-    process.exit(2);
-  }
-  if (o.duration !== undefined && !(o.duration > 0)) {
-    process.stderr.write("--duration must be a positive number of seconds\n");
-    process.exit(2);
-  }
+  const o = parseRunArgs(argv, "usage: node bench/python.mjs [--duration SECONDS (default 8; 2 with --quick)] [--quick] [--wait-idle SECONDS] [--no-native] [--no-install] [--no-build-copy]\n  --no-native: skip gunicorn; --no-install: do not apt-get install gunicorn when it is missing\n  --no-build-copy: run zerocell from dist/ itself instead of a private copy made at start\n  --wait-idle N: before each target, wait up to N s for other processes to use <10% CPU (shared machines)\n", {
+    defaults: { buildCopy: true },
+    flags: { "--no-build-copy": (x) => (x.buildCopy = false) },
+  });
   o.duration ??= o.quick ? 2 : 8;
   o.warmup = o.quick ? 2 : 3; // seconds of c=8 load before each target's measured runs
   o.timingSamples = o.quick ? 200 : 500; // sequential requests per app and mode (server-timing)
@@ -104,111 +79,17 @@ const OPTS = parseArgs(process.argv.slice(2));
 
 // ---------------------------------------------------------------- children and cleanup
 
-let currentCannon;
-let cleaningUp = false;
-
-function log(msg) {
-  process.stderr.write(`[bench-py ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
-
-async function cleanup() {
-  if (currentCannon !== undefined) {
-    try {
-      currentCannon.stop();
-    } catch {
-      // ignore
-    }
-  }
-  await Promise.all([...children].map((c) => stopChild(c, 8000)));
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  tempDirs.clear();
-}
-
-process.on("exit", () => {
-  // last resort, synchronous
-  for (const c of children) if (c.proc.pid !== undefined) killGroup(c.proc.pid, "SIGKILL");
-  for (const d of tempDirs) {
-    try {
-      rmSync(d, { recursive: true, force: true });
-    } catch {
-      // ignore
-    }
-  }
-});
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-  process.on(sig, () => {
-    if (cleaningUp) return;
-    cleaningUp = true;
-    log(`${sig}: stopping children and exiting`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
+const log = logger("bench-py");
+installCleanup(log);
 
 // ---------------------------------------------------------------- small helpers
 
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-function median(xs) {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-const pct = (share) => (share === null ? null : Math.round(share * 100));
-const round = (x, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
 const load1 = () => round(loadavg()[0], 2);
+/** A text table, the first two columns (app, measure / target, app) left-aligned. */
+const renderTable = (rows) => renderTableCols(rows, 2);
 
-/** One GET; resolves { status, headers, body } (never rejects on HTTP errors). */
-function get(url, { host, agent, timeoutMs = 30_000 } = {}) {
-  const u = new URL(url);
-  return new Promise((res, rej) => {
-    const req = http.request({
-      host: u.hostname,
-      port: u.port,
-      path: u.pathname + u.search,
-      method: "GET",
-      headers: host === undefined ? {} : { host },
-      agent: agent ?? false,
-      timeout: timeoutMs,
-    });
-    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${url}`)));
-    req.on("error", rej);
-    req.on("response", (r) => {
-      const chunks = [];
-      r.on("data", (c) => chunks.push(c));
-      r.on("end", () => res({ status: r.statusCode, headers: r.headers, body: Buffer.concat(chunks).toString("utf8") }));
-      r.on("error", rej);
-    });
-    req.end();
-  });
-}
-
-async function waitFor200(url, opts = {}, deadlineMs = 20_000, child) {
-  const end = Date.now() + deadlineMs;
-  let last = "";
-  while (Date.now() < end) {
-    if (child?.exited) throw new Error(`${child.name} exited (${child.code ?? child.error?.message})`);
-    try {
-      const r = await get(url, { ...opts, timeoutMs: Math.max(5000, Math.min(60_000, end - Date.now())) });
-      if (r.status === 200) return r;
-      last = `status ${r.status}: ${r.body.slice(0, 200)}`;
-    } catch (e) {
-      last = e.message;
-    }
-    await sleep(50);
-  }
-  throw new Error(`no 200 from ${url} within ${deadlineMs} ms (last: ${last})`);
-}
+/** GET polling for a 200 (lib.mjs's waitFor200), each request's timeout up to the time left (5–60 s). */
+const waitFor200 = (url, opts, deadlineMs, child) => waitFor200Until(url, opts, deadlineMs, child, { attemptTimeoutMs: (left) => Math.max(5000, Math.min(60_000, left)) });
 
 /** The import time the slow app reports in its answers, ms (null for other apps). */
 const importMsOf = (body) => {
@@ -217,113 +98,8 @@ const importMsOf = (body) => {
 };
 const checksumOf = (body) => /checksum=(\S+)/.exec(body ?? "")?.[1] ?? null;
 
-/** `ps` rows: pid, ppid, rss (KiB), args. */
-function psRows() {
-  const text = execFileSync("ps", ["-e", "-o", "pid=,ppid=,rss=,args="], { encoding: "utf8" });
-  return text.trim().split("\n").map((l) => {
-    const m = l.trim().match(/^(\d+)\s+(\d+)\s+(\d+)\s+(.*)$/);
-    return m ? { pid: +m[1], ppid: +m[2], rssKb: +m[3], args: m[4] } : null;
-  }).filter(Boolean);
-}
-
-function descendants(rootPid, rows = psRows()) {
-  const out = [];
-  const walk = (p) => {
-    for (const r of rows) if (r.ppid === p) {
-      out.push(r);
-      walk(r.pid);
-    }
-  };
-  walk(rootPid);
-  return out;
-}
-
-/** Proportional set size (shared pages split between sharers), KiB; null if unreadable. */
-function pssKb(pid) {
-  try {
-    const m = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8").match(/^Pss:\s+(\d+)\s+kB/m);
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
-}
-
-function memRow(label, procs, tags = {}) {
-  const rss = procs.map((p) => p.rssKb / 1024);
-  const pss = procs.map((p) => pssKb(p.pid)).filter((x) => x !== null).map((x) => x / 1024);
-  return {
-    label,
-    ...tags,
-    count: procs.length,
-    rssMbEach: rss.map((x) => round(x, 1)),
-    rssMbMean: round(rss.reduce((a, b) => a + b, 0) / (rss.length || 1), 1),
-    rssMbTotal: round(rss.reduce((a, b) => a + b, 0), 1),
-    pssMbTotal: pss.length === procs.length ? round(pss.reduce((a, b) => a + b, 0), 1) : null,
-  };
-}
-
-/** Busy fraction of all CPUs over `ms` (from /proc/stat), not counting this process. */
-async function cpuBusy(ms = 1000) {
-  const read = () => {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-    const idle = f[3] + (f[4] ?? 0);
-    return { idle, total: f.reduce((a, b) => a + b, 0) };
-  };
-  try {
-    const a = read();
-    const own0 = process.cpuUsage();
-    await sleep(ms);
-    const b = read();
-    const own = process.cpuUsage(own0);
-    const totalJ = Math.max(1, b.total - a.total);
-    const busyJ = totalJ - (b.idle - a.idle);
-    const ownJ = ((own.user + own.system) / 1e6) * 100; // USER_HZ = 100
-    return Math.max(0, (busyJ - ownJ) / totalJ);
-  } catch {
-    return null;
-  }
-}
-
-/** CPU accounting snapshot (see foreignCpuShare in lib.mjs). */
-function cpuSnapshot() {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-    const total = f.reduce((a, b) => a + b, 0);
-    const busy = total - f[3] - (f[4] ?? 0);
-    const procs = new Map();
-    for (const d of readdirSync("/proc")) {
-      if (!/^\d+$/.test(d)) continue;
-      try {
-        const st = readFileSync(`/proc/${d}/stat`, "utf8");
-        const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        procs.set(Number(d), { ppid: Number(rest[1]), jiffies: Number(rest[11]) + Number(rest[12]), childJiffies: Number(rest[13]) + Number(rest[14]) });
-      } catch {
-        // exited
-      }
-    }
-    return { total, busy, procs };
-  } catch {
-    return null;
-  }
-}
-
 /** With --wait-idle N: waits up to N s for other processes to use <10% of the CPUs. */
-async function waitIdle(name, result) {
-  if (!(OPTS.waitIdle > 0) || cleaningUp) return;
-  const end = Date.now() + OPTS.waitIdle * 1000;
-  let share = 1;
-  let waited = false;
-  while (Date.now() < end && !cleaningUp) {
-    const a = cpuSnapshot();
-    await sleep(2000);
-    share = foreignCpuShare(a, cpuSnapshot()) ?? 0;
-    if (share < 0.1) break;
-    if (!waited) log(`${name}: waiting up to ${OPTS.waitIdle}s for the machine to be idle (${pct(share)}% other CPU; top: ${topForeignProcesses().slice(0, 2).join(" || ").slice(0, 200)})`);
-    waited = true;
-  }
-  if (share >= 0.1) result.notes.push(`${name}: machine still busy (${pct(share)}% other CPU) after waiting ${OPTS.waitIdle}s for idle`);
-  else log(`${name}: machine idle (${pct(share)}% other CPU)`);
-}
+const waitIdle = (name, result) => waitIdleFor(name, result, OPTS.waitIdle, log);
 
 // ---------------------------------------------------------------- load generation
 
@@ -364,47 +140,13 @@ function closeAwareClient(client) {
 }
 
 /**
- * One autocannon run, for `duration` seconds or for `amount` requests in all. Returns req/s
- * (2xx only), exact p50/p99 of 2xx latency (ms), error counts, other CPU and the load average.
+ * One autocannon run (lib.mjs's load, with closeAwareClient), for `duration` seconds or for
+ * `amount` requests in all. Returns req/s (2xx only), exact p50/p99 of 2xx latency (ms), error
+ * counts, other CPU and the load average.
  */
 async function load({ url, connections, duration, amount, host, timeoutS = 10 }) {
-  const lat = [];
-  let non2xx = 0;
-  const statusCounts = {};
-  const opts = { url, connections, pipelining: 1, timeout: timeoutS, setupClient: closeAwareClient };
-  if (amount !== undefined) opts.amount = amount;
-  else opts.duration = duration;
-  if (host !== undefined) opts.headers = { host };
-  const snap0 = cpuSnapshot();
-  const inst = autocannon(opts);
-  currentCannon = inst;
-  inst.on("response", (_client, status, _bytes, ms) => {
-    if (status >= 200 && status < 300) lat.push(ms);
-    else {
-      non2xx++;
-      statusCounts[status] = (statusCounts[status] ?? 0) + 1;
-    }
-  });
-  const r = await inst;
-  currentCannon = undefined;
-  const otherCpu = foreignCpuShare(snap0, cpuSnapshot());
-  const sorted = Float64Array.from(lat).sort();
-  return {
-    connections,
-    ...(amount !== undefined ? { amount } : {}),
-    durationS: r.duration,
-    requests: lat.length,
-    rps: round(lat.length / r.duration, lat.length / r.duration < 100 ? 2 : 0),
-    p50Ms: round(percentile(sorted, 50), 3),
-    p99Ms: round(percentile(sorted, 99), 3),
-    maxMs: round(sorted[sorted.length - 1], 3),
-    non2xx,
-    non2xxByStatus: statusCounts,
-    errors: r.errors,
-    timeouts: r.timeouts,
-    otherCpuPct: otherCpu === null ? null : Math.round(otherCpu * 100),
-    load1: load1(),
-  };
+  const { connections: c, ...rest } = await autocannonLoad({ url, connections, duration, amount, host, timeoutS, setupClient: closeAwareClient });
+  return { connections: c, ...(amount !== undefined ? { amount } : {}), ...rest, load1: load1() };
 }
 
 /**
@@ -451,10 +193,7 @@ async function sequentialSamples(url, host, n, expect) {
   } finally {
     agent.destroy();
   }
-  const stat = (xs) => {
-    const s = Float64Array.from(xs).sort();
-    return { p50: round(percentile(s, 50), 3), p99: round(percentile(s, 99), 3) };
-  };
+  const stat = (xs) => latencyStat(xs);
   return {
     samples: client.length,
     failed: bad,
@@ -517,14 +256,8 @@ function ensureGunicorn(notes) {
     return false;
   }
   log("native: installing gunicorn with apt-get (one-time)");
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const install = () => spawnSync("apt-get", ["install", "-y", "--no-install-recommends", "gunicorn"], { env, stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
-  let r = install();
-  if (r.status !== 0) {
-    spawnSync("apt-get", ["update"], { env, stdio: "ignore", timeout: 180_000 });
-    r = install();
-  }
-  if (r.status !== 0) notes.push(`native: apt-get install gunicorn failed: ${String(r.stderr ?? r.error?.message ?? "").trim().split("\n").slice(-2).join(" | ")}`);
+  const err = aptInstall(["gunicorn"], { blockServices: false });
+  if (err !== null) notes.push(`native: apt-get install gunicorn failed: ${err}`);
   return existsSync(GUNICORN);
 }
 
@@ -679,84 +412,11 @@ async function runNative(result) {
 
 // ---------------------------------------------------------------- zerocell
 
-/**
- * The zerocell build under test. By default a private copy made at start: dist/, migrations/,
- * package.json and node_modules/ (hard links, same file system), so a rebuild of dist/ during
- * the run (other people work in this tree) cannot mix two builds — sandbox hosts are spawned
- * from the build's files all through the run, and the gateway's permission flags allow reads
- * from its own package root only (so node_modules cannot be a symlink).
- */
-let BUILD = { root: ROOT, cli: CLI, copied: false };
-
-function newestMtime(dir, ext) {
-  let newest = 0;
-  const walk = (d) => {
-    for (const f of readdirSync(d, { withFileTypes: true })) {
-      if (f.isDirectory()) walk(join(d, f.name));
-      else if (f.name.endsWith(ext)) newest = Math.max(newest, statSync(join(d, f.name)).mtimeMs);
-    }
-  };
-  walk(dir);
-  return newest;
-}
-
-async function makeBuildCopy(result) {
-  const dist = join(ROOT, "dist");
-  for (let attempt = 1; attempt <= 20; attempt++) {
-    const before = newestMtime(dist, ".js");
-    if (Date.now() - before < 10_000) {
-      // a build may be writing dist/ right now
-      log(`build copy: dist/ changed ${Math.round((Date.now() - before) / 1000)} s ago; waiting for it to settle`);
-      await sleep(10_000);
-      continue;
-    }
-    const dir = tempDir("zc-bench-py-build-");
-    cpSync(dist, join(dir, "dist"), { recursive: true });
-    cpSync(join(ROOT, "migrations"), join(dir, "migrations"), { recursive: true });
-    cpSync(join(ROOT, "package.json"), join(dir, "package.json"));
-    execFileSync("cp", ["-al", join(ROOT, "node_modules"), join(dir, "node_modules")]);
-    if (newestMtime(dist, ".js") !== before) {
-      rmSync(dir, { recursive: true, force: true });
-      tempDirs.delete(dir);
-      log("build copy: dist/ changed while copying; again");
-      await sleep(5000);
-      continue;
-    }
-    BUILD = { root: dir, cli: join(dir, "dist", "src", "cli", "main.js"), copied: true };
-    result.env.build = { copiedTo: dir, distNewestFile: new Date(before).toISOString() };
-    log(`build copy: dist/ (newest file ${new Date(before).toISOString().slice(11, 19)}) copied to ${dir}`);
-    return;
-  }
-  throw new Error("build copy: dist/ kept changing; run with --no-build-copy or later");
-}
+// The build under test is lib.mjs's BUILD: by default a private copy made at start
+// (makeBuildCopy), so a rebuild of dist/ during the run cannot mix two builds.
 
 /** The CLI of the build under test, on the server in `dataDir`. */
-function zerocellCli(dataDir, args) {
-  const env = { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" };
-  return new Promise((res) => {
-    const c = startChild("zerocell cli", process.execPath, [BUILD.cli, ...args, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"], env, cwd: BUILD.root });
-    let out = "";
-    c.proc.stdout.on("data", (d) => (out += d));
-    c.proc.stderr.on("data", (d) => (out += d));
-    c.exitPromise.then(() => {
-      children.delete(c);
-      res({ code: c.code, out });
-    });
-  });
-}
-
-function hostProcesses(serverPid, rows = psRows()) {
-  return descendants(serverPid, rows).filter((r) => r.args.includes(join("runtime", "host", "main.js")));
-}
-
-async function poolInfo(urls, token) {
-  try {
-    const r = await fetch(urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${token}` } });
-    return await r.json();
-  } catch {
-    return null;
-  }
-}
+const zerocellCli = (dataDir, args) => cliOf(dataDir, args, BUILD);
 
 /** Waits (up to `ms`) until no host of the app's `mode` pool is starting; returns the pool info. */
 async function poolSettled(urls, token, appName, mode, ms = 60_000) {
@@ -778,83 +438,36 @@ async function deployToFirst200(dataDir, httpUrl, reps, app) {
     const name = `bench-py-${app.name}-${tag}-${i}`;
     const host = `${name}.localhost`;
     const bundle = bundleWithRoutes(app, [[host, "snapshot"]]);
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    const t0 = performance.now();
-    let cliMs = null;
-    let cliResult;
-    const cliDone = zerocellCli(dataDir, ["deploy", bundle, "--app", name]).then((r) => {
-      cliMs = performance.now() - t0;
-      cliResult = r;
+    const d = await deployAndPoll(dataDir, httpUrl, {
+      app: name,
+      host,
+      bundle,
+      deadlineMs: 120_000,
+      requestTimeoutMs: 60_000,
+      check: (r) => {
+        if (!r.body.includes(app.expect)) throw new Error(`deploy test (${app.name}): unexpected body ${JSON.stringify(r.body.slice(0, 160))}`);
+      },
     });
-    let first = null;
-    let polls = 0;
-    try {
-      const end = Date.now() + 120_000;
-      while (Date.now() < end) {
-        if (cliResult !== undefined && cliResult.code !== 0) throw new Error(`deploy failed (${cliResult.code}): ${cliResult.out.slice(-400)}`);
-        polls++;
-        let r;
-        try {
-          r = await get(httpUrl, { host, agent, timeoutMs: 60_000 });
-        } catch {
-          r = undefined;
-        }
-        if (r?.status === 200) {
-          first = { ms: performance.now() - t0, timing: parseServerTiming(r.headers["server-timing"]), body: r.body };
-          if (!r.body.includes(app.expect)) throw new Error(`deploy test (${app.name}): unexpected body ${JSON.stringify(r.body.slice(0, 160))}`);
-          break;
-        }
-        await sleep(5);
-      }
-      await cliDone;
-    } finally {
-      agent.destroy();
-    }
+    const cliMs = d.cliMs;
+    const first = d.response === null ? null : { ms: d.ms, timing: parseServerTiming(d.response.headers["server-timing"]), body: d.response.body };
     if (first === null) throw new Error(`deploy test (${app.name}): no 200 from ${host} within 120 s`);
-    out.push({ app: name, totalMs: round(first.ms, 1), cliExitMs: round(cliMs, 1), polls, firstRequest: first.timing, importMs: importMsOf(first.body) });
+    out.push({ app: name, totalMs: round(first.ms, 1), cliExitMs: round(cliMs, 1), polls: d.polls, firstRequest: first.timing, importMs: importMsOf(first.body) });
     log(`deploy→200 ${app.name} #${i}: ${round(first.ms, 0)} ms (CLI exited after ${round(cliMs, 0)} ms; first 200's server-timing ready=${first.timing.ready} acquire=${first.timing.acquire} run=${first.timing.run}${importMsOf(first.body) !== null ? `; Pyodide import ${importMsOf(first.body)} ms` : ""})`);
   }
   return {
     reps,
-    medianMs: round(median(out.map((o) => o.totalMs)), 1),
-    medianCliExitMs: round(median(out.map((o) => o.cliExitMs)), 1),
-    medianFirstAcquireMs: round(median(out.map((o) => o.firstRequest?.acquire ?? NaN)), 1),
-    medianFirstRunMs: round(median(out.map((o) => o.firstRequest?.run ?? NaN)), 1),
-    each: out,
+    ...deploySummary(out),
   };
 }
 
 async function runZerocell(result) {
   if (!existsSync(CLI)) throw new Error(`${CLI} missing: build first (npx tsc -p tsconfig.json)`);
-  if (OPTS.buildCopy) await makeBuildCopy(result);
+  if (OPTS.buildCopy) await makeBuildCopy(result, "zc-bench-py-build-", log);
   else result.env.build = { copiedTo: null, distNewestFile: new Date(newestMtime(join(ROOT, "dist"), ".js")).toISOString() };
-  const dataDir = tempDir("zc-bench-py-data-");
-  const logPath = join(dataDir, "..", `${basename(dataDir)}-server.log`);
-  tempDirs.add(logPath);
-  const fd = openSync(logPath, "a");
   // Idle TTL well past the run, so every mode's hosts are still there for the memory readings.
-  const server = startChild("zerocell serve", process.execPath, [BUILD.cli, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--idle-ttl-ms", "3600000"], {
-    stdio: ["ignore", fd, fd],
-    env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
-    cwd: BUILD.root,
-  });
-  closeSync(fd);
-  const serverLogTail = () => {
-    try {
-      return readFileSync(logPath, "utf8").slice(-1500);
-    } catch {
-      return "";
-    }
-  };
+  const { child: server, dataDir, logPath, listening } = startZerocell({ dataPrefix: "zc-bench-py-data-", args: ["--idle-ttl-ms", "3600000"] });
   try {
-    const serverJson = join(dataDir, "run", "server.json");
-    const end = Date.now() + 30_000;
-    while (!existsSync(serverJson) || !readFileSync(logPath, "utf8").includes("zerocell listening")) {
-      if (server.exited) throw new Error(`zerocell server exited early (${server.code}):\n${serverLogTail()}`);
-      if (Date.now() > end) throw new Error(`zerocell server did not start:\n${serverLogTail()}`);
-      await sleep(50);
-    }
-    const urls = JSON.parse(readFileSync(serverJson, "utf8"));
+    const urls = await listening();
     const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
     const httpUrl = urls.http + "/";
     result.env.zerocell = { coldFirstRequest: {} };
@@ -947,47 +560,13 @@ async function runZerocell(result) {
     }
     result.memory.push(memRow("zerocell gateway (end)", psRows().filter((r) => r.pid === server.proc.pid), { target: "zerocell", role: "gateway end" }));
   } finally {
-    await stopChild(server, 15_000);
-    if (server.code !== 0 && server.code !== null) result.notes.push(`zerocell server exit code on SIGTERM: ${server.code}`);
+    await stopZerocell(server, result);
     // server-side failures: 5xx answers per host and status, and the reasons the gateway logged
-    try {
-      const answers = new Map();
-      const reasons = new Map();
-      const keep = [];
-      for (const line of readFileSync(logPath, "utf8").split("\n")) {
-        if (!line.startsWith("{")) continue;
-        let o;
-        try {
-          o = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        if (o.msg === "request" && o.status >= 500) {
-          const k = `${o.host} ${o.status}`;
-          answers.set(k, (answers.get(k) ?? 0) + 1);
-        } else if (o.level === "error" || o.msg === "request failed") {
-          const k = `${o.code ?? o.level}: ${String(o.message ?? o.msg).slice(0, 160)}`;
-          reasons.set(k, (reasons.get(k) ?? 0) + 1);
-          if (keep.length < 50) keep.push(line.slice(0, 1000));
-        }
-      }
-      if (answers.size || reasons.size) {
-        result.zerocellErrors = { answers: Object.fromEntries(answers), reasons: Object.fromEntries(reasons), lines: keep };
-        const fmt = (m) => [...m].map(([k, v]) => `${v}× ${k}`).join("; ");
-        result.notes.push(`zerocell server log: 5xx answers: ${fmt(answers) || "none"}; logged failures: ${fmt(reasons) || "none"}`);
-      }
-    } catch {
-      // no log
-    }
+    noteServerLogFailures(logPath, result);
   }
 }
 
 // ---------------------------------------------------------------- report
-
-function renderTable(rows) {
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "-").length)));
-  return rows.map((r, ri) => r.map((c, i) => pad(c, w[i], i === 0 || i === 1)).join("  ") + (ri === 0 ? "\n" + w.map((n) => "-".repeat(n)).join("  ") : "")).join("\n");
-}
 
 function report(result) {
   const lines = [];
@@ -1119,13 +698,7 @@ async function main() {
   const result = {
     startedAt: new Date().toISOString(),
     options: { duration: OPTS.duration, quick: OPTS.quick, warmup: OPTS.warmup, timingSamples: OPTS.timingSamples, freshTimingSamples: OPTS.freshTimingSamples, freshRequests: OPTS.freshRequests, deployReps: OPTS.deployReps, coldReps: OPTS.coldReps, importReps: OPTS.importReps, concurrencies: CONCURRENCIES, readyTarget: READY_TARGET, waitIdle: OPTS.waitIdle, gunicornWorkers: GUNICORN_WORKERS },
-    env: {
-      node: process.version,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model,
-      memGb: round(totalmem() / 2 ** 30, 1),
-      loadavgBefore: loadavg().map((x) => round(x, 2)),
-    },
+    env: machineEnv(),
     apps: APPS.map((a) => ({ name: a.name, dir: a.dir.slice(ROOT.length + 1) })),
     imports: [],
     runs: [],
@@ -1134,60 +707,25 @@ async function main() {
     memory: [],
     notes: [],
   };
-  try {
-    result.env.gitCommit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
-    result.env.gitDirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
-  } catch {
-    // not a git checkout
-  }
+  Object.assign(result.env, gitInfo());
   if (existsSync(CLI)) {
-    if (newestMtime(join(ROOT, "src"), ".ts") > statSync(CLI).mtimeMs) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source (run npx tsc -p tsconfig.json)");
+    if (distOlderThanSrc()) result.notes.push("dist/ is older than some file in src/: the measured server may not match the source (run npx tsc -p tsconfig.json)");
   }
   await sleep(300);
   result.env.cpuBusyBefore = await cpuBusy(1000);
-  if (result.env.cpuBusyBefore !== null && result.env.cpuBusyBefore > 0.15) {
-    result.notes.push(`machine not idle before start (${Math.round(result.env.cpuBusyBefore * 100)}% CPU busy); top: ${topForeignProcesses().slice(0, 3).join(" || ")}`);
-    log(`warning: machine is ${Math.round(result.env.cpuBusyBefore * 100)}% busy before start; numbers will be noisy`);
-  }
+  noteBusyBefore(result, log);
   const phases = [
     ["native", runNative],
     ["zerocell", runZerocell],
   ];
-  let failed = false;
-  for (const [name, fn] of phases) {
-    if (cleaningUp) break;
-    try {
-      await fn(result);
-    } catch (e) {
-      failed = true;
-      result.notes.push(`${name}: FAILED: ${String(e.message).split("\n").slice(0, 6).join(" | ").slice(0, 600)}`);
-      if (!cleaningUp) log(`${name} failed: ${e.stack ?? e}`);
+  const failed = await runPhases(phases.map(([name, fn]) => [name, () => fn(result)]), result, log, {
+    afterFailure: async () => {
       for (const c of [...children]) await stopChild(c);
-    }
-  }
+    },
+  });
   if (cleaningUp) return 130; // interrupted: no partial results file
-  result.env.loadavgAfter = loadavg().map((x) => round(x, 2));
-  result.elapsedS = round((Date.now() - t0) / 1000, 1);
-  const text = report(result);
-  process.stdout.write(text + `\n\nelapsed ${result.elapsedS}s\n`);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const file = join(RESULTS_DIR, `python-${result.startedAt.replace(/[:.]/g, "-")}.json`);
-  result.table = text;
-  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
-  process.stdout.write(`wrote ${file}\n`);
+  finishRun(result, t0, report, "python-");
   return failed ? 1 : 0;
 }
 
-main().then(
-  async (code) => {
-    if (cleaningUp) return;
-    await cleanup();
-    process.exit(code);
-  },
-  async (e) => {
-    if (cleaningUp) return;
-    log(`fatal: ${e.stack ?? e}`);
-    await cleanup();
-    process.exit(1);
-  },
-);
+runMain(main, log);
