@@ -882,6 +882,19 @@ export function parseRunArgs(argv, usage, { defaults = {}, flags = {} } = {}) {
 }
 
 /** After result.env.cpuBusyBefore is measured: a note and a warning when other processes used >15% of the CPUs. */
+/**
+ * The closing lines of a report that uses the shared other-CPU measure: how busy the machine
+ * was, what generated the load (`loadGenerator`), what "other CPU" means, and the run's notes.
+ */
+export function machineFooter(result, loadGenerator) {
+  return [
+    `machine CPU busy (other processes) before start: ${result.env.cpuBusyBefore === null ? "?" : Math.round(result.env.cpuBusyBefore * 100) + "%"}; load avg ${result.env.loadavgBefore.join(" ")} → ${result.env.loadavgAfter?.join(" ") ?? "?"}`,
+    loadGenerator,
+    "other CPU: share of all CPUs used during the run by processes that are not this bench or its children (not kernel threads); >5% means a noisy run",
+    ...result.notes.map((n) => `note: ${n}`),
+  ];
+}
+
 export function noteBusyBefore(result, log) {
   if (result.env.cpuBusyBefore !== null && result.env.cpuBusyBefore > 0.15) {
     result.notes.push(`machine not idle before start (${Math.round(result.env.cpuBusyBefore * 100)}% CPU busy); top: ${topForeignProcesses().slice(0, 3).join(" || ")}`);

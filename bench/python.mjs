@@ -42,7 +42,7 @@ import { readFileSync, writeFileSync, existsSync, cpSync, openSync, closeSync, c
 import { loadavg } from "node:os";
 import { join, basename } from "node:path";
 import http from "node:http";
-import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, descendants, distOlderThanSrc, foreignCpuShare, freePort, get, gitInfo, hostProcesses, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, noteBusyBefore, parseRunArgs, makeBuildCopy, median, memRow, newestMtime, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, renderTable as renderTableCols, round, finishRun, runMain, runPhases, sleep, startChild, startZerocell, stopChild, stopZerocell, tempDir, tempDirs, waitFor200 as waitFor200Until, waitIdle as waitIdleFor, zerocellCli as cliOf } from "./lib.mjs";
+import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, descendants, distOlderThanSrc, foreignCpuShare, freePort, get, gitInfo, hostProcesses, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, noteBusyBefore, parseRunArgs, makeBuildCopy, median, memRow, newestMtime, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, renderTable as renderTableCols, round, finishRun, machineFooter, runMain, runPhases, sleep, startChild, startZerocell, stopChild, stopZerocell, tempDir, tempDirs, waitFor200 as waitFor200Until, waitIdle as waitIdleFor, zerocellCli as cliOf } from "./lib.mjs";
 
 const CONCURRENCIES = [1, 8, 64];
 const MODES = ["snapshot", "daemon", "fresh"];
@@ -684,10 +684,7 @@ function report(result) {
     ]));
   }
   lines.push("");
-  lines.push(`machine CPU busy (other processes) before start: ${result.env.cpuBusyBefore === null ? "?" : Math.round(result.env.cpuBusyBefore * 100) + "%"}; load avg ${result.env.loadavgBefore.join(" ")} → ${result.env.loadavgAfter?.join(" ") ?? "?"}`);
-  lines.push("load generator: autocannon in the bench process, sharing the same 2 CPUs as the server under test; gunicorn's sync workers close every connection, so its runs reconnect per request (closeAwareClient hook)");
-  lines.push("other CPU: share of all CPUs used during the run by processes that are not this bench or its children (not kernel threads); >5% means a noisy run");
-  for (const n of result.notes) lines.push(`note: ${n}`);
+  lines.push(...machineFooter(result, "load generator: autocannon in the bench process, sharing the same 2 CPUs as the server under test; gunicorn's sync workers close every connection, so its runs reconnect per request (closeAwareClient hook)"));
   return lines.join("\n");
 }
 

@@ -33,7 +33,7 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync, existsSync, cpSync, openSync, closeSync, readdirSync, chmodSync } from "node:fs";
 import { join, dirname } from "node:path";
-import { CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, distOlderThanSrc, foreignCpuShare, freePorts, get, gitInfo, hostProcesses, installCleanup, latencyStat, load, logger, machineEnv, noteBusyBefore, parseRunArgs, median, memRow, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, descendants, renderTable, round, finishRun, runMain, runPhases, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, zerocellCli } from "./lib.mjs";
+import { CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, distOlderThanSrc, foreignCpuShare, freePorts, get, gitInfo, hostProcesses, installCleanup, latencyStat, load, logger, machineEnv, noteBusyBefore, parseRunArgs, median, memRow, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, descendants, renderTable, round, finishRun, machineFooter, runMain, runPhases, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, zerocellCli } from "./lib.mjs";
 
 const EXAMPLE = join(ROOT, "examples", "php-hello");
 const CONCURRENCIES = [1, 8, 64];
@@ -604,10 +604,7 @@ function report(result) {
   lines.push("");
   lines.push(`PHP: zerocell ${result.env.zerocell?.sampleBody?.match(/PHP ([\d.]+)/)?.[1] ?? "?"} (php-wasm); native ${result.env.native?.php ?? "n/a"}${result.env.native ? ` via ${result.env.native.server}` : ""}`);
   if (result.env.zerocell?.bigSampleBody || result.env.native?.bigSampleBody) lines.push(`big page answers: zerocell "${result.env.zerocell?.bigSampleBody ?? "-"}"; native "${result.env.native?.bigSampleBody ?? "-"}"`);
-  lines.push(`machine CPU busy (other processes) before start: ${result.env.cpuBusyBefore === null ? "?" : Math.round(result.env.cpuBusyBefore * 100) + "%"}; load avg ${result.env.loadavgBefore.join(" ")} → ${result.env.loadavgAfter?.join(" ") ?? "?"}`);
-  lines.push("load generator: autocannon in the bench process, sharing the same CPUs as the server under test");
-  lines.push("other CPU: share of all CPUs used during the run by processes that are not this bench or its children (not kernel threads); >5% means a noisy run");
-  for (const n of result.notes) lines.push(`note: ${n}`);
+  lines.push(...machineFooter(result, "load generator: autocannon in the bench process, sharing the same CPUs as the server under test"));
   return lines.join("\n");
 }
 
