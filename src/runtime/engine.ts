@@ -62,10 +62,19 @@ export interface PortableSnapshot {
   extra: unknown;
 }
 
+/** Largest response body (bytes) when the spec names none: the gateway's default (32 MiB). */
+export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+
 export interface EngineSpec {
   deploymentId: string;
   manifest: Manifest;
   image: BundleImage;
+  /**
+   * Largest response body a request may produce, bytes (default DEFAULT_MAX_RESPONSE_BYTES).
+   * Engines enforce it *while the guest writes* (never buffer more than this plus one chunk) and
+   * then fail the request with `SandboxError("response_too_large", 502, …)`.
+   */
+  maxResponseBytes?: number;
 }
 
 export interface EngineInstance {

@@ -117,7 +117,7 @@ async function onFrame(frame: Frame): Promise<void> {
       try {
         const engine = preloaded !== undefined && init.manifest.runtime === startRuntime ? await preloaded : await loadEngine(init.manifest.runtime);
         const image = decodeImage(frame.body.subarray(0, init.imageBytes));
-        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image });
+        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image, maxResponseBytes: init.maxResponseBytes });
         instance = await engine.instantiate(prepared);
         maxResponseBytes = init.maxResponseBytes;
         const build = engine.buildId(init.manifest);
@@ -180,7 +180,8 @@ async function onFrame(frame: Frame): Promise<void> {
           send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0, bodyBytes: res.body.byteLength, cpuUs: cpu.user + cpu.system, ...(instructions === undefined ? {} : { instructions }), ...(res.data === undefined ? {} : { dataBytes: res.data.byteLength }) }, out);
         }
       } catch (e) {
-        send({ t: "fail", id: r.id, code: "guest_error", message: describeError(e) });
+        // An engine's own limit errors keep their code (response_too_large → 502 at the gateway).
+        send({ t: "fail", id: r.id, code: isZerocellError(e) ? e.code : "guest_error", message: describeError(e) });
         // After a JS-level failure inside the engine its state is unknown: ask to be replaced.
         send({ t: "tainted" });
       }
