@@ -1,6 +1,8 @@
 /**
  * Admin API (its own listener, loopback by default): deploy, list, roll back, inspect.
- * Every /v1 endpoint needs a bearer token; tokens are compared by hash in constant time.
+ * Every /v1 endpoint needs a bearer token (compared by hash in constant time) carrying the scope
+ * ADMIN_ENDPOINTS names for it. An account token only ever sees its own account: another
+ * account's app, key, invoice or account answers exactly like one that does not exist.
  */
 import { Hono, type Context } from "hono";
 import { z } from "zod";
@@ -9,9 +11,8 @@ import { errorToResponse } from "./respond.js";
 import { DEFAULT_BUNDLE_LIMITS, decodeImage, imageToTar } from "../bundle/index.js";
 import { deployBundle } from "./deploy.js";
 import { currentPeriod } from "../billing/index.js";
-import { InputError, PayloadTooLargeError, UnauthorizedError, ZerocellError } from "../errors.js";
-import { checkHostPattern } from "../router/index.js";
-import type { TokenInfo } from "../store/index.js";
+import { ConflictError, InputError, PayloadTooLargeError, UnauthorizedError, ZerocellError } from "../errors.js";
+import type { AppInfo, Scope, TokenInfo } from "../store/index.js";
 import { randomUUID } from "node:crypto";
 import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
@@ -64,10 +65,65 @@ async function readJson<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
   return parsed.data;
 }
 
-function requireScope(token: TokenInfo, scope: "deploy" | "read-usage"): void {
-  if (!token.scopes.includes("admin") && !token.scopes.includes(scope)) {
-    throw new ZerocellError("forbidden", 403, `admin: this token lacks the "${scope}" scope`);
-  }
+/**
+ * Every /v1 endpoint and the scopes that may call it (any one of them; an admin token may call
+ * every endpoint). The one table: routes are registered only through `endpoint()`, which checks
+ * the scope before anything else runs (so a 403 says nothing about the resource), and
+ * createAdminApi refuses to build an API whose routes differ from this table.
+ */
+export const ADMIN_ENDPOINTS = {
+  "POST /v1/apps/:app/deployments": ["deploy"],
+  "GET /v1/apps": ["deploy", "read-usage"],
+  "GET /v1/apps/:app/deployments": ["deploy"],
+  "POST /v1/apps/:app/rollback": ["deploy"],
+  "GET /v1/routes": ["deploy"],
+  "GET /v1/pool": ["deploy"],
+  "GET /v1/apps/:app/keys": ["deploy"],
+  "GET /v1/apps/:app/keys/:key/export": ["deploy"],
+  "DELETE /v1/apps/:app/keys/:key": ["deploy"],
+  "POST /v1/accounts": ["admin"],
+  "GET /v1/accounts": ["admin"],
+  "POST /v1/tokens": ["admin"],
+  "GET /v1/plans": ["deploy", "read-usage"],
+  "POST /v1/plans": ["admin"],
+  "GET /v1/usage": ["read-usage"],
+  "GET /v1/invoices": ["read-usage"],
+  "GET /v1/invoices/:id": ["read-usage"],
+  "POST /v1/invoices/close": ["admin"],
+  "POST /v1/invoices/:id/sync": ["admin"],
+  "PUT /v1/certificates/:host": ["admin"],
+} as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
+
+export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
+type PathOf<K extends string> = K extends `${string} ${infer P}` ? P : never;
+
+function isAdmin(token: TokenInfo): boolean {
+  return token.scopes.includes("admin");
+}
+
+function assertScope(token: TokenInfo, endpoint: AdminEndpoint): void {
+  const needed: readonly Scope[] = ADMIN_ENDPOINTS[endpoint];
+  if (isAdmin(token) || needed.some((s) => token.scopes.includes(s))) return;
+  throw new ZerocellError("forbidden", 403, `admin: ${endpoint} needs the ${needed.map((s) => `"${s}"`).join(" or ")} scope`);
+}
+
+function appNotFound(name: string): ZerocellError {
+  return new ZerocellError("app_not_found", 404, `no app named "${name.slice(0, 80)}"`);
+}
+
+function accountNotFound(name: string): ZerocellError {
+  return new ZerocellError("account_not_found", 404, `no account named "${name.slice(0, 80)}"`);
+}
+
+function invoiceNotFound(id: string): ZerocellError {
+  return new ZerocellError("invoice_not_found", 404, `no invoice ${id.slice(0, 80)}`);
+}
+
+/** Drops host process ids (pid, pids) at any depth: operators see them, tenants do not. */
+function withoutPids(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutPids);
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(Object.entries(value).filter(([k]) => k !== "pid" && k !== "pids").map(([k, v]) => [k, withoutPids(v)]));
 }
 
 export function createAdminApi(platform: Platform): Hono<Env> {
@@ -94,77 +150,115 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     await next();
   });
 
-  /** The account a token acts for: its own, or the default account for admin tokens. */
-  const accountOf = (token: TokenInfo): string => token.accountId ?? store.ensureDefaultAccount();
-  const visible = (token: TokenInfo, appAccount: string | undefined) => token.scopes.includes("admin") || appAccount === token.accountId;
+  /** Registers a /v1 endpoint of ADMIN_ENDPOINTS; its scope is checked before the handler runs. */
+  const endpoint = <K extends AdminEndpoint>(key: K, handler: (c: Context<Env, PathOf<K>>, token: TokenInfo) => Response | Promise<Response>): void => {
+    const [method, path] = key.split(" ") as [string, PathOf<K>];
+    app.on(method, path, async (c) => {
+      const token = c.get("token");
+      assertScope(token, key);
+      return handler(c as unknown as Context<Env, PathOf<K>>, token);
+    });
+  };
 
-  app.post("/v1/apps/:app/deployments", async (c) => {
-    const token = c.get("token");
-    requireScope(token, "deploy");
+  /** The account a token's reads are limited to: undefined (all) for admin tokens, else its own. */
+  const ownAccount = (token: TokenInfo): string | undefined => {
+    if (isAdmin(token)) return undefined;
+    if (token.accountId === null) throw new ZerocellError("forbidden", 403, "admin: this token belongs to no account");
+    return token.accountId;
+  };
+  /** The account new apps of a token go to: its own, or the default account for admin tokens. */
+  const deployAccount = (token: TokenInfo): string => ownAccount(token) ?? store.ensureDefaultAccount();
+  /**
+   * The app a token may manage, or the 404 a missing app gets: another account's app answers
+   * exactly the same (status, code, message), so app names of other accounts do not leak.
+   */
+  const visibleApp = (token: TokenInfo, appName: string): AppInfo => {
+    const owner = store.appAccount(appName);
+    const own = ownAccount(token);
+    const found = owner === undefined || (own !== undefined && owner !== own) ? undefined : store.listApps(owner).find((a) => a.name === appName);
+    if (found === undefined) throw appNotFound(appName);
+    return found;
+  };
+  /**
+   * Store conflicts that would name another account's app become answers about the token's own
+   * request only (the host is taken; by whom is not said).
+   */
+  const hideForeign = (token: TokenInfo, appName: string, e: unknown): unknown => {
+    if (isAdmin(token) || !(e instanceof ZerocellError)) return e;
+    if (e.code === "app_owned_elsewhere") return appNotFound(appName);
+    if (e.code === "route_conflict") {
+      const other = typeof e.details?.app === "string" ? e.details.app : undefined;
+      if (other !== undefined && store.appAccount(other) === ownAccount(token)) return e;
+      const host = typeof e.details?.host === "string" ? e.details.host : "";
+      const path = typeof e.details?.path === "string" ? e.details.path : "";
+      return new ConflictError("route_conflict", `deploy: route ${host.slice(0, 253)}${path.slice(0, 200)} of app "${appName.slice(0, 80)}" is already served by another account`, { host, path });
+    }
+    return e;
+  };
+
+  // --- apps, deployments, routes, pool, keys (deploy) ---
+
+  endpoint("POST /v1/apps/:app/deployments", async (c, token) => {
     const appName = c.req.param("app");
     assertAppName(appName);
     const owner = store.appAccount(appName);
-    if (owner !== undefined && !visible(token, owner)) throw new ZerocellError("forbidden", 403, `deploy: app "${appName}" belongs to another account`);
+    if (owner !== undefined) visibleApp(token, appName);
     const hosts = c.req.queries("host") ?? [];
     if (hosts.length > 32) throw new InputError("deploy: at most 32 --host values");
     const archive = await readLimited(c, DEFAULT_BUNDLE_LIMITS.maxArchiveBytes);
-    const deployment = deployBundle(platform, { appName, archive, hosts, accountId: owner ?? accountOf(token) });
-    return c.json({ deployment }, 201);
+    try {
+      const deployment = deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token) });
+      return c.json({ deployment }, 201);
+    } catch (e) {
+      throw hideForeign(token, appName, e);
+    }
   });
 
-  app.get("/v1/apps", (c) => {
-    const token = c.get("token");
-    return c.json({ apps: store.listApps(token.scopes.includes("admin") ? undefined : (token.accountId ?? undefined)) });
+  endpoint("GET /v1/apps", (c, token) => c.json({ apps: store.listApps(ownAccount(token)) }));
+
+  endpoint("GET /v1/apps/:app/deployments", (c, token) => {
+    const a = visibleApp(token, c.req.param("app"));
+    return c.json({ deployments: store.listDeployments(a.name) });
   });
 
-  app.get("/v1/apps/:app/deployments", (c) => {
-    const token = c.get("token");
-    const appName = c.req.param("app");
-    if (!visible(token, store.appAccount(appName))) throw new ZerocellError("app_not_found", 404, `no app named "${appName}"`);
-    return c.json({ deployments: store.listDeployments(appName) });
-  });
-
-  app.post("/v1/apps/:app/rollback", async (c) => {
-    const token = c.get("token");
-    requireScope(token, "deploy");
-    const appName = c.req.param("app");
-    if (!visible(token, store.appAccount(appName))) throw new ZerocellError("app_not_found", 404, `no app named "${appName}"`);
+  endpoint("POST /v1/apps/:app/rollback", async (c, token) => {
+    const a = visibleApp(token, c.req.param("app"));
     const body = await readJson(c, z.object({ version: z.number().int().positive().optional() }).strict());
-    const deployment = store.rollback(appName, body.version);
+    let deployment;
+    try {
+      deployment = store.rollback(a.name, body.version);
+    } catch (e) {
+      throw hideForeign(token, a.name, e);
+    }
     platform.reloadRoutes();
-    log.info("rolled back", { app: appName, version: deployment.version });
+    log.info("rolled back", { app: a.name, version: deployment.version });
     return c.json({ deployment });
   });
 
-  app.get("/v1/routes", (c) => {
-    const token = c.get("token");
+  endpoint("GET /v1/routes", (c, token) => {
+    const own = ownAccount(token);
     const routes = platform.table.entries
-      .filter((e) => visible(token, e.target.accountId))
+      .filter((e) => own === undefined || e.target.accountId === own)
       .map((e) => ({ host: e.host, path: e.path, mode: e.mode, key: e.key ?? null, app: e.target.appName, deploymentId: e.target.deploymentId }));
     return c.json({ routes });
   });
 
-  app.get("/v1/pool", (c) => {
-    const token = c.get("token");
-    const visibleApps = new Set(store.listApps(token.scopes.includes("admin") ? undefined : (token.accountId ?? undefined)).map((a) => a.name));
-    const admin = token.scopes.includes("admin");
-    return c.json({ deployments: platform.pool.stats().filter((s) => visibleApps.has(s.app)), ...(admin ? { spares: platform.pool.spares() } : {}) });
+  endpoint("GET /v1/pool", (c, token) => {
+    const own = ownAccount(token);
+    const visibleApps = new Set(store.listApps(own).map((a) => a.name));
+    const deployments = platform.pool.stats().filter((s) => visibleApps.has(s.app));
+    // Host pids are for operators (kill, inspect); a tenant has no use for them.
+    if (own !== undefined) return c.json({ deployments: withoutPids(deployments) });
+    return c.json({ deployments, spares: platform.pool.spares() });
   });
 
-  /** The app a token may manage, or a 404 that reveals nothing about other accounts' apps. */
-  const visibleApp = (token: TokenInfo, appName: string) => {
-    const found = store.listApps().find((a) => a.name === appName);
-    if (found === undefined || !visible(token, found.accountId)) throw new ZerocellError("app_not_found", 404, `no app named "${appName.slice(0, 80)}"`);
-    return found;
-  };
-
-  app.get("/v1/apps/:app/keys", (c) => {
-    const a = visibleApp(c.get("token"), c.req.param("app"));
+  endpoint("GET /v1/apps/:app/keys", (c, token) => {
+    const a = visibleApp(token, c.req.param("app"));
     return c.json({ keys: platform.keys.list(a.id) });
   });
 
-  app.get("/v1/apps/:app/keys/:key/export", async (c) => {
-    const a = visibleApp(c.get("token"), c.req.param("app"));
+  endpoint("GET /v1/apps/:app/keys/:key/export", async (c, token) => {
+    const a = visibleApp(token, c.req.param("app"));
     const key = c.req.param("key");
     const data = await platform.keys.load(a.id, key);
     if (data === undefined) throw new ZerocellError("key_not_found", 404, `app "${a.name}" has no data for key "${key.slice(0, 80)}"`);
@@ -172,9 +266,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     return new Response(new Uint8Array(tar), { headers: { "content-type": "application/x-tar", "content-disposition": `attachment; filename="${a.name}-key.tar"` } });
   });
 
-  app.delete("/v1/apps/:app/keys/:key", (c) => {
-    const token = c.get("token");
-    requireScope(token, "deploy");
+  endpoint("DELETE /v1/apps/:app/keys/:key", (c, token) => {
     const a = visibleApp(token, c.req.param("app"));
     const key = c.req.param("key");
     if (!platform.keys.delete(a.id, key)) throw new ZerocellError("key_not_found", 404, `app "${a.name}" has no data for key "${key.slice(0, 80)}"`);
@@ -182,15 +274,11 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     return c.json({ deleted: true, key });
   });
 
-  // --- accounts, tokens, plans (admin) ---
-  const requireAdmin = (token: TokenInfo, what: string) => {
-    if (!token.scopes.includes("admin")) throw new ZerocellError("forbidden", 403, `admin: ${what} needs the admin scope`);
-  };
+  // --- accounts, tokens, plans (admin; plans are readable by every token) ---
   const accountName = z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, "must be 1-63 characters of a-z, 0-9 and -");
   const scopes = z.array(z.enum(["deploy", "read-usage"])).min(1).max(2);
 
-  app.post("/v1/accounts", async (c) => {
-    requireAdmin(c.get("token"), "creating accounts");
+  endpoint("POST /v1/accounts", async (c) => {
     const body = await readJson(c, z.object({ name: accountName, plan: z.string().max(64).optional(), scopes: scopes.optional() }).strict());
     const plan = body.plan === undefined ? null : platform.billing.planByName(body.plan).id;
     const account = store.createAccount(body.name, plan);
@@ -199,24 +287,19 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     return c.json({ account, token }, 201);
   });
 
-  app.get("/v1/accounts", (c) => {
-    requireAdmin(c.get("token"), "listing accounts");
-    return c.json({ accounts: store.listAccounts() });
-  });
+  endpoint("GET /v1/accounts", (c) => c.json({ accounts: store.listAccounts() }));
 
-  app.post("/v1/tokens", async (c) => {
-    requireAdmin(c.get("token"), "creating tokens");
+  endpoint("POST /v1/tokens", async (c) => {
     const body = await readJson(c, z.object({ account: accountName, scopes }).strict());
     const account = store.accountByName(body.account);
-    if (account === undefined) throw new ZerocellError("account_not_found", 404, `no account named "${body.account}"`);
+    if (account === undefined) throw accountNotFound(body.account);
     const { id, token } = store.createToken(account.id, body.scopes);
     return c.json({ id, token, account: account.name, scopes: body.scopes }, 201);
   });
 
-  app.get("/v1/plans", (c) => c.json({ plans: platform.billing.listPlans() }));
+  endpoint("GET /v1/plans", (c) => c.json({ plans: platform.billing.listPlans() }));
 
-  app.post("/v1/plans", async (c) => {
-    requireAdmin(c.get("token"), "creating price plans");
+  endpoint("POST /v1/plans", async (c) => {
     const money = z.number().int().min(0).max(1_000_000_000_000);
     const body = await readJson(
       c,
@@ -237,30 +320,28 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   });
 
   // --- usage and invoices (read-usage; an account token sees its own account only) ---
-  /** The account a read is limited to: the token's own, or any (or the asked one) for admins. */
-  const readScope = (token: TokenInfo, asked: string | undefined): string | undefined => {
-    requireScope(token, "read-usage");
-    if (token.scopes.includes("admin")) {
-      if (asked === undefined) return undefined;
-      const a = store.accountByName(asked);
-      if (a === undefined) throw new ZerocellError("account_not_found", 404, `no account named "${asked.slice(0, 80)}"`);
-      return a.id;
-    }
-    const own = token.accountId ?? undefined;
-    if (asked !== undefined && store.accountByName(asked)?.id !== own) throw new ZerocellError("forbidden", 403, "usage: a token can only read its own account");
-    return own;
+  /**
+   * The account a read is limited to: the token's own, or any (or the asked one) for admins. An
+   * account token asking for another account gets the 404 of an account that does not exist.
+   */
+  const readAccount = (token: TokenInfo, asked: string | undefined): string | undefined => {
+    const own = ownAccount(token);
+    if (asked === undefined) return own;
+    const a = store.accountByName(asked);
+    if (a === undefined || (own !== undefined && a.id !== own)) throw accountNotFound(asked);
+    return a.id;
   };
   const day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "must look like 2026-11-26");
 
-  app.get("/v1/usage", (c) => {
+  endpoint("GET /v1/usage", (c, token) => {
     const q = z.object({ account: z.string().optional(), app: z.string().optional(), from: day.optional(), to: day.optional() }).safeParse(c.req.query());
     if (!q.success) throw new InputError(`usage: ${q.error.issues[0]?.path.join(".")}: ${q.error.issues[0]?.message}`);
-    const accountId = readScope(c.get("token"), q.data.account);
+    const accountId = readAccount(token, q.data.account);
     return c.json({ usage: platform.billing.usage({ ...(accountId === undefined ? {} : { accountId }), ...(q.data.app === undefined ? {} : { app: q.data.app }), ...(q.data.from === undefined ? {} : { from: q.data.from }), ...(q.data.to === undefined ? {} : { to: q.data.to }) }) });
   });
 
-  app.get("/v1/invoices", (c) => {
-    const accountId = readScope(c.get("token"), c.req.query("account"));
+  endpoint("GET /v1/invoices", (c, token) => {
+    const accountId = readAccount(token, c.req.query("account"));
     const list = platform.billing.listInvoices(accountId);
     if (c.req.query("drafts") !== undefined) {
       // The current period, not closed yet, as a draft per account with usage.
@@ -271,18 +352,18 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     return c.json({ invoices: list.map(({ lines, ...i }) => ({ ...i, lineCount: lines.length })) });
   });
 
-  app.get("/v1/invoices/:id", (c) => {
-    const token = c.get("token");
+  endpoint("GET /v1/invoices/:id", (c, token) => {
     const id = c.req.param("id");
+    const own = ownAccount(token);
     const m = /^draft_(acct_[A-Za-z0-9]+)_(\d{4}-\d{2})$/.exec(id);
+    // Ownership first: a draft of another (or no) account is the same 404 as an unknown id.
+    if (m !== null && own !== undefined && m[1] !== own) throw invoiceNotFound(id);
     const inv = m === null ? platform.billing.invoice(id) : platform.billing.draft(m[1]!, m[2]!);
-    const own = inv === undefined ? undefined : readScope(token, undefined);
-    if (inv === undefined || (own !== undefined && inv.accountId !== own)) throw new ZerocellError("invoice_not_found", 404, `no invoice ${id.slice(0, 80)}`);
+    if (inv === undefined || (own !== undefined && inv.accountId !== own)) throw invoiceNotFound(id);
     return c.json({ invoice: inv });
   });
 
-  app.post("/v1/invoices/close", async (c) => {
-    requireAdmin(c.get("token"), "closing a period");
+  endpoint("POST /v1/invoices/close", async (c) => {
     const body = await readJson(c, z.object({ period: z.string().max(16) }).strict());
     const r = platform.billing.closePeriod(body.period, platform.stripe !== undefined);
     log.info("period closed", { period: body.period, created: r.created.length, existing: r.existing });
@@ -290,18 +371,15 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     return c.json({ period: body.period, created: r.created.map(({ lines, ...i }) => ({ ...i, lineCount: lines.length })), existing: r.existing });
   });
 
-  app.post("/v1/invoices/:id/sync", (c) => {
-    requireAdmin(c.get("token"), "syncing invoices");
+  endpoint("POST /v1/invoices/:id/sync", (c) => {
     if (platform.stripe === undefined) throw new ZerocellError("stripe_not_configured", 409, "billing: set STRIPE_API_KEY to sync invoices to Stripe");
     const inv = platform.billing.invoice(c.req.param("id"));
-    if (inv === undefined) throw new ZerocellError("invoice_not_found", 404, `no invoice ${c.req.param("id").slice(0, 80)}`);
+    if (inv === undefined) throw invoiceNotFound(c.req.param("id"));
     void platform.stripe.sync(inv.id);
     return c.json({ invoice: inv.id, syncing: true }, 202);
   });
 
-  app.put("/v1/certificates/:host", async (c) => {
-    const token = c.get("token");
-    if (!token.scopes.includes("admin")) throw new ZerocellError("forbidden", 403, "admin: installing certificates needs the admin scope");
+  endpoint("PUT /v1/certificates/:host", async (c) => {
     const body = await readJson(c, z.object({ cert: z.string().max(256 * 1024), key: z.string().max(256 * 1024) }).strict());
     try {
       await platform.certs.installCertificate(c.req.param("host"), body.cert, body.key);
@@ -312,5 +390,17 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     return c.json({ ok: true, host: c.req.param("host") });
   });
 
+  assertRoutesMatchTable(app);
   return app;
+}
+
+/** Every /v1 route is an ADMIN_ENDPOINTS entry and every entry is served; else the API does not start. */
+function assertRoutesMatchTable(app: Hono<Env>): void {
+  const served = new Set(app.routes.filter((r) => r.path.startsWith("/v1/") && r.method !== "ALL").map((r) => `${r.method} ${r.path}`));
+  const table = new Set<string>(Object.keys(ADMIN_ENDPOINTS));
+  const unlisted = [...served].filter((k) => !table.has(k));
+  const missing = [...table].filter((k) => !served.has(k));
+  if (unlisted.length > 0 || missing.length > 0) {
+    throw new Error(`admin: routes and ADMIN_ENDPOINTS differ (not in the table: ${unlisted.join(", ") || "none"}; not served: ${missing.join(", ") || "none"})`);
+  }
 }

@@ -46,10 +46,11 @@ describe("billing: accounts, usage, invoices", () => {
     const apps = await admin(server, "GET", "/v1/apps", { token: bobToken });
     expect(apps.json.apps.map((a: { name: string }) => a.name)).toEqual(["bob-app"]);
     const steal = await admin(server, "POST", "/v1/apps/alice-app/deployments", { token: bobToken, body: await packed(phpBundle("x.localhost", { "index.php": "<?php echo 'x';" })), contentType: "application/gzip" });
-    expect(steal.status).toBe(403);
+    expect(steal.status).toBe(404); // the answer for an app that does not exist
+    expect(steal.json.error.code).toBe("app_not_found");
     expect((await admin(server, "GET", "/v1/apps/alice-app/deployments", { token: bobToken })).status).toBe(404);
     expect((await admin(server, "GET", "/v1/apps/alice-app/keys", { token: bobToken })).status).toBe(404);
-    expect((await admin(server, "GET", "/v1/usage?account=alice", { token: bobToken })).status).toBe(403);
+    expect((await admin(server, "GET", "/v1/usage?account=alice", { token: bobToken })).status).toBe(404);
     expect((await admin(server, "POST", "/v1/accounts", { token: bobToken, ...json({ name: "mallory" }) })).status).toBe(403);
     // A read-usage-only token cannot deploy.
     const ro = await admin(server, "POST", "/v1/tokens", json({ account: "bob", scopes: ["read-usage"] }));
