@@ -8,7 +8,6 @@
 import { mkdirSync, writeFileSync, readFileSync, existsSync, renameSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
-import { spawnSync } from "node:child_process";
 import type { AddressInfo } from "node:net";
 import http from "node:http";
 import https from "node:https";
@@ -17,7 +16,7 @@ import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { LRUCache } from "lru-cache";
 import { Store, openDb, BlobStore, type OpenedDb } from "../store/index.js";
 import { RouteTable, normalizeHost, type RouteEntry, type RouteMatch, type RouteMode } from "../router/index.js";
-import { Pool, type DeploymentSource, type PoolLimits } from "../pool/index.js";
+import { Pool, closeHostIsolation, detectHostIsolation, type DeploymentSource, type HostIsolation, type PoolLimits } from "../pool/index.js";
 import { readBundleArchive, encodeImage, decodeImage, type Manifest } from "../bundle/index.js";
 import { KeyStore, MAX_KEY_LENGTH } from "../store/keys.js";
 import { KeyQueue } from "../pool/key-queue.js";
@@ -67,12 +66,6 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "content-length", "x-powered-by"]);
 
-function canUseNetns(): boolean {
-  if (process.getuid?.() !== 0) return false;
-  const r = spawnSync("unshare", ["-n", "true"], { stdio: "ignore", timeout: 5000 });
-  return r.status === 0;
-}
-
 export interface RunningServer {
   urls: { http: string; https: string; admin: string };
   platform: Platform;
@@ -93,12 +86,14 @@ export class Platform {
   readonly stripe: StripeSync | undefined;
   readonly keyQueue = new KeyQueue(64);
   readonly #db: OpenedDb;
+  readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
   readonly #manifests = new Map<string, Manifest>();
   readonly #images: LRUCache<string, Buffer>;
 
-  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; keysDir: string; certs: CertificateStore; useNetns: boolean; pool?: Partial<PoolLimits>; stripe?: StripeSyncOptions; metering?: { enabled: boolean; flushIntervalMs: number } }) {
+  constructor(init: { db: OpenedDb; store: Store; blobs: BlobStore; keysDir: string; certs: CertificateStore; isolation: HostIsolation; pool?: Partial<PoolLimits>; stripe?: StripeSyncOptions; metering?: { enabled: boolean; flushIntervalMs: number } }) {
     this.#db = init.db;
+    this.#isolation = init.isolation;
     this.store = init.store;
     this.blobs = init.blobs;
     this.certs = init.certs;
@@ -109,7 +104,7 @@ export class Platform {
     this.billing = new Billing(init.db);
     this.stripe = init.stripe === undefined ? undefined : new StripeSync(this.billing, init.stripe);
     this.pool = new Pool({
-      useNetns: init.useNetns,
+      isolation: init.isolation,
       ...(init.pool === undefined ? {} : { limits: init.pool }),
       load: (id) => this.#loadDeployment(id),
       onLog: (deploymentId, line) => log.info("app log", { deploymentId, line }),
@@ -325,6 +320,7 @@ export class Platform {
 
   async close(): Promise<void> {
     await this.pool.close();
+    closeHostIsolation(this.#isolation);
     this.usage.close();
     this.#db.close();
   }
@@ -434,13 +430,15 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     onWarning: (message) => log.warn("tls", { message }),
   });
   const stripeKey = process.env.STRIPE_API_KEY;
+  const isolation = detectHostIsolation();
+  if (isolation.missing.length > 0) log.warn("sandbox hosts start without some OS layers", { missing: isolation.missing });
   platform = new Platform({
     db,
     store,
     blobs,
     keysDir: join(dataDir, "keys"),
     certs,
-    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), useNetns: canUseNetns(), ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }) });
+    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), isolation, ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }) });
   const p = platform;
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
 

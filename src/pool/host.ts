@@ -3,21 +3,19 @@
  * it one request at a time, kill it when it overruns. Everything it sends back is untrusted and
  * goes through the size-limited frame decoder and a shape check.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
 import type { Readable, Writable } from "node:stream";
 import { encodeFrame, FrameDecoder, type Frame } from "../runtime/protocol.js";
 import type { EngineRequest, EngineResponse } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import { SandboxError, SandboxTimeoutError, ZerocellError } from "../errors.js";
-import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
 import type { SnapshotImage } from "../snapshot/store.js";
-import { hostFlags } from "../runtime/index.js";
 import type { SpareHosts } from "./spares.js";
+import { hostMemoryCeiling, spawnHost, type HostIsolation, type HostProcess } from "./spawn.js";
 
 export interface HostOptions {
-  /** Run the host in an empty network namespace (`unshare -n`; needs root). */
-  useNetns: boolean;
+  /** The OS layers hosts start in (namespaces, uid, memory cgroup; src/pool/spawn.ts). */
+  isolation: HostIsolation;
   /** Largest response body a guest may send back, bytes. */
   maxResponseBytes: number;
   /** How long a host may take from spawn to ready, ms. */
@@ -52,7 +50,6 @@ export interface HostResponse extends EngineResponse {
   cpuUs: number | undefined;
 }
 
-const HOST_SCRIPT = join(DIST_DIR, "src", "runtime", "host", "main.js");
 const MAX_LOG_LINE = 2048;
 const MAX_HEADERS = 200;
 /** More guest instructions than one request can execute in its time limit at any speed. */
@@ -66,36 +63,6 @@ function reportedCount(v: unknown, max: number): number | undefined {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? Math.min(v, max) : undefined;
 }
 
-/** Node flags for the host: permission model, reads limited to the platform's own code. */
-export function hostNodeArgs(runtime: Manifest["runtime"] = "php", spare = false): string[] {
-  return [
-    ...hostFlags(runtime),
-    "--experimental-permission",
-    `--allow-fs-read=${DIST_DIR}`,
-    `--allow-fs-read=${NODE_MODULES_DIR}`,
-    `--allow-fs-read=${join(PACKAGE_ROOT, "package.json")}`,
-    "--no-warnings",
-    "--max-old-space-size=256",
-    HOST_SCRIPT,
-    // The host loads this runtime's engine at once, before a deployment arrives.
-    runtime,
-    ...(spare ? ["spare"] : []),
-  ];
-}
-
-/** Starts a host process for `runtime` (no deployment yet: it loads the runtime and waits for init). */
-export function spawnHost(runtime: Manifest["runtime"], useNetns: boolean, spare = false): ChildProcess {
-  const node = process.execPath;
-  const args = hostNodeArgs(runtime, spare);
-  const [cmd, argv] = useNetns ? ["unshare", ["-n", node, ...args]] : [node, args];
-  return spawn(cmd, argv, {
-    stdio: ["pipe", "pipe", "pipe", "pipe"],
-    // Nothing of the gateway's environment (tokens, keys) reaches the sandbox.
-    env: {},
-    cwd: "/",
-  });
-}
-
 function isHeaderPairs(v: unknown): v is Array<[string, string]> {
   return Array.isArray(v) && v.length <= MAX_HEADERS && v.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string" && p[0].length <= 256 && p[1].length <= 16384);
 }
@@ -104,6 +71,7 @@ type Pending = { resolve: (r: HostResponse) => void; reject: (e: unknown) => voi
 
 export class SandboxHost {
   readonly #child: ChildProcess;
+  readonly #process: HostProcess;
   readonly #opts: HostOptions;
   readonly #decoder: FrameDecoder;
   #nextId = 1;
@@ -124,7 +92,9 @@ export class SandboxHost {
   fromSpare = false;
   #onSnapshot: ((img: SnapshotImage) => void) | undefined;
 
-  private constructor(child: ChildProcess, opts: HostOptions) {
+  private constructor(proc: HostProcess, opts: HostOptions) {
+    const child = proc.child;
+    this.#process = proc;
     this.#child = child;
     this.#opts = opts;
     this.pid = child.pid ?? -1;
@@ -157,7 +127,11 @@ export class SandboxHost {
     (child.stdin as Writable).on("error", () => {});
     child.on("exit", (code, signal) => {
       this.#exited = true;
-      const reason = this.#exitReason ?? new SandboxError("host_crashed", 502, `sandbox: host process exited (code ${code ?? "-"}, signal ${signal ?? "-"})`);
+      const reason =
+        this.#exitReason ??
+        (this.#process.overCeiling()
+          ? new SandboxError("host_memory_limit", 502, `sandbox: host process passed its memory ceiling of ${Math.round(this.#process.ceilingBytes / 1048576)} MiB and was killed`)
+          : new SandboxError("host_crashed", 502, `sandbox: host process exited (code ${code ?? "-"}, signal ${signal ?? "-"})`));
       this.#ready?.reject(reason);
       this.#ready = undefined;
       for (const p of this.#pending.values()) {
@@ -172,12 +146,15 @@ export class SandboxHost {
   /** Spawns a host and loads the deployment into it; resolves once it is ready for requests. */
   static async start(init: HostInit, opts: HostOptions): Promise<SandboxHost> {
     const runtime = init.manifest.runtime;
+    const ceiling = hostMemoryCeiling(init.manifest.limits.memoryMb, opts.maxResponseBytes);
     const spare = opts.spares?.take(runtime);
-    const child = spare ?? spawnHost(runtime, opts.useNetns);
+    // A spare started with the default ceiling; it now holds this deployment's.
+    spare?.setCeiling(ceiling);
+    const proc = spare ?? spawnHost(runtime, opts.isolation, false, ceiling);
     // The next spare starts now: deploys and scale-ups come in bursts, and a spare needs ~1 s
     // (PHP) to a few seconds (Python's base image) before it saves anything.
     opts.spares?.want(runtime, 0);
-    const host = new SandboxHost(child, opts);
+    const host = new SandboxHost(proc, opts);
     host.fromSpare = spare !== undefined;
     const ready = new Promise<void>((resolve, reject) => {
       host.#ready = { resolve, reject };
@@ -345,7 +322,7 @@ export class SandboxHost {
   }
 
   kill(): void {
-    if (!this.#exited) this.#child.kill("SIGKILL");
+    if (!this.#exited) this.#process.kill();
   }
 
   /** Asks the host to exit; kills it if it does not within a second. */

@@ -15,8 +15,9 @@ import type { RouteMode } from "../router/index.js";
 import { LRUCache } from "lru-cache";
 import { PoolSaturatedError, SandboxError } from "../errors.js";
 
-export { hostNodeArgs } from "./host.js";
+export { hostNodeArgs, detectHostIsolation, closeHostIsolation, NO_ISOLATION, HOST_UID, type HostIsolation } from "./spawn.js";
 import { SpareHosts } from "./spares.js";
+import type { HostIsolation } from "./spawn.js";
 
 export interface PoolLimits {
   /** Host processes (one instance each) per deployment. */
@@ -344,12 +345,12 @@ export class Pool {
   readonly #idleCache: LRUCache<Slot, DeploymentPool>;
   readonly #tracker: IdleTracker;
 
-  constructor(options: { limits?: Partial<PoolLimits>; useNetns: boolean; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void }) {
+  constructor(options: { limits?: Partial<PoolLimits>; isolation: HostIsolation; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void }) {
     this.#limits = { ...DEFAULT_POOL_LIMITS, ...options.limits };
     this.#load = options.load;
-    this.#spares = this.#limits.spareHosts ? new SpareHosts({ useNetns: options.useNetns, onLog: (runtime, line) => options.onLog(`spare:${runtime}`, line) }) : undefined;
+    this.#spares = this.#limits.spareHosts ? new SpareHosts({ isolation: options.isolation, maxResponseBytes: this.#limits.maxResponseBytes, onLog: (runtime, line) => options.onLog(`spare:${runtime}`, line) }) : undefined;
     this.#hostOpts = {
-      useNetns: options.useNetns,
+      isolation: options.isolation,
       maxResponseBytes: this.#limits.maxResponseBytes,
       startTimeoutMs: this.#limits.startTimeoutMs,
       onLog: () => {},

@@ -6,16 +6,19 @@
  * is started at once (bursts of deploys were measured slower when it waited for the taken host).
  * Spares exist for the runtimes in use (the first pool of a runtime asks for one), one each.
  */
-import type { ChildProcess } from "node:child_process";
 import type { Manifest } from "../bundle/index.js";
-import { spawnHost } from "./host.js";
+import { hostMemoryCeiling, spawnHost, type HostIsolation, type HostProcess } from "./spawn.js";
 
 type Runtime = Manifest["runtime"];
 
+/** A spare's memory ceiling is that of the manifest's default memory_mb; taking it sets the deployment's. */
+const SPARE_MEMORY_MB = 128;
+
 export class SpareHosts {
-  readonly #useNetns: boolean;
+  readonly #isolation: HostIsolation;
+  readonly #maxResponseBytes: number;
   readonly #delayMs: number;
-  readonly #spares = new Map<Runtime, { child: ChildProcess; onExit: () => void; onStderr: (s: string) => void }>();
+  readonly #spares = new Map<Runtime, { proc: HostProcess; onExit: () => void; onStderr: (s: string) => void }>();
   readonly #onLog: (runtime: Runtime, line: string) => void;
   readonly #timers = new Map<Runtime, NodeJS.Timeout>();
   #closed = false;
@@ -23,23 +26,24 @@ export class SpareHosts {
   taken = 0;
 
   /** `delayMs`: how long after it is wanted a spare is started (start-up is busy enough). */
-  constructor(opts: { useNetns: boolean; delayMs?: number; onLog?: (runtime: Runtime, line: string) => void }) {
-    this.#useNetns = opts.useNetns;
+  constructor(opts: { isolation: HostIsolation; maxResponseBytes: number; delayMs?: number; onLog?: (runtime: Runtime, line: string) => void }) {
+    this.#isolation = opts.isolation;
+    this.#maxResponseBytes = opts.maxResponseBytes;
     this.#onLog = opts.onLog ?? (() => {});
     this.#delayMs = opts.delayMs ?? 1000;
   }
 
   /** A live spare for `runtime`, now owned by the caller; undefined when there is none. */
-  take(runtime: Runtime): ChildProcess | undefined {
+  take(runtime: Runtime): HostProcess | undefined {
     const spare = this.#spares.get(runtime);
     if (spare === undefined) return undefined;
     this.#spares.delete(runtime);
-    const child = spare.child;
+    const child = spare.proc.child;
     child.off("exit", spare.onExit);
     child.stderr?.off("data", spare.onStderr);
     if (child.exitCode !== null || child.signalCode !== null || child.killed) return undefined;
     this.taken++;
-    return child;
+    return spare.proc;
   }
 
   /** Makes sure a spare for `runtime` exists or is on its way (after the delay). */
@@ -48,11 +52,12 @@ export class SpareHosts {
     const timer = setTimeout(() => {
       this.#timers.delete(runtime);
       if (this.#closed || this.#spares.has(runtime)) return;
-      const child = spawnHost(runtime, this.#useNetns, true);
+      const proc = spawnHost(runtime, this.#isolation, true, hostMemoryCeiling(SPARE_MEMORY_MB, this.#maxResponseBytes));
+      const child = proc.child;
       child.on("error", () => {});
       // A spare that dies is forgotten; the next want() starts another.
       const onExit = () => {
-        if (this.#spares.get(runtime)?.child === child) this.#spares.delete(runtime);
+        if (this.#spares.get(runtime)?.proc === proc) this.#spares.delete(runtime);
       };
       child.once("exit", onExit);
       // What a spare writes before it is taken (a preload failure) goes to the log; a full pipe
@@ -63,7 +68,7 @@ export class SpareHosts {
         for (const line of s.split("\n")) if (line.length > 0) this.#onLog(runtime, line.slice(0, 2048));
       };
       child.stderr?.on("data", onStderr);
-      this.#spares.set(runtime, { child, onExit, onStderr });
+      this.#spares.set(runtime, { proc, onExit, onStderr });
     }, delayMs);
     timer.unref();
     this.#timers.set(runtime, timer);
@@ -71,14 +76,14 @@ export class SpareHosts {
 
   /** Runtimes with a spare ready now, and their pids. */
   list(): Array<{ runtime: Runtime; pid: number }> {
-    return [...this.#spares].map(([runtime, s]) => ({ runtime, pid: s.child.pid ?? -1 }));
+    return [...this.#spares].map(([runtime, s]) => ({ runtime, pid: s.proc.child.pid ?? -1 }));
   }
 
   close(): void {
     this.#closed = true;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
-    for (const s of this.#spares.values()) s.child.kill("SIGKILL");
+    for (const s of this.#spares.values()) s.proc.kill();
     this.#spares.clear();
   }
 }

@@ -45,8 +45,8 @@ export function hostFlags(runtime: Manifest["runtime"]): string[] {
       return [];
     case "python":
       // Pyodide runs in a vm realm without code generation from strings; the process-wide flag
-      // is a second wall (docs/python-sandbox.md).
-      return ["--disallow-code-generation-from-strings"];
+      // (src/pool/spawn.ts gives it to every host) is a second wall (docs/python-sandbox.md).
+      return [];
     case "x86":
       // koffi (the FFI to Debian's libunicorn2) is a native addon.
       return ["--allow-addons"];

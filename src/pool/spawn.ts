@@ -1,0 +1,375 @@
+/**
+ * How a sandbox host process is started: the layers that hold even if a guest escapes its
+ * engine into host-realm JavaScript (docs/threat-model.md).
+ *
+ *   1. Node's permission model: fs reads limited to the platform's code, no writes, no child
+ *      processes, no workers (addons only for x86), no code generation from strings.
+ *   2. `unshare -n -p -f --mount-proc -i`: an empty network namespace, its own PID namespace (it
+ *      sees itself as pid 1 and no other process), mount and IPC namespaces. `--kill-child`: when
+ *      the gateway kills the wrapper, the host dies with it.
+ *   3. `setpriv`: an unprivileged uid/gid (65534), no supplementary groups, no capabilities, no
+ *      new privileges.
+ *   4. A memory ceiling per host: a memory cgroup (v1 `memory.limit_in_bytes` + memsw, or v2
+ *      `memory.max`), else a watchdog that kills the host when its RSS passes the ceiling.
+ *
+ * Each layer is used when the machine allows it (root, util-linux, a writable cgroup mount);
+ * what is missing is reported once at start (`HostIsolation.missing`).
+ * Must never: start a host with any of the gateway's environment, descriptors beyond the four
+ * pipes, or a uid that can signal or read the gateway when an unprivileged one is available.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Manifest } from "../bundle/index.js";
+import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
+import { hostFlags } from "../runtime/index.js";
+
+type Runtime = Manifest["runtime"];
+
+/** The uid/gid hosts run as when the gateway is root ("nobody" on Debian). */
+export const HOST_UID = 65534;
+
+const HOST_SCRIPT = join(DIST_DIR, "src", "runtime", "host", "main.js");
+
+/** Where each host gets a memory ceiling. */
+type CgroupKind = { version: 1; root: string } | { version: 2; root: string };
+
+export interface HostIsolation {
+  /** `unshare` for network, PID, mount and IPC namespaces (absolute path), when usable. */
+  unshare: string | undefined;
+  /** `setpriv` to drop to HOST_UID (absolute path), when usable. */
+  setpriv: string | undefined;
+  /** Per-host memory cgroups under this directory, when writable. */
+  cgroup: CgroupKind | undefined;
+  /** The layers this machine does not allow, for the start-up log. */
+  missing: string[];
+}
+
+/** No OS layers at all (tests of the pool's own logic, non-root machines). */
+export const NO_ISOLATION: HostIsolation = { unshare: undefined, setpriv: undefined, cgroup: undefined, missing: ["not root"] };
+
+function which(cmd: string): string | undefined {
+  for (const dir of ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]) {
+    const p = join(dir, cmd);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+function ok(cmd: string, args: string[]): boolean {
+  return spawnSync(cmd, args, { stdio: "ignore", timeout: 5000, env: {} }).status === 0;
+}
+
+/**
+ * Finds out once, at start, which layers this machine allows: each is tried for real (a
+ * namespace that cannot be created, a uid that cannot read the platform's code, a cgroup mount
+ * that is read-only are all left out and named in `missing`).
+ */
+export function detectHostIsolation(): HostIsolation {
+  if (process.getuid?.() !== 0) return NO_ISOLATION;
+  const missing: string[] = [];
+  let unshare = which("unshare");
+  if (unshare !== undefined && !ok(unshare, ["-n", "-p", "-f", "--mount-proc", "-i", "--kill-child", "true"])) unshare = undefined;
+  if (unshare === undefined) missing.push("namespaces (unshare -n -p -f --mount-proc -i failed)");
+  let setpriv = which("setpriv");
+  // The host must be able to read the platform's code as HOST_UID (a checkout under /root is not).
+  if (setpriv !== undefined && !ok(setpriv, [...setprivArgs(), "/usr/bin/test", "-r", HOST_SCRIPT])) {
+    missing.push(`unprivileged uid (uid ${HOST_UID} cannot read ${HOST_SCRIPT})`);
+    setpriv = undefined;
+  } else if (setpriv === undefined) missing.push("unprivileged uid (no setpriv)");
+  const cgroup = openCgroupRoot();
+  if (cgroup === undefined) missing.push("memory cgroup (an RSS watchdog enforces the ceiling instead)");
+  return { unshare, setpriv, cgroup, missing };
+}
+
+function setprivArgs(): string[] {
+  // A uid change clears the parent-death signal unshare's --kill-child set: set it again, so a
+  // host dies with its wrapper (the gateway SIGKILLs the wrapper).
+  return [`--reuid=${HOST_UID}`, `--regid=${HOST_UID}`, "--clear-groups", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--pdeathsig=SIGKILL"];
+}
+
+/** This gateway's own directory of host cgroups; stale ones of dead gateways are removed. */
+function openCgroupRoot(): CgroupKind | undefined {
+  const candidates: Array<{ version: 1 | 2; base: string }> = [];
+  if (existsSync("/sys/fs/cgroup/memory/memory.limit_in_bytes")) candidates.push({ version: 1, base: "/sys/fs/cgroup/memory/zerocell" });
+  try {
+    if (readFileSync("/sys/fs/cgroup/cgroup.controllers", "utf8").split(/\s+/).includes("memory")) candidates.push({ version: 2, base: "/sys/fs/cgroup/zerocell" });
+  } catch {
+    // no cgroup v2 hierarchy here
+  }
+  for (const c of candidates) {
+    try {
+      mkdirSync(c.base, { recursive: true });
+      if (c.version === 2) {
+        writeFileSync("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
+        writeFileSync(join(c.base, "cgroup.subtree_control"), "+memory");
+      }
+      removeStaleGateways(c.base);
+      const root = join(c.base, `g${process.pid}`);
+      mkdirSync(root, { recursive: true });
+      if (c.version === 2) writeFileSync(join(root, "cgroup.subtree_control"), "+memory");
+      return { version: c.version, root };
+    } catch {
+      // read-only or not delegated: try the next, else no cgroup
+    }
+  }
+  return undefined;
+}
+
+function removeStaleGateways(base: string): void {
+  for (const name of readdirSync(base)) {
+    const m = /^g(\d+)$/.exec(name);
+    if (m === null || isAlive(Number(m[1]))) continue;
+    const dir = join(base, name);
+    for (const h of readdirSync(dir, { withFileTypes: true })) if (h.isDirectory()) tryRmdir(join(dir, h.name));
+    tryRmdir(dir);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function tryRmdir(dir: string): boolean {
+  try {
+    rmdirSync(dir);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes this gateway's cgroup directory (at close; host directories go as their hosts exit). */
+export function closeHostIsolation(isolation: HostIsolation): void {
+  if (isolation.cgroup !== undefined) tryRmdir(isolation.cgroup.root);
+}
+
+/**
+ * A host's memory ceiling, bytes: Node and the compiled engine (~300 MB for PHP/Python), the
+ * guest's heap (the PHP engine caps it at 2 × memory_mb + 192 MiB), a snapshot copy and a
+ * response in both directions. Past it the kernel (or the watchdog) kills the host: the request
+ * gets 502 and the host is replaced; the machine and other tenants are not touched.
+ */
+export function hostMemoryCeiling(memoryMb: number, maxResponseBytes: number): number {
+  return (512 + 3 * memoryMb) * 1024 * 1024 + 2 * maxResponseBytes;
+}
+
+/** Node flags for the host: permission model, reads limited to the platform's own code. */
+export function hostNodeArgs(runtime: Runtime = "php", spare = false): string[] {
+  return [
+    ...hostFlags(runtime),
+    // Emscripten's dynamic loader eval()s the EM_JS strings of a side module, Pyodide's realm
+    // escapes go through Function(...): no host may turn a string into code.
+    "--disallow-code-generation-from-strings",
+    "--experimental-permission",
+    `--allow-fs-read=${DIST_DIR}`,
+    `--allow-fs-read=${NODE_MODULES_DIR}`,
+    `--allow-fs-read=${join(PACKAGE_ROOT, "package.json")}`,
+    "--no-warnings",
+    "--max-old-space-size=256",
+    HOST_SCRIPT,
+    // The host loads this runtime's engine at once, before a deployment arrives.
+    runtime,
+    ...(spare ? ["spare"] : []),
+  ];
+}
+
+let nextHostId = 1;
+const WATCHDOG_INTERVAL_MS = 200;
+
+/** A started host process with its memory ceiling (cgroup or watchdog), removed when it exits. */
+export class HostProcess {
+  readonly child: ChildProcess;
+  readonly #cgroupDir: string | undefined;
+  readonly #cgroupVersion: 1 | 2 | undefined;
+  #ceilingBytes: number;
+  #watchdog: NodeJS.Timeout | undefined;
+  #overCeiling = false;
+
+  constructor(child: ChildProcess, ceilingBytes: number, cgroup: { dir: string; version: 1 | 2 } | undefined) {
+    this.child = child;
+    this.#ceilingBytes = ceilingBytes;
+    this.#cgroupDir = cgroup?.dir;
+    this.#cgroupVersion = cgroup?.version;
+    if (cgroup === undefined && child.pid !== undefined) {
+      this.#watchdog = setInterval(() => this.#checkRss(), WATCHDOG_INTERVAL_MS);
+      this.#watchdog.unref();
+    }
+    child.once("exit", () => {
+      if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+      const dir = this.#cgroupDir;
+      if (dir !== undefined) {
+        // The kernel empties the group a moment after the last task exits.
+        let tries = 0;
+        const remove = () => {
+          if (!tryRmdir(dir) && ++tries < 20) setTimeout(remove, 50).unref();
+        };
+        remove();
+      }
+    });
+  }
+
+  /**
+   * Kills the host. The node process is the wrappers' child (pid 1 of its namespace): killed
+   * first, so the wrapper reaps it and exits; killing only the wrapper would leave the node
+   * process to the machine's init, which may never reap it. The wrapper itself goes too if it
+   * has not exited within a second (or had not forked yet).
+   */
+  kill(): void {
+    const pid = this.child.pid;
+    if (pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const inner = childrenOf(pid);
+    for (const c of inner) {
+      try {
+        process.kill(c, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    if (inner.length === 0) {
+      this.child.kill("SIGKILL");
+      return;
+    }
+    setTimeout(() => {
+      if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+    }, 1000).unref();
+  }
+
+  get ceilingBytes(): number {
+    return this.#ceilingBytes;
+  }
+
+  /** Sets the ceiling for the deployment the host now serves (a spare starts with the default). */
+  setCeiling(bytes: number): void {
+    this.#ceilingBytes = bytes;
+    if (this.#cgroupDir !== undefined) writeCgroupLimit(this.#cgroupDir, this.#cgroupVersion!, bytes);
+  }
+
+  /** True when the host was killed for passing its memory ceiling. */
+  overCeiling(): boolean {
+    if (this.#overCeiling) return true;
+    const dir = this.#cgroupDir;
+    if (dir === undefined) return false;
+    try {
+      if (this.#cgroupVersion === 1) return /\boom_kill\s+[1-9]/.test(readFileSync(join(dir, "memory.oom_control"), "utf8"));
+      return /\boom_kill\s+[1-9]/.test(readFileSync(join(dir, "memory.events"), "utf8"));
+    } catch {
+      return false;
+    }
+  }
+
+  #checkRss(): void {
+    const pid = this.child.pid;
+    if (pid === undefined || this.child.exitCode !== null) return;
+    if (treeRssBytes(pid) > this.#ceilingBytes) {
+      this.#overCeiling = true;
+      this.kill();
+    }
+  }
+}
+
+function writeCgroupLimit(dir: string, version: 1 | 2, bytes: number): void {
+  if (version === 2) {
+    writeFileSync(join(dir, "memory.max"), String(bytes));
+    try {
+      writeFileSync(join(dir, "memory.swap.max"), "0");
+    } catch {
+      // no swap accounting
+    }
+    return;
+  }
+  // memsw (memory + swap) must stay ≥ the memory limit: order the writes by direction.
+  const memsw = join(dir, "memory.memsw.limit_in_bytes");
+  const hasMemsw = existsSync(memsw);
+  let current = Infinity;
+  try {
+    current = Number(readFileSync(join(dir, "memory.limit_in_bytes"), "utf8"));
+  } catch {
+    // new group
+  }
+  if (bytes >= current) {
+    if (hasMemsw) writeFileSync(memsw, String(bytes));
+    writeFileSync(join(dir, "memory.limit_in_bytes"), String(bytes));
+  } else {
+    writeFileSync(join(dir, "memory.limit_in_bytes"), String(bytes));
+    if (hasMemsw) writeFileSync(memsw, String(bytes));
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").split(" ")) if (c.trim() !== "") out.push(Number(c));
+    }
+  } catch {
+    // gone
+  }
+  return out;
+}
+
+/** RSS of a process and its descendants (the wrappers' child is the node host), bytes. */
+function treeRssBytes(pid: number): number {
+  let total = 0;
+  const seen = new Set<number>();
+  const visit = (p: number) => {
+    if (seen.has(p) || seen.size > 64) return;
+    seen.add(p);
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+      if (m !== null) total += Number(m[1]) * 1024;
+      for (const c of childrenOf(p)) visit(c);
+    } catch {
+      // gone
+    }
+  };
+  visit(pid);
+  return total;
+}
+
+/**
+ * The command that runs `argv` inside every layer `isolation` allows; with `cgroupProcs`, the
+ * wrapper joins that memory cgroup before it execs anything, so every process it starts is in it.
+ */
+export function isolatedCommand(isolation: HostIsolation, argv: string[], cgroupProcs?: string): string[] {
+  let out = argv;
+  if (isolation.setpriv !== undefined) out = [isolation.setpriv, ...setprivArgs(), ...out];
+  if (isolation.unshare !== undefined) out = [isolation.unshare, "-n", "-p", "-f", "--mount-proc", "-i", "--kill-child", ...out];
+  if (cgroupProcs !== undefined) out = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', cgroupProcs, ...out];
+  return out;
+}
+
+/** A new memory cgroup of `ceilingBytes` for one host, or undefined where there are none. */
+export function createHostCgroup(isolation: HostIsolation, ceilingBytes: number): { dir: string; version: 1 | 2 } | undefined {
+  if (isolation.cgroup === undefined) return undefined;
+  const dir = join(isolation.cgroup.root, `h${nextHostId++}`);
+  try {
+    mkdirSync(dir);
+    writeCgroupLimit(dir, isolation.cgroup.version, ceilingBytes);
+    return { dir, version: isolation.cgroup.version };
+  } catch {
+    tryRmdir(dir);
+    return undefined;
+  }
+}
+
+/**
+ * Starts a host process for `runtime` (no deployment yet: it loads the runtime and waits for
+ * init) inside every layer `isolation` allows, with `ceilingBytes` of memory.
+ */
+export function spawnHost(runtime: Runtime, isolation: HostIsolation, spare: boolean, ceilingBytes: number): HostProcess {
+  const cgroup = createHostCgroup(isolation, ceilingBytes);
+  const argv = isolatedCommand(isolation, [process.execPath, ...hostNodeArgs(runtime, spare)], cgroup === undefined ? undefined : join(cgroup.dir, "cgroup.procs"));
+  const child = spawn(argv[0]!, argv.slice(1), {
+    stdio: ["pipe", "pipe", "pipe", "pipe"],
+    // Nothing of the gateway's environment (tokens, keys) reaches the sandbox.
+    env: {},
+    cwd: "/",
+  });
+  return new HostProcess(child, ceilingBytes, cgroup);
+}
