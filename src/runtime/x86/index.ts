@@ -19,8 +19,10 @@
  *
  * Statuses: exit 0 (or the trap) → the parsed CGI response; malformed CGI output → 502; a
  * non-zero exit, a fault (segfault, #GP from a privileged instruction, …) or a signal → 500;
- * the per-request meter budget → 500; the wall-clock limit → 504; more stdout than the output
- * limit → 502. Details go to the log (stderr), not to the client.
+ * the per-request meter budget → 500; the wall-clock limit → 504. A response past
+ * spec.maxResponseBytes (plus 64 KiB of CGI headers) stops the guest at the write that passes it
+ * and throws SandboxError("response_too_large", 502): stdout is never buffered beyond the limit.
+ * Details go to the log (stderr), not to the client.
  *
  * Metering: `lastUsage` after each handle() holds the meter count (translated blocks executed by
  * default, or exact instructions with meter: "instruction"), the guest code bytes executed, the
@@ -28,8 +30,8 @@
  */
 import { createHash } from "node:crypto";
 import type { BundleImage, Manifest } from "../../bundle/index.js";
-import { BundleError } from "../../errors.js";
-import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
+import { BundleError, SandboxError } from "../../errors.js";
+import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
 import { ElfLoadError, Machine, parseStaticElf, type MachineSnapshot, type RunResult, type StopReason } from "./machine.js";
 import { GuestFs, LinuxSyscalls, newIo, type FsSnapshot } from "./syscalls.js";
 import { PROT_WRITE, X86_REG, type MeterKind } from "./unicorn.js";
@@ -49,8 +51,6 @@ export interface X86EngineOptions {
   meter?: MeterKind;
   /** Meter events per request (and for the init run); default 20e9 blocks / 100e9 instructions. */
   budget?: bigint;
-  /** Most stdout bytes per request (default 16 MiB). */
-  maxOutputBytes?: number;
   /** Guest stack (default 8 MiB). */
   stackBytes?: number;
   /** Log lines (default: process.stderr). */
@@ -151,6 +151,7 @@ export type CgiResult = { ok: true; response: EngineResponse } | { ok: false; er
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const DROPPED = new Set(["status", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer", "te", "proxy-connection"]);
+/** Longest CGI header block; stdout may exceed the response body limit by this much. */
 const MAX_HEADER_BYTES = 64 * 1024;
 const MAX_HEADERS = 100;
 
@@ -338,7 +339,7 @@ export class X86Process {
     try {
       if (deliverNow) this.deliverEnvironment();
       const result = this.machine.run({ budget, timeoutMs });
-      return { result, stdout: Buffer.concat(this.sys.io.stdout), stderr: Buffer.concat(this.sys.io.stderr), syscalls: this.sys.count };
+      return { result, stdout: this.sys.io.stdout.bytes(), stderr: this.sys.io.stderr.bytes(), syscalls: this.sys.count };
     } finally {
       this.phase = "idle";
       this.#pendingEnv = undefined;
@@ -462,7 +463,10 @@ class X86Instance implements EngineInstance {
     else proc.machine.uc.regWrite(X86_REG.RAX, 0n);
     this.#parked = false;
     const { budget, timeoutMs } = this.#limits();
-    const run = proc.run("request", request.body, this.#p.options.maxOutputBytes, env, this.#mode === "ready", budget, timeoutMs);
+    // The response limit is enforced while the guest writes: stdout may hold the body limit
+    // plus the CGI headers, and a write past that stops the guest (see OutputBuffer).
+    const maxBody = this.#p.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    const run = proc.run("request", request.body, maxBody + MAX_HEADER_BYTES, env, this.#mode === "ready", budget, timeoutMs);
     const { result, stdout, stderr, syscalls } = run;
     // A key's /data is only visible to its own request.
     const data = before !== undefined && result.stop.kind !== "error" ? proc.fs.changedData(before) : undefined;
@@ -477,13 +481,16 @@ class X86Instance implements EngineInstance {
     if (!ok) {
       this.#p.options.log(`${this.#label} ${request.method} ${request.url.slice(0, 200)}: ${describeStop(stop)}`);
       if (stop.kind === "timeout") return { ...errorResponse(504, "504 gateway timeout: the app ran longer than its time limit"), usage };
-      if (stop.kind === "limit") return { ...errorResponse(502, "502 bad gateway: the app's response exceeded the output limit"), usage };
+      if (stop.kind === "limit") throw new SandboxError("response_too_large", 502, `x86: ${this.#label}: the app wrote more than ${maxBody} bytes of response body (plus ${MAX_HEADER_BYTES} of CGI headers); stopped`);
       return { ...errorResponse(500, "500 internal server error: the app failed"), usage };
     }
     const parsed = parseCgiResponse(stdout);
     if (!parsed.ok) {
       this.#p.options.log(`${this.#label} ${request.method} ${request.url.slice(0, 200)}: malformed CGI response: ${parsed.error}`);
       return { ...errorResponse(502, "502 bad gateway: the app sent a malformed CGI response"), usage };
+    }
+    if (parsed.response.body.byteLength > maxBody) {
+      throw new SandboxError("response_too_large", 502, `x86: ${this.#label}: response body of ${parsed.response.body.byteLength} bytes exceeds the limit of ${maxBody} bytes`);
     }
     return data === undefined ? { ...parsed.response, usage } : { ...parsed.response, data, usage };
   }
@@ -548,7 +555,6 @@ export class X86Engine implements Engine<X86Prepared> {
     this.#options = {
       meter,
       budget: options.budget ?? (meter === "block" ? 20_000_000_000n : 100_000_000_000n),
-      maxOutputBytes: options.maxOutputBytes ?? 16 * 1024 * 1024,
       stackBytes: options.stackBytes ?? 8 * 1024 * 1024,
       log: options.log ?? ((line) => process.stderr.write(line.endsWith("\n") ? line : line + "\n")),
     };

@@ -13,9 +13,11 @@
  *   0x7ffd_0000_0000 - stack      stack (8 MiB by default, read/write, never executable)
  *   0x7ffe_0000_0000 + 1 MiB      request block: the CGI environment of a resumed request
  *   0x7fff_0000_0000              host-only: page 0 = GDT + iretq frame (read-only),
- *                                 page 1 = the iretq stub (read+exec), unmapped once the guest
- *                                 is at CPL 3. Never part of a snapshot; the guest cannot map
- *                                 anything there (mmap is confined to the arena).
+ *                                 page 1 = the iretq stub (read+exec), both mapped only for the
+ *                                 one iretq of enterUserMode() and unmapped before any guest code
+ *                                 runs: a guest load, store or jump there is a segmentation
+ *                                 fault. Never part of a snapshot; the guest cannot map anything
+ *                                 there (mmap is confined to the arena).
  *
  * CPL 3: Unicorn starts at CPL 0 with no paging and no descriptor tables. enterUserMode() loads
  * a GDT with a user data (0x2b) and a 64-bit user code (0x33) descriptor, both with DPL 3 and
@@ -65,6 +67,19 @@ const CR4_OSXMMEXCPT = 1 << 10;
 const MAX_ARENA_BYTES = 4 * 1024 * 1024 * 1024;
 /** Protection value of PROT_NONE mappings in our books: reserved address space, not in Unicorn. */
 const RESERVED = 8;
+/** Linux's PROT_SEM (x86: accepted and meaningless). Any other bit above PROT_EXEC is EINVAL. */
+const PROT_SEM = 8;
+
+/**
+ * The protection a guest's mmap/mprotect asks for, as PROT_READ|WRITE|EXEC bits, or undefined
+ * for bits Linux does not define here (EINVAL). PROT_GROWSDOWN/GROWSUP are refused too: no
+ * mapping of the sandbox grows (Linux answers EINVAL for them on such a mapping). Unicorn
+ * refuses unknown permission bits with UC_ERR_ARG, so nothing unchecked may reach it.
+ */
+export function guestProt(prot: number): number | undefined {
+  if (!Number.isInteger(prot) || (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)) !== 0) return undefined;
+  return prot & (PROT_READ | PROT_WRITE | PROT_EXEC);
+}
 
 export class ElfLoadError extends Error {
   constructor(message: string) {
@@ -470,6 +485,7 @@ export class Machine {
    */
   #setRange(r: Region, first: number, count: number, prot: number): void {
     if ((prot & PROT_WRITE) !== 0 && (prot & PROT_EXEC) !== 0) throw new Error("x86: W^X violation requested");
+    if (prot !== RESERVED && (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0) throw new Error(`x86: invalid page protection ${prot}`);
     const ucNew = prot === RESERVED ? 0 : prot;
     let p = first;
     const end = first + count;
@@ -559,9 +575,10 @@ export class Machine {
   }
 
   /** Anonymous mapping in the arena (addr is only a hint unless `fixed`). */
-  mmap(addr: number, len: number, prot: number, fixed: boolean, noReplace: boolean): number {
+  mmap(addr: number, len: number, protAsked: number, fixed: boolean, noReplace: boolean): number {
     const a = this.arena;
-    if (len <= 0 || !Number.isSafeInteger(len)) return -22; // EINVAL
+    const prot = guestProt(protAsked);
+    if (prot === undefined || len <= 0 || !Number.isSafeInteger(len)) return -22; // EINVAL
     if ((prot & PROT_EXEC) !== 0) return -1; // EPERM: W^X
     const size = Math.ceil(len / PAGE) * PAGE;
     if (size > a.size) return -12; // ENOMEM
@@ -617,7 +634,9 @@ export class Machine {
     return 0;
   }
 
-  mprotect(addr: number, len: number, prot: number): number {
+  mprotect(addr: number, len: number, protAsked: number): number {
+    const prot = guestProt(protAsked);
+    if (prot === undefined) return -22; // EINVAL
     if ((prot & PROT_EXEC) !== 0) return -1; // EPERM: W^X, nothing becomes executable after load
     if (addr % PAGE !== 0 || len < 0) return -22;
     if (len === 0) return 0;
@@ -705,8 +724,8 @@ export class Machine {
 
   /**
    * Drops to CPL 3 at `rip` with stack `rsp`: GDT and iretq frame in the host-only read-only
-   * page, `iretq` in the host-only code page, run until the CPU arrives at `rip`. The stub page
-   * is unmapped afterwards.
+   * page, `iretq` in the host-only code page, run until the CPU arrives at `rip`. Both pages are
+   * unmapped afterwards (the guest never sees them).
    */
   enterUserMode(rip: number, rsp: number): void {
     if (this.#user) throw new Error("x86: already in user mode");
@@ -736,7 +755,11 @@ export class Machine {
     if (err !== 0 || this.#stop !== undefined || Number(at) !== rip || Number(cs) !== USER_CS || Number(ss) !== USER_SS) {
       throw new Error(`x86: could not enter user mode (${ucErrName(err)}, cs=0x${cs!.toString(16)}, rip=0x${at!.toString(16)})`);
     }
-    this.#setRange(h, 1, 1, 0);
+    // Both host pages leave the guest's address space: the CPU keeps the loaded descriptors in
+    // its segment caches, and nothing at CPL 3 reads the GDT again here (syscall and interrupts
+    // are hooked before any descriptor load; a computed jump to a segment load, far transfer,
+    // iretq or lar/lsl faults on the unmapped GDT, which ends the request like any fault).
+    this.#setRange(h, 0, 2, 0);
     this.#user = true;
   }
 

@@ -9,8 +9,9 @@
  *
  *   nr        name                   behaviour
  *   0         read                   stdin = request body; files; /dev/zero, /dev/urandom; dir → EISDIR
- *   1         write                  stdout = the response (output limit: the run stops), stderr
- *                                    (kept up to 64 KiB, logged), files under /tmp and /data, /dev/null
+ *   1         write                  stdout = the response (a write past the response limit stops the
+ *                                    run: response_too_large), stderr (kept up to 64 KiB, logged; the
+ *                                    rest dropped), files under /tmp and /data, /dev/null
  *   2, 257    open, openat           /app (bundle, read-only: EROFS for writes), /tmp, /data, /dev/{null,
  *                                    zero,random,urandom}; anything else ENOENT (there is no /etc, /proc)
  *   3         close
@@ -18,8 +19,9 @@
  *   262       newfstatat             AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW
  *   8         lseek                  files and directories; pipes (std streams) ESPIPE
  *   9         mmap                   anonymous, or a private copy of a file, inside the arena (the memory
- *                                    limit); PROT_EXEC → EPERM (W^X); MAP_SHARED of a file → ENODEV
- *   10        mprotect               PROT_EXEC → EPERM; only mapped ranges
+ *                                    limit); PROT_EXEC → EPERM (W^X); MAP_SHARED of a file → ENODEV;
+ *                                    prot bits other than READ/WRITE/EXEC/SEM → EINVAL
+ *   10        mprotect               PROT_EXEC → EPERM; only mapped ranges; unknown prot bits → EINVAL
  *   11        munmap                 arena only (EINVAL elsewhere)
  *   12        brk                    heap at the arena's bottom, up to the mmap regions
  *   13, 14    rt_sigaction,          0: old action reported as SIG_DFL, old mask as empty; no signal is
@@ -64,8 +66,8 @@
  */
 import { randomFillSync } from "node:crypto";
 import { decodeImage, encodeImage, type BundleEntry, type BundleImage } from "../../bundle/index.js";
-import { PROT_READ, PROT_WRITE, X86_REG } from "./unicorn.js";
-import type { Machine } from "./machine.js";
+import { PROT_EXEC, PROT_READ, PROT_WRITE, X86_REG } from "./unicorn.js";
+import { guestProt, type Machine } from "./machine.js";
 
 export const SYS_ZEROCELL_READY = 0x5a0ce11;
 
@@ -120,11 +122,18 @@ export interface DirNode extends NodeBase {
   kind: "dir";
   children: Map<string, FsNode>;
   parent: DirNode;
+  /** Removed (rmdir, renamed over) while a descriptor or the cwd still names it: nothing is created in it. */
+  removed?: boolean;
 }
 export interface FileNode extends NodeBase {
   kind: "file";
   data: Buffer;
   size: number;
+  /**
+   * Out of the tree (unlinked or renamed over) while a descriptor still refers to it: its bytes
+   * and its inode stay charged to the mount until the last such descriptor closes, as on Linux.
+   */
+  orphan?: boolean;
 }
 export interface LinkNode extends NodeBase {
   kind: "symlink";
@@ -350,8 +359,46 @@ export class GuestFs {
   }
 
   unmountData(): void {
+    const mount = this.dataMount;
     this.root.children.delete("data");
     this.dataMount = undefined;
+    if (mount === undefined) return;
+    // The key's tree ends with its request: descriptors into it are closed (their bytes were
+    // charged to this mount only; a later request gets a fresh quota), and a working directory
+    // inside it moves back to /app.
+    this.fds = this.fds.map((e) => (e !== undefined && typeof e.file.node !== "string" && e.file.node.mount === mount ? undefined : e));
+    if (this.cwd.mount === mount) this.cwd = this.app;
+  }
+
+  // ---- accounting of writable mounts ---------------------------------------------------------
+
+  /** Whether a descriptor refers to the node. */
+  isOpen(node: FsNode): boolean {
+    return this.fds.some((e) => e !== undefined && e.file.node === node);
+  }
+
+  /**
+   * A node of a writable mount left the tree (unlink, rmdir, rename over it): its inode and bytes
+   * are credited back now, or, for a file still open, when its last descriptor closes.
+   */
+  unlinked(n: FsNode): void {
+    const mount = n.mount!;
+    if (n.kind === "dir") n.removed = true; // only empty directories leave the tree
+    if (n.kind === "file" && this.isOpen(n)) {
+      n.orphan = true;
+      return;
+    }
+    mount.files--;
+    if (n.kind === "file") mount.used -= n.size;
+  }
+
+  /** A descriptor of `file` was dropped: an orphan nobody refers to any more is credited back. */
+  released(file: OpenFile): void {
+    const n = file.node;
+    if (typeof n === "string" || n.kind !== "file" || n.orphan !== true || this.isOpen(n)) return;
+    n.orphan = false;
+    n.mount!.files--;
+    n.mount!.used -= n.size;
   }
 
   // ---- snapshots ----------------------------------------------------------------------------
@@ -359,7 +406,8 @@ export class GuestFs {
   snapshot(): FsSnapshot {
     const map = new Map<FsNode, FsNode>();
     const tmp = cloneDir(this.tmp, this.root, map);
-    const fds = this.fds.map((e) => (e === undefined ? undefined : { cloexec: e.cloexec, file: cloneOpen(e.file, map) }));
+    // Orphans (open, unlinked) are copied too: tmpUsed includes their bytes.
+    const fds = cloneFds(this.fds, map);
     return { tmp, fds, cwd: this.pathOf(this.cwd), nextIno: this.nextIno, tmpUsed: this.tmpMount.used, tmpFiles: this.tmpMount.files };
   }
 
@@ -372,10 +420,23 @@ export class GuestFs {
       this.tmpMount.used = s.tmpUsed;
       this.tmpMount.files = s.tmpFiles;
       this.nextIno = s.nextIno;
+    } else {
+      // The finished run's descriptors all close: the orphans they held are credited back.
+      const old = this.fds;
+      this.fds = [];
+      for (const e of old) if (e !== undefined) this.released(e.file);
     }
-    // Descriptors of the snapshot point at snapshot nodes; with keepTmp, at the snapshot's
-    // (detached) copies: reading them still works, like a file unlinked while open.
-    this.fds = s.fds.map((e) => (e === undefined ? undefined : { cloexec: e.cloexec, file: cloneOpen(e.file, map) }));
+    // Descriptors of the snapshot point at copies of snapshot nodes; with keepTmp those copies
+    // are out of the live tree: orphans, charged until closed, like a file unlinked while open.
+    this.fds = cloneFds(s.fds, map);
+    if (keepTmp) {
+      for (const n of new Set(this.fds.map((e) => e?.file.node))) {
+        if (n === undefined || typeof n === "string" || n.kind !== "file" || n.mount === undefined) continue;
+        n.orphan = true;
+        n.mount.files++;
+        n.mount.used += n.size;
+      }
+    }
     const cwd = this.resolve(s.cwd, true, this.root);
     this.cwd = typeof cwd !== "number" && cwd.node?.kind === "dir" ? cwd.node : this.app;
     this.unmountData();
@@ -399,13 +460,19 @@ export class GuestFs {
       }
     };
     const tree = enc(s.tmp);
+    // Open files out of the tree (unlinked while open) follow it, numbered on.
+    const orphans: unknown[] = [];
+    for (const e of s.fds) {
+      const n = e?.file.node;
+      if (n !== undefined && typeof n !== "string" && n.kind === "file" && n.mount !== undefined && !ids.has(n)) orphans.push(enc(n));
+    }
     const fds = s.fds.map((e) => {
       if (e === undefined) return null;
       const f = e.file;
       const node = typeof f.node === "string" ? f.node : (this.#stablePath(f.node) ?? ids.get(f.node) ?? null);
       return { n: node, p: f.pos, f: f.flags, r: f.readable, w: f.writable, x: f.path, c: e.cloexec };
     });
-    return { tree, fds, cwd: s.cwd, nextIno: s.nextIno };
+    return { tree, orphans, fds, cwd: s.cwd, nextIno: s.nextIno };
   }
 
   /** Image and device nodes are named by path in an exported descriptor table. */
@@ -425,7 +492,7 @@ export class GuestFs {
   }
 
   importSnapshot(raw: unknown): FsSnapshot {
-    const o = raw as { tree?: unknown; fds?: unknown; cwd?: unknown; nextIno?: unknown } | null;
+    const o = raw as { tree?: unknown; orphans?: unknown; fds?: unknown; cwd?: unknown; nextIno?: unknown } | null;
     if (o === null || typeof o !== "object" || !Array.isArray(o.fds) || o.fds.length > MAX_FDS || typeof o.cwd !== "string" || !Number.isSafeInteger(o.nextIno)) {
       throw new Error("x86 snapshot: bad file system state");
     }
@@ -463,6 +530,12 @@ export class GuestFs {
       throw new Error("x86 snapshot: bad /tmp node");
     };
     const tmp = dec(o.tree, this.root, 0);
+    if (o.orphans !== undefined && (!Array.isArray(o.orphans) || o.orphans.length > MAX_FDS)) throw new Error("x86 snapshot: bad orphan list");
+    for (const v of (o.orphans ?? []) as unknown[]) {
+      const n = dec(v, undefined, 64);
+      if (n.kind !== "file") throw new Error("x86 snapshot: an orphan is not a file");
+      n.orphan = true;
+    }
     if (tmp.kind !== "dir") throw new Error("x86 snapshot: /tmp is not a directory");
     if (used > mount.quota || files > MAX_FILES_PER_MOUNT) throw new Error("x86 snapshot: /tmp exceeds its quota");
     const fds = (o.fds as unknown[]).map((v): FdEntry | undefined => {
@@ -497,9 +570,32 @@ function cloneDir(d: DirNode, parent: DirNode, map: Map<FsNode, FsNode>): DirNod
   return copy;
 }
 
-function cloneOpen(f: OpenFile, map: Map<FsNode, FsNode>): OpenFile {
-  const node = typeof f.node === "string" ? f.node : (map.get(f.node) ?? f.node);
-  return { ...f, node };
+/**
+ * Copies a descriptor table onto the nodes of `map` (old → copy). Files of a writable mount
+ * that are not in it (orphans, or all of them when the map is empty) are copied as well, so a
+ * snapshot never shares a node a later run writes; dup'ed descriptors keep sharing one copy.
+ */
+function cloneFds(fds: Array<FdEntry | undefined>, map: Map<FsNode, FsNode>): Array<FdEntry | undefined> {
+  const files = new Map<OpenFile, OpenFile>();
+  return fds.map((e) => {
+    if (e === undefined) return undefined;
+    let file = files.get(e.file);
+    if (file === undefined) {
+      const f = e.file;
+      let node: FsNode | Stream = f.node;
+      if (typeof node !== "string") {
+        let copy = map.get(node);
+        if (copy === undefined && node.kind === "file" && node.mount !== undefined) {
+          copy = { ...node, data: Buffer.from(node.data.subarray(0, node.size)) };
+          map.set(node, copy);
+        }
+        node = copy ?? node;
+      }
+      file = { ...f, node };
+      files.set(f, file);
+    }
+    return { cloexec: e.cloexec, file };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,15 +604,64 @@ function cloneOpen(f: OpenFile, map: Map<FsNode, FsNode>): OpenFile {
 export interface GuestIo {
   stdin: Uint8Array;
   stdinPos: number;
-  stdout: Buffer[];
-  stdoutBytes: number;
-  stdoutLimit: number;
-  stderr: Buffer[];
-  stderrBytes: number;
+  /** The response as written so far; a write past its limit stops the run ("limit"). */
+  stdout: OutputBuffer;
+  /** Kept for the log up to MAX_STDERR bytes; later bytes are accepted and dropped. */
+  stderr: OutputBuffer;
 }
 
 export function newIo(stdin: Uint8Array, stdoutLimit: number): GuestIo {
-  return { stdin, stdinPos: 0, stdout: [], stdoutBytes: 0, stdoutLimit, stderr: [], stderrBytes: 0 };
+  return { stdin, stdinPos: 0, stdout: new OutputBuffer(stdoutLimit), stderr: new OutputBuffer(MAX_STDERR) };
+}
+
+/**
+ * Bytes a guest writes to a stream, in one buffer grown by doubling and never beyond `limit`:
+ * host memory stays within 1.5 × limit whatever the guest does (one host object per write
+ * system call would cost ~130 bytes of heap per 1-byte write: 16 MiB of them, 2 GiB).
+ */
+export class OutputBuffer {
+  readonly limit: number;
+  #buf: Buffer = Buffer.alloc(0);
+  #length = 0;
+
+  constructor(limit: number) {
+    if (!Number.isSafeInteger(limit) || limit < 0) throw new RangeError(`x86: output limit ${limit} is not a byte count`);
+    this.limit = limit;
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Appends all of `data`, or nothing and false when that would pass the limit. */
+  append(data: Uint8Array): boolean {
+    if (data.length > this.limit - this.#length) return false;
+    this.#put(data);
+    return true;
+  }
+
+  /** Appends what fits under the limit; returns the bytes kept. */
+  appendSome(data: Uint8Array): number {
+    const n = Math.min(data.length, this.limit - this.#length);
+    if (n > 0) this.#put(data.subarray(0, n));
+    return n;
+  }
+
+  #put(data: Uint8Array): void {
+    const end = this.#length + data.length;
+    if (end > this.#buf.length) {
+      const bigger = Buffer.allocUnsafe(Math.min(this.limit, Math.max(end, 2 * this.#buf.length, 64 * 1024)));
+      this.#buf.copy(bigger, 0, 0, this.#length);
+      this.#buf = bigger;
+    }
+    this.#buf.set(data, this.#length);
+    this.#length = end;
+  }
+
+  /** The bytes written (a view, no copy). */
+  bytes(): Buffer {
+    return this.#buf.subarray(0, this.#length);
+  }
 }
 
 /**
@@ -767,8 +912,10 @@ export class LinuxSyscalls {
   }
 
   #close(fd: bigint): bigint {
-    if (this.#entry(fd) === undefined) return EBADF;
+    const e = this.#entry(fd);
+    if (e === undefined) return EBADF;
     this.fs.fds[i32(fd)] = undefined;
+    this.fs.released(e.file);
     return 0n;
   }
 
@@ -779,7 +926,9 @@ export class LinuxSyscalls {
     if (dup3 && (oldfd === newfd || (flags & ~0o2000000) !== 0)) return EINVAL;
     const n = s64(newfd);
     if (n < 0n || n >= BigInt(MAX_FDS)) return EBADF;
+    const old = this.fs.fds[Number(n)];
     this.fs.fds[Number(n)] = { file: e.file, cloexec: (flags & 0o2000000) !== 0 };
+    if (old !== undefined) this.fs.released(old.file); // dup2 closes what newfd held
     return n;
   }
 
@@ -852,18 +1001,13 @@ export class LinuxSyscalls {
       if (at !== undefined) return ERR(E.SPIPE);
       const data = this.#in(buf, Math.min(count, 1 << 24));
       const io = this.io;
-      if (n === "stdout") {
-        if (io.stdoutBytes + data.length > io.stdoutLimit) {
-          this.m.stop({ kind: "limit", message: `the program wrote more than ${io.stdoutLimit} bytes to stdout (the output limit)` });
-          return undefined;
-        }
-        io.stdout.push(Buffer.from(data));
-        io.stdoutBytes += data.length;
-      } else if (io.stderrBytes < MAX_STDERR) {
-        const keep = data.subarray(0, MAX_STDERR - io.stderrBytes);
-        io.stderr.push(Buffer.from(keep));
-        io.stderrBytes += keep.length;
+      // The response is checked while the guest writes: the write that would pass the limit
+      // stops the run before its bytes are copied.
+      if (n === "stdout" && !io.stdout.append(data)) {
+        this.m.stop({ kind: "limit", message: `the program wrote more than ${io.stdout.limit} bytes to stdout (the output limit)` });
+        return undefined;
       }
+      if (n === "stderr") io.stderr.appendSome(data);
       return BigInt(data.length);
     }
     if (typeof n === "string") return EBADF;
@@ -1009,6 +1153,7 @@ export class LinuxSyscalls {
       if (r.path.endsWith("/")) return ERR(E.ISDIR);
       const mount = r.parent.mount;
       if (mount === undefined) return ERR(r.parent === this.fs.root || r.parent === this.fs.app || this.#inApp(r.parent) ? E.ROFS : E.ACCES);
+      if (r.parent.removed === true) return ERR(E.NOENT); // a file there would be charged and unreachable
       if (mount.files >= MAX_FILES_PER_MOUNT) return ERR(E.NOSPC);
       node = { kind: "file", data: Buffer.alloc(0), size: 0, ino: this.fs.nextIno++, mode: Number(modeRaw) & 0o777, mtimeNs: this.clock.now(0) ?? 0n, mount };
       r.parent.children.set(r.name, node);
@@ -1166,6 +1311,7 @@ export class LinuxSyscalls {
     if (r.node !== undefined) return ERR(E.EXIST);
     const mount = r.parent.mount;
     if (mount === undefined) return ERR(E.ROFS);
+    if (r.parent.removed === true) return ERR(E.NOENT);
     if (mount.files >= MAX_FILES_PER_MOUNT) return ERR(E.NOSPC);
     const d: DirNode = { kind: "dir", children: new Map(), ino: this.fs.nextIno++, mode: mode & 0o7777, mtimeNs: this.clock.now(0) ?? 0n, mount, parent: r.parent };
     r.parent.children.set(r.name, d);
@@ -1185,8 +1331,7 @@ export class LinuxSyscalls {
     } else if (n.kind === "dir") return ERR(E.ISDIR);
     if (n === this.fs.tmp || n === this.fs.root.children.get("data")) return ERR(E.PERM);
     r.parent.children.delete(r.name);
-    n.mount.files--;
-    if (n.kind === "file") n.mount.used -= n.size;
+    this.fs.unlinked(n);
     return 0n;
   }
 
@@ -1198,6 +1343,7 @@ export class LinuxSyscalls {
     if (a.node === undefined) return ERR(E.NOENT);
     if (a.node.mount === undefined || a.parent.mount === undefined || b.parent.mount === undefined) return ERR(E.ROFS);
     if (a.parent.mount !== b.parent.mount) return ERR(E.XDEV);
+    if (b.parent.removed === true) return ERR(E.NOENT);
     if (a.node === this.fs.tmp || a.name === "." || b.name === ".") return ERR(E.INVAL);
     // A directory cannot move into itself.
     for (let d: DirNode = b.parent, i = 0; i < 300; i++) {
@@ -1210,11 +1356,10 @@ export class LinuxSyscalls {
       if (existing === a.node) return 0n;
       if (existing.kind === "dir" && (a.node.kind !== "dir" || existing.children.size > 0)) return ERR(existing.kind === "dir" && a.node.kind === "dir" ? E.NOTEMPTY : E.ISDIR);
       if (existing.kind !== "dir" && a.node.kind === "dir") return ERR(E.NOTDIR);
-      existing.mount!.files--;
-      if (existing.kind === "file") existing.mount!.used -= existing.size;
     }
     a.parent.children.delete(a.name);
     b.parent.children.set(b.name, a.node);
+    if (existing !== undefined) this.fs.unlinked(existing);
     if (a.node.kind === "dir") a.node.parent = b.parent;
     return 0n;
   }
@@ -1237,7 +1382,10 @@ export class LinuxSyscalls {
 
   // ---- memory -------------------------------------------------------------------------------
 
-  #mmap(addr: number, len: number, prot: number, flags: number, fd: bigint, off: bigint): bigint {
+  #mmap(addr: number, len: number, protAsked: number, flags: number, fd: bigint, off: bigint): bigint {
+    const prot = guestProt(protAsked);
+    if (prot === undefined) return EINVAL;
+    if ((prot & PROT_EXEC) !== 0) return ERR(E.PERM); // W^X
     const MAP_SHARED = 1;
     const MAP_PRIVATE = 2;
     const MAP_FIXED = 0x10;
