@@ -3,15 +3,22 @@
  * host name (minted on first use through SNI, signed by that CA), and certificates users install
  * for their own hosts. A user trusts one file, `<dir>/ca.pem`.
  *
+ * The CA carries critical Name Constraints: it can only vouch for `localhost`, `*.localhost`,
+ * 127.0.0.1 and ::1 (CA_PERMITTED_DNS, CA_PERMITTED_IPS). Clients enforce that, so trusting
+ * ca.pem never lets this CA (or anyone holding ca-key.pem) impersonate another site; the store
+ * mints only names inside those constraints. A CA without them (made by an older version) is
+ * replaced at open, and the leaves it minted are deleted.
+ *
  * Layout of `dir` (created if missing):
- *   ca.pem, ca-key.pem (0600)            the local CA (ECDSA P-256, 10 years)
+ *   ca.pem, ca-key.pem (0600)            the local CA (ECDSA P-256, 10 years, name-constrained)
  *   localhost.pem, localhost-key.pem     the default certificate (localhost, 127.0.0.1, ::1)
  *   hosts/<name>.pem, hosts/<name>.key   minted or user-installed (chain, key 0600);
  *                                        "*.example.com" is stored as "_wildcard.example.com",
  *                                        minted names too long for a file name as "_long.<sha256>"
  *
  * Lookup for an SNI name, first match wins: user certificate for the exact name, user wildcard
- * certificate for the parent domain, "localhost" → default, mayMint refuses → default, cached
+ * certificate for the parent domain, "localhost" → default, outside the CA's name constraints →
+ * default, mayMint refuses → default, cached
  * minted context, minted certificate on disk, newly minted certificate. The SNI callback never
  * throws and falls back to the default context on any error.
  *
@@ -85,6 +92,20 @@ const subtle = webcrypto.subtle;
 /** @peculiar/x509's `Crypto` is the DOM type; Node's webcrypto implements it. */
 const cryptoImpl = webcrypto as unknown as Parameters<typeof x509.X509CertificateGenerator.create>[1];
 
+/**
+ * The DNS names the local CA may vouch for, as permitted subtrees of its Name Constraints
+ * (RFC 5280 §4.2.1.10): "localhost" permits localhost and any name ending in ".localhost".
+ * The platform serves no other domain of its own; names outside get the default certificate
+ * (users install their own certificate for them with certs-add).
+ */
+export const CA_PERMITTED_DNS: readonly string[] = ["localhost"];
+/** The IP addresses the local CA may vouch for (the default certificate's IP SANs), as address/mask bytes. */
+const CA_PERMITTED_IPS: ReadonlyArray<{ address: number[]; mask: number[] }> = [
+  { address: [127, 0, 0, 1], mask: [255, 255, 255, 255] },
+  { address: [...Array<number>(15).fill(0), 1], mask: Array<number>(16).fill(255) },
+];
+const NAME_CONSTRAINTS_OID = "2.5.29.30";
+
 const HOST_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
@@ -104,6 +125,11 @@ export function normalizeServername(raw: unknown): string | undefined {
   }
   if (/^[0-9]+$/.test(labels[labels.length - 1] ?? "")) return undefined;
   return name;
+}
+
+/** Whether the local CA's name constraints permit a (normalised) DNS name, i.e. whether it may be minted. */
+export function isPermittedByLocalCa(name: string): boolean {
+  return CA_PERMITTED_DNS.some((base) => name === base || name.endsWith(`.${base}`));
 }
 
 interface CaMaterial {
@@ -282,6 +308,8 @@ export class CertificateStore {
     const user = this.#lookupUser(name);
     if (user !== undefined) return user.ctx;
     if (name === "localhost") return this.#defaultCtx;
+    // A leaf for any other name would not verify against ca.pem (name constraints): never mint one.
+    if (!isPermittedByLocalCa(name)) return this.#fallback();
     let allowed = false;
     try {
       allowed = this.#mayMint(name) === true;
@@ -452,10 +480,7 @@ async function loadOrCreateCa(dir: string, warn: (m: string) => void): Promise<{
     if (keyText !== undefined) {
       warn(`tls: ${keyPath} exists without ${certPath} (interrupted first start?); minting a new local CA`);
     }
-    const material = await createCa();
-    await writeAtomic(keyPath, material.keyPem, 0o600);
-    await writeAtomic(certPath, material.ca.pem, 0o644);
-    return { material: material.ca, created: true };
+    return { material: await createAndWriteCa(certPath, keyPath), created: true };
   }
   const recreate = `delete ${certPath} and ${keyPath} to mint a new local CA (clients must then trust the new ca.pem)`;
   if (keyText === undefined) {
@@ -504,6 +529,16 @@ async function loadOrCreateCa(dir: string, warn: (m: string) => void): Promise<{
   } catch (e) {
     throw caError(`tls: cannot use the local CA in ${certPath}: ${describe(e)}; ${recreate}`, e);
   }
+  if (!hasPlatformNameConstraints(peculiar)) {
+    // An older CA that can vouch for any name: every client trusting it would accept a leaf for
+    // any site. Replace it (and drop what it signed) rather than keep serving under it.
+    warn(
+      `tls: the local CA ${certPath} has no name constraints (it could vouch for any host name); replacing it with a new CA ` +
+        `limited to ${describeConstraints()} and deleting the certificates the old one minted; clients must trust the new ca.pem`,
+    );
+    await discardMinted(dir, cert, warn);
+    return { material: await createAndWriteCa(certPath, keyPath), created: true };
+  }
   const ski = peculiar.getExtension(x509.SubjectKeyIdentifierExtension);
   const keyId =
     ski?.keyId ?? (await x509.SubjectKeyIdentifierExtension.create(peculiar.publicKey, false, cryptoImpl)).keyId;
@@ -511,6 +546,75 @@ async function loadOrCreateCa(dir: string, warn: (m: string) => void): Promise<{
     material: { pem: cert.toString(), cert, name: peculiar.subjectName, keyId, signingKey, notAfter },
     created: false,
   };
+}
+
+async function createAndWriteCa(certPath: string, keyPath: string): Promise<CaMaterial> {
+  const material = await createCa();
+  await writeAtomic(keyPath, material.keyPem, 0o600);
+  await writeAtomic(certPath, material.ca.pem, 0o644);
+  return material.ca;
+}
+
+/** DER of the CA's NameConstraints value: permitted subtrees only (CA_PERMITTED_DNS, CA_PERMITTED_IPS). */
+function encodeNameConstraints(): Buffer {
+  const tlv = (tag: number, body: Buffer): Buffer => {
+    const n = body.length;
+    const len = n < 0x80 ? Buffer.from([n]) : n < 0x100 ? Buffer.from([0x81, n]) : Buffer.from([0x82, n >> 8, n & 0xff]);
+    return Buffer.concat([Buffer.from([tag]), len, body]);
+  };
+  const subtrees = [
+    // GeneralSubtree ::= SEQUENCE { base GeneralName } ; dNSName [2] IA5String, iPAddress [7] OCTET STRING
+    ...CA_PERMITTED_DNS.map((d) => tlv(0x30, tlv(0x82, Buffer.from(d, "ascii")))),
+    ...CA_PERMITTED_IPS.map((ip) => tlv(0x30, tlv(0x87, Buffer.from([...ip.address, ...ip.mask])))),
+  ];
+  // NameConstraints ::= SEQUENCE { permittedSubtrees [0] GeneralSubtrees }
+  return tlv(0x30, tlv(0xa0, Buffer.concat(subtrees)));
+}
+
+function describeConstraints(): string {
+  return [...CA_PERMITTED_DNS.flatMap((d) => [d, `*.${d}`]), "127.0.0.1", "::1"].join(", ");
+}
+
+/** Whether a CA certificate carries exactly the platform's name constraints, marked critical. */
+function hasPlatformNameConstraints(cert: x509.X509Certificate): boolean {
+  const ext = cert.getExtension(NAME_CONSTRAINTS_OID);
+  return ext !== null && ext.critical && Buffer.from(ext.value).equals(encodeNameConstraints());
+}
+
+/**
+ * Deletes the default certificate and every hosts/ certificate issued by `oldCa` (with its key),
+ * before that CA is replaced: left in place, they would look like user-installed certificates.
+ * User certificates (issued by anyone else) stay. Throws if one cannot be deleted.
+ */
+async function discardMinted(dir: string, oldCa: NodeX509Certificate, warn: (m: string) => void): Promise<void> {
+  const pairs: Array<[string, string]> = [[path.join(dir, "localhost.pem"), path.join(dir, "localhost-key.pem")]];
+  const hostsDir = path.join(dir, "hosts");
+  for (const entry of await readdir(hostsDir)) {
+    if (entry.endsWith(".pem") && !entry.startsWith(".")) pairs.push([path.join(hostsDir, entry), path.join(hostsDir, `${entry.slice(0, -4)}.key`)]);
+  }
+  let discarded = 0;
+  for (const [certFile, keyFile] of pairs) {
+    const text = await readOptional(certFile).catch(() => undefined);
+    const first = text === undefined ? undefined : firstCertificate(text);
+    let mintedByOld = false;
+    try {
+      const cert = first === undefined ? undefined : new NodeX509Certificate(first);
+      mintedByOld = cert !== undefined && cert.checkIssued(oldCa) && cert.verify(oldCa.publicKey);
+    } catch {
+      mintedByOld = false;
+    }
+    if (!mintedByOld) continue;
+    try {
+      await unlink(keyFile).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "ENOENT") throw e;
+      });
+      await unlink(certFile);
+    } catch (e) {
+      throw caError(`tls: cannot delete ${certFile}, minted by the local CA being replaced: ${describe(e)}`, e);
+    }
+    discarded++;
+  }
+  if (discarded > 0) warn(`tls: deleted ${discarded} certificate(s) minted by the old local CA`);
 }
 
 async function createCa(): Promise<{ ca: CaMaterial; keyPem: string }> {
@@ -531,6 +635,8 @@ async function createCa(): Promise<{ ca: CaMaterial; keyPem: string }> {
         new x509.BasicConstraintsExtension(true, 0, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
         ski,
+        // Critical, so a client that cannot enforce the constraints rejects the CA instead of ignoring them.
+        new x509.Extension(NAME_CONSTRAINTS_OID, true, new Uint8Array(encodeNameConstraints())),
       ],
     },
     cryptoImpl,

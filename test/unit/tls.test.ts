@@ -1,5 +1,5 @@
 import { X509Certificate as NodeX509Certificate, webcrypto } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -8,6 +8,7 @@ import type tls from "node:tls";
 import * as x509 from "@peculiar/x509";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CertificateStore, normalizeServername, type CertificateStoreOptions } from "../../src/gateway/tls.js";
+import { makeUnconstrainedCa, signLeaf } from "../helpers/certs.js";
 
 const cryptoImpl = webcrypto as unknown as Parameters<typeof x509.X509CertificateGenerator.create>[1];
 const EC = { name: "ECDSA", namedCurve: "P-256" } as const;
@@ -209,6 +210,13 @@ describe("CertificateStore: CA and default certificate", () => {
     const years = (ca.notAfter.getTime() - ca.notBefore.getTime()) / (365.25 * 86400_000);
     expect(years).toBeGreaterThan(9.9);
     expect(years).toBeLessThan(10.1);
+    // Name Constraints, critical, permitting only localhost (and *.localhost), 127.0.0.1/32, ::1/128
+    // (DER written out by hand: SEQUENCE { [0] { {dNSName}, {iPAddress}, {iPAddress} } }).
+    const nc = ca.getExtension("2.5.29.30");
+    expect(nc?.critical).toBe(true);
+    expect(Buffer.from(nc!.value).toString("hex")).toBe(
+      "303fa03d" + "300b8209" + Buffer.from("localhost").toString("hex") + "300a8708" + "7f000001" + "ffffffff" + "30228720" + "00".repeat(15) + "01" + "ff".repeat(16),
+    );
     const alg = ca.publicKey.algorithm as { name: string; namedCurve?: string };
     expect(alg).toMatchObject({ name: "ECDSA", namedCurve: "P-256" });
     expect(store.stats.minted).toBe(2); // CA + default
@@ -427,8 +435,9 @@ describe("CertificateStore: SNI minting over real TLS", () => {
     expect(await sni(store, "upper.localhost")).toBe(upper);
     expect(seen).toContain("upper.localhost");
 
-    // A 253-character name is valid; its file name is hashed.
-    const long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+    // A 253-character name is valid; its file name is hashed (under .localhost: the CA's name
+    // constraints allow nothing else).
+    const long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(51), "localhost"].join(".");
     expect(long).toHaveLength(253);
     expect(await sni(store, long)).not.toBe(defaultCtx);
 
@@ -458,6 +467,116 @@ describe("CertificateStore: SNI minting over real TLS", () => {
     const def = await sni(store, "");
     expect(await sni(store, "x.localhost")).toBe(def);
     expect(warnings.join("\n")).toMatch(/boom/);
+  });
+});
+
+/** An HTTPS server presenting exactly this chain and key, whatever the SNI name. */
+async function serveChain(chain: { certPem: string; keyPem: string }): Promise<number> {
+  const server = https.createServer({ cert: chain.certPem, key: chain.keyPem }, (_req, res) => res.end("ok"));
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+/** OpenSSL's X509_V_ERR_PERMITTED_VIOLATION, as Node reports it (code "UNSPECIFIED", OpenSSL's text). */
+const NAME_CONSTRAINT_VIOLATION = { ok: false, message: "permitted subtree violation" } as const;
+
+describe("CertificateStore: the CA can only vouch for localhost names", () => {
+  it("OpenSSL refuses a leaf the CA's own key signs for another name (name constraints)", async () => {
+    const dir = freshDir();
+    const { store } = await openStore(dir);
+    const caKeyPem = await readFile(path.join(dir, "ca-key.pem"), "utf8");
+
+    const forged = await signLeaf(store.caPem, caKeyPem, [{ type: "dns", value: "login.microsoftonline.com" }]);
+    const r = await fetchTls(await serveChain(forged), "login.microsoftonline.com", store.caPem);
+    expect(r).toMatchObject(NAME_CONSTRAINT_VIOLATION);
+    // An IP outside 127.0.0.1 / ::1 is refused the same way.
+    const ip = await signLeaf(store.caPem, caKeyPem, [{ type: "ip", value: "10.0.0.1" }]);
+    expect(await fetchTls(await serveChain(ip), undefined, store.caPem)).toMatchObject(NAME_CONSTRAINT_VIOLATION);
+    // A name outside, hidden next to a permitted one, still fails the whole certificate.
+    const mixed = await signLeaf(store.caPem, caKeyPem, [{ type: "dns", value: "x.localhost" }, { type: "dns", value: "bank.example" }]);
+    expect(await fetchTls(await serveChain(mixed), "x.localhost", store.caPem)).toMatchObject(NAME_CONSTRAINT_VIOLATION);
+
+    // The same forging, for names inside the constraints, verifies: the refusal above is the constraints'.
+    for (const [sans, servername] of [
+      [[{ type: "dns", value: "evil.localhost" }], "evil.localhost"],
+      [[{ type: "dns", value: "localhost" }], "localhost"],
+      [[{ type: "ip", value: "127.0.0.1" }], undefined],
+    ] as Array<[x509.JsonGeneralNames, string | undefined]>) {
+      const ok = await signLeaf(store.caPem, caKeyPem, sans);
+      expect(await fetchTls(await serveChain(ok), servername, store.caPem), JSON.stringify(sans)).toMatchObject({ ok: true, body: "ok" });
+    }
+  });
+
+  it("never mints a name outside the constraints, even when mayMint allows it: the default certificate answers", async () => {
+    const dir = freshDir();
+    const { store } = await openStore(dir, { mayMint: () => true });
+    const def = await sni(store, "");
+    const minted = store.stats.minted;
+    for (const name of ["login.microsoftonline.com", "localhost.evil.com", "xlocalhost", "www.google.com"]) {
+      expect(await sni(store, name), name).toBe(def);
+    }
+    expect(store.stats.minted).toBe(minted);
+    expect(await readdir(path.join(dir, "hosts"))).toEqual([]);
+    const port = await startServer(store);
+    const r = await fetchTls(port, "login.microsoftonline.com", store.caPem);
+    expect(r).toMatchObject({ ok: false, code: "ERR_TLS_CERT_ALTNAME_INVALID" });
+    expect(await fetchTls(port, "app.localhost", store.caPem)).toMatchObject({ ok: true, san: "DNS:app.localhost" });
+  });
+
+  it("replaces a CA without name constraints at open, deletes what it minted, keeps user certificates", async () => {
+    const dir = freshDir();
+    const hosts = path.join(dir, "hosts");
+    await mkdir(hosts, { recursive: true });
+    // A data dir of an older version: an unconstrained CA, leaves it minted (one for a name it
+    // should never have signed), and a user certificate from another CA.
+    const old = await makeUnconstrainedCa();
+    await writeFile(path.join(dir, "ca.pem"), old.certPem);
+    await writeFile(path.join(dir, "ca-key.pem"), old.keyPem, { mode: 0o600 });
+    const oldMinted: Array<[string, x509.JsonGeneralNames]> = [
+      ["localhost", [{ type: "dns", value: "localhost" }, { type: "ip", value: "127.0.0.1" }]],
+      ["hosts/login.microsoftonline.com", [{ type: "dns", value: "login.microsoftonline.com" }]],
+      ["hosts/blog.localhost", [{ type: "dns", value: "blog.localhost" }]],
+    ];
+    for (const [base, sans] of oldMinted) {
+      const leaf = await signLeaf(old.certPem, old.keyPem, sans);
+      await writeFile(path.join(dir, `${base}.pem`), leaf.certPem);
+      await writeFile(path.join(dir, base === "localhost" ? "localhost-key.pem" : `${base}.key`), leaf.keyPem, { mode: 0o600 });
+    }
+    const testCa = await makeTestCa();
+    const user = await makeUserCert(testCa, ["app.example.com"]);
+    await writeFile(path.join(hosts, "app.example.com.pem"), user.certPem);
+    await writeFile(path.join(hosts, "app.example.com.key"), user.keyPem, { mode: 0o600 });
+    // Before: the old CA vouches for the forged name.
+    expect(await fetchTls(await serveChain({ certPem: await readFile(path.join(hosts, "login.microsoftonline.com.pem"), "utf8"), keyPem: await readFile(path.join(hosts, "login.microsoftonline.com.key"), "utf8") }), "login.microsoftonline.com", old.certPem)).toMatchObject({ ok: true });
+
+    const { store, warnings } = await openStore(dir, { mayMint: () => true });
+    expect(warnings.join("\n")).toMatch(/ca\.pem has no name constraints .*replacing it with a new CA limited to localhost, \*\.localhost, 127\.0\.0\.1, ::1/);
+    expect(warnings.join("\n")).toMatch(/deleted 3 certificate\(s\) minted by the old local CA/);
+    expect(store.caPem).not.toBe(new NodeX509Certificate(old.certPem).toString());
+    expect(await readFile(path.join(dir, "ca.pem"), "utf8")).toBe(store.caPem);
+    expect(new x509.X509Certificate(store.caPem).getExtension("2.5.29.30")?.critical).toBe(true);
+    const caKey = await readFile(path.join(dir, "ca-key.pem"), "utf8");
+    expect(caKey).not.toBe(old.keyPem);
+    expect((await stat(path.join(dir, "ca-key.pem"))).mode & 0o777).toBe(0o600);
+    expect(await readdir(hosts)).toEqual(["app.example.com.key", "app.example.com.pem"]);
+    expect(store.stats.userCertificates).toBe(1);
+
+    const port = await startServer(store);
+    // The user certificate is served as before.
+    expect(await fetchTls(port, "app.example.com", testCa.pem)).toMatchObject({ ok: true, san: "DNS:app.example.com", issuer: "Test User CA" });
+    // The forged name gets the default certificate: verifies neither by name nor under the old CA.
+    expect(await fetchTls(port, "login.microsoftonline.com", store.caPem)).toMatchObject({ ok: false, code: "ERR_TLS_CERT_ALTNAME_INVALID" });
+    expect(await fetchTls(port, "login.microsoftonline.com", old.certPem)).toMatchObject({ ok: false });
+    // Localhost names work under the new CA (and no longer under the old one).
+    expect(await fetchTls(port, "blog.localhost", store.caPem)).toMatchObject({ ok: true, san: "DNS:blog.localhost" });
+    expect(await fetchTls(port, "blog.localhost", old.certPem)).toMatchObject({ ok: false });
+    expect(await fetchTls(port, undefined, store.caPem)).toMatchObject({ ok: true });
+
+    // Re-opening keeps the new CA: no second replacement.
+    const { store: again, warnings: w2 } = await openStore(dir);
+    expect(again.caPem).toBe(store.caPem);
+    expect(w2).toEqual([]);
   });
 });
 
@@ -566,13 +685,13 @@ describe("CertificateStore: performance", () => {
     const { store } = await openStore(freshDir(), { mayMint: () => true });
     const n = 30;
     const t0 = performance.now();
-    for (let i = 0; i < n; i++) await sni(store, `perf${i}.example.com`);
+    for (let i = 0; i < n; i++) await sni(store, `perf${i}.localhost`);
     const sequential = (performance.now() - t0) / n;
     const t1 = performance.now();
-    await Promise.all(Array.from({ length: n }, (_, i) => sni(store, `par${i}.example.com`)));
+    await Promise.all(Array.from({ length: n }, (_, i) => sni(store, `par${i}.localhost`)));
     const parallel = (performance.now() - t1) / n;
     const t2 = performance.now();
-    for (let i = 0; i < 1000; i++) await sni(store, `perf${i % n}.example.com`);
+    for (let i = 0; i < 1000; i++) await sni(store, `perf${i % n}.localhost`);
     const hit = (performance.now() - t2) / 1000;
     console.log(
       `tls mint: ${sequential.toFixed(2)} ms/cert sequential (mint + persist + context), ` +
