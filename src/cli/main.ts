@@ -205,7 +205,7 @@ program
         if (!existsSync(join(dir, name, "zerocell.toml"))) continue;
         let d;
         try {
-          d = deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account });
+          d = deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account, privileged: true });
         } catch (e) {
           // An example for a runtime this build does not have yet is skipped, not fatal.
           process.stdout.write(`example ${name} skipped: ${(e as Error).message}\n`);
@@ -295,6 +295,26 @@ program
   .action(async (opts: { data?: string; json?: boolean }) => {
     const res = (await api(findTarget(opts), "GET", "/v1/routes")) as { routes: Array<{ host: string; path: string; mode: string; key: string | null; app: string; deploymentId: string }> };
     print(opts.json === true, res, () => table([["HOST", "PATH", "APP", "MODE", "KEY", "DEPLOYMENT"], ...res.routes.map((r) => [r.host, r.path, r.app, r.mode, r.key ?? "-", r.deploymentId])]));
+  });
+
+program
+  .command("hosts")
+  .description("list the host names your account holds (a host and every path under it belong to one account), or assign one (admin)")
+  .argument("[action]", '"assign" to give HOST to --account')
+  .argument("[host]")
+  .option("--account <name>", "the account that gets the host (assign)")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (action: string | undefined, host: string | undefined, opts: { account?: string; data?: string; json?: boolean }) => {
+    const target = findTarget(opts);
+    if (action !== undefined) {
+      if (action !== "assign" || host === undefined || opts.account === undefined) throw new CliError("usage: zerocell hosts assign HOST --account NAME");
+      const res = await api(target, "PUT", `/v1/hosts/${encodeURIComponent(host)}`, Buffer.from(JSON.stringify({ account: opts.account })), "application/json");
+      print(opts.json === true, res, () => `${host} → account ${opts.account}`);
+      return;
+    }
+    const res = (await api(target, "GET", "/v1/hosts")) as { hosts: Array<{ host: string; account: string; source: string; createdAt: string }> };
+    print(opts.json === true, res, () => table([["HOST", "ACCOUNT", "HOW", "SINCE"], ...res.hosts.map((h) => [h.host, h.account, h.source, h.createdAt])]));
   });
 
 interface Quantiles {

@@ -14,6 +14,7 @@ import { currentPeriod } from "../billing/index.js";
 import { ConflictError, InputError, PayloadTooLargeError, UnauthorizedError, ZerocellError } from "../errors.js";
 import type { AppInfo, Scope, TokenInfo } from "../store/index.js";
 import { randomUUID } from "node:crypto";
+import { checkHostPattern } from "../router/index.js";
 import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
 
@@ -92,6 +93,8 @@ export const ADMIN_ENDPOINTS = {
   "POST /v1/invoices/close": ["admin"],
   "POST /v1/invoices/:id/sync": ["admin"],
   "PUT /v1/certificates/:host": ["admin"],
+  "GET /v1/hosts": ["deploy"],
+  "PUT /v1/hosts/:host": ["admin"],
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -207,7 +210,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     if (hosts.length > 32) throw new InputError("deploy: at most 32 --host values");
     const archive = await readLimited(c, DEFAULT_BUNDLE_LIMITS.maxArchiveBytes);
     try {
-      const deployment = deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token) });
+      const deployment = deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token), privileged: isAdmin(token) });
       return c.json({ deployment }, 201);
     } catch (e) {
       throw hideForeign(token, appName, e);
@@ -226,7 +229,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     const body = await readJson(c, z.object({ version: z.number().int().positive().optional() }).strict());
     let deployment;
     try {
-      deployment = store.rollback(a.name, body.version);
+      deployment = store.rollback(a.name, body.version, isAdmin(token));
     } catch (e) {
       throw hideForeign(token, a.name, e);
     }
@@ -388,6 +391,24 @@ export function createAdminApi(platform: Platform): Hono<Env> {
       throw new InputError(`certificates: ${(e as Error).message}`, { cause: e });
     }
     return c.json({ ok: true, host: c.req.param("host") });
+  });
+
+  // --- host names held by accounts (src/router/hosts.ts) ---
+  endpoint("GET /v1/hosts", (c, token) => {
+    const own = ownAccount(token);
+    return c.json({ hosts: store.listHostClaims(own).map(({ accountId, ...h }) => (own === undefined ? { ...h, accountId } : h)) });
+  });
+
+  endpoint("PUT /v1/hosts/:host", async (c) => {
+    const host = c.req.param("host").toLowerCase();
+    const body = await readJson(c, z.object({ account: z.string().max(63) }).strict());
+    const err = host.startsWith("*") ? "assign the name itself; wildcards under it follow" : checkHostPattern(host);
+    if (err !== undefined) throw new InputError(`hosts: "${host.slice(0, 80)}": ${err}`, { code: "bad_host" });
+    const account = store.accountByName(body.account);
+    if (account === undefined) throw accountNotFound(body.account);
+    store.assignHost(host, account.id);
+    log.info("host assigned", { host, account: account.name });
+    return c.json({ host, account: account.name });
   });
 
   assertRoutesMatchTable(app);

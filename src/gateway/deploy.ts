@@ -7,7 +7,11 @@ import { checkHostPattern, type RouteSpec } from "../router/index.js";
 import type { DeploymentInfo } from "../store/index.js";
 import { log } from "../log.js";
 
-export function deployBundle(platform: Platform, input: { appName: string; archive: Buffer; hosts: string[]; accountId: string }): DeploymentInfo {
+/**
+ * `privileged`: an admin token deploys (may route "*" and public suffixes; never another
+ * account's hosts, which the store refuses to everyone).
+ */
+export function deployBundle(platform: Platform, input: { appName: string; archive: Buffer; hosts: string[]; accountId: string; privileged?: boolean }): DeploymentInfo {
   const t0 = performance.now();
   const { appName, archive } = input;
   if (archive.length === 0) throw new InputError("deploy: empty body; send the bundle as a .tar.gz");
@@ -40,6 +44,7 @@ export function deployBundle(platform: Platform, input: { appName: string; archi
     bundleBytes: archive.length,
     manifest,
     routes: unique,
+    privileged: input.privileged === true,
   });
   // 5. swap the route table; the old version drains
   platform.reloadRoutes();

@@ -421,6 +421,8 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
   const db = openDb(join(dataDir, "zerocell.db"));
   const store = new Store(db);
   store.ensureDefaultAccount();
+  const claimed = store.backfillHostClaims();
+  if (claimed > 0) log.info("host claims recorded for routes of an older data dir", { hosts: claimed });
   ensureAdminToken(store, dataDir);
   const blobs = new BlobStore(join(dataDir, "blobs"));
   let platform: Platform | undefined;

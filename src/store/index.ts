@@ -5,10 +5,11 @@
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { and, desc, eq, inArray, isNotNull, isNull, max, ne } from "drizzle-orm";
-import { accounts, apiTokens, apps, deployments, routes } from "./schema.js";
+import { accounts, apiTokens, apps, deployments, hostClaims, routes } from "./schema.js";
 import type { OpenedDb } from "./db.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { canonicalPath, type RouteEntry, type RouteMode, type RouteSpec } from "../router/index.js";
+import { claimedName, ownableAncestors, reservedHostError } from "../router/hosts.js";
 
 export { openDb, type OpenedDb } from "./db.js";
 export { BlobStore, sha256Hex } from "./blobs.js";
@@ -130,13 +131,17 @@ export class Store {
     bundleBytes: number;
     manifest: unknown;
     routes: RouteSpec[];
+    /** An admin token deploys: "*" and public suffixes are allowed (never another account's hosts). */
+    privileged?: boolean;
   }): DeploymentInfo {
     const sqlite = this.#o.sqlite;
     const run = sqlite.transaction(() => {
       let app = this.#db.select().from(apps).where(eq(apps.name, input.appName)).get();
       if (app !== undefined && app.accountId !== input.accountId) {
-        throw new ConflictError("app_owned_elsewhere", `deploy: app "${input.appName}" belongs to another account`);
+        // The same answer as for an app that does not exist: names of other accounts stay unknown.
+        throw new NotFoundError("app_not_found", `no app named "${input.appName}"`);
       }
+      this.#claimHosts(input.accountId, input.routes, input.privileged === true);
       if (app === undefined) {
         const id = newId("app");
         this.#db.insert(apps).values({ id, accountId: input.accountId, name: input.appName, createdAt: Date.now() }).run();
@@ -174,6 +179,89 @@ export class Store {
     return this.getDeployment(id)!;
   }
 
+  /**
+   * Makes sure `accountId` holds every host its routes use, claiming free ones (inside the
+   * caller's transaction). Refuses reserved names, names another account holds, and names
+   * under a name another account holds. The message is the same whoever holds it.
+   */
+  #claimHosts(accountId: string, specs: RouteSpec[], privileged: boolean): void {
+    for (const pattern of new Set(specs.map((s) => s.host))) {
+      const reserved = reservedHostError(pattern, privileged);
+      if (reserved !== undefined) throw new ConflictError("host_reserved", `deploy: host "${pattern}": ${reserved}`, { host: pattern });
+      const name = claimedName(pattern);
+      if (name === undefined) continue;
+      const unavailable = () => new ConflictError("host_unavailable", `deploy: host "${pattern}" is not available to this account (another account holds it or a name above it)`, { host: pattern });
+      for (const above of ownableAncestors(name)) {
+        const owner = this.hostOwner(above);
+        if (owner !== undefined && owner !== accountId) throw unavailable();
+      }
+      const owner = this.hostOwner(name);
+      if (owner === undefined) this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
+      else if (owner !== accountId) throw unavailable();
+    }
+  }
+
+  /** The account that holds a host name, if any. */
+  hostOwner(name: string): string | undefined {
+    return this.#db.select({ a: hostClaims.accountId }).from(hostClaims).where(eq(hostClaims.host, name)).get()?.a;
+  }
+
+  /** Host names held, by one account or all. */
+  listHostClaims(accountId?: string): Array<{ host: string; accountId: string; account: string; source: string; createdAt: string }> {
+    const q = this.#db
+      .select({ host: hostClaims.host, accountId: hostClaims.accountId, account: accounts.name, source: hostClaims.source, createdAt: hostClaims.createdAt })
+      .from(hostClaims)
+      .innerJoin(accounts, eq(accounts.id, hostClaims.accountId));
+    const rows = accountId === undefined ? q.orderBy(hostClaims.host).all() : q.where(eq(hostClaims.accountId, accountId)).orderBy(hostClaims.host).all();
+    return rows.map((r) => ({ ...r, createdAt: new Date(r.createdAt).toISOString() }));
+  }
+
+  /**
+   * An admin gives a host name to an account. Refused while another account's active routes
+   * use the name (or a name under it that the other account does not itself hold).
+   */
+  assignHost(name: string, accountId: string): void {
+    const sqlite = this.#o.sqlite;
+    sqlite.transaction(() => {
+      const users = this.#db
+        .select({ host: routes.host, accountId: apps.accountId, app: apps.name })
+        .from(routes)
+        .innerJoin(apps, eq(apps.activeDeploymentId, routes.deploymentId))
+        .all()
+        .filter((r) => r.accountId !== accountId)
+        .filter((r) => {
+          const n = claimedName(r.host);
+          return n === name || (n !== undefined && n.endsWith(`.${name}`) && this.hostOwner(n) !== r.accountId);
+        });
+      if (users.length > 0) throw new ConflictError("host_in_use", `hosts: "${name}" is routed by app "${users[0]!.app}" of another account; move or roll back its routes first`, { host: name, app: users[0]!.app });
+      this.#db.insert(hostClaims).values({ host: name, accountId, source: "admin", createdAt: Date.now() })
+        .onConflictDoUpdate({ target: hostClaims.host, set: { accountId, source: "admin", createdAt: Date.now() } })
+        .run();
+    }).immediate();
+  }
+
+  /**
+   * Data dirs from before host claims: every host an active route uses is claimed for its app's
+   * account, oldest deployment first (a host two accounts shared goes to the earlier one).
+   */
+  backfillHostClaims(): number {
+    const rows = this.#db
+      .select({ host: routes.host, accountId: apps.accountId, createdAt: deployments.createdAt })
+      .from(routes)
+      .innerJoin(apps, eq(apps.activeDeploymentId, routes.deploymentId))
+      .innerJoin(deployments, eq(deployments.id, routes.deploymentId))
+      .orderBy(deployments.createdAt)
+      .all();
+    let added = 0;
+    for (const r of rows) {
+      const name = claimedName(r.host);
+      if (name === undefined || reservedHostError(r.host, false) !== undefined || this.hostOwner(name) !== undefined) continue;
+      this.#db.insert(hostClaims).values({ host: name, accountId: r.accountId, source: "deploy", createdAt: Date.now() }).run();
+      added++;
+    }
+    return added;
+  }
+
   #assertNoRouteConflict(appId: string, appName: string, specs: RouteSpec[]): void {
     if (specs.length === 0) return;
     const hosts = [...new Set(specs.map((s) => s.host))];
@@ -197,7 +285,7 @@ export class Store {
   }
 
   /** Re-activates an older deployment (the previous one when `version` is undefined). */
-  rollback(appName: string, version?: number): DeploymentInfo {
+  rollback(appName: string, version?: number, privileged = false): DeploymentInfo {
     const sqlite = this.#o.sqlite;
     const run = sqlite.transaction(() => {
       const app = this.#requireApp(appName);
@@ -212,6 +300,7 @@ export class Store {
         target = older[0];
         if (target === undefined) throw new NotFoundError("deployment_not_found", `rollback: app "${appName}" has no version older than v${current?.version ?? 0}`);
       }
+      this.#claimHosts(app.accountId, this.#routesOf(target.id), privileged);
       this.#assertNoRouteConflict(app.id, appName, this.#routesOf(target.id));
       this.#db.update(apps).set({ activeDeploymentId: target.id }).where(eq(apps.id, app.id)).run();
       return target.id;

@@ -176,3 +176,15 @@ export const invoiceLines = sqliteTable("invoice_lines", {
   amount: integer("amount").notNull(),
   stripeItemId: text("stripe_item_id"),
 }, (t) => [index("invoice_lines_invoice_idx").on(t.invoiceId)]);
+
+/**
+ * Host names and the account that holds each (src/router/hosts.ts): routes on a host, or on any
+ * name under it that nobody else holds, belong to that account only.
+ */
+export const hostClaims = sqliteTable("host_claims", {
+  host: text("host").primaryKey(),
+  accountId: text("account_id").notNull().references(() => accounts.id),
+  /** "deploy" (first to route it) or "admin" (assigned). */
+  source: text("source").notNull(),
+  createdAt: integer("created_at").notNull(),
+}, (t) => [index("host_claims_account_idx").on(t.accountId)]);

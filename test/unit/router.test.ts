@@ -89,3 +89,26 @@ describe("router", () => {
     expect(canonicalPath("/posts/:slug/x")).toBe(canonicalPath("/posts/:id/x/"));
   });
 });
+
+describe("host ownership policy (src/router/hosts.ts)", async () => {
+  const { claimedName, isPublicSuffix, ownableAncestors, reservedHostError } = await import("../../src/router/hosts.js");
+  it("claims the name itself, D for *.D, nothing for *", () => {
+    expect(claimedName("shop.example.com")).toBe("shop.example.com");
+    expect(claimedName("*.shop.example.com")).toBe("shop.example.com");
+    expect(claimedName("*")).toBeUndefined();
+  });
+  it("knows public suffixes from the PSL (ICANN and private), and single labels", () => {
+    for (const n of ["com", "co.uk", "github.io", "localhost", "s3.amazonaws.com"]) expect(isPublicSuffix(n), n).toBe(true);
+    for (const n of ["example.com", "shop.co.uk", "me.github.io", "blog.localhost"]) expect(isPublicSuffix(n), n).toBe(false);
+  });
+  it("lists the names above a host that an account could hold, stopping at the suffix", () => {
+    expect(ownableAncestors("a.b.shop.co.uk")).toEqual(["b.shop.co.uk", "shop.co.uk"]);
+    expect(ownableAncestors("x.vshop.localhost")).toEqual(["vshop.localhost"]);
+    expect(ownableAncestors("example.com")).toEqual([]);
+  });
+  it("reserves *, wildcards over suffixes and suffixes for tenants, not for admins", () => {
+    for (const p of ["*", "*.localhost", "*.com", "com", "github.io"]) expect(reservedHostError(p, false), p).toBeDefined();
+    for (const p of ["shop.example.com", "*.shop.example.com", "x.localhost"]) expect(reservedHostError(p, false), p).toBeUndefined();
+    expect(reservedHostError("*", true)).toBeUndefined();
+  });
+});
