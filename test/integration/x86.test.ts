@@ -89,6 +89,27 @@ describe("native x86-64 CGI apps through the platform", () => {
     expect((await fetchApp(server, "x86.localhost", "/sq?5")).text).toContain("n^2=25");
   }, 120_000);
 
+  it("a response flood is stopped while it writes (502 response_too_large), host pages crash (500), quotas hold", async () => {
+    const fixture = (name: string) => readFileSync(join(ROOT, "test", "fixtures", "build", "x86-exec", name));
+    for (const name of ["output-flood", "host-pages", "tmp-quota"]) {
+      server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = 20000\nmemory_mb = 32\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
+    }
+    // 1 MiB blocks forever: the gateway's response limit (32 MiB by default) stops the guest.
+    const t0 = Date.now();
+    const flood = await fetchApp(server, "output-flood.localhost", "/blocks");
+    expect(flood.status).toBe(502);
+    expect(flood.text).toContain("response_too_large");
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect((await fetchApp(server, "output-flood.localhost", "/size/3")).text).toBe("xxx");
+    // The emulated GDT is not readable at CPL 3: a crash, no descriptor bytes.
+    const gdt = await fetchApp(server, "host-pages.localhost", "/gdt");
+    expect(gdt.status).toBe(500);
+    expect(gdt.text).not.toContain("read 0x");
+    expect((await fetchApp(server, "host-pages.localhost", "/ok")).text).toBe("ok\n");
+    // Unlinked open files stay charged to /tmp (quota = memory_mb).
+    expect((await fetchApp(server, "tmp-quota.localhost", "/unlink")).text).toBe("total 32 MiB, stopped by No space left on device\n");
+  }, 120_000);
+
   it("refuses a program with a privileged instruction at deploy, with the validator's report", async () => {
     const dir = writeBundle({
       "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[[routes]]\nhost = "evil-x86.localhost"\n`,
