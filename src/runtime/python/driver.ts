@@ -10,13 +10,76 @@
  * Must never: hand guest code a JsProxy, or keep a reference to a request past the next begin.
  */
 export const DRIVER_SOURCE = String.raw`
-import gc
-import io
-import json
-import os
-import random
-import sys
-import traceback
+# Everything the driver uses per request is captured here, before any app code runs: the app may
+# replace json.dumps, builtins.len, sys.stderr, io.BytesIO ... at import or request time, and the
+# driver must not notice. Builtins come from the module's own copy of the builtins dict (made by
+# driverInstallCode), stdlib functions are bound below, JSON goes through _json's C scanner and
+# encoder (json.loads/dumps look up module globals at call time).
+import _json
+import _random
+import gc as _gc
+import io as _io
+import os as _os
+import random as _random_mod
+import sys as _sys
+import traceback as _traceback
+from wsgiref.util import FileWrapper as _FileWrapper
+from pyodide.ffi import JsProxy as _JsProxy
+
+_modules = _sys.modules
+_meta_path = _sys.meta_path
+_stdout = _sys.stdout
+_stderr = _sys.stderr
+_BytesIO = _io.BytesIO
+_gc_collect = _gc.collect
+_gc_freeze = _gc.freeze
+_gc_get_objects = _gc.get_objects
+_format_exc = _traceback.format_exc
+_exc_info = _sys.exc_info
+_urandom = _os.urandom
+_chdir = _os.chdir
+_environ_pop = _os.environ.pop
+_c_seed = _random.Random.seed
+_Random = _random_mod.Random
+_SystemRandom = _random_mod.SystemRandom
+_random_inst = _random_mod._inst
+# bytes.__getitem__ on a full slice copies a bytes subclass's real data (no __len__/__bytes__ of the app).
+_bytes_slice = bytes.__getitem__
+_ALL = slice(None)
+_bytes_join = b"".join
+_str_join = "".join
+
+
+class _JsonContext:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = None
+
+
+_json_scan = _json.make_scanner(_JsonContext())
+
+
+def _json_default(o):
+    raise TypeError("not JSON serializable: %s" % type(o).__name__)
+
+
+_json_encode = _json.make_encoder(None, _json_default, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
+del _JsonContext
+
+
+def _loads(text):
+    obj, end = _json_scan(text, 0)
+    if end != len(text):
+        raise ValueError("trailing data in driver JSON")
+    return obj
+
+
+def _dumps(obj):
+    return _str_join(_json_encode(obj, 0))
+
 
 # Data of a bytes object starts at bytes.__basicsize__ - 1 (PyBytesObject.ob_sval); checked at setup.
 _OFF = bytes.__basicsize__ - 1
@@ -28,6 +91,8 @@ _resp = None
 _randoms = []
 _probe_obj = None
 _memory_mb = 0
+# Largest response body (bytes); the host sends its limit with every request.
+_max_response = 32 * 1024 * 1024
 
 # Modules guest code may not import: the JS bridge, FFI, native code loading.
 _BLOCKED_TOP = frozenset({"js", "pyodide_js", "ctypes", "_ctypes", "micropip", "pyodide", "_pyodide", "_pyodide_core"})
@@ -58,49 +123,47 @@ class _Blocker:
 
 
 def _seal():
-    from pyodide.ffi import JsProxy
     for name in ("js", "pyodide_js", "pyodide_js._api"):
-        sys.modules.pop(name, None)
+        _modules.pop(name, None)
     try:
         import _pyodide._importhook as ih
         jf = getattr(ih, "jsfinder", None)
         if jf is not None and isinstance(getattr(jf, "jsproxies", None), dict):
             jf.jsproxies.clear()
-        sys.meta_path[:] = [f for f in sys.meta_path if f is not jf and type(f).__name__ not in ("JsFinder",)]
+        _meta_path[:] = [f for f in _meta_path if f is not jf and type(f).__name__ not in ("JsFinder",)]
     except Exception:
         pass
-    if _Blocker not in sys.meta_path:
-        sys.meta_path.insert(0, _Blocker)
+    if _Blocker not in _meta_path:
+        _meta_path.insert(0, _Blocker)
     for name in ("ctypes", "_ctypes", "js", "pyodide_js"):
-        sys.modules[name] = None
-    for mname, mod in list(sys.modules.items()):
+        _modules[name] = None
+    for mname, mod in list(_modules.items()):
         if mod is None or mname.partition(".")[0] not in ("pyodide", "_pyodide", "_pyodide_core"):
             continue
         d = getattr(mod, "__dict__", None)
         if not isinstance(d, dict):
             continue
         for k, v in list(d.items()):
-            if k in _FFI_NAMES or isinstance(v, JsProxy):
+            if k in _FFI_NAMES or isinstance(v, _JsProxy):
                 del d[k]
-    del JsProxy
-    gc.collect()
+    _gc_collect()
 
 
 def _setup(opts_json):
     global _settings, _memory_mb, _probe_obj
-    o = json.loads(opts_json)
+    o = _loads(opts_json)
     _settings = o
     _memory_mb = int(o.get("memoryMb", 0))
-    std = [p for p in sys.path if isinstance(p, str) and p.startswith("/lib/")]
-    sys.path[:] = ["/app"] + ["/app/" + p for p in o.get("path", [])] + std
-    sys.path_importer_cache.clear()
-    sys.dont_write_bytecode = True
-    os.chdir("/app")
+    std = [p for p in _sys.path if isinstance(p, str) and p.startswith("/lib/")]
+    _sys.path[:] = ["/app"] + ["/app/" + p for p in o.get("path", [])] + std
+    _sys.path_importer_cache.clear()
+    _sys.dont_write_bytecode = True
+    _chdir("/app")
     for k in ("LD_LIBRARY_PATH",):
-        os.environ.pop(k, None)
+        _environ_pop(k, None)
     _seal()
-    _probe_obj = b"\x01zerocell-probe\x02" + os.urandom(8)
-    return json.dumps({"addr": id(_probe_obj) + _OFF, "hex": _probe_obj.hex()})
+    _probe_obj = b"\x01zerocell-probe\x02" + _urandom(8)
+    return _dumps({"addr": id(_probe_obj) + _OFF, "hex": _probe_obj.hex()})
 
 
 def _load(spec):
@@ -116,45 +179,54 @@ def _load(spec):
         _app = obj
         return "ok"
     except BaseException:
-        return "error: " + traceback.format_exc(limit=20)
+        return "error: " + _traceback_text()
 
 
-def _reseed():
+def _reseed(r):
+    # The C seed (os.urandom-based) and the Python-level cache of Random.seed; never the app's seed().
+    _c_seed(r, None)
+    try:
+        r.gauss_next = None
+    except Exception:
+        pass
+
+
+def _reseed_all():
     # A restored snapshot repeats its PRNG state: reseed from the host CSPRNG on every request.
-    random.seed()
+    _reseed(_random_inst)
     for r in _randoms:
+        _reseed(r)
+    tf = _modules.get("tempfile")
+    if tf is not None:
         try:
-            r.seed()
+            tf._name_sequence = None
         except Exception:
             pass
-    tf = sys.modules.get("tempfile")
-    if tf is not None:
-        tf._name_sequence = None
 
 
 def _presnap():
     global _req, _body, _resp, _randoms
     _req = _body = _resp = None
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:
-        pass
-    gc.collect()
+    for s in (_stdout, _stderr):
+        try:
+            s.flush()
+        except Exception:
+            pass
+    _gc_collect()
     # Frozen objects (an imported snapshot's) are not in gc.get_objects(): add, never replace.
     known = set(map(id, _randoms))
-    _randoms = _randoms + [o for o in gc.get_objects() if isinstance(o, random.Random) and o is not random._inst and not isinstance(o, random.SystemRandom) and id(o) not in known]
-    gc.collect()
+    _randoms = _randoms + [o for o in _gc_get_objects() if isinstance(o, _Random) and o is not _random_inst and not isinstance(o, _SystemRandom) and id(o) not in known]
+    _gc_collect()
     # Objects of the snapshot stay out of later collections: fewer pages dirtied per request.
-    gc.freeze()
+    _gc_freeze()
     return str(len(_randoms))
 
 
 def _begin(meta_json, body_len):
     global _req, _body, _resp
     _req = _resp = _body = None
-    _reseed()
-    _req = json.loads(meta_json)
+    _reseed_all()
+    _req = _loads(meta_json)
     if body_len >= 2:
         # bytes(0) and bytes(1) are shared singletons; small bodies travel in the JSON instead.
         _body = bytes(body_len)
@@ -163,14 +235,30 @@ def _begin(meta_json, body_len):
     return 0
 
 
-class _Response:
-    __slots__ = ("status", "headers", "chunks", "sent")
+class ResponseTooLarge(BaseException):
+    """The app produced more body bytes than the platform's response limit (raised by write() and
+    for an over-long iterable; sticky: catching it does not let the response through)."""
 
-    def __init__(self):
+
+def _as_bytes(data, what):
+    if type(data) is bytes:
+        return data
+    if isinstance(data, bytes):
+        return _bytes_slice(data, _ALL)
+    raise TypeError("%s %s, not bytes" % (what, type(data).__name__))
+
+
+class _Response:
+    __slots__ = ("status", "headers", "chunks", "sent", "total", "limit", "over")
+
+    def __init__(self, limit):
         self.status = None
         self.headers = None
         self.chunks = []
         self.sent = False
+        self.total = 0
+        self.limit = limit
+        self.over = False
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -187,25 +275,37 @@ class _Response:
             raise ValueError("status must look like '200 OK', got %r" % status[:64])
         if type(headers) is not list:
             raise TypeError("response headers must be a list, not %s" % type(headers).__name__)
+        copied = []
         for h in headers:
             if type(h) is not tuple or len(h) != 2 or type(h[0]) is not str or type(h[1]) is not str:
                 raise TypeError("each response header must be a (str, str) tuple, got %r" % (h,))
+            copied.append((h[0], h[1]))
         self.status = status
-        self.headers = headers
+        self.headers = copied
         return self.write
+
+    def add(self, data):
+        # Counted as the app produces it: past the limit nothing more is kept and the request fails.
+        if self.over:
+            raise ResponseTooLarge("response body exceeds %d bytes" % self.limit)
+        n = len(data)
+        if self.total + n > self.limit:
+            self.over = True
+            self.chunks = []
+            raise ResponseTooLarge("response body exceeds %d bytes" % self.limit)
+        self.total += n
+        self.sent = True
+        self.chunks.append(data)
 
     def write(self, data):
         if self.status is None:
             raise AssertionError("write() before start_response")
-        if not isinstance(data, bytes):
-            raise TypeError("write() takes bytes, not %s" % type(data).__name__)
+        data = _as_bytes(data, "write() got")
         if data:
-            self.sent = True
-            self.chunks.append(data)
+            self.add(data)
 
 
 def _environ(r, body):
-    from wsgiref.util import FileWrapper
     env = {
         "REQUEST_METHOD": r["method"],
         "SCRIPT_NAME": r["script"],
@@ -222,13 +322,13 @@ def _environ(r, body):
         "RAW_URI": r["uri"],
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "https" if r["https"] else "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
+        "wsgi.input": _BytesIO(body),
+        "wsgi.errors": _stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
-        "wsgi.file_wrapper": FileWrapper,
+        "wsgi.file_wrapper": _FileWrapper,
         "zerocell.params": dict(r["params"]),
     }
     if r["https"]:
@@ -245,29 +345,41 @@ def _error_response(message):
 
 def _log(text):
     try:
-        sys.stderr.write(text if text.endswith("\n") else text + "\n")
-        sys.stderr.flush()
-    except Exception:
+        _stderr.write(text if text.endswith("\n") else text + "\n")
+        _stderr.flush()
+    except BaseException:
         pass
 
 
-def _call_app(env):
-    resp = _Response()
+def _traceback_text():
+    e = _exc_info()[1]
+    try:
+        return _format_exc(limit=50)
+    except BaseException:
+        # The app broke the traceback module's own lookups (builtins.len...): the exception alone.
+        try:
+            return "%s: %s (traceback unavailable)" % (type(e).__name__, e)
+        except BaseException:
+            return "%s (traceback unavailable)" % type(e).__name__
+
+
+def _call_app(env, limit):
+    resp = _Response(limit)
     result = _app(env, resp.start_response)
     try:
         for chunk in result:
-            if not isinstance(chunk, bytes):
-                raise TypeError("the WSGI app yielded %s, not bytes" % type(chunk).__name__)
+            chunk = _as_bytes(chunk, "the WSGI app yielded")
             if chunk:
                 if resp.status is None:
                     raise AssertionError("the WSGI app yielded body data before calling start_response")
-                resp.sent = True
-                resp.chunks.append(chunk)
+                resp.add(chunk)
     finally:
         close = getattr(result, "close", None)
         del result
         if close is not None:
             close()
+    if resp.over:
+        raise ResponseTooLarge("response body exceeds %d bytes" % limit)
     if resp.status is None:
         raise AssertionError("the WSGI app returned without calling start_response")
     return resp
@@ -279,6 +391,7 @@ def _run():
     body = _body
     _body = None
     failed = False
+    limit = r.get("max", _max_response)
     if _app is None:
         status, headers, data = _error_response("no app")
         failed = True
@@ -286,29 +399,35 @@ def _run():
         env = _environ(r, body)
         del body
         try:
-            resp = _call_app(env)
+            resp = _call_app(env, limit)
             status = int(resp.status[:3])
             headers = [[k.lower(), v] for k, v in resp.headers]
-            data = b"".join(resp.chunks)
+            data = _bytes_join(resp.chunks)
             del resp
+        except ResponseTooLarge:
+            env = None
+            _req = None
+            _gc_collect()
+            _log("zerocell: the response body exceeded the limit of %d bytes" % limit)
+            return _dumps({"tooLarge": True, "limit": limit})
         except MemoryError:
             env = None
-            gc.collect()
+            _gc_collect()
             _log("zerocell: MemoryError: the app exceeded its memory limit (%d MiB)" % _memory_mb)
             status, headers, data = _error_response("memory")
             failed = True
         except BaseException:
-            _log("zerocell: the WSGI app failed:\n" + traceback.format_exc(limit=50))
+            _log("zerocell: the WSGI app failed:\n" + _traceback_text())
             status, headers, data = _error_response("app")
             failed = True
         env = None
     if type(data) is not bytes:
-        data = bytes(data)
+        data = _bytes_slice(data, _ALL)
     if r["method"] == "HEAD":
         data = b""
     _resp = data
     _req = None
-    return json.dumps({"status": status, "headers": headers, "addr": id(data) + _OFF, "len": len(data), "failed": failed}, ensure_ascii=True)
+    return _dumps({"status": status, "headers": headers, "addr": id(data) + _OFF, "len": len(data), "failed": failed})
 
 
 def entry(name, a, b):
@@ -337,11 +456,14 @@ def entry(name, a, b):
  */
 export function driverInstallCode(): string {
   return [
-    "import sys as _zs, types as _zt",
+    "import builtins as _zb, sys as _zs, types as _zt",
     "_zm = _zt.ModuleType('__zerocell__')",
+    // The driver's own copy of the builtins: an app that replaces builtins.len or isinstance
+    // changes the builtins module, not this dict.
+    "_zm.__dict__['__builtins__'] = dict(_zb.__dict__)",
     `exec(compile(${JSON.stringify(DRIVER_SOURCE)}, '<zerocell>', 'exec'), _zm.__dict__)`,
     "_zs.modules['__zerocell__'] = _zm",
-    "del _zs, _zt, _zm",
+    "del _zb, _zs, _zt, _zm",
     "'ok'",
   ].join("\n");
 }

@@ -19,7 +19,8 @@
  */
 import type { Manifest } from "../../bundle/index.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
-import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
+import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
+import { SandboxError, isZerocellError } from "../../errors.js";
 import { LinearMemorySnapshot } from "../../snapshot/index.js";
 import { PyRealm, pyodideFiles, type BootOptions, type LogSink } from "./realm.js";
 import { driverInstallCode } from "./driver.js";
@@ -49,6 +50,8 @@ export interface PythonEngineOptions {
 
 interface PythonPrepared {
   spec: EngineSpec;
+  /** spec.maxResponseBytes or the default: the largest response body, bytes. */
+  maxResponseBytes: number;
   settings: PythonSettings;
   log: LogSink;
   exposeForTests: boolean;
@@ -137,13 +140,22 @@ function pyodideSnapshotBlob(extra: SnapshotExtra, memory: Buffer): Buffer {
   return blob;
 }
 
+/** A new sandbox realm for an instance, reading the app image's files from the spec. */
+function createRealm(prepared: PythonPrepared): PyRealm {
+  const entries = prepared.spec.image.entries;
+  return PyRealm.create((i) => {
+    const e = entries[i];
+    return e?.kind === "file" ? (e.data ?? new Uint8Array(0)) : undefined;
+  }, prepared.log);
+}
+
 const defaultLog: LogSink = (_stream, text) => {
   process.stderr.write(`python: ${text.endsWith("\n") ? text : text + "\n"}`);
 };
 
 export class PythonInstance implements EngineInstance {
   readonly #prepared: PythonPrepared;
-  readonly #realm: PyRealm;
+  #realm: PyRealm;
   #state: "new" | "booting" | "ready" | "broken" = "new";
   #bootPromise: Promise<void> | undefined;
   /** Why the interpreter could not start (an app import error, a bad snapshot), for later calls. */
@@ -153,8 +165,10 @@ export class PythonInstance implements EngineInstance {
   #extraError: string | undefined;
   /** Wasm memory size when the snapshot was taken. */
   #snapshotMemoryBytes = 0;
+  /** snapshot() found a touched realm: rebuild it before the next request. */
+  #rebuildPending = false;
   /** Timings and sizes, for benchmarks and tests. */
-  readonly stats = { bootMs: 0, restoredFromSnapshot: false, fromBaseImage: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0 };
+  readonly stats = { bootMs: 0, restoredFromSnapshot: false, fromBaseImage: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0, realmRebuilds: 0, lastRebuildReason: "" };
 
   constructor(prepared: PythonPrepared, realm: PyRealm) {
     this.#prepared = prepared;
@@ -208,6 +222,8 @@ export class PythonInstance implements EngineInstance {
     }
     this.#realm.bindDriver();
     this.#afterBoot();
+    // From the app's import on, JavaScript the guest makes run marks the realm (rebuilt at reset).
+    this.#realm.armWatch();
     const r = String(this.#realm.call("load", this.#prepared.settings.app));
     if (r !== "ok") throw new Error(`python: importing the app ${this.#prepared.settings.app} failed: ${r.replace(/^error: /, "")}`);
     this.stats.bootMs = performance.now() - t0;
@@ -241,11 +257,16 @@ export class PythonInstance implements EngineInstance {
 
   async handle(request: EngineRequest): Promise<EngineResponse> {
     await this.#ready();
+    if (this.#rebuildPending) {
+      this.#rebuildPending = false;
+      await this.#rebuildIfTouched();
+    }
     try {
       return this.#handle(request);
     } catch (e) {
-      // A failure outside the app (the interpreter aborted, the realm misbehaved): retire.
-      this.#state = "broken";
+      // The app's own limit errors leave the instance sound; anything else (the interpreter
+      // aborted, the realm misbehaved) retires it.
+      if (!(isZerocellError(e) && e.code === "response_too_large")) this.#state = "broken";
       throw e;
     }
   }
@@ -255,12 +276,19 @@ export class PythonInstance implements EngineInstance {
     const before = request.data === undefined ? undefined : mountData(this.#dataFs(), DATA_DIR, request.data);
     const body = request.body;
     const meta = buildMeta(request, body.byteLength < 2 ? Buffer.from(body).toString("latin1") : undefined);
-    const addr = realm.call("begin", JSON.stringify(meta), body.byteLength);
+    const limit = this.#prepared.maxResponseBytes;
+    const addr = realm.call("begin", JSON.stringify({ ...meta, max: limit }), body.byteLength);
     if (typeof addr !== "number") throw new Error("python: begin returned a non-number");
     if (body.byteLength >= 2) realm.writeMemory(addr, body);
     const out = realm.call("run");
     if (typeof out !== "string") throw new Error("python: run returned a non-string");
-    const res = JSON.parse(out) as { status: number; headers: Array<[string, string]>; addr: number; len: number; failed: boolean };
+    const res = JSON.parse(out) as { status: number; headers: Array<[string, string]>; addr: number; len: number; failed: boolean; tooLarge?: boolean };
+    // The driver counts body bytes as the app produces them and stops past the limit; the length
+    // is checked here again (a guest that tampered with the driver) before anything is copied out.
+    if (res.tooLarge === true || !(typeof res.len === "number" && res.len <= limit)) {
+      realm.call("end");
+      throw new SandboxError("response_too_large", 502, `python: the app's response body exceeds the limit of ${limit} bytes`);
+    }
     const resBody = res.len === 0 ? Buffer.alloc(0) : realm.readMemory(res.addr, res.len);
     realm.call("end");
     const headers: Array<[string, string]> = [];
@@ -289,6 +317,53 @@ export class PythonInstance implements EngineInstance {
     this.#realm.wipe(TMP_DIR);
     this.#realm.wipe(DATA_DIR);
     this.#take();
+    // The app's import or warm-up made JavaScript run: the first request already starts in a
+    // rebuilt realm (handle() does it; this method is synchronous).
+    const why = this.#realm.touched();
+    if (why !== "") {
+      if (this.#extra === undefined) throw new Error(`python: the app ran JavaScript in the sandbox realm (${why}) and keeps a reference to it; its snapshot cannot start a clean realm: ${this.#extraError ?? "unknown reason"}`);
+      this.#rebuildPending = true;
+    }
+  }
+
+  /**
+   * Requests must all start from the snapshot, the JS heap included. A realm whose guest made
+   * JavaScript run (touched() says which import) may hold state there that no memory restore
+   * undoes, so it is dropped and a new one boots from the snapshot image. Returns false when the
+   * realm is untouched.
+   */
+  async #rebuildIfTouched(): Promise<boolean> {
+    const why = this.#realm.touched();
+    if (why === "") return false;
+    if (this.#snapshot === undefined || this.#extra === undefined) {
+      this.#state = "broken";
+      throw new Error(`python: the app ran JavaScript in the sandbox realm (${why}) and the realm cannot be rebuilt: ${this.#extraError ?? "no snapshot"}`);
+    }
+    const t0 = performance.now();
+    const { memory } = this.#snapshot.export();
+    const extra = this.#extra;
+    this.#snapshot = undefined;
+    this.#realm = createRealm(this.#prepared);
+    try {
+      await this.#bootFromImage(memory, extra);
+    } catch (e) {
+      this.#state = "broken";
+      throw e;
+    }
+    this.stats.realmRebuilds++;
+    this.stats.lastRebuildReason = why;
+    this.stats.lastResetMs = performance.now() - t0;
+    return true;
+  }
+
+  /** A new realm booted from a Pyodide memory image: seal, lock, watch, take the snapshot. */
+  async #bootFromImage(memory: Buffer, extra: SnapshotExtra): Promise<void> {
+    await this.#realm.boot(this.#bootOptions(extra.memoryBytes), pyodideSnapshotBlob(extra, memory));
+    this.#realm.bindDriver();
+    this.#afterBoot();
+    this.#realm.armWatch();
+    this.#realm.call("presnap");
+    this.#take();
   }
 
   #take(): void {
@@ -313,6 +388,8 @@ export class PythonInstance implements EngineInstance {
 
   async reset(): Promise<void> {
     if (this.#state !== "ready") return;
+    // Nothing else runs in a realm the guest made JavaScript run in: it is replaced.
+    if (this.#snapshot !== undefined && (await this.#rebuildIfTouched())) return;
     const t0 = performance.now();
     const realm = this.#realm;
     realm.wipe(TMP_DIR);
@@ -339,17 +416,9 @@ export class PythonInstance implements EngineInstance {
     if (!isSnapshotExtra(snapshot.extra, memory.length, cap)) throw new Error("python: snapshot metadata is malformed");
     const extra = snapshot.extra;
     const t0 = performance.now();
-    await this.#track(
-      (async () => {
-        await this.#realm.boot(this.#bootOptions(extra.memoryBytes), pyodideSnapshotBlob(extra, memory));
-        this.#realm.bindDriver();
-        this.#afterBoot();
-      })(),
-    );
+    await this.#track(this.#bootFromImage(memory, extra));
     this.stats.bootMs = performance.now() - t0;
     this.stats.restoredFromSnapshot = true;
-    this.#realm.call("presnap");
-    this.#take();
   }
 
   /**
@@ -404,15 +473,11 @@ export class PythonEngine implements Engine<PythonPrepared> {
   async prepare(spec: EngineSpec): Promise<PythonPrepared> {
     const settings = validatePythonBundle(spec.manifest, spec.image);
     pyodideFiles();
-    return { spec, settings, log: this.#log, exposeForTests: this.#exposeForTests, base: this.#exposeForTests ? undefined : this.#base };
+    const maxResponseBytes = spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    return { spec, settings, maxResponseBytes, log: this.#log, exposeForTests: this.#exposeForTests, base: this.#exposeForTests ? undefined : this.#base };
   }
 
   async instantiate(prepared: PythonPrepared): Promise<PythonInstance> {
-    const entries = prepared.spec.image.entries;
-    const realm = PyRealm.create((i) => {
-      const e = entries[i];
-      return e?.kind === "file" ? (e.data ?? new Uint8Array(0)) : undefined;
-    }, prepared.log);
-    return new PythonInstance(prepared, realm);
+    return new PythonInstance(prepared, createRealm(prepared));
   }
 }

@@ -59,6 +59,10 @@ export interface InnerKit {
   buildId(): string;
   /** Runs JS-free self checks used by tests: returns JSON facts about the realm. */
   facts(): string;
+  /** From now on any wasm import outside the quiet set marks the realm (after boot, before the app runs). */
+  armWatch(): string;
+  /** "" while no guest-reachable JavaScript ran since armWatch(), else "touched: <import>". */
+  touched(): string;
 }
 
 export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
@@ -204,9 +208,52 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
   let hiwireGet = null, hiwireSet = null, immortalGet = null;
   let saved = null;
 
+  // ---- JavaScript the guest made run (docs/python-sandbox.md, "Reset and the JS heap") ----
+  // Guest code is wasm: it can change JavaScript state only by calling a wasm import. Imports a
+  // normal request needs (WASI/syscalls, which only touch the file system whose JS state reset
+  // restores; clocks; randomness; Pyodide's call trampoline; the conversions of the driver's
+  // primitive arguments and result) stay unwrapped. Every other one marks the realm once armed
+  // (after boot, before the app is imported): the host then discards the realm at reset and
+  // boots a new one from the snapshot, so nothing a guest left in the JS heap reaches the next
+  // request.
+  const QUIET_IMPORTS = new Set([
+    "environ_get", "environ_sizes_get", "clock_time_get", "clock_res_get", "random_get",
+    "emscripten_date_now", "emscripten_get_now", "_emscripten_get_now_is_monotonic",
+    "emscripten_resize_heap", "emscripten_notify_memory_growth",
+    "_localtime_js", "_gmtime_js", "_mktime_js", "_timegm_js", "_tzset_js", "_try_fcntl64",
+    "_PyEM_TrampolineCall_JS",
+    "JsvArray_Get", "js2python_js", "JsvNum_fromInt", "JsvError_Check", "JsvNoValue_Check",
+    "_python2js_ascii", "_python2js_ucs1", "_python2js_ucs2", "_python2js_ucs4",
+  ]);
+  // Syscalls that keep JS state outside the file tree: socket and pipe objects and their name
+  // counters (SOCKFS/PIPEFS.nextname, visible in /proc/self/fd), device nodes.
+  const LOUD_SYSCALLS = new Set([
+    "__syscall_socket", "__syscall_bind", "__syscall_connect", "__syscall_listen", "__syscall_accept4",
+    "__syscall_getsockname", "__syscall_getpeername", "__syscall_getsockopt", "__syscall_sendto",
+    "__syscall_recvfrom", "__syscall_sendmsg", "__syscall_recvmsg", "__syscall_pipe", "__syscall_mknodat",
+  ]);
+  const isQuietImport = (name) => QUIET_IMPORTS.has(name) || ((name.startsWith("__syscall_") || name.startsWith("fd_")) && !LOUD_SYSCALLS.has(name));
+  let watchArmed = false, jsTouched = false, firstTouch = "";
+  function watchImports(env) {
+    for (const name of ObjectC.keys(env)) {
+      const f = env[name];
+      if (typeof f !== "function" || isQuietImport(name)) continue;
+      const w = function () {
+        if (watchArmed && !jsTouched) {
+          jsTouched = true;
+          firstTouch = name;
+        }
+        return ReflectC.apply(f, undefined, arguments);
+      };
+      if (f.sig !== undefined) w.sig = f.sig;
+      env[name] = w;
+    }
+  }
+
   // The wasm instance: grow the memory before Emscripten builds its views (snapshot loads), and cap it.
   WA.instantiate = async function instantiate(src, imports) {
     const env = imports && imports.env;
+    if (env) watchImports(env);
     if (env && typeof env.emscripten_resize_heap === "function") {
       const resize = env.emscripten_resize_heap;
       env.emscripten_resize_heap = function (size) { return (size >>> 0) > heapCap ? 0 : resize(size); };
@@ -241,29 +288,72 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       if (FS.isDir(st.mode) && !FS.isLink(st.mode) && p !== "/proc") walk(p, fn);
     }
   }
-  function treeBytes(dir) {
+  // ---- /tmp and /data quotas ----
+  // A quota counts the bytes of every file node of its directory: the ones linked there and the
+  // ones unlinked but still open (their memory is only freed when the last descriptor closes).
+  // Every way a MEMFS file grows goes through MEMFS's write (FS.write, msync) or
+  // resizeFileStorage (truncate, ftruncate, posix_fallocate); both are wrapped. the bound is an
+  // upper bound kept cheaply; only when it passes the quota is the exact sum computed.
+  const quotas = [];
+  function quotaOf(path) {
+    for (let i = 0; i < quotas.length; i++) if (underDir(path, quotas[i].dir)) return quotas[i];
+    return null;
+  }
+  function eachFileNode(dirNode, fn) {
+    const names = ObjectC.keys(dirNode.contents);
+    for (let i = 0; i < names.length; i++) {
+      const n = dirNode.contents[names[i]];
+      if (FS.isDir(n.mode)) eachFileNode(n, fn);
+      else if (FS.isFile(n.mode)) fn(n);
+    }
+  }
+  function chargedBytes(q) {
+    const seen = new Set();
     let total = 0;
-    walk(dir, (p, st) => { if (FS.isFile(st.mode)) total += st.size; });
+    const add = (n) => { if (!seen.has(n)) { seen.add(n); total += n.usedBytes || 0; } };
+    eachFileNode(FS.lookupPath(q.dir).node, add);
+    for (let fd = 0; fd < FS.streams.length; fd++) {
+      const st = FS.streams[fd];
+      if (st && st.node && FS.isFile(st.node.mode) && quotaOf(FS.getPath(st.node)) === q) add(st.node);
+    }
     return total;
   }
-  function limitDir(dir, quota) {
-    const write = FS.write;
-    let bound = treeBytes(dir);
-    FS.write = function (stream, buffer, offset, length, position, canOwn) {
-      if (typeof stream.path === "string" && underDir(stream.path, dir)) {
-        const at = position === undefined || position === null ? stream.position : position;
-        const size = (stream.node && stream.node.usedBytes) || 0;
-        const growth = Math.max(0, at + length - size);
-        if (growth > 0) {
-          bound += growth;
-          if (bound > quota) {
-            bound = treeBytes(dir) + growth;
-            if (bound > quota) { bound -= growth; throw fsErr(51 /* ENOSPC */); }
-          }
-        }
+  function charge(node, newSize) {
+    const growth = newSize - (node.usedBytes || 0);
+    if (!(growth > 0)) return;
+    const q = quotaOf(FS.getPath(node));
+    if (q === null) return;
+    q.bound += growth;
+    if (q.bound > q.quota) {
+      q.bound = chargedBytes(q) + growth;
+      if (q.bound > q.quota) { q.bound -= growth; throw fsErr(51 /* ENOSPC */); }
+    }
+  }
+  function installQuotas(tmpQuota, dataQuota) {
+    quotas.push({ dir: "/tmp", quota: tmpQuota, bound: 0 }, { dir: "/data", quota: dataQuota, bound: 0 });
+    for (const q of quotas) q.bound = chargedBytes(q);
+    const memfs = FS.filesystems.MEMFS;
+    const fileOps = memfs.ops_table.file.stream;
+    const write = memfs.stream_ops.write;
+    if (fileOps.write !== write) throw new ErrorC("pyodide: unexpected MEMFS layout");
+    const quotaWrite = function (stream, buffer, offset, length, position, canOwn) {
+      const node = stream.node;
+      if (length > 0) {
+        const at = typeof position === "number" ? position : stream.position;
+        charge(node, canOwn ? length : Math.max(node.usedBytes || 0, at + length));
       }
-      return write.call(FS, stream, buffer, offset, length, position, canOwn);
+      return ReflectC.apply(write, this, [stream, buffer, offset, length, position, canOwn]);
     };
+    memfs.stream_ops.write = quotaWrite;
+    fileOps.write = quotaWrite;
+    const resize = memfs.resizeFileStorage;
+    memfs.resizeFileStorage = function (node, newSize) {
+      charge(node, newSize);
+      return ReflectC.apply(resize, this, [node, newSize]);
+    };
+  }
+  function resetQuotaBounds() {
+    for (const q of quotas) q.bound = chargedBytes(q);
   }
 
   function writeImage(files) {
@@ -378,14 +468,31 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       FS.chmod("/tmp", 0o777);
       FS.chmod("/data", 0o777);
       FS.chmod("/", 0o555);
-      // Emscripten checks mode bits but lets anyone chmod: refuse mode changes outside /tmp and /data.
-      const doChmod = FS.doChmod;
-      FS.doChmod = function (stream, node, mode, dontFollow) {
-        if (!writable(FS.getPath(node))) throw fsErr(63 /* EPERM */);
-        return doChmod.call(FS, stream, node, mode, dontFollow);
+      // Emscripten checks mode bits but lets anyone chmod, utime or chown: no attribute changes
+      // outside the contents of /tmp and /data (those of / , /app, /dev, /tmp itself would
+      // outlive a reset).
+      const inScratch = (p) => p.startsWith("/tmp/") || p.startsWith("/data/");
+      const memfs = FS.filesystems.MEMFS;
+      const setattr = memfs.node_ops.setattr;
+      const guardedSetattr = function (node, attr) {
+        if (!inScratch(FS.getPath(node))) throw fsErr(63 /* EPERM */);
+        return ReflectC.apply(setattr, this, [node, attr]);
       };
-      limitDir("/tmp", tmpQuota);
-      limitDir("/data", dataQuota);
+      memfs.node_ops.setattr = guardedSetattr;
+      for (const kind of ["dir", "file", "link", "chrdev"]) {
+        const ops = memfs.ops_table[kind].node;
+        if (ops.setattr !== setattr) throw new ErrorC("pyodide: unexpected MEMFS layout");
+        ops.setattr = guardedSetattr;
+      }
+      // A file keeps counting against the quota of the directory it was created in: no moves
+      // between /tmp and /data (EXDEV, as between two file systems; shutil.move copies instead).
+      const dirOps = memfs.ops_table.dir.node;
+      const rename = dirOps.rename;
+      dirOps.rename = function (oldNode, newDir, newName) {
+        if (quotaOf(FS.getPath(oldNode)) !== quotaOf(FS.getPath(newDir) + "/" + newName)) throw fsErr(75 /* EXDEV */);
+        return ReflectC.apply(rename, this, [oldNode, newDir, newName]);
+      };
+      installQuotas(tmpQuota, dataQuota);
     },
     neuter() {
       // Table slots 1..6 hold jsglobals, the public API, API, the scheduler and an empty object:
@@ -416,8 +523,16 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
         immortalCount++;
       }
       const streams = [];
-      FS.streams.forEach((s, fd) => { if (s) streams.push([fd, s, s.position]); });
-      saved = { table, dedup, dedupEntries: dedup ? [...dedup] : [], immortalCount, streams, streamCount: FS.streams.length };
+      FS.streams.forEach((s, fd) => { if (s) streams.push([fd, s, s.position, s.flags]); });
+      // File-system state in JS a request can change without touching anything else of JS: the
+      // working directory, the inode counter (st_ino of new files would count another request's
+      // files), and the attributes of /tmp, /data and the open devices (times, mode).
+      const attrs = [];
+      const keepAttrs = (n) => { if (n) attrs.push([n, n.mode, n.atime, n.mtime, n.ctime]); };
+      keepAttrs(FS.lookupPath("/tmp").node);
+      keepAttrs(FS.lookupPath("/data").node);
+      for (const e of streams) keepAttrs(e[1].node);
+      saved = { table, dedup, dedupEntries: dedup ? [...dedup] : [], immortalCount, streams, streamCount: FS.streams.length, cwd: FS.currentPath, nextInode: FS.nextInode, attrs };
       return JSONC.stringify({ table: table.length, immortals: immortalCount, streams: streams.length });
     },
     restoreState() {
@@ -435,11 +550,21 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
         d.clear();
         for (const [k, v] of saved.dedupEntries) d.set(k, v);
       }
-      for (const [fd, s, pos] of saved.streams) {
+      for (const [fd, s, pos, flags] of saved.streams) {
         if (FS.streams[fd] !== s) FS.streams[fd] = s;
         if (s.fd !== fd) s.fd = fd;
         if (s.position !== pos) s.position = pos;
+        if (s.flags !== flags) s.flags = flags;
       }
+      FS.currentPath = saved.cwd;
+      FS.nextInode = saved.nextInode;
+      for (const [n, mode, atime, mtime, ctime] of saved.attrs) {
+        n.mode = mode;
+        n.atime = atime;
+        n.mtime = mtime;
+        n.ctime = ctime;
+      }
+      resetQuotaBounds();
       return String(fixed);
     },
     closeExtraStreams() {
@@ -517,6 +642,12 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       return JSONC.stringify({ hiwireKeys: keys, immortalKeys: strings });
     },
     buildId() { return String(API.config.BUILD_ID); },
+    armWatch() {
+      watchArmed = true;
+      return "ok";
+    },
+    // Plain string concatenation: no method of a realm object (the guest may have replaced them).
+    touched() { return jsTouched ? "touched: " + firstTouch : ""; },
     facts() {
       let evalBlocked = false, fnBlocked = false;
       try { (0, eval)("1"); } catch (e) { evalBlocked = e instanceof EvalError; }

@@ -365,6 +365,16 @@ export class PyRealm {
     return out;
   }
 
+  /** Starts watching for JavaScript the guest makes run (after boot, before the app is imported). */
+  armWatch(): void {
+    this.#str(this.#k.armWatch());
+  }
+
+  /** Why this realm's JS heap may hold guest state ("" when it cannot). */
+  touched(): string {
+    return this.#str(this.#k.touched());
+  }
+
   exportConfig(): string {
     return this.#str(this.#k.exportConfig());
   }
