@@ -53,7 +53,10 @@ const MAX_WARMUP = 16;
 const MAX_WARMUP_PATH = 2048;
 const MANIFEST_PATH_RULES = { maxPathLength: 1024, maxDepth: 32 };
 
-/** php.ini keys a bundle may not set: the platform owns sandboxing, limits, paths and extensions. */
+/**
+ * php.ini keys a bundle may not set: the platform owns sandboxing, limits, paths and extensions.
+ * (Everything outside PHP_INI_SETTINGS is refused; these get a message that says why.)
+ */
 const FORBIDDEN_INI_KEYS = new Set([
   "disable_functions",
   "disable_classes",
@@ -71,14 +74,165 @@ const FORBIDDEN_INI_KEYS = new Set([
   "mail.log",
   "error_log",
   "session.save_path",
+  "session.save_handler",
   "upload_tmp_dir",
   "sys_temp_dir",
-  // Not in the original list but just as dangerous: loading code / FFI, and the hard time limit.
   "enable_dl",
   "hard_timeout",
 ]);
 const FORBIDDEN_INI_PREFIXES = ["opcache.", "ffi."];
 const INI_KEY = /^[a-z0-9_.]+$/;
+
+/**
+ * The grammar of one php.ini value. Must never admit a value that changes how PHP's ini parser
+ * reads the rest of the file: a syntax error there makes PHP stop reading php.ini, and the
+ * platform's walls are written after the bundle's settings. `raw` values are written unquoted
+ * (numbers, booleans, error_reporting expressions of E_* names); all others inside double
+ * quotes, from a charset without `$ { } " ' ; \ = \``.
+ */
+type IniRule = { raw: boolean; check(value: string): string | undefined };
+
+const BOOL_WORDS = /^(0|1|on|off|yes|no|true|false|)$/i;
+const ERROR_CONSTANTS = "E_ALL|E_ERROR|E_WARNING|E_PARSE|E_NOTICE|E_CORE_ERROR|E_CORE_WARNING|E_COMPILE_ERROR|E_COMPILE_WARNING|E_USER_ERROR|E_USER_WARNING|E_USER_NOTICE|E_STRICT|E_RECOVERABLE_ERROR|E_DEPRECATED|E_USER_DEPRECATED";
+const ERROR_TERM = `~?\\s*(${ERROR_CONSTANTS}|\\d{1,6})`;
+/** `E_ALL & ~E_NOTICE | E_STRICT`: terms joined by & | ^, no parentheses (always valid syntax). */
+const ERROR_EXPRESSION = new RegExp(`^${ERROR_TERM}(\\s*[&|^]\\s*${ERROR_TERM}){0,15}$`);
+/** Text written inside double quotes: printable ASCII without the ini parser's special characters. */
+const SAFE_TEXT = /^[^\u0000-\u001f\u007f-\uffff$"'{};\\=`]*$/;
+
+const bool: IniRule = { raw: true, check: (v) => (BOOL_WORDS.test(v) ? undefined : 'must be a boolean (true/false, 1/0, "On"/"Off")') };
+function int(lo: number, hi: number): IniRule {
+  return { raw: true, check: (v) => (/^-?\d{1,10}$/.test(v) && Number(v) >= lo && Number(v) <= hi ? undefined : `must be an integer between ${lo} and ${hi}`) };
+}
+function oneOf(...values: string[]): IniRule {
+  return { raw: false, check: (v) => (values.includes(v) ? undefined : `must be one of ${values.map((x) => JSON.stringify(x)).join(", ")}`) };
+}
+function text(re: RegExp, what: string, maxLength = 256): IniRule {
+  return {
+    raw: false,
+    check: (v) => {
+      if (v.length > maxLength) return `must be at most ${maxLength} characters`;
+      if (!SAFE_TEXT.test(v) || v !== v.trim()) return `must be ${what} (printable ASCII without $ { } " ' ; \\ = \` or leading/trailing spaces)`;
+      return re.test(v) ? undefined : `must be ${what}`;
+    },
+  };
+}
+const charset = text(/^[A-Za-z0-9_.:-]{0,40}$/, "a character set name such as UTF-8", 40);
+const anyText = text(/^/, "plain text");
+
+/** php.ini settings a bundle may set: harmless to the platform, with the grammar of each value. */
+const PHP_INI_SETTINGS: Record<string, IniRule> = {
+  "date.timezone": text(/^[A-Za-z][A-Za-z0-9_+\/-]{0,63}$/, "a time zone name such as Europe/Paris", 64),
+  default_charset: charset,
+  input_encoding: charset,
+  output_encoding: charset,
+  internal_encoding: charset,
+  default_mimetype: text(/^[A-Za-z0-9.+\/-]{1,100}$/, "a media type such as text/html", 100),
+  error_reporting: {
+    raw: true,
+    check: (v) => (/^-?\d{1,10}$/.test(v) || ERROR_EXPRESSION.test(v) ? undefined : "must be an integer or E_* constants joined by & | ^ (with ~), e.g. E_ALL & ~E_DEPRECATED"),
+  },
+  display_errors: { raw: false, check: (v) => (BOOL_WORDS.test(v) || v === "stderr" || v === "stdout" ? undefined : 'must be a boolean, "stderr" or "stdout"') },
+  display_startup_errors: bool,
+  log_errors: bool,
+  html_errors: bool,
+  ignore_repeated_errors: bool,
+  ignore_repeated_source: bool,
+  report_memleaks: bool,
+  short_open_tag: bool,
+  expose_php: bool,
+  implicit_flush: bool,
+  ignore_user_abort: bool,
+  file_uploads: bool,
+  max_file_uploads: int(0, 1000),
+  precision: int(-1, 50),
+  serialize_precision: int(-1, 50),
+  max_input_vars: int(1, 100_000),
+  max_input_nesting_level: int(1, 1024),
+  default_socket_timeout: int(0, 3600),
+  output_buffering: { raw: true, check: (v) => (BOOL_WORDS.test(v) || (/^\d{1,9}$/.test(v) && Number(v) <= 16 * 1024 * 1024) ? undefined : "must be a boolean or a size in bytes up to 16777216") },
+  variables_order: text(/^[EGPCS]{0,5}$/, 'letters of "EGPCS"', 5),
+  request_order: text(/^[GPC]{0,3}$/, 'letters of "GPC"', 3),
+  // Written in double quotes, where ";" is an ordinary character.
+  "arg_separator.output": { raw: false, check: (v) => (/^[&;a-z]{1,8}$/.test(v) ? undefined : 'must be separator characters such as "&" or "&amp;"') },
+  "arg_separator.input": { raw: false, check: (v) => (/^[&;]{1,4}$/.test(v) ? undefined : 'must be separator characters ("&" and ";")') },
+  // open_basedir (a wall) still limits what include finds.
+  include_path: text(/^[A-Za-z0-9_.\/:-]{1,1024}$/, 'directories separated by ":"', 1024),
+  user_agent: anyText,
+  "zend.assertions": int(-1, 1),
+  "zend.enable_gc": bool,
+  "zend.exception_ignore_args": bool,
+  "zend.exception_string_param_max_len": int(0, 1_000_000),
+  "assert.active": bool,
+  "assert.bail": bool,
+  "assert.warning": bool,
+  "assert.exception": bool,
+  "pcre.backtrack_limit": int(1, 100_000_000),
+  "pcre.recursion_limit": int(1, 100_000_000),
+  "pcre.jit": bool,
+  "mbstring.language": text(/^[A-Za-z-]{1,20}$/, "a language name such as neutral or Japanese", 20),
+  "mbstring.internal_encoding": charset,
+  "mbstring.http_input": charset,
+  "mbstring.http_output": charset,
+  "mbstring.detect_order": text(/^[A-Za-z0-9_.:, -]{0,200}$/, "character set names separated by commas", 200),
+  "mbstring.substitute_character": text(/^(none|long|entity|\d{1,7})$/, 'none, long, entity or a code point', 16),
+  "mbstring.strict_detection": bool,
+  "mbstring.encoding_translation": bool,
+  "mbstring.regex_retry_limit": int(0, 100_000_000),
+  "mbstring.regex_stack_limit": int(0, 100_000_000),
+  // Sessions are files in /tmp (save_path and save_handler stay the platform's).
+  "session.name": text(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "letters, digits and _ starting with a letter", 64),
+  "session.auto_start": bool,
+  "session.use_cookies": bool,
+  "session.use_only_cookies": bool,
+  "session.use_strict_mode": bool,
+  "session.use_trans_sid": bool,
+  "session.lazy_write": bool,
+  "session.cookie_lifetime": int(0, 2_147_483_647),
+  "session.cookie_path": text(/^\/[A-Za-z0-9_.\/~-]{0,255}$/, "a URL path starting with /", 256),
+  "session.cookie_domain": text(/^[A-Za-z0-9.-]{0,253}$/, "a host name", 253),
+  "session.cookie_secure": bool,
+  "session.cookie_httponly": bool,
+  "session.cookie_samesite": oneOf("", "Lax", "Strict", "None"),
+  "session.cache_limiter": oneOf("", "nocache", "private", "private_no_expire", "public"),
+  "session.cache_expire": int(0, 2_147_483_647),
+  "session.gc_maxlifetime": int(0, 2_147_483_647),
+  "session.gc_probability": int(0, 1_000_000),
+  "session.gc_divisor": int(1, 1_000_000),
+  "session.serialize_handler": oneOf("php", "php_binary", "php_serialize"),
+  "session.sid_length": int(22, 256),
+  "session.sid_bits_per_character": int(4, 6),
+  "gd.jpeg_ignore_warning": bool,
+};
+
+/** Every php.ini key a bundle may set (docs, error messages). */
+export const PHP_INI_KEYS: readonly string[] = Object.keys(PHP_INI_SETTINGS).sort();
+
+/**
+ * Why `key = value` may not be in a bundle's php.ini, or undefined when it may (the value as a
+ * string: booleans "1"/"0", numbers in decimal).
+ */
+export function checkPhpIniSetting(key: string, value: string): string | undefined {
+  if (!INI_KEY.test(key)) return `${q(key)} is not a php.ini key (a-z, 0-9, "_" and "." only)`;
+  if (FORBIDDEN_INI_KEYS.has(key) || FORBIDDEN_INI_PREFIXES.some((p) => key.startsWith(p))) {
+    return `${q(key)} cannot be set by a bundle (the platform controls it)`;
+  }
+  if (CONTROL_CHARS.test(value)) return "must not contain control characters (newlines, NUL, …)";
+  const rule = Object.hasOwn(PHP_INI_SETTINGS, key) ? PHP_INI_SETTINGS[key] : undefined;
+  if (rule === undefined) return `${q(key)} is not a php.ini setting a bundle may set (allowed: see docs/manifest.md)`;
+  return rule.check(value);
+}
+
+/**
+ * The php.ini line for a bundle's setting, checked again here (a Manifest may be built by hand,
+ * not parsed): throws a BundleError naming the field.
+ */
+export function phpIniLine(key: string, value: string): string {
+  const problem = checkPhpIniSetting(key, value);
+  if (problem !== undefined) throw invalid(["php", "ini", key], problem);
+  return PHP_INI_SETTINGS[key]!.raw ? `${key} = ${value === "" ? '""' : value}` : `${key} = "${value}"`;
+}
+
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 
 function intBetween(lo: number, hi: number) {
@@ -248,13 +402,10 @@ export function parseManifest(text: string): Manifest {
   const ini: Record<string, string> = {};
   for (const [key, value] of Object.entries(php.ini)) {
     const at = ["php", "ini", key];
-    if (!INI_KEY.test(key)) throw invalid(at, `${q(key)} is not a php.ini key (a-z, 0-9, "_" and "." only)`);
-    if (FORBIDDEN_INI_KEYS.has(key) || FORBIDDEN_INI_PREFIXES.some((p) => key.startsWith(p))) {
-      throw invalid(at, `${q(key)} cannot be set by a bundle (the platform controls it)`);
-    }
     if (typeof value === "number" && !Number.isFinite(value)) throw invalid(at, "must be a finite number");
     const text = typeof value === "boolean" ? (value ? "1" : "0") : String(value);
-    if (CONTROL_CHARS.test(text)) throw invalid(at, "must not contain control characters (newlines, NUL, …)");
+    const problem = checkPhpIniSetting(key, text);
+    if (problem !== undefined) throw invalid(at, problem);
     ini[key] = text;
   }
 

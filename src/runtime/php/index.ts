@@ -1,19 +1,25 @@
 /**
  * PHP engine: php-wasm (Emscripten) loaded through its low-level loader, with none of the Node
- * glue that reaches outside: no spawn (a handler that refuses), no socket proxy (the WebSocket
- * constructor throws), the app image copied into the in-memory FS and made read-only, and
- * php.ini's disable_functions / allow_url_fopen / open_basedir as a second wall.
- * Must never: mount a host directory, or hand guest code anything that reaches Node.
+ * glue that reaches outside. Walls, inside out: the wasm imports that would load code, start
+ * processes or open sockets fail as C expects (wasm-imports.ts); the output of a request is
+ * limited while it is written (output.ts); the app image is copied into the in-memory FS, mode
+ * and owner changes are refused outside /tmp and /data, / is read-only, /tmp and /data have
+ * quotas (fs-walls.ts); php.ini's disable_functions / open_basedir / enable_dl / … come last in
+ * php.ini and are read back from the running engine before any tenant file exists in it.
+ * Must never: mount a host directory, hand guest code anything that reaches Node, or serve from
+ * an instance whose php.ini walls are not in force.
  */
-import { readFileSync } from "node:fs";
-import { loadPHPRuntime, PHP, PHPExecutionFailureError, __private__dont__use, type PHPResponse } from "@php-wasm/universal";
-import { createSpawnHandler } from "@php-wasm/util";
+import { PHPExecutionFailureError, type PHPResponse } from "@php-wasm/universal";
 import { parseManifest, type Manifest, type BundleImage } from "../../bundle/index.js";
-import type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "../engine.js";
-import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, phpEngineBuild, validatePhpBundle } from "./validate.js";
+import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
+import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, phpEngineBuild, phpIniWalls, validatePhpBundle } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { LinearMemorySnapshot } from "../../snapshot/index.js";
+import { assertIniWalls, PHP_INI_PATH, startPhpRuntime, type EmscriptenModule, type PhpRuntime } from "./runtime.js";
+import { compiledModule } from "./wasm-imports.js";
+import { limitDirs, lockFileSystem } from "./fs-walls.js";
+import type { PHP } from "@php-wasm/universal";
 
 export { APP_ROOT, validatePhpBundle } from "./validate.js";
 
@@ -21,6 +27,8 @@ interface PhpPrepared {
   spec: EngineSpec;
   loader: unknown;
   phpIni: string;
+  /** [key, value] of every php.ini wall, checked in the running engine. */
+  walls: Array<[string, string]>;
   documentRoot: string;
 }
 
@@ -37,9 +45,6 @@ async function importLoader(version: PhpVersion): Promise<unknown> {
       return (await import("@php-wasm/node-8-4")).getPHPLoaderModule();
   }
 }
-
-/** php-wasm's ini location (see @php-wasm/universal PHP_INI_PATH). */
-const PHP_INI_PATH = "/internal/shared/php.ini";
 
 function writeImage(php: PHP, image: BundleImage): void {
   php.mkdirTree(APP_ROOT);
@@ -61,30 +66,6 @@ function writeImage(php: PHP, image: BundleImage): void {
 }
 
 /**
- * Emscripten's FS checks mode bits but lets anyone chmod anything, and its root directory is
- * world-writable: guest code could chmod() the image writable again, or rename("/app", ...) and
- * mkdir a new /app. Refuse mode changes under /app (EPERM) and make / read-only (after /tmp).
- */
-function lockImage(php: PHP): void {
-  const FS = (php as unknown as { [__private__dont__use]: { FS: EmscriptenFS } })[__private__dont__use].FS;
-  if (typeof FS.doChmod !== "function") throw new Error("zerocell: php-wasm FS has no doChmod; cannot lock the image");
-  const doChmod = FS.doChmod.bind(FS);
-  FS.doChmod = (stream, node, mode, dontFollow) => {
-    const path = FS.getPath(node);
-    if (path === APP_ROOT || path.startsWith(`${APP_ROOT}/`)) throw new FS.ErrnoError(63 /* EPERM */);
-    doChmod(stream, node, mode, dontFollow);
-  };
-  FS.chmod("/", 0o555);
-}
-
-interface EmscriptenFS {
-  doChmod(stream: unknown, node: unknown, mode: number, dontFollow: boolean): void;
-  chmod(path: string, mode: number): void;
-  getPath(node: unknown): string;
-  ErrnoError: new (errno: number) => Error;
-}
-
-/**
  * memory_limit is only php.ini (ini_set() can raise it) and malloc outside the Zend allocator
  * (ImageMagick) is not counted, so cap the wasm heap itself: growth past the cap fails and PHP
  * stops with "Out of memory". php-wasm would otherwise grow to 2 GiB per host.
@@ -93,105 +74,11 @@ function heapCapBytes(memoryMb: number): number {
   return (memoryMb * 2 + 192) * 1024 * 1024;
 }
 
-function cappedInstantiate(wasmPath: string, capBytes: number) {
-  return (imports: WebAssembly.Imports, done: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void): void => {
-    const env = imports.env;
-    const grow = env?.emscripten_resize_heap;
-    if (env === undefined || typeof grow !== "function") throw new Error("zerocell: php-wasm has no emscripten_resize_heap; cannot cap the heap");
-    env.emscripten_resize_heap = (size: number) => (size >>> 0 > capBytes ? false : (grow as (n: number) => boolean)(size));
-    void compiledModule(wasmPath).then(async (module) => done(await WebAssembly.instantiate(module, imports), module));
-  };
-}
-
-/** php.wasm compiled once per process (a spare host compiles it before it has a tenant). */
-const compiled = new Map<string, Promise<WebAssembly.Module>>();
-
-function compiledModule(wasmPath: string): Promise<WebAssembly.Module> {
-  let m = compiled.get(wasmPath);
-  if (m === undefined) {
-    m = WebAssembly.compile(readFileSync(wasmPath));
-    compiled.set(wasmPath, m);
-  }
-  return m;
-}
-
 /** Descriptor slots an instance may use before it asks to be replaced (Emscripten allows 4096). */
 const MAX_OPEN_STREAMS = 3600;
 
 /** php-wasm's `code` option runs /internal/eval.php, outside open_basedir: prime from /tmp. */
 const PRIME_SCRIPT = `${TMP_DIR}/.zerocell-prime.php`;
-
-/**
- * /tmp and /data live in the host's JS heap (Emscripten MEMFS), which neither memory_limit nor
- * the wasm heap cap counts: cap each directory's total size. Writes that would grow it past the
- * quota fail with ENOSPC. The exact size is only summed when a cheap running upper bound passes
- * the quota.
- */
-function limitDir(php: PHP, dir: string, quotaBytes: number): void {
-  const FS = (php as unknown as { [__private__dont__use]: { FS: TmpFs } })[__private__dont__use].FS;
-  const write = FS.write.bind(FS);
-  let bound = 0;
-  const exact = (): number => {
-    let total = 0;
-    const walk = (path: string) => {
-      for (const name of FS.readdir(path)) {
-        if (name === "." || name === "..") continue;
-        const child = `${path}/${name}`;
-        const st = FS.lstat(child);
-        if (FS.isDir(st.mode)) walk(child);
-        else total += st.size;
-      }
-    };
-    walk(dir);
-    return total;
-  };
-  FS.write = (stream, buffer, offset, length, position, canOwn) => {
-    if (typeof stream.path === "string" && stream.path.startsWith(`${dir}/`)) {
-      const at = position ?? stream.position;
-      const size = stream.node?.usedBytes ?? 0;
-      const growth = Math.max(0, at + length - size);
-      if (growth > 0) {
-        bound += growth;
-        if (bound > quotaBytes) {
-          bound = exact() + growth;
-          if (bound > quotaBytes) {
-            bound -= growth;
-            throw new FS.ErrnoError(51 /* ENOSPC */);
-          }
-        }
-      }
-    }
-    return write(stream, buffer, offset, length, position, canOwn);
-  };
-}
-
-interface TmpFs {
-  write(stream: { path?: string; position: number; node?: { usedBytes?: number } }, buffer: Uint8Array, offset: number, length: number, position?: number, canOwn?: boolean): number;
-  readdir(path: string): string[];
-  lstat(path: string): { mode: number; size: number };
-  isDir(mode: number): boolean;
-  ErrnoError: new (errno: number) => Error;
-}
-
-/** The parts of php-wasm's Emscripten module this engine touches (not in its typings). */
-interface EmscriptenModule {
-  wasmExports: Record<string, unknown> & { emscripten_get_sbrk_ptr: () => number; __stack_pointer: WebAssembly.Global; memory: WebAssembly.Memory };
-  HEAPU32: Uint32Array;
-  FS: {
-    streams: Array<FsStream | null>;
-    close(stream: unknown): void;
-    open(path: string, flags: number): FsStream;
-    dupStream(stream: FsStream, fd: number): FsStream;
-    closeStream(fd: number): void;
-  };
-}
-
-interface FsStream {
-  fd: number;
-  path: string;
-  flags: number;
-  position: number;
-}
 
 /** An open file of the snapshot's instance that its memory may refer to by number. */
 export interface SnapshotFd {
@@ -219,14 +106,18 @@ class PhpInstance implements EngineInstance {
   #snapshot: LinearMemorySnapshot | undefined;
   /** Open stream slots at snapshot time; later ones are leaks of the request to close. */
   #streamsAtSnapshot = 0;
-  readonly #spawn: { attempted: boolean };
+  readonly #runtime: PhpRuntime;
+  readonly #walls: ReadonlyArray<[string, string]>;
+  readonly #maxResponseBytes: number;
 
-  constructor(php: PHP, docRoot: string, frontController: string | null, spawn: { attempted: boolean }) {
-    this.#php = php;
-    this.#spawn = spawn;
-    this.#module = (php as unknown as Record<symbol, EmscriptenModule>)[__private__dont__use]!;
-    this.#docRoot = docRoot;
-    this.#frontController = frontController;
+  constructor(runtime: PhpRuntime, prepared: PhpPrepared) {
+    this.#runtime = runtime;
+    this.#php = runtime.php;
+    this.#module = runtime.module;
+    this.#docRoot = prepared.documentRoot;
+    this.#frontController = prepared.spec.manifest.php.frontController;
+    this.#walls = prepared.walls;
+    this.#maxResponseBytes = prepared.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
   }
 
   /**
@@ -265,7 +156,12 @@ class PhpInstance implements EngineInstance {
     }
     const before = request.data === undefined ? undefined : mountData(this.#dataFs(), DATA_DIR, request.data);
     const headers: Record<string, string> = {};
-    for (const [k, v] of request.headers) headers[k] = k in headers ? (k === "cookie" ? `${headers[k]}; ${v}` : `${headers[k]}, ${v}`) : v;
+    for (const [k, v] of request.headers) {
+      // PHP maps "-" and "_" both to "_" in HTTP_* names: an "X_Forwarded_For" header would
+      // override X-Forwarded-For. Names with "_" are dropped, as nginx and the Python engine do.
+      if (k.includes("_")) continue;
+      headers[k] = k in headers ? (k === "cookie" ? `${headers[k]}; ${v}` : `${headers[k]}, ${v}`) : v;
+    }
     const server: Record<string, string> = {
       REMOTE_ADDR: request.remoteAddr,
       REMOTE_PORT: String(request.remotePort),
@@ -285,6 +181,7 @@ class PhpInstance implements EngineInstance {
     if (request.https) server.HTTPS = "on";
     if (d.pathInfo !== undefined) server.PATH_INFO = d.pathInfo;
     let res: PHPResponse;
+    this.#runtime.output.begin(this.#maxResponseBytes);
     try {
       res = await this.#php.run({
       scriptPath: d.file,
@@ -348,6 +245,9 @@ class PhpInstance implements EngineInstance {
 
   /** Takes the snapshot that every later reset returns to (after init and warm-up). */
   snapshot(): void {
+    // Warm-up ran tenant code: the state about to become every request's start must still
+    // have the walls.
+    assertIniWalls(this.#module, this.#walls, "snapshot");
     this.#wipeTmp();
     const ex = this.#module.wasmExports;
     this.#streamsAtSnapshot = this.#module.FS.streams.length;
@@ -390,13 +290,15 @@ class PhpInstance implements EngineInstance {
       fs.close(opened);
     }
     this.#streamsAtSnapshot = fs.streams.length;
+    // The image came from a host (untrusted, though of the same deployment).
+    assertIniWalls(this.#module, this.#walls, "importSnapshot");
   }
 
   async reset(): Promise<void> {
     // A refused spawn (sendmail through error_log(…, 1), …) leaves php-wasm's process plumbing out
     // of step with the restored memory: later requests on this instance crash (out-of-bounds
     // access, null function). Fail the reset so the host is replaced.
-    if (this.#spawn.attempted) throw new Error("a process spawn was attempted; the instance is retired");
+    if (this.#runtime.spawn.attempted) throw new Error("a process spawn was attempted; the instance is retired");
     this.#wipeTmp();
     if (this.#snapshot === undefined) return;
     // php-wasm leaves the request's stdout/stderr pipes open; close them so the fd table matches
@@ -476,58 +378,39 @@ export class PhpEngine implements Engine<PhpPrepared> {
       spec,
       loader,
       phpIni: buildPhpIni(spec.manifest),
+      walls: phpIniWalls(spec.manifest),
       documentRoot: root === "." ? APP_ROOT : `${APP_ROOT}/${root}`,
     };
   }
 
   async instantiate(prepared: PhpPrepared): Promise<EngineInstance> {
-    const spawn = { attempted: false };
-    const php = await this.#runtime(prepared.loader, heapCapBytes(prepared.spec.manifest.limits.memoryMb), spawn);
+    const limits = prepared.spec.manifest.limits;
+    // 1. the runtime with its import and output walls
+    const runtime = await startPhpRuntime(prepared.loader, {
+      heapCapBytes: heapCapBytes(limits.memoryMb),
+      maxResponseBytes: prepared.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
+    });
+    const { php, module } = runtime;
+    // 2. php.ini, then one empty request: it sets up php-wasm's JS side (its "initialised" flag,
+    //    request pipes) and PHP's first-request state, so a snapshot taken after it restores
+    //    cleanly (one taken before any request crashed every second request). PHP reads php.ini
+    //    here, before any file of the tenant exists in the FS.
     php.writeFile(PHP_INI_PATH, prepared.phpIni);
-    writeImage(php, prepared.spec.image);
     php.mkdirTree(TMP_DIR);
     php.mkdirTree(DATA_DIR);
-    lockImage(php);
-    limitDir(php, TMP_DIR, prepared.spec.manifest.limits.memoryMb * 1024 * 1024);
-    limitDir(php, DATA_DIR, prepared.spec.manifest.limits.dataMb * 1024 * 1024);
-    php.chdir(prepared.documentRoot);
-    // One empty request sets up php-wasm's JS side (its "initialised" flag, request pipes) and
-    // PHP's first-request state, so a snapshot taken after it is one that restores cleanly
-    // (a snapshot taken before any request crashed every second request).
     php.writeFile(PRIME_SCRIPT, "<?php ");
     await php.run({ scriptPath: PRIME_SCRIPT });
     php.unlink(PRIME_SCRIPT);
-    return new PhpInstance(php, prepared.documentRoot, prepared.spec.manifest.php.frontController, spawn);
-  }
-
-  /** A PHP runtime with the sandbox's wiring: no sockets, no processes, the heap capped. */
-  async #runtime(loader: unknown, capBytes: number, spawn = { attempted: false }): Promise<PHP> {
-    const runtimeId = await loadPHPRuntime(loader as Parameters<typeof loadPHPRuntime>[0], {
-      processId: 1,
-      // Emscripten's socket layer would open a WebSocket to the requested address (the "ws"
-      // package, if present): make every attempt fail.
-      websocket: {
-        decorator: () => {
-          throw new Error("zerocell: network is not available in the sandbox");
-        },
-      },
-      print: () => {},
-      printErr: (line: string) => process.stderr.write(`php: ${line}\n`),
-      // Emscripten's default environment has "_" = the host script's path; drop it.
-      ENV: { _: undefined } as unknown as Record<string, string>,
-      instantiateWasm: cappedInstantiate((loader as { dependencyFilename: string }).dependencyFilename, capBytes),
-    });
-    const php = new PHP(runtimeId);
-    await php.setSpawnHandler(
-      createSpawnHandler((_argv: string[], proc: { stderr(s: string): void; exit(code: number): void }) => {
-        spawn.attempted = true;
-        proc.stderr("zerocell: processes are not available in the sandbox\n");
-        proc.exit(127);
-      }),
-    );
-    // Opcache keeps compiled scripts in linear memory, so a snapshot taken after warm-up
-    // carries a warm opcache; it needs a server SAPI name.
-    await php.setSapiName("fpm-fcgi");
-    return php;
+    // 3. the walls php.ini promised, read back from PHP itself
+    assertIniWalls(module, prepared.walls, "instantiate");
+    // 4. the image, then the FS walls
+    writeImage(php, prepared.spec.image);
+    lockFileSystem(module.FS, [TMP_DIR, DATA_DIR]);
+    limitDirs(module.FS, [
+      { dir: TMP_DIR, bytes: limits.memoryMb * 1024 * 1024 },
+      { dir: DATA_DIR, bytes: limits.dataMb * 1024 * 1024 },
+    ]);
+    php.chdir(prepared.documentRoot);
+    return new PhpInstance(runtime, prepared);
   }
 }

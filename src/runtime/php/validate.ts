@@ -5,6 +5,8 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { Manifest, BundleImage } from "../../bundle/index.js";
+// Not re-exported by src/bundle/index.ts yet: the one php.ini grammar, shared with the manifest parser.
+import { phpIniLine } from "../../bundle/manifest.js";
 import { BundleError } from "../../errors.js";
 
 export const APP_ROOT = "/app";
@@ -22,13 +24,31 @@ const DISABLED_FUNCTIONS = [
   "posix_mkfifo", "posix_setuid", "posix_setgid", "link", "symlink",
 ];
 
-function iniValue(key: string, value: string): string {
-  if (/[\0\r\n"]/.test(value)) throw new BundleError("manifest_invalid", `manifest: php.ini.${key}: value must not contain quotes or line breaks`);
-  return `${key} = "${value}"`;
+/**
+ * The settings that keep guest code in the sandbox, as [key, the value ini_get() must return].
+ * Written last in php.ini (so no earlier line overrides them) and read back from the running
+ * engine before it serves anything (see PhpEngine.instantiate).
+ */
+export function phpIniWalls(manifest: Manifest): Array<[string, string]> {
+  return [
+    ["memory_limit", `${manifest.limits.memoryMb}M`],
+    ["max_execution_time", "0"],
+    ["disable_functions", DISABLED_FUNCTIONS.join(",")],
+    ["allow_url_fopen", "0"],
+    ["allow_url_include", "0"],
+    ["enable_dl", "0"],
+    // Nothing is loaded from it (the engine refuses dlopen); a directory that does not exist.
+    ["extension_dir", "/nonexistent"],
+    ["open_basedir", `${APP_ROOT}:${TMP_DIR}:${DATA_DIR}`],
+    ["upload_tmp_dir", TMP_DIR],
+    ["sys_temp_dir", TMP_DIR],
+    ["auto_prepend_file", ""],
+    ["auto_append_file", ""],
+    ["sendmail_path", "/nonexistent"],
+  ];
 }
 
 export function buildPhpIni(manifest: Manifest): string {
-  const mb = manifest.limits.memoryMb;
   const body = manifest.limits.maxBodyBytes;
   const lines = [
     "; written by zerocell; user settings from zerocell.toml [php.ini] come last",
@@ -55,24 +75,14 @@ export function buildPhpIni(manifest: Manifest): string {
     "opcache.validate_timestamps = 0",
     "opcache.file_update_protection = 0",
   ];
-  for (const [k, v] of Object.entries(manifest.php.ini)) lines.push(iniValue(k, v));
+  // Checked again (a Manifest may be built by hand): a value that breaks PHP's ini parser would
+  // make it stop reading before the walls.
+  for (const [k, v] of Object.entries(manifest.php.ini)) lines.push(phpIniLine(k, v));
   // The walls come after the user's settings so nothing can override them.
-  lines.push(
-    `memory_limit = ${mb}M`,
-    "max_execution_time = 0",
-    `disable_functions = ${DISABLED_FUNCTIONS.join(",")}`,
-    "allow_url_fopen = 0",
-    "allow_url_include = 0",
-    `open_basedir = ${APP_ROOT}:${TMP_DIR}:${DATA_DIR}`,
-    `upload_tmp_dir = ${TMP_DIR}`,
-    `sys_temp_dir = ${TMP_DIR}`,
-    "auto_prepend_file =",
-    "auto_append_file =",
-    "sendmail_path = /nonexistent",
-  );
+  lines.push("; walls (zerocell)");
+  for (const [k, v] of phpIniWalls(manifest)) lines.push(`${k} = ${v === "" ? '""' : v}`);
   return lines.join("\n") + "\n";
 }
-
 
 /** Static checks at deploy: the document root exists, ini values are writable. */
 export function validatePhpBundle(manifest: Manifest, image: BundleImage): void {
@@ -84,7 +94,7 @@ export function validatePhpBundle(manifest: Manifest, image: BundleImage): void 
 }
 
 /** Bump when the engine's init changes in a way that makes old snapshots wrong. */
-const ENGINE_REVISION = 2;
+const ENGINE_REVISION = 3;
 const require = createRequire(import.meta.url);
 
 function packageVersion(name: string): string {
