@@ -16,7 +16,7 @@ import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { LRUCache } from "lru-cache";
 import { Store, openDb, BlobStore, type OpenedDb } from "../store/index.js";
 import { RouteTable, normalizeHost, type RouteEntry, type RouteMatch, type RouteMode } from "../router/index.js";
-import { Pool, closeHostIsolation, detectHostIsolation, type DeploymentSource, type HostIsolation, type PoolLimits } from "../pool/index.js";
+import { Pool, closeHostIsolation, detectHostIsolation, type DeploymentSource, type HostIsolation, type PoolLimits, type WarmupUsage } from "../pool/index.js";
 import { readBundleArchive, encodeImage, decodeImage, type Manifest } from "../bundle/index.js";
 import { KeyStore, MAX_KEY_LENGTH } from "../store/keys.js";
 import { KeyQueue } from "../pool/key-queue.js";
@@ -108,6 +108,33 @@ export class Platform {
       ...(init.pool === undefined ? {} : { limits: init.pool }),
       load: (id) => this.#loadDeployment(id),
       onLog: (deploymentId, line) => log.info("app log", { deploymentId, line }),
+      onWarmup: (deploymentId, u) => this.#recordWarmup(deploymentId, u),
+    });
+  }
+
+  /**
+   * A host start that ran the app's warm-up (tenant code) is billed like a request of mode
+   * "warmup": its wall time from the first warm-up request to ready (or to the kill at its limit).
+   */
+  #recordWarmup(deploymentId: string, u: WarmupUsage): void {
+    const d = this.store.getDeployment(deploymentId);
+    if (d === undefined) return;
+    const manifest = this.#manifests.get(deploymentId);
+    this.usage.record({
+      requestId: `warmup-${randomUUID()}`,
+      accountId: d.accountId,
+      appId: d.appId,
+      deploymentId,
+      routeKey: null,
+      startedAt: u.startedAt,
+      wallUs: Math.max(1, Math.round(u.wallMs * 1000)),
+      cpuUs: u.cpuUs ?? null,
+      instructions: null,
+      memoryMb: manifest?.limits.memoryMb ?? 0,
+      status: u.status,
+      bytesIn: 0,
+      bytesOut: 0,
+      mode: "warmup",
     });
   }
 

@@ -11,6 +11,7 @@ import type { Manifest } from "../bundle/index.js";
 import { SandboxError, SandboxTimeoutError, ZerocellError } from "../errors.js";
 import type { SnapshotImage } from "../snapshot/store.js";
 import type { SpareHosts } from "./spares.js";
+import { warmupBootAllowanceMs } from "../runtime/index.js";
 import { hostMemoryCeiling, spawnHost, type HostIsolation, type HostProcess } from "./spawn.js";
 
 export interface HostOptions {
@@ -24,6 +25,19 @@ export interface HostOptions {
   onLog: (line: string) => void;
   /** Spare hosts to take a process from instead of spawning one (src/pool/spares.ts). */
   spares?: SpareHosts;
+  /**
+   * Called once per host start that ran the app's warm-up (tenant code): its wall time from the
+   * first warm-up request to ready or failure, the CPU the host reported, and how it ended
+   * (200 ready, 504 over its time, 502 the host failed). The gateway bills it.
+   */
+  onWarmup?: (r: WarmupUsage) => void;
+}
+
+export interface WarmupUsage {
+  startedAt: number;
+  wallMs: number;
+  cpuUs: number | undefined;
+  status: number;
 }
 
 /** Largest snapshot a host may send back, bytes (a PHP heap is capped well below this). */
@@ -161,6 +175,7 @@ export class SandboxHost {
     });
     const timer = setTimeout(() => host.#fail(new SandboxError("host_start_timeout", 502, `sandbox: host did not become ready within ${opts.startTimeoutMs} ms`)), opts.startTimeoutMs);
     host.#onSnapshot = init.wantSnapshot ? init.onSnapshot : undefined;
+    host.#warmup = { timeoutMs: init.manifest.limits.timeoutMs, bootMs: warmupBootAllowanceMs(runtime), startedAt: undefined, wallStart: 0, timer: undefined };
     const snap = init.cold ? undefined : init.snapshot;
     host.#send(
       {
@@ -177,6 +192,10 @@ export class SandboxHost {
     );
     try {
       await ready;
+      host.#endWarmup(200, host.#warmupCpuUs);
+    } catch (e) {
+      host.#endWarmup(e instanceof SandboxError && e.code === "warmup_timeout" ? 504 : 502, undefined);
+      throw e;
     } finally {
       clearTimeout(timer);
     }
@@ -218,9 +237,25 @@ export class SandboxHost {
         cb({ engine: h.engine, engineBuild: h.engineBuild, globals: globals as string[], extra: h.extra, memory: f.body });
         return;
       }
+      case "warmup": {
+        // Tenant code is running: each warm-up request gets timeout_ms (the first also the
+        // runtime's boot allowance); past it the host is killed and the start fails with 504.
+        const w = this.#warmup;
+        if (w === undefined || this.#ready === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: unexpected warm-up message from host"));
+        const index = typeof h.index === "number" && Number.isInteger(h.index) ? h.index : 0;
+        if (w.startedAt === undefined) {
+          w.startedAt = Date.now();
+          w.wallStart = performance.now();
+        }
+        if (w.timer !== undefined) clearTimeout(w.timer);
+        const limit = w.timeoutMs + (index === 0 ? w.bootMs : 0);
+        w.timer = setTimeout(() => this.#fail(new SandboxError("warmup_timeout", 504, `sandbox: warm-up request ${index + 1} did not finish within ${limit} ms (limits.timeout_ms${index === 0 ? " + the runtime's boot allowance" : ""})`)), limit);
+        return;
+      }
       case "ready":
         this.readyMs = performance.now() - this.startedAt;
         this.restored = h.restored === true;
+        this.#warmupCpuUs = reportedCount(h.warmupCpuUs, Math.ceil(Math.max(1, performance.now() - (this.#warmup?.wallStart ?? this.startedAt)) * 1000 * 4));
         this.#ready?.resolve();
         this.#ready = undefined;
         return;
@@ -288,6 +323,18 @@ export class SandboxHost {
   }
 
   #idleWaiter: ((resetMs: number | undefined) => void) | undefined;
+  #warmup: { timeoutMs: number; bootMs: number; startedAt: number | undefined; wallStart: number; timer: NodeJS.Timeout | undefined } | undefined;
+  #warmupCpuUs: number | undefined;
+
+  /** Stops the warm-up timer and reports the warm-up's usage once (if tenant code ran). */
+  #endWarmup(status: number, cpuUs: number | undefined): void {
+    const w = this.#warmup;
+    this.#warmup = undefined;
+    if (w === undefined) return;
+    if (w.timer !== undefined) clearTimeout(w.timer);
+    if (w.startedAt === undefined) return;
+    this.#opts.onWarmup?.({ startedAt: w.startedAt, wallMs: performance.now() - w.wallStart, cpuUs, status });
+  }
 
   #settle(id: number): void {
     const p = this.#pending.get(id);

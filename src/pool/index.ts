@@ -7,7 +7,7 @@
  * Must never: block the gateway's event loop on guest code, or let one deployment's failure
  * touch another's hosts.
  */
-import { SandboxHost, type HostOptions, type HostResponse } from "./host.js";
+import { SandboxHost, type HostOptions, type HostResponse, type WarmupUsage } from "./host.js";
 import type { SnapshotImage } from "../snapshot/store.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
@@ -15,6 +15,7 @@ import type { RouteMode } from "../router/index.js";
 import { LRUCache } from "lru-cache";
 import { PoolSaturatedError, SandboxError } from "../errors.js";
 
+export type { WarmupUsage } from "./host.js";
 export { hostNodeArgs, detectHostIsolation, closeHostIsolation, NO_ISOLATION, HOST_UID, type HostIsolation } from "./spawn.js";
 import { SpareHosts } from "./spares.js";
 import type { HostIsolation } from "./spawn.js";
@@ -345,7 +346,8 @@ export class Pool {
   readonly #idleCache: LRUCache<Slot, DeploymentPool>;
   readonly #tracker: IdleTracker;
 
-  constructor(options: { limits?: Partial<PoolLimits>; isolation: HostIsolation; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void }) {
+  constructor(options: { limits?: Partial<PoolLimits>; isolation: HostIsolation; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void; onWarmup?: (deploymentId: string, usage: WarmupUsage) => void }) {
+    this.#onWarmup = options.onWarmup;
     this.#limits = { ...DEFAULT_POOL_LIMITS, ...options.limits };
     this.#load = options.load;
     this.#spares = this.#limits.spareHosts ? new SpareHosts({ isolation: options.isolation, maxResponseBytes: this.#limits.maxResponseBytes, onLog: (runtime, line) => options.onLog(`spare:${runtime}`, line) }) : undefined;
@@ -372,6 +374,7 @@ export class Pool {
   }
 
   readonly #onLog: (deploymentId: string, line: string) => void;
+  readonly #onWarmup: ((deploymentId: string, usage: WarmupUsage) => void) | undefined;
 
   /**
    * Hosts of one deployment are kept apart per mode: a host that served a daemon request carries
@@ -386,7 +389,7 @@ export class Pool {
       this.#spares?.want(source.manifest.runtime);
       // A key's own instance: one at most, none kept once idle past the TTL.
       const limits = instanceKey === undefined ? this.#limits : { ...this.#limits, maxInstancesPerDeployment: 1, minInstancesPerDeployment: 0 };
-      p = new DeploymentPool(source, mode, limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line) }, this.#tracker);
+      p = new DeploymentPool(source, mode, limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line), onWarmup: (u) => this.#onWarmup?.(deploymentId, u) }, this.#tracker);
       if (instanceKey !== undefined) {
         p.instanceKey = instanceKey;
         const created = p;

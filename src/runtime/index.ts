@@ -52,3 +52,19 @@ export function hostFlags(runtime: Manifest["runtime"]): string[] {
       return ["--allow-addons"];
   }
 }
+
+/**
+ * How long a runtime may take to boot inside the first warm-up request, on top of the app's own
+ * timeout_ms, ms: Python boots Pyodide (0.5–1 s from a spare's base image, 2–5 s cold, more on a
+ * loaded machine) and imports the app there; PHP and x86 instances are ready before it.
+ */
+export function warmupBootAllowanceMs(runtime: Manifest["runtime"]): number {
+  switch (runtime) {
+    case "php":
+      return 2_000;
+    case "python":
+      return 15_000;
+    case "x86":
+      return 2_000;
+  }
+}

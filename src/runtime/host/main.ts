@@ -98,7 +98,10 @@ let maxResponseBytes = 0;
 async function warmUp(inst: EngineInstance, manifest: Manifest): Promise<void> {
   const paths = manifest.warmup.length > 0 ? manifest.warmup : ["/"];
   const host = manifest.routes[0]?.host.replace(/^\*\.?/, "") || "localhost";
-  for (const url of paths) {
+  for (const [index, url] of paths.entries()) {
+    // Tenant code runs now: the gateway bounds each warm-up request by timeout_ms (the first also
+    // by the runtime's boot allowance: Python imports the app in it) and bills the time.
+    send({ t: "warmup", index });
     try {
       await inst.handle({ method: "GET", url, headers: [["host", host], ["user-agent", "zerocell-warmup"]], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 0, https: true, serverName: host, serverPort: 443, scriptName: "", params: {} });
     } catch (e) {
@@ -133,8 +136,10 @@ async function onFrame(frame: Frame): Promise<void> {
             instance = await engine.instantiate(prepared);
           }
         }
+        const cpu0 = process.cpuUsage();
         if (!restored) await warmUp(instance, init.manifest);
-        send({ t: "ready", ms: performance.now() - t0, restored });
+        const cpu = process.cpuUsage(cpu0);
+        send({ t: "ready", ms: performance.now() - t0, restored, ...(restored ? {} : { warmupCpuUs: cpu.user + cpu.system }) });
         if (!restored && init.wantSnapshot && !init.cold) {
           // Captured now (the state every reset returns to), sent once the first request is
           // answered or after a second: a 30–100 MB frame, and the gateway's gzip of it, would
