@@ -15,6 +15,19 @@ import { ROOT, x86Fixture, x86Image, x86Manifest } from "../helpers/x86.js";
 const text = (b: Uint8Array) => Buffer.from(b).toString("utf8");
 const MiB = 1024 * 1024;
 
+/**
+ * Serves one request in a fresh child process (test/helpers/x86-rss-child.ts) and returns how it
+ * ended and how much the process's peak RSS grew over its RSS before the request.
+ */
+function measureRequest(program: string, path: string, o: { maxResponseBytes: number; memoryMb: number; warmup: string }) {
+  x86Fixture(program);
+  const bin = `${ROOT}/test/fixtures/build/x86-exec/${program}`;
+  const args = ["--import", "tsx", `${ROOT}/test/helpers/x86-rss-child.ts`, bin, path, String(o.maxResponseBytes), String(o.memoryMb), o.warmup];
+  const out = execFileSync(process.execPath, args, { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
+  const r = JSON.parse(out.trim().split("\n").pop()!) as { code?: string; status?: number; body?: string; ms: number; baseRss: number; maxRss: number };
+  return { ...r, growthMiB: (r.maxRss - r.baseRss) / MiB };
+}
+
 type Outcome = { status: number; body: string } | { code: string | undefined; status: number | undefined; message: string };
 
 async function outcome(inst: EngineInstance, url: string, init: Parameters<typeof request>[1] = {}): Promise<Outcome> {
@@ -86,13 +99,18 @@ describe("x86 hostile: response floods are stopped while the guest writes", () =
   });
 
   it("host memory stays bounded: 4 MiB of 1-byte iovecs cost the host process < 128 MiB (was ~520 MiB)", () => {
-    const bin = `${ROOT}/test/fixtures/build/x86-exec/output-flood`;
-    x86Fixture("output-flood");
-    const out = execFileSync(process.execPath, ["--import", "tsx", `${ROOT}/test/helpers/x86-flood-child.ts`, bin, "/writev", String(4 * MiB)], { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
-    const r = JSON.parse(out.trim().split("\n").pop()!) as { code?: string; status?: number; ms: number; baseRss: number; maxRss: number };
+    const r = measureRequest("output-flood", "/writev", { maxResponseBytes: 4 * MiB, memoryMb: 16, warmup: "/size/10" });
     expect(r).toMatchObject({ code: "response_too_large", status: 502 });
-    const growth = (r.maxRss - r.baseRss) / MiB;
-    expect(growth).toBeLessThan(128);
+    expect(r.growthMiB).toBeLessThan(128);
+  });
+
+  it("unknown system calls: 5000 distinct numbers make at most 17 log lines", async () => {
+    const inst = await instance(MiB);
+    logs.length = 0;
+    expect(await outcome(inst, "/enosys")).toEqual({ status: 200, body: "enosys 5000\n" });
+    const lines = logs.filter((l) => l.includes("is not available (ENOSYS)"));
+    expect(lines.length).toBe(17);
+    expect(lines[16]).toContain("further unknown system calls are not logged");
   });
 });
 
@@ -104,6 +122,12 @@ describe("x86 hostile: quotas hold against the unlink-while-open game", () => {
     const r = game([g]);
     expect(r.exitCode).toBe(0);
     expect(r.stdout.toString()).toBe("total 64 MiB, stopped by No space left on device\n");
+  });
+
+  it("truncating gives the host memory back too: 48 files of 16 MiB truncated to 0 under a 64 MiB quota (was ~830 MiB of RSS)", () => {
+    const r = measureRequest("tmp-quota", "/truncate", { maxResponseBytes: MiB, memoryMb: 64, warmup: "/none" });
+    expect(r).toMatchObject({ status: 200, body: "truncated 48 files of 16 MiB, stopped by nothing\n" });
+    expect(r.growthMiB).toBeLessThan(300);
   });
 
   it("closing the last descriptor gives the bytes back", () => {
