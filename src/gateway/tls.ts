@@ -44,7 +44,8 @@ export interface CertificateStoreOptions {
   dir: string;
   /**
    * Decides whether a name from SNI may get a minted certificate (the gateway passes "is this host
-   * routed, or localhost/*.localhost"). Receives the normalised (lower-case, validated) name.
+   * routed, or localhost/*.localhost"). Receives the normalised (lower-case, validated) name, and
+   * only names inside the CA's name constraints (isPermittedByLocalCa): others are never minted.
    * Names refused here (or if it throws) get the default (localhost) certificate.
    */
   mayMint: (hostname: string) => boolean;
