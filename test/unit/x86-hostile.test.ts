@@ -163,6 +163,32 @@ describe("x86 hostile: quotas hold against the unlink-while-open game", () => {
   });
 });
 
+describe("x86 hostile: an open unlinked file in the snapshot", () => {
+  it("stays charged and private through resets and a snapshot export/import", async () => {
+    const engine = new X86Engine({ log: () => {} });
+    const spec = () => ({ deploymentId: "x86-orphan", manifest: x86Manifest("bin/app", { memoryMb: 16 }), image: x86Image({ "bin/app": x86Fixture("orphan-snapshot") }) });
+    const inst = await engine.instantiate(await engine.prepare(spec()));
+    const other = await engine.instantiate(await engine.prepare(spec()));
+    const expected = "orphan 1048576 bytes intact\nfilled 15 MiB, stopped by No space left on device\n";
+    try {
+      expect(text((await inst.handle(request("/"))).body)).toBe(expected);
+      // Without a reset the program's own write through the descriptor is still there.
+      expect(text((await inst.handle(request("/"))).body)).toMatch(/^orphan 1048576 bytes CHANGED\nfilled 15 MiB/);
+      await inst.reset();
+      expect(text((await inst.handle(request("/"))).body)).toBe(expected);
+      await inst.reset();
+      await other.importSnapshot(inst.exportSnapshot());
+      for (let k = 0; k < 2; k++) {
+        expect(text((await other.handle(request("/"))).body)).toBe(expected);
+        await other.reset();
+      }
+    } finally {
+      inst.dispose();
+      other.dispose();
+    }
+  });
+});
+
 describe("x86 hostile: undefined protection bits are EINVAL, not a host error", () => {
   it("mprotect and mmap with unknown prot bits", () => {
     const r = runProgram(x86Fixture("prot-flags"), ["prot-flags"], new Uint8Array(0), { memoryMb: 16 });
