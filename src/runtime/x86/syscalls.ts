@@ -14,7 +14,7 @@
  *                                    rest dropped), files under /tmp and /data, /dev/null
  *   2, 257    open, openat           /app (bundle, read-only: EROFS for writes), /tmp, /data, /dev/{null,
  *                                    zero,random,urandom}; anything else ENOENT (there is no /etc, /proc)
- *   3         close
+ *   3         close                  the last descriptor of an unlinked file credits its bytes back
  *   4, 6, 5   stat, lstat, fstat
  *   262       newfstatat             AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW
  *   8         lseek                  files and directories; pipes (std streams) ESPIPE
@@ -42,12 +42,13 @@
  *   63        uname                  Linux 5.15.0 x86_64, node "zerocell"
  *   72        fcntl                  F_DUPFD(_CLOEXEC), F_GETFD/SETFD, F_GETFL/SETFL; others EINVAL
  *   74, 75    fsync, fdatasync       0
- *   77        ftruncate              writable files
+ *   77        ftruncate              writable files (shrinking also shrinks the host buffer)
  *   79, 80    getcwd, chdir          cwd starts at /app
  *   82,264,316 rename, renameat(2)   within /tmp or within /data
  *   83, 258   mkdir, mkdirat         under /tmp and /data
  *   84        rmdir
- *   87, 263   unlink, unlinkat       (AT_REMOVEDIR)
+ *   87, 263   unlink, unlinkat       (AT_REMOVEDIR); an open file stays charged to the quota until its
+ *                                    last descriptor closes (also when renamed over)
  *   89, 267   readlink, readlinkat   symlinks of the bundle
  *   96, 201,  gettimeofday, time,    the virtual clock: wall time at request start + the guest's own
  *   228, 229  clock_gettime/getres   run time and sleeps (µs resolution); CPU-time clocks = run time
