@@ -98,8 +98,11 @@ export class UsageRecorder {
           const k = `${r.accountId}\u0000${r.appId}\u0000${day}`;
           let d = days.get(k);
           if (d === undefined) days.set(k, (d = { accountId: r.accountId, appId: r.appId, day, requests: 0, errors: 0, mbMs: 0, wallUs: 0, instructions: 0, bytesIn: 0, bytesOut: 0 }));
-          d.requests++;
-          if (r.status >= 500) d.errors++;
+          // A warm-up (mode "warmup") is billed for its time, not as a request.
+          if (r.mode !== "warmup") {
+            d.requests++;
+            if (r.status >= 500) d.errors++;
+          }
           d.mbMs += billedMbMs(r);
           d.wallUs += r.wallUs;
           d.instructions += r.instructions ?? 0;

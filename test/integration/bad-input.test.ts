@@ -681,8 +681,11 @@ describe("C. hostile input to the admin API", () => {
     await server?.stop();
   });
 
-  it("answers a non-JSON rollback body with 400 bad_input", async () => {
-    for (const app of ["x", "c"]) {
+  it("answers a non-JSON rollback body with 400 bad_input (a missing app with 404 first)", async () => {
+    const missing = await admin(server, "POST", "/v1/apps/x/rollback", { body: "not json{", contentType: "application/json" });
+    expect(missing.status).toBe(404);
+    expect(missing.json.error.code).toBe("app_not_found");
+    for (const app of ["c"]) {
       for (const body of ["not json{", "{'version': 1}", "\x00\x01", "[1,2", "{\"version\":1}garbage"]) {
         const r = await admin(server, "POST", `/v1/apps/${app}/rollback`, { body, contentType: "application/json" });
         expect(r.status, `${app} ${JSON.stringify(body)}: ${JSON.stringify(r.json)}`).toBe(400);
