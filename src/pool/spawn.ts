@@ -7,8 +7,8 @@
  *   2. `unshare -n -p -f --mount-proc -i`: an empty network namespace, its own PID namespace (it
  *      sees itself as pid 1 and no other process), mount and IPC namespaces. `--kill-child`: when
  *      the gateway kills the wrapper, the host dies with it.
- *   3. `setpriv`: an unprivileged uid/gid (65534), no supplementary groups, no capabilities, no
- *      new privileges.
+ *   3. `setpriv`: an unprivileged uid/gid of its own (HOST_UID_BASE + n), no supplementary
+ *      groups, no capabilities, no new privileges.
  *   4. A memory ceiling per host: a memory cgroup (v1 `memory.limit_in_bytes` + memsw, or v2
  *      `memory.max`), else a watchdog that kills the host when its RSS passes the ceiling.
  *
@@ -26,8 +26,15 @@ import { hostFlags } from "../runtime/index.js";
 
 type Runtime = Manifest["runtime"];
 
-/** The uid/gid hosts run as when the gateway is root ("nobody" on Debian). */
+/** The uid/gid the start-up probe runs as ("nobody" on Debian). */
 export const HOST_UID = 65534;
+/**
+ * Hosts run as uid/gid HOST_UID_BASE + n (a new one per host, cycling through HOST_UID_COUNT):
+ * no passwd entry, no files, and no two live hosts share a uid, so even code that escaped every
+ * layer inside a host cannot signal or ptrace another host as the same user.
+ */
+export const HOST_UID_BASE = 200_000;
+const HOST_UID_COUNT = 100_000;
 
 const HOST_SCRIPT = join(DIST_DIR, "src", "runtime", "host", "main.js");
 
@@ -82,10 +89,10 @@ export function detectHostIsolation(): HostIsolation {
   return { unshare, setpriv, cgroup, missing };
 }
 
-function setprivArgs(): string[] {
+function setprivArgs(uid = HOST_UID): string[] {
   // A uid change clears the parent-death signal unshare's --kill-child set: set it again, so a
   // host dies with its wrapper (the gateway SIGKILLs the wrapper).
-  return [`--reuid=${HOST_UID}`, `--regid=${HOST_UID}`, "--clear-groups", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--pdeathsig=SIGKILL"];
+  return [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--pdeathsig=SIGKILL"];
 }
 
 /** This gateway's own directory of host cgroups; stale ones of dead gateways are removed. */
@@ -180,6 +187,7 @@ export function hostNodeArgs(runtime: Runtime = "php", spare = false): string[] 
 }
 
 let nextHostId = 1;
+let nextHostUid = 0;
 const WATCHDOG_INTERVAL_MS = 200;
 
 /** A started host process with its memory ceiling (cgroup or watchdog), removed when it exits. */
@@ -336,9 +344,9 @@ function treeRssBytes(pid: number): number {
  * The command that runs `argv` inside every layer `isolation` allows; with `cgroupProcs`, the
  * wrapper joins that memory cgroup before it execs anything, so every process it starts is in it.
  */
-export function isolatedCommand(isolation: HostIsolation, argv: string[], cgroupProcs?: string): string[] {
+export function isolatedCommand(isolation: HostIsolation, argv: string[], cgroupProcs?: string, uid = HOST_UID): string[] {
   let out = argv;
-  if (isolation.setpriv !== undefined) out = [isolation.setpriv, ...setprivArgs(), ...out];
+  if (isolation.setpriv !== undefined) out = [isolation.setpriv, ...setprivArgs(uid), ...out];
   if (isolation.unshare !== undefined) out = [isolation.unshare, "-n", "-p", "-f", "--mount-proc", "-i", "--kill-child", ...out];
   if (cgroupProcs !== undefined) out = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', cgroupProcs, ...out];
   return out;
@@ -364,7 +372,8 @@ export function createHostCgroup(isolation: HostIsolation, ceilingBytes: number)
  */
 export function spawnHost(runtime: Runtime, isolation: HostIsolation, spare: boolean, ceilingBytes: number): HostProcess {
   const cgroup = createHostCgroup(isolation, ceilingBytes);
-  const argv = isolatedCommand(isolation, [process.execPath, ...hostNodeArgs(runtime, spare)], cgroup === undefined ? undefined : join(cgroup.dir, "cgroup.procs"));
+  const uid = HOST_UID_BASE + (nextHostUid++ % HOST_UID_COUNT);
+  const argv = isolatedCommand(isolation, [process.execPath, ...hostNodeArgs(runtime, spare)], cgroup === undefined ? undefined : join(cgroup.dir, "cgroup.procs"), uid);
   const child = spawn(argv[0]!, argv.slice(1), {
     stdio: ["pipe", "pipe", "pipe", "pipe"],
     // Nothing of the gateway's environment (tokens, keys) reaches the sandbox.

@@ -49,12 +49,18 @@ describe.skipIf(!isRoot)("sandbox host processes run inside every OS layer", () 
     const r = await fetchApp(server, "iso.localhost", "/");
     expect(r.status).toBe(200);
     expect(r.text).toBe("iso ok");
+    // A second app: its host must run as another uid.
+    server.cli(["deploy", phpBundle("iso2.localhost", { "index.php": "<?php echo 'iso2 ok';" }), "--app", "iso2"]);
+    expect((await fetchApp(server, "iso2.localhost", "/")).text).toBe("iso2 ok");
     const pids = hostNodePids(server);
-    expect(pids.length).toBeGreaterThan(0);
+    expect(pids.length).toBeGreaterThan(1);
+    const uids = new Set<number>();
     for (const pid of pids) {
       const st = status(pid);
-      expect(st).toMatch(/^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
-      expect(st).toMatch(/^Gid:\s+65534\s+65534\s+65534\s+65534$/m);
+      const uid = Number(/^Uid:\s+(\d+)\s+\1\s+\1\s+\1$/m.exec(st)?.[1]);
+      expect(uid).toBeGreaterThanOrEqual(spawnMod.HOST_UID_BASE);
+      expect(st).toMatch(new RegExp(`^Gid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, "m"));
+      uids.add(uid);
       expect(st).toMatch(/^Groups:\s*$/m);
       expect(st).toMatch(/^CapBnd:\s+0+$/m);
       expect(st).toMatch(/^NoNewPrivs:\s+1$/m);
@@ -68,8 +74,10 @@ describe.skipIf(!isRoot)("sandbox host processes run inside every OS layer", () 
       expect(memLine).toMatch(new RegExp(`:memory:/zerocell/g${server.proc.pid}/h\\d+$`));
       const dir = `/sys/fs/cgroup/memory${memLine!.split(":")[2]}`;
       // memory_mb = 64 → (512 + 3 × 64) MiB + 2 × the 32 MiB response limit.
-      expect(Number(readFileSync(join(dir, "memory.limit_in_bytes"), "utf8"))).toBe((512 + 192 + 64) * 1024 * 1024);
+      expect(Number(readFileSync(join(dir, "memory.limit_in_bytes"), "utf8"))).toBeGreaterThanOrEqual((512 + 3 * 64) * 1024 * 1024 + 64 * 1024 * 1024);
     }
+    // No two hosts share a uid.
+    expect(uids.size).toBe(pids.length);
   });
 });
 
