@@ -160,7 +160,7 @@ export class SandboxHost {
   /** Spawns a host and loads the deployment into it; resolves once it is ready for requests. */
   static async start(init: HostInit, opts: HostOptions): Promise<SandboxHost> {
     const runtime = init.manifest.runtime;
-    const ceiling = hostMemoryCeiling(init.manifest.limits.memoryMb, opts.maxResponseBytes);
+    const ceiling = hostMemoryCeiling(init.manifest.limits, opts.maxResponseBytes);
     const spare = opts.spares?.take(runtime);
     // A spare started with the default ceiling; it now holds this deployment's.
     spare?.setCeiling(ceiling);

@@ -11,8 +11,8 @@ import { hostMemoryCeiling, spawnHost, type HostIsolation, type HostProcess } fr
 
 type Runtime = Manifest["runtime"];
 
-/** A spare's memory ceiling is that of the manifest's default memory_mb; taking it sets the deployment's. */
-const SPARE_MEMORY_MB = 128;
+/** A spare's memory ceiling is that of the manifest's defaults; taking it sets the deployment's. */
+const SPARE_LIMITS = { memoryMb: 128, dataMb: 16 };
 
 export class SpareHosts {
   readonly #isolation: HostIsolation;
@@ -52,7 +52,7 @@ export class SpareHosts {
     const timer = setTimeout(() => {
       this.#timers.delete(runtime);
       if (this.#closed || this.#spares.has(runtime)) return;
-      const proc = spawnHost(runtime, this.#isolation, true, hostMemoryCeiling(SPARE_MEMORY_MB, this.#maxResponseBytes));
+      const proc = spawnHost(runtime, this.#isolation, true, hostMemoryCeiling(SPARE_LIMITS, this.#maxResponseBytes));
       const child = proc.child;
       child.on("error", () => {});
       // A spare that dies is forgotten; the next want() starts another.

@@ -158,12 +158,13 @@ export function closeHostIsolation(isolation: HostIsolation): void {
 
 /**
  * A host's memory ceiling, bytes: Node and the compiled engine (~300 MB for PHP/Python), the
- * guest's heap (the PHP engine caps it at 2 × memory_mb + 192 MiB), a snapshot copy and a
- * response in both directions. Past it the kernel (or the watchdog) kills the host: the request
- * gets 502 and the host is replaced; the machine and other tenants are not touched.
+ * guest's heap (the PHP engine caps it at 2 × memory_mb + 192 MiB), a snapshot copy, a response
+ * in both directions and a key's /data twice (the frame and the in-memory tree). Past it the
+ * kernel (or the watchdog) kills the host: the request gets 502 and the host is replaced; the
+ * machine and other tenants are not touched.
  */
-export function hostMemoryCeiling(memoryMb: number, maxResponseBytes: number): number {
-  return (512 + 3 * memoryMb) * 1024 * 1024 + 2 * maxResponseBytes;
+export function hostMemoryCeiling(limits: { memoryMb: number; dataMb: number }, maxResponseBytes: number): number {
+  return (512 + 3 * limits.memoryMb + 2 * limits.dataMb) * 1024 * 1024 + 2 * maxResponseBytes;
 }
 
 /** Node flags for the host: permission model, reads limited to the platform's own code. */

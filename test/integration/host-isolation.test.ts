@@ -73,8 +73,8 @@ describe.skipIf(!isRoot)("sandbox host processes run inside every OS layer", () 
       const memLine = readFileSync(`/proc/${pid}/cgroup`, "utf8").split("\n").find((l) => /:memory:/.test(l));
       expect(memLine).toMatch(new RegExp(`:memory:/zerocell/g${server.proc.pid}/h\\d+$`));
       const dir = `/sys/fs/cgroup/memory${memLine!.split(":")[2]}`;
-      // memory_mb = 64 → (512 + 3 × 64) MiB + 2 × the 32 MiB response limit.
-      expect(Number(readFileSync(join(dir, "memory.limit_in_bytes"), "utf8"))).toBeGreaterThanOrEqual((512 + 3 * 64) * 1024 * 1024 + 64 * 1024 * 1024);
+      // memory_mb = 64, data_mb = 16 → (512 + 3 × 64 + 2 × 16) MiB + 2 × the 32 MiB response limit.
+      expect(Number(readFileSync(join(dir, "memory.limit_in_bytes"), "utf8"))).toBeGreaterThanOrEqual((512 + 3 * 64 + 2 * 16) * 1024 * 1024 + 64 * 1024 * 1024);
     }
     // No two hosts share a uid.
     expect(uids.size).toBe(pids.length);

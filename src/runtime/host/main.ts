@@ -24,7 +24,13 @@ console.log = (...a: unknown[]) => process.stderr.write(a.map(String).join(" ") 
 console.info = console.log;
 console.debug = () => {};
 
-const MAX_REQUEST_FRAME = 256 * 1024 * 1024;
+/**
+ * Frames come from the gateway (trusted) and are as large as what they carry: a keyed request's
+ * body (max_body_bytes ≤ 100 MiB) plus its /data (data_mb ≤ 1 GiB), an init's image plus a
+ * snapshot. The limit only stops a corrupt length from buffering without end; the host's memory
+ * ceiling (src/pool/spawn.ts) is sized from the same limits.
+ */
+const MAX_REQUEST_FRAME = 2 ** 31;
 const out = new net.Socket({ fd: 3, readable: false, writable: true });
 
 function send(header: unknown, body?: Uint8Array): void {
