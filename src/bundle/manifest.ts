@@ -99,6 +99,8 @@ const ERROR_TERM = `~?\\s*(${ERROR_CONSTANTS}|\\d{1,6})`;
 const ERROR_EXPRESSION = new RegExp(`^${ERROR_TERM}(\\s*[&|^]\\s*${ERROR_TERM}){0,15}$`);
 /** Text written inside double quotes: printable ASCII without the ini parser's special characters. */
 const SAFE_TEXT = /^[^\u0000-\u001f\u007f-\uffff$"'{};\\=`]*$/;
+/** The same, with ";" (a comment outside quotes, an ordinary character inside): user agents have it. */
+const SAFE_TEXT_WITH_SEMICOLON = /^[^\u0000-\u001f\u007f-\uffff$"'{}\\=`]*$/;
 
 const bool: IniRule = { raw: true, check: (v) => (BOOL_WORDS.test(v) ? undefined : 'must be a boolean (true/false, 1/0, "On"/"Off")') };
 function int(lo: number, hi: number): IniRule {
@@ -107,18 +109,19 @@ function int(lo: number, hi: number): IniRule {
 function oneOf(...values: string[]): IniRule {
   return { raw: false, check: (v) => (values.includes(v) ? undefined : `must be one of ${values.map((x) => JSON.stringify(x)).join(", ")}`) };
 }
-function text(re: RegExp, what: string, maxLength = 256): IniRule {
+function text(re: RegExp, what: string, maxLength = 256, semicolon = false): IniRule {
   return {
     raw: false,
     check: (v) => {
       if (v.length > maxLength) return `must be at most ${maxLength} characters`;
-      if (!SAFE_TEXT.test(v) || v !== v.trim()) return `must be ${what} (printable ASCII without $ { } " ' ; \\ = \` or leading/trailing spaces)`;
+      if (!(semicolon ? SAFE_TEXT_WITH_SEMICOLON : SAFE_TEXT).test(v) || v !== v.trim()) {
+        return `must be ${what} (printable ASCII without $ { } " ' ${semicolon ? "" : "; "}\\ = \` or leading/trailing spaces)`;
+      }
       return re.test(v) ? undefined : `must be ${what}`;
     },
   };
 }
 const charset = text(/^[A-Za-z0-9_.:-]{0,40}$/, "a character set name such as UTF-8", 40);
-const anyText = text(/^/, "plain text");
 
 /** php.ini settings a bundle may set: harmless to the platform, with the grammar of each value. */
 const PHP_INI_SETTINGS: Record<string, IniRule> = {
@@ -158,7 +161,7 @@ const PHP_INI_SETTINGS: Record<string, IniRule> = {
   "arg_separator.input": { raw: false, check: (v) => (/^[&;]{1,4}$/.test(v) ? undefined : 'must be separator characters ("&" and ";")') },
   // open_basedir (a wall) still limits what include finds.
   include_path: text(/^[A-Za-z0-9_.\/:-]{1,1024}$/, 'directories separated by ":"', 1024),
-  user_agent: anyText,
+  user_agent: text(/^/, "plain text", 256, true),
   "zend.assertions": int(-1, 1),
   "zend.enable_gc": bool,
   "zend.exception_ignore_args": bool,

@@ -6,9 +6,11 @@
  *
  * Walls, outside in: the host process runs with Node's permission model (reads limited to the
  * platform's code, no child processes), in an empty network namespace when root, with env {};
- * php-wasm gets an in-memory FS (no host mount), a spawn handler that refuses, a WebSocket
- * decorator that throws, a read-only /app (chmod refused there, / read-only), a capped wasm heap;
- * php.ini adds disable_functions, allow_url_fopen=0 and open_basedir=/app:/tmp.
+ * php-wasm gets an in-memory FS (no host mount), wasm imports that refuse dlopen, system(),
+ * popen/proc_open and socket() the way C expects, a read-only /app (chmod/chown refused outside
+ * /tmp and /data, / read-only), a capped wasm heap, output limited while written; php.ini adds
+ * disable_functions, allow_url_fopen=0, enable_dl=0 and open_basedir=/app:/tmp:/data, read back
+ * from the running engine. test/integration/php-walls.test.ts attacks the newer walls.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import http from "node:http";
@@ -17,6 +19,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { startServer, phpBundle, writeBundle, fetchApp, isAlive, cleanup, ROOT, type TestServer, type Res } from "../helpers/server.js";
+import { RUNNER, type Outcome } from "../helpers/php-runner.js";
 
 const ESC = "esc.localhost";
 const CANARY = "canary.localhost";
@@ -28,44 +31,6 @@ const SECRET_MARKER = `zc-secret-marker-${RUN_ID}`;
 const TOML_MARKER = `zc-toml-marker-${RUN_ID}`;
 const PUBLIC_MARKER = `zc-public-marker-${RUN_ID}`;
 const ENV_SECRET = "topsecret";
-
-/**
- * The runner evaluates the request body. `t(name, fn)` records what fn returned (resources and
- * objects by type) or threw, plus the last PHP warning; the results are printed as JSON. A fatal
- * error (memory, time) is printed by the shutdown function.
- */
-const RUNNER = `<?php
-$GLOBALS['__r'] = [];
-function show($v) {
-  if (is_resource($v)) return 'resource(' . get_resource_type($v) . ')';
-  if (is_object($v)) return 'object(' . get_class($v) . ')';
-  if (is_array($v)) return array_map('show', $v);
-  return $v;
-}
-function t(string $name, callable $f): void {
-  error_clear_last();
-  try {
-    $v = $f();
-    $GLOBALS['__r'][$name] = ['value' => show($v), 'warning' => error_get_last()['message'] ?? null];
-  } catch (\\Throwable $e) {
-    $GLOBALS['__r'][$name] = ['throw' => get_class($e) . ': ' . $e->getMessage()];
-  }
-  error_clear_last();
-}
-register_shutdown_function(function () {
-  $e = error_get_last();
-  if ($e !== null && in_array($e['type'], [E_ERROR, E_CORE_ERROR, E_COMPILE_ERROR], true)) echo "\\nFATAL: ", $e['message'], "\\n";
-});
-try {
-  eval(file_get_contents('php://input'));
-} catch (\\Throwable $e) {
-  echo "THROW ", get_class($e), ": ", $e->getMessage(), "\\n";
-}
-echo json_encode($GLOBALS['__r'], JSON_INVALID_UTF8_SUBSTITUTE | JSON_PARTIAL_OUTPUT_ON_ERROR);
-`;
-
-/** What `t()` recorded for one attempt. */
-type Outcome = { value?: unknown; warning?: string | null; throw?: string };
 
 const undefinedFn = (name: string) => ({ throw: `Error: Call to undefined function ${name}()` });
 
@@ -314,30 +279,24 @@ echo json_encode($r);`,
       expect(requests).toBe(0);
     });
 
-    // These reach Emscripten's socket layer (mysqlnd and ext/soap open transports directly, past
-    // allow_url_fopen); the WebSocket decorator throws, which is a JS-level error inside php-wasm:
-    // the platform answers 500 (guest_error) and replaces the host. Observed for all three:
-    // new PDO('mysql:…'), mysqli_connect(), SoapClient::__soapCall() → 500.
-    const jsLevel: Array<[string, string]> = [
-      ["PDO mysql", `try { new PDO('mysql:host=127.0.0.1;port=__PORT__;dbname=x', 'u', 'p', [PDO::ATTR_TIMEOUT => 2]); echo 'CONNECTED'; } catch (\\PDOException $e) { echo 'PDOException: ', $e->getMessage(); }`],
-      ["mysqli_connect", `$c = @mysqli_connect('127.0.0.1', 'u', 'p', 'x', __PORT__); var_dump($c); echo mysqli_connect_error();`],
-      ["SoapClient", `$s = new SoapClient(null, ['location' => 'http://127.0.0.1:__PORT__/', 'uri' => 'urn:x', 'connection_timeout' => 2]); try { var_dump($s->__soapCall('f', [])); } catch (\\SoapFault $e) { echo 'SoapFault: ', $e->getMessage(); }`],
+    // These open transports directly, past allow_url_fopen (mysqlnd, ext/soap). They used to reach
+    // Emscripten's socket layer, whose connect() threw a JS error out of PHP ("sandbox:
+    // ErrnoError (errno 23)", a 500 and a host restart); the engine now refuses socket() the way
+    // C expects, so each is an ordinary PHP failure the app sees.
+    const phpLevel: Array<[string, string, RegExp]> = [
+      ["PDO mysql", `try { new PDO('mysql:host=127.0.0.1;port=__PORT__;dbname=x', 'u', 'p', [PDO::ATTR_TIMEOUT => 2]); echo 'CONNECTED'; } catch (\\PDOException $e) { echo 'PDOException: ', $e->getMessage(); }`, /^PDOException: SQLSTATE\[HY000\] \[2002\]/],
+      ["mysqli_connect", `mysqli_report(MYSQLI_REPORT_OFF); $c = @mysqli_connect('127.0.0.1', 'u', 'p', 'x', __PORT__); var_dump($c); echo mysqli_connect_error();`, /^bool\(false\)\n/],
+      ["SoapClient", `$s = new SoapClient(null, ['location' => 'http://127.0.0.1:__PORT__/', 'uri' => 'urn:x', 'connection_timeout' => 2]); try { var_dump($s->__soapCall('f', [])); } catch (\\SoapFault $e) { echo 'SoapFault: ', $e->getMessage(); }`, /^SoapFault: /],
     ];
-    for (const [name, code] of jsLevel) {
-      it(`${name}: no connection leaves the sandbox (500 from a JS-level error or a PHP failure)`, async () => {
+    for (const [name, code, answer] of phpLevel) {
+      it(`${name}: a PHP-level failure, no connection leaves the sandbox`, async () => {
         const res = await attempt(code.replace(/__PORT__/g, String(counterPort)));
+        expect(res.status, res.text).toBe(200);
+        expect(res.text).toMatch(answer);
         expect(res.text).not.toContain("CONNECTED");
         expect(res.text).not.toContain("counted");
-        if (res.status === 500) {
-          expect(res.text).toContain("guest_error");
-        } else {
-          // A PHP-level failure is just as good: the connection must have been refused.
-          expect(res.status).toBe(200);
-          expect(res.text).toMatch(/PDOException|bool\(false\)|SoapFault/);
-        }
         expect(connections).toBe(0);
         expect(requests).toBe(0);
-        // The app itself recovers (a fresh host if the old one was tainted).
         const after = await attemptJson(`t('ok', fn() => 'still-here');`);
         expect(after.ok).toEqual({ value: "still-here", warning: null });
       });
