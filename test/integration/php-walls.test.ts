@@ -289,6 +289,29 @@ describe("PHP walls through the platform", () => {
     expect(log).not.toContain("child_process");
   });
 
+  it("a request that leaves /tmp hard to empty (locked directories, open files, cwd inside) does not break the reset", async () => {
+    const pidsBefore = server.hostPids();
+    for (let round = 0; round < 3; round++) {
+      const r = await runJson(SMALL, `
+        t('setup', function () {
+          mkdir('/tmp/a/b/c', 0777, true);
+          file_put_contents('/tmp/a/b/c/f', 'x');
+          $GLOBALS['keep'] = fopen('/tmp/a/b/c/f', 'r');
+          file_put_contents('/tmp/magick-leftover', 'x');
+          chdir('/tmp/a/b');
+          return [chmod('/tmp/a/b/c', 0), chmod('/tmp/a/b', 0500), chmod('/tmp/a', 0), getcwd()];
+        });
+      `);
+      expect(r.setup?.value).toEqual([true, true, true, "/tmp/a/b"]);
+      const res = await run(SMALL, "t('tmp', fn() => scandir('/tmp')); t('cwd', fn() => getcwd());");
+      expect(res.status).toBe(200);
+      expect(runnerJson(res.text)).toEqual({ tmp: { value: [".", ".."], warning: null }, cwd: { value: "/app/public", warning: null } });
+    }
+    // No reset failed: no host was replaced.
+    for (const pid of pidsBefore) expect(isAlive(pid), `host ${pid}`).toBe(true);
+    expect(server.output()).not.toContain("reset failed");
+  });
+
   describe("header names with _", () => {
     /** One raw HTTPS request with the header lines exactly as given. */
     function raw(lines: string[]): Promise<Res> {

@@ -318,15 +318,30 @@ class PhpInstance implements EngineInstance {
   }
 
   #wipeTmp(): void {
+    // The working directory is JS state of the FS, not restored with memory: a chdir() into
+    // /tmp would outlive the request (and make its directory busy).
+    this.#module.FS.chdir(this.#docRoot);
     this.#wipe(TMP_DIR);
     this.#wipe(DATA_DIR);
   }
 
+  /**
+   * Empties `dir` whatever the request left there: directories without write or search bits
+   * (made writable first; chmod is allowed inside the scratch directories), files still open
+   * (unlinked; their descriptors are closed by the reset or counted by the quota until then).
+   */
   #wipe(dir: string): void {
-    for (const name of this.#php.listFiles(dir)) {
+    const FS = this.#module.FS;
+    for (const name of FS.readdir(dir)) {
+      if (name === "." || name === "..") continue;
       const p = `${dir}/${name}`;
-      if (this.#php.isDir(p)) this.#php.rmdir(p, { recursive: true });
-      else this.#php.unlink(p);
+      if (FS.isDir(FS.lookupPath(p, { follow: false }).node.mode)) {
+        FS.chmod(p, 0o777);
+        this.#wipe(p);
+        FS.rmdir(p);
+      } else {
+        FS.unlink(p);
+      }
     }
   }
 

@@ -51,6 +51,9 @@ export interface EmscriptenModule {
     getDevice(dev: number): { stream_ops: { write: (stream: unknown, buffer: Uint8Array, offset: number, length: number, position?: number) => number } } | undefined;
     mkdirTree(path: string): void;
     writeFile(path: string, data: string | Uint8Array): void;
+    chdir(path: string): void;
+    rmdir(path: string): void;
+    unlink(path: string): void;
   };
   ccall(name: string, returns: string | null, args: string[], values: unknown[]): unknown;
 }
