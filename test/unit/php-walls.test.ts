@@ -206,11 +206,27 @@ describe("PHP engine walls without php.ini's walls", () => {
         return [$total, count(scandir('/tmp'))];
       });
       t('truncate', function () { $h = fopen('/tmp/sparse', 'w'); return ftruncate($h, 1 << 30); });
+      t('data', function () {
+        $held = []; $total = 0; $chunk = str_repeat('d', 1 << 20);
+        for ($i = 0; $i < 10; $i++) { $h = fopen("/data/f$i", 'w'); $w = @fwrite($h, $chunk); $total += (int) $w; unlink("/data/f$i"); $held[] = $h; if ($w !== strlen($chunk)) break; }
+        return $total;
+      });
+      t('moved', function () {
+        // Renamed from /tmp to /data while open: counted where it is now.
+        $h = fopen('/tmp/mover', 'w'); rename('/tmp/mover', '/data/moved');
+        $n = 0; for ($i = 0; $i < 10; $i++) { $w = @fwrite($h, str_repeat('m', 1 << 20)); $n += (int) $w; if ($w !== 1 << 20) break; }
+        return $n;
+      });
     `);
     const [total] = r.held?.value as [number, number];
     expect(total).toBeLessThanOrEqual(8 << 20);
     expect(total).toBeGreaterThanOrEqual(5 << 20);
     expect(r.truncate?.value).toBe(false);
+    expect(r.data?.value).toBeLessThanOrEqual(4 << 20);
+    expect(r.data?.value).toBeGreaterThanOrEqual(3 << 20);
+    // Counted against /data's 4 MiB, not /tmp's 8 MiB (where it was opened).
+    expect(r.moved?.value).toBeLessThanOrEqual(4 << 20);
+    expect(r.moved?.value).toBeGreaterThanOrEqual(3 << 20);
   });
 
   it("output past the response limit stops the script with response_too_large", async () => {
