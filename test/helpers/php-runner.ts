@@ -37,7 +37,12 @@ echo json_encode($GLOBALS['__r'], JSON_INVALID_UTF8_SUBSTITUTE | JSON_PARTIAL_OU
 export type Outcome = { value?: unknown; warning?: string | null; throw?: string };
 
 
-/** zerocell.toml of a runner app (document root public/, the runner warmed up). */
+/**
+ * zerocell.toml for a runner app. The warm-up runs the runner once: in snapshot mode an instance
+ * whose warm-up executes no PHP (here "/" would be a 404) takes its snapshot before php-wasm's
+ * lazy start-up, and every second request on it then crashes ("null function or function
+ * signature mismatch") — a snapshot bug reported separately, not an escape.
+ */
 export function runnerManifest(host: string, extra = "", comment = "", mode = "snapshot"): string {
   return `# ${comment}\nruntime = "php"\nwarmup = ["/run.php"]\n[php]\ndocument_root = "public"\n${extra}\n[[routes]]\nhost = "${host}"\npath = "/"\nmode = "${mode}"\n`;
 }

@@ -19,7 +19,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { startServer, phpBundle, writeBundle, fetchApp, isAlive, cleanup, ROOT, type TestServer, type Res } from "../helpers/server.js";
-import { RUNNER, type Outcome } from "../helpers/php-runner.js";
+import { RUNNER, runnerManifest, type Outcome } from "../helpers/php-runner.js";
 
 const ESC = "esc.localhost";
 const CANARY = "canary.localhost";
@@ -33,16 +33,6 @@ const PUBLIC_MARKER = `zc-public-marker-${RUN_ID}`;
 const ENV_SECRET = "topsecret";
 
 const undefinedFn = (name: string) => ({ throw: `Error: Call to undefined function ${name}()` });
-
-/**
- * zerocell.toml for a runner app. The warm-up runs the runner once: in snapshot mode an instance
- * whose warm-up executes no PHP (here "/" would be a 404) takes its snapshot before php-wasm's
- * lazy start-up, and every second request on it then crashes ("null function or function
- * signature mismatch") — a snapshot bug reported separately, not an escape.
- */
-function runnerManifest(host: string, extra = "", comment = ""): string {
-  return `# ${comment}\nruntime = "php"\nwarmup = ["/run.php"]\n[php]\ndocument_root = "public"\n${extra}\n[[routes]]\nhost = "${host}"\npath = "/"\n`;
-}
 
 describe("PHP escape attempts from a sandboxed app", () => {
   let server: TestServer;

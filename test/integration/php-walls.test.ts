@@ -200,18 +200,19 @@ describe("PHP walls through the platform", () => {
 
   it("an output flood (1 MiB echoes towards 2 GiB) ends in 502 at the response limit, the host's memory stays bounded, the app recovers", async () => {
     const LIMIT = 32 * 1024 * 1024;
+    const rssOf = (pid: number): number => {
+      try {
+        return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
+      } catch {
+        return 0; // gone
+      }
+    };
+    const baseline = Math.max(...server.hostPids().map(rssOf));
     const rss = new Map<number, number>();
     let sampling = true;
     const sample = async () => {
       while (sampling) {
-        for (const pid of server.hostPids()) {
-          try {
-            const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
-            rss.set(pid, Math.max(rss.get(pid) ?? 0, kb * 1024));
-          } catch {
-            // gone
-          }
-        }
+        for (const pid of server.hostPids()) rss.set(pid, Math.max(rss.get(pid) ?? 0, rssOf(pid)));
         await new Promise((r) => setTimeout(r, 25));
       }
     };
@@ -226,7 +227,7 @@ describe("PHP walls through the platform", () => {
     expect(ms).toBeLessThan(5000);
     const peak = Math.max(...rss.values());
     expect(peak, `peak host RSS ${(peak / 2 ** 20).toFixed(0)} MiB`).toBeLessThan(LIMIT + 400 * 2 ** 20);
-    console.log(`output flood: 502 after ${ms} ms; peak host RSS ${(peak / 2 ** 20).toFixed(0)} MiB over ${rss.size} hosts`);
+    console.log(`output flood: 502 after ${ms} ms; peak host RSS ${(peak / 2 ** 20).toFixed(0)} MiB over ${rss.size} hosts (largest before: ${(baseline / 2 ** 20).toFixed(0)} MiB)`);
     const next = await runJson(SMALL, "t('ok', fn() => 'still-here');");
     expect(next.ok).toEqual({ value: "still-here", warning: null });
   });

@@ -144,6 +144,24 @@ describe("PHP engine walls without php.ini's walls", () => {
     }
   }, 60_000);
 
+  it("ImageMagick's policy refuses its delegates before it tries one (no system() call, no magick-* file)", async () => {
+    rt.php.writeFile("/tmp/x.ps", "%!PS\n(zc) show showpage\n");
+    const r = await attempt(rt, `
+      t('label', function () { $i = new Imagick(); return $i->readImage('label:zerocell'); });
+      t('ps', function () { $i = new Imagick(); return $i->readImage('ps:/tmp/x.ps'); });
+      t('pdf_write', function () { $i = new Imagick(); $i->newImage(2, 2, 'white'); $i->setImageFormat('pdf'); return $i->getImageBlob(); });
+      t('png', function () { $i = new Imagick(); $i->newImage(2, 2, 'white'); $i->setImageFormat('png'); return strlen($i->getImageBlob()) > 0; });
+      t('magick_tmp', fn() => array_values(array_filter(scandir('/tmp'), fn($f) => str_starts_with($f, 'magick-'))));
+    `);
+    expect(r.label?.throw).toMatch(/^ImagickException: /);
+    expect(r.ps?.throw).toMatch(/^ImagickException: NotAuthorized `PS'/);
+    expect(r.pdf_write?.throw).toMatch(/^ImagickException: /);
+    // ImageMagick itself still works.
+    expect(r.png?.value).toBe(true);
+    expect(r.magick_tmp?.value).toEqual([]);
+    expect(rt.refused.counts.system).toBe(0);
+  });
+
   it("sockets fail in PHP (fsockopen, stream_socket_client, mysqli, PDO, SoapClient) and nothing connects", async () => {
     const r = await attempt(rt, `
       t('fsockopen', fn() => fsockopen('127.0.0.1', ${counterPort}, $errno, $errstr, 2));
