@@ -32,17 +32,53 @@ def application(environ, start_response):
         chunks = []
         while True:
             chunks.append(bytearray(8 << 20))
+    if path == "/flood":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        def forever():
+            chunk = b"x" * (1 << 20)
+            while True:
+                yield chunk
+        return forever()
+    if path == "/flood-write":
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        while True:
+            write(b"y" * (1 << 20))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hostile-ok"]
+`;
+
+/** A keyed app whose tenant broke the Python walls and keeps state in the realm's JS heap. */
+const KEYED_JS_APP = `
+import importlib.machinery, importlib.util
+
+def js_object():
+    spec = importlib.machinery.BuiltinImporter.find_spec("_pyodide_core")
+    return importlib.util.module_from_spec(spec).to_js({})
+
+def application(environ, start_response):
+    query = environ["QUERY_STRING"]
+    o = js_object()
+    if query.startswith("store="):
+        o.constructor.prototype.zcSecret = query[6:]
+        body = b"stored"
+    else:
+        try:
+            body = ("seen " + str(o.zcSecret)).encode()
+        except AttributeError:
+            body = b"nothing"
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
 `;
 
 describe("Python WSGI apps through the platform", () => {
   let server: TestServer;
   beforeAll(async () => {
-    server = await startServer();
+    // One instance per deployment: every request of a deployment (keys included) meets the same host.
+    server = await startServer(["--max-instances", "1"]);
     server.cli(["deploy", join(ROOT, "examples", "wsgi-hello"), "--app", "wsgi-hello"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "pyesc.localhost"\n`, "app.py": ESCAPE_APP }), "--app", "pyesc"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 1500\nmemory_mb = 64\n[[routes]]\nhost = "pyhostile.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pyhostile"]);
+    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "pykeys.localhost"\npath = "/k/:id"\nkey = "id"\n`, "app.py": KEYED_JS_APP }), "--app", "pykeys"]);
   }, 180_000);
   afterAll(async () => {
     const pids = server.hostPids();
@@ -77,6 +113,26 @@ describe("Python WSGI apps through the platform", () => {
     // The app is served again (by a new or reset host), and so is everyone else.
     expect((await fetchApp(server, "pyhostile.localhost", "/")).text).toBe("hostile-ok");
     expect((await fetchApp(server, "wsgi-hello.localhost", "/")).status).toBe(200);
+  }, 120_000);
+
+  it("an endless response (iterable or write()) is cut at the response limit: 502, and the app answers again", async () => {
+    for (const path of ["/flood", "/flood-write"]) {
+      const t0 = Date.now();
+      const r = await fetchApp(server, "pyhostile.localhost", path);
+      expect(r.status).toBe(502);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      expect((await fetchApp(server, "pyhostile.localhost", "/")).text).toBe("hostile-ok");
+    }
+  }, 120_000);
+
+  it("on a keyed route, what alice leaves in the sandbox realm's JavaScript heap is not seen by bob", async () => {
+    for (let i = 0; i < 2; i++) {
+      const stored = await fetchApp(server, "pykeys.localhost", `/k/alice?store=alice-secret-${i}`);
+      expect(stored.text).toBe("stored");
+      const read = await fetchApp(server, "pykeys.localhost", "/k/bob?read");
+      expect(read.status).toBe(200);
+      expect(read.text).toBe("nothing");
+    }
   }, 120_000);
 
   it("keeps the host realm, host files and state of earlier requests out of reach", async () => {

@@ -340,7 +340,7 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       const node = stream.node;
       if (length > 0) {
         const at = typeof position === "number" ? position : stream.position;
-        charge(node, canOwn ? length : Math.max(node.usedBytes || 0, at + length));
+        charge(node, Math.max(node.usedBytes || 0, at + length));
       }
       return ReflectC.apply(write, this, [stream, buffer, offset, length, position, canOwn]);
     };
