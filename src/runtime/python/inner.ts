@@ -224,7 +224,37 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     "_PyEM_TrampolineCall_JS",
     "JsvArray_Get", "js2python_js", "JsvNum_fromInt", "JsvError_Check", "JsvNoValue_Check",
     "_python2js_ascii", "_python2js_ucs1", "_python2js_ucs2", "_python2js_ucs4",
+    // select()/poll() ask whether SOCKFS has an async poll; reverse DNS only reads the table.
+    "_maybe_poll_async", "getnameinfo",
   ]);
+  // Emscripten's DNS table (name <-> fake 172.29.x.y address) is JS state that grows with every
+  // new name resolved. Resolving an address literal, or a name resolved before the watch was
+  // armed (the driver resolves the host's own name and localhost at setup, in every realm, in
+  // the same order), changes nothing: uuid1(), getfqdn() and make_msgid() stay quiet.
+  const DNS_IMPORTS = new Set(["getaddrinfo", "_emscripten_lookup_name"]);
+  const knownNames = new Set();
+  const fromCharCode = String.fromCharCode;
+  const dottedQuad = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
+  function cName(ptr) {
+    if (!memoryObj) return null;
+    const mem = new U8(memoryObj.buffer);
+    let out = "";
+    for (let i = ptr; i < mem.length && i < ptr + 256; i++) {
+      const c = mem[i];
+      if (c === 0) return out;
+      if (c > 127) return null;
+      out += fromCharCode(c);
+    }
+    return null;
+  }
+  // true when this lookup may add an entry to the DNS table.
+  function newDnsName(ptr) {
+    if (ptr === 0) return false;
+    const name = cName(ptr);
+    if (name === null) return true;
+    if (!watchArmed) { knownNames.add(name); return false; }
+    return !(knownNames.has(name) || dottedQuad.test(name));
+  }
   // Syscalls that keep JS state outside the file tree: socket and pipe objects and their name
   // counters (SOCKFS/PIPEFS.nextname, visible in /proc/self/fd), device nodes.
   const LOUD_SYSCALLS = new Set([
@@ -238,8 +268,9 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     for (const name of ObjectC.keys(env)) {
       const f = env[name];
       if (typeof f !== "function" || isQuietImport(name)) continue;
+      const dns = DNS_IMPORTS.has(name);
       const w = function () {
-        if (watchArmed && !jsTouched) {
+        if (!jsTouched && (dns ? newDnsName(arguments[0] >>> 0) && watchArmed : watchArmed)) {
           jsTouched = true;
           firstTouch = name;
         }
