@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from "node:child_process";
 import type { Readable, Writable } from "node:stream";
-import { encodeFrame, FrameDecoder, type Frame } from "../runtime/protocol.js";
+import { encodeFrame, FrameDecoder, maxHostFrameBytes, parseHostMessage, PROTOCOL_LIMITS, type Frame, type GatewayMessage } from "../protocol/index.js";
 import type { EngineRequest, EngineResponse } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import { SandboxError, SandboxTimeoutError, ZerocellError } from "../errors.js";
@@ -40,8 +40,6 @@ export interface WarmupUsage {
   status: number;
 }
 
-/** Largest snapshot a host may send back, bytes (a PHP heap is capped well below this). */
-const MAX_SNAPSHOT_BYTES = 768 * 1024 * 1024;
 
 export interface HostInit {
   deploymentId: string;
@@ -65,21 +63,6 @@ export interface HostResponse extends EngineResponse {
 }
 
 const MAX_LOG_LINE = 2048;
-const MAX_HEADERS = 200;
-/** More guest instructions than one request can execute in its time limit at any speed. */
-const MAX_INSTRUCTIONS = 2 ** 52;
-
-/**
- * A count the host reported: a non-negative integer at most `max`, else undefined (the host
- * runs untrusted code, so what it says is bounded, never trusted to be sane).
- */
-function reportedCount(v: unknown, max: number): number | undefined {
-  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? Math.min(v, max) : undefined;
-}
-
-function isHeaderPairs(v: unknown): v is Array<[string, string]> {
-  return Array.isArray(v) && v.length <= MAX_HEADERS && v.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string" && p[0].length <= 256 && p[1].length <= 16384);
-}
 
 type Pending = { resolve: (r: HostResponse) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout | undefined };
 
@@ -112,7 +95,7 @@ export class SandboxHost {
     this.#child = child;
     this.#opts = opts;
     this.pid = child.pid ?? -1;
-    this.#decoder = new FrameDecoder(Math.max(opts.maxResponseBytes, MAX_SNAPSHOT_BYTES) + 1024 * 1024);
+    this.#decoder = new FrameDecoder(maxHostFrameBytes(opts.maxResponseBytes));
     const replies = child.stdio[3] as Readable;
     replies.on("data", (chunk: Buffer) => {
       let frames: Frame[];
@@ -211,7 +194,7 @@ export class SandboxHost {
     else this.#exitListeners.push(listener);
   }
 
-  #send(header: unknown, body?: Uint8Array): void {
+  #send(header: GatewayMessage, body?: Uint8Array): void {
     if (this.#exited) return;
     (this.#child.stdin as Writable).write(encodeFrame(header, body));
   }
@@ -223,18 +206,25 @@ export class SandboxHost {
   }
 
   #onFrame(f: Frame): void {
-    const h = f.header;
+    // Untrusted like everything from a host: parsed against the protocol's schemas first.
+    const parsed = parseHostMessage(f.header);
+    if (!parsed.ok) {
+      // A malformed reply fails only its own request; anything else ends the host.
+      const p = parsed.t === "res" && parsed.id !== undefined ? this.#pending.get(parsed.id) : undefined;
+      if (p === undefined) return this.#fail(new SandboxError("host_protocol", 502, `sandbox: malformed message from host (${parsed.reason.slice(0, 200)})`));
+      this.#settle(parsed.id!);
+      p.reject(new SandboxError("bad_response", 502, "sandbox: the app's response was malformed"));
+      return;
+    }
+    const h = parsed.msg;
     switch (h.t) {
       case "snapshot": {
-        // Untrusted like everything from a host: shape-checked, accepted once, only if asked for.
+        // Accepted once, only if asked for.
         const cb = this.#onSnapshot;
         this.#onSnapshot = undefined;
         if (cb === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: unexpected snapshot from host"));
-        const globals = h.globals;
-        if (typeof h.engine !== "string" || typeof h.engineBuild !== "string" || h.engineBuild.length > 256 || !Array.isArray(globals) || globals.length > 16 || !globals.every((g) => typeof g === "string" && /^-?\d{1,20}$/.test(g))) {
-          return this.#fail(new SandboxError("host_protocol", 502, "sandbox: malformed snapshot from host"));
-        }
-        cb({ engine: h.engine, engineBuild: h.engineBuild, globals: globals as string[], extra: h.extra, memory: f.body });
+        if (f.body.length > PROTOCOL_LIMITS.maxSnapshotBytes) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: snapshot too large"));
+        cb({ engine: h.engine, engineBuild: h.engineBuild, globals: h.globals, extra: h.extra, memory: f.body });
         return;
       }
       case "warmup": {
@@ -242,83 +232,66 @@ export class SandboxHost {
         // runtime's boot allowance); past it the host is killed and the start fails with 504.
         const w = this.#warmup;
         if (w === undefined || this.#ready === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: unexpected warm-up message from host"));
-        const index = typeof h.index === "number" && Number.isInteger(h.index) ? h.index : 0;
         if (w.startedAt === undefined) {
           w.startedAt = Date.now();
           w.wallStart = performance.now();
         }
         if (w.timer !== undefined) clearTimeout(w.timer);
-        const limit = w.timeoutMs + (index === 0 ? w.bootMs : 0);
-        w.timer = setTimeout(() => this.#fail(new SandboxError("warmup_timeout", 504, `sandbox: warm-up request ${index + 1} did not finish within ${limit} ms (limits.timeout_ms${index === 0 ? " + the runtime's boot allowance" : ""})`)), limit);
+        const limit = w.timeoutMs + (h.index === 0 ? w.bootMs : 0);
+        w.timer = setTimeout(() => this.#fail(new SandboxError("warmup_timeout", 504, `sandbox: warm-up request ${h.index + 1} did not finish within ${limit} ms (limits.timeout_ms${h.index === 0 ? " + the runtime's boot allowance" : ""})`)), limit);
         return;
       }
       case "ready":
         this.readyMs = performance.now() - this.startedAt;
         this.restored = h.restored === true;
-        this.#warmupCpuUs = reportedCount(h.warmupCpuUs, Math.ceil(Math.max(1, performance.now() - (this.#warmup?.wallStart ?? this.startedAt)) * 1000 * 4));
+        this.#warmupCpuUs = h.warmupCpuUs === undefined ? undefined : Math.min(h.warmupCpuUs, Math.ceil(Math.max(1, performance.now() - (this.#warmup?.wallStart ?? this.startedAt)) * 1000 * 4));
         this.#ready?.resolve();
         this.#ready = undefined;
         return;
       case "res": {
-        const p = typeof h.id === "number" ? this.#pending.get(h.id) : undefined;
+        const p = this.#pending.get(h.id);
         if (p === undefined) return this.#fail(new SandboxError("host_protocol", 502, "sandbox: reply to an unknown request"));
-        const status = h.status;
-        const bodyBytes = typeof h.bodyBytes === "number" && Number.isInteger(h.bodyBytes) && h.bodyBytes >= 0 && h.bodyBytes <= f.body.length ? h.bodyBytes : f.body.length;
-        const dataBytes = f.body.length - bodyBytes;
-        if (h.dataBytes !== undefined && h.dataBytes !== dataBytes) {
-          this.#settle(h.id as number);
-          p.reject(new SandboxError("bad_response", 502, "sandbox: malformed response (data length)"));
+        this.#settle(h.id);
+        if (h.bodyBytes > f.body.length || (h.dataBytes ?? 0) !== f.body.length - h.bodyBytes) {
+          p.reject(new SandboxError("bad_response", 502, "sandbox: malformed response (body and data lengths)"));
           return;
         }
-        if (bodyBytes > this.#opts.maxResponseBytes) {
-          this.#settle(h.id as number);
-          p.reject(new SandboxError("response_too_large", 502, `sandbox: response body of ${bodyBytes} bytes exceeds the limit of ${this.#opts.maxResponseBytes} bytes`));
+        if (h.bodyBytes > this.#opts.maxResponseBytes) {
+          p.reject(new SandboxError("response_too_large", 502, `sandbox: response body of ${h.bodyBytes} bytes exceeds the limit of ${this.#opts.maxResponseBytes} bytes`));
           return;
         }
-        if (typeof status !== "number" || !Number.isInteger(status) || status < 100 || status > 999 || !isHeaderPairs(h.headers)) {
-          this.#settle(h.id as number);
-          p.reject(new SandboxError("bad_response", 502, "sandbox: the app's response was malformed"));
-          return;
-        }
-        this.#settle(h.id as number);
-        const runMs = typeof h.runMs === "number" && Number.isFinite(h.runMs) && h.runMs >= 0 ? h.runMs : 0;
         p.resolve({
-          status,
+          status: h.status,
           headers: h.headers,
-          body: f.body.subarray(0, bodyBytes),
-          ...(h.dataBytes === undefined ? {} : { data: f.body.subarray(bodyBytes) }),
-          runMs,
-          startedAt: typeof h.startedAt === "number" && Number.isFinite(h.startedAt) ? h.startedAt : undefined,
-          cpuUs: reportedCount(h.cpuUs, Math.ceil(Math.max(1, runMs) * 1000 * 4)),
-          ...(h.instructions === undefined ? {} : { usage: { instructions: reportedCount(h.instructions, MAX_INSTRUCTIONS) } }),
+          body: f.body.subarray(0, h.bodyBytes),
+          ...(h.dataBytes === undefined ? {} : { data: f.body.subarray(h.bodyBytes) }),
+          runMs: h.runMs,
+          startedAt: h.startedAt,
+          // What the host says it used, bounded: CPU by 4 × the run's wall time.
+          cpuUs: h.cpuUs === undefined ? undefined : Math.min(h.cpuUs, Math.ceil(Math.max(1, h.runMs) * 1000 * 4)),
+          ...(h.instructions === undefined ? {} : { usage: { instructions: Math.min(h.instructions, PROTOCOL_LIMITS.maxInstructions) } }),
         });
         return;
       }
       case "fail": {
-        const code = typeof h.code === "string" ? h.code.slice(0, 64) : "guest_error";
-        const message = typeof h.message === "string" ? h.message.slice(0, 2000) : "unknown error";
-        if (typeof h.id !== "number") {
-          this.#fail(new SandboxError(code, 500, `sandbox: ${message}`));
+        if (h.id === undefined) {
+          this.#fail(new SandboxError(h.code, 500, `sandbox: ${h.message}`));
           return;
         }
         const p = this.#pending.get(h.id);
         if (p === undefined) return;
         this.#settle(h.id);
-        const status = code === "response_too_large" ? 502 : 500;
-        p.reject(new SandboxError(code, status, `sandbox: ${message}`));
+        const status = h.code === "response_too_large" ? 502 : 500;
+        p.reject(new SandboxError(h.code, status, `sandbox: ${h.message}`));
         return;
       }
       case "tainted":
         this.tainted = true;
         return;
-      case "idle": {
-        const resetMs = typeof h.resetMs === "number" && Number.isFinite(h.resetMs) && h.resetMs >= 0 ? h.resetMs : undefined;
-        this.#idleWaiter?.(resetMs);
+      case "idle":
+        this.#idleWaiter?.(h.resetMs);
         this.#idleWaiter = undefined;
         return;
-      }
-      default:
-        this.#fail(new SandboxError("host_protocol", 502, "sandbox: unknown message from host"));
     }
   }
 

@@ -7,7 +7,7 @@
  */
 import fs from "node:fs";
 import net from "node:net";
-import { encodeFrame, FrameDecoder, type Frame } from "../protocol.js";
+import { encodeFrame, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMessage } from "../../protocol/index.js";
 import type { Engine, EngineInstance, EngineRequest } from "../engine.js";
 import { decodeImage, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
@@ -24,42 +24,10 @@ console.log = (...a: unknown[]) => process.stderr.write(a.map(String).join(" ") 
 console.info = console.log;
 console.debug = () => {};
 
-/**
- * Frames come from the gateway (trusted) and are as large as what they carry: a keyed request's
- * body (max_body_bytes ≤ 100 MiB) plus its /data (data_mb ≤ 1 GiB), an init's image plus a
- * snapshot. The limit only stops a corrupt length from buffering without end; the host's memory
- * ceiling (src/pool/spawn.ts) is sized from the same limits.
- */
-const MAX_REQUEST_FRAME = 2 ** 31;
 const out = new net.Socket({ fd: 3, readable: false, writable: true });
 
-function send(header: unknown, body?: Uint8Array): void {
+function send(header: HostMessage, body?: Uint8Array): void {
   out.write(encodeFrame(header, body));
-}
-
-interface InitHeader {
-  t: "init";
-  deploymentId: string;
-  manifest: Manifest;
-  maxResponseBytes: number;
-  /** Bytes of the encoded image at the start of the body; a snapshot's memory follows. */
-  imageBytes: number;
-  /** A stored snapshot to start from (its memory is the rest of the body). */
-  snapshot?: { engineBuild: string; globals: string[]; extra: unknown };
-  /** Send the snapshot back after warm-up (none is stored for this deployment yet). */
-  wantSnapshot: boolean;
-  /** Run init and warm-up, ignore any snapshot (fresh mode). */
-  cold: boolean;
-}
-interface ReqHeader {
-  t: "req";
-  id: number;
-  req: Omit<EngineRequest, "body">;
-  /** Reset the instance after this request (snapshot mode). */
-  reset: boolean;
-  /** The body is the request body (bodyBytes) followed by the key's /data image, if any. */
-  bodyBytes: number;
-  dataBytes?: number;
 }
 
 /** A readable message for anything thrown (Emscripten throws ErrnoError objects, not Errors). */
@@ -118,10 +86,11 @@ async function warmUp(inst: EngineInstance, manifest: Manifest): Promise<void> {
 }
 
 async function onFrame(frame: Frame): Promise<void> {
-  const h = frame.header as { t?: string };
+  // The gateway is trusted: its messages are typed, not re-validated.
+  const h = frame.header as unknown as GatewayMessage;
   switch (h.t) {
     case "init": {
-      const init = frame.header as unknown as InitHeader;
+      const init = h;
       const t0 = performance.now();
       try {
         const engine = preloaded !== undefined && init.manifest.runtime === startRuntime ? await preloaded : await loadEngine(init.manifest.runtime);
@@ -151,7 +120,7 @@ async function onFrame(frame: Frame): Promise<void> {
           // answered or after a second: a 30–100 MB frame, and the gateway's gzip of it, would
           // otherwise delay the first response after a deploy.
           const snap = instance.exportSnapshot();
-          const header = { t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra };
+          const header: HostMessage = { t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra };
           let sent = false;
           const sendSnapshot = () => {
             if (sent) return;
@@ -168,7 +137,7 @@ async function onFrame(frame: Frame): Promise<void> {
       return;
     }
     case "req": {
-      const r = frame.header as unknown as ReqHeader;
+      const r = h;
       if (instance === undefined) {
         send({ t: "fail", id: r.id, code: "not_ready", message: "host: request before init" });
         return;
@@ -220,11 +189,11 @@ async function onFrame(frame: Frame): Promise<void> {
       out.end(() => process.exit(0));
       return;
     default:
-      process.stderr.write(`host: unknown message ${String(h.t)}\n`);
+      process.stderr.write(`host: unknown message ${String((h as { t?: unknown }).t)}\n`);
   }
 }
 
-const decoder = new FrameDecoder(MAX_REQUEST_FRAME);
+const decoder = new FrameDecoder(PROTOCOL_LIMITS.maxGatewayFrameBytes);
 let chain = Promise.resolve();
 process.stdin.on("data", (chunk: Buffer) => {
   for (const frame of decoder.push(chunk)) chain = chain.then(() => onFrame(frame));

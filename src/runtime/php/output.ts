@@ -60,7 +60,7 @@ export class OutputGuard {
     wrap(STDOUT_MAJOR, (n) => {
       this.#stdout += n;
       if (this.#stdout > this.#limit) {
-        throw new SandboxError("response_too_large", 502, `php: the script wrote more than the response limit of ${this.#limit} bytes; it was stopped`);
+        throw new SandboxError("response_too_large", 502, `php: the script's response body exceeds the limit of ${this.#limit} bytes; it was stopped`);
       }
       return true;
     });

@@ -5,13 +5,14 @@
  * sends is untrusted (a guest may one day escape into its host).
  */
 import { ZerocellError } from "../errors.js";
+import { PROTOCOL_LIMITS } from "./limits.js";
 
 export interface Frame<H = Record<string, unknown>> {
   header: H;
   body: Buffer;
 }
 
-export const MAX_HEADER_BYTES = 1024 * 1024;
+export const MAX_HEADER_BYTES = PROTOCOL_LIMITS.maxHeaderBytes;
 
 export function encodeFrame(header: unknown, body: Uint8Array = new Uint8Array(0)): Buffer {
   const h = Buffer.from(JSON.stringify(header), "utf8");

@@ -1,0 +1,112 @@
+/**
+ * Every message on the gateway↔host pipe, one vocabulary for both sides.
+ *
+ * gateway → host (trusted, built by src/pool/host.ts): init, req, exit — plain types.
+ * host → gateway (untrusted: a guest may one day escape into its host): zod schemas that carry
+ * every bound, parsed by the gateway before anything else reads them (`parseHostMessage`).
+ * Must never: let a host message through whose numbers, strings or arrays are unbounded.
+ */
+import { z } from "zod";
+import type { Manifest } from "../bundle/index.js";
+import type { EngineRequest } from "../runtime/engine.js";
+import { PROTOCOL_LIMITS as L } from "./limits.js";
+
+// --- gateway → host ------------------------------------------------------------------------
+
+export interface InitMessage {
+  t: "init";
+  deploymentId: string;
+  manifest: Manifest;
+  maxResponseBytes: number;
+  /** Bytes of the encoded image at the start of the body; a snapshot's memory follows. */
+  imageBytes: number;
+  /** A stored snapshot to start from (its memory is the rest of the body). */
+  snapshot?: { engineBuild: string; globals: string[]; extra: unknown };
+  /** Send the snapshot back after warm-up (none is stored for this deployment yet). */
+  wantSnapshot: boolean;
+  /** Run init and warm-up, ignore any snapshot (fresh mode). */
+  cold: boolean;
+}
+
+export interface RequestMessage {
+  t: "req";
+  id: number;
+  req: Omit<EngineRequest, "body" | "data">;
+  /** Reset the instance after this request (snapshot mode). */
+  reset: boolean;
+  /** The body is the request body (bodyBytes) followed by the key's /data image, if any. */
+  bodyBytes: number;
+  dataBytes?: number;
+}
+
+export interface ExitMessage {
+  t: "exit";
+}
+
+export type GatewayMessage = InitMessage | RequestMessage | ExitMessage;
+
+// --- host → gateway ------------------------------------------------------------------------
+
+const count = z.number().int().nonnegative();
+const ms = z.number().nonnegative().finite();
+
+export const readyMessage = z.object({
+  t: z.literal("ready"),
+  ms: ms.optional(),
+  restored: z.boolean().optional(),
+  /** CPU the warm-up took, µs (bounded again by the gateway against its own clock). */
+  warmupCpuUs: count.optional(),
+});
+
+export const warmupMessage = z.object({ t: z.literal("warmup"), index: count.max(L.maxWarmupIndex) });
+
+export const responseMessage = z.object({
+  t: z.literal("res"),
+  id: count,
+  status: z.number().int().min(100).max(999),
+  headers: z.array(z.tuple([z.string().max(L.maxHeaderNameBytes), z.string().max(L.maxHeaderValueBytes)])).max(L.maxResponseHeaders),
+  runMs: ms,
+  /** When the guest started, wall-clock ms (performance.timeOrigin based). */
+  startedAt: z.number().finite().optional(),
+  /** Body bytes at the start of the frame body; the key's /data follows (dataBytes). */
+  bodyBytes: count,
+  dataBytes: count.optional(),
+  cpuUs: count.optional(),
+  instructions: count.optional(),
+});
+
+export const failMessage = z.object({
+  t: z.literal("fail"),
+  /** The request that failed; absent: the host itself failed (init). */
+  id: count.optional(),
+  code: z.string().transform((s) => s.slice(0, L.maxFailCodeChars)),
+  message: z.string().transform((s) => s.slice(0, L.maxFailMessageChars)),
+});
+
+export const snapshotMessage = z.object({
+  t: z.literal("snapshot"),
+  engine: z.string().max(64),
+  engineBuild: z.string().max(L.maxEngineBuildChars),
+  globals: z.array(z.string().regex(/^-?\d{1,20}$/)).max(L.maxSnapshotGlobals),
+  extra: z.unknown(),
+});
+
+export const taintedMessage = z.object({ t: z.literal("tainted") });
+export const idleMessage = z.object({ t: z.literal("idle"), resetMs: ms.optional() });
+
+export const hostMessage = z.discriminatedUnion("t", [readyMessage, warmupMessage, responseMessage, failMessage, snapshotMessage, taintedMessage, idleMessage]);
+
+export type HostMessage = z.infer<typeof hostMessage>;
+export type ResponseMessage = z.infer<typeof responseMessage>;
+
+/**
+ * A host message, or why it is not one. A malformed reply to a request names its id (when that
+ * much is readable) so only that request fails, not the host.
+ */
+export function parseHostMessage(header: Record<string, unknown>): { ok: true; msg: HostMessage } | { ok: false; t: unknown; id: number | undefined; reason: string } {
+  const r = hostMessage.safeParse(header);
+  if (r.success) return { ok: true, msg: r.data };
+  const id = typeof header.id === "number" && Number.isSafeInteger(header.id) ? header.id : undefined;
+  const issue = r.error.issues[0];
+  return { ok: false, t: header.t, id, reason: `${issue?.path.join(".") || "message"}: ${issue?.message ?? "invalid"}` };
+}

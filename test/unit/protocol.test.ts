@@ -1,0 +1,112 @@
+/**
+ * The gateway↔host protocol (src/protocol): frames are bounded before anything is buffered, and
+ * every host message is parsed against a schema that carries its bounds — what a compromised
+ * host could send to the gateway.
+ */
+import { describe, it, expect } from "vitest";
+import { encodeFrame, FrameDecoder, parseHostMessage, PROTOCOL_LIMITS, maxHostFrameBytes } from "../../src/protocol/index.js";
+
+const okRes = { t: "res", id: 7, status: 200, headers: [["content-type", "text/plain"]], runMs: 1.5, startedAt: 1.7e12, bodyBytes: 2, cpuUs: 900 };
+
+describe("framing", () => {
+  it("round-trips frames split at every byte", () => {
+    const a = encodeFrame({ t: "idle" });
+    const b = encodeFrame(okRes, Buffer.from("hi"));
+    const all = Buffer.concat([a, b]);
+    for (let cut = 0; cut <= all.length; cut++) {
+      const d = new FrameDecoder(1024);
+      const frames = [...d.push(all.subarray(0, cut)), ...d.push(all.subarray(cut))];
+      expect(frames.map((f) => f.header.t)).toEqual(["idle", "res"]);
+      expect(frames[1]!.body.toString()).toBe("hi");
+    }
+  });
+
+  it("refuses a frame over the limit from its length alone, and malformed headers", () => {
+    const d = new FrameDecoder(100);
+    const big = Buffer.alloc(8);
+    big.writeUInt32BE(101, 0);
+    expect(() => d.push(big)).toThrow(/exceeds the limit of 100 bytes/);
+    const bad = Buffer.alloc(12);
+    bad.writeUInt32BE(8, 0);
+    bad.writeUInt32BE(4, 4);
+    bad.write("nope", 8);
+    expect(() => new FrameDecoder(100).push(bad)).toThrow(/not JSON/);
+    const arr = encodeFrame([1, 2]);
+    expect(() => new FrameDecoder(100).push(arr)).toThrow(/not an object/);
+  });
+
+  it("sizes the host's frames from the response limit and the snapshot limit", () => {
+    expect(maxHostFrameBytes(1024)).toBe(PROTOCOL_LIMITS.maxSnapshotBytes + PROTOCOL_LIMITS.maxHeaderBytes);
+    expect(maxHostFrameBytes(2 ** 30)).toBe(2 ** 30 + PROTOCOL_LIMITS.maxHeaderBytes);
+  });
+});
+
+describe("host messages (untrusted)", () => {
+  it("accepts each well-formed message", () => {
+    for (const m of [
+      { t: "ready", ms: 12.5, restored: false, warmupCpuUs: 1000 },
+      { t: "warmup", index: 0 },
+      okRes,
+      { t: "fail", id: 3, code: "guest_error", message: "boom" },
+      { t: "fail", code: "init_failed", message: "init: x" },
+      { t: "snapshot", engine: "php", engineBuild: "php-wasm-3.1.54/x", globals: ["123", "-4"], extra: { fds: [] } },
+      { t: "tainted" },
+      { t: "idle", resetMs: 0.4 },
+      { t: "idle" },
+    ]) {
+      const r = parseHostMessage(m);
+      expect(r.ok, JSON.stringify(m)).toBe(true);
+    }
+  });
+
+  it("refuses what a compromised host could send to overflow or confuse the gateway", () => {
+    const bad: Array<Record<string, unknown>> = [
+      { t: "unknown" },
+      {},
+      { ...okRes, status: 1000 },
+      { ...okRes, status: 99 },
+      { ...okRes, status: 200.5 },
+      { ...okRes, status: "200" },
+      { ...okRes, headers: Array.from({ length: PROTOCOL_LIMITS.maxResponseHeaders + 1 }, () => ["x", "y"]) },
+      { ...okRes, headers: [["x".repeat(257), "y"]] },
+      { ...okRes, headers: [["x", "y".repeat(16 * 1024 + 1)]] },
+      { ...okRes, headers: [["x"]] },
+      { ...okRes, headers: [["x", 1]] },
+      { ...okRes, runMs: -1 },
+      { ...okRes, bodyBytes: -1 },
+      { ...okRes, bodyBytes: 1.5 },
+      { ...okRes, cpuUs: -5 },
+      { ...okRes, cpuUs: 2 ** 60 },
+      { ...okRes, instructions: -1 },
+      { ...okRes, id: "7" },
+      { t: "warmup", index: PROTOCOL_LIMITS.maxWarmupIndex + 1 },
+      { t: "warmup" },
+      { t: "snapshot", engine: "php", engineBuild: "x".repeat(257), globals: [], extra: null },
+      { t: "snapshot", engine: "php", engineBuild: "b", globals: ["1e3"], extra: null },
+      { t: "snapshot", engine: "php", engineBuild: "b", globals: Array.from({ length: 17 }, () => "1"), extra: null },
+      { t: "fail", id: 1, code: 5, message: "x" },
+      { t: "ready", warmupCpuUs: -1 },
+      { t: "idle", resetMs: -1 },
+    ];
+    for (const m of bad) expect(parseHostMessage(m).ok, JSON.stringify(m).slice(0, 120)).toBe(false);
+  });
+
+  it("names the request of a malformed reply, so only that request fails", () => {
+    const r = parseHostMessage({ ...okRes, status: 5000 });
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(r.t).toBe("res");
+      expect(r.id).toBe(7);
+      expect(r.reason).toMatch(/status/);
+    }
+  });
+
+  it("truncates a failure's code and message to the gateway's bounds", () => {
+    const r = parseHostMessage({ t: "fail", id: 1, code: "c".repeat(500), message: "m".repeat(50_000) });
+    expect(r.ok).toBe(true);
+    if (r.ok && r.msg.t === "fail") {
+      expect(r.msg.code.length).toBe(PROTOCOL_LIMITS.maxFailCodeChars);
+      expect(r.msg.message.length).toBe(PROTOCOL_LIMITS.maxFailMessageChars);
+    }
+  });
+});
