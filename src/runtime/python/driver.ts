@@ -123,6 +123,12 @@ class _Blocker:
 
 
 def _seal():
+    # Pyodide's time.sleep goes through the FFI removed below (run_sync): put CPython's back.
+    wl = _modules.get("pyodide.webloop")
+    orig_sleep = getattr(wl, "_orig_sleep", None) if wl is not None else None
+    if orig_sleep is not None:
+        import time
+        time.sleep = orig_sleep
     for name in ("js", "pyodide_js", "pyodide_js._api"):
         _modules.pop(name, None)
     try:
