@@ -22,6 +22,9 @@ export function errorToResponse(e: unknown, requestId: string, format: "json" | 
     details = e.details;
     if (e instanceof PoolSaturatedError) headers.set("retry-after", String(e.retryAfterS));
     if (status >= 500) log.warn("request failed", { requestId, code, message });
+    // An engine's own JavaScript failing (the host said guest_error) may carry internals of the
+    // sandbox in its text: visitors get a generic line, the log keeps the message.
+    if (code === "guest_error") message = `sandbox: the app's engine failed while running this request (request ${requestId})`;
   } else {
     log.error("unexpected error", { requestId, err: e instanceof Error ? (e.stack ?? e.message) : String(e) });
   }
