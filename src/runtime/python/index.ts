@@ -12,10 +12,13 @@
  *     namespace and --disallow-code-generation-from-strings.
  * Snapshots: the linear memory after the app import and warm-up (LinearMemorySnapshot, restored in
  * place after each request) plus the JS-side state a memory restore cannot bring back (Pyodide's
- * hiwire table and dedup map, the fd table). Exported as Pyodide's own snapshot format's parts,
- * imported by booting Pyodide from that image (no interpreter start, no app import).
- * Must never: hand guest code a host object, or let one request see another's /tmp, /data or
- * memory in snapshot mode.
+ * hiwire table and dedup map, the fd table, the file system's cwd, inode counter and attributes).
+ * Any other JavaScript the guest made run (a wasm import outside the quiet set, inner.ts) marks
+ * the realm, and reset() replaces a marked realm with a new one booted from the snapshot image.
+ * Exported as Pyodide's own snapshot format's parts, imported by booting Pyodide from that image
+ * (no interpreter start, no app import).
+ * Must never: hand guest code a host object, let one request see another's /tmp, /data, memory
+ * or JS heap in snapshot mode, or hold more of a response than the limit plus one chunk.
  */
 import type { Manifest } from "../../bundle/index.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
