@@ -117,10 +117,9 @@ describe("Python WSGI apps through the platform", () => {
 
   it("an endless response (iterable or write()) is cut at the response limit: 502, and the app answers again", async () => {
     for (const path of ["/flood", "/flood-write"]) {
-      const t0 = Date.now();
+      // 502, not 504: the driver stops the app at the limit, well within timeout_ms (1.5 s).
       const r = await fetchApp(server, "pyhostile.localhost", path);
       expect(r.status).toBe(502);
-      expect(Date.now() - t0).toBeLessThan(15_000);
       expect((await fetchApp(server, "pyhostile.localhost", "/")).text).toBe("hostile-ok");
     }
   }, 120_000);
