@@ -11,6 +11,7 @@ import { encodeFrame, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMes
 import type { Engine, EngineInstance, EngineRequest } from "../engine.js";
 import { decodeImage, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
+import { findRuntime } from "../registry.js";
 import { isZerocellError } from "../../errors.js";
 
 // Emscripten's NODEFS reads fs constants through process.binding, which the permission model
@@ -46,8 +47,7 @@ function describeError(e: unknown): string {
  * while the gateway sends the deployment. A spare host (second argument "spare") also runs the
  * engine's preload, before any deployment exists, and waits in that state.
  */
-const RUNTIMES: ReadonlyArray<Manifest["runtime"]> = ["php", "python", "x86"];
-const startRuntime = RUNTIMES.find((r) => r === process.argv[2]);
+const startRuntime = findRuntime(process.argv[2])?.name;
 const isSpare = process.argv[3] === "spare";
 const preloaded: Promise<Engine> | undefined =
   startRuntime === undefined

@@ -30,20 +30,18 @@
  */
 import { createHash } from "node:crypto";
 import type { BundleImage, Manifest } from "../../bundle/index.js";
-import { BundleError, SandboxError } from "../../errors.js";
+import { SandboxError } from "../../errors.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
-import { ElfLoadError, Machine, parseStaticElf, type MachineSnapshot, type RunResult, type StopReason } from "./machine.js";
+import { Machine, type MachineSnapshot, type RunResult, type StopReason } from "./machine.js";
 import { GuestFs, LinuxSyscalls, newIo, type FsSnapshot } from "./syscalls.js";
 import { PROT_WRITE, X86_REG, type MeterKind } from "./unicorn.js";
-import { assertValidProgram } from "./validate.js";
+import { ENGINE_REVISION, programEntry, validateX86Bundle, x86EngineBuild } from "./descriptor.js";
+
+export { x86Section, type X86ManifestSection } from "./descriptor.js";
 
 export { SYS_ZEROCELL_READY } from "./syscalls.js";
 export type { MeterKind } from "./unicorn.js";
 
-/** Bump when anything that shapes a snapshot changes (layout, stack, syscall state). */
-const ENGINE_REVISION = "x86-1";
-/** The Unicorn build snapshots are made with (Debian bookworm libunicorn2). */
-const UNICORN_BUILD = "libunicorn2-2.0.1.post1";
 const APP_ROOT = "/app";
 
 export interface X86EngineOptions {
@@ -57,31 +55,6 @@ export interface X86EngineOptions {
   log?: (line: string) => void;
 }
 
-/** The [x86] table of the manifest (not in the Manifest type yet: `x86: { program }`). */
-export interface X86ManifestSection {
-  program: string;
-}
-
-export function x86Section(manifest: Manifest): X86ManifestSection | undefined {
-  const x = (manifest as unknown as { x86?: { program?: unknown } }).x86;
-  if (x === undefined || typeof x.program !== "string") return undefined;
-  return { program: x.program };
-}
-
-function programEntry(manifest: Manifest, image: BundleImage): { path: string; bytes: Buffer } {
-  if ((manifest.runtime as string) !== "x86") throw new BundleError("manifest_invalid", `manifest: runtime: the x86 engine cannot run "${manifest.runtime}"`);
-  const sec = x86Section(manifest);
-  if (sec === undefined) throw new BundleError("manifest_invalid", "manifest: x86.program: is required (the bundle path of a static x86-64 ELF)", { details: { field: "x86.program" } });
-  const path = sec.program.replace(/^\.\//, "");
-  if (path === "" || path.startsWith("/") || path.split("/").some((s) => s === ".." || s === "")) {
-    throw new BundleError("manifest_invalid", `manifest: x86.program: ${JSON.stringify(sec.program)} must be a relative path inside the bundle`, { details: { field: "x86.program" } });
-  }
-  const entry = image.entries.find((e) => e.path === path);
-  if (entry === undefined || entry.kind !== "file" || entry.data === undefined) {
-    throw new BundleError("manifest_invalid", `manifest: x86.program: ${JSON.stringify(path)} is not a file in the bundle`, { details: { field: "x86.program" } });
-  }
-  return { path, bytes: entry.data };
-}
 
 // ---------------------------------------------------------------------------------------------
 // CGI
@@ -561,20 +534,11 @@ export class X86Engine implements Engine<X86Prepared> {
   }
 
   validate(manifest: Manifest, image: BundleImage): void {
-    const { path, bytes } = programEntry(manifest, image);
-    try {
-      parseStaticElf(bytes);
-    } catch (e) {
-      if (e instanceof ElfLoadError) throw new BundleError("x86_program_invalid", `x86: ${path}: ${e.message}`, { cause: e, details: { field: "x86.program" } });
-      throw e;
-    }
-    assertValidProgram(bytes, { path });
+    validateX86Bundle(manifest, image);
   }
 
   buildId(manifest: Manifest): string {
-    const h = createHash("sha256");
-    h.update(JSON.stringify([ENGINE_REVISION, UNICORN_BUILD, this.#options.meter, this.#options.stackBytes, manifest.limits.memoryMb, x86Section(manifest)?.program ?? null]));
-    return `x86-${h.digest("hex").slice(0, 24)}`;
+    return x86EngineBuild(manifest, this.#options);
   }
 
   async prepare(spec: EngineSpec): Promise<X86Prepared> {
