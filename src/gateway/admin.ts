@@ -6,7 +6,7 @@
  */
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import type { Platform } from "./index.js";
+import type { Platform } from "../platform/index.js";
 import { errorToResponse } from "./respond.js";
 import { DEFAULT_BUNDLE_LIMITS, decodeImage, imageToTar } from "../bundle/index.js";
 import { deployBundle } from "./deploy.js";

@@ -1,5 +1,5 @@
 /** The deploy pipeline, shared by the admin API and `serve --examples`. */
-import type { Platform } from "./index.js";
+import type { Platform } from "../platform/index.js";
 import { loadBundle } from "../bundle/index.js";
 import { validateBundle } from "../runtime/index.js";
 import { InputError } from "../errors.js";

@@ -7,7 +7,7 @@ import { startServer, phpBundle, fetchApp, admin, isAlive, type TestServer } fro
 function usageCount(dataDir: string): number {
   const db = new Database(join(dataDir, "zerocell.db"), { readonly: true });
   try {
-    return (db.prepare("SELECT count(*) AS n FROM usage_records").get() as { n: number }).n;
+    return (db.prepare("SELECT count(*) AS n FROM usage_records WHERE mode != 'warmup'").get() as { n: number }).n;
   } finally {
     db.close();
   }
@@ -92,7 +92,7 @@ echo json_encode([
     while (usageCount(server.dataDir) < before + 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(usageCount(server.dataDir)).toBe(before + 5);
     const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
-    const row = db.prepare("SELECT * FROM usage_records ORDER BY id DESC LIMIT 1").get() as Record<string, unknown>;
+    const row = db.prepare("SELECT * FROM usage_records WHERE mode != 'warmup' ORDER BY id DESC LIMIT 1").get() as Record<string, unknown>;
     db.close();
     expect(row).toMatchObject({ status: 200, memory_mb: 128, mode: "snapshot", bytes_in: 0 });
     expect(row.wall_us as number).toBeGreaterThan(0);

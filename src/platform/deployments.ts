@@ -1,0 +1,77 @@
+/**
+ * Deployments as the pool sees them: the bundle image (decoded once, LRU-cached by content
+ * hash), the manifest of every active deployment, and the snapshot policy (a snapshot is loaded
+ * and stored only for the deployment and engine build it was made by).
+ * Must never: hand the pool a snapshot of another deployment or engine build.
+ */
+import { LRUCache } from "lru-cache";
+import { readBundleArchive, encodeImage, type Manifest } from "../bundle/index.js";
+import type { BlobStore, Store } from "../store/index.js";
+import type { SnapshotStore } from "../snapshot/store.js";
+import type { DeploymentSource } from "../pool/index.js";
+import { engineBuildId } from "../runtime/index.js";
+import { SandboxError } from "../errors.js";
+import { log } from "../log.js";
+
+/** Decoded bundle images kept in memory, bytes. */
+const IMAGE_CACHE_BYTES = 128 * 1024 * 1024;
+
+export class DeploymentCatalog {
+  readonly #store: Store;
+  readonly #blobs: BlobStore;
+  readonly #snapshots: SnapshotStore;
+  readonly #manifests = new Map<string, Manifest>();
+  readonly #images = new LRUCache<string, Buffer>({ maxSize: IMAGE_CACHE_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
+
+  constructor(store: Store, blobs: BlobStore, snapshots: SnapshotStore) {
+    this.#store = store;
+    this.#blobs = blobs;
+    this.#snapshots = snapshots;
+  }
+
+  /** The manifest of an active deployment (undefined once it is retired). */
+  manifest(deploymentId: string): Manifest | undefined {
+    return this.#manifests.get(deploymentId);
+  }
+
+  /** Keeps the manifests of exactly these deployments (after a route change). */
+  retain(active: Set<string>): void {
+    for (const id of active) {
+      if (this.#manifests.has(id)) continue;
+      const d = this.#store.getDeployment(id);
+      if (d !== undefined) this.#manifests.set(d.id, d.manifest as Manifest);
+    }
+    for (const id of this.#manifests.keys()) if (!active.has(id)) this.#manifests.delete(id);
+  }
+
+  /** What the pool needs to start hosts of a deployment. */
+  source(id: string): DeploymentSource {
+    const d = this.#store.getDeployment(id);
+    if (d === undefined) throw new SandboxError("deployment_missing", 500, `pool: deployment ${id} not found`);
+    let image = this.#images.get(d.bundleSha256);
+    if (image === undefined) {
+      image = encodeImage(readBundleArchive(this.#blobs.get(d.bundleSha256)));
+      this.#images.set(d.bundleSha256, image);
+    }
+    const manifest = d.manifest as Manifest;
+    const build = engineBuildId(manifest);
+    return {
+      deploymentId: d.id,
+      appName: d.app,
+      manifest,
+      image,
+      loadSnapshot: () => this.#snapshots.load(d.id, build),
+      hasSnapshot: () => this.#snapshots.has(d.id, build),
+      saveSnapshot: (img) => {
+        if (img.engineBuild !== build) {
+          log.warn("snapshot refused", { deploymentId: d.id, got: img.engineBuild.slice(0, 256), want: build });
+          return;
+        }
+        this.#snapshots.save(d.id, img).then(
+          (r) => log.info("snapshot stored", { deploymentId: d.id, app: d.app, bytes: r.bytes, memoryBytes: img.memory.length, sha256: r.sha256 }),
+          (e: unknown) => log.error("snapshot store failed", { deploymentId: d.id, err: (e as Error).message }),
+        );
+      },
+    };
+  }
+}

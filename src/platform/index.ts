@@ -1,0 +1,134 @@
+/**
+ * The platform's services, built once and handed to the gateway (the composition root): the
+ * store and blobs, the pool of sandbox hosts, deployments (deployments.ts), per-key storage
+ * (key-data.ts), snapshots, metering and billing, certificates, and the route table swapped on
+ * every deploy or rollback. HTTP lives in src/gateway; nothing here speaks it.
+ * Must never: run guest code in this process.
+ */
+import { Store, BlobStore, type OpenedDb } from "../store/index.js";
+import { RouteTable, type RouteMode } from "../router/index.js";
+import { Pool, closeHostIsolation, type HostIsolation, type PoolLimits, type WarmupUsage } from "../pool/index.js";
+import { KeyStore } from "../store/keys.js";
+import { KeyQueue } from "../pool/key-queue.js";
+import type { CertificateStore } from "../gateway/tls.js";
+import { UsageRecorder, Billing, StripeSync, type StripeSyncOptions } from "../billing/index.js";
+import { SnapshotStore } from "../snapshot/store.js";
+import { log } from "../log.js";
+import { randomUUID } from "node:crypto";
+import { DeploymentCatalog } from "./deployments.js";
+import { KeyedRuns } from "./key-data.js";
+
+export { decodeKey } from "./key-data.js";
+
+export interface PlatformInit {
+  db: OpenedDb;
+  store: Store;
+  blobs: BlobStore;
+  keysDir: string;
+  certs: CertificateStore;
+  isolation: HostIsolation;
+  pool?: Partial<PoolLimits>;
+  stripe?: StripeSyncOptions;
+  metering?: { enabled: boolean; flushIntervalMs: number };
+}
+
+export class Platform {
+  readonly store: Store;
+  readonly blobs: BlobStore;
+  readonly pool: Pool;
+  readonly certs: CertificateStore;
+  readonly usage: UsageRecorder;
+  readonly snapshots: SnapshotStore;
+  readonly keys: KeyStore;
+  readonly billing: Billing;
+  /** Set when STRIPE_API_KEY is configured. */
+  readonly stripe: StripeSync | undefined;
+  readonly deployments: DeploymentCatalog;
+  readonly keyed: KeyedRuns;
+  readonly #db: OpenedDb;
+  readonly #isolation: HostIsolation;
+  #table: RouteTable = new RouteTable([]);
+
+  constructor(init: PlatformInit) {
+    this.#db = init.db;
+    this.#isolation = init.isolation;
+    this.store = init.store;
+    this.blobs = init.blobs;
+    this.certs = init.certs;
+    this.usage = new UsageRecorder(init.db, { flushIntervalMs: init.metering?.flushIntervalMs ?? 100, enabled: init.metering?.enabled ?? true });
+    this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024);
+    this.keys = new KeyStore(init.keysDir, init.db);
+    this.billing = new Billing(init.db);
+    this.stripe = init.stripe === undefined ? undefined : new StripeSync(this.billing, init.stripe);
+    this.deployments = new DeploymentCatalog(init.store, init.blobs, this.snapshots);
+    this.pool = new Pool({
+      isolation: init.isolation,
+      ...(init.pool === undefined ? {} : { limits: init.pool }),
+      load: (id) => this.deployments.source(id),
+      onLog: (deploymentId, line) => log.info("app log", { deploymentId, line }),
+      onWarmup: (deploymentId, u) => this.#recordWarmup(deploymentId, u),
+    });
+    this.keyed = new KeyedRuns(new KeyQueue(64), this.keys, this.pool);
+  }
+
+  /**
+   * A host start that ran the app's warm-up (tenant code) is billed like a request of mode
+   * "warmup": its wall time from the first warm-up request to ready (or to the kill at its limit).
+   */
+  #recordWarmup(deploymentId: string, u: WarmupUsage): void {
+    const d = this.store.getDeployment(deploymentId);
+    if (d === undefined) return;
+    this.usage.record({
+      requestId: `warmup-${randomUUID()}`,
+      accountId: d.accountId,
+      appId: d.appId,
+      deploymentId,
+      routeKey: null,
+      startedAt: u.startedAt,
+      wallUs: Math.max(1, Math.round(u.wallMs * 1000)),
+      cpuUs: u.cpuUs ?? null,
+      instructions: null,
+      memoryMb: this.deployments.manifest(deploymentId)?.limits.memoryMb ?? 0,
+      status: u.status,
+      bytesIn: 0,
+      bytesOut: 0,
+      mode: "warmup",
+    });
+  }
+
+  get table(): RouteTable {
+    return this.#table;
+  }
+
+  /** Rebuilds the route table from the store and swaps it in; frees retired deployments. */
+  reloadRoutes(): void {
+    const entries = this.store.activeRouteEntries();
+    const active = new Set<string>();
+    const warm = new Set<string>();
+    for (const e of entries) {
+      active.add(e.target.deploymentId);
+      // Daemon-mode keyed routes get an instance per key on demand; the others share a pool.
+      if (!(e.key !== undefined && e.mode === "daemon")) warm.add(`${e.target.deploymentId}/${e.mode}`);
+    }
+    this.deployments.retain(active);
+    this.#table = new RouteTable(entries);
+    this.pool.retireExcept(active);
+    for (const key of warm) {
+      const [id, mode] = key.split("/") as [string, RouteMode];
+      this.pool.prewarm(id, mode);
+    }
+  }
+
+  /** Whether the gateway may mint a certificate for this SNI name. */
+  mayMint(name: string): boolean {
+    if (name === "localhost" || name.endsWith(".localhost")) return true;
+    return this.#table.match(name, "/") !== undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+    closeHostIsolation(this.#isolation);
+    this.usage.close();
+    this.#db.close();
+  }
+}
