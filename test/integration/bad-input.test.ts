@@ -8,7 +8,6 @@ import { gzipSync } from "node:zlib";
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
-import http from "node:http";
 import { startServer, fetchApp, admin, writeBundle, cleanup, type TestServer } from "../helpers/server.js";
 import { tar, type RawEntry } from "../helpers/tar.js";
 

@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import { encodeFrame, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMessage } from "../../protocol/index.js";
-import type { Engine, EngineInstance, EngineRequest } from "../engine.js";
+import type { Engine, EngineInstance } from "../engine.js";
 import { decodeImage, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";

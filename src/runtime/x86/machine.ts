@@ -50,7 +50,7 @@ import {
   type UcContext,
 } from "./unicorn.js";
 import { instructionTable, type InstructionTable } from "./validate.js";
-import { ElfLoadError, IMAGE_END, IMAGE_MIN, PF_R, PF_W, PF_X, parseStaticElf, type LoadSegment, type StaticElf } from "./elf-load.js";
+import { ElfLoadError, PF_R, PF_W, PF_X, parseStaticElf, type StaticElf } from "./elf-load.js";
 
 export { ElfLoadError, IMAGE_END, IMAGE_MIN, parseStaticElf, type LoadSegment, type StaticElf } from "./elf-load.js";
 
