@@ -163,7 +163,9 @@ async function onFrame(frame: Frame): Promise<void> {
         // An engine's own limit errors keep their code (response_too_large → 502 at the gateway).
         send({ t: "fail", id: r.id, code: isZerocellError(e) ? e.code : "guest_error", message: describeError(e) });
         // After a JS-level failure inside the engine its state is unknown: ask to be replaced.
-        send({ t: "tainted" });
+        // An engine that stopped the guest at its own limit knows its state: it says through
+        // exhausted() whether it can go on (checked below).
+        if (!(isZerocellError(e) && e.code === "response_too_large")) send({ t: "tainted" });
       }
       let resetMs: number | undefined;
       if (r.reset) {
@@ -176,8 +178,9 @@ async function onFrame(frame: Frame): Promise<void> {
           send({ t: "tainted" });
         }
       }
-      // Without resets (daemon mode) an engine may run out of something only a reset frees.
-      if (!r.reset && instance.exhausted?.() === true) send({ t: "tainted" });
+      // An engine may run out of something only a new instance frees (daemon mode: what only a
+      // reset frees; any mode: a runtime stopped mid-request).
+      if (instance.exhausted?.() === true) send({ t: "tainted" });
       send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }) });
       const after = afterRequest;
       afterRequest = undefined;

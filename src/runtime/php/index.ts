@@ -15,6 +15,7 @@ import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type Engi
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, phpEngineBuild, phpIniWalls, validatePhpBundle } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
+import { isZerocellError } from "../../errors.js";
 import { LinearMemorySnapshot } from "../../snapshot/index.js";
 import { assertIniWalls, PHP_INI_PATH, startPhpRuntime, type EmscriptenModule, type PhpRuntime } from "./runtime.js";
 import { compiledModule } from "./wasm-imports.js";
@@ -128,8 +129,14 @@ class PhpInstance implements EngineInstance {
    * php-fpm's pm.max_requests recycles workers.
    */
   exhausted(): boolean {
-    return this.#module.FS.streams.length > MAX_OPEN_STREAMS;
+    return this.#stopped || this.#module.FS.streams.length > MAX_OPEN_STREAMS;
   }
+
+  /**
+   * The output limit stops a script by throwing inside php-wasm's write path: the runtime is left
+   * mid-call and is not used again (the host replaces it).
+   */
+  #stopped = false;
 
   async handle(request: EngineRequest): Promise<EngineResponse> {
     return this.#handle(request);
@@ -193,6 +200,7 @@ class PhpInstance implements EngineInstance {
         $_SERVER: server,
       });
     } catch (e) {
+      if (isZerocellError(e) && e.code === "response_too_large") this.#stopped = true;
       // A fatal error (uncaught exception, memory limit) ends the script with exit code 255;
       // php-wasm throws, carrying what PHP had answered so far. That is the app's 500.
       if (e instanceof PHPExecutionFailureError) {
