@@ -65,5 +65,6 @@ runEngineContract("python", async () => {
     image: img,
     // The app module is not in the bundle.
     invalid: { manifest: manifest({ app: "missing:application", path: [] }), image: img },
+    daemonExhausts: false,
   };
 });

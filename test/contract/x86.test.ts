@@ -12,5 +12,6 @@ runEngineContract("x86", async () => {
     manifest: x86Manifest("bin/app"),
     image,
     invalid: { manifest: x86Manifest("bin/app"), image: invalidImage },
+    daemonExhausts: false,
   };
 });
