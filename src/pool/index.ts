@@ -7,7 +7,7 @@
  * Must never: block the gateway's event loop on guest code, or let one deployment's failure
  * touch another's hosts.
  */
-import { SandboxHost, type HostOptions, type HostResponse, type WarmupUsage } from "./host.js";
+import { SandboxHost, type HostInit, type HostOptions, type HostResponse, type WarmupUsage } from "./host.js";
 import type { SnapshotImage } from "../snapshot/store.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
@@ -15,7 +15,7 @@ import type { RouteMode } from "../router/index.js";
 import { LRUCache } from "lru-cache";
 import { PoolSaturatedError, SandboxError } from "../errors.js";
 
-export type { WarmupUsage } from "./host.js";
+export type { WarmupUsage, HostInit, HostOptions, HostResponse } from "./host.js";
 export { hostNodeArgs, detectHostIsolation, closeHostIsolation, NO_ISOLATION, HOST_UID, type HostIsolation } from "./spawn.js";
 import { SpareHosts } from "./spares.js";
 import type { HostIsolation } from "./spawn.js";
@@ -97,8 +97,32 @@ interface Waiter {
   reject: (e: unknown) => void;
 }
 
+/**
+ * What the pool needs of a host (SandboxHost is the real one: a sandbox process). The seam lets
+ * the pool's own logic (queue, growth, release, retirement, eviction) be tested with in-process
+ * hosts; the real-process behaviour keeps its integration tests.
+ */
+export interface PoolHost {
+  readonly pid: number;
+  /** Spawn → ready, ms. */
+  readonly readyMs: number;
+  /** Started from a stored snapshot (no init, no warm-up). */
+  readonly restored: boolean;
+  /** Its engine state is unknown (or spent): replace it after this request. */
+  readonly tainted: boolean;
+  readonly alive: boolean;
+  onExit(listener: () => void): void;
+  /** One request; `idle` resolves when the host can take the next (after its reset), or when it exits. */
+  request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<number | undefined> };
+  kill(): void;
+  shutdown(): Promise<void>;
+}
+
+/** Starts a host loaded with a deployment; resolves once it is ready for requests. */
+export type HostFactory = (init: HostInit, opts: HostOptions) => Promise<PoolHost>;
+
 interface Slot {
-  host: SandboxHost;
+  host: PoolHost;
   served: number;
 }
 
@@ -129,9 +153,11 @@ class DeploymentPool {
   readonly #stopping = new Set<Promise<void>>();
 
   readonly #tracker: IdleTracker;
+  readonly #startHost: HostFactory;
 
-  constructor(source: DeploymentSource, mode: RouteMode, limits: PoolLimits, hostOpts: HostOptions, tracker: IdleTracker) {
+  constructor(source: DeploymentSource, mode: RouteMode, limits: PoolLimits, hostOpts: HostOptions, tracker: IdleTracker, startHost: HostFactory) {
     this.#tracker = tracker;
+    this.#startHost = startHost;
     this.source = source;
     this.mode = mode;
     this.#limits = limits;
@@ -176,7 +202,7 @@ class DeploymentPool {
     });
     snapshot
       .then((snap) =>
-        SandboxHost.start(
+        this.#startHost(
           {
             deploymentId: this.source.deploymentId,
             manifest: this.source.manifest,
@@ -346,8 +372,17 @@ export class Pool {
   readonly #idleCache: LRUCache<Slot, DeploymentPool>;
   readonly #tracker: IdleTracker;
 
-  constructor(options: { limits?: Partial<PoolLimits>; isolation: HostIsolation; load: (deploymentId: string) => DeploymentSource; onLog: (deploymentId: string, line: string) => void; onWarmup?: (deploymentId: string, usage: WarmupUsage) => void }) {
+  constructor(options: {
+    limits?: Partial<PoolLimits>;
+    isolation: HostIsolation;
+    load: (deploymentId: string) => DeploymentSource;
+    onLog: (deploymentId: string, line: string) => void;
+    onWarmup?: (deploymentId: string, usage: WarmupUsage) => void;
+    /** How hosts start (default: a sandbox process, SandboxHost.start). */
+    startHost?: HostFactory;
+  }) {
     this.#onWarmup = options.onWarmup;
+    this.#startHost = options.startHost ?? ((init, opts) => SandboxHost.start(init, opts));
     this.#limits = { ...DEFAULT_POOL_LIMITS, ...options.limits };
     this.#load = options.load;
     this.#spares = this.#limits.spareHosts ? new SpareHosts({ isolation: options.isolation, maxResponseBytes: this.#limits.maxResponseBytes, onLog: (runtime, line) => options.onLog(`spare:${runtime}`, line) }) : undefined;
@@ -375,6 +410,7 @@ export class Pool {
 
   readonly #onLog: (deploymentId: string, line: string) => void;
   readonly #onWarmup: ((deploymentId: string, usage: WarmupUsage) => void) | undefined;
+  readonly #startHost: HostFactory;
 
   /**
    * Hosts of one deployment are kept apart per mode: a host that served a daemon request carries
@@ -389,7 +425,7 @@ export class Pool {
       this.#spares?.want(source.manifest.runtime);
       // A key's own instance: one at most, none kept once idle past the TTL.
       const limits = instanceKey === undefined ? this.#limits : { ...this.#limits, maxInstancesPerDeployment: 1, minInstancesPerDeployment: 0 };
-      p = new DeploymentPool(source, mode, limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line), onWarmup: (u) => this.#onWarmup?.(deploymentId, u) }, this.#tracker);
+      p = new DeploymentPool(source, mode, limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line), onWarmup: (u) => this.#onWarmup?.(deploymentId, u) }, this.#tracker, this.#startHost);
       if (instanceKey !== undefined) {
         p.instanceKey = instanceKey;
         const created = p;

@@ -1,0 +1,207 @@
+/**
+ * The pool's own logic (src/pool/index.ts) with in-process hosts behind its host seam
+ * (`startHost`): acquire, FIFO queue and its bound, growth, release, replacement of spent hosts,
+ * start failures, retirement, idle expiry and eviction. The same behaviour with real sandbox
+ * processes is covered by test/integration/pool.test.ts.
+ */
+import { describe, it, expect, afterEach } from "vitest";
+import { Pool, NO_ISOLATION, type DeploymentSource, type HostFactory, type HostResponse, type PoolHost, type PoolLimits } from "../../src/pool/index.js";
+import { parseManifest } from "../../src/bundle/index.js";
+import { PoolSaturatedError, SandboxError } from "../../src/errors.js";
+import type { EngineRequest } from "../../src/runtime/engine.js";
+
+/**
+ * A host that answers in-process: "/sleep/N" takes N ms, "/crash" makes the host exit, "/taint"
+ * answers and marks it spent. Every host records the order of the requests it served.
+ */
+class FakeHost implements PoolHost {
+  static nextPid = 1000;
+  readonly pid = FakeHost.nextPid++;
+  readonly readyMs = 1;
+  readonly restored = false;
+  tainted = false;
+  alive = true;
+  served: string[] = [];
+  shutdowns = 0;
+  #exit: Array<() => void> = [];
+
+  onExit(listener: () => void): void {
+    if (!this.alive) listener();
+    else this.#exit.push(listener);
+  }
+
+  request(req: EngineRequest): { response: Promise<HostResponse>; idle: Promise<number | undefined> } {
+    this.served.push(req.url);
+    let idleResolve!: (v: number | undefined) => void;
+    const idle = new Promise<number | undefined>((r) => (idleResolve = r));
+    const response = new Promise<HostResponse>((resolve, reject) => {
+      const m = /^\/sleep\/(\d+)/.exec(req.url);
+      const ms = m === null ? 0 : Number(m[1]);
+      setTimeout(() => {
+        if (req.url === "/crash") {
+          this.kill();
+          reject(new SandboxError("host_crashed", 502, "sandbox: host process exited"));
+          idleResolve(undefined);
+          return;
+        }
+        if (req.url === "/taint") this.tainted = true;
+        resolve({ status: 200, headers: [], body: Buffer.from(`${this.pid}:${req.url}`), runMs: ms, startedAt: undefined, cpuUs: undefined });
+        idleResolve(0.1);
+      }, ms);
+    });
+    return { response, idle };
+  }
+
+  kill(): void {
+    if (!this.alive) return;
+    this.alive = false;
+    for (const l of this.#exit.splice(0)) l();
+  }
+
+  async shutdown(): Promise<void> {
+    this.shutdowns++;
+    this.kill();
+  }
+}
+
+const manifest = parseManifest('runtime = "php"\n');
+
+function source(id = "dep1"): DeploymentSource {
+  return { deploymentId: id, appName: `app-${id}`, manifest, image: Buffer.alloc(0), loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
+}
+
+function request(url: string): EngineRequest {
+  return { method: "GET", url, headers: [], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 1, https: false, serverName: "x", serverPort: 80, scriptName: "", params: {} };
+}
+
+interface Harness {
+  pool: Pool;
+  hosts: FakeHost[];
+  starts: number;
+  /** Makes the next starts fail with this error. */
+  failStarts: Error | undefined;
+  /** Delay of each start, ms. */
+  startDelayMs: number;
+}
+
+let live: Pool[] = [];
+
+function harness(limits: Partial<PoolLimits> = {}): Harness {
+  const h: Harness = { pool: undefined as unknown as Pool, hosts: [], starts: 0, failStarts: undefined, startDelayMs: 5 };
+  const startHost: HostFactory = async () => {
+    h.starts++;
+    await new Promise((r) => setTimeout(r, h.startDelayMs));
+    if (h.failStarts !== undefined) throw h.failStarts;
+    const host = new FakeHost();
+    h.hosts.push(host);
+    return host;
+  };
+  h.pool = new Pool({ limits: { spareHosts: false, ...limits }, isolation: NO_ISOLATION, load: (id) => source(id), onLog: () => {}, startHost });
+  live.push(h.pool);
+  return h;
+}
+
+const text = (r: HostResponse) => Buffer.from(r.body).toString();
+
+afterEach(async () => {
+  for (const p of live) await p.close();
+  live = [];
+});
+
+describe("pool (in-process hosts)", () => {
+  it("reuses an idle host without starting another, and says which requests were reused", async () => {
+    const h = harness({ maxInstancesPerDeployment: 2 });
+    const a = await h.pool.run("dep1", "snapshot", request("/a"), 1000);
+    const b = await h.pool.run("dep1", "snapshot", request("/b"), 1000);
+    expect(h.starts).toBe(1);
+    expect(a.reused).toBe(false);
+    expect(b.reused).toBe(true);
+    expect(text(b)).toBe(`${h.hosts[0]!.pid}:/b`);
+  });
+
+  it("grows to the per-deployment maximum under concurrent load, never beyond", async () => {
+    const h = harness({ maxInstancesPerDeployment: 3 });
+    const all = await Promise.all(Array.from({ length: 12 }, (_, i) => h.pool.run("dep1", "snapshot", request(`/sleep/20?${i}`), 5000)));
+    expect(all.every((r) => r.status === 200)).toBe(true);
+    expect(h.starts).toBe(3);
+    expect(new Set(all.map((r) => text(r).split(":")[0])).size).toBe(3);
+  });
+
+  it("queues in FIFO order and refuses past the queue bound with 503 and Retry-After", async () => {
+    const h = harness({ maxInstancesPerDeployment: 1, maxQueue: 3 });
+    await h.pool.run("dep1", "snapshot", request("/warm"), 1000);
+    const inflight = h.pool.run("dep1", "snapshot", request("/sleep/30"), 1000);
+    const queued = [1, 2, 3].map((i) => h.pool.run("dep1", "snapshot", request(`/q${i}`), 1000));
+    let refused: unknown;
+    try {
+      await h.pool.run("dep1", "snapshot", request("/q4"), 1000);
+    } catch (e) {
+      refused = e;
+    }
+    expect(refused).toBeInstanceOf(PoolSaturatedError);
+    expect((refused as PoolSaturatedError).status).toBe(503);
+    expect((refused as PoolSaturatedError).retryAfterS).toBeGreaterThan(0);
+    expect((refused as Error).message).toContain("queue full (limit 3)");
+    await Promise.all([inflight, ...queued]);
+    expect(h.hosts[0]!.served).toEqual(["/warm", "/sleep/30", "/q1", "/q2", "/q3"]);
+  });
+
+  it("replaces a host that crashed or is spent; the next request gets a new one", async () => {
+    const h = harness({ maxInstancesPerDeployment: 1 });
+    await expect(h.pool.run("dep1", "snapshot", request("/crash"), 1000)).rejects.toMatchObject({ code: "host_crashed" });
+    const after = await h.pool.run("dep1", "snapshot", request("/a"), 1000);
+    expect(text(after)).toBe(`${h.hosts[1]!.pid}:/a`);
+    await h.pool.run("dep1", "snapshot", request("/taint"), 1000);
+    const third = await h.pool.run("dep1", "snapshot", request("/b"), 1000);
+    expect(text(third)).toBe(`${h.hosts[2]!.pid}:/b`);
+    expect(h.hosts[1]!.shutdowns).toBe(1);
+  });
+
+  it("fresh mode never reuses a host", async () => {
+    const h = harness();
+    for (const u of ["/1", "/2", "/3"]) await h.pool.run("dep1", "fresh", request(u), 1000);
+    expect(h.hosts.map((x) => x.served)).toEqual([["/1"], ["/2"], ["/3"]]);
+  });
+
+  it("keeps hosts of one deployment apart per mode (a daemon host never serves a snapshot request)", async () => {
+    const h = harness();
+    const d = await h.pool.run("dep1", "daemon", request("/d"), 1000);
+    const s = await h.pool.run("dep1", "snapshot", request("/s"), 1000);
+    expect(text(d).split(":")[0]).not.toBe(text(s).split(":")[0]);
+  });
+
+  it("fails every waiter with the reason when no host can start", async () => {
+    const h = harness({ maxInstancesPerDeployment: 2 });
+    h.failStarts = new SandboxError("host_start_timeout", 502, "sandbox: host did not become ready");
+    const all = await Promise.allSettled([1, 2, 3].map((i) => h.pool.run("dep1", "snapshot", request(`/${i}`), 1000)));
+    expect(all.every((r) => r.status === "rejected" && (r.reason as SandboxError).code === "host_start_timeout")).toBe(true);
+    // It recovers once starts work again.
+    h.failStarts = undefined;
+    expect((await h.pool.run("dep1", "snapshot", request("/ok"), 1000)).status).toBe(200);
+  });
+
+  it("retiring a deployment lets its in-flight request finish, then shuts every host down", async () => {
+    const h = harness({ maxInstancesPerDeployment: 2 });
+    await h.pool.run("dep1", "snapshot", request("/a"), 1000);
+    const inflight = h.pool.run("dep1", "snapshot", request("/sleep/50"), 1000);
+    await new Promise((r) => setTimeout(r, 5));
+    h.pool.retireExcept(new Set());
+    expect((await inflight).status).toBe(200);
+    await h.pool.close();
+    expect(h.hosts.every((x) => !x.alive)).toBe(true);
+    expect(h.pool.stats()).toEqual([]);
+  });
+
+  it("stops idle hosts at their TTL down to the minimum, and evicts the least recently used past the global cap", async () => {
+    const h = harness({ maxInstancesPerDeployment: 2, idleTtlMs: 100, minInstancesPerDeployment: 1 });
+    await Promise.all([1, 2].map((i) => h.pool.run("dep1", "snapshot", request(`/sleep/20?${i}`), 1000)));
+    expect(h.hosts.length).toBe(2);
+    await expect.poll(() => h.hosts.filter((x) => x.alive).length, { timeout: 3000, interval: 20 }).toBe(1);
+    const capped = harness({ maxIdleInstances: 1 });
+    await capped.pool.run("a", "snapshot", request("/x"), 1000);
+    await capped.pool.run("b", "snapshot", request("/x"), 1000);
+    await expect.poll(() => capped.hosts.filter((x) => x.alive).length, { timeout: 3000, interval: 20 }).toBe(1);
+    expect(capped.hosts[0]!.alive).toBe(false);
+    expect(capped.pool.stats().find((s) => s.deploymentId === "a")?.evicted).toBe(1);
+  });
+});
