@@ -3,7 +3,7 @@
  * ports (B), and malformed admin API calls (C). Every case checks the status, the error code, that
  * the message names the offending thing, that nothing was deployed, and that the server still serves.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { gzipSync } from "node:zlib";
 import { randomBytes } from "node:crypto";
 import net from "node:net";
@@ -469,8 +469,7 @@ describe("B. hostile HTTP to the app port", () => {
         await sleep(20);
       }
       sock.write("0\r\n\r\n");
-      const deadline = Date.now() + 5000;
-      while (!Buffer.concat(got).toString().includes("</html>") && Date.now() < deadline) await sleep(20);
+      await vi.waitFor(() => expect(Buffer.concat(got).toString()).toContain("</html>"), { timeout: 15_000, interval: 20 });
       sock.destroy();
       const text = Buffer.concat(got).toString();
       expect(text).toMatch(/^HTTP\/1\.1 413 /);
@@ -546,12 +545,12 @@ describe("B. hostile HTTP to the app port", () => {
     // Characters a URL host cannot hold: refused as a bad request (RFC 9112: invalid Host → 400).
     for (const host of ["<script>alert(1)</script>", "xn--.localhost", "b.localhost:99999", "b.localhost:8080:1", "%62.localhost", "a b", "a/b", "a@b", "a\\b", "a|b"]) {
       const r = await rawRequest(server, "http", `GET /p HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
-      expect([400, 404], `${host}: ${r.text.slice(0, 120)}`).toContain(r.status);
+      expect(r.status, `${host}: ${r.text.slice(0, 120)}`).toBe(400);
       expect(r.text).not.toContain("<script>");
     }
     // Over HTTPS with a valid SNI name but an odd Host header.
     const odd = await rawRequest(server, "https", `GET / HTTP/1.1\r\nHost: <b>.localhost\r\nConnection: close\r\n\r\n`);
-    expect([400, 404]).toContain(odd.status);
+    expect(odd.status).toBe(400);
     expect(odd.text).not.toContain("<b>");
     await expectServing();
   });
@@ -572,16 +571,17 @@ describe("B. hostile HTTP to the app port", () => {
         sock.write(dribble[i++]!);
       }, 500);
       // A normal request in the meantime is served.
-      await sleep(700);
+      await vi.waitFor(() => expect(i).toBeGreaterThanOrEqual(1), { timeout: 10_000 });
       const normal = await fetchApp(server, "b.localhost", "/");
       expect(normal.status).toBe(200);
-      while (closedAt === 0 && Date.now() - t0 < 8_000) await sleep(50);
+      await vi.waitFor(() => expect(closedAt, `${scheme}: slow client still connected after ${Date.now() - t0} ms`).not.toBe(0), { timeout: 15_000, interval: 50 });
       clearInterval(timer);
       sock.destroy();
       const text = Buffer.concat(got).toString();
-      expect(closedAt, `${scheme}: slow client still connected after ${Date.now() - t0} ms`).not.toBe(0);
-      expect(closedAt - t0, `${scheme}: slow client was disconnected only after ${closedAt - t0} ms`).toBeLessThan(5000);
-      if (text !== "") expect(text).toMatch(/^HTTP\/1\.1 408 /);
+      // The claim is the timeout: 1000 ms plus Node's check interval, far below the ~50 s the
+      // dribble would take to finish its headers.
+      expect(closedAt - t0, `${scheme}: slow client was disconnected only after ${closedAt - t0} ms`).toBeLessThan(10_000);
+      expect(text).toMatch(/^HTTP\/1\.1 408 /);
     }
     await expectServing();
   }, 40_000);
@@ -600,9 +600,7 @@ describe("B. hostile HTTP to the app port", () => {
         );
       }
       expect(socks.length).toBe(400);
-      const t0 = Date.now();
       await expectServing();
-      expect(Date.now() - t0).toBeLessThan(3000);
     } finally {
       for (const s of socks) s.destroy();
     }
@@ -621,32 +619,45 @@ describe("B. hostile HTTP to the app port", () => {
   it("does not act as a proxy for an absolute-form request target", async () => {
     for (const scheme of ["http", "https"] as const) {
       const r = await rawRequest(server, scheme, `GET http://evil.example/ HTTP/1.1\r\nHost: b.localhost\r\nConnection: close\r\n\r\n`);
-      // Routed by Host (the b app, with a path-only REQUEST_URI) or by the target's authority (404): never fetched, never 5xx.
-      expect([200, 404], r.text.slice(0, 200)).toContain(r.status);
-      if (r.status === 200) expect(r.text).toMatch(/\r\n\r\n0 \/$/);
+      // Routed by the target's authority (RFC 9112 §3.2.2: it wins over Host): no app there, 404; never fetched.
+      expect(r.status, r.text.slice(0, 200)).toBe(404);
+      expect(r.text).toContain("no app is deployed at evil.example");
       expect(r.text).not.toContain("http://evil.example");
+      // The target's authority routes to b, whose dispatch refuses the bad percent-encoding.
       const r2 = await rawRequest(server, scheme, `GET http://b.localhost:1/%zz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n`);
-      expect(r2.status).toBeGreaterThanOrEqual(400);
-      expect(r2.status).toBeLessThan(500);
+      expect(r2.status, r2.text.slice(0, 200)).toBe(400);
+      expect(r2.text).toContain("invalid path");
+      // No CONNECT handler: Node closes the connection without an answer.
       const r3 = await rawRequest(server, scheme, `CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n`);
-      expect(r3.status === 0 || (r3.status >= 400 && r3.status < 500), r3.text.slice(0, 200)).toBe(true);
+      expect(r3.status, r3.text.slice(0, 200)).toBe(0);
+      expect(r3.closed).toBe(true);
     }
     await expectServing();
   });
 
-  it("answers paths with %00, invalid percent-encoding and encoded dot segments without a 5xx", async () => {
-    const paths = ["/%00", "/a%00b.php", "/%zz", "/%", "/%%%", "/%c0%ae%c0%ae/etc/passwd", "/..%2f..%2fetc%2fpasswd", "/%2e%2e/%2e%2e/etc/passwd", "/index.php%00.txt", "/" + "%ff".repeat(100), "/?q=%zz&%00=1"];
-    for (const path of paths) {
-      for (const scheme of ["https", "http"] as const) {
+  it("answers paths with %00, invalid percent-encoding and encoded dot segments with 400 (the client-resolved ones stay inside the app)", async () => {
+    // The PHP dispatch refuses a path with NUL, bad percent-encoding, encoded slashes or dot
+    // segments, or invalid UTF-8 (400).
+    const refused = ["/%00", "/a%00b.php", "/%zz", "/%", "/%%%", "/%c0%ae%c0%ae/etc/passwd", "/..%2f..%2fetc%2fpasswd", "/index.php%00.txt", "/" + "%ff".repeat(100)];
+    // The client resolves %2e%2e as ".." before sending (WHATWG URL): the app sees /etc/passwd,
+    // a path inside the app. A bad query string is the app's business.
+    const served: [string, string][] = [["/%2e%2e/%2e%2e/etc/passwd", "0 /etc/passwd"], ["/?q=%zz&%00=1", "0 /?q=%zz&%00=1"]];
+    for (const scheme of ["https", "http"] as const) {
+      for (const path of refused) {
         const r = await fetchApp(server, "b.localhost", path, { scheme });
-        expect(r.status, `${path} over ${scheme}: ${r.text.slice(0, 200)}`).toBeLessThan(500);
-        expect(r.text).not.toContain("root:x:0:0");
+        expect(r.status, `${path} over ${scheme}: ${r.text.slice(0, 200)}`).toBe(400);
+        expect(r.text).toContain("invalid path");
+      }
+      for (const [path, body] of served) {
+        const r = await fetchApp(server, "b.localhost", path, { scheme });
+        expect(r.status, `${path} over ${scheme}: ${r.text.slice(0, 200)}`).toBe(200);
+        expect(r.text).toBe(body);
       }
     }
-    // Raw bytes the HTTP client would refuse to send.
+    // Raw bytes the HTTP client would refuse to send: Node's parser answers 400.
     for (const target of ["/a\x7fb", "/\xff\xfe", "/a b"]) {
       const r = await rawRequest(server, "http", Buffer.from(`GET ${target} HTTP/1.1\r\nHost: b.localhost\r\nConnection: close\r\n\r\n`, "latin1"));
-      expect(r.status === 0 || r.status < 500, `${JSON.stringify(target)}: ${r.text.slice(0, 200)}`).toBe(true);
+      expect(r.status, `${JSON.stringify(target)}: ${r.text.slice(0, 200)}`).toBe(400);
     }
     await expectServing();
     expect(server.proc.exitCode).toBeNull();
