@@ -500,12 +500,12 @@ echo json_encode($r);`,
     expect(r.extensions?.value).not.toContain("FFI");
   });
 
-  it("post_message_to_js with invalid UTF-8: no reply from the host, at worst a JS-level 500", async () => {
-    // Observed: php-wasm's bridge fails decoding the message ("PHPExecutionFailureError is not
-    // defined", a JS error) → 500 guest_error and the host is replaced.
+  it("post_message_to_js with invalid UTF-8: no reply from the host, and the instance keeps working", async () => {
+    // php-wasm's js_module_onMessage calls Module.onMessage only if it is set; the runtime sets
+    // none, so whatever the bytes the bridge answers "" without decoding them.
     const res = await attempt(`t('pmtj_garbage', fn() => post_message_to_js(str_repeat("\\0\\xff", 1000)));`);
-    if (res.status === 500) expect(res.text).toContain("guest_error");
-    else expect(res.text).toContain('{"pmtj_garbage":{"value":"","warning":null}}');
+    expect(res.status, res.text.slice(0, 300)).toBe(200);
+    expect(res.text).toContain('{"pmtj_garbage":{"value":"","warning":null}}');
     const after = await attemptJson(`t('ok', fn() => 'still-here');`);
     expect(after.ok).toEqual({ value: "still-here", warning: null });
   });
@@ -535,39 +535,42 @@ echo json_encode($r);`,
       expect(res.text).toContain(PUBLIC_MARKER);
     });
 
-    const targets = [
-      "/secret.txt",
-      "/zerocell.toml",
-      "/../secret.txt",
-      "/../zerocell.toml",
-      "/%2e%2e/zerocell.toml",
-      "/%2E%2E/secret.txt",
-      "/..%2fzerocell.toml",
-      "/..%2Fsecret.txt",
-      "/%2e%2e%2fsecret.txt",
-      "/.%2e/secret.txt",
-      "/%2e./secret.txt",
-      "/..%5csecret.txt",
-      "/..\\secret.txt",
-      "/%252e%252e/secret.txt",
-      "/public/../zerocell.toml",
-      "/public/%2e%2e/secret.txt",
-      "/%2e%2e/%2e%2e/etc/passwd",
-      "/../../../../etc/passwd",
-      "/run.php/../../secret.txt",
-      "/run.php/..%2f..%2fsecret.txt",
-      "/run.php/%2e%2e/%2e%2e/secret.txt",
-      "//app/secret.txt",
-      "/./../secret.txt",
-      "/%00/../secret.txt",
-      "/secret.txt%00.php",
-      "/public-marker.txt/../../secret.txt",
-      "https://esc.localhost/../secret.txt",
-      "https://esc.localhost/%2e%2e/zerocell.toml",
+    // 404: the path resolves (dot segments removed by the URL parser) to nothing under the
+    // document root. 400: the dispatch refuses an encoded slash or backslash, NUL, or a bad
+    // escape in a segment; a raw backslash in the target is refused before routing.
+    const targets: [string, number][] = [
+      ["/secret.txt", 404],
+      ["/zerocell.toml", 404],
+      ["/../secret.txt", 404],
+      ["/../zerocell.toml", 404],
+      ["/%2e%2e/zerocell.toml", 404],
+      ["/%2E%2E/secret.txt", 404],
+      ["/..%2fzerocell.toml", 400],
+      ["/..%2Fsecret.txt", 400],
+      ["/%2e%2e%2fsecret.txt", 400],
+      ["/.%2e/secret.txt", 404],
+      ["/%2e./secret.txt", 404],
+      ["/..%5csecret.txt", 400],
+      ["/..\\secret.txt", 400],
+      ["/%252e%252e/secret.txt", 404],
+      ["/public/../zerocell.toml", 404],
+      ["/public/%2e%2e/secret.txt", 404],
+      ["/%2e%2e/%2e%2e/etc/passwd", 404],
+      ["/../../../../etc/passwd", 404],
+      ["/run.php/../../secret.txt", 404],
+      ["/run.php/..%2f..%2fsecret.txt", 400],
+      ["/run.php/%2e%2e/%2e%2e/secret.txt", 404],
+      ["//app/secret.txt", 404],
+      ["/./../secret.txt", 404],
+      ["/%00/../secret.txt", 404],
+      ["/secret.txt%00.php", 400],
+      ["/public-marker.txt/../../secret.txt", 404],
+      ["https://esc.localhost/../secret.txt", 404],
+      ["https://esc.localhost/%2e%2e/zerocell.toml", 404],
     ];
-    it.each(targets)("GET %s does not serve anything outside the document root", async (target) => {
+    it.each(targets)("GET %s does not serve anything outside the document root (%i)", async (target, status) => {
       const res = await raw(target);
-      expect(res.status, res.text.slice(0, 300)).toBeGreaterThanOrEqual(400);
+      expect(res.status, res.text.slice(0, 300)).toBe(status);
       expect(res.text).not.toContain(SECRET_MARKER);
       expect(res.text).not.toContain(TOML_MARKER);
       expect(res.text).not.toContain("document_root");
@@ -580,28 +583,30 @@ echo json_encode($r);`,
     it("gets 504 within ~1 s while the canary keeps answering, and the app recovers", async () => {
       expect((await fetchApp(server, LOOP, "/")).text).toBe("loop-app-ok");
       const t0 = Date.now();
-      const looping = fetchApp(server, LOOP, "/?x=loop").then((res) => ({ res, ms: Date.now() - t0 }));
+      let loopSettled = false;
+      const looping = fetchApp(server, LOOP, "/?x=loop").then((res) => {
+        loopSettled = true;
+        return { res, ms: Date.now() - t0 };
+      });
       // The canary answers while the loop burns CPU in another host.
-      await new Promise((r) => setTimeout(r, 150));
       let duringLoop = 0;
-      while (Date.now() - t0 < 800) {
-        const c0 = Date.now();
+      while (!loopSettled) {
         await expectCanary();
-        expect(Date.now() - c0).toBeLessThan(700);
-        duringLoop++;
+        if (!loopSettled) duringLoop++;
       }
       expect(duringLoop).toBeGreaterThan(0);
       const { res, ms } = await looping;
       expect(res.status).toBe(504);
       expect(res.text).toContain("ran longer than its wall-clock limit of 1000 ms");
+      // The claim: the kill comes at the 1000 ms limit, not before, and not much later (the
+      // margin is for a loaded machine).
       expect(ms).toBeGreaterThanOrEqual(900);
-      expect(ms).toBeLessThan(3000);
+      expect(ms).toBeLessThan(6000);
       await expectCanary();
       // Again: a new host, killed again.
-      const t1 = Date.now();
       const again = await fetchApp(server, LOOP, "/?x=loop");
       expect(again.status).toBe(504);
-      expect(Date.now() - t1).toBeLessThan(4000);
+      expect(again.text).toContain("ran longer than its wall-clock limit of 1000 ms");
       const sleeping = await fetchApp(server, LOOP, "/?x=sleep");
       expect(sleeping.status).toBe(504);
       // A non-looping path is served by a fresh host.
