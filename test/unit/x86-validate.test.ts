@@ -10,12 +10,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
-import { readElf, type ElfSymbol } from "../../src/runtime/x86/elf.js";
+import { ElfFormatError, hex, readElf, type ElfSymbol } from "../../src/runtime/x86/elf.js";
+import { BundleError } from "../../src/errors.js";
 import { countCodes, iced, opCodeInfo, ruleById, ruleIndexOf, RULE_BRANCH_TARGET, X86_POLICY } from "../../src/runtime/x86/policy.js";
 import {
   assertValidProgram,
   fastPathLength,
   formatReport,
+  instructionTable,
   readProgram,
   validateCode,
   validateElf,
@@ -426,12 +428,16 @@ describe("x86 ELF checks", () => {
     expect(validateCode(random, 0x401000, { limits: { maxSecondDecodings: 10 } }).errors[0]).toMatch(/point inside instructions, over the limit of 10: this is not compiled code/);
   });
 
-  it("survives random corruption of headers and truncation without throwing", () => {
+  /** A report without its timings, to compare two runs. */
+  const timeless = (r: ValidationReport) => ({ ...r, stats: { ...r.stats, ms: 0, mbPerS: 0 } });
+
+  it("survives random corruption of headers and truncation: a report, never a throw, the same for the same bytes", () => {
     let seed = 0x12345678;
     const rand = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) | 0) >>> 0) / 2 ** 32;
     const base = program("hello");
     const elf = readElf(base);
     const shoff = elf.header.shoff;
+    let rejected = 0;
     for (let i = 0; i < 1500; i++) {
       const b = new Uint8Array(base);
       const flips = 1 + Math.floor(rand() * 4);
@@ -442,9 +448,96 @@ describe("x86 ELF checks", () => {
       }
       const cut = rand() < 0.2 ? b.subarray(0, Math.floor(rand() * b.length)) : b;
       const r = validateElf(cut);
-      expect(typeof r.ok).toBe("boolean");
-      if (!r.ok) expect(r.errors.length).toBeGreaterThan(0);
+      // ok exactly when no error; every error one line naming its step.
+      expect(r.ok).toBe(r.errors.length === 0);
+      for (const e of r.errors) expect(e).toMatch(/^x86\.(elf|validate): \S/);
+      // Deterministic: a copy of the same bytes gets the same report.
+      expect(timeless(validateElf(Uint8Array.from(cut)))).toEqual(timeless(r));
+      // The throwing form refuses with the one BundleError subclass, code and status set.
+      let thrown: unknown;
+      try {
+        assertValidProgram(cut);
+      } catch (e) {
+        thrown = e;
+      }
+      if (r.ok) expect(thrown).toBeUndefined();
+      else {
+        rejected++;
+        expect(thrown).toBeInstanceOf(X86ValidationError);
+        expect(thrown).toBeInstanceOf(BundleError);
+        expect((thrown as X86ValidationError).code).toBe("x86_program_rejected");
+        expect((thrown as X86ValidationError).status).toBe(400);
+      }
     }
+    // The corruption reaches the checks: most mutants are refused (a flip in an unused field is not).
+    expect(rejected).toBeGreaterThan(500);
+  });
+
+  it("readElf throws only ElfFormatError (a BundleError with a code) on corrupt files", () => {
+    let seed = 0x2468ace;
+    const rand = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) | 0) >>> 0) / 2 ** 32;
+    const base = program("hello");
+    let failed = 0;
+    for (let i = 0; i < 1000; i++) {
+      const b = new Uint8Array(base);
+      for (let j = 0; j < 1 + Math.floor(rand() * 4); j++) b[Math.floor(rand() * 0x200)] = Math.floor(rand() * 256);
+      const cut = rand() < 0.3 ? b.subarray(0, Math.floor(rand() * b.length)) : b;
+      try {
+        readElf(cut);
+      } catch (e) {
+        failed++;
+        expect(e).toBeInstanceOf(ElfFormatError);
+        expect(e).toBeInstanceOf(BundleError);
+        expect((e as ElfFormatError).code).toBe("x86_elf_invalid");
+        expect((e as ElfFormatError).message).toMatch(/^x86\.elf: /);
+      }
+    }
+    expect(failed).toBeGreaterThan(0);
+  });
+
+  it("refuses a valid program with any one instruction replaced by a privileged one (the rest nops)", () => {
+    const base = program("hello");
+    expect(validateElf(base).ok).toBe(true);
+    const text = readElf(base).sections.find((s) => s.name === ".text")!;
+    const table = instructionTable(base)!;
+    // Instruction starts in .text with their lengths (the linear decoding the validator uses).
+    const starts: Array<{ address: number; length: number }> = [];
+    let last = -1;
+    for (let a = text.address; a < text.address + text.size; a++) {
+      const i = a - table.base;
+      if (table.counts[i + 1]! - table.counts[i]! !== 1) continue;
+      if (last !== -1) starts.push({ address: last, length: a - last });
+      last = a;
+    }
+    expect(starts.length).toBeGreaterThan(100);
+    const privileged: Array<[string, number[]]> = [
+      ["cli", [0xfa]],
+      ["out dx,al", [0xee]],
+      ["in al,dx", [0xec]],
+      ["wrmsr", [0x0f, 0x30]],
+      ["rdmsr", [0x0f, 0x32]],
+      ["mov cr3,rax", [0x0f, 0x22, 0xd8]],
+      ["swapgs", [0x0f, 0x01, 0xf8]],
+      ["lgdt [rax]", [0x0f, 0x01, 0x10]],
+    ];
+    let seed = 99;
+    const rand = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) | 0) >>> 0) / 2 ** 32;
+    let tried = 0;
+    for (let n = 0; n < 400; n++) {
+      const [name, bytes] = privileged[Math.floor(rand() * privileged.length)]!;
+      const at = starts[Math.floor(rand() * starts.length)]!;
+      if (at.length < bytes.length) continue;
+      const b = new Uint8Array(base);
+      const offset = text.offset + (at.address - text.address);
+      b.set(bytes, offset);
+      b.fill(0x90, offset + bytes.length, offset + at.length);
+      const r = validateElf(b);
+      tried++;
+      expect(r.ok, `${name} at ${hex(at.address)}`).toBe(false);
+      const listed = r.sections.flatMap((s) => s.rejected).map((x) => x.address);
+      expect(listed, `${name} at ${hex(at.address)}: ${r.errors.join("; ")}`).toContain(hex(at.address));
+    }
+    expect(tried).toBeGreaterThan(200);
   });
 });
 
