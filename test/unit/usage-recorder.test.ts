@@ -298,3 +298,34 @@ describe("UsageRecorder: a failed flush", () => {
     expect(countRecords()).toBe(0);
   });
 });
+
+describe("UsageRecorder: while the database refuses writes", () => {
+  // BUG (src/billing/index.ts, UsageRecorder.record/flush): after a failed flush the recorder
+  // waits 10 flush intervals before it tries again, but once maxBuffered records wait, record()
+  // calls flush() at once on every call, skipping that backoff; each attempt busy-waits
+  // busy_timeout (5 s as openDb sets it) on the event loop. So while another connection holds
+  // the write lock, every request's metering call stalls the gateway for 5 s. The buffer also
+  // grows past maxBuffered ("records kept in memory at most") without bound.
+  it.fails("record() past maxBuffered does not retry the failed flush synchronously on every call", () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    db.sqlite.pragma("busy_timeout = 100");
+    const locker = new Database(file);
+    try {
+      const u = new UsageRecorder(db, { flushIntervalMs: 100, maxBuffered: 2 });
+      locker.exec("BEGIN IMMEDIATE");
+      u.record(rec());
+      u.record(rec()); // maxBuffered: a flush, which fails after busy_timeout
+      const t0 = performance.now();
+      for (let i = 0; i < 5; i++) u.record(rec());
+      const ms = performance.now() - t0;
+      locker.exec("COMMIT");
+      u.close();
+      expect(countRecords()).toBe(7);
+      // Five more records: pushed to the buffer, no 100 ms attempt each (~500 ms today).
+      expect(ms).toBeLessThan(100);
+    } finally {
+      if (locker.inTransaction) locker.exec("ROLLBACK");
+      locker.close();
+    }
+  });
+});
