@@ -23,6 +23,7 @@ stamp=dist/.build-stamp
 if [ ! -f "$stamp" ] || [ -n "$(find src tsconfig.json package.json -newer "$stamp" -print -quit)" ]; then
   echo "zerocell setup: building..."
   npx tsc -p tsconfig.json
+  node scripts/copy-assets.mjs  # files tsc does not copy (src/runtime/python/driver.py)
   touch "$stamp"
 fi
 node scripts/build-examples.mjs

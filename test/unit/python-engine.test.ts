@@ -5,7 +5,7 @@
  * JavaScript realm, plus a run of the engine under the host process's Node flags.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir, hostname } from "node:os";
@@ -20,6 +20,7 @@ import { parse as parseToml } from "smol-toml";
 import type { EngineRequest, EngineResponse } from "../../src/runtime/engine.js";
 import { PythonEngine, PythonInstance, buildMeta, splitScriptName, decodePathLatin1, heapCapBytes, pythonSettings } from "../../src/runtime/python/index.js";
 import { rewriteModule } from "../../src/runtime/python/realm.js";
+import { driverInstallCode, readDriverSource } from "../../src/runtime/python/driver.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
 
@@ -1141,6 +1142,18 @@ describe("python engine", () => {
         bad.dispose();
       }
     }, 120_000);
+  });
+
+  describe("the driver (driver.py)", () => {
+    it("compiles with python3, warnings as errors, and is what the engine installs", () => {
+      const path = join(ROOT, "src", "runtime", "python", "driver.py");
+      // compile() only: py_compile would write a .pyc next to the source.
+      const check = "import sys\nwith open(sys.argv[1], encoding='utf-8') as f:\n    compile(f.read(), sys.argv[1], 'exec')\nprint('ok')";
+      expect(execFileSync("python3", ["-W", "error", "-c", check, path], { encoding: "utf8" }).trim()).toBe("ok");
+      const source = readFileSync(path, "utf8");
+      expect(readDriverSource()).toBe(source);
+      expect(driverInstallCode()).toContain(`exec(compile(${JSON.stringify(source)}, '<zerocell>', 'exec'), _zm.__dict__)`);
+    });
   });
 
   describe("rewriting Pyodide's modules for the realm", () => {
