@@ -391,6 +391,19 @@ describe("Store: host claims", () => {
     expect(claims()).toEqual(["api.q.localhost=alice/deploy", "q.localhost=bob/admin"]);
   });
 
+  // BUG (src/store/index.ts, assignHost vs #claimHosts): an admin may assign a name under a name
+  // another account holds (assignHost checks only routes, not claims above the name), and the
+  // account then holds it (hostOwner) but cannot route it: #claimHosts refuses any name below
+  // another account's claim, an admin's assignment included. Either assignHost should refuse
+  // such a name, or #claimHosts should honour the claim the account holds.
+  it.fails("an account can route a name an admin assigned to it, even under another account's name", () => {
+    deploy("shop", a, [r("shop.localhost")]);
+    store.assignHost("x.shop.localhost", b);
+    expect(store.hostOwner("x.shop.localhost")).toBe(b);
+    // Today: host_unavailable for bob's own name.
+    expect(deploy("x", b, [r("x.shop.localhost")]).version).toBe(1);
+  });
+
   it("assignHost moves a name that is no longer routed; the old holder's rollback to it is then refused", () => {
     deploy("site", a, [r("old.localhost")]);
     deploy("site", a, [r("new.localhost")]);
