@@ -1,6 +1,6 @@
 /**
  * x86 engine: a static x86-64 Linux program (musl-gcc -static, Debian's busybox-static, …) run
- * in Unicorn at CPL 3 behind the narrow system call interface of syscalls.ts, serving HTTP as
+ * in Unicorn at CPL 3 behind the narrow system call interface of syscalls/, serving HTTP as
  * CGI/1.1 (RFC 3875): the meta-variables are its environment, the body its stdin, its stdout
  * the CGI response.
  *
@@ -33,13 +33,13 @@ import type { BundleImage, Manifest } from "../../bundle/index.js";
 import { SandboxError } from "../../errors.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
 import { Machine, type MachineSnapshot, type RunResult, type StopReason } from "./machine.js";
-import { GuestFs, LinuxSyscalls, newIo, type FsSnapshot } from "./syscalls.js";
+import { GuestFs, LinuxSyscalls, newIo, type FsSnapshot } from "./syscalls/index.js";
 import { PROT_WRITE, X86_REG, type MeterKind } from "./unicorn.js";
 import { ENGINE_REVISION, programEntry, validateX86Bundle, x86EngineBuild } from "./descriptor.js";
 
 export { x86Section, type X86ManifestSection } from "./descriptor.js";
 
-export { SYS_ZEROCELL_READY } from "./syscalls.js";
+export { SYS_ZEROCELL_READY } from "./syscalls/index.js";
 export type { MeterKind } from "./unicorn.js";
 
 const APP_ROOT = "/app";
