@@ -76,9 +76,14 @@ export class UsageRecorder {
   record(r: UsageRecord): void {
     if (this.#closed || !this.#opts.enabled) return;
     this.#buffer.push(r);
-    if (this.#buffer.length >= this.#opts.maxBuffered) this.flush();
+    // After a failed flush the retry waits its turn (a flush attempt blocks the event loop for
+    // up to the database's busy timeout): a full buffer does not retry on every record.
+    if (this.#buffer.length >= this.#opts.maxBuffered && performance.now() >= this.#retryAt) this.flush();
     else this.#timer ??= setTimeout(() => this.flush(), this.#opts.flushIntervalMs);
   }
+
+  /** No flush is attempted from record() before this time (performance.now() ms) after a failure. */
+  #retryAt = 0;
 
   /** Writes every buffered record in one transaction. */
   flush(): void {
@@ -116,6 +121,7 @@ export class UsageRecorder {
       log.error("usage flush failed", { err: (e as Error).message, records: batch.length });
       // Keep them for the next try rather than lose them.
       this.#buffer = batch.concat(this.#buffer);
+      this.#retryAt = performance.now() + this.#opts.flushIntervalMs * 10;
       this.#timer ??= setTimeout(() => this.flush(), this.#opts.flushIntervalMs * 10);
     }
   }

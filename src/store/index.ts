@@ -191,13 +191,15 @@ export class Store {
       const name = claimedName(pattern);
       if (name === undefined) continue;
       const unavailable = () => new ConflictError("host_unavailable", `deploy: host "${pattern}" is not available to this account (another account holds it or a name above it)`, { host: pattern });
-      for (const above of ownableAncestors(name)) {
-        const owner = this.hostOwner(above);
-        if (owner !== undefined && owner !== accountId) throw unavailable();
-      }
       const owner = this.hostOwner(name);
-      if (owner === undefined) this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
-      else if (owner !== accountId) throw unavailable();
+      // A name the account holds (claimed earlier, or assigned by an admin) is its own.
+      if (owner === accountId) continue;
+      if (owner !== undefined) throw unavailable();
+      for (const above of ownableAncestors(name)) {
+        const held = this.hostOwner(above);
+        if (held !== undefined && held !== accountId) throw unavailable();
+      }
+      this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
     }
   }
 

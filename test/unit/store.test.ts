@@ -391,12 +391,9 @@ describe("Store: host claims", () => {
     expect(claims()).toEqual(["api.q.localhost=alice/deploy", "q.localhost=bob/admin"]);
   });
 
-  // BUG (src/store/index.ts, assignHost vs #claimHosts): an admin may assign a name under a name
-  // another account holds (assignHost checks only routes, not claims above the name), and the
-  // account then holds it (hostOwner) but cannot route it: #claimHosts refuses any name below
-  // another account's claim, an admin's assignment included. Either assignHost should refuse
-  // such a name, or #claimHosts should honour the claim the account holds.
-  it.fails("an account can route a name an admin assigned to it, even under another account's name", () => {
+  // An admin's assignment is authority: the account holds the name and routes it, even under a
+  // name another account holds (#claimHosts honours names the account already holds).
+  it("an account can route a name an admin assigned to it, even under another account's name", () => {
     deploy("shop", a, [r("shop.localhost")]);
     store.assignHost("x.shop.localhost", b);
     expect(store.hostOwner("x.shop.localhost")).toBe(b);
