@@ -1,18 +1,20 @@
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { startServer, phpBundle, fetchApp, admin, type TestServer } from "../helpers/server.js";
 import { startStripeServer, type StripeServer } from "../helpers/stripe-server.js";
 
 const PERIOD = new Date().toISOString().slice(0, 7);
 const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
-async function until<T>(fn: () => Promise<T | undefined>, ms = 15_000, every = 50): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, every));
-  }
+/** Polls `fn` until it gives a value (bounds generous for a loaded machine). */
+function until<T>(fn: () => Promise<T | undefined>, ms = 30_000, every = 50): Promise<T> {
+  return vi.waitFor(
+    async () => {
+      const v = await fn();
+      if (v === undefined) throw new Error("still waiting");
+      return v;
+    },
+    { timeout: ms, interval: every },
+  );
 }
 
 describe("Stripe sync against a local Stripe-shaped server that checks every request against the OpenAPI spec", () => {
@@ -50,10 +52,10 @@ describe("Stripe sync against a local Stripe-shaped server that checks every req
     const closing = admin(server, "POST", "/v1/invoices/close", json({ period: PERIOD }));
     const closed = await closing;
     expect(closed.status).toBe(200);
-    await until(async () => (stripe.requests.some((r) => r.path === "/v1/invoiceitems" && r.status === 200) ? true : undefined), 10_000, 1);
+    await until(async () => (stripe.requests.some((r) => r.path === "/v1/invoiceitems" && r.status === 200) ? true : undefined), 30_000, 1);
     // Hold it there: the next calls fail (no retry hint), the sync backs off, and then it dies.
     stripe.failNextRequests(2, 503, { shouldRetry: false });
-    await new Promise((r) => setTimeout(r, 150));
+    await until(async () => (stripe.requests.filter((r) => r.injectedFailure).length >= 2 ? true : undefined));
     expect(stripe.requests.some((r) => r.path.endsWith("/finalize"))).toBe(false);
     const dataDir = server.dataDir;
     server.proc.kill("SIGKILL");
@@ -72,7 +74,9 @@ describe("Stripe sync against a local Stripe-shaped server that checks every req
     expect(customers.length).toBe(1);
     const invoices = [...stripe.state.invoices.values()];
     expect(invoices.length).toBe(1);
-    expect(invoices[0]!.status === "open" || invoices[0]!.status === "paid").toBe(true);
+    // Finalized with something to collect (send_invoice, never charged): open, not paid.
+    expect(ours.total).toBeGreaterThan(0);
+    expect(invoices[0]!.status).toBe("open");
     const items = [...stripe.state.invoiceItems.values()].filter((i) => i.invoice === invoices[0]!.id);
     expect(items.length).toBe(ours.lines.length);
     expect(items.map((i) => i.amount).sort()).toEqual(ours.lines.map((l: { amount: number }) => l.amount).sort());
@@ -97,7 +101,7 @@ describe("Stripe sync against a local Stripe-shaped server that checks every req
     const synced = await until(async () => {
       const list = (await admin(server, "GET", "/v1/invoices?account=dave")).json.invoices as Array<{ syncStatus: string }>;
       return list[0]?.syncStatus === "synced" ? list[0] : undefined;
-    }, 30_000);
+    });
     expect(synced.syncStatus).toBe("synced");
     expect([...stripe.state.customers.values()].length).toBe(2);
     expect(stripe.invalidRequests).toEqual([]);
