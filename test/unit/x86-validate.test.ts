@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ElfFormatError, hex, readElf, type ElfSymbol } from "../../src/runtime/x86/elf.js";
+import { ElfFormatError, hex, readElf, readElfHeaders, type ElfSymbol } from "../../src/runtime/x86/elf.js";
+import { ElfLoadError, parseStaticElf } from "../../src/runtime/x86/elf-load.js";
 import { BundleError } from "../../src/errors.js";
 import { countCodes, iced, opCodeInfo, ruleById, ruleIndexOf, RULE_BRANCH_TARGET, X86_POLICY } from "../../src/runtime/x86/policy.js";
 import {
@@ -397,6 +398,92 @@ describe("x86 ELF checks", () => {
     const r = validateElf(patched(edit));
     expect(r.ok).toBe(false);
     expect(r.errors.join("\n")).toMatch(message);
+  });
+
+  /**
+   * The loader (elf-load.ts, run at deploy and by every host) reads the header and program headers
+   * with the validator's reader: the same hostile variants go to both. `null`: the loader maps it
+   * (a section, ABI or decoding problem only the validator looks at; deploy runs both).
+   */
+  const loaderRefuses: Record<string, RegExp | null> = {
+    "bad magic": /x86 loader: not an ELF file/,
+    "32-bit class": /x86 loader: not a 64-bit ELF file/,
+    "big-endian": /x86 loader: not a little-endian ELF file/,
+    "another machine": /x86 loader: not an x86-64 program/,
+    "another OS ABI": null,
+    "a relocatable object": /x86 loader: ELF type 1 is not an executable/,
+    "program headers past the end": /x86 loader: the program header table at file offset .* lies outside/,
+    "too many program headers": /x86 loader: 65 program headers, over the limit of 64/,
+    "PN_XNUM": /x86 loader: .*PN_XNUM/,
+    "a bad phentsize": /x86 loader: e_phentsize is 32/,
+    "a section table offset beyond 2^53": /x86 loader: e_shoff is .*beyond any user-space value/,
+    "section headers past the end": null,
+    "a section name table index out of range": null,
+    "too many section headers": null,
+    "a section past the end": null,
+    "a section name outside its table": null,
+    "a segment past the end of the file": /x86 loader: segment \d+: file range outside the file/,
+    "filesz larger than memsz": /x86 loader: segment \d+: file range outside the file/,
+    "a writable text segment": /x86 loader: segment \d+ is writable and executable/,
+    "a segment in the null page": /x86 loader: segment \d+ at 0x1000 is outside the image area/,
+    "a segment beyond user space": /x86 loader: segment \d+ at 0x1000000000000 is outside the image area/,
+    "an interpreter": /x86 loader: the program asks for an interpreter/,
+    "an entry point in data": /x86 loader: entry point 0x400000 is not inside an executable segment/,
+    "an entry point inside an instruction": null,
+  };
+  const loaderOnly: Array<[string, (v: DataView, b: Uint8Array) => void, RegExp | null, RegExp]> = [
+    // both refuse: the page congruence the executor's mapping depends on
+    ["an offset not congruent with the address", (v) => v.setBigUint64(textPhdr(v) + 8, v.getBigUint64(textPhdr(v) + 8, true) + 1n, true), /not congruent modulo the page size/, /offset and address disagree modulo the page size/],
+    // the image area ends below user space: only the loader refuses (it cannot map the program there)
+    ["a segment above the image area", (v) => v.setBigUint64(findPhdr(v, (t, f) => t === 1 && f === 4) + 16, 1n << 40n, true), null, /outside the image area/],
+    ["no program headers", (v) => v.setUint16(56, 0, true), /no PT_LOAD segment/, /bad program header table/],
+  ];
+  it("feeds the same hostile variants to the validator and the loader: each refuses what it refused before", () => {
+    expect(Object.keys(loaderRefuses).sort()).toEqual(cases.map(([name]) => name).sort());
+    const loaderError = (b: Uint8Array): string | undefined => {
+      try {
+        parseStaticElf(b);
+        return undefined;
+      } catch (e) {
+        expect(e).toBeInstanceOf(ElfLoadError);
+        return (e as Error).message;
+      }
+    };
+    expect(loaderError(program("hello"))).toBeUndefined();
+    for (const [name, edit, validatorMessage] of cases) {
+      const b = patched(edit);
+      expect(validateElf(b).errors.join("\n"), name).toMatch(validatorMessage);
+      const want = loaderRefuses[name];
+      if (want === null) expect(loaderError(b), name).toBeUndefined();
+      else expect(loaderError(b), name).toMatch(want!);
+    }
+    for (const [name, edit, validatorMessage, loaderMessage] of loaderOnly) {
+      const b = patched(edit);
+      const r = validateElf(b);
+      if (validatorMessage === null) expect(r.ok, name).toBe(true);
+      else expect(r.errors.join("\n"), name).toMatch(validatorMessage);
+      expect(loaderError(b), name).toMatch(loaderMessage);
+    }
+  });
+
+  it("the loader refuses a corrupt header exactly when the reader does", () => {
+    let seed = 0x13579b;
+    const rand = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) | 0) >>> 0) / 2 ** 32;
+    const base = program("hello");
+    for (let i = 0; i < 1000; i++) {
+      const b = new Uint8Array(base);
+      for (let j = 0; j < 1 + Math.floor(rand() * 4); j++) b[Math.floor(rand() * 0x190)] = Math.floor(rand() * 256);
+      const cut = rand() < 0.2 ? b.subarray(0, Math.floor(rand() * b.length)) : b;
+      let readerError: string | undefined;
+      try {
+        readElfHeaders(cut);
+      } catch (e) {
+        readerError = (e as Error).message.replace(/^x86\.elf: /, "");
+      }
+      if (readerError === undefined) continue;
+      expect(() => parseStaticElf(cut)).toThrow(`x86 loader: ${readerError}`);
+      expect(validateElf(cut).ok).toBe(false);
+    }
   });
 
   it("rejects a file over the size limit and a file shorter than a header", () => {

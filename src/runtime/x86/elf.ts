@@ -211,16 +211,11 @@ class ByteReader {
   }
 }
 
-/**
- * Reads the ELF header, program headers, section headers (with names), the symbol table and
- * DT_NEEDED. Throws ElfFormatError when the file is not a little-endian ELF64 or any table lies
- * outside the file. Machine, type and segment policy are left to checkElf.
- */
-export function readElf(bytes: Uint8Array, limits: ElfLimits = DEFAULT_ELF_LIMITS): ElfFile {
+/** Steps 1 and 2 of readElf: the file size, the ELF header, the program headers. */
+function readHeaders(r: ByteReader, bytes: Uint8Array, limits: ElfLimits): { header: ElfHeader; segments: ElfSegment[]; shentsize: number } {
   if (bytes.byteLength > limits.maxFileBytes) {
     throw new ElfFormatError(`the file is ${bytes.byteLength} bytes, over the limit of ${limits.maxFileBytes}`);
   }
-  const r = new ByteReader(bytes);
   // 1. identification: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT
   if (bytes.byteLength < ELF_HEADER_SIZE) throw new ElfFormatError(`the file is ${bytes.byteLength} bytes, shorter than an ELF64 header (64)`);
   if (bytes[0] !== 0x7f || bytes[1] !== 0x45 || bytes[2] !== 0x4c || bytes[3] !== 0x46) throw new ElfFormatError("not an ELF file (bad magic)");
@@ -265,6 +260,34 @@ export function readElf(bytes: Uint8Array, limits: ElfLimits = DEFAULT_ELF_LIMIT
       align: r.u64(o + 48, `${what} p_align`),
     });
   }
+  return { header, segments, shentsize };
+}
+
+/** The ELF header and the program headers: what a loader needs (ElfFile without sections). */
+export interface ElfHeaders {
+  bytes: Uint8Array;
+  header: ElfHeader;
+  segments: ElfSegment[];
+}
+
+/**
+ * Reads the ELF header and the program headers, and nothing else: the loader's view
+ * (elf-load.ts) and the first part of readElf, so both read them with the same code. Throws
+ * ElfFormatError when the file is not a little-endian ELF64 or the table lies outside the file.
+ */
+export function readElfHeaders(bytes: Uint8Array, limits: ElfLimits = DEFAULT_ELF_LIMITS): ElfHeaders {
+  const { header, segments } = readHeaders(new ByteReader(bytes), bytes, limits);
+  return { bytes, header, segments };
+}
+
+/**
+ * Reads the ELF header, program headers, section headers (with names), the symbol table and
+ * DT_NEEDED. Throws ElfFormatError when the file is not a little-endian ELF64 or any table lies
+ * outside the file. Machine, type and segment policy are left to checkElf.
+ */
+export function readElf(bytes: Uint8Array, limits: ElfLimits = DEFAULT_ELF_LIMITS): ElfFile {
+  const r = new ByteReader(bytes);
+  const { header, segments, shentsize } = readHeaders(r, bytes, limits);
 
   // 3. section headers and their names (SHN_XINDEX / extended numbering refused)
   const sections: ElfSection[] = [];
