@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { startServer, phpBundle, fetchApp, isAlive, childPids, admin, type TestServer } from "../helpers/server.js";
 import { execFileSync } from "node:child_process";
 
@@ -52,10 +52,12 @@ describe("pool limits: queue, response size, crashes, drain on deploy", () => {
   it("a host killed mid-request fails only its own request (502); the app recovers, other apps are untouched", async () => {
     await fetchApp(server, "slow.localhost", "/?ms=1");
     const inflight = fetchApp(server, "slow.localhost", "/?ms=3000");
-    await new Promise((r) => setTimeout(r, 300));
-    const pool = await admin(server, "GET", "/v1/pool");
-    const slow = pool.json.deployments.find((d: { app: string }) => d.app === "slow");
-    expect(slow.busy).toBe(1);
+    const slow = await vi.waitFor(async () => {
+      const pool = await admin(server, "GET", "/v1/pool");
+      const d = pool.json.deployments.find((x: { app: string }) => x.app === "slow");
+      expect(d?.busy).toBe(1);
+      return d;
+    }, { timeout: 15_000, interval: 20 });
     expect(slow.pids.length).toBe(1);
     process.kill(slow.pids[0], "SIGKILL");
     const failed = await inflight;
@@ -69,22 +71,23 @@ describe("pool limits: queue, response size, crashes, drain on deploy", () => {
     await fetchApp(server, "slow.localhost", "/?ms=1");
     const hostsBefore = hostPidsNow(server);
     const inflight = fetchApp(server, "slow.localhost", "/?ms=1500");
-    await new Promise((r) => setTimeout(r, 200));
+    // Deploy once the request runs on the old version.
+    await vi.waitFor(async () => {
+      const pool = await admin(server, "GET", "/v1/pool");
+      expect(pool.json.deployments.find((x: { app: string }) => x.app === "slow")?.busy).toBe(1);
+    }, { timeout: 15_000, interval: 20 });
     server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php echo 'v-next';" }), "--app", "slow"]);
     expect((await fetchApp(server, "slow.localhost", "/")).text).toBe("v-next");
     const old = await inflight;
     expect(old.status).toBe(200);
     expect(old.text).toBe("slept");
     // The old version's hosts exit once drained.
-    const deadline = Date.now() + 5000;
-    let stillAlive = hostsBefore.filter(isAlive);
-    while (Date.now() < deadline) {
-      const now = new Set(hostPidsNow(server));
-      stillAlive = hostsBefore.filter((p) => now.has(p));
-      if (stillAlive.length < hostsBefore.length) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(stillAlive.length).toBeLessThan(hostsBefore.length);
+    await expect
+      .poll(() => {
+        const now = new Set(hostPidsNow(server));
+        return hostsBefore.filter((p) => now.has(p)).length;
+      }, { timeout: 30_000, interval: 100 })
+      .toBeLessThan(hostsBefore.length);
   });
 });
 
@@ -92,7 +95,8 @@ describe("pool growth and idle eviction", () => {
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer(["--max-instances", "2", "--idle-ttl-ms", "2000"]);
-    server.cli(["deploy", phpBundle("grow.localhost", { "index.php": "<?php usleep(300000); echo 'ok';" }), "--app", "grow"]);
+    // Requests of 1 s: six sent at once overlap even when a loaded machine spreads their arrival.
+    server.cli(["deploy", phpBundle("grow.localhost", { "index.php": "<?php usleep(1000000); echo 'ok';" }), "--app", "grow"]);
   });
   afterAll(async () => {
     expect(await server.stop()).toBe(0);
@@ -104,17 +108,10 @@ describe("pool growth and idle eviction", () => {
     expect(results.every((r) => r.status === 200)).toBe(true);
     const stats = async () => (await admin(server, "GET", "/v1/pool")).json.deployments.find((d: { app: string }) => d.app === "grow");
     // The second instance may still be starting when the queue has drained (slow machines).
-    const grown = Date.now() + 15_000;
-    while ((await stats()).instances < 2 && Date.now() < grown) await new Promise((r) => setTimeout(r, 100));
-    expect((await stats()).instances).toBe(2);
-    const deadline = Date.now() + 12_000;
-    let s = await stats();
-    while (s.instances > 1 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 200));
-      s = await stats();
-    }
-    expect(s.instances).toBe(1);
-    expect(s.evicted).toBeGreaterThanOrEqual(1);
+    await expect.poll(async () => (await stats()).instances, { timeout: 30_000, interval: 100 }).toBe(2);
+    // Idle past the TTL (2 s): back to one.
+    await expect.poll(async () => (await stats()).instances, { timeout: 30_000, interval: 200 }).toBe(1);
+    expect((await stats()).evicted).toBeGreaterThanOrEqual(1);
     // The survivor keeps serving.
     expect((await fetchApp(server, "grow.localhost", "/")).text).toBe("ok");
   });
@@ -136,14 +133,12 @@ describe("spare hosts: a preloaded host per runtime in use, taken by the next de
     return (await admin(server, "GET", "/v1/pool")).json.spares;
   }
 
-  async function waitForSpare(runtime: string): Promise<number> {
-    const deadline = Date.now() + 20_000;
-    for (;;) {
+  function waitForSpare(runtime: string): Promise<number> {
+    return vi.waitFor(async () => {
       const s = (await spares()).ready.find((x) => x.runtime === runtime);
-      if (s !== undefined && isAlive(s.pid)) return s.pid;
-      if (Date.now() > deadline) throw new Error(`no ${runtime} spare within 20 s`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+      if (s === undefined || !isAlive(s.pid)) throw new Error(`no ${runtime} spare yet`);
+      return s.pid;
+    }, { timeout: 30_000, interval: 200 });
   }
 
   it("keeps one for PHP once a PHP app runs, hands it to the next deployment, and starts another", async () => {

@@ -1,4 +1,4 @@
-import { describe, it, expect, afterAll } from "vitest";
+import { describe, it, expect, afterAll, vi } from "vitest";
 import Database from "better-sqlite3";
 import { join } from "node:path";
 import { writeFileSync, readFileSync } from "node:fs";
@@ -16,14 +16,16 @@ async function poolOf(server: TestServer) {
   return r.json.deployments.find((d: { app: string; mode: string }) => d.app === "snap" && d.mode === "snapshot");
 }
 
-async function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** Polls `fn` until it gives a value other than undefined or false. */
+function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  return vi.waitFor(
+    async () => {
+      const v = await fn();
+      if (v === undefined || v === false) throw new Error("still waiting");
+      return v;
+    },
+    { timeout: 20_000, interval: 100 },
+  );
 }
 
 function snapshotRows(dataDir: string): Array<{ sha256: string; engine_build: string; memory_bytes: number }> {
