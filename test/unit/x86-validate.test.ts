@@ -723,10 +723,21 @@ describe("zerocell validate PATH", () => {
       writeFileSync(join(dir, "zerocell.toml"), 'runtime = "x86"\n\n[x86]\nprogram = "bin/app"\n');
       expect(readProgram(dir)).toMatchObject({ path: join(dir, "bin", "app") });
       expect(readProgram(join(dir, "bin", "app")).bytes.length).toBe(program("hello").length);
-      writeFileSync(join(dir, "zerocell.toml"), '[x86]\nprogram = "../../etc/passwd"\n');
-      expect(() => readProgram(dir)).toThrow(/must be a path inside the bundle/);
+      // the manifest goes through the project's parser, as at deploy: its default, its errors, deploy's path rule
+      writeFileSync(join(dir, "zerocell.toml"), 'runtime = "x86"\n');
+      expect(readProgram(dir)).toMatchObject({ path: join(dir, "bin", "app") });
+      for (const program of ["../../etc/passwd", "/bin/app", "bin/../bin/app"]) {
+        writeFileSync(join(dir, "zerocell.toml"), `runtime = "x86"\n[x86]\nprogram = "${program}"\n`);
+        expect(() => readProgram(dir)).toThrow(/zerocell\.toml: manifest: x86\.program: .* must be a relative path inside the bundle/);
+      }
       writeFileSync(join(dir, "zerocell.toml"), 'runtime = "php"\n');
-      expect(() => readProgram(dir)).toThrow(/has no \[x86\] program/);
+      expect(() => readProgram(dir)).toThrow(/zerocell\.toml: manifest: runtime: the x86 engine cannot run "php"/);
+      writeFileSync(join(dir, "zerocell.toml"), '[x86]\nprogram = "bin/app"\n');
+      expect(() => readProgram(dir)).toThrow(expect.objectContaining({ code: "manifest_invalid", message: expect.stringMatching(/zerocell\.toml: manifest: runtime/) }));
+      writeFileSync(join(dir, "zerocell.toml"), 'runtime = "x86"\n[x86]\nprogam = "bin/app"\n');
+      expect(() => readProgram(dir)).toThrow(/x86\.progam/);
+      rmSync(join(dir, "zerocell.toml"));
+      expect(() => readProgram(dir)).toThrow(/is a directory without a readable zerocell\.toml/);
       expect(() => readProgram(join(dir, "bin", "app"), 100)).toThrow(/over the limit of 100/);
     } finally {
       rmSync(dir, { recursive: true, force: true });

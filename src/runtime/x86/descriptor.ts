@@ -7,37 +7,15 @@ import { createHash } from "node:crypto";
 import type { BundleImage, Manifest } from "../../bundle/index.js";
 import { BundleError } from "../../errors.js";
 import { ElfLoadError, parseStaticElf } from "./elf-load.js";
+import { programEntry, x86Section } from "./program.js";
 import { assertValidProgram } from "./validate.js";
+
+export { programEntry, x86Section, type X86ManifestSection } from "./program.js";
 
 /** Bump when anything that shapes a snapshot changes (layout, stack, syscall state). */
 export const ENGINE_REVISION = "x86-1";
 /** The Unicorn build snapshots are made with (Debian bookworm libunicorn2). */
 const UNICORN_BUILD = "libunicorn2-2.0.1.post1";
-/** The [x86] table of the manifest (not in the Manifest type yet: `x86: { program }`). */
-export interface X86ManifestSection {
-  program: string;
-}
-
-export function x86Section(manifest: Manifest): X86ManifestSection | undefined {
-  const x = (manifest as unknown as { x86?: { program?: unknown } }).x86;
-  if (x === undefined || typeof x.program !== "string") return undefined;
-  return { program: x.program };
-}
-
-export function programEntry(manifest: Manifest, image: BundleImage): { path: string; bytes: Buffer } {
-  if ((manifest.runtime as string) !== "x86") throw new BundleError("manifest_invalid", `manifest: runtime: the x86 engine cannot run "${manifest.runtime}"`);
-  const sec = x86Section(manifest);
-  if (sec === undefined) throw new BundleError("manifest_invalid", "manifest: x86.program: is required (the bundle path of a static x86-64 ELF)", { details: { field: "x86.program" } });
-  const path = sec.program.replace(/^\.\//, "");
-  if (path === "" || path.startsWith("/") || path.split("/").some((s) => s === ".." || s === "")) {
-    throw new BundleError("manifest_invalid", `manifest: x86.program: ${JSON.stringify(sec.program)} must be a relative path inside the bundle`, { details: { field: "x86.program" } });
-  }
-  const entry = image.entries.find((e) => e.path === path);
-  if (entry === undefined || entry.kind !== "file" || entry.data === undefined) {
-    throw new BundleError("manifest_invalid", `manifest: x86.program: ${JSON.stringify(path)} is not a file in the bundle`, { details: { field: "x86.program" } });
-  }
-  return { path, bytes: entry.data };
-}
 
 /** Deploy-time checks: the program is a file of the bundle, loads as a static ELF, validates. */
 export function validateX86Bundle(manifest: Manifest, image: BundleImage): void {

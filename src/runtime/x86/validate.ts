@@ -11,10 +11,7 @@
  * indirect jump to a computed address inside an instruction, and code written at run time.
  * docs/x86-sandbox.md has the policy table and the reasoning.
  */
-import { readFileSync, statSync } from "node:fs";
-import { isAbsolute, join, normalize, sep } from "node:path";
 import type * as Iced from "iced-x86";
-import { parse as parseToml } from "smol-toml";
 import { BundleError } from "../../errors.js";
 import {
   checkElf,
@@ -39,6 +36,8 @@ type Formatter = Iced.Formatter;
 type Instruction = Iced.Instruction;
 
 export { X86_POLICY, ruleById, ruleForCode, type X86PolicyRule } from "./policy.js";
+/** `zerocell validate PATH` reads its program through the manifest parser (program.ts). */
+export { readProgram } from "./program.js";
 
 /** Limits of one validation; sizes in bytes, counts in entries. */
 export interface X86ValidateLimits extends ElfLimits {
@@ -1162,34 +1161,6 @@ export function formatReport(r: ValidationReport): string {
   const st = r.stats;
   lines.push("", `${st.instructions} instructions in ${st.textBytes} bytes of code, validated in ${st.ms.toFixed(1)} ms (${st.mbPerS} MB/s)`);
   return lines.join("\n") + "\n";
-}
-
-/**
- * The program `zerocell validate PATH` means: PATH itself, or, for a bundle directory, the file
- * named by `program` in the `[x86]` table of its zerocell.toml (relative, inside the bundle).
- * The size is checked before the file is read.
- */
-export function readProgram(path: string, maxFileBytes = DEFAULT_ELF_LIMITS.maxFileBytes): { path: string; bytes: Uint8Array } {
-  let file = path;
-  if (statSync(path).isDirectory()) {
-    const manifestPath = join(path, "zerocell.toml");
-    let manifest: Record<string, unknown>;
-    try {
-      manifest = parseToml(readFileSync(manifestPath, "utf8")) as Record<string, unknown>;
-    } catch (e) {
-      throw new BundleError("x86_program_missing", `x86.validate: ${path} is a directory without a readable zerocell.toml (${(e as Error).message})`, { cause: e });
-    }
-    const x86 = manifest.x86;
-    const program = typeof x86 === "object" && x86 !== null ? (x86 as Record<string, unknown>).program : undefined;
-    if (typeof program !== "string" || program === "") throw new BundleError("x86_program_missing", `x86.validate: ${manifestPath} has no [x86] program = "bin/app"`);
-    const rel = normalize(program);
-    if (isAbsolute(program) || rel === ".." || rel.startsWith(`..${sep}`)) throw new BundleError("x86_program_missing", `x86.validate: [x86] program "${program}" must be a path inside the bundle`);
-    file = join(path, rel);
-  }
-  const st = statSync(file);
-  if (!st.isFile()) throw new BundleError("x86_program_missing", `x86.validate: ${file} is not a file`);
-  if (st.size > maxFileBytes) throw new BundleError("x86_elf_invalid", `x86.elf: ${file} is ${st.size} bytes, over the limit of ${maxFileBytes}`);
-  return { path: file, bytes: readFileSync(file) };
 }
 
 /** Instruction starts of a program's code, for counting executed instructions per block. */
