@@ -4,7 +4,7 @@
  * tenant's answers about another account's resources are those of resources that do not exist;
  * tenants never see host pids.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import Database from "better-sqlite3";
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
@@ -75,11 +75,7 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
     expect((await fetchApp(server, "alice.localhost", "/k/1")).text).toBe("ok");
     expect((await fetchApp(server, "bob.localhost", "/k/1")).text).toBe("ok");
     // Usage for bob, then a closed invoice of bob's.
-    const deadline = Date.now() + 5000;
-    while ((await admin(server, "GET", "/v1/usage?account=bob")).json.usage.length === 0) {
-      if (Date.now() > deadline) throw new Error("bob's usage never appeared");
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await vi.waitFor(async () => expect((await admin(server, "GET", "/v1/usage?account=bob")).json.usage.length, "bob's usage").toBeGreaterThan(0), { timeout: 20_000, interval: 50 });
     const closed = await admin(server, "POST", "/v1/invoices/close", json({ period: new Date().toISOString().slice(0, 7) }));
     expect(closed.status).toBe(200);
     bobInvoiceId = closed.json.created.find((i: { accountId: string }) => i.accountId === bobAccountId).id;

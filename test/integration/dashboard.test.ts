@@ -2,7 +2,7 @@
  * The billing dashboard (GET /dashboard on the admin listener) in real Chromium: what a person
  * sees after deploying an app, sending it traffic and closing the period.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,7 +11,15 @@ import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { startServer, phpBundle, fetchApp, admin, cleanup, CLI, ROOT, type TestServer } from "../helpers/server.js";
 
 const SHOTS = join(ROOT, "test", "fixtures", "build");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits until the app's usage counts `requests` requests (records are written in batches). */
+async function waitUsage(server: TestServer, app: string, requests: number): Promise<void> {
+  // vi.waitFor, not expect.poll: this runs in beforeAll.
+  await vi.waitFor(async () => {
+    const r = await admin(server, "GET", `/v1/usage?app=${app}`);
+    const n = (r.json.usage ?? []).reduce((sum: number, u: { requests: number }) => sum + u.requests, 0);
+    expect(n, `usage of ${app}`).toBeGreaterThanOrEqual(requests);
+  }, { timeout: 20_000, interval: 50 });
+}
 const usd = (minor: number, currency: string) => new Intl.NumberFormat("en-US", { style: "currency", currency: currency.toUpperCase() }).format(minor / 100);
 /** "$1,234.56" / "€0.07" → minor units, from the text a person reads. */
 const parseMoney = (text: string) => Math.round(Number(text.replace(/[^0-9.-]/g, "")) * 100);
@@ -51,7 +59,7 @@ describe("billing dashboard in a real browser", () => {
     bundles.push(app);
     server.cli(["deploy", app, "--app", "dash"]);
     for (let i = 0; i < 10; i++) expect((await fetchApp(server, "dash.localhost", "/")).status).toBe(200);
-    await sleep(500); // usage is flushed every 100 ms
+    await waitUsage(server, "dash", 10);
     const closed = await admin(server, "POST", "/v1/invoices/close", { body: JSON.stringify({ period }), contentType: "application/json" });
     expect(closed.status).toBe(200);
     expect(closed.json.created).toHaveLength(1);
@@ -70,7 +78,7 @@ describe("billing dashboard in a real browser", () => {
     bundles.push(acmeApp);
     execFileSync(process.execPath, [CLI, "deploy", acmeApp, "--app", "acme-shop"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: acmeToken, ZEROCELL_DATA: "" } });
     for (let i = 0; i < 12; i++) expect((await fetchApp(server, "acme.localhost", "/")).status).toBe(200);
-    await sleep(500);
+    await waitUsage(server, "acme-shop", 12);
 
     userDataDir = mkdtempSync(join(tmpdir(), "zc-chromium-"));
     context = await chromium.launchPersistentContext(userDataDir, {

@@ -5,7 +5,7 @@
  * hosts, list processes, write files, reach the network, eat the machine's memory).
  * Needs root (CI runs as root); skipped otherwise.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { spawnSync } from "node:child_process";
 import { readFileSync, readlinkSync, existsSync, rmdirSync } from "node:fs";
 import net from "node:net";
@@ -150,16 +150,25 @@ describe.skipIf(!isRoot)("host-realm code inside the wrappers (what an escaped g
   it("dies with its wrapper: a SIGKILL of the wrapper the gateway holds kills the host (parent-death signal survives the uid change)", async () => {
     const argv = spawnMod.isolatedCommand(isolation, [process.execPath, "-e", "setInterval(() => {}, 1000)"]);
     const child = (await import("node:child_process")).spawn(argv[0]!, argv.slice(1), { stdio: "ignore", env: {} });
-    await new Promise((r) => setTimeout(r, 500));
-    const inner = childPids(child.pid!);
-    expect(inner.length).toBeGreaterThan(0);
+    const inner = await vi.waitFor(() => {
+      const pids = childPids(child.pid!);
+      // Until the guest node itself runs (the wrappers exec their way down to it).
+      const cmdline = (pid: number) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8");
+        } catch {
+          return "";
+        }
+      };
+      expect(pids.some((p) => cmdline(p).includes("setInterval"))).toBe(true);
+      return pids;
+    }, { timeout: 15_000, interval: 50 });
     child.kill("SIGKILL");
-    await new Promise((r) => setTimeout(r, 500));
     // Dead (a zombie of the machine's init at worst: killed, holding no memory).
-    for (const pid of inner) {
-      const state = existsSync(`/proc/${pid}/status`) ? /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] : "gone";
-      expect(["Z", "gone"]).toContain(state);
-    }
+    const state = (pid: number) => (existsSync(`/proc/${pid}/status`) ? /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] : "gone");
+    await vi.waitFor(() => {
+      for (const pid of inner) expect(["Z", "gone"], `pid ${pid}`).toContain(state(pid));
+    }, { timeout: 15_000, interval: 50 });
   });
 
   it("cannot take more memory than its ceiling: the kernel kills it, not the machine", () => {

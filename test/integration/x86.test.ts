@@ -41,7 +41,7 @@ describe("native x86-64 CGI apps through the platform", () => {
           .all(before) as Array<{ instructions: number | null; cpu_us: number | null; wall_us: number }>;
       // Usage is flushed every 100 ms; a loaded machine may take longer: wait for the three, then
       // make sure no fourth arrives.
-      await expect.poll(() => select().length, { timeout: 5_000, interval: 50 }).toBe(3);
+      await expect.poll(() => select().length, { timeout: 20_000, interval: 50 }).toBe(3);
       await new Promise((r) => setTimeout(r, 200));
       const rows = select();
       expect(rows.length).toBe(3);
