@@ -7,7 +7,8 @@ import { execFileSync } from "node:child_process";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { decodeImage, encodeImage } from "../../src/bundle/index.js";
 import type { EngineInstance } from "../../src/runtime/engine.js";
-import { X86Engine, cgiEnvironment, parseCgiResponse, runProgram, type X86Usage } from "../../src/runtime/x86/index.js";
+import { X86Engine, cgiEnvironment, parseCgiResponse, runProgram, SYS_ZEROCELL_READY, type X86Usage } from "../../src/runtime/x86/index.js";
+import { SYS, SYSCALLS } from "../../src/runtime/x86/syscalls/index.js";
 import { request } from "../contract/engine.contract.js";
 
 import { x86Fixture, x86Manifest, x86Image } from "../helpers/x86.js";
@@ -61,6 +62,18 @@ describe("x86 CGI glue", () => {
     for (const bad of ["", "hello world", "Content-Type: text/plain", "X-Only: 1\n\nbody", "Status: 99\n\n", "Status: abc\n\n", "Bad Header: 1\n\n", "Content-Type: a\x01b\n\n", ": x\n\n", "\n\nbody"]) {
       expect(parseCgiResponse(Buffer.from(bad)).ok, JSON.stringify(bad)).toBe(false);
     }
+  });
+});
+
+describe("x86 system call table", () => {
+  it("gives every named number one handler, the Linux x86-64 numbers where zerocell answers them", () => {
+    const numbers = Object.values(SYS);
+    expect(new Set(numbers).size).toBe(numbers.length); // a repeated number would drop a handler
+    expect(SYSCALLS.size).toBe(numbers.length);
+    for (const nr of numbers) expect(typeof SYSCALLS.get(nr)).toBe("function");
+    expect([SYS.read, SYS.write, SYS.openat, SYS.mmap, SYS.exit_group, SYS.getrandom]).toEqual([0, 1, 257, 9, 231, 318]);
+    expect(SYS_ZEROCELL_READY).toBe(0x5a0ce11);
+    for (const absent of [56, 57, 59, 101, 202, 273, 334]) expect(SYSCALLS.has(absent)).toBe(false); // clone, fork, execve, ptrace, futex, set_robust_list, rseq: ENOSYS
   });
 });
 
