@@ -223,8 +223,8 @@ describe("PHP walls through the platform", () => {
     sampling = false;
     await sampler;
     expect(res.status, res.text.slice(0, 500)).toBe(502);
+    // Stopped while it writes (the RSS bound below), not after buffering 2 GiB.
     expect(res.text).toContain("response_too_large");
-    expect(ms).toBeLessThan(5000);
     const peak = Math.max(...rss.values());
     expect(peak, `peak host RSS ${(peak / 2 ** 20).toFixed(0)} MiB`).toBeLessThan(LIMIT + 400 * 2 ** 20);
     console.log(`output flood: 502 after ${ms} ms; peak host RSS ${(peak / 2 ** 20).toFixed(0)} MiB over ${rss.size} hosts (largest before: ${(baseline / 2 ** 20).toFixed(0)} MiB)`);

@@ -55,14 +55,13 @@ describe("x86 hostile: response floods are stopped while the guest writes", () =
   };
   afterAll(() => instances.forEach((i) => i.dispose()));
 
-  it("1 MiB blocks forever → response_too_large (502) at spec.maxResponseBytes, quickly", async () => {
+  it("1 MiB blocks forever → response_too_large (502) at spec.maxResponseBytes, not at the 30 s timeout", async () => {
     const inst = await instance(4 * MiB);
     for (const path of ["/blocks", "/dup"]) {
-      const t0 = performance.now();
       const r = await outcome(inst, path);
+      // Stopped while it writes: a guest that ran on would end at timeout_ms with another code.
       expect(r, path).toMatchObject({ code: "response_too_large", status: 502 });
       expect("message" in r && r.message).toMatch(/more than 4194304 bytes/);
-      expect(performance.now() - t0).toBeLessThan(5000);
     }
     // The instance still answers after the stop (and its reset).
     expect(await outcome(inst, "/size/5")).toEqual({ status: 200, body: "xxxxx" });
