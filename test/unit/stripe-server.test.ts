@@ -259,7 +259,8 @@ describe("stripe-server: failure injection", () => {
     const err2 = await stripe.customers.create({}, { idempotencyKey: "after-429" }).catch((e: unknown) => e);
     expect(err2).toBeInstanceOf(Stripe.errors.StripeRateLimitError);
     const ok = await stripe.customers.create({}, { idempotencyKey: "after-429" });
-    expect(srv.state.customers.get(ok.id)).toBeDefined();
+    expect(srv.state.customers.get(ok.id)).toMatchObject({ id: ok.id, object: "customer" });
+    expect(srv.state.customers.size).toBe(1);
   });
 
   it("startStripeServer({ failNext }) pre-arms failures", async () => {
