@@ -21,7 +21,7 @@ export function x86Section(manifest: Manifest): X86ManifestSection | undefined {
 }
 
 /** The program's path inside the bundle ("bin/app"): relative, no "..", no empty segment. */
-export function programPath(manifest: Manifest): string {
+export function resolveProgramPath(manifest: Manifest): string {
   if ((manifest.runtime as string) !== "x86") throw new BundleError("manifest_invalid", `manifest: runtime: the x86 engine cannot run "${manifest.runtime}"`);
   const sec = x86Section(manifest);
   if (sec === undefined) throw new BundleError("manifest_invalid", "manifest: x86.program: is required (the bundle path of a static x86-64 ELF)", { details: { field: "x86.program" } });
@@ -34,7 +34,7 @@ export function programPath(manifest: Manifest): string {
 
 /** The program's bytes in a deployed bundle. */
 export function programEntry(manifest: Manifest, image: BundleImage): { path: string; bytes: Buffer } {
-  const path = programPath(manifest);
+  const path = resolveProgramPath(manifest);
   const entry = image.entries.find((e) => e.path === path);
   if (entry === undefined || entry.kind !== "file" || entry.data === undefined) {
     throw new BundleError("manifest_invalid", `manifest: x86.program: ${JSON.stringify(path)} is not a file in the bundle`, { details: { field: "x86.program" } });
@@ -59,7 +59,7 @@ export function readProgram(path: string, maxFileBytes = DEFAULT_ELF_LIMITS.maxF
       throw new BundleError("x86_program_missing", `x86.validate: ${path} is a directory without a readable ${MANIFEST_FILE} (${(e as Error).message})`, { cause: e });
     }
     try {
-      file = join(path, programPath(parseManifest(text)));
+      file = join(path, resolveProgramPath(parseManifest(text)));
     } catch (e) {
       if (e instanceof BundleError) throw new BundleError(e.code, `x86.validate: ${manifestPath}: ${e.message}`, { cause: e, details: e.details });
       throw e;

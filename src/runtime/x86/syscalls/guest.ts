@@ -47,7 +47,7 @@ export function i32(v: bigint): number {
   return Number(BigInt.asIntN(32, v));
 }
 
-/** A guest address or length as a JS number (undefined when above 2^53). */
+/** A guest address or length as a JS number (Number.MAX_SAFE_INTEGER when above 2^53: no guest range is that large, so a check against guest memory refuses it). */
 export function num(v: bigint): number {
   return v > 0x1f_ffff_ffff_ffffn ? Number.MAX_SAFE_INTEGER : Number(v);
 }
