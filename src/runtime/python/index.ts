@@ -5,7 +5,7 @@
  *  1. realm.ts/inner.ts: Pyodide runs in a node:vm context whose global holds only shims defined
  *     inside it (no process/require/fetch/WebSocket, eval and Function(string) off); the host
  *     crosses into it only through functions captured at boot, with primitives.
- *  2. driver.ts: `js`, `pyodide_js`, the FFI functions and ctypes are removed from Python before
+ *  2. driver.py: `js`, `pyodide_js`, the FFI functions and ctypes are removed from Python before
  *     the app is imported, and the JS objects Python-side proxies pointed at are swapped for
  *     empty ones.
  *  3. The host process (src/runtime/host) adds Node's permission model, an empty network

@@ -1,7 +1,10 @@
 /**
  * The JavaScript that runs INSIDE the Python sandbox realm (a node:vm context with nothing of the
- * host in it), as source text. It is compiled by realm.ts with vm.Script into that context, so
- * every object and function it creates belongs to the sandbox realm, never to the host.
+ * host in it). It is written here as one self-contained function, type-checked with the rest of
+ * src/, and never called in the host: realm.ts compiles its source text
+ * (`Function.prototype.toString`, INNER_SOURCE) with vm.Script into that context — as it did when
+ * it was a string — so every object and function it creates belongs to the sandbox realm.
+ * (vm.Script compiles under --disallow-code-generation-from-strings; eval/Function would not.)
  *
  * It receives one host object, `bridge`, and keeps only the bridge's functions in closures (the
  * object itself is never stored where sandbox code could find it). Every bridge call goes
@@ -13,7 +16,9 @@
  * that are not primitives are copied with host builtins. See docs/python-sandbox.md.
  *
  * Must never: store a bridge function or any host value on an object reachable from the
- * sandbox's global, pass a host error through, or create a sloppy-mode function.
+ * sandbox's global, pass a host error through, or create a sloppy-mode function. Nothing from
+ * outside the function may be used in it but globals every realm has (its own, there) and
+ * types: this module holds no other value and imports nothing.
  */
 
 /** What the kit returns to the host (sandbox-realm values; the host only calls these functions). */
@@ -30,9 +35,12 @@ export interface InnerKit {
   bindDriver(): string;
   /** Calls a driver entry point: "begin" | "run" | "load" | "presnap" | "seal"; primitives only. */
   call(name: string, a: string | number, b: string | number): string | number;
-  sbrkTop(): number;
-  memory(): WebAssembly.Memory;
-  stackPointer(): WebAssembly.Global;
+  /** The allocator's top (sbrk), 0 before boot. */
+  sbrkTop(): number | undefined;
+  /** null before boot. */
+  memory(): WebAssembly.Memory | null;
+  /** null before boot. */
+  stackPointer(): WebAssembly.Global | null;
   memoryBytes(): number;
   /** Caps the wasm heap (bytes); growth past it fails (Python MemoryError). */
   setHeapCap(bytes: number): void;
@@ -65,46 +73,215 @@ export interface InnerKit {
   touched(): string;
 }
 
-export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
+/**
+ * The host functions the realm may call (realm.ts builds them). They take primitives or
+ * sandbox-realm typed arrays, checked on the host side, and return primitives.
+ */
+export interface RealmBridge {
+  log(stream: unknown, text: unknown): void;
+  /** Bytes of a Pyodide file or of the app image's i-th file ("image:<i>"); -1 if none. */
+  fileSize(name: unknown): number;
+  /** Copies that file into a sandbox Uint8Array of exactly its size. */
+  fileInto(name: unknown, dst: unknown): void;
+  /** Pyodide's lock file (the only text file the loader reads), else undefined. */
+  fileText(name: unknown): string | undefined;
+  random(dst: unknown): void;
+  now(): number;
+  timeOrigin(): number;
+  /** decode(0, label, ...) checks a label and returns its encoding name ("" if unknown). */
+  decode(view: unknown, label: unknown, fatal: unknown, ignoreBOM: unknown): string;
+  utf8Length(s: unknown): number;
+  encodeInto(s: unknown, dst: unknown): number;
+  /** Runs a sandbox callback later, once (boot-time timers only). */
+  timer(fn: unknown, ms: unknown): void;
+}
+
+/** Boot options, as JSON into the sandbox. */
+export interface BootOptions {
+  heapCap: number;
+  /** Memory size to grow to before Emscripten builds its views (snapshot loads). */
+  memoryBytes?: number;
+  env: Record<string, string>;
+  /** Tests only: put Pyodide's internals on the sandbox global (a guest that broke in). */
+  exposeForTests?: boolean;
+  /** [relPath, kind, mode, size | symlink target, image index] */
+  files: Array<[string, string, number, number | string, number]>;
+}
+
+// ---- the shapes of Emscripten's and Pyodide's objects, as far as the realm code uses them ----
+
+interface FsNode {
+  mode: number;
+  atime: number;
+  mtime: number;
+  ctime: number;
+  usedBytes?: number;
+  contents: Record<string, FsNode>;
+}
+interface FsStream {
+  fd: number;
+  node: FsNode;
+  position: number;
+  flags: number;
+}
+interface FsStat {
+  mode: number;
+  size: number;
+}
+type WriteOp = (this: unknown, stream: FsStream, buffer: unknown, offset: number, length: number, position: number | undefined, canOwn: boolean) => number;
+type SetattrOp = (this: unknown, node: FsNode, attr: unknown) => void;
+type RenameOp = (this: unknown, oldNode: FsNode, newDir: FsNode, newName: string) => void;
+type ResizeOp = (this: unknown, node: FsNode, newSize: number) => void;
+interface MemfsOps {
+  node: { setattr: SetattrOp; rename: RenameOp };
+  stream: { write: WriteOp };
+}
+/** Emscripten's FS (Pyodide's Module.FS). */
+interface EmFs {
+  ErrnoError: new (errno: number) => Error;
+  filesystems: {
+    MEMFS: {
+      ops_table: { dir: MemfsOps; file: MemfsOps; link: MemfsOps; chrdev: MemfsOps };
+      stream_ops: { write: WriteOp };
+      node_ops: { setattr: SetattrOp };
+      resizeFileStorage: ResizeOp;
+    };
+  };
+  streams: Array<FsStream | null>;
+  currentPath: string;
+  nextInode: number;
+  readdir(path: string): string[];
+  lstat(path: string): FsStat;
+  isDir(mode: number): boolean;
+  isFile(mode: number): boolean;
+  isLink(mode: number): boolean;
+  getPath(node: FsNode): string;
+  lookupPath(path: string): { node: FsNode };
+  mkdirTree(path: string): void;
+  writeFile(path: string, data: Uint8Array, opts: { canOwn: boolean }): void;
+  readFile(path: string): Uint8Array;
+  symlink(target: string, path: string): void;
+  chmod(path: string, mode: number): void;
+  rmdir(path: string): void;
+  unlink(path: string): void;
+  close(stream: FsStream): void;
+}
+/** Pyodide's Emscripten module. */
+interface PyModule {
+  FS: EmFs;
+  __hiwire_get(i: number): unknown;
+  __hiwire_set(i: number, v: unknown): void;
+  __hiwire_immortal_get(i: number): unknown;
+}
+interface PyApi {
+  config: { BUILD_ID: string; _loadSnapshot?: Uint8Array };
+}
+/** What loadPyodide resolves to. */
+interface Pyodide {
+  _module: PyModule;
+  _api: PyApi;
+  runPython(code: string): unknown;
+}
+interface PyodideConfig {
+  indexURL: string;
+  createPyodideModule: (settings: unknown) => unknown;
+  jsglobals: object;
+  env: Record<string, string>;
+  args: string[];
+  stdin: () => null;
+  stdout: (s: unknown) => void;
+  stderr: (s: unknown) => void;
+  checkAPIVersion: boolean;
+  fsInit: (fs: EmFs) => Promise<void>;
+  _loadSnapshot?: Uint8Array;
+}
+/** A wasm import as Emscripten builds them (`sig` is read by its dynamic linking). */
+type WasmImport = ((...args: number[]) => unknown) & { sig?: string };
+interface WasmExports {
+  memory: WebAssembly.Memory;
+  __stack_pointer: WebAssembly.Global;
+  emscripten_get_sbrk_ptr: () => number;
+}
+type Instantiate = (src: unknown, imports?: { env?: Record<string, WasmImport> }) => Promise<{ instance: { exports: WasmExports } }>;
+/** The realm's WebAssembly namespace, writable where the realm code replaces or deletes things. */
+interface RealmWasm {
+  instantiate: Instantiate;
+  compileStreaming?: unknown;
+  instantiateStreaming?: unknown;
+  Memory: typeof WebAssembly.Memory;
+  Global: typeof WebAssembly.Global;
+  Table: typeof WebAssembly.Table;
+}
+/** The realm's global object: the shims it defines, and Pyodide's loader while it boots. */
+interface RealmGlobal {
+  [name: string]: unknown;
+  __zcCreate(settings: unknown): unknown;
+  loadPyodide(config: PyodideConfig): Promise<Pyodide>;
+}
+/** The driver's dispatcher (a PyProxy of `__zerocell__.entry`). */
+type DriverEntry = (name: string, a: string | number, b: string | number) => unknown;
+interface SavedState {
+  table: unknown[];
+  dedup: Map<unknown, unknown> | null;
+  dedupEntries: Array<[unknown, unknown]>;
+  immortalCount: number;
+  streams: Array<[number, FsStream, number, number]>;
+  streamCount: number;
+  cwd: string;
+  nextInode: number;
+  attrs: Array<[FsNode, number, number, number, number]>;
+}
+interface Quota {
+  dir: string;
+  quota: number;
+  bound: number;
+}
+
+/**
+ * Never called in the host (it would install the shims on the host's global): only its source
+ * text leaves this module, INNER_SOURCE below. Types, `as` and `!` are erased by the compiler,
+ * so they change nothing in what runs in the realm.
+ */
+function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
   "use strict";
-  const G = globalThis;
+  const G = globalThis as unknown as RealmGlobal;
   // Intrinsics captured before any other code of this realm runs.
   const ObjectC = Object, ErrorC = Error, TypeErrorC = TypeError, RangeErrorC = RangeError;
   const U8 = Uint8Array, MapC = Map, PromiseC = Promise, JSONC = JSON, ReflectC = Reflect;
   const freeze = Object.freeze, create = Object.create, defineProperty = Object.defineProperty;
   const isView = ArrayBuffer.isView;
-  const WA = WebAssembly;
-  const origInstantiate = WebAssembly.instantiate;
+  const WA = WebAssembly as unknown as RealmWasm;
+  const origInstantiate = WebAssembly.instantiate as unknown as Instantiate;
 
   // Host functions, kept only in this closure.
   const hLog = bridge.log, hFileSize = bridge.fileSize, hFileInto = bridge.fileInto, hFileText = bridge.fileText;
   const hRandom = bridge.random, hNow = bridge.now, hTimeOrigin = bridge.timeOrigin;
   const hDecode = bridge.decode, hUtf8Length = bridge.utf8Length, hEncodeInto = bridge.encodeInto;
   const hTimer = bridge.timer;
-  bridge = undefined;
+  bridge = undefined as never; // the object itself is not kept
 
-  function messageOf(e) {
+  function messageOf(e: unknown): string {
     try {
-      if (e !== null && typeof e === "object" && typeof e.message === "string") return e.message;
+      if (e !== null && typeof e === "object" && typeof (e as { message?: unknown }).message === "string") return (e as { message: string }).message;
     } catch (_) {}
     return "host call failed";
   }
   // Every host call: a host exception never crosses; results must be primitives.
-  function call(f, a, b, c, d) {
-    let r;
-    try { r = f(a, b, c, d); } catch (e) { throw new ErrorC(messageOf(e)); }
+  function call(f: (...args: never[]) => unknown, a?: unknown, b?: unknown, c?: unknown, d?: unknown): string | number | boolean | null | undefined {
+    let r: unknown;
+    try { r = (f as (...args: unknown[]) => unknown)(a, b, c, d); } catch (e) { throw new ErrorC(messageOf(e)); }
     const t = typeof r;
     if (r !== undefined && r !== null && t !== "string" && t !== "number" && t !== "boolean") throw new ErrorC("host returned a non-primitive");
-    return r;
+    return r as string | number | boolean | null | undefined;
   }
-  function text(v) {
+  function text(v: unknown): string {
     if (typeof v === "string") return v;
     try {
       if (v instanceof ErrorC) return String(v.stack || v.message);
       return String(v);
     } catch (_) { return "?"; }
   }
-  function logParts(stream, parts) {
+  function logParts(stream: string, parts: unknown[]): void {
     let s = "";
     for (let i = 0; i < parts.length; i++) s += (i === 0 ? "" : " ") + text(parts[i]);
     call(hLog, stream, s);
@@ -112,20 +289,20 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
 
   // ---- the realm's globals: only what Emscripten and Pyodide need, all defined here ----
   const consoleObj = freeze({
-    log: (...a) => logParts("stdout", a), info: (...a) => logParts("stdout", a),
-    warn: (...a) => logParts("stderr", a), error: (...a) => logParts("stderr", a),
+    log: (...a: unknown[]) => logParts("stdout", a), info: (...a: unknown[]) => logParts("stdout", a),
+    warn: (...a: unknown[]) => logParts("stderr", a), error: (...a: unknown[]) => logParts("stderr", a),
     debug: () => {}, trace: () => {},
   });
   defineProperty(G, "console", { value: consoleObj, writable: true, configurable: true });
   // Emscripten takes its web-worker code paths (crypto.getRandomValues, no node:fs, no child_process).
   G.WorkerGlobalScope = function WorkerGlobalScope() {};
   // Pyodide's loader takes its "shell" paths: read/readbuffer/load give it its own files only.
-  G.read = function read(p) {
+  G.read = function read(p: unknown): string {
     const s = call(hFileText, String(p));
     if (typeof s !== "string") throw new ErrorC("no such file: " + String(p));
     return s;
   };
-  G.readbuffer = function readbuffer(p) {
+  G.readbuffer = function readbuffer(p: unknown): ArrayBuffer {
     const n = call(hFileSize, String(p));
     if (typeof n !== "number" || n < 0) throw new ErrorC("no such file: " + String(p));
     const u = new U8(n);
@@ -134,10 +311,10 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
   };
   G.load = function load() { throw new ErrorC("load() is not available in the sandbox"); };
   // import() in Pyodide's sources is rewritten to this: a host error must never come back.
-  G.__zcImport = function (s) { return PromiseC.reject(new ErrorC("import() is not available in the sandbox")); };
+  G.__zcImport = function (_s: unknown) { return PromiseC.reject(new ErrorC("import() is not available in the sandbox")); };
   G.performance = freeze({ now: () => call(hNow), timeOrigin: call(hTimeOrigin) });
   G.crypto = freeze({
-    getRandomValues(a) {
+    getRandomValues(a: ArrayBufferView): ArrayBufferView {
       if (!isView(a)) throw new TypeErrorC("getRandomValues: not a typed array");
       if (a.byteLength > 65536) throw new RangeErrorC("getRandomValues: more than 65536 bytes");
       call(hRandom, a);
@@ -146,24 +323,24 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
   });
   class TextEncoder {
     get encoding() { return "utf-8"; }
-    encode(s) {
+    encode(s?: unknown): Uint8Array {
       s = s === undefined ? "" : String(s);
-      const out = new U8(call(hUtf8Length, s));
+      const out = new U8(call(hUtf8Length, s) as number);
       call(hEncodeInto, s, out);
       return out;
     }
-    encodeInto(s, dst) {
+    encodeInto(s: unknown, dst: Uint8Array): { read: number; written: number } {
       s = String(s);
       if (!(dst instanceof U8)) throw new TypeErrorC("encodeInto: not a Uint8Array");
       const all = this.encode(s);
       const n = Math.min(all.length, dst.length);
       dst.set(all.subarray(0, n));
-      return { read: n === all.length ? s.length : 0, written: n };
+      return { read: n === all.length ? (s as string).length : 0, written: n };
     }
   }
   class TextDecoder {
-    #enc; #fatal; #bom;
-    constructor(label, opts) {
+    #enc: string; #fatal: boolean; #bom: boolean;
+    constructor(label?: unknown, opts?: { fatal?: boolean; ignoreBOM?: boolean }) {
       const l = label === undefined ? "utf-8" : String(label);
       this.#fatal = !!(opts && opts.fatal);
       this.#bom = !!(opts && opts.ignoreBOM);
@@ -174,26 +351,26 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     get encoding() { return this.#enc; }
     get fatal() { return this.#fatal; }
     get ignoreBOM() { return this.#bom; }
-    decode(input) {
+    decode(input?: unknown): string {
       if (input === undefined) return "";
-      let v;
+      let v: Uint8Array;
       if (input instanceof ArrayBuffer) v = new U8(input);
       else if (isView(input)) v = new U8(input.buffer, input.byteOffset, input.byteLength);
       else throw new TypeErrorC("TextDecoder.decode: not a buffer");
-      return call(hDecode, v, this.#enc, this.#fatal, this.#bom);
+      return call(hDecode, v, this.#enc, this.#fatal, this.#bom) as string;
     }
   }
   G.TextEncoder = TextEncoder;
   G.TextDecoder = TextDecoder;
   // Timers fire only while Pyodide boots; afterwards guest code has no way to run outside a request.
   let timersOn = true, timerSeq = 1;
-  G.setTimeout = function setTimeout(f, ms) {
+  G.setTimeout = function setTimeout(f: unknown, ms: unknown): number {
     const id = timerSeq++;
-    if (timersOn && typeof f === "function") call(hTimer, () => { if (timersOn) f(); }, +ms || 0);
+    if (timersOn && typeof f === "function") call(hTimer, () => { if (timersOn) f(); }, +(ms as number) || 0);
     return id;
   };
   G.clearTimeout = function clearTimeout() {};
-  G.queueMicrotask = function queueMicrotask(f) { PromiseC.resolve().then(() => f()); };
+  G.queueMicrotask = function queueMicrotask(f: () => void) { PromiseC.resolve().then(() => f()); };
   // Pyodide's PyProxy finalizer would Py_DecRef pointers after the memory was restored under it:
   // PyProxies are never finalized here (a memory restore reclaims what they hold).
   G.FinalizationRegistry = class FinalizationRegistry { register() {} unregister() { return false; } };
@@ -203,10 +380,12 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
 
   // ---- state of this instance ----
   let heapCap = 0x7fffffff, wantBytes = 0;
-  let exportsObj = null, memoryObj = null, spGlobal = null, sbrkPtrFn = null;
-  let py = null, M = null, API = null, FS = null, driver = null;
-  let hiwireGet = null, hiwireSet = null, immortalGet = null;
-  let saved = null;
+  // Set when the wasm is instantiated and when boot ends; the host calls nothing but boot and
+  // bootState before boot is "ok". (`null!`: typed as set, null before that, as ever.)
+  let memoryObj: WebAssembly.Memory | null = null, spGlobal: WebAssembly.Global | null = null, sbrkPtrFn: (() => number) | null = null;
+  let py: Pyodide = null!, M: PyModule = null!, API: PyApi = null!, FS: EmFs = null!, driver: DriverEntry = null!;
+  let hiwireGet: PyModule["__hiwire_get"] = null!, hiwireSet: PyModule["__hiwire_set"] = null!, immortalGet: PyModule["__hiwire_immortal_get"] = null!;
+  let saved: SavedState | null = null;
 
   // ---- JavaScript the guest made run (docs/python-sandbox.md, "Reset and the JS heap") ----
   // Guest code is wasm: it can change JavaScript state only by calling a wasm import. Imports a
@@ -232,15 +411,15 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
   // armed (the driver resolves the host's own name and localhost at setup, in every realm, in
   // the same order), changes nothing: uuid1(), getfqdn() and make_msgid() stay quiet.
   const DNS_IMPORTS = new Set(["getaddrinfo", "_emscripten_lookup_name"]);
-  const knownNames = new Set();
+  const knownNames = new Set<string>();
   const fromCharCode = String.fromCharCode;
   const dottedQuad = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
-  function cName(ptr) {
+  function cName(ptr: number): string | null {
     if (!memoryObj) return null;
     const mem = new U8(memoryObj.buffer);
     let out = "";
     for (let i = ptr; i < mem.length && i < ptr + 256; i++) {
-      const c = mem[i];
+      const c = mem[i]!;
       if (c === 0) return out;
       if (c > 127) return null;
       out += fromCharCode(c);
@@ -248,7 +427,7 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     return null;
   }
   // true when this lookup may add an entry to the DNS table.
-  function newDnsName(ptr) {
+  function newDnsName(ptr: number): boolean {
     if (ptr === 0) return false;
     const name = cName(ptr);
     if (name === null) return true;
@@ -262,19 +441,19 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     "__syscall_getsockname", "__syscall_getpeername", "__syscall_getsockopt", "__syscall_sendto",
     "__syscall_recvfrom", "__syscall_sendmsg", "__syscall_recvmsg", "__syscall_pipe", "__syscall_mknodat",
   ]);
-  const isQuietImport = (name) => QUIET_IMPORTS.has(name) || ((name.startsWith("__syscall_") || name.startsWith("fd_")) && !LOUD_SYSCALLS.has(name));
+  const isQuietImport = (name: string) => QUIET_IMPORTS.has(name) || ((name.startsWith("__syscall_") || name.startsWith("fd_")) && !LOUD_SYSCALLS.has(name));
   let watchArmed = false, jsTouched = false, firstTouch = "";
-  function watchImports(env) {
+  function watchImports(env: Record<string, WasmImport>): void {
     for (const name of ObjectC.keys(env)) {
-      const f = env[name];
+      const f = env[name]!;
       if (typeof f !== "function" || isQuietImport(name)) continue;
       const dns = DNS_IMPORTS.has(name);
-      const w = function () {
+      const w: WasmImport = function (this: unknown) {
         if (!jsTouched && (dns ? newDnsName(arguments[0] >>> 0) && watchArmed : watchArmed)) {
           jsTouched = true;
           firstTouch = name;
         }
-        return ReflectC.apply(f, undefined, arguments);
+        return ReflectC.apply(f, undefined, arguments as unknown as number[]);
       };
       if (f.sig !== undefined) w.sig = f.sig;
       env[name] = w;
@@ -287,7 +466,7 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     if (env) watchImports(env);
     if (env && typeof env.emscripten_resize_heap === "function") {
       const resize = env.emscripten_resize_heap;
-      env.emscripten_resize_heap = function (size) { return (size >>> 0) > heapCap ? 0 : resize(size); };
+      env.emscripten_resize_heap = function (size: number) { return (size >>> 0) > heapCap ? 0 : resize(size); };
     }
     const r = await origInstantiate(src, imports);
     const ex = r.instance.exports;
@@ -295,22 +474,21 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     if (wantBytes > mem.buffer.byteLength) mem.grow(Math.ceil((wantBytes - mem.buffer.byteLength) / 65536));
     const grow = WA.Memory.prototype.grow;
     defineProperty(mem, "grow", {
-      value: function (pages) {
+      value: function (pages: number) {
         if (mem.buffer.byteLength + (pages >>> 0) * 65536 > heapCap) throw new RangeErrorC("zerocell: wasm heap limit reached");
         return ReflectC.apply(grow, mem, [pages]);
       },
     });
-    exportsObj = ex;
     memoryObj = mem;
     spGlobal = ex.__stack_pointer;
     sbrkPtrFn = ex.emscripten_get_sbrk_ptr;
     return r;
   };
 
-  function fsErr(errno) { return new FS.ErrnoError(errno); }
-  function underDir(path, dir) { return path === dir || path.startsWith(dir + "/"); }
+  function fsErr(errno: number): Error { return new FS.ErrnoError(errno); }
+  function underDir(path: string, dir: string): boolean { return path === dir || path.startsWith(dir + "/"); }
 
-  function walk(dir, fn) {
+  function walk(dir: string, fn: (path: string, st: FsStat) => void): void {
     for (const name of FS.readdir(dir)) {
       if (name === "." || name === "..") continue;
       const p = dir === "/" ? "/" + name : dir + "/" + name;
@@ -325,23 +503,23 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
   // Every way a MEMFS file grows goes through MEMFS's write (FS.write, msync) or
   // resizeFileStorage (truncate, ftruncate, posix_fallocate); both are wrapped. the bound is an
   // upper bound kept cheaply; only when it passes the quota is the exact sum computed.
-  const quotas = [];
-  function quotaOf(path) {
-    for (let i = 0; i < quotas.length; i++) if (underDir(path, quotas[i].dir)) return quotas[i];
+  const quotas: Quota[] = [];
+  function quotaOf(path: string): Quota | null {
+    for (let i = 0; i < quotas.length; i++) if (underDir(path, quotas[i]!.dir)) return quotas[i]!;
     return null;
   }
-  function eachFileNode(dirNode, fn) {
+  function eachFileNode(dirNode: FsNode, fn: (node: FsNode) => void): void {
     const names = ObjectC.keys(dirNode.contents);
     for (let i = 0; i < names.length; i++) {
-      const n = dirNode.contents[names[i]];
+      const n = dirNode.contents[names[i]!]!;
       if (FS.isDir(n.mode)) eachFileNode(n, fn);
       else if (FS.isFile(n.mode)) fn(n);
     }
   }
-  function chargedBytes(q) {
-    const seen = new Set();
+  function chargedBytes(q: Quota): number {
+    const seen = new Set<FsNode>();
     let total = 0;
-    const add = (n) => { if (!seen.has(n)) { seen.add(n); total += n.usedBytes || 0; } };
+    const add = (n: FsNode) => { if (!seen.has(n)) { seen.add(n); total += n.usedBytes || 0; } };
     eachFileNode(FS.lookupPath(q.dir).node, add);
     for (let fd = 0; fd < FS.streams.length; fd++) {
       const st = FS.streams[fd];
@@ -349,7 +527,7 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     }
     return total;
   }
-  function charge(node, newSize) {
+  function charge(node: FsNode, newSize: number): void {
     const growth = newSize - (node.usedBytes || 0);
     if (!(growth > 0)) return;
     const q = quotaOf(FS.getPath(node));
@@ -360,14 +538,14 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       if (q.bound > q.quota) { q.bound -= growth; throw fsErr(51 /* ENOSPC */); }
     }
   }
-  function installQuotas(tmpQuota, dataQuota) {
+  function installQuotas(tmpQuota: number, dataQuota: number): void {
     quotas.push({ dir: "/tmp", quota: tmpQuota, bound: 0 }, { dir: "/data", quota: dataQuota, bound: 0 });
     for (const q of quotas) q.bound = chargedBytes(q);
     const memfs = FS.filesystems.MEMFS;
     const fileOps = memfs.ops_table.file.stream;
     const write = memfs.stream_ops.write;
     if (fileOps.write !== write) throw new ErrorC("pyodide: unexpected MEMFS layout");
-    const quotaWrite = function (stream, buffer, offset, length, position, canOwn) {
+    const quotaWrite: WriteOp = function (stream, buffer, offset, length, position, canOwn) {
       const node = stream.node;
       if (length > 0) {
         const at = typeof position === "number" ? position : stream.position;
@@ -383,31 +561,31 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       return ReflectC.apply(resize, this, [node, newSize]);
     };
   }
-  function resetQuotaBounds() {
+  function resetQuotaBounds(): void {
     for (const q of quotas) q.bound = chargedBytes(q);
   }
 
-  function writeImage(files) {
+  function writeImage(files: BootOptions["files"]): void {
     // files: [[relPath, kind, mode, size|target, index]]; contents pulled from the host one by one.
     FS.mkdirTree("/app");
     for (const f of files) {
       const path = "/app/" + f[0];
       if (f[1] === "dir") FS.mkdirTree(path);
       else if (f[1] === "file") {
-        const u = new U8(f[3]);
+        const u = new U8(f[3] as number);
         call(hFileInto, "image:" + f[4], u);
         FS.writeFile(path, u, { canOwn: true });
       } else if (f[1] === "symlink") FS.symlink(String(f[3]), path);
     }
   }
 
-  async function bootAsync(optionsJson, snapshot) {
-    const o = JSONC.parse(optionsJson);
+  async function bootAsync(optionsJson: string, snapshot: Uint8Array | null): Promise<void> {
+    const o = JSONC.parse(optionsJson) as BootOptions;
     heapCap = o.heapCap;
     wantBytes = o.memoryBytes || 0;
     const files = o.files;
     const jsglobals = freeze(create(null));
-    const cfg = {
+    const cfg: PyodideConfig = {
       indexURL: "/pyodide/",
       createPyodideModule: (settings) => G.__zcCreate(settings),
       jsglobals,
@@ -447,7 +625,7 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
   }
 
   let bootState = "idle";
-  const kit = {
+  const kit: InnerKit = {
     // The host never awaits a sandbox promise (that would hand host resolve functions to a
     // sandbox "then" — and a snapshot's Python code runs during a snapshot boot): it polls.
     boot(optionsJson, snapshot) {
@@ -466,28 +644,28 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       return typeof r === "string" ? r : String(r);
     },
     bindDriver() {
-      const z = py.runPython("import __zerocell__ as _z; _z.entry");
+      const z = py.runPython("import __zerocell__ as _z; _z.entry") as DriverEntry;
       driver = z;
       return "ok";
     },
     call(name, a, b) {
-      // The driver's dispatcher takes and returns primitives only (see driver.ts).
+      // The driver's dispatcher takes and returns primitives only (see driver.py).
       const r = driver(String(name), a, b);
       if (typeof r !== "string" && typeof r !== "number") throw new ErrorC("driver returned a non-primitive");
       return r;
     },
-    sbrkTop() { return memoryObj ? new Uint32Array(memoryObj.buffer)[sbrkPtrFn() >>> 2] : 0; },
+    sbrkTop() { return memoryObj ? new Uint32Array(memoryObj.buffer)[sbrkPtrFn!() >>> 2] : 0; },
     memory() { return memoryObj; },
     stackPointer() { return spGlobal; },
-    memoryBytes() { return memoryObj.buffer.byteLength; },
+    memoryBytes() { return memoryObj!.buffer.byteLength; },
     setHeapCap(bytes) { heapCap = bytes >>> 0 || heapCap; },
     lockFs(tmpQuota, dataQuota) {
-      const writable = (p) => underDir(p, "/tmp") || underDir(p, "/data");
+      const writable = (p: string) => underDir(p, "/tmp") || underDir(p, "/data");
       // Nothing a request could use to carry data to a later one: /dev/shm, /home go away.
       for (const d of ["/dev/shm/tmp", "/dev/shm", "/home/web_user", "/home/pyodide", "/home"]) {
         try { FS.rmdir(d); } catch (_) {}
       }
-      const dirs = [];
+      const dirs: string[] = [];
       walk("/", (p, st) => {
         if (writable(p) || underDir(p, "/proc") || underDir(p, "/dev")) return;
         if (FS.isDir(st.mode)) dirs.push(p);
@@ -502,15 +680,15 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       // Emscripten checks mode bits but lets anyone chmod, utime or chown: no attribute changes
       // outside the contents of /tmp and /data (those of / , /app, /dev, /tmp itself would
       // outlive a reset).
-      const inScratch = (p) => p.startsWith("/tmp/") || p.startsWith("/data/");
+      const inScratch = (p: string) => p.startsWith("/tmp/") || p.startsWith("/data/");
       const memfs = FS.filesystems.MEMFS;
       const setattr = memfs.node_ops.setattr;
-      const guardedSetattr = function (node, attr) {
+      const guardedSetattr: SetattrOp = function (node, attr) {
         if (!inScratch(FS.getPath(node))) throw fsErr(63 /* EPERM */);
         return ReflectC.apply(setattr, this, [node, attr]);
       };
       memfs.node_ops.setattr = guardedSetattr;
-      for (const kind of ["dir", "file", "link", "chrdev"]) {
+      for (const kind of ["dir", "file", "link", "chrdev"] as const) {
         const ops = memfs.ops_table[kind].node;
         if (ops.setattr !== setattr) throw new ErrorC("pyodide: unexpected MEMFS layout");
         ops.setattr = guardedSetattr;
@@ -553,13 +731,13 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
         if (dedup === null && v instanceof MapC) dedup = v;
         immortalCount++;
       }
-      const streams = [];
+      const streams: SavedState["streams"] = [];
       FS.streams.forEach((s, fd) => { if (s) streams.push([fd, s, s.position, s.flags]); });
       // File-system state in JS a request can change without touching anything else of JS: the
       // working directory, the inode counter (st_ino of new files would count another request's
       // files), and the attributes of /tmp, /data and the open devices (times, mode).
-      const attrs = [];
-      const keepAttrs = (n) => { if (n) attrs.push([n, n.mode, n.atime, n.mtime, n.ctime]); };
+      const attrs: SavedState["attrs"] = [];
+      const keepAttrs = (n: FsNode) => { if (n) attrs.push([n, n.mode, n.atime, n.mtime, n.ctime]); };
       keepAttrs(FS.lookupPath("/tmp").node);
       keepAttrs(FS.lookupPath("/data").node);
       for (const e of streams) keepAttrs(e[1].node);
@@ -617,7 +795,7 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
       for (const name of FS.readdir(dir)) {
         if (name === "." || name === "..") continue;
         const p = dir + "/" + name;
-        const rm = (q) => {
+        const rm = (q: string) => {
           const st = FS.lstat(q);
           if (FS.isDir(st.mode)) {
             FS.chmod(q, 0o777);
@@ -642,7 +820,7 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     listTree(dir) {
       dir = String(dir);
       if (dir !== "/data" && dir !== "/tmp") throw new ErrorC("listTree: not a scratch directory");
-      const out = [];
+      const out: Array<[string, "dir" | "file", number]> = [];
       walk(dir, (p, st) => {
         const rel = p.slice(dir.length + 1);
         if (FS.isDir(st.mode)) out.push([rel, "dir", 0]);
@@ -658,14 +836,14 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
     exportConfig() {
       // Pyodide's snapshot loader refills table slots 0..6 itself; later slots must be empty.
       const keys = [];
-      for (let i = 7; i < saved.table.length; i++) {
-        if (saved.table[i] !== null && saved.table[i] !== undefined) throw new ErrorC("snapshot: a JS object is referenced from Python (hiwire slot " + i + ")");
+      for (let i = 7; i < saved!.table.length; i++) {
+        if (saved!.table[i] !== null && saved!.table[i] !== undefined) throw new ErrorC("snapshot: a JS object is referenced from Python (hiwire slot " + i + ")");
         keys.push(null);
       }
-      const marker = immortalGet(6);
+      const marker = immortalGet(6) as { noValueMarker?: unknown } | null | undefined;
       if (!marker || marker.noValueMarker !== 1) throw new ErrorC("snapshot: unexpected immortal table layout");
       const strings = [];
-      for (let i = 7; i < saved.immortalCount; i++) {
+      for (let i = 7; i < saved!.immortalCount; i++) {
         const v = immortalGet(i);
         if (typeof v !== "string") throw new ErrorC("snapshot: unexpected immortal entry");
         strings.push(v);
@@ -697,4 +875,10 @@ export const INNER_SOURCE = String.raw`(function zerocellPythonRealm(bridge) {
   freeze(WA.Global.prototype);
   freeze(WA.Table.prototype);
   return freeze(kit);
-})`;
+}
+
+/**
+ * The realm code as a script whose completion value is the function: realm.ts compiles it with
+ * vm.Script in the sandbox's context and calls the result with the bridge.
+ */
+export const INNER_SOURCE = `(${zerocellPythonRealm.toString()})`;

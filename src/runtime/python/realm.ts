@@ -23,7 +23,9 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { types } from "node:util";
-import { INNER_SOURCE, type InnerKit } from "./inner.js";
+import { INNER_SOURCE, type BootOptions, type InnerKit, type RealmBridge } from "./inner.js";
+
+export type { BootOptions } from "./inner.js";
 
 const require = createRequire(import.meta.url);
 
@@ -105,18 +107,6 @@ export function pyodideFiles(): PyodideFiles {
 
 export type LogSink = (stream: "stdout" | "stderr", text: string) => void;
 
-/** Boot options (JSON into the sandbox). */
-export interface BootOptions {
-  heapCap: number;
-  /** Memory size to grow to before Emscripten builds its views (snapshot loads). */
-  memoryBytes?: number;
-  env: Record<string, string>;
-  /** Tests only: put Pyodide's internals on the sandbox global (a guest that broke in). */
-  exposeForTests?: boolean;
-  /** [relPath, kind, mode, size | symlink target, image index] */
-  files: Array<[string, string, number, number | string, number]>;
-}
-
 /** A host Error for anything the realm threw (never keeps the sandbox object). */
 function hostError(e: unknown): Error {
   let message = "error in the Python realm";
@@ -178,7 +168,7 @@ export class PyRealm {
     };
     // The bridge: host functions the sandbox may call. Arguments are primitives or sandbox typed
     // arrays (checked with host builtins); results are primitives. inner.ts wraps each call.
-    const bridge = {
+    const bridge: RealmBridge = {
       log: (stream: unknown, text: unknown): void => {
         log(stream === "stdout" ? "stdout" : "stderr", typeof text === "string" ? text : "");
       },
@@ -218,7 +208,7 @@ export class PyRealm {
         }, typeof ms === "number" ? ms : 0).unref();
       },
     };
-    const makeKit = files.innerScript.runInContext(context) as (b: typeof bridge) => InnerKit;
+    const makeKit = files.innerScript.runInContext(context) as (b: RealmBridge) => InnerKit;
     const kit = makeKit(bridge);
     files.asmScript.runInContext(context);
     files.loaderScript.runInContext(context);
