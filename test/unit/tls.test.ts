@@ -680,23 +680,17 @@ describe("CertificateStore: user certificates", () => {
   });
 });
 
-describe("CertificateStore: performance", () => {
-  it("measures mint time", async () => {
+describe("CertificateStore: minting", () => {
+  // Only that each name is minted once: how long a mint takes is not a test's claim (no bench
+  // measures it yet).
+  it("mints once per name, sequentially or in parallel; later lookups hit the cache", async () => {
     const { store } = await openStore(freshDir(), { mayMint: () => true });
     const n = 30;
-    const t0 = performance.now();
     for (let i = 0; i < n; i++) await sni(store, `perf${i}.localhost`);
-    const sequential = (performance.now() - t0) / n;
-    const t1 = performance.now();
     await Promise.all(Array.from({ length: n }, (_, i) => sni(store, `par${i}.localhost`)));
-    const parallel = (performance.now() - t1) / n;
-    const t2 = performance.now();
+    const minted = store.stats.minted;
+    expect(minted).toBe(2 + 2 * n);
     for (let i = 0; i < 1000; i++) await sni(store, `perf${i % n}.localhost`);
-    const hit = (performance.now() - t2) / 1000;
-    console.log(
-      `tls mint: ${sequential.toFixed(2)} ms/cert sequential (mint + persist + context), ` +
-        `${parallel.toFixed(2)} ms/cert with ${n} in parallel; cache hit ${hit.toFixed(3)} ms`,
-    );
-    expect(store.stats.minted).toBe(2 + 2 * n);
+    expect(store.stats.minted).toBe(minted);
   });
 });
