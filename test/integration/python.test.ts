@@ -78,7 +78,7 @@ describe("Python WSGI apps through the platform", () => {
     server.cli(["deploy", join(ROOT, "examples", "wsgi-hello"), "--app", "wsgi-hello"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "pyesc.localhost"\n`, "app.py": ESCAPE_APP }), "--app", "pyesc"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 3000\nmemory_mb = 64\n[[routes]]\nhost = "pyhostile.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pyhostile"]);
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "pykeys.localhost"\npath = "/k/:id"\nkey = "id"\n`, "app.py": KEYED_JS_APP }), "--app", "pykeys"]);
+    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 30000\n[[routes]]\nhost = "pykeys.localhost"\npath = "/k/:id"\nkey = "id"\n`, "app.py": KEYED_JS_APP }), "--app", "pykeys"]);
   }, 180_000);
   afterAll(async () => {
     const pids = server.hostPids();
