@@ -255,8 +255,16 @@ export class HostProcess {
 
   /** Sets the ceiling for the deployment the host now serves (a spare starts with the default). */
   setCeiling(bytes: number): void {
+    if (this.#cgroupDir !== undefined) {
+      try {
+        writeCgroupLimit(this.#cgroupDir, this.#cgroupVersion!, bytes);
+      } catch {
+        // The kernel refuses a limit below what the group uses now (EBUSY): the host keeps the
+        // spare's default ceiling rather than failing the deploy.
+        return;
+      }
+    }
     this.#ceilingBytes = bytes;
-    if (this.#cgroupDir !== undefined) writeCgroupLimit(this.#cgroupDir, this.#cgroupVersion!, bytes);
   }
 
   /** True when the host was killed for passing its memory ceiling. */
