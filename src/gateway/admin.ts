@@ -8,6 +8,7 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { Platform } from "../platform/index.js";
 import { errorToResponse } from "./respond.js";
+import { readStreamLimited } from "./body.js";
 import { DEFAULT_BUNDLE_LIMITS, decodeImage, imageToTar } from "../bundle/index.js";
 import { deployBundle } from "./deploy.js";
 import { currentPeriod } from "../billing/index.js";
@@ -32,20 +33,7 @@ async function readLimited(c: Context, limit: number): Promise<Buffer> {
   if (declared !== undefined && Number(declared) > limit) throw new PayloadTooLargeError(`admin: body of ${declared} bytes exceeds the limit of ${limit} bytes`);
   const body = c.req.raw.body;
   if (body === null) return Buffer.alloc(0);
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel().catch(() => {});
-      throw new PayloadTooLargeError(`admin: body exceeds the limit of ${limit} bytes`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
+  return readStreamLimited(body, limit, () => new PayloadTooLargeError(`admin: body exceeds the limit of ${limit} bytes`));
 }
 
 async function readJson<T>(c: Context, schema: z.ZodType<T>): Promise<T> {

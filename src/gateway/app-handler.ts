@@ -15,6 +15,7 @@ import type { PoolRunResult } from "../pool/index.js";
 import type { EngineRequest } from "../runtime/engine.js";
 import { PayloadTooLargeError, RouteNotFoundError, SandboxError } from "../errors.js";
 import { errorToResponse } from "./respond.js";
+import { readStreamLimited } from "./body.js";
 import { log } from "../log.js";
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "content-length", "x-powered-by"]);
@@ -32,20 +33,7 @@ async function readBody(req: Request, incoming: http.IncomingMessage, limit: num
   }
   if ((declared === undefined || declared === "0") && incoming.headers["transfer-encoding"] === undefined) return EMPTY_BODY;
   if (req.body === null) return EMPTY_BODY;
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = req.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel().catch(() => {});
-      throw new PayloadTooLargeError(`gateway: request body exceeds the app's limit of ${limit} bytes`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
+  return readStreamLimited(req.body, limit, () => new PayloadTooLargeError(`gateway: request body exceeds the app's limit of ${limit} bytes`));
 }
 
 /** The request as the sandbox sees it. */
