@@ -8,7 +8,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import tls from "node:tls";
-import net from "node:net";
+import { startCountingServer, type CountingServer } from "../helpers/counting-server.js";
 import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { startServer, writeBundle, fetchApp, isAlive, cleanup, type TestServer, type Res } from "../helpers/server.js";
@@ -50,9 +50,8 @@ describe("PHP walls through the platform", () => {
   const bundles: string[] = [];
   let wallsManifest = "";
   // Any connection that leaves the sandbox lands here.
-  let counter: net.Server;
+  let counter: CountingServer | undefined;
   let counterPort = 0;
-  let connections = 0;
 
   function deploy(files: Record<string, string | Buffer>, app: string): void {
     const dir = writeBundle(files);
@@ -71,12 +70,8 @@ describe("PHP walls through the platform", () => {
   }
 
   beforeAll(async () => {
-    counter = net.createServer((s) => {
-      connections++;
-      s.end("counted\n");
-    });
-    await new Promise<void>((r) => counter.listen(0, "127.0.0.1", r));
-    counterPort = (counter.address() as net.AddressInfo).port;
+    counter = await startCountingServer();
+    counterPort = counter.port;
     server = await startServer();
     wallsManifest = runnerManifest(WALLS, `${ADVERSARIAL_INI}\n[limits]\nmemory_mb = 64`);
     deploy({ "zerocell.toml": wallsManifest, "public/run.php": RUNNER }, "walls");
@@ -86,7 +81,7 @@ describe("PHP walls through the platform", () => {
 
   afterAll(async () => {
     await server?.stop();
-    await new Promise<void>((r) => counter?.close(() => r()));
+    await counter?.close();
     for (const d of bundles) cleanup(d);
     if (server !== undefined) cleanup(server.dataDir);
   });
@@ -377,7 +372,7 @@ describe("PHP walls through the platform", () => {
       expect(res.text).not.toContain("ErrnoError");
       expect(res.text).not.toContain("sandbox:");
     }
-    expect(connections).toBe(0);
+    expect(counter!.connections()).toBe(0);
     for (const pid of pidsBefore) expect(isAlive(pid), `host ${pid}`).toBe(true);
   });
 });

@@ -8,7 +8,7 @@
  * values and a php.ini that PHP stops reading early are both refused.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import net from "node:net";
+import { startCountingServer, type CountingServer } from "../helpers/counting-server.js";
 import { existsSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { startPhpRuntime, PHP_INI_PATH, type PhpRuntime } from "../../src/runtime/php/runtime.js";
@@ -76,23 +76,18 @@ async function attempt(rt: PhpRuntime, code: string): Promise<Record<string, Out
 describe("PHP engine walls without php.ini's walls", () => {
   let rt: PhpRuntime;
   // A TCP server on the host's loopback: any socket that gets out lands here.
-  let counter: net.Server;
+  let counter: CountingServer | undefined;
   let counterPort = 0;
-  let connections = 0;
 
   beforeAll(async () => {
-    counter = net.createServer((s) => {
-      connections++;
-      s.end("counted\n");
-    });
-    await new Promise<void>((r) => counter.listen(0, "127.0.0.1", r));
-    counterPort = (counter.address() as net.AddressInfo).port;
+    counter = await startCountingServer();
+    counterPort = counter.port;
     rt = await walledRuntime();
   }, 60_000);
 
   afterAll(async () => {
     rt?.php.exit(0);
-    await new Promise<void>((r) => counter?.close(() => r()));
+    await counter?.close();
     for (const what of ["system", "delegate", "popen", "proc_open", "exec"]) rmSync(`${MARKER}-${what}`, { force: true });
   });
 
@@ -178,7 +173,7 @@ describe("PHP engine walls without php.ini's walls", () => {
     expect(r.pdo?.throw).toMatch(/^PDOException: /);
     expect(r.soap?.throw).toMatch(/^SoapFault: /);
     expect(r.still_running?.value).toBe("yes");
-    expect(connections).toBe(0);
+    expect(counter!.connections()).toBe(0);
     expect(rt.refused.counts.socket).toBeGreaterThanOrEqual(5);
   });
 
