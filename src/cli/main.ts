@@ -335,7 +335,7 @@ program
   .addOption(jsonOption())
   .action(async (app: string | undefined, opts: { data?: string; json?: boolean }) => {
     const res = (await api(findTarget(opts), "GET", "/v1/pool")) as {
-      deployments: Array<{ app: string; deploymentId: string; mode: string; instances: number; idle: number; busy: number; starting: number; queued: number; resets: number; acquireMs: Quantiles; resetMs: Quantiles; instanceStartMs: Quantiles }>;
+      deployments: Array<{ app: string; deploymentId: string; mode: string; instances: number; idle: number; busy: number; starting: number; queued: number; resets: number; acquireMs: Quantiles; resetMs: Quantiles; instanceStartMs: Quantiles; lastStartError?: { code: string; message: string; at: string } }>;
       /** Admin tokens only. */
       spares?: { ready: Array<{ runtime: string; pid: number }>; taken: number };
     };
@@ -345,9 +345,11 @@ program
         ["APP", "DEPLOYMENT", "MODE", "READY", "BUSY", "STARTING", "QUEUED", "RESETS", "ACQUIRE ms", "RESET ms", "START ms"],
         ...rows.map((d) => [d.app, d.deploymentId, d.mode, String(d.idle), String(d.busy), String(d.starting), String(d.queued), String(d.resets), fmtQ(d.acquireMs), fmtQ(d.resetMs), fmtQ(d.instanceStartMs)]),
       ]);
-      if (res.spares === undefined) return t;
+      const failed = rows.filter((d) => d.lastStartError !== undefined).map((d) => `${d.app} ${d.deploymentId} (${d.mode}) failed to start at ${d.lastStartError!.at}: ${d.lastStartError!.message} [${d.lastStartError!.code}]`);
+      const tf = failed.length === 0 ? t : `${t}\n${failed.join("\n")}`;
+      if (res.spares === undefined) return tf;
       const ready = res.spares.ready.map((s) => `${s.runtime} (pid ${s.pid})`).join(", ") || "none";
-      return `${t}\nspare hosts ready: ${ready}; taken so far: ${res.spares.taken}`;
+      return `${tf}\nspare hosts ready: ${ready}; taken so far: ${res.spares.taken}`;
     });
   });
 

@@ -52,6 +52,8 @@ export interface HostInit {
   /** Fresh mode: full init, no snapshot. */
   cold: boolean;
   onSnapshot: (img: SnapshotImage) => void;
+  /** Aborted when nobody needs the host any more (its pool retired): a start in progress is killed. */
+  signal?: AbortSignal;
 }
 
 export interface HostResponse extends EngineResponse {
@@ -63,6 +65,11 @@ export interface HostResponse extends EngineResponse {
 }
 
 const MAX_LOG_LINE = 2048;
+/** How often a warm-up's CPU time is read, ms. */
+const WARMUP_CHECK_INTERVAL_MS = 100;
+/** A warm-up's wall-clock backstop: this many times its CPU limit, plus the slack below. */
+const WARMUP_WALL_FACTOR = 3;
+const WARMUP_WALL_SLACK_MS = 10_000;
 
 type Pending = { resolve: (r: HostResponse) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout | undefined };
 
@@ -156,7 +163,9 @@ export class SandboxHost {
     const ready = new Promise<void>((resolve, reject) => {
       host.#ready = { resolve, reject };
     });
-    const timer = setTimeout(() => host.#fail(new SandboxError("host_start_timeout", 502, `sandbox: host did not become ready within ${opts.startTimeoutMs} ms`)), opts.startTimeoutMs);
+    // The platform's part of the start (spawn, engine load, instantiate) until tenant code runs;
+    // from the first warm-up message on, the warm-up limits below apply instead.
+    host.#startTimer = setTimeout(() => host.#fail(new SandboxError("host_start_timeout", 502, `sandbox: host did not become ready within ${opts.startTimeoutMs} ms`)), opts.startTimeoutMs);
     host.#onSnapshot = init.wantSnapshot ? init.onSnapshot : undefined;
     host.#warmup = { timeoutMs: init.manifest.limits.timeoutMs, bootMs: warmupBootAllowanceMs(runtime), startedAt: undefined, wallStart: 0, timer: undefined };
     const snap = init.cold ? undefined : init.snapshot;
@@ -173,6 +182,9 @@ export class SandboxHost {
       },
       snap === undefined ? init.image : Buffer.concat([init.image, snap.memory]),
     );
+    const abort = () => host.#fail(new SandboxError("host_retired", 503, "sandbox: the deployment was retired while its instance was starting"));
+    if (init.signal?.aborted === true) abort();
+    else init.signal?.addEventListener("abort", abort, { once: true });
     try {
       await ready;
       host.#endWarmup(200, host.#warmupCpuUs);
@@ -180,7 +192,8 @@ export class SandboxHost {
       host.#endWarmup(e instanceof SandboxError && e.code === "warmup_timeout" ? 504 : 502, undefined);
       throw e;
     } finally {
-      clearTimeout(timer);
+      clearTimeout(host.#startTimer);
+      init.signal?.removeEventListener("abort", abort);
     }
     return host;
   }
@@ -236,9 +249,22 @@ export class SandboxHost {
           w.startedAt = Date.now();
           w.wallStart = performance.now();
         }
-        if (w.timer !== undefined) clearTimeout(w.timer);
+        clearTimeout(this.#startTimer);
+        if (w.timer !== undefined) clearInterval(w.timer);
+        // Bounded by the CPU time the host uses, not the wall clock: on a loaded machine a boot
+        // that needs 2 s of CPU can take 20 s of wall time, and that is not the tenant's doing.
+        // A wall-clock backstop (several times the limit) catches a warm-up that waits instead.
         const limit = w.timeoutMs + (h.index === 0 ? w.bootMs : 0);
-        w.timer = setTimeout(() => this.#fail(new SandboxError("warmup_timeout", 504, `sandbox: warm-up request ${h.index + 1} did not finish within ${limit} ms (limits.timeout_ms${h.index === 0 ? " + the runtime's boot allowance" : ""})`)), limit);
+        const backstop = limit * WARMUP_WALL_FACTOR + WARMUP_WALL_SLACK_MS;
+        const what = `warm-up request ${h.index + 1}`;
+        const why = `(limits.timeout_ms${h.index === 0 ? " + the runtime's boot allowance" : ""})`;
+        const cpu0 = this.#process.cpuTimeMs();
+        const wall0 = performance.now();
+        w.timer = setInterval(() => {
+          const cpu = this.#process.cpuTimeMs();
+          if (cpu0 !== undefined && cpu !== undefined && cpu - cpu0 > limit) this.#fail(new SandboxError("warmup_timeout", 504, `sandbox: ${what} used more than ${limit} ms of CPU time ${why}`));
+          else if (performance.now() - wall0 > backstop) this.#fail(new SandboxError("warmup_timeout", 504, `sandbox: ${what} did not finish within ${Math.round(backstop)} ms ${why}`));
+        }, WARMUP_CHECK_INTERVAL_MS);
         return;
       }
       case "ready":
@@ -298,13 +324,14 @@ export class SandboxHost {
   #idleWaiter: ((resetMs: number | undefined) => void) | undefined;
   #warmup: { timeoutMs: number; bootMs: number; startedAt: number | undefined; wallStart: number; timer: NodeJS.Timeout | undefined } | undefined;
   #warmupCpuUs: number | undefined;
+  #startTimer: NodeJS.Timeout | undefined;
 
   /** Stops the warm-up timer and reports the warm-up's usage once (if tenant code ran). */
   #endWarmup(status: number, cpuUs: number | undefined): void {
     const w = this.#warmup;
     this.#warmup = undefined;
     if (w === undefined) return;
-    if (w.timer !== undefined) clearTimeout(w.timer);
+    if (w.timer !== undefined) clearInterval(w.timer);
     if (w.startedAt === undefined) return;
     this.#opts.onWarmup?.({ startedAt: w.startedAt, wallMs: performance.now() - w.wallStart, cpuUs, status });
   }

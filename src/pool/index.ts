@@ -13,7 +13,7 @@ import type { EngineRequest } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import type { RouteMode } from "../router/index.js";
 import { LRUCache } from "lru-cache";
-import { PoolSaturatedError, SandboxError } from "../errors.js";
+import { PoolSaturatedError, SandboxError, ZerocellError } from "../errors.js";
 
 export type { WarmupUsage, HostInit, HostOptions, HostResponse } from "./host.js";
 export { hostNodeArgs, detectHostIsolation, closeHostIsolation, NO_ISOLATION, HOST_UID, type HostIsolation } from "./spawn.js";
@@ -176,6 +176,7 @@ class DeploymentPool {
       resets: this.resetMs.count,
       evicted: this.evicted,
       restoredFromSnapshot: this.restored,
+      lastStartError: this.lastStartError,
       acquireMs: this.acquireMs.summary(),
       resetMs: this.resetMs.summary(),
       /** New instance: spawn → ready (runtime, image, warm-up, snapshot). */
@@ -185,8 +186,15 @@ class DeploymentPool {
 
   /** Starts one host ahead of the first request. */
   prewarm(): void {
-    if (this.#all.size + this.#starting === 0) this.#grow();
+    // A deployment whose last start failed (a warm-up that crashed or timed out) is not started
+    // again on every deploy of another app: the next request to it tries again.
+    if (this.lastStartError === undefined && this.#all.size + this.#starting === 0) this.#grow();
   }
+
+  /** Why the last host start failed, until a start succeeds (shown by `zerocell pool`). */
+  lastStartError: { code: string; message: string; at: string } | undefined;
+  /** Aborted at retirement when no request waits: hosts still starting are killed, not awaited. */
+  readonly #abort = new AbortController();
 
   /**
    * Starts one more host: from the stored snapshot when there is one (no init, no warm-up),
@@ -211,12 +219,14 @@ class DeploymentPool {
             wantSnapshot: !cold && snap === undefined && !this.source.hasSnapshot(),
             cold,
             onSnapshot: (img) => this.source.saveSnapshot(img),
+            signal: this.#abort.signal,
           },
           this.#hostOpts,
         ),
       )
       .then((host) => {
         this.#starting--;
+        this.lastStartError = undefined;
         this.startMs.add(host.readyMs);
         if (host.restored) this.restored++;
         const slot: Slot = { host, served: 0 };
@@ -226,6 +236,10 @@ class DeploymentPool {
       })
       .catch((e: unknown) => {
         this.#starting--;
+        if (!this.#abort.signal.aborted) {
+          const err = e instanceof ZerocellError ? e : undefined;
+          this.lastStartError = { code: err?.code ?? "host_start_failed", message: (e as Error).message, at: new Date().toISOString() };
+        }
         // Nobody will start a host for the waiters: fail them with the reason.
         if (this.#all.size + this.#starting === 0) {
           for (const w of this.#waiters.splice(0)) w.reject(e);
@@ -315,6 +329,8 @@ class DeploymentPool {
       this.#all.delete(s);
       this.#stop(s);
     }
+    // Hosts still starting for nobody are killed rather than awaited (a warm-up may take seconds).
+    if (this.#waiters.length === 0) this.#abort.abort();
     this.#checkDrained();
     await done;
     for (const s of this.#all) this.#stop(s);

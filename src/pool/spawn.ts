@@ -249,6 +249,29 @@ export class HostProcess {
     }, 1000).unref();
   }
 
+  /**
+   * CPU time (user + system) the host's processes have used so far, ms, from /proc (the wrapper
+   * and its descendants: the node host is the wrapper's child); undefined once it is gone.
+   */
+  cpuTimeMs(): number | undefined {
+    const pid = this.child.pid;
+    if (pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return undefined;
+    let ticks = 0;
+    const visit = (p: number, depth: number) => {
+      try {
+        // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+        const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        ticks += Number(f[11]) + Number(f[12]);
+      } catch {
+        return;
+      }
+      if (depth < 3) for (const c of childrenOf(p)) visit(c, depth + 1);
+    };
+    visit(pid, 0);
+    return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+  }
+
   get ceilingBytes(): number {
     return this.#ceilingBytes;
   }
@@ -317,6 +340,9 @@ function writeCgroupLimit(dir: string, version: 1 | 2, bytes: number): void {
     if (hasMemsw) writeFileSync(memsw, String(bytes));
   }
 }
+
+/** USER_HZ: the unit of /proc/<pid>/stat times (100 on every Linux architecture Node runs on). */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 function childrenOf(pid: number): number[] {
   const out: number[] = [];

@@ -88,9 +88,16 @@ let live: Pool[] = [];
 
 function harness(limits: Partial<PoolLimits> = {}): Harness {
   const h: Harness = { pool: undefined as unknown as Pool, hosts: [], starts: 0, failStarts: undefined, startDelayMs: 5 };
-  const startHost: HostFactory = async () => {
+  const startHost: HostFactory = async (init) => {
     h.starts++;
-    await new Promise((r) => setTimeout(r, h.startDelayMs));
+    // Like a real host's start, an abort ends it at once.
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(resolve, h.startDelayMs);
+      init.signal?.addEventListener("abort", () => {
+        clearTimeout(t);
+        reject(new SandboxError("host_retired", 503, "sandbox: retired while starting"));
+      });
+    });
     if (h.failStarts !== undefined) throw h.failStarts;
     const host = new FakeHost();
     h.hosts.push(host);
@@ -190,6 +197,33 @@ describe("pool (in-process hosts)", () => {
     await h.pool.close();
     expect(h.hosts.every((x) => !x.alive)).toBe(true);
     expect(h.pool.stats()).toEqual([]);
+  });
+
+  it("retiring a deployment whose host is still starting for nobody ends that start instead of waiting for it", async () => {
+    const h = harness();
+    h.startDelayMs = 60_000;
+    h.pool.prewarm("dep1", "snapshot");
+    await expect.poll(() => h.starts).toBe(1);
+    const t0 = Date.now();
+    h.pool.retireExcept(new Set());
+    await h.pool.close();
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(h.pool.stats()).toEqual([]);
+  });
+
+  it("does not prewarm a deployment whose last start failed (until a request succeeds), and shows why it failed", async () => {
+    const h = harness();
+    h.failStarts = new SandboxError("warmup_timeout", 504, "sandbox: warm-up request 1 used too much CPU");
+    await expect(h.pool.run("dep1", "snapshot", request("/a"), 1000)).rejects.toMatchObject({ code: "warmup_timeout" });
+    expect(h.pool.stats()[0]!.lastStartError).toMatchObject({ code: "warmup_timeout", message: "sandbox: warm-up request 1 used too much CPU" });
+    h.failStarts = undefined;
+    h.pool.prewarm("dep1", "snapshot");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(h.starts).toBe(1);
+    // A request still tries, and a success clears the failure.
+    expect((await h.pool.run("dep1", "snapshot", request("/b"), 1000)).status).toBe(200);
+    expect(h.starts).toBe(2);
+    expect(h.pool.stats()[0]!.lastStartError).toBeUndefined();
   });
 
   it("stops idle hosts at their TTL down to the minimum, and evicts the least recently used past the global cap", async () => {
