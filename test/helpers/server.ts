@@ -173,15 +173,26 @@ export async function admin(server: TestServer, method: string, path: string, op
   const token = opts.token === undefined ? server.token : opts.token;
   if (token !== null) headers.authorization = `Bearer ${token}`;
   if (opts.contentType !== undefined) headers["content-type"] = opts.contentType;
-  const res = await fetch(server.urls.admin + path, { method, headers, ...(opts.body === undefined ? {} : { body: opts.body as BodyInit }) });
-  const text = await res.text();
+  // A new connection per call (agent: false): a kept-alive socket the server closed while this
+  // test process was blocked (a synchronous CLI run on a loaded machine) would fail the request.
+  const { status, text } = await new Promise<{ status: number; text: string }>((resolvePromise, reject) => {
+    const req = http.request(server.urls.admin + path, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (d: Buffer) => chunks.push(d));
+      res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    if (opts.body !== undefined) req.write(opts.body);
+    req.end();
+  });
   let json: unknown = text;
   try {
     json = JSON.parse(text);
   } catch {
     // leave as text
   }
-  return { status: res.status, json };
+  return { status, json };
 }
 
 export function cleanup(dir: string): void {
