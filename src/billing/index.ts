@@ -73,8 +73,19 @@ export class UsageRecorder {
     this.#opts = { maxBuffered: 10_000, enabled: true, ...opts };
   }
 
+  /** Totals for operators (/metrics): records written, failed flushes, and the metering lag. */
+  get stats(): { buffered: number; written: number; flushFailures: number; lagMs: number } {
+    return { buffered: this.#buffer.length, written: this.#written, flushFailures: this.#flushFailures, lagMs: this.#buffer.length === 0 ? 0 : performance.now() - this.#oldestAt };
+  }
+
+  #written = 0;
+  #flushFailures = 0;
+  /** When the oldest record still in memory was recorded (performance.now() ms). */
+  #oldestAt = 0;
+
   record(r: UsageRecord): void {
     if (this.#closed || !this.#opts.enabled) return;
+    if (this.#buffer.length === 0) this.#oldestAt = performance.now();
     this.#buffer.push(r);
     // After a failed flush the retry waits its turn (a flush attempt blocks the event loop for
     // up to the database's busy timeout): a full buffer does not retry on every record.
@@ -91,6 +102,7 @@ export class UsageRecorder {
     this.#timer = undefined;
     const batch = this.#buffer;
     if (batch.length === 0) return;
+    const oldestAt = this.#oldestAt;
     this.#buffer = [];
     try {
       const write = this.#db.sqlite.transaction((rows: UsageRecord[]) => {
@@ -117,7 +129,10 @@ export class UsageRecorder {
         for (const d of days.values()) this.#daily.run(d);
       });
       write(batch);
+      this.#written += batch.length;
     } catch (e) {
+      this.#flushFailures++;
+      this.#oldestAt = oldestAt;
       log.error("usage flush failed", { err: (e as Error).message, records: batch.length });
       // Keep them for the next try rather than lose them.
       this.#buffer = batch.concat(this.#buffer);

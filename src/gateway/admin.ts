@@ -130,6 +130,20 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   });
 
   app.get("/healthz", (c) => c.json({ ok: true }));
+  // Ready to serve app requests (load balancers, orchestrators): 200 or 503, no token.
+  app.get("/readyz", (c) => {
+    const r = platform.readiness();
+    return c.json(r, r.ready ? 200 : 503);
+  });
+  // Prometheus metrics name every app, so they need an admin token (Prometheus: authorization.credentials).
+  app.get("/metrics", async (c) => {
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+    const token = m?.[1] === undefined ? undefined : store.verifyToken(m[1]);
+    if (token === undefined) throw new UnauthorizedError();
+    if (!isAdmin(token)) throw new ZerocellError("forbidden", 403, "admin: /metrics needs the \"admin\" scope");
+    const { body, contentType } = await platform.metrics.text();
+    return c.body(body, 200, { "content-type": contentType });
+  });
   app.get("/dashboard", () => dashboardResponse());
 
   app.use("/v1/*", async (c, next) => {

@@ -117,6 +117,7 @@ export class AppHandler {
     let bytesOut = 0;
     let wallUs = 0;
     let usage: { cpuUs: number | null; instructions: number | null } | undefined;
+    let ran: PoolRunResult | undefined;
     try {
       // 1. route
       match = p.table.match(host, url.pathname);
@@ -136,6 +137,7 @@ export class AppHandler {
           ? await p.pool.run(target.deploymentId, match.route.mode, engineReq, manifest.limits.timeoutMs)
           : await p.keyed.run(target, match.route.mode, decodeKey(match.params[keyParam] ?? ""), engineReq, manifest);
       wallUs = Math.round((performance.now() - sandboxStart) * 1000);
+      ran = res;
       usage = { cpuUs: res.cpuUs ?? null, instructions: res.usage?.instructions ?? null };
       // 4. answer
       const out = appHeaders(res.headers);
@@ -160,6 +162,7 @@ export class AppHandler {
       const ms = performance.now() - t0;
       const target = match?.route.target;
       log.info("request", { id: requestId, host, path: url.pathname, app: target?.appName ?? null, deployment: target?.deploymentId ?? null, status, ms: Math.round(ms * 1000) / 1000 });
+      p.metrics.request({ app: target?.appName, status, totalMs: ms, readyMs: ran?.startedAt === undefined ? undefined : Math.max(0, ran.startedAt - arrivedAt), acquireMs: ran?.acquireMs });
       if (target !== undefined && wallUs > 0) {
         p.usage.record({
           requestId,

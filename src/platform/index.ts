@@ -18,6 +18,8 @@ import { randomUUID } from "node:crypto";
 import { DeploymentCatalog } from "./deployments.js";
 import { KeyedRuns } from "./key-data.js";
 
+import { PlatformMetrics } from "./metrics.js";
+
 export { decodeKey } from "./key-data.js";
 
 export interface PlatformInit {
@@ -45,6 +47,7 @@ export class Platform {
   readonly stripe: StripeSync | undefined;
   readonly deployments: DeploymentCatalog;
   readonly keyed: KeyedRuns;
+  readonly metrics: PlatformMetrics;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
@@ -69,6 +72,23 @@ export class Platform {
       onWarmup: (deploymentId, u) => this.#recordWarmup(deploymentId, u),
     });
     this.keyed = new KeyedRuns(new KeyQueue(64), this.keys, this.pool);
+    this.metrics = new PlatformMetrics(this.pool, this.usage);
+  }
+
+  /**
+   * Whether this server can serve app requests now (/readyz): the pool takes work (not shutting
+   * down) and the database answers.
+   */
+  readiness(): { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> } {
+    const checks: Record<string, { ok: boolean; detail?: string }> = {};
+    checks.pool = this.pool.closed ? { ok: false, detail: "shutting down" } : { ok: true };
+    try {
+      this.#db.sqlite.prepare("SELECT 1").get();
+      checks.database = { ok: true };
+    } catch (e) {
+      checks.database = { ok: false, detail: (e as Error).message.slice(0, 200) };
+    }
+    return { ready: Object.values(checks).every((c) => c.ok), checks };
   }
 
   /**

@@ -130,6 +130,23 @@ interface Slot {
 interface IdleTracker {
   idle(slot: Slot, pool: DeploymentPool): void;
   busy(slot: Slot): void;
+  /** The pool-wide totals every deployment's pool adds to. */
+  readonly counters: PoolCounters;
+}
+
+/** Pool-wide totals since start (monotonic; /metrics exports them as counters). */
+export interface PoolCounters {
+  hostStarts: number;
+  hostStartFailures: number;
+  /** Hosts started from a stored snapshot (no init, no warm-up). */
+  restoredFromSnapshot: number;
+  /** Hosts that exited while serving or idle (crash, kill, memory ceiling), not stopped by the pool. */
+  hostExits: number;
+  resets: number;
+  /** Idle instances stopped past the global cap (LRU). */
+  evictions: number;
+  /** Requests refused with 503 because a deployment's queue was full. */
+  saturated: number;
 }
 
 class DeploymentPool {
@@ -228,15 +245,23 @@ class DeploymentPool {
         this.#starting--;
         this.lastStartError = undefined;
         this.startMs.add(host.readyMs);
-        if (host.restored) this.restored++;
+        this.#tracker.counters.hostStarts++;
+        if (host.restored) {
+          this.restored++;
+          this.#tracker.counters.restoredFromSnapshot++;
+        }
         const slot: Slot = { host, served: 0 };
         this.#all.add(slot);
-        host.onExit(() => this.#forget(slot));
+        host.onExit(() => {
+          if (this.#all.has(slot)) this.#tracker.counters.hostExits++;
+          this.#forget(slot);
+        });
         this.#release(slot);
       })
       .catch((e: unknown) => {
         this.#starting--;
         if (!this.#abort.signal.aborted) {
+          this.#tracker.counters.hostStartFailures++;
           const err = e instanceof ZerocellError ? e : undefined;
           this.lastStartError = { code: err?.code ?? "host_start_failed", message: (e as Error).message, at: new Date().toISOString() };
         }
@@ -266,6 +291,7 @@ class DeploymentPool {
       return slot;
     }
     if (this.#waiters.length >= this.#limits.maxQueue) {
+      this.#tracker.counters.saturated++;
       throw new PoolSaturatedError(
         `pool: ${this.#all.size} instances of ${this.source.appName} busy and queue full (limit ${this.#limits.maxQueue})`,
       );
@@ -365,6 +391,7 @@ class DeploymentPool {
     this.#all.delete(slot);
     this.#stop(slot);
     this.evicted++;
+    if (reason === "evict") this.#tracker.counters.evictions++;
     if (this.#all.size + this.#starting + this.#waiters.length + this.#busy === 0) this.onEmpty?.();
   }
 
@@ -421,9 +448,11 @@ export class Pool {
     this.#tracker = {
       idle: (slot, pool) => this.#idleCache.set(slot, pool),
       busy: (slot) => this.#idleCache.delete(slot),
+      counters: this.counters,
     };
   }
 
+  readonly counters: PoolCounters = { hostStarts: 0, hostStartFailures: 0, restoredFromSnapshot: 0, hostExits: 0, resets: 0, evictions: 0, saturated: 0 };
   readonly #onLog: (deploymentId: string, line: string) => void;
   readonly #onWarmup: ((deploymentId: string, usage: WarmupUsage) => void) | undefined;
   readonly #startHost: HostFactory;
@@ -477,7 +506,10 @@ export class Pool {
     const { response, idle } = slot.host.request(req, mode === "snapshot", timeoutMs, pool.source.appName);
     // 3. release once the host has reset; fresh mode never reuses a host.
     void idle.then((resetMs) => {
-      if (resetMs !== undefined) pool.resetMs.add(resetMs);
+      if (resetMs !== undefined) {
+        pool.resetMs.add(resetMs);
+        this.counters.resets++;
+      }
       pool.done(slot, mode !== "fresh");
     });
     try {
@@ -508,6 +540,11 @@ export class Pool {
   /** Spare hosts waiting now (runtime and pid) and how many were taken so far. */
   spares(): { ready: Array<{ runtime: string; pid: number }>; taken: number } {
     return { ready: this.#spares?.list() ?? [], taken: this.#spares?.taken ?? 0 };
+  }
+
+  /** Set once close() began: no new work is taken. */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   async close(): Promise<void> {
