@@ -15,6 +15,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "zerocell setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Debian's Unicorn 2.1.1 for the x86 engine (falls back to 2.0.1 when it cannot be had).
+scripts/install-unicorn.sh
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "zerocell setup: installing npm packages (first run compiles better-sqlite3, ~2 min)..."
   npm ci --no-audit --no-fund

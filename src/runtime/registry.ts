@@ -11,6 +11,7 @@ import type { Engine } from "./engine.js";
 import { phpEngineBuild, validatePhpBundle } from "./php/validate.js";
 import { pythonEngineBuild, validatePythonBundle } from "./python/validate.js";
 import { validateX86Bundle, x86EngineBuild } from "./x86/descriptor.js";
+import { UNICORN_21_DIR } from "./x86/library-path.js";
 
 export type RuntimeName = Manifest["runtime"];
 
@@ -59,7 +60,8 @@ export const RUNTIMES: Readonly<Record<RuntimeName, RuntimeDescriptor>> = {
     validate: validateX86Bundle,
     buildId: (manifest) => x86EngineBuild(manifest),
     // koffi (the FFI to Debian's libunicorn2) is a native addon.
-    hostFlags: ["--allow-addons"],
+    // The 2.1.1 library directory is readable so the engine can choose it (library-path.ts).
+    hostFlags: ["--allow-addons", `--allow-fs-read=${UNICORN_21_DIR}`],
     warmupBootAllowanceMs: 2_000,
     load: async () => new (await import("./x86/index.js")).X86Engine(),
   },

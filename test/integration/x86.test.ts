@@ -1,9 +1,10 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { packDirectory } from "../../src/bundle/index.js";
+import { UNICORN_20_PATH, UNICORN_21_PATH } from "../../src/runtime/x86/library-path.js";
 import { startServer, fetchApp, admin, writeBundle, isAlive, ROOT, type TestServer } from "../helpers/server.js";
 
 describe("native x86-64 CGI apps through the platform", () => {
@@ -28,6 +29,37 @@ describe("native x86-64 CGI apps through the platform", () => {
       expect(r.text).toBe(`Hello from native x86-64 on Zerocell\nmethod=GET path=/sq n=${n} n^2=${n * n}\n`);
       expect(r.headers["x-zerocell-instance"]).toMatch(/^snapshot; /);
     }
+  });
+
+  it("its hosts run Debian's Unicorn 2.1.1 where setup installed it (else 2.0.1)", () => {
+    const want = existsSync(UNICORN_21_PATH) ? UNICORN_21_PATH : UNICORN_20_PATH;
+    // Every process under the server (wrappers and the node hosts inside them).
+    const all = readdirSync("/proc").filter((d) => /^\d+$/.test(d));
+    const parent = new Map<number, number>();
+    for (const d of all) {
+      try {
+        const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+        parent.set(Number(d), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+      } catch {
+        // gone
+      }
+    }
+    const under = (pid: number): boolean => {
+      for (let p = parent.get(pid), n = 0; p !== undefined && n < 10; p = parent.get(p), n++) if (p === server.proc.pid) return true;
+      return false;
+    };
+    const libs = new Set<string>();
+    for (const pid of parent.keys()) {
+      if (!under(pid)) continue;
+      let maps = "";
+      try {
+        maps = readFileSync(`/proc/${pid}/maps`, "utf8");
+      } catch {
+        continue;
+      }
+      for (const m of maps.matchAll(/\s(\/\S*libunicorn\.so[.\d]*)$/gm)) libs.add(m[1]!);
+    }
+    expect([...libs]).toEqual([want]);
   });
 
   it("writes the guest's instructions and CPU time into each request's usage record", async () => {

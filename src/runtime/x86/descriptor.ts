@@ -9,13 +9,14 @@ import { BundleError } from "../../errors.js";
 import { ElfLoadError, parseStaticElf } from "./elf-load.js";
 import { programEntry, x86Section } from "./program.js";
 import { assertValidProgram } from "./validate.js";
+import { unicornBuildTag } from "./library-path.js";
 
 export { programEntry, x86Section, type X86ManifestSection } from "./program.js";
 
 /** Bump when anything that shapes a snapshot changes (layout, stack, syscall state). */
 export const ENGINE_REVISION = "x86-1";
-/** The Unicorn build snapshots are made with (Debian bookworm libunicorn2). */
-const UNICORN_BUILD = "libunicorn2-2.0.1.post1";
+/** The Unicorn build snapshots are made with (2.1.1 where setup installed it, else 2.0.1). */
+const UNICORN_BUILD = unicornBuildTag();
 
 /** Deploy-time checks: the program is a file of the bundle, loads as a static ELF, validates. */
 export function validateX86Bundle(manifest: Manifest, image: BundleImage): void {

@@ -22,16 +22,17 @@
  *    A JS exception inside a hook cannot cross the native frames: every hook body catches.
  */
 import koffi, { type TypeObject } from "koffi";
+import { defaultUnicornLibrary, UNICORN_20_PATH } from "./library-path.js";
 
 /** Debian bookworm's libunicorn2 (2.0.1). */
-export const LIBUNICORN_PATH = "/usr/lib/x86_64-linux-gnu/libunicorn.so.2";
+export const LIBUNICORN_PATH = UNICORN_20_PATH;
 
-let libraryPath = process.env.ZEROCELL_LIBUNICORN ?? LIBUNICORN_PATH;
+let libraryPath = defaultUnicornLibrary();
 
 /**
  * Chooses the libunicorn to load (before the first engine is created): e.g. Debian trixie's
  * libunicorn2t64 2.1.1, which runs guest stores ~50x faster than 2.0.1 (see the bench notes).
- * Default: $ZEROCELL_LIBUNICORN, else LIBUNICORN_PATH.
+ * Default: $ZEROCELL_LIBUNICORN, else 2.1.1 where scripts/install-unicorn.sh put it, else 2.0.1.
  */
 export function setUnicornLibrary(path: string): void {
   if (native !== undefined && path !== libraryPath) throw new Error("unicorn: the library is already loaded");
