@@ -353,6 +353,60 @@ program
     });
   });
 
+interface LogLineJson {
+  id: number;
+  at: number;
+  deploymentId: string;
+  requestId: string | null;
+  line: string;
+}
+
+const fmtLog = (l: LogLineJson) => `${new Date(l.at).toISOString()} ${l.requestId === null ? "[start]" : `[${l.requestId.slice(0, 8)}]`} ${l.line}`;
+
+program
+  .command("logs")
+  .description("show an app's log lines (PHP errors, Python stderr and tracebacks, x86 stderr) with the request each belongs to")
+  .argument("<app>")
+  .option("-f, --follow", "keep printing new lines as they are written")
+  .option("--since <when>", "only lines from this long ago or later (30s, 10m, 2h, 7d) or since an ISO date")
+  .option("-n, --limit <n>", "the most recent N lines (default 200, at most 1000)")
+  .addOption(dataOption())
+  .addOption(jsonOption())
+  .action(async (app: string, opts: { follow?: boolean; since?: string; limit?: string; data?: string; json?: boolean }) => {
+    const target = findTarget(opts);
+    const q = new URLSearchParams();
+    if (opts.since !== undefined) q.set("since", opts.since);
+    if (opts.limit !== undefined) q.set("limit", opts.limit);
+    const path = `/v1/apps/${encodeURIComponent(app)}/logs`;
+    if (opts.follow !== true) {
+      const res = (await api(target, "GET", `${path}?${q}`)) as { logs: LogLineJson[] };
+      print(opts.json === true, res, () => res.logs.map(fmtLog).join("\n") || "(no log lines)");
+      return;
+    }
+    // Server-sent events: one JSON line per log line with --json, else the text form.
+    q.set("follow", "1");
+    const res = await fetch(new URL(`${path}?${q}`, target.url), { headers: { authorization: `Bearer ${target.token}`, accept: "text/event-stream" } });
+    if (!res.ok || res.body === null) {
+      const err = ((await res.json().catch(() => ({}))) as { error?: { message?: string; code?: string } }).error;
+      throw new CliError(`${err?.message ?? `HTTP ${res.status}`}${err?.code === undefined ? "" : ` (${err.code})`}`);
+    }
+    const decoder = new TextDecoder();
+    let buf = "";
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buf.indexOf("\n\n")) !== -1) {
+        const event = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+        if (data === "") continue;
+        if (/^event:\s*overflow$/m.test(event)) throw new CliError("logs: the server dropped this follower (it fell behind); run the command again");
+        const line = JSON.parse(data) as LogLineJson;
+        process.stdout.write(opts.json === true ? JSON.stringify(line) + "\n" : fmtLog(line) + "\n");
+      }
+    }
+  });
+
 program
   .command("keys")
   .description("list an app's keys (per-key storage), export one as a tar, or delete one")

@@ -18,6 +18,7 @@ import { randomUUID } from "node:crypto";
 import { checkHostPattern } from "../router/index.js";
 import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
+import { logsResponse } from "./admin-logs.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -70,6 +71,7 @@ export const ADMIN_ENDPOINTS = {
   "GET /v1/apps/:app/keys": ["deploy"],
   "GET /v1/apps/:app/keys/:key/export": ["deploy"],
   "DELETE /v1/apps/:app/keys/:key": ["deploy"],
+  "GET /v1/apps/:app/logs": ["deploy"],
   "POST /v1/accounts": ["admin"],
   "GET /v1/accounts": ["admin"],
   "POST /v1/tokens": ["admin"],
@@ -256,6 +258,8 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     if (own !== undefined) return c.json({ deployments: withoutPids(deployments) });
     return c.json({ deployments, spares: platform.pool.spares() });
   });
+
+  endpoint("GET /v1/apps/:app/logs", (c, token) => logsResponse(c, platform, visibleApp(token, c.req.param("app")).id));
 
   endpoint("GET /v1/apps/:app/keys", (c, token) => {
     const a = visibleApp(token, c.req.param("app"));

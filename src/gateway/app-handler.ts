@@ -37,7 +37,7 @@ async function readBody(req: Request, incoming: http.IncomingMessage, limit: num
 }
 
 /** The request as the sandbox sees it. */
-function toEngineRequest(req: Request, incoming: http.IncomingMessage, url: URL, host: string, body: Buffer, isHttps: boolean, localPort: number, match: RouteMatch): EngineRequest {
+function toEngineRequest(req: Request, incoming: http.IncomingMessage, url: URL, host: string, body: Buffer, isHttps: boolean, localPort: number, match: RouteMatch, requestId: string): EngineRequest {
   const headers: Array<[string, string]> = [];
   for (let i = 0; i < incoming.rawHeaders.length; i += 2) headers.push([incoming.rawHeaders[i]!.toLowerCase(), incoming.rawHeaders[i + 1]!]);
   return {
@@ -52,6 +52,7 @@ function toEngineRequest(req: Request, incoming: http.IncomingMessage, url: URL,
     serverPort: localPort,
     scriptName: match.matchedPrefix,
     params: match.params,
+    requestId,
   };
 }
 
@@ -128,7 +129,7 @@ export class AppHandler {
       // 2. read the body under the app's limit
       const body = await readBody(req, incoming, manifest.limits.maxBodyBytes);
       bytesIn = body.length;
-      const engineReq = toEngineRequest(req, incoming, url, host, body, isHttps, localPort, match);
+      const engineReq = toEngineRequest(req, incoming, url, host, body, isHttps, localPort, match, requestId);
       // 3. run in the pool (keyed routes: one request per key at a time, with the key's /data)
       const sandboxStart = performance.now();
       const keyParam = match.route.key;

@@ -19,6 +19,8 @@ import { DeploymentCatalog } from "./deployments.js";
 import { KeyedRuns } from "./key-data.js";
 
 import { PlatformMetrics } from "./metrics.js";
+import { AppLogs } from "./app-logs.js";
+import { LRUCache } from "lru-cache";
 
 export { decodeKey } from "./key-data.js";
 
@@ -48,6 +50,7 @@ export class Platform {
   readonly deployments: DeploymentCatalog;
   readonly keyed: KeyedRuns;
   readonly metrics: PlatformMetrics;
+  readonly logs: AppLogs;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
@@ -68,11 +71,28 @@ export class Platform {
       isolation: init.isolation,
       ...(init.pool === undefined ? {} : { limits: init.pool }),
       load: (id) => this.deployments.source(id),
-      onLog: (deploymentId, line) => log.info("app log", { deploymentId, line }),
+      onLog: (deploymentId, line, requestId) => this.#appLog(deploymentId, line, requestId),
       onWarmup: (deploymentId, u) => this.#recordWarmup(deploymentId, u),
     });
     this.keyed = new KeyedRuns(new KeyQueue(64), this.keys, this.pool);
     this.metrics = new PlatformMetrics(this.pool, this.usage);
+    this.logs = new AppLogs(init.db);
+  }
+
+  /** deployment id → app id, for log lines (a deployment never changes app). */
+  readonly #appOf = new LRUCache<string, string>({ max: 4096 });
+
+  /** A line a sandbox host wrote: the server's own log, and the app's (zerocell logs APP). */
+  #appLog(deploymentId: string, line: string, requestId: string | undefined): void {
+    log.info("app log", { deploymentId, requestId: requestId ?? null, line });
+    let appId = this.#appOf.get(deploymentId);
+    if (appId === undefined) {
+      // Spare hosts log as "spare:<runtime>": no app.
+      appId = deploymentId.startsWith("spare:") ? undefined : this.store.getDeployment(deploymentId)?.appId;
+      if (appId === undefined) return;
+      this.#appOf.set(deploymentId, appId);
+    }
+    this.logs.append(appId, deploymentId, requestId, line);
   }
 
   /**
@@ -149,6 +169,7 @@ export class Platform {
     await this.pool.close();
     closeHostIsolation(this.#isolation);
     this.usage.close();
+    this.logs.close();
     this.#db.close();
   }
 }

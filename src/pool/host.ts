@@ -21,8 +21,11 @@ export interface HostOptions {
   maxResponseBytes: number;
   /** How long a host may take from spawn to ready, ms. */
   startTimeoutMs: number;
-  /** Called with each line the host writes to stderr (already truncated). */
-  onLog: (line: string) => void;
+  /**
+   * Called with each line the host writes to stderr (already truncated), with the request id of
+   * the request the host served last (undefined before its first: start and warm-up).
+   */
+  onLog: (line: string, requestId?: string) => void;
   /** Spare hosts to take a process from instead of spawning one (src/pool/spares.ts). */
   spares?: SpareHosts;
   /**
@@ -124,7 +127,7 @@ export class SandboxHost {
       while ((nl = partial.indexOf("\n")) !== -1) {
         const line = partial.slice(0, nl);
         partial = partial.slice(nl + 1);
-        if (line.length > 0) this.#opts.onLog(line.slice(0, MAX_LOG_LINE));
+        if (line.length > 0) this.#opts.onLog(line.slice(0, MAX_LOG_LINE), this.#logRequestId);
       }
     });
     child.stdout?.resume();
@@ -325,6 +328,8 @@ export class SandboxHost {
   #warmup: { timeoutMs: number; bootMs: number; startedAt: number | undefined; wallStart: number; timer: NodeJS.Timeout | undefined } | undefined;
   #warmupCpuUs: number | undefined;
   #startTimer: NodeJS.Timeout | undefined;
+  /** The gateway's id of the request this host serves or served last (for its log lines). */
+  #logRequestId: string | undefined;
 
   /** Stops the warm-up timer and reports the warm-up's usage once (if tenant code ran). */
   #endWarmup(status: number, cpuUs: number | undefined): void {
@@ -359,7 +364,9 @@ export class SandboxHost {
       }
       const timer = setTimeout(() => this.#fail(new SandboxTimeoutError(timeoutMs, appName)), timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
-      const { body, data, ...meta } = req;
+      // Lines the host writes from now on belong to this request (one request at a time).
+      const { body, data, requestId, ...meta } = req;
+      this.#logRequestId = requestId;
       this.#send(
         { t: "req", id, req: meta, reset, bodyBytes: body.byteLength, ...(data === undefined ? {} : { dataBytes: data.byteLength }) },
         data === undefined ? body : Buffer.concat([body, data]),

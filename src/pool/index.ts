@@ -419,7 +419,8 @@ export class Pool {
     limits?: Partial<PoolLimits>;
     isolation: HostIsolation;
     load: (deploymentId: string) => DeploymentSource;
-    onLog: (deploymentId: string, line: string) => void;
+    /** A line a host wrote, with the request it belongs to (src/pool/host.ts HostOptions.onLog). */
+    onLog: (deploymentId: string, line: string, requestId?: string) => void;
     onWarmup?: (deploymentId: string, usage: WarmupUsage) => void;
     /** How hosts start (default: a sandbox process, SandboxHost.start). */
     startHost?: HostFactory;
@@ -453,7 +454,7 @@ export class Pool {
   }
 
   readonly counters: PoolCounters = { hostStarts: 0, hostStartFailures: 0, restoredFromSnapshot: 0, hostExits: 0, resets: 0, evictions: 0, saturated: 0 };
-  readonly #onLog: (deploymentId: string, line: string) => void;
+  readonly #onLog: (deploymentId: string, line: string, requestId?: string) => void;
   readonly #onWarmup: ((deploymentId: string, usage: WarmupUsage) => void) | undefined;
   readonly #startHost: HostFactory;
 
@@ -470,7 +471,7 @@ export class Pool {
       this.#spares?.want(source.manifest.runtime);
       // A key's own instance: one at most, none kept once idle past the TTL.
       const limits = instanceKey === undefined ? this.#limits : { ...this.#limits, maxInstancesPerDeployment: 1, minInstancesPerDeployment: 0 };
-      p = new DeploymentPool(source, mode, limits, { ...this.#hostOpts, onLog: (line) => this.#onLog(deploymentId, line), onWarmup: (u) => this.#onWarmup?.(deploymentId, u) }, this.#tracker, this.#startHost);
+      p = new DeploymentPool(source, mode, limits, { ...this.#hostOpts, onLog: (line, requestId) => this.#onLog(deploymentId, line, requestId), onWarmup: (u) => this.#onWarmup?.(deploymentId, u) }, this.#tracker, this.#startHost);
       if (instanceKey !== undefined) {
         p.instanceKey = instanceKey;
         const created = p;

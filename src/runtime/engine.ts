@@ -37,6 +37,8 @@ export interface EngineRequest {
    * /data for this request. Absent for other routes.
    */
   data?: Uint8Array;
+  /** The gateway's request id: tags the host's log lines; never sent into the sandbox. */
+  requestId?: string;
 }
 
 /** What guest code answered (untrusted: the gateway validates it). */

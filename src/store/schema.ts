@@ -188,3 +188,19 @@ export const hostClaims = sqliteTable("host_claims", {
   source: text("source").notNull(),
   createdAt: integer("created_at").notNull(),
 }, (t) => [index("host_claims_account_idx").on(t.accountId)]);
+
+/**
+ * What an app's sandboxes wrote to their logs (PHP's error log, Python's stderr and wsgi.errors,
+ * x86 stderr), one row per line, with the request it belongs to. Bounded per app and by age
+ * (src/platform/app-logs.ts prunes).
+ */
+export const appLogs = sqliteTable("app_logs", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  appId: text("app_id").notNull(),
+  deploymentId: text("deployment_id").notNull(),
+  /** The gateway's request id; null for lines written outside a request (start, warm-up). */
+  requestId: text("request_id"),
+  /** Milliseconds since the epoch. */
+  at: integer("at").notNull(),
+  line: text("line").notNull(),
+}, (t) => [index("app_logs_app_idx").on(t.appId, t.id), index("app_logs_at_idx").on(t.at)]);

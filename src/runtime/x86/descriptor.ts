@@ -15,8 +15,6 @@ export { programEntry, x86Section, type X86ManifestSection } from "./program.js"
 
 /** Bump when anything that shapes a snapshot changes (layout, stack, syscall state). */
 export const ENGINE_REVISION = "x86-1";
-/** The Unicorn build snapshots are made with (2.1.1 where setup installed it, else 2.0.1). */
-const UNICORN_BUILD = unicornBuildTag();
 
 /** Deploy-time checks: the program is a file of the bundle, loads as a static ELF, validates. */
 export function validateX86Bundle(manifest: Manifest, image: BundleImage): void {
@@ -33,6 +31,7 @@ export function validateX86Bundle(manifest: Manifest, image: BundleImage): void 
 /** What a snapshot depends on besides the deployment (options: the engine's meter and stack). */
 export function x86EngineBuild(manifest: Manifest, options: { meter: string; stackBytes: number } = { meter: "block", stackBytes: 8 * 1024 * 1024 }): string {
   const h = createHash("sha256");
-  h.update(JSON.stringify([ENGINE_REVISION, UNICORN_BUILD, options.meter, options.stackBytes, manifest.limits.memoryMb, x86Section(manifest)?.program ?? null]));
+  // The Unicorn build snapshots are made with (2.1.1 where setup installed it, else 2.0.1).
+  h.update(JSON.stringify([ENGINE_REVISION, unicornBuildTag(), options.meter, options.stackBytes, manifest.limits.memoryMb, x86Section(manifest)?.program ?? null]));
   return `x86-${h.digest("hex").slice(0, 24)}`;
 }

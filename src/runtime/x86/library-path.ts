@@ -15,7 +15,20 @@ export const UNICORN_20_PATH = "/usr/lib/x86_64-linux-gnu/libunicorn.so.2";
 export function defaultUnicornLibrary(): string {
   const fromEnv = process.env.ZEROCELL_LIBUNICORN;
   if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
-  return existsSync(UNICORN_21_PATH) ? UNICORN_21_PATH : UNICORN_20_PATH;
+  return readable(UNICORN_21_PATH) ? UNICORN_21_PATH : UNICORN_20_PATH;
+}
+
+/**
+ * Whether the file exists and this process may read it. Under Node's permission model (sandbox
+ * hosts of other runtimes cannot read the 2.1.1 directory) existsSync throws instead of
+ * answering false.
+ */
+function readable(path: string): boolean {
+  try {
+    return existsSync(path);
+  } catch {
+    return false;
+  }
 }
 
 /** Names the library snapshots are made with (part of the x86 engine's build id). */
