@@ -18,6 +18,7 @@ import { randomUUID } from "node:crypto";
 import { checkHostPattern } from "../router/index.js";
 import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
+import { registerAccessKeyRoutes } from "./admin/access-keys.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -83,6 +84,9 @@ export const ADMIN_ENDPOINTS = {
   "PUT /v1/certificates/:host": ["admin"],
   "GET /v1/hosts": ["deploy"],
   "PUT /v1/hosts/:host": ["admin"],
+  "POST /v1/access-keys": ["deploy"],
+  "GET /v1/access-keys": ["deploy"],
+  "DELETE /v1/access-keys/:id": ["deploy"],
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -115,6 +119,15 @@ function withoutPids(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(withoutPids);
   if (value === null || typeof value !== "object") return value;
   return Object.fromEntries(Object.entries(value).filter(([k]) => k !== "pid" && k !== "pids").map(([k, v]) => [k, withoutPids(v)]));
+}
+
+/** What a file of admin routes (src/gateway/admin/*.ts) gets to register its endpoints. */
+export interface AdminRoutes {
+  endpoint: <K extends AdminEndpoint>(key: K, handler: (c: Context<Env, PathOf<K>>, token: TokenInfo) => Response | Promise<Response>) => void;
+  platform: Platform;
+  /** The account a token is limited to: undefined (all) for admin tokens. */
+  ownAccount: (token: TokenInfo) => string | undefined;
+  readJson: <T>(c: Context, schema: z.ZodType<T>) => Promise<T>;
 }
 
 export function createAdminApi(platform: Platform): Hono<Env> {
@@ -398,6 +411,8 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     log.info("host assigned", { host, account: account.name });
     return c.json({ host, account: account.name });
   });
+
+  registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson });
 
   assertRoutesMatchTable(app);
   return app;

@@ -17,6 +17,8 @@ import { log } from "../log.js";
 import { randomUUID } from "node:crypto";
 import { DeploymentCatalog } from "./deployments.js";
 import { KeyedRuns } from "./key-data.js";
+import { DiskObjectStore, type ObjectStore } from "../objects/index.js";
+import { AccessKeys } from "../objects/access-keys.js";
 
 export { decodeKey } from "./key-data.js";
 
@@ -25,6 +27,10 @@ export interface PlatformInit {
   store: Store;
   blobs: BlobStore;
   keysDir: string;
+  /** The disk object store's directory (DIR/objects). */
+  objectsDir: string;
+  /** The key that encrypts S3 secret access keys at rest (DIR/access-keys.key, 0600). */
+  accessKeyFile: string;
   certs: CertificateStore;
   isolation: HostIsolation;
   pool?: Partial<PoolLimits>;
@@ -45,6 +51,9 @@ export class Platform {
   readonly stripe: StripeSync | undefined;
   readonly deployments: DeploymentCatalog;
   readonly keyed: KeyedRuns;
+  /** Buckets and objects per account (src/objects), served by the S3 API. */
+  readonly objects: ObjectStore;
+  readonly accessKeys: AccessKeys;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
@@ -69,6 +78,8 @@ export class Platform {
       onWarmup: (deploymentId, u) => this.#recordWarmup(deploymentId, u),
     });
     this.keyed = new KeyedRuns(new KeyQueue(64), this.keys, this.pool);
+    this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir });
+    this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
   }
 
   /**
