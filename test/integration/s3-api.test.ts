@@ -6,7 +6,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import https from "node:https";
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { readdirSync, writeFileSync, mkdtempSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -309,6 +309,49 @@ describe("S3 API", () => {
     expect(readdirSync(join(server.dataDir, "objects", "tmp"))).toEqual([]);
     // The server still serves.
     expect(await (await s3.send(new GetObjectCommand({ Bucket: "data", Key: "digits" }))).Body!.transformToString()).toBe("0123456789");
+  });
+
+  it("accepts signed aws-chunked uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) and refuses a tampered chunk", async () => {
+    const url = new URL(server.urls.s3);
+    const data = Buffer.from("x".repeat(70_000) + "end");
+    const put = async (key: string, tamper: boolean) => {
+      const chunks = [data.subarray(0, 65_536), data.subarray(65_536), Buffer.alloc(0)];
+      const encodedLength = chunks.reduce((n, c) => n + c.length.toString(16).length + ";chunk-signature=".length + 64 + 4 + c.length, 0);
+      const signer = new SignatureV4({ credentials: main, region: "us-east-1", service: "s3", sha256: Hash.bind(null, "sha256"), uriEscapePath: false });
+      const signed = await signer.sign(new HttpRequest({ method: "PUT", protocol: "https:", hostname: url.hostname, port: Number(url.port), path: `/data/${key}`, headers: { host: url.host, "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "content-encoding": "aws-chunked", "x-amz-decoded-content-length": String(data.length), "content-length": String(encodedLength) } }));
+      const h = signed.headers as Record<string, string>;
+      const seed = /Signature=([0-9a-f]{64})/.exec(h.authorization!)![1]!;
+      const longDate = h["x-amz-date"]!;
+      const scope = `${longDate.slice(0, 8)}/us-east-1/s3/aws4_request`;
+      const hmac = (k: Buffer | string, d: string) => createHmac("sha256", k).update(d).digest();
+      const signingKey = hmac(hmac(hmac(hmac("AWS4" + main.secretAccessKey, longDate.slice(0, 8)), "us-east-1"), "s3"), "aws4_request");
+      const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
+      let prev = seed;
+      const parts: Buffer[] = [];
+      for (const c of chunks) {
+        const sig = hmac(signingKey, ["AWS4-HMAC-SHA256-PAYLOAD", longDate, scope, prev, sha(""), sha(c)].join("\n")).toString("hex");
+        prev = sig;
+        const body = tamper && c.length > 0 && c === chunks[1] ? Buffer.from(c.toString().replace("end", "END")) : c;
+        parts.push(Buffer.from(`${c.length.toString(16)};chunk-signature=${sig}\r\n`), body, Buffer.from("\r\n"));
+      }
+      const body = Buffer.concat(parts);
+      expect(body.length).toBe(encodedLength);
+      return new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = https.request({ host: url.hostname, port: url.port, path: `/data/${key}`, method: "PUT", headers: h, ca: server.ca, agent: false }, (res) => {
+          const out: Buffer[] = [];
+          res.on("data", (c: Buffer) => out.push(c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(out).toString() }));
+        });
+        req.on("error", reject);
+        req.end(body);
+      });
+    };
+    expect((await put("chunked-ok", false)).status).toBe(200);
+    expect(Buffer.from(await (await client(main).send(new GetObjectCommand({ Bucket: "data", Key: "chunked-ok" }))).Body!.transformToByteArray()).equals(data)).toBe(true);
+    const bad = await put("chunked-bad", true);
+    expect(bad.status).toBe(403);
+    expect(bad.text).toContain("<Code>SignatureDoesNotMatch</Code>");
+    expect(await failure(client(main).send(new HeadObjectCommand({ Bucket: "data", Key: "chunked-bad" })))).toMatchObject({ status: 404 });
   });
 
   it("keeps keys as names: traversal stays inside the bucket", async () => {
