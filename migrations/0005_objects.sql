@@ -9,6 +9,17 @@ CREATE TABLE `access_keys` (
 );
 --> statement-breakpoint
 CREATE INDEX `access_keys_account_idx` ON `access_keys` (`account_id`);--> statement-breakpoint
+CREATE TABLE `bucket_bindings` (
+	`id` text PRIMARY KEY NOT NULL,
+	`bucket_id` text NOT NULL,
+	`prefix` text NOT NULL,
+	`app_id` text NOT NULL,
+	`created_at` integer NOT NULL,
+	FOREIGN KEY (`bucket_id`) REFERENCES `buckets`(`id`) ON UPDATE no action ON DELETE no action,
+	FOREIGN KEY (`app_id`) REFERENCES `apps`(`id`) ON UPDATE no action ON DELETE no action
+);
+--> statement-breakpoint
+CREATE UNIQUE INDEX `bucket_bindings_bucket_prefix_uq` ON `bucket_bindings` (`bucket_id`,`prefix`);--> statement-breakpoint
 CREATE TABLE `buckets` (
 	`id` text PRIMARY KEY NOT NULL,
 	`account_id` text NOT NULL,

@@ -10,7 +10,8 @@ import https from "node:https";
 import cliProgress from "cli-progress";
 import { packDirectory } from "../bundle/index.js";
 import { PACKAGE_ROOT } from "../paths.js";
-import { registerAccessKeyCommands } from "./access-keys.js";
+import { registerAccessKeyCommands, type CliKit } from "./access-keys.js";
+import { registerBindingCommands } from "./bindings.js";
 
 interface ClientTarget {
   url: string;
@@ -536,7 +537,9 @@ program
     process.stdout.write(`certificate installed for ${host}\n`);
   });
 
-registerAccessKeyCommands(program, { findTarget, api, print, table, dataOption, jsonOption, fail: (m) => { throw new CliError(m); } });
+const kit: CliKit<ClientTarget> = { findTarget, api, print, table, dataOption, jsonOption, fail: (m) => { throw new CliError(m); } };
+registerAccessKeyCommands(program, kit);
+registerBindingCommands(program, kit);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CliError || (e instanceof Error && "code" in e)) {

@@ -19,6 +19,7 @@ import { checkHostPattern } from "../router/index.js";
 import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
 import { registerAccessKeyRoutes } from "./admin/access-keys.js";
+import { registerBindingRoutes } from "./admin/bindings.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -87,6 +88,9 @@ export const ADMIN_ENDPOINTS = {
   "POST /v1/access-keys": ["deploy"],
   "GET /v1/access-keys": ["deploy"],
   "DELETE /v1/access-keys/:id": ["deploy"],
+  "POST /v1/bindings": ["deploy"],
+  "GET /v1/bindings": ["deploy"],
+  "DELETE /v1/bindings/:id": ["deploy"],
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -413,6 +417,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   });
 
   registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson });
+  registerBindingRoutes({ endpoint, platform, ownAccount, readJson });
 
   assertRoutesMatchTable(app);
   return app;

@@ -17,6 +17,8 @@ import type { Platform } from "../platform/index.js";
 import { ObjectStoreError, noSuchKey, type ObjectInfo, type RangeRequest, type ObjectStore, type PutOptions } from "../objects/index.js";
 import { verifySigV4, decodeAwsChunked, accessDenied, type Authenticated } from "../objects/sigv4.js";
 import { isZerocellError } from "../errors.js";
+import { runBoundObject, boundTarget } from "../platform/object-runs.js";
+import { appHeaders } from "./app-handler.js";
 import { log } from "../log.js";
 
 const NS = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -28,7 +30,7 @@ const MAX_DELETE_KEYS = 1000;
 interface S3Response {
   status: number;
   headers?: Record<string, string>;
-  body?: string | NodeJS.ReadableStream;
+  body?: string | Buffer | NodeJS.ReadableStream;
 }
 
 // --- XML out: a few fixed shapes, text escaped here (control characters as character references) ---
@@ -208,6 +210,29 @@ async function listObjects(store: ObjectStore, account: string, bucket: string, 
   return xml(200, doc("ListBucketResult", [...head, ...marker, ...contents, ...prefixes]));
 }
 
+/**
+ * A GET under a bound prefix: the object (whole, within the app's max_body_bytes) is the input of
+ * the bound app's handler, whose response is the answer (its headers checked like any app's).
+ */
+async function runBinding(platform: Platform, account: string, bucket: string, key: string): Promise<S3Response | undefined> {
+  const binding = platform.bindings.match(account, bucket, key);
+  if (binding === undefined) return undefined;
+  const limit = boundTarget(platform, binding).maxBodyBytes;
+  const got = await platform.objects.getObject(account, bucket, key);
+  if (got.info.size > limit) {
+    got.body.destroy();
+    throw new ObjectStoreError("EntityTooLarge", "object_too_large_for_app", 400, `s3: object of ${got.info.size} bytes exceeds the bound app's max_body_bytes of ${limit}`);
+  }
+  const parts: Buffer[] = [];
+  for await (const c of got.body) parts.push(c as Buffer);
+  const res = await runBoundObject(platform, binding, { bucket, info: got.info, body: Buffer.concat(parts) });
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(appHeaders(res.headers))) headers[k] = Array.isArray(v) ? v.join(", ") : v;
+  headers["x-zerocell-binding"] = binding.id;
+  headers["content-length"] = String(res.body.byteLength);
+  return { status: res.status, headers, body: Buffer.from(res.body.buffer, res.body.byteOffset, res.body.byteLength) };
+}
+
 async function getObject(store: ObjectStore, account: string, bucket: string, key: string, req: IncomingMessage, q: Record<string, string>, head: boolean): Promise<S3Response> {
   const range = parseRange(header(req, "range"));
   if (head) {
@@ -347,6 +372,10 @@ async function route(platform: Platform, req: IncomingMessage): Promise<S3Respon
   switch (method) {
     case "GET":
     case "HEAD":
+      if (method === "GET") {
+        const bound = await runBinding(platform, account, bucket, key);
+        if (bound !== undefined) return bound;
+      }
       return getObject(store, account, bucket, key, req, q, method === "HEAD");
     case "PUT": {
       if (q.uploadId !== undefined || q.partNumber !== undefined) {
@@ -384,10 +413,12 @@ function errorResponse(e: unknown, requestId: string, resource: string): S3Respo
     code = e.s3Code;
     message = e.message;
     if (status === 416 && typeof e.details?.size === "number") headers["content-range"] = `bytes */${e.details.size}`;
-  } else if (isZerocellError(e) && e.status < 500) {
+  } else if (isZerocellError(e)) {
+    // Our other errors (a bound app's sandbox failing, a full pool) keep their status.
     status = e.status;
-    code = status === 413 ? "EntityTooLarge" : status === 403 ? "AccessDenied" : "InvalidRequest";
-    message = e.message;
+    code = ({ 403: "AccessDenied", 404: "NoSuchKey", 413: "EntityTooLarge", 503: "ServiceUnavailable", 504: "RequestTimeout" } as Record<number, string>)[status] ?? (status >= 500 ? "InternalError" : "InvalidRequest");
+    message = e.code === "guest_error" ? `s3: the bound app's engine failed while running this request (request ${requestId})` : e.message;
+    if (status >= 500) log.warn("s3: request failed", { requestId, code: e.code, message: e.message });
   } else {
     log.error("s3: unexpected error", { requestId, err: e instanceof Error ? (e.stack ?? e.message) : String(e) });
   }
@@ -409,8 +440,8 @@ export function createS3Handler(platform: Platform): (req: IncomingMessage, res:
       }
       const head = req.method === "HEAD";
       const headers: Record<string, string> = { "x-amz-request-id": requestId, server: "zerocell", ...r.headers };
-      if (typeof r.body === "string") {
-        const bytes = Buffer.from(r.body, "utf8");
+      if (typeof r.body === "string" || Buffer.isBuffer(r.body)) {
+        const bytes = typeof r.body === "string" ? Buffer.from(r.body, "utf8") : r.body;
         if (!head) headers["content-length"] = String(bytes.length);
         res.writeHead(r.status, headers);
         res.end(head ? undefined : bytes);

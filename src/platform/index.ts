@@ -19,6 +19,7 @@ import { DeploymentCatalog } from "./deployments.js";
 import { KeyedRuns } from "./key-data.js";
 import { DiskObjectStore, type ObjectStore } from "../objects/index.js";
 import { AccessKeys } from "../objects/access-keys.js";
+import { Bindings } from "../objects/bindings.js";
 
 export { decodeKey } from "./key-data.js";
 
@@ -54,6 +55,8 @@ export class Platform {
   /** Buckets and objects per account (src/objects), served by the S3 API. */
   readonly objects: ObjectStore;
   readonly accessKeys: AccessKeys;
+  /** Bucket prefixes bound to apps (a GET there runs the app on the object). */
+  readonly bindings: Bindings;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
@@ -80,6 +83,7 @@ export class Platform {
     this.keyed = new KeyedRuns(new KeyQueue(64), this.keys, this.pool);
     this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir });
     this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
+    this.bindings = new Bindings(init.db);
   }
 
   /**

@@ -252,3 +252,16 @@ export const accessKeys = sqliteTable("access_keys", {
   createdAt: integer("created_at").notNull(),
   revokedAt: integer("revoked_at"),
 }, (t) => [index("access_keys_account_idx").on(t.accountId)]);
+
+/**
+ * Code next to the data: a GET of an object under `prefix` of a bucket runs the app's handler
+ * with the object as its input and answers with its output. Bucket and app belong to one
+ * account; the longest matching prefix wins.
+ */
+export const bucketBindings = sqliteTable("bucket_bindings", {
+  id: text("id").primaryKey(),
+  bucketId: text("bucket_id").notNull().references(() => buckets.id),
+  prefix: text("prefix").notNull(),
+  appId: text("app_id").notNull().references(() => apps.id),
+  createdAt: integer("created_at").notNull(),
+}, (t) => [uniqueIndex("bucket_bindings_bucket_prefix_uq").on(t.bucketId, t.prefix)]);

@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { Readable, Transform, pipeline } from "node:stream";
 import { and, asc, count, eq, gt, gte, lt } from "drizzle-orm";
 import type { OpenedDb } from "../../store/index.js";
-import { buckets, objects, objectUploadParts, objectUploads } from "../../store/schema.js";
+import { bucketBindings, buckets, objects, objectUploadParts, objectUploads } from "../../store/schema.js";
 import {
   DEFAULT_OBJECT_LIMITS,
   ObjectStoreError,
@@ -135,7 +135,10 @@ export class DiskObjectStore implements ObjectStore {
     const hasObject = this.#db.select({ k: objects.key }).from(objects).where(eq(objects.bucketId, b.id)).limit(1).get() !== undefined;
     const hasUpload = this.#db.select({ id: objectUploads.id }).from(objectUploads).where(eq(objectUploads.bucketId, b.id)).limit(1).get() !== undefined;
     if (hasObject || hasUpload) throw new ObjectStoreError("BucketNotEmpty", "bucket_not_empty", 409, `objects: bucket "${name}" is not empty`);
-    this.#db.delete(buckets).where(eq(buckets.id, b.id)).run();
+    this.#o.sqlite.transaction(() => {
+      this.#db.delete(bucketBindings).where(eq(bucketBindings.bucketId, b.id)).run();
+      this.#db.delete(buckets).where(eq(buckets.id, b.id)).run();
+    })();
   }
 
   async headBucket(accountId: string, name: string): Promise<BucketInfo> {
