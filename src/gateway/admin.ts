@@ -20,6 +20,7 @@ import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
 import { registerAccessKeyRoutes } from "./admin/access-keys.js";
 import { registerBindingRoutes } from "./admin/bindings.js";
+import { registerProgramRunRoutes } from "./admin/program-runs.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -91,6 +92,7 @@ export const ADMIN_ENDPOINTS = {
   "POST /v1/bindings": ["deploy"],
   "GET /v1/bindings": ["deploy"],
   "DELETE /v1/bindings/:id": ["deploy"],
+  "POST /v1/objects/run": ["deploy"],
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -418,6 +420,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
 
   registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson });
   registerBindingRoutes({ endpoint, platform, ownAccount, readJson });
+  registerProgramRunRoutes({ endpoint, platform, ownAccount, readJson });
 
   assertRoutesMatchTable(app);
   return app;

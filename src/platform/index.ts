@@ -60,6 +60,7 @@ export class Platform {
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
+  #activeDeployments = new Set<string>();
 
   constructor(init: PlatformInit) {
     this.#db = init.db;
@@ -84,6 +85,8 @@ export class Platform {
     this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir });
     this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
     this.bindings = new Bindings(init.db);
+    // A POSTed program's in-memory deployment that leaves the catalog takes its hosts with it.
+    this.deployments.onEphemeralGone = () => this.pool.retireExcept(new Set([...this.#activeDeployments, ...this.deployments.ephemeralIds()]));
   }
 
   /**
@@ -127,7 +130,8 @@ export class Platform {
     }
     this.deployments.retain(active);
     this.#table = new RouteTable(entries);
-    this.pool.retireExcept(active);
+    this.#activeDeployments = active;
+    this.pool.retireExcept(new Set([...active, ...this.deployments.ephemeralIds()]));
     for (const key of warm) {
       const [id, mode] = key.split("/") as [string, RouteMode];
       this.pool.prewarm(id, mode);

@@ -6,7 +6,10 @@
  * Must never: run an app of another account than the bucket's, or feed it more than the app's
  * max_body_bytes.
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
+import { LRUCache } from "lru-cache";
+import { MANIFEST_FILE, encodeImage, parseManifest, type BundleImage, type Manifest } from "../bundle/index.js";
+import { validateBundle } from "../runtime/index.js";
 import type { Platform } from "./index.js";
 import type { BindingInfo } from "../objects/bindings.js";
 import type { ObjectInfo } from "../objects/index.js";
@@ -28,10 +31,24 @@ export function boundTarget(p: Platform, binding: BindingInfo): { deploymentId: 
   return { deploymentId, maxBodyBytes: manifest.limits.maxBodyBytes, timeoutMs: manifest.limits.timeoutMs, memoryMb: manifest.limits.memoryMb };
 }
 
+/** What one run needs: the pool deployment, its limits, and whom to meter. */
+interface RunTarget {
+  deploymentId: string;
+  accountId: string;
+  appId: string;
+  maxBodyBytes: number;
+  timeoutMs: number;
+  memoryMb: number;
+}
+
 /** Runs the binding's app once with the object (already read, within maxBodyBytes) as input. */
 export async function runBoundObject(p: Platform, binding: BindingInfo, object: { bucket: string; info: ObjectInfo; body: Buffer }): Promise<PoolRunResult> {
-  const target = boundTarget(p, binding);
-  if (object.body.length > target.maxBodyBytes) throw new ZerocellError("object_too_large_for_app", 413, `objects: object of ${object.body.length} bytes exceeds the bound app's max_body_bytes of ${target.maxBodyBytes}`);
+  return runOnObject(p, { ...boundTarget(p, binding), accountId: binding.accountId, appId: binding.appId }, object);
+}
+
+/** One object through one deployment: the object is the request body (stdin), its facts are headers. */
+async function runOnObject(p: Platform, target: RunTarget, object: { bucket: string; info: ObjectInfo; body: Buffer }): Promise<PoolRunResult> {
+  if (object.body.length > target.maxBodyBytes) throw new ZerocellError("object_too_large_for_app", 413, `objects: object of ${object.body.length} bytes exceeds the program's max_body_bytes of ${target.maxBodyBytes}`);
   const headers: Array<[string, string]> = [
     ["content-type", object.info.contentType],
     ["content-length", String(object.body.length)],
@@ -42,7 +59,7 @@ export async function runBoundObject(p: Platform, binding: BindingInfo, object: 
   ];
   const req: EngineRequest = {
     method: "POST",
-    // The key as the path (each segment percent-encoded): PATH_INFO for CGI, PATH_INFO for WSGI.
+    // The key as the path (each segment percent-encoded): PATH_INFO for CGI and WSGI.
     url: "/" + object.info.key.split("/").map(encodeURIComponent).join("/"),
     headers,
     body: object.body,
@@ -68,8 +85,8 @@ export async function runBoundObject(p: Platform, binding: BindingInfo, object: 
   } finally {
     p.usage.record({
       requestId: `object-${randomUUID()}`,
-      accountId: binding.accountId,
-      appId: binding.appId,
+      accountId: target.accountId,
+      appId: target.appId,
       deploymentId: target.deploymentId,
       routeKey: null,
       startedAt,
@@ -83,4 +100,79 @@ export async function runBoundObject(p: Platform, binding: BindingInfo, object: 
       mode: "object",
     });
   }
+}
+
+/** Limits of a POSTed program (a single static x86-64 ELF), bytes and ms. */
+export const PROGRAM_LIMITS = {
+  /** Largest program. */
+  maxProgramBytes: 16 * 1024 * 1024,
+  /** Objects one POST may name. */
+  maxObjects: 100,
+  timeoutMs: 10_000,
+  memoryMb: 64,
+  /** Largest object fed to the program. */
+  maxObjectBytes: 10 * 1024 * 1024,
+};
+
+/** Validation results by program SHA-256 (a program validated once is not decoded again). */
+const validated = new LRUCache<string, { manifest: Manifest; image: Buffer }>({ max: 256 });
+
+export interface ProgramRun {
+  program: string;
+  validation: "cached" | "validated";
+  results: Array<{ key: string; status?: number; output?: string; encoding?: "utf8" | "base64"; error?: { code: string; message: string } }>;
+}
+
+/**
+ * POST a program: a single static x86-64 ELF, validated exactly like a deployment (the same
+ * manifest parser and runtime checks on a one-file bundle; results cached by content hash),
+ * run once per named object of the account's bucket (the object as stdin), outputs returned.
+ * Nothing is stored: the deployment lives in memory only (per account and program).
+ */
+export async function runProgram(p: Platform, accountId: string, program: Buffer, bucket: string, keys: string[]): Promise<ProgramRun> {
+  // 1. validate (or find the validation by content hash)
+  const sha = createHash("sha256").update(program).digest("hex");
+  let v = validated.get(sha);
+  const validation = v === undefined ? "validated" : "cached";
+  if (v === undefined) {
+    const text = `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = ${PROGRAM_LIMITS.timeoutMs}\nmemory_mb = ${PROGRAM_LIMITS.memoryMb}\nmax_body_bytes = ${PROGRAM_LIMITS.maxObjectBytes}\n`;
+    const image: BundleImage = {
+      entries: [
+        { path: "bin", kind: "dir", mode: 0o755 },
+        { path: "bin/app", kind: "file", mode: 0o755, data: program },
+        { path: MANIFEST_FILE, kind: "file", mode: 0o644, data: Buffer.from(text) },
+      ],
+      totalBytes: program.length + text.length,
+    };
+    const manifest = parseManifest(text);
+    validateBundle(manifest, image);
+    v = { manifest, image: encodeImage(image) };
+    validated.set(sha, v);
+  }
+  // 2. an in-memory deployment per account and program (a host never serves two accounts)
+  const deploymentId = `prog_${sha.slice(0, 24)}_${accountId}`;
+  p.deployments.addEphemeral(deploymentId, `program-${sha.slice(0, 12)}`, v.manifest, v.image);
+  const target: RunTarget = { deploymentId, accountId, appId: `program:${sha.slice(0, 24)}`, maxBodyBytes: PROGRAM_LIMITS.maxObjectBytes, timeoutMs: PROGRAM_LIMITS.timeoutMs, memoryMb: PROGRAM_LIMITS.memoryMb };
+  // 3. run once per object, in order; a failing object is reported, never dropped
+  const results: ProgramRun["results"] = [];
+  for (const key of keys) {
+    try {
+      const got = await p.objects.getObject(accountId, bucket, key);
+      if (got.info.size > target.maxBodyBytes) {
+        got.body.destroy();
+        throw new ZerocellError("object_too_large_for_app", 413, `objects: object of ${got.info.size} bytes exceeds the program's limit of ${target.maxBodyBytes}`);
+      }
+      const parts: Buffer[] = [];
+      for await (const c of got.body) parts.push(c as Buffer);
+      const r = await runOnObject(p, target, { bucket, info: got.info, body: Buffer.concat(parts) });
+      const out = Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength);
+      const text = out.toString("utf8");
+      const isText = Buffer.from(text, "utf8").equals(out);
+      results.push({ key, status: r.status, output: isText ? text : out.toString("base64"), encoding: isText ? "utf8" : "base64" });
+    } catch (e) {
+      if (!(e instanceof ZerocellError) || e.code === "no_such_bucket") throw e;
+      results.push({ key, error: { code: e.code, message: e.code === "guest_error" ? "sandbox: the program's engine failed" : e.message } });
+    }
+  }
+  return { program: sha, validation, results };
 }

@@ -81,6 +81,33 @@ describe("bucket bindings: GET runs the bound app on the object", () => {
     expect(await failure(s3Client(server, key).send(new GetObjectCommand({ Bucket: "mail", Key: "none" })))).toMatchObject({ name: "NoSuchKey", status: 404 });
   });
 
+  it("a POSTed program is validated like a deployment and runs once per named object; nothing is stored", async () => {
+    const run = (program: Buffer, keys: string[], token?: string) =>
+      admin(server, "POST", `/v1/objects/run?bucket=mail&${keys.map((k) => `key=${encodeURIComponent(k)}`).join("&")}`, { body: program, contentType: "application/octet-stream", ...(token === undefined ? {} : { token }) });
+    const program = x86Fixture("cgi-test");
+    const r = await run(program, ["stdin", "env", "none"]);
+    expect(r.status, JSON.stringify(r.json)).toBe(200);
+    expect(r.json.validation).toBe("validated");
+    expect(r.json.results[0]).toMatchObject({ key: "stdin", status: 201, output: "12345", encoding: "utf8" });
+    expect(r.json.results[1].output).toContain("CONTENT_LENGTH=10");
+    expect(r.json.results[2]).toMatchObject({ key: "none", error: { code: "no_such_key" } });
+    // The same bytes again: the validation is found by content hash.
+    const again = await run(program, ["stdin"]);
+    expect(again.json).toMatchObject({ validation: "cached", results: [{ key: "stdin", output: "12345" }] });
+    // A program with a privileged instruction is refused exactly as a deploy refuses it.
+    const evil = x86Fixture("privileged");
+    const refused = await run(evil, ["stdin"]);
+    const deployRefused = await admin(server, "POST", "/v1/apps/evil/deployments", { body: await (await import("../../src/bundle/index.js")).packDirectory(writeBundle({ "zerocell.toml": 'runtime = "x86"\n[x86]\nprogram = "bin/app"\n', "bin/app": evil })), contentType: "application/gzip" });
+    expect(refused.status).toBe(400);
+    expect(refused.json.error.code).toBe(deployRefused.json.error.code);
+    // Another account names our bucket: its own namespace has none.
+    const foreign = await run(program, ["stdin"], otherToken);
+    expect(foreign.status).toBe(404);
+    expect(foreign.json.error.code).toBe("no_such_bucket");
+    // Nothing stored: no app, no deployment.
+    expect((await admin(server, "GET", "/v1/apps")).json.apps.map((a: { name: string }) => a.name)).toEqual(["cgi"]);
+  });
+
   it("after the binding is deleted, the GET returns the bytes again", async () => {
     server.cli(["bindings", "delete", bindingId]);
     const r = await rawS3(server, { method: "GET", path: "/mail/env", key });
