@@ -459,9 +459,13 @@ export function createS3Handler(platform: Platform): (req: IncomingMessage, res:
         res.writeHead(r.status, headers);
         res.end();
       }
-      // A body the handler did not read (an error before the upload was consumed) is drained
-      // by closing the connection, never read into memory.
-      if (!req.complete) res.once("finish", () => req.destroy());
+      // A body the handler did not read (an error before the upload was consumed) is never
+      // read into memory: the connection is closed instead. A request without a body keeps
+      // its connection (keep-alive).
+      const declared = header(req, "content-length");
+      const hasBody = header(req, "transfer-encoding") !== undefined || (declared !== undefined && declared !== "0");
+      if (!hasBody) req.resume();
+      else if (!req.complete) res.once("finish", () => req.destroy());
       log.info("s3", { id: requestId, method: req.method, status: r.status, ms: Date.now() - started });
     })();
   };
