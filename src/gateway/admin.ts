@@ -127,15 +127,6 @@ function withoutPids(value: unknown): unknown {
   return Object.fromEntries(Object.entries(value).filter(([k]) => k !== "pid" && k !== "pids").map(([k, v]) => [k, withoutPids(v)]));
 }
 
-/** What a file of admin routes (src/gateway/admin/*.ts) gets to register its endpoints. */
-export interface AdminRoutes {
-  endpoint: <K extends AdminEndpoint>(key: K, handler: (c: Context<Env, PathOf<K>>, token: TokenInfo) => Response | Promise<Response>) => void;
-  platform: Platform;
-  /** The account a token is limited to: undefined (all) for admin tokens. */
-  ownAccount: (token: TokenInfo) => string | undefined;
-  readJson: <T>(c: Context, schema: z.ZodType<T>) => Promise<T>;
-}
-
 export function createAdminApi(platform: Platform): Hono<Env> {
   const app = new Hono<Env>();
   const store = platform.store;

@@ -5,12 +5,12 @@
  * response only.
  */
 import { z } from "zod";
-import type { AdminRoutes } from "../admin.js";
+import type { AdminRoutes } from "./kit.js";
 import type { AccessKeyScope } from "../../objects/access-keys.js";
 import { ZerocellError } from "../../errors.js";
 import { log } from "../../log.js";
 
-export function registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson }: AdminRoutes): void {
+export function registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson }: AdminRoutes<"POST /v1/access-keys" | "GET /v1/access-keys" | "DELETE /v1/access-keys/:id">): void {
   const store = platform.store;
   const accountNotFound = (name: string) => new ZerocellError("account_not_found", 404, `no account named "${name.slice(0, 80)}"`);
   /** The account a request acts on: an account token's own (naming another is a 404), or the named one for admins. */
@@ -43,7 +43,7 @@ export function registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJs
   });
 
   endpoint("DELETE /v1/access-keys/:id", (c, token) => {
-    const id = c.req.param("id");
+    const id = c.req.param("id") ?? "";
     if (!platform.accessKeys.revoke(id, ownAccount(token))) throw new ZerocellError("access_key_not_found", 404, `no access key ${id.slice(0, 40)}`);
     log.info("access key revoked", { accessKeyId: id });
     return c.json({ revoked: true, accessKeyId: id });

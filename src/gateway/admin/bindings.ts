@@ -5,11 +5,11 @@
  * missing one. Admin tokens bind within the app's account.
  */
 import { z } from "zod";
-import type { AdminRoutes } from "../admin.js";
+import type { AdminRoutes } from "./kit.js";
 import { ZerocellError } from "../../errors.js";
 import { log } from "../../log.js";
 
-export function registerBindingRoutes({ endpoint, platform, ownAccount, readJson }: AdminRoutes): void {
+export function registerBindingRoutes({ endpoint, platform, ownAccount, readJson }: AdminRoutes<"POST /v1/bindings" | "GET /v1/bindings" | "DELETE /v1/bindings/:id">): void {
   const store = platform.store;
   const appNotFound = (name: string) => new ZerocellError("app_not_found", 404, `no app named "${name.slice(0, 80)}"`);
 
@@ -28,7 +28,7 @@ export function registerBindingRoutes({ endpoint, platform, ownAccount, readJson
   endpoint("GET /v1/bindings", (c, token) => c.json({ bindings: platform.bindings.list(ownAccount(token)) }));
 
   endpoint("DELETE /v1/bindings/:id", (c, token) => {
-    const id = c.req.param("id");
+    const id = c.req.param("id") ?? "";
     if (!platform.bindings.delete(id, ownAccount(token))) throw new ZerocellError("binding_not_found", 404, `no binding ${id.slice(0, 40)}`);
     return c.json({ deleted: true, id });
   });

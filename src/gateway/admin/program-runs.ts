@@ -4,12 +4,12 @@
  * validated like a deployment, run once per named object of the token's account, and its outputs
  * returned; nothing is stored. An admin token runs in the default account (or ?account=).
  */
-import type { AdminRoutes } from "../admin.js";
+import type { AdminRoutes } from "./kit.js";
 import { readStreamLimited } from "../body.js";
 import { runProgram, PROGRAM_LIMITS } from "../../platform/object-runs.js";
 import { InputError, PayloadTooLargeError, ZerocellError } from "../../errors.js";
 
-export function registerProgramRunRoutes({ endpoint, platform, ownAccount }: AdminRoutes): void {
+export function registerProgramRunRoutes({ endpoint, platform, ownAccount }: AdminRoutes<"POST /v1/objects/run">): void {
   endpoint("POST /v1/objects/run", async (c, token) => {
     const bucket = c.req.query("bucket");
     const keys = c.req.queries("key") ?? [];
