@@ -642,7 +642,7 @@ export function startZerocell({ dataPrefix, args = [], name = "zerocell serve", 
   const logPath = join(dataDir, "..", `${basename(dataDir)}-server.log`);
   tempDirs.add(logPath);
   const fd = openSync(logPath, "a");
-  const child = startChild(name, process.execPath, [BUILD.cli, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", ...args], {
+  const child = startChild(name, process.execPath, [BUILD.cli, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--s3-port", "0", ...args], {
     stdio: ["ignore", fd, fd],
     env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" },
     cwd: BUILD.root,

@@ -10,6 +10,8 @@ import https from "node:https";
 import cliProgress from "cli-progress";
 import { packDirectory } from "../bundle/index.js";
 import { PACKAGE_ROOT } from "../paths.js";
+import { registerAccessKeyCommands, type CliKit } from "./access-keys.js";
+import { registerBindingCommands } from "./bindings.js";
 
 interface ClientTarget {
   url: string;
@@ -170,6 +172,7 @@ program
   .option("--http-port <n>", "HTTP port (0: any free port)", parsePort, 8080)
   .option("--https-port <n>", "HTTPS port (0: any free port)", parsePort, 8443)
   .option("--admin-port <n>", "admin API port (0: any free port)", parsePort, 8081)
+  .option("--s3-port <n>", "S3 API port, HTTPS (0: any free port)", parsePort, 8082)
   .option("--host <addr>", "address for app traffic", "127.0.0.1")
   .option("--admin-host <addr>", "address for the admin API", "127.0.0.1")
   .option("--examples", "deploy the bundled examples (examples/*) at start")
@@ -182,7 +185,7 @@ program
   .option("--no-spare-hosts", "do not keep a preloaded spare sandbox host per runtime in use")
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number }) => {
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number }) => {
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -191,13 +194,14 @@ program
       httpPort: opts.httpPort,
       httpsPort: opts.httpsPort,
       adminPort: opts.adminPort,
+      s3Port: opts.s3Port,
       host: opts.host,
       adminHost: opts.adminHost,
       http: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs },
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, spareHosts: opts.spareHosts },
     });
-    process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  (data ${dataDir})\n`);
+    process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}  (data ${dataDir})\n`);
     if (opts.examples === true) {
       const dir = join(PACKAGE_ROOT, "examples");
       const account = server.platform.store.ensureDefaultAccount();
@@ -586,6 +590,10 @@ program
     await api(findTarget(opts), "PUT", `/v1/certificates/${encodeURIComponent(host)}`, Buffer.from(body), "application/json");
     process.stdout.write(`certificate installed for ${host}\n`);
   });
+
+const kit: CliKit<ClientTarget> = { findTarget, api, print, table, dataOption, jsonOption, fail: (m) => { throw new CliError(m); } };
+registerAccessKeyCommands(program, kit);
+registerBindingCommands(program, kit);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CliError || (e instanceof Error && "code" in e)) {

@@ -19,6 +19,9 @@ import { checkHostPattern } from "../router/index.js";
 import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
 import { logsResponse } from "./admin-logs.js";
+import { registerAccessKeyRoutes } from "./admin/access-keys.js";
+import { registerBindingRoutes } from "./admin/bindings.js";
+import { registerProgramRunRoutes } from "./admin/program-runs.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -85,6 +88,13 @@ export const ADMIN_ENDPOINTS = {
   "PUT /v1/certificates/:host": ["admin"],
   "GET /v1/hosts": ["deploy"],
   "PUT /v1/hosts/:host": ["admin"],
+  "POST /v1/access-keys": ["deploy"],
+  "GET /v1/access-keys": ["deploy"],
+  "DELETE /v1/access-keys/:id": ["deploy"],
+  "POST /v1/bindings": ["deploy"],
+  "GET /v1/bindings": ["deploy"],
+  "DELETE /v1/bindings/:id": ["deploy"],
+  "POST /v1/objects/run": ["deploy"],
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -416,6 +426,10 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     log.info("host assigned", { host, account: account.name });
     return c.json({ host, account: account.name });
   });
+
+  registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson });
+  registerBindingRoutes({ endpoint, platform, ownAccount, readJson });
+  registerProgramRunRoutes({ endpoint, platform, ownAccount, readJson });
 
   assertRoutesMatchTable(app);
   return app;

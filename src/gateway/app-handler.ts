@@ -60,7 +60,7 @@ function toEngineRequest(req: Request, incoming: http.IncomingMessage, url: URL,
  * The app's headers as a plain object for writeHead (repeats as arrays), each name and value
  * checked by node:http; hop-by-hop, framing and the platform's own headers dropped.
  */
-function appHeaders(headers: Array<[string, string]>): Record<string, string | string[]> {
+export function appHeaders(headers: Array<[string, string]>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
   for (const [rawName, value] of headers) {
     const name = rawName.toLowerCase();

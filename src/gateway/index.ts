@@ -20,6 +20,7 @@ import { CertificateStore } from "./tls.js";
 import { errorToResponse } from "./respond.js";
 import { createAdminApi } from "./admin.js";
 import { AppHandler } from "./app-handler.js";
+import { createS3Handler } from "./s3.js";
 import { InputError } from "../errors.js";
 import { log } from "../log.js";
 
@@ -31,6 +32,8 @@ export interface GatewayConfig {
   httpPort: number;
   httpsPort: number;
   adminPort: number;
+  /** The S3 API's HTTPS port (0 picks a free port; default 0). */
+  s3Port?: number;
   /** Address for the app listeners. */
   host: string;
   /** Address for the admin API; loopback unless you mean it. */
@@ -60,7 +63,7 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
 };
 
 export interface RunningServer {
-  urls: { http: string; https: string; admin: string };
+  urls: { http: string; https: string; admin: string; s3: string };
   platform: Platform;
   /** Stops listening, lets in-flight requests finish, stops every sandbox. */
   close(): Promise<void>;
@@ -138,6 +141,8 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     store,
     blobs,
     keysDir: join(dataDir, "keys"),
+    objectsDir: join(dataDir, "objects"),
+    accessKeyFile: join(dataDir, "access-keys.key"),
     certs,
     ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), isolation, ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }) });
   const p = platform;
@@ -167,7 +172,11 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     getRequestListener(appFor(true).fetch, listenerOptions),
   );
   const adminServer = http.createServer(serverOptions, getRequestListener(createAdminApi(p).fetch, listenerOptions));
-  for (const s of [httpServer, httpsServer, adminServer]) applyLimits(s, limits);
+  // The S3 API: large uploads take longer than an app request; a stalled client is cut by the idle timeout.
+  const s3Server = https.createServer({ ...serverOptions, ...certs.defaultCredentials(), SNICallback: certs.sniCallback }, createS3Handler(p));
+  for (const s of [httpServer, httpsServer, adminServer, s3Server]) applyLimits(s, limits);
+  s3Server.requestTimeout = 0;
+  s3Server.timeout = limits.requestTimeoutMs;
 
   p.reloadRoutes();
   // Invoices whose Stripe sync a crash or an outage interrupted continue now.
@@ -175,10 +184,12 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
   const httpPort = await listen(httpServer, config.httpPort, config.host);
   const httpsPort = await listen(httpsServer, config.httpsPort, config.host);
   const adminPort = await listen(adminServer, config.adminPort, config.adminHost);
+  const s3Port = await listen(s3Server, config.s3Port ?? 0, config.host);
   const urls = {
     http: `http://${urlHost(config.host)}:${httpPort}`,
     https: `https://${urlHost(config.host)}:${httpsPort}`,
     admin: `http://${urlHost(config.adminHost)}:${adminPort}`,
+    s3: `https://${urlHost(config.host)}:${s3Port}`,
   };
   writeFileAtomic(join(dataDir, "run", "server.json"), JSON.stringify({ pid: process.pid, ...urls }, null, 2) + "\n", 0o644);
 
@@ -188,7 +199,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
       // Drain: stop accepting connections; requests on connections already open (a TLS
       // handshake in progress, a keep-alive request just sent) are still served by the pool.
       // Connections are closed as they become idle; after DRAIN_TIMEOUT_MS the rest are cut.
-      const servers = [httpServer, httpsServer, adminServer];
+      const servers = [httpServer, httpsServer, adminServer, s3Server];
       const stopped = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       let done = false;
       void stopped.then(() => (done = true));

@@ -22,8 +22,15 @@ export class DeploymentCatalog {
   readonly #snapshots: SnapshotStore;
   readonly #manifests = new Map<string, Manifest>();
   readonly #images = new LRUCache<string, Buffer>({ maxSize: IMAGE_CACHE_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
+  /**
+   * Deployments that exist only in memory (a POSTed program run against objects): never in the
+   * store, no snapshot stored. Bounded; the pool retires one when it leaves (onEphemeralGone).
+   */
+  readonly #ephemeral: LRUCache<string, { appName: string; manifest: Manifest; image: Buffer }>;
+  onEphemeralGone: () => void = () => {};
 
   constructor(store: Store, blobs: BlobStore, snapshots: SnapshotStore) {
+    this.#ephemeral = new LRUCache({ max: 64, dispose: () => queueMicrotask(() => this.onEphemeralGone()) });
     this.#store = store;
     this.#blobs = blobs;
     this.#snapshots = snapshots;
@@ -31,7 +38,16 @@ export class DeploymentCatalog {
 
   /** The manifest of an active deployment (undefined once it is retired). */
   manifest(deploymentId: string): Manifest | undefined {
-    return this.#manifests.get(deploymentId);
+    return this.#manifests.get(deploymentId) ?? this.#ephemeral.get(deploymentId)?.manifest;
+  }
+
+  /** Registers (or touches) an in-memory deployment; `image` is encodeImage() of its bundle. */
+  addEphemeral(id: string, appName: string, manifest: Manifest, image: Buffer): void {
+    if (this.#ephemeral.get(id) === undefined) this.#ephemeral.set(id, { appName, manifest, image });
+  }
+
+  ephemeralIds(): string[] {
+    return [...this.#ephemeral.keys()];
   }
 
   /** Keeps the manifests of exactly these deployments (after a route change). */
@@ -46,6 +62,11 @@ export class DeploymentCatalog {
 
   /** What the pool needs to start hosts of a deployment. */
   source(id: string): DeploymentSource {
+    const e = this.#ephemeral.get(id);
+    if (e !== undefined) {
+      // Nothing is stored for these: hosts start cold and keep their snapshot to themselves.
+      return { deploymentId: id, appName: e.appName, manifest: e.manifest, image: e.image, loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
+    }
     const d = this.#store.getDeployment(id);
     if (d === undefined) throw new SandboxError("deployment_missing", 500, `pool: deployment ${id} not found`);
     let image = this.#images.get(d.bundleSha256);

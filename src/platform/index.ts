@@ -17,7 +17,9 @@ import { log } from "../log.js";
 import { randomUUID } from "node:crypto";
 import { DeploymentCatalog } from "./deployments.js";
 import { KeyedRuns } from "./key-data.js";
-
+import { DiskObjectStore, type ObjectStore } from "../objects/index.js";
+import { AccessKeys } from "../objects/access-keys.js";
+import { Bindings } from "../objects/bindings.js";
 import { PlatformMetrics } from "./metrics.js";
 import { AppLogs } from "./app-logs.js";
 import { LRUCache } from "lru-cache";
@@ -29,6 +31,10 @@ export interface PlatformInit {
   store: Store;
   blobs: BlobStore;
   keysDir: string;
+  /** The disk object store's directory (DIR/objects). */
+  objectsDir: string;
+  /** The key that encrypts S3 secret access keys at rest (DIR/access-keys.key, 0600). */
+  accessKeyFile: string;
   certs: CertificateStore;
   isolation: HostIsolation;
   pool?: Partial<PoolLimits>;
@@ -51,9 +57,15 @@ export class Platform {
   readonly keyed: KeyedRuns;
   readonly metrics: PlatformMetrics;
   readonly logs: AppLogs;
+  /** Buckets and objects per account (src/objects), served by the S3 API. */
+  readonly objects: ObjectStore;
+  readonly accessKeys: AccessKeys;
+  /** Bucket prefixes bound to apps (a GET there runs the app on the object). */
+  readonly bindings: Bindings;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
+  #activeDeployments = new Set<string>();
 
   constructor(init: PlatformInit) {
     this.#db = init.db;
@@ -77,6 +89,11 @@ export class Platform {
     this.keyed = new KeyedRuns(new KeyQueue(64), this.keys, this.pool);
     this.metrics = new PlatformMetrics(this.pool, this.usage);
     this.logs = new AppLogs(init.db);
+    this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir });
+    this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
+    this.bindings = new Bindings(init.db);
+    // A POSTed program's in-memory deployment that leaves the catalog takes its hosts with it.
+    this.deployments.onEphemeralGone = () => this.pool.retireExcept(new Set([...this.#activeDeployments, ...this.deployments.ephemeralIds()]));
   }
 
   /** deployment id → app id, for log lines (a deployment never changes app). */
@@ -152,7 +169,8 @@ export class Platform {
     }
     this.deployments.retain(active);
     this.#table = new RouteTable(entries);
-    this.pool.retireExcept(active);
+    this.#activeDeployments = active;
+    this.pool.retireExcept(new Set([...active, ...this.deployments.ephemeralIds()]));
     for (const key of warm) {
       const [id, mode] = key.split("/") as [string, RouteMode];
       this.pool.prewarm(id, mode);

@@ -204,3 +204,80 @@ export const appLogs = sqliteTable("app_logs", {
   at: integer("at").notNull(),
   line: text("line").notNull(),
 }, (t) => [index("app_logs_app_idx").on(t.appId, t.id), index("app_logs_at_idx").on(t.at)]);
+
+/**
+ * Object store buckets (src/objects). Names are per account, like app keys: another account's
+ * bucket of the same name is a different bucket, so no request can learn that it exists.
+ */
+export const buckets = sqliteTable("buckets", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull().references(() => accounts.id),
+  name: text("name").notNull(),
+  createdAt: integer("created_at").notNull(),
+}, (t) => [uniqueIndex("buckets_account_name_uq").on(t.accountId, t.name)]);
+
+/**
+ * Objects of the disk backend: the bytes are a content-addressed blob (sha256) under
+ * DIR/objects/blobs; one blob may back several objects. Keys compare as bytes (UTF-8), which is
+ * S3's list order (on Postgres the column needs COLLATE "C").
+ */
+export const objects = sqliteTable("objects", {
+  bucketId: text("bucket_id").notNull().references(() => buckets.id),
+  key: text("key").notNull(),
+  sha256: text("sha256").notNull(),
+  /** Bytes. */
+  size: integer("size").notNull(),
+  /** S3 ETag without quotes: MD5 hex, or MD5-of-part-MD5s "-N" for multipart objects. */
+  etag: text("etag").notNull(),
+  contentType: text("content_type").notNull(),
+  /** User metadata (x-amz-meta-*) as a JSON object of lower-case names → values. */
+  metadata: text("metadata").notNull(),
+  lastModified: integer("last_modified").notNull(),
+}, (t) => [uniqueIndex("objects_bucket_key_uq").on(t.bucketId, t.key), index("objects_sha256_idx").on(t.sha256)]);
+
+/** Multipart uploads in progress; parts are files under DIR/objects/uploads/<id>/. */
+export const objectUploads = sqliteTable("object_uploads", {
+  id: text("id").primaryKey(),
+  bucketId: text("bucket_id").notNull().references(() => buckets.id),
+  key: text("key").notNull(),
+  contentType: text("content_type").notNull(),
+  metadata: text("metadata").notNull(),
+  createdAt: integer("created_at").notNull(),
+}, (t) => [index("object_uploads_bucket_idx").on(t.bucketId)]);
+
+export const objectUploadParts = sqliteTable("object_upload_parts", {
+  uploadId: text("upload_id").notNull().references(() => objectUploads.id),
+  partNumber: integer("part_number").notNull(),
+  size: integer("size").notNull(),
+  /** MD5 hex of the part, no quotes. */
+  etag: text("etag").notNull(),
+  createdAt: integer("created_at").notNull(),
+}, (t) => [uniqueIndex("object_upload_parts_pk").on(t.uploadId, t.partNumber)]);
+
+/**
+ * S3 access keys (SigV4). SigV4 needs the secret itself to verify a signature, so it is kept
+ * encrypted (AES-256-GCM) with a key file in the data dir (DIR/access-keys.key, 0600), never in
+ * clear. `scopes`: "read" and/or "write", comma-separated.
+ */
+export const accessKeys = sqliteTable("access_keys", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull().references(() => accounts.id),
+  /** base64url(iv | tag | ciphertext). */
+  secretEnc: text("secret_enc").notNull(),
+  scopes: text("scopes").notNull(),
+  createdAt: integer("created_at").notNull(),
+  revokedAt: integer("revoked_at"),
+}, (t) => [index("access_keys_account_idx").on(t.accountId)]);
+
+/**
+ * Code next to the data: a GET of an object under `prefix` of a bucket runs the app's handler
+ * with the object as its input and answers with its output. Bucket and app belong to one
+ * account; the longest matching prefix wins.
+ */
+export const bucketBindings = sqliteTable("bucket_bindings", {
+  id: text("id").primaryKey(),
+  bucketId: text("bucket_id").notNull().references(() => buckets.id),
+  prefix: text("prefix").notNull(),
+  appId: text("app_id").notNull().references(() => apps.id),
+  createdAt: integer("created_at").notNull(),
+}, (t) => [uniqueIndex("bucket_bindings_bucket_prefix_uq").on(t.bucketId, t.prefix)]);

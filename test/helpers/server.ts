@@ -15,7 +15,7 @@ export const CLI = join(ROOT, "dist", "src", "cli", "main.js");
 
 export interface TestServer {
   dataDir: string;
-  urls: { http: string; https: string; admin: string };
+  urls: { http: string; https: string; admin: string; s3: string };
   httpsPort: number;
   httpPort: number;
   token: string;
@@ -33,7 +33,7 @@ export interface TestServer {
 export async function startServer(extraArgs: string[] = [], opts: { dataDir?: string } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "zc-test-"));
   rmSync(join(dataDir, "run", "server.json"), { force: true });
-  const proc = spawn(process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", ...extraArgs], {
+  const proc = spawn(process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--s3-port", "0", ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env },
   });

@@ -1,0 +1,34 @@
+/**
+ * Admin API: POST a program to run against objects — `POST /v1/objects/run?bucket=B&key=K…`
+ * with a single static x86-64 ELF as the body (src/platform/object-runs.ts). The program is
+ * validated like a deployment, run once per named object of the token's account, and its outputs
+ * returned; nothing is stored. An admin token runs in the default account (or ?account=).
+ */
+import type { AdminRoutes } from "./kit.js";
+import { readStreamLimited } from "../body.js";
+import { runProgram, PROGRAM_LIMITS } from "../../platform/object-runs.js";
+import { InputError, PayloadTooLargeError, ZerocellError } from "../../errors.js";
+
+export function registerProgramRunRoutes({ endpoint, platform, ownAccount }: AdminRoutes<"POST /v1/objects/run">): void {
+  endpoint("POST /v1/objects/run", async (c, token) => {
+    const bucket = c.req.query("bucket");
+    const keys = c.req.queries("key") ?? [];
+    if (bucket === undefined || bucket.length > 63) throw new InputError("run: ?bucket= is required");
+    if (keys.length === 0 || keys.length > PROGRAM_LIMITS.maxObjects) throw new InputError(`run: name 1 to ${PROGRAM_LIMITS.maxObjects} objects with ?key=`);
+    const own = ownAccount(token);
+    const asked = c.req.query("account");
+    let accountId = own;
+    if (accountId === undefined) {
+      const a = platform.store.accountByName(asked ?? "default");
+      if (a === undefined) throw new ZerocellError("account_not_found", 404, `no account named "${(asked ?? "default").slice(0, 80)}"`);
+      accountId = a.id;
+    }
+    const limit = PROGRAM_LIMITS.maxProgramBytes;
+    const declared = c.req.header("content-length");
+    if (declared !== undefined && Number(declared) > limit) throw new PayloadTooLargeError(`run: program of ${declared} bytes exceeds the limit of ${limit} bytes`);
+    const body = c.req.raw.body;
+    const program = body === null ? Buffer.alloc(0) : await readStreamLimited(body, limit, () => new PayloadTooLargeError(`run: program exceeds the limit of ${limit} bytes`));
+    if (program.length === 0) throw new InputError("run: send the program (a static x86-64 ELF) as the body");
+    return c.json(await runProgram(platform, accountId, program, bucket, keys));
+  });
+}

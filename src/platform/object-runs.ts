@@ -1,0 +1,178 @@
+/**
+ * Code next to the data: runs a bound app's handler (src/objects/bindings.ts) with one object as
+ * its input — the request body (stdin for x86 CGI programs, php://input for PHP, wsgi.input for
+ * Python), its key, bucket, ETag, type and user metadata as headers — in the app's pool, in
+ * snapshot mode, under the app's own limits, and meters it like an app request.
+ * Must never: run an app of another account than the bucket's, or feed it more than the app's
+ * max_body_bytes.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { LRUCache } from "lru-cache";
+import { MANIFEST_FILE, encodeImage, parseManifest, type BundleImage, type Manifest } from "../bundle/index.js";
+import { validateBundle } from "../runtime/index.js";
+import type { Platform } from "./index.js";
+import type { BindingInfo } from "../objects/bindings.js";
+import type { ObjectInfo } from "../objects/index.js";
+import type { PoolRunResult } from "../pool/index.js";
+import type { EngineRequest } from "../runtime/engine.js";
+import { ZerocellError } from "../errors.js";
+
+export interface BoundRun {
+  binding: BindingInfo;
+  result: PoolRunResult;
+}
+
+/** The app and limits a binding runs: its active deployment, or a 503 when it has none. */
+export function boundTarget(p: Platform, binding: BindingInfo): { deploymentId: string; maxBodyBytes: number; timeoutMs: number; memoryMb: number } {
+  const app = p.store.listApps(binding.accountId).find((a) => a.id === binding.appId);
+  const deploymentId = app?.activeDeploymentId ?? undefined;
+  const manifest = deploymentId === undefined ? undefined : p.deployments.manifest(deploymentId);
+  if (deploymentId === undefined || manifest === undefined) throw new ZerocellError("binding_app_inactive", 503, `objects: the app "${binding.app}" bound to this prefix has no active deployment`);
+  return { deploymentId, maxBodyBytes: manifest.limits.maxBodyBytes, timeoutMs: manifest.limits.timeoutMs, memoryMb: manifest.limits.memoryMb };
+}
+
+/** What one run needs: the pool deployment, its limits, and whom to meter. */
+interface RunTarget {
+  deploymentId: string;
+  accountId: string;
+  appId: string;
+  maxBodyBytes: number;
+  timeoutMs: number;
+  memoryMb: number;
+}
+
+/** Runs the binding's app once with the object (already read, within maxBodyBytes) as input. */
+export async function runBoundObject(p: Platform, binding: BindingInfo, object: { bucket: string; info: ObjectInfo; body: Buffer }): Promise<PoolRunResult> {
+  return runOnObject(p, { ...boundTarget(p, binding), accountId: binding.accountId, appId: binding.appId }, object);
+}
+
+/** One object through one deployment: the object is the request body (stdin), its facts are headers. */
+async function runOnObject(p: Platform, target: RunTarget, object: { bucket: string; info: ObjectInfo; body: Buffer }): Promise<PoolRunResult> {
+  if (object.body.length > target.maxBodyBytes) throw new ZerocellError("object_too_large_for_app", 413, `objects: object of ${object.body.length} bytes exceeds the program's max_body_bytes of ${target.maxBodyBytes}`);
+  const headers: Array<[string, string]> = [
+    ["content-type", object.info.contentType],
+    ["content-length", String(object.body.length)],
+    ["x-zerocell-object-bucket", object.bucket],
+    ["x-zerocell-object-key", encodeURIComponent(object.info.key)],
+    ["x-zerocell-object-etag", object.info.etag],
+    ...Object.entries(object.info.metadata).map(([k, v]): [string, string] => [`x-zerocell-meta-${k}`, v]),
+  ];
+  const req: EngineRequest = {
+    method: "POST",
+    // The key as the path (each segment percent-encoded): PATH_INFO for CGI and WSGI.
+    url: "/" + object.info.key.split("/").map(encodeURIComponent).join("/"),
+    headers,
+    body: object.body,
+    remoteAddr: "",
+    remotePort: 0,
+    https: true,
+    serverName: "objects",
+    serverPort: 0,
+    scriptName: "",
+    params: {},
+  };
+  const startedAt = Date.now();
+  const t0 = performance.now();
+  let status = 500;
+  let result: PoolRunResult | undefined;
+  try {
+    result = await p.pool.run(target.deploymentId, "snapshot", req, target.timeoutMs);
+    status = result.status;
+    return result;
+  } catch (e) {
+    if (e instanceof ZerocellError) status = e.status;
+    throw e;
+  } finally {
+    p.usage.record({
+      requestId: `object-${randomUUID()}`,
+      accountId: target.accountId,
+      appId: target.appId,
+      deploymentId: target.deploymentId,
+      routeKey: null,
+      startedAt,
+      wallUs: Math.max(1, Math.round((performance.now() - t0) * 1000)),
+      cpuUs: result?.cpuUs ?? null,
+      instructions: result?.usage?.instructions ?? null,
+      memoryMb: target.memoryMb,
+      status,
+      bytesIn: object.body.length,
+      bytesOut: result?.body.byteLength ?? 0,
+      mode: "object",
+    });
+  }
+}
+
+/** Limits of a POSTed program (a single static x86-64 ELF), bytes and ms. */
+export const PROGRAM_LIMITS = {
+  /** Largest program. */
+  maxProgramBytes: 16 * 1024 * 1024,
+  /** Objects one POST may name. */
+  maxObjects: 100,
+  timeoutMs: 10_000,
+  memoryMb: 64,
+  /** Largest object fed to the program. */
+  maxObjectBytes: 10 * 1024 * 1024,
+};
+
+/** Validation results by program SHA-256 (a program validated once is not decoded again). */
+const validated = new LRUCache<string, { manifest: Manifest; image: Buffer }>({ max: 256 });
+
+export interface ProgramRun {
+  program: string;
+  validation: "cached" | "validated";
+  results: Array<{ key: string; status?: number; output?: string; encoding?: "utf8" | "base64"; error?: { code: string; message: string } }>;
+}
+
+/**
+ * POST a program: a single static x86-64 ELF, validated exactly like a deployment (the same
+ * manifest parser and runtime checks on a one-file bundle; results cached by content hash),
+ * run once per named object of the account's bucket (the object as stdin), outputs returned.
+ * Nothing is stored: the deployment lives in memory only (per account and program).
+ */
+export async function runProgram(p: Platform, accountId: string, program: Buffer, bucket: string, keys: string[]): Promise<ProgramRun> {
+  // 1. validate (or find the validation by content hash)
+  const sha = createHash("sha256").update(program).digest("hex");
+  let v = validated.get(sha);
+  const validation = v === undefined ? "validated" : "cached";
+  if (v === undefined) {
+    const text = `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = ${PROGRAM_LIMITS.timeoutMs}\nmemory_mb = ${PROGRAM_LIMITS.memoryMb}\nmax_body_bytes = ${PROGRAM_LIMITS.maxObjectBytes}\n`;
+    const image: BundleImage = {
+      entries: [
+        { path: "bin", kind: "dir", mode: 0o755 },
+        { path: "bin/app", kind: "file", mode: 0o755, data: program },
+        { path: MANIFEST_FILE, kind: "file", mode: 0o644, data: Buffer.from(text) },
+      ],
+      totalBytes: program.length + text.length,
+    };
+    const manifest = parseManifest(text);
+    validateBundle(manifest, image);
+    v = { manifest, image: encodeImage(image) };
+    validated.set(sha, v);
+  }
+  // 2. an in-memory deployment per account and program (a host never serves two accounts)
+  const deploymentId = `prog_${sha.slice(0, 24)}_${accountId}`;
+  p.deployments.addEphemeral(deploymentId, `program-${sha.slice(0, 12)}`, v.manifest, v.image);
+  const target: RunTarget = { deploymentId, accountId, appId: `program:${sha.slice(0, 24)}`, maxBodyBytes: PROGRAM_LIMITS.maxObjectBytes, timeoutMs: PROGRAM_LIMITS.timeoutMs, memoryMb: PROGRAM_LIMITS.memoryMb };
+  // 3. run once per object, in order; a failing object is reported, never dropped
+  const results: ProgramRun["results"] = [];
+  for (const key of keys) {
+    try {
+      const got = await p.objects.getObject(accountId, bucket, key);
+      if (got.info.size > target.maxBodyBytes) {
+        got.body.destroy();
+        throw new ZerocellError("object_too_large_for_app", 413, `objects: object of ${got.info.size} bytes exceeds the program's limit of ${target.maxBodyBytes}`);
+      }
+      const parts: Buffer[] = [];
+      for await (const c of got.body) parts.push(c as Buffer);
+      const r = await runOnObject(p, target, { bucket, info: got.info, body: Buffer.concat(parts) });
+      const out = Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength);
+      const text = out.toString("utf8");
+      const isText = Buffer.from(text, "utf8").equals(out);
+      results.push({ key, status: r.status, output: isText ? text : out.toString("base64"), encoding: isText ? "utf8" : "base64" });
+    } catch (e) {
+      if (!(e instanceof ZerocellError) || e.code === "no_such_bucket") throw e;
+      results.push({ key, error: { code: e.code, message: e.code === "guest_error" ? "sandbox: the program's engine failed" : e.message } });
+    }
+  }
+  return { program: sha, validation, results };
+}
