@@ -71,12 +71,12 @@ export const OPCACHE_SIZING = Object.freeze({
   maxAutoMb: 256,
   /**
    * Shared memory per MiB of PHP source. Measured: WordPress 6.5 + the SQLite plugin (14.6 MiB
-   * of PHP) uses ~37 MiB of opcache with every file compiled; 4 leaves room for what the app
+   * of PHP) uses ~37 MiB of opcache with every file compiled; 5 leaves room for what the app
    * compiles at run time.
    */
-  mbPerSourceMb: 4,
-  /** Added to the estimate, MiB (opcache's own tables, interned strings of small apps). */
-  headroomMb: 8,
+  mbPerSourceMb: 5,
+  /** Added to the estimate, MiB (opcache's own tables); the sum is rounded up to 8 MiB. */
+  headroomMb: 4,
   /** Interned strings per MiB of PHP source, MiB (WordPress: ~5 MiB used). */
   internedPerSourceMb: 0.5,
   minInternedMb: 2,
