@@ -433,6 +433,7 @@ class PhpInstance implements EngineInstance {
     // instantiate() already ran the priming request that sets up php-wasm's JS side.
     const ex = this.#module.wasmExports;
     this.#wipeTmp();
+    this.#growTo(image.memory.length);
     this.#snapshot = LinearMemorySnapshot.load(ex.memory, image, [ex.__stack_pointer], this.#sbrkTop());
     const fs = this.#module.FS;
     for (const want of fds) {
@@ -448,6 +449,23 @@ class PhpInstance implements EngineInstance {
     this.#streamsAtSnapshot = fs.streams.length;
     // The image came from a host (untrusted, though of the same deployment).
     assertIniWalls(this.#module, this.#walls, "importSnapshot");
+  }
+
+  /**
+   * A snapshot taken after a warm-up and precompile that grew the heap (WordPress: 84 MiB) is
+   * larger than a new instance's memory. Grow it through the guest's allocator, so Emscripten
+   * updates its views of the memory (a bare memory.grow() from here would leave them on the old
+   * buffer); loading the image then overwrites the allocator's state. Past the heap cap malloc
+   * fails and the import with it (the host starts cold).
+   */
+  #growTo(bytes: number): void {
+    const have = this.#module.wasmExports.memory.buffer.byteLength;
+    if (have >= bytes) return;
+    // A block of `bytes` cannot fit in a smaller memory: the allocator moves its break past
+    // `bytes`, growing the memory at least that far.
+    const ptr = this.#module._malloc(bytes);
+    if (ptr === 0 || this.#module.wasmExports.memory.buffer.byteLength < bytes) throw new Error(`php: cannot grow the memory to the snapshot's ${bytes} bytes`);
+    this.#module._free(ptr);
   }
 
   async reset(): Promise<void> {
