@@ -23,7 +23,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, closeSync, cpSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { CLI, aptInstall, children, cleaningUp, cpuBusy, finishRun, freePorts, get, gitInfo, latencyStat, load, logger, machineEnv, machineFooter, memRow, noteBusyBefore, noteServerLogFailures, parseRunArgs, poolInfo, psRows, renderTable, round, runMain, runPhases, serverTimingSamples, sleep, startChild, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, zerocellCli } from "./lib.mjs";
+import { CLI, descendants, aptInstall, children, cleaningUp, cpuBusy, finishRun, freePorts, get, gitInfo, latencyStat, load, logger, machineEnv, machineFooter, memRow, noteBusyBefore, noteServerLogFailures, parseRunArgs, poolInfo, psRows, renderTable, round, runMain, runPhases, serverTimingSamples, sleep, startChild, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, zerocellCli } from "./lib.mjs";
 import { buildWordPressSite } from "./apps/wordpress/build.mjs";
 
 const log = logger("wordpress");
@@ -115,7 +115,7 @@ php_admin_value[memory_limit] = 256M
     const first = await waitFor200(url, { host: "wp-native.localhost" }, 30_000, nginx);
     checkFront(first.body, "native");
     result.env.native = { server: "nginx + php-fpm (pm=static, 2 children, unix socket, nginx 2 workers), opcache 128 MiB, validate_timestamps=0", php: execFileSync(fpm, ["-v"], { encoding: "utf8" }).split("\n")[0] };
-    const st = await sequential(url, "wp-native.localhost", OPTS.timingSamples);
+    const st = await sequential(url, "wp-native.localhost", OPTS.timingSamples, [fpmChild.proc.pid, nginx.proc.pid]);
     result.sequential.push({ target: "native", mode: null, ...st });
     await measure(result, "native", null, url, "wp-native.localhost");
     result.memory.push(memRow("native php-fpm (master + 2 workers)", psRows().filter((r) => r.pid === fpmChild.proc.pid || r.ppid === fpmChild.proc.pid)));
@@ -125,10 +125,34 @@ php_admin_value[memory_limit] = 256M
   }
 }
 
-/** Sequential keep-alive requests: client round trip (and Server-Timing run/total when present), ms. */
-async function sequential(url, host, n) {
+/** CPU time (user + system) of `roots` and all their descendants, ms (/proc, 10 ms ticks). */
+function treeCpuMs(roots) {
+  const rows = psRows();
+  const pids = new Set(roots);
+  for (const r of roots) for (const d of descendants(r, rows)) pids.add(d.pid);
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // gone
+    }
+  }
+  return ticks * 10;
+}
+
+/**
+ * Sequential keep-alive requests: client round trip (and Server-Timing run/total when present),
+ * ms; with `roots`, also the server's CPU time per request (every process under `roots`): on a
+ * shared machine the one figure that other processes do not inflate.
+ */
+async function sequential(url, host, n, roots = []) {
+  const cpu0 = treeCpuMs(roots);
+  const withCpu = (o) => (roots.length > 0 && o.samples > 0 ? { ...o, cpuMsPerRequest: round((treeCpuMs(roots) - cpu0) / o.samples, 1) } : o);
   const s = await serverTimingSamples(url, host, n);
-  if (s.run.length > 0) return { samples: s.run.length, failed: s.failed, clientMs: latencyStat(s.client), runMs: latencyStat(s.run), totalMs: latencyStat(s.total), readyMs: latencyStat(s.ready) };
+  if (s.run.length > 0) return withCpu({ samples: s.run.length, failed: s.failed, clientMs: latencyStat(s.client), runMs: latencyStat(s.run), totalMs: latencyStat(s.total), readyMs: latencyStat(s.ready) });
   // No Server-Timing (native): time the round trips alone.
   const ms = [];
   for (let i = 0; i < n && !cleaningUp; i++) {
@@ -136,7 +160,7 @@ async function sequential(url, host, n) {
     const r = await get(url, { host });
     if (r.status === 200) ms.push(performance.now() - t0);
   }
-  return { samples: ms.length, clientMs: latencyStat(ms) };
+  return withCpu({ samples: ms.length, clientMs: latencyStat(ms) });
 }
 
 // ---------------------------------------------------------------- zerocell
@@ -165,7 +189,7 @@ async function runZerocell(result, site) {
     }
     for (const [mode, host] of Object.entries(HOSTS)) {
       await waitIdle(`zerocell ${mode} sequential`, result);
-      result.sequential.push({ target: "zerocell", mode, ...(await sequential(url, host, OPTS.timingSamples)) });
+      result.sequential.push({ target: "zerocell", mode, ...(await sequential(url, host, OPTS.timingSamples, [server.proc.pid])) });
       await measure(result, "zerocell", mode, url, host);
       const info = await poolInfo(urls, token);
       const pids = new Set((info?.deployments ?? []).filter((d) => d.app === "wordpress" && d.mode === mode).flatMap((d) => d.pids ?? []));
@@ -213,9 +237,13 @@ function report(result) {
   const pp = (m) => (m ? `${m.p50} / ${m.p99}` : "-");
   lines.push("sequential keep-alive requests, ms as p50 / p99 (run = guest code in the host, total = in the gateway)");
   lines.push(renderTable([
-    ["target", "mode", "n", "client round trip", "total (gateway)", "run (host)", "ready"],
-    ...result.sequential.map((s) => [s.target, s.mode ?? "-", s.samples, pp(s.clientMs), pp(s.totalMs), pp(s.runMs), pp(s.readyMs)]),
+    ["target", "mode", "n", "client round trip", "total (gateway)", "run (host)", "ready", "server CPU ms/req"],
+    ...result.sequential.map((s) => [s.target, s.mode ?? "-", s.samples, pp(s.clientMs), pp(s.totalMs), pp(s.runMs), pp(s.readyMs), s.cpuMsPerRequest ?? "-"]),
   ]));
+  const cpu = (t, m) => result.sequential.find((s) => s.target === t && (s.mode ?? null) === m)?.cpuMsPerRequest;
+  if (cpu("native", null) && cpu("zerocell", "snapshot")) {
+    lines.push(`server CPU per request (all processes of the server, sequential): zerocell snapshot / native = ${round(cpu("zerocell", "snapshot") / cpu("native", null), 2)}×, daemon / native = ${cpu("zerocell", "daemon") ? round(cpu("zerocell", "daemon") / cpu("native", null), 2) : "-"}×; at equal CPU per request the c=8 ratio of req/s is its inverse, ${round(cpu("native", null) / cpu("zerocell", "snapshot"), 3)} (snapshot)`);
+  }
   const z = result.env.zerocell;
   if (z) {
     lines.push("");
