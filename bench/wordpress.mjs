@@ -193,7 +193,10 @@ async function runZerocell(result, site) {
       await measure(result, "zerocell", mode, url, host);
       const info = await poolInfo(urls, token);
       const pids = new Set((info?.deployments ?? []).filter((d) => d.app === "wordpress" && d.mode === mode).flatMap((d) => d.pids ?? []));
-      result.memory.push(memRow(`zerocell hosts ${mode} (after load)`, psRows().filter((r) => pids.has(r.pid))));
+      // The pool's pids are the isolation wrappers (unshare/setpriv): count the node under each.
+      const rows = psRows();
+      const hostProcs = [...pids].map((pid) => [rows.find((r) => r.pid === pid), ...descendants(pid, rows)].filter(Boolean).sort((a, b) => b.rssKb - a.rssKb)[0]).filter(Boolean);
+      result.memory.push(memRow(`zerocell hosts ${mode} (after load)`, hostProcs));
     }
     result.memory.push(memRow("zerocell gateway (after load)", psRows().filter((r) => r.pid === server.proc.pid)));
     // what the precompile step did, and the snapshot's size
