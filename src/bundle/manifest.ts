@@ -37,6 +37,11 @@ export interface Manifest {
      * that file exists in the document root.
      */
     frontController: string | null;
+    /**
+     * Opcache shared memory, MiB ([php] opcache_mb, at most limits.memory_mb); absent: sized from
+     * the bundle's PHP source (src/runtime/php/validate.ts opcacheSizing).
+     */
+    opcacheMb?: number;
   };
   routes: ManifestRoute[];
   limits: { timeoutMs: number; memoryMb: number; maxBodyBytes: number; dataMb: number };
@@ -51,6 +56,9 @@ const UNAVAILABLE_RUNTIMES = new Set<string>();
 const MAX_ROUTES = 64;
 const MAX_WARMUP = 16;
 const MAX_WARMUP_PATH = 2048;
+/** Bounds of [php] opcache_mb, MiB (also at most limits.memory_mb: opcache is part of the heap). */
+const MIN_OPCACHE_MB = 8;
+const MAX_OPCACHE_MB = 1024;
 const MANIFEST_PATH_RULES = { maxPathLength: 1024, maxDepth: 32 };
 
 /**
@@ -256,6 +264,7 @@ const PhpSchema = z.strictObject({
     )
     .default({}),
   front_controller: str().optional(),
+  opcache_mb: intBetween(MIN_OPCACHE_MB, MAX_OPCACHE_MB).optional(),
 }, { error: "must be a table" });
 
 const RouteSchema = z.strictObject(
@@ -401,6 +410,10 @@ export function parseManifest(text: string): Manifest {
     frontController = fc.path;
   }
 
+  if (php.opcache_mb !== undefined && php.opcache_mb > limits.memory_mb) {
+    throw invalid(["php", "opcache_mb"], `must be at most limits.memory_mb (${limits.memory_mb})`);
+  }
+
   // php.ini
   const ini: Record<string, string> = {};
   for (const [key, value] of Object.entries(php.ini)) {
@@ -453,6 +466,7 @@ export function parseManifest(text: string): Manifest {
       documentRoot: root.path === "" ? "." : root.path,
       ini,
       frontController,
+      ...(php.opcache_mb === undefined ? {} : { opcacheMb: php.opcache_mb }),
     },
     routes,
     limits: { timeoutMs: limits.timeout_ms, memoryMb: limits.memory_mb, maxBodyBytes: limits.max_body_bytes, dataMb: limits.data_mb },

@@ -81,6 +81,12 @@ export interface EngineSpec {
 
 export interface EngineInstance {
   handle(request: EngineRequest): Promise<EngineResponse>;
+  /**
+   * Runs after the warm-up, before snapshot(), where the snapshot will be reused (not in fresh
+   * mode): work that makes every request of a restored instance cheaper (PHP compiles the rest of
+   * the bundle into opcache). Bounded by the engine; returns a summary for the host's log.
+   */
+  precompile?(): Promise<object>;
   /** Records the current state (after init and warm-up) as the one reset() returns to. */
   snapshot(): void;
   /** Returns the instance to its snapshot (snapshot mode; called between requests). */

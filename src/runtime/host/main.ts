@@ -69,7 +69,7 @@ let maxResponseBytes = 0;
  * does not pay for the runtime's lazy start-up (and opcache is warm); their results are ignored,
  * then the instance takes the snapshot every reset returns to.
  */
-async function warmUp(inst: EngineInstance, manifest: Manifest): Promise<void> {
+async function warmUp(inst: EngineInstance, manifest: Manifest, precompile: boolean): Promise<void> {
   const paths = manifest.warmup.length > 0 ? manifest.warmup : ["/"];
   const host = manifest.routes[0]?.host.replace(/^\*\.?/, "") || "localhost";
   for (const [index, url] of paths.entries()) {
@@ -81,6 +81,11 @@ async function warmUp(inst: EngineInstance, manifest: Manifest): Promise<void> {
     } catch (e) {
       process.stderr.write(`warm-up ${url} failed: ${(e as Error).message}\n`);
     }
+  }
+  // The engine's precompile step gets its own timeout_ms, like one more warm-up request.
+  if (precompile && inst.precompile !== undefined) {
+    send({ t: "warmup", index: paths.length });
+    process.stderr.write(`precompile: ${JSON.stringify(await inst.precompile())}\n`);
   }
   inst.snapshot();
 }
@@ -112,7 +117,7 @@ async function onFrame(frame: Frame): Promise<void> {
           }
         }
         const cpu0 = process.cpuUsage();
-        if (!restored) await warmUp(instance, init.manifest);
+        if (!restored) await warmUp(instance, init.manifest, !init.cold);
         const cpu = process.cpuUsage(cpu0);
         send({ t: "ready", ms: performance.now() - t0, restored, ...(restored ? {} : { warmupCpuUs: cpu.user + cpu.system }) });
         if (!restored && init.wantSnapshot && !init.cold) {

@@ -12,7 +12,7 @@
 import { PHPExecutionFailureError, type PHPResponse } from "@php-wasm/universal";
 import { parseManifest, type Manifest, type BundleImage } from "../../bundle/index.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
-import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, phpEngineBuild, phpIniWalls, validatePhpBundle } from "./validate.js";
+import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, phpEngineBuild, phpIniWalls, validatePhpBundle, type OpcacheSizing } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { isZerocellError } from "../../errors.js";
@@ -31,6 +31,9 @@ interface PhpPrepared {
   /** [key, value] of every php.ini wall, checked in the running engine. */
   walls: Array<[string, string]>;
   documentRoot: string;
+  opcache: OpcacheSizing;
+  /** Absolute paths of the bundle's PHP files, compiled into opcache before the snapshot. */
+  sources: string[];
 }
 
 type PhpVersion = Manifest["php"]["version"];
@@ -71,8 +74,8 @@ function writeImage(php: PHP, image: BundleImage): void {
  * (ImageMagick) is not counted, so cap the wasm heap itself: growth past the cap fails and PHP
  * stops with "Out of memory". php-wasm would otherwise grow to 2 GiB per host.
  */
-function heapCapBytes(memoryMb: number): number {
-  return (memoryMb * 2 + 192) * 1024 * 1024;
+function heapCapBytes(memoryMb: number, opcacheMb: number): number {
+  return (memoryMb * 2 + opcacheMb + 192) * 1024 * 1024;
 }
 
 /** Descriptor slots an instance may use before it asks to be replaced (Emscripten allows 4096). */
@@ -80,6 +83,68 @@ const MAX_OPEN_STREAMS = 3600;
 
 /** php-wasm's `code` option runs /internal/eval.php, outside open_basedir: prime from /tmp. */
 const PRIME_SCRIPT = `${TMP_DIR}/.zerocell-prime.php`;
+
+/** What precompile() writes and runs (in /tmp: php-wasm's own eval entry is outside open_basedir). */
+const PRECOMPILE_SCRIPT = `${TMP_DIR}/.zerocell-precompile.php`;
+const PRECOMPILE_LIST = `${TMP_DIR}/.zerocell-precompile.list`;
+
+/** Bounds of the precompile step (PhpInstance.precompile). */
+export const PRECOMPILE_LIMITS = Object.freeze({
+  /** Files compiled at most (bundles hold at most 10,000 files). */
+  maxFiles: 20_000,
+  /** Share of limits.timeout_ms the step may take, wall time (the gateway bounds its CPU time by timeout_ms). */
+  timeShare: 0.8,
+  /** Scripts that stop PHP while compiling skipped before the step gives up. */
+  maxFatal: 50,
+  /** Passes over the files still not cached (each starts with an empty function table). */
+  maxRuns: 8,
+});
+
+/**
+ * Compiles the listed files from line `from` on that are not cached yet, until the list, the
+ * deadline or a full cache ends it; ends with "D <files still not cached>". Prints each index
+ * before its file, so when a file stops PHP outright the caller knows which one. A file that
+ * redeclares a function another compiled file declared (WordPress: wp-admin/includes/noop.php)
+ * fails here but compiles in the next run, which starts with an empty function table.
+ */
+const PRECOMPILE_PHP = `<?php
+$list = file('${PRECOMPILE_LIST}', FILE_IGNORE_NEW_LINES);
+$from = (int) array_shift($list);
+$deadline = hrtime(true) + (int) array_shift($list) * 1000000;
+$n = count($list);
+for ($i = $from; $i < $n; $i++) {
+  if (($i - $from) % 16 === 0) {
+    if (hrtime(true) > $deadline) { echo "T $i\\n"; return; }
+    if (opcache_get_status(false)['cache_full'] ?? false) { echo "F $i\\n"; return; }
+  }
+  if (opcache_is_script_cached($list[$i])) continue;
+  echo $i, "\\n";
+  try {
+    @opcache_compile_file($list[$i]);
+  } catch (\\Throwable $e) {
+  }
+}
+$left = 0;
+foreach ($list as $f) if (!opcache_is_script_cached($f)) $left++;
+echo "D $left\\n";
+`;
+
+/** What PhpInstance.precompile did. */
+export interface PrecompileReport {
+  /** PHP files of the bundle. */
+  files: number;
+  /** Scripts in opcache afterwards (the warm-up's, the precompiled ones, the step's own). */
+  cached: number;
+  /** Files still not cached at the end (syntax errors, the step's bounds). */
+  failed: number;
+  /** Why the step ended: every file done, the time share, a full cache, too many fatal errors. */
+  end: "done" | "time" | "cache_full" | "fatal";
+  ms: number;
+  /** opcache shared memory in use / free, bytes. */
+  usedBytes: number;
+  freeBytes: number;
+  internedUsedBytes: number;
+}
 
 /** An open file of the snapshot's instance that its memory may refer to by number. */
 export interface SnapshotFd {
@@ -110,8 +175,10 @@ class PhpInstance implements EngineInstance {
   readonly #runtime: PhpRuntime;
   readonly #walls: ReadonlyArray<[string, string]>;
   readonly #maxResponseBytes: number;
+  readonly #prepared: PhpPrepared;
 
   constructor(runtime: PhpRuntime, prepared: PhpPrepared) {
+    this.#prepared = prepared;
     this.#runtime = runtime;
     this.#php = runtime.php;
     this.#module = runtime.module;
@@ -246,6 +313,87 @@ class PhpInstance implements EngineInstance {
     };
   }
 
+  /**
+   * Compiles every PHP file of the bundle that the warm-up did not reach into opcache, so that no
+   * request of an instance restored from the snapshot compiles a script of the bundle (opcache
+   * keeps them in linear memory). Runs after the warm-up, before snapshot(); bounded by
+   * PRECOMPILE_LIMITS. Compiling runs no tenant code (opcache_compile_file only compiles), but
+   * the sources are the tenant's: a file that stops PHP is skipped, a slow one ends the step.
+   */
+  async precompile(): Promise<PrecompileReport> {
+    const t0 = performance.now();
+    const php = this.#php;
+    const sources = this.#prepared.sources.slice(0, PRECOMPILE_LIMITS.maxFiles);
+    const budgetMs = Math.max(1, Math.floor(this.#prepared.spec.manifest.limits.timeoutMs * PRECOMPILE_LIMITS.timeShare));
+    const deadline = t0 + budgetMs;
+    php.writeFile(PRECOMPILE_SCRIPT, PRECOMPILE_PHP);
+    let from = 0;
+    let left = sources.length;
+    let fatal = 0;
+    let end: PrecompileReport["end"] = "done";
+    try {
+      for (let run = 0; run < PRECOMPILE_LIMITS.maxRuns && left > 0; run++) {
+        if (performance.now() > deadline) {
+          end = "time";
+          break;
+        }
+        php.writeFile(PRECOMPILE_LIST, `${from}\n${Math.max(1, Math.floor(deadline - performance.now()))}\n${sources.join("\n")}\n`);
+        let text: string;
+        this.#runtime.output.begin(this.#maxResponseBytes);
+        try {
+          text = (await php.run({ scriptPath: PRECOMPILE_SCRIPT })).text;
+        } catch (e) {
+          if (!(e instanceof PHPExecutionFailureError)) throw e;
+          // Compile errors opcache caught still end the script with status 255.
+          text = e.response.text;
+        }
+        const last = text.trim().split("\n").pop() ?? "";
+        const [kind, count] = last.split(" ");
+        if (kind === "D") {
+          const now = Number(count);
+          // No progress: what is left does not compile.
+          if (!(now < left)) {
+            left = now;
+            break;
+          }
+          left = now;
+          from = 0;
+        } else if (kind === "T" || kind === "F") {
+          end = kind === "T" ? "time" : "cache_full";
+          break;
+        } else {
+          // A file stopped PHP outright: go on after it.
+          const at = Number(last);
+          if (++fatal > PRECOMPILE_LIMITS.maxFatal || !Number.isInteger(at) || at < from) {
+            end = "fatal";
+            break;
+          }
+          from = at + 1;
+          run--;
+        }
+      }
+    } finally {
+      php.unlink(PRECOMPILE_LIST);
+      php.unlink(PRECOMPILE_SCRIPT);
+    }
+    const failed = left;
+    const status = await this.#opcacheStatus();
+    return { files: sources.length, failed, end, ms: performance.now() - t0, ...status };
+  }
+
+  /** opcache's counters, read by a script in /tmp (opcache_get_status is PHP's only reader). */
+  async #opcacheStatus(): Promise<{ cached: number; usedBytes: number; freeBytes: number; internedUsedBytes: number }> {
+    const path = `${TMP_DIR}/.zerocell-opcache-status.php`;
+    this.#php.writeFile(path, "<?php $s = opcache_get_status(false); echo json_encode([$s['opcache_statistics']['num_cached_scripts'] ?? 0, $s['memory_usage']['used_memory'] ?? 0, $s['memory_usage']['free_memory'] ?? 0, $s['interned_strings_usage']['used_memory'] ?? 0]);");
+    try {
+      this.#runtime.output.begin(this.#maxResponseBytes);
+      const [cached, usedBytes, freeBytes, internedUsedBytes] = JSON.parse((await this.#php.run({ scriptPath: path })).text) as number[];
+      return { cached: cached ?? 0, usedBytes: usedBytes ?? 0, freeBytes: freeBytes ?? 0, internedUsedBytes: internedUsedBytes ?? 0 };
+    } finally {
+      this.#php.unlink(path);
+    }
+  }
+
   #sbrkTop(): number {
     const ex = this.#module.wasmExports;
     return this.#module.HEAPU32[ex.emscripten_get_sbrk_ptr() >> 2]!;
@@ -285,6 +433,7 @@ class PhpInstance implements EngineInstance {
     // instantiate() already ran the priming request that sets up php-wasm's JS side.
     const ex = this.#module.wasmExports;
     this.#wipeTmp();
+    this.#growTo(image.memory.length);
     this.#snapshot = LinearMemorySnapshot.load(ex.memory, image, [ex.__stack_pointer], this.#sbrkTop());
     const fs = this.#module.FS;
     for (const want of fds) {
@@ -300,6 +449,23 @@ class PhpInstance implements EngineInstance {
     this.#streamsAtSnapshot = fs.streams.length;
     // The image came from a host (untrusted, though of the same deployment).
     assertIniWalls(this.#module, this.#walls, "importSnapshot");
+  }
+
+  /**
+   * A snapshot taken after a warm-up and precompile that grew the heap (WordPress: 84 MiB) is
+   * larger than a new instance's memory. Grow it through the guest's allocator, so Emscripten
+   * updates its views of the memory (a bare memory.grow() from here would leave them on the old
+   * buffer); loading the image then overwrites the allocator's state. Past the heap cap malloc
+   * fails and the import with it (the host starts cold).
+   */
+  #growTo(bytes: number): void {
+    const have = this.#module.wasmExports.memory.buffer.byteLength;
+    if (have >= bytes) return;
+    // A block of `bytes` cannot fit in a smaller memory: the allocator moves its break past
+    // `bytes`, growing the memory at least that far.
+    const ptr = this.#module._malloc(bytes);
+    if (ptr === 0 || this.#module.wasmExports.memory.buffer.byteLength < bytes) throw new Error(`php: cannot grow the memory to the snapshot's ${bytes} bytes`);
+    this.#module._free(ptr);
   }
 
   async reset(): Promise<void> {
@@ -397,10 +563,13 @@ export class PhpEngine implements Engine<PhpPrepared> {
     this.validate(spec.manifest, spec.image);
     const loader = await importLoader(spec.manifest.php.version);
     const root = spec.manifest.php.documentRoot;
+    const opcache = opcacheSizing(spec.manifest, spec.image);
     return {
       spec,
       loader,
-      phpIni: buildPhpIni(spec.manifest),
+      opcache,
+      sources: spec.image.entries.filter((e) => e.kind === "file" && isPhpSource(e.path)).map((e) => `${APP_ROOT}/${e.path}`),
+      phpIni: buildPhpIni(spec.manifest, opcache),
       walls: phpIniWalls(spec.manifest),
       documentRoot: root === "." ? APP_ROOT : `${APP_ROOT}/${root}`,
     };
@@ -410,7 +579,7 @@ export class PhpEngine implements Engine<PhpPrepared> {
     const limits = prepared.spec.manifest.limits;
     // 1. the runtime with its import and output walls
     const runtime = await startPhpRuntime(prepared.loader, {
-      heapCapBytes: heapCapBytes(limits.memoryMb),
+      heapCapBytes: heapCapBytes(limits.memoryMb, prepared.opcache.memoryMb),
       maxResponseBytes: prepared.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
     });
     const { php, module } = runtime;

@@ -56,6 +56,8 @@ export interface EmscriptenModule {
     unlink(path: string): void;
   };
   ccall(name: string, returns: string | null, args: string[], values: unknown[]): unknown;
+  _malloc(bytes: number): number;
+  _free(ptr: number): void;
 }
 
 export interface FsStreamEntry {

@@ -48,7 +48,78 @@ export function phpIniWalls(manifest: Manifest): Array<[string, string]> {
   ];
 }
 
-export function buildPhpIni(manifest: Manifest): string {
+/**
+ * Opcache for one deployment: shared memory sized for the app, not for hello world. The compiled
+ * scripts live in linear memory (emscripten's mmap is malloc), so they are part of the snapshot
+ * and of the heap cap; the size is bounded by limits.memory_mb so the host's memory ceiling
+ * (src/pool/spawn.ts hostMemoryCeiling: 3 × memory_mb + …) still covers an instance.
+ */
+export interface OpcacheSizing {
+  /** opcache.memory_consumption, MiB (interned strings included). */
+  memoryMb: number;
+  /** opcache.interned_strings_buffer, MiB. */
+  internedMb: number;
+  /** opcache.max_accelerated_files (PHP rounds it up to a prime). */
+  maxFiles: number;
+}
+
+/** How opcache is sized from a bundle's PHP source (see opcacheSizing). */
+export const OPCACHE_SIZING = Object.freeze({
+  /** Smallest shared memory, MiB (a one-page app; today's hello-world snapshot size). */
+  minMb: 8,
+  /** Largest shared memory the automatic sizing picks, MiB ([php] opcache_mb may go up to memory_mb). */
+  maxAutoMb: 256,
+  /**
+   * Shared memory per MiB of PHP source. Measured: WordPress 6.5 + the SQLite plugin (14.6 MiB
+   * of PHP) uses ~37 MiB of opcache with every file compiled; 5 leaves room for what the app
+   * compiles at run time.
+   */
+  mbPerSourceMb: 5,
+  /** Added to the estimate, MiB (opcache's own tables); the sum is rounded up to 8 MiB. */
+  headroomMb: 4,
+  /** Interned strings per MiB of PHP source, MiB (WordPress: ~5 MiB used). */
+  internedPerSourceMb: 0.5,
+  minInternedMb: 2,
+  maxInternedMb: 64,
+  minFiles: 4000,
+  maxFiles: 100_000,
+});
+
+/** Files opcache compiles ahead (PhpInstance.precompile) and counts toward its size. */
+export function isPhpSource(path: string): boolean {
+  return /\.(php|phtml|inc)$/i.test(path);
+}
+
+/**
+ * Opcache sizing for a deployment: [php] opcache_mb when the manifest sets it, else derived from
+ * the bundle's PHP source bytes with headroom; never above limits.memory_mb.
+ */
+export function opcacheSizing(manifest: Manifest, image: BundleImage): OpcacheSizing {
+  const S = OPCACHE_SIZING;
+  let bytes = 0;
+  let files = 0;
+  for (const e of image.entries) {
+    if (e.kind !== "file" || !isPhpSource(e.path)) continue;
+    bytes += e.data?.length ?? 0;
+    files++;
+  }
+  const sourceMb = bytes / (1024 * 1024);
+  const cap = Math.min(manifest.limits.memoryMb, S.maxAutoMb);
+  const auto = Math.max(S.minMb, Math.min(cap, Math.ceil((sourceMb * S.mbPerSourceMb + S.headroomMb) / 8) * 8));
+  const memoryMb = manifest.php.opcacheMb ?? auto;
+  // Interned strings are carved out of memory_consumption: keep at most a quarter of it.
+  const internedMb = Math.max(S.minInternedMb, Math.min(S.maxInternedMb, Math.floor(memoryMb / 4), Math.ceil(sourceMb * S.internedPerSourceMb) + S.minInternedMb));
+  const maxFiles = Math.max(S.minFiles, Math.min(S.maxFiles, files * 2));
+  return { memoryMb, internedMb, maxFiles };
+}
+
+/**
+ * php.ini of a deployment. `opcache` from opcacheSizing (the host has the image); without it (the
+ * build id, computed from the manifest alone) the sizing lines name the manifest's setting or
+ * "auto": the automatic size is a function of the deployment's image, which a snapshot is keyed
+ * by already, and of OPCACHE_SIZING, whose changes bump ENGINE_REVISION.
+ */
+export function buildPhpIni(manifest: Manifest, opcache?: OpcacheSizing): string {
   const body = manifest.limits.maxBodyBytes;
   const lines = [
     "; written by zerocell; user settings from zerocell.toml [php.ini] come last",
@@ -69,9 +140,16 @@ export function buildPhpIni(manifest: Manifest): string {
     "opcache.enable = 1",
     "opcache.enable_cli = 1",
     "opcache.jit = 0",
-    "opcache.memory_consumption = 8",
-    "opcache.interned_strings_buffer = 2",
-    "opcache.max_accelerated_files = 4000",
+    ...(opcache === undefined
+      ? [`; opcache sized ${manifest.php.opcacheMb === undefined ? "auto" : `${manifest.php.opcacheMb} MiB`}`]
+      : [
+          `opcache.memory_consumption = ${opcache.memoryMb}`,
+          `opcache.interned_strings_buffer = ${opcache.internedMb}`,
+          `opcache.max_accelerated_files = ${opcache.maxFiles}`,
+        ]),
+    // A full cache stays full (scripts past it are compiled per request) instead of restarting,
+    // which would empty it in the middle of an instance's life.
+    "opcache.max_wasted_percentage = 50",
     "opcache.validate_timestamps = 0",
     "opcache.file_update_protection = 0",
   ];
@@ -90,11 +168,11 @@ export function validatePhpBundle(manifest: Manifest, image: BundleImage): void 
   if (root !== "." && !image.entries.some((e) => e.kind === "dir" && e.path === root)) {
     throw new BundleError("manifest_invalid", `manifest: php.document_root: "${root}" is not a directory in the bundle`);
   }
-  buildPhpIni(manifest);
+  buildPhpIni(manifest, opcacheSizing(manifest, image));
 }
 
 /** Bump when the engine's init changes in a way that makes old snapshots wrong. */
-const ENGINE_REVISION = 3;
+const ENGINE_REVISION = 4;
 const require = createRequire(import.meta.url);
 
 function packageVersion(name: string): string {
