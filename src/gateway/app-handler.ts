@@ -79,7 +79,9 @@ function appHeaders(headers: Array<[string, string]>): Record<string, string | s
 /** ready = request arrival → guest code starting in its sandbox (clamped: two processes' clocks). */
 function serverTiming(res: PoolRunResult, arrivedAt: number, totalMs: number): string {
   const readyMs = res.startedAt === undefined ? undefined : Math.max(0, res.startedAt - arrivedAt);
-  return `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}, total;dur=${totalMs.toFixed(3)}`;
+  const guest = res.guestMs === undefined ? "" : `, guest;dur=${res.guestMs.toFixed(3)}`;
+  const cpu = res.cpuUs === undefined ? "" : `, cpu;dur=${(res.cpuUs / 1000).toFixed(3)}`;
+  return `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}${guest}${cpu}, total;dur=${totalMs.toFixed(3)}`;
 }
 
 export class AppHandler {

@@ -73,6 +73,8 @@ export const responseMessage = z.object({
   dataBytes: count.optional(),
   cpuUs: count.optional(),
   instructions: count.optional(),
+  /** Of runMs, the time inside the guest's entry point (the rest is engine glue); display only. */
+  guestMs: ms.optional(),
 });
 
 export const failMessage = z.object({

@@ -53,6 +53,11 @@ export interface EngineResponse {
 export interface EngineUsage {
   /** Guest instructions executed (x86; see RunResult.instructions for how they are counted). */
   instructions?: number;
+  /**
+   * Wall time inside the guest's entry point (PHP's request handler, the WSGI call, the emulated
+   * program), ms; the rest of `handle` is the engine's glue. Shown in server-timing, never billed.
+   */
+  guestMs?: number;
 }
 
 /** A snapshot in transit: linear memory, mutable globals, engine-specific extra state. */

@@ -152,12 +152,13 @@ async function onFrame(frame: Frame): Promise<void> {
         // CPU time of this process while the request ran (the guest plus its engine), µs.
         const cpu = process.cpuUsage(cpu0);
         const instructions = res.usage?.instructions;
+        const guestMs = res.usage?.guestMs;
         if (res.body.byteLength > maxResponseBytes) {
           send({ t: "fail", id: r.id, code: "response_too_large", message: `response body of ${res.body.byteLength} bytes exceeds the limit of ${maxResponseBytes} bytes` });
         } else {
           // startedAt (wall-clock ms, sub-ms precision) lets the gateway compute request arrival → guest start.
           const out = res.data === undefined ? res.body : Buffer.concat([res.body, res.data]);
-          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0, bodyBytes: res.body.byteLength, cpuUs: cpu.user + cpu.system, ...(instructions === undefined ? {} : { instructions }), ...(res.data === undefined ? {} : { dataBytes: res.data.byteLength }) }, out);
+          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0, bodyBytes: res.body.byteLength, cpuUs: cpu.user + cpu.system, ...(instructions === undefined ? {} : { instructions }), ...(guestMs === undefined ? {} : { guestMs }), ...(res.data === undefined ? {} : { dataBytes: res.data.byteLength }) }, out);
         }
       } catch (e) {
         // An engine's own limit errors keep their code (response_too_large → 502 at the gateway).

@@ -283,7 +283,9 @@ export class PythonInstance implements EngineInstance {
     const addr = realm.call("begin", JSON.stringify({ ...meta, max: limit }), body.byteLength);
     if (typeof addr !== "number") throw new Error("python: begin returned a non-number");
     if (body.byteLength >= 2) realm.writeMemory(addr, body);
+    const t0 = performance.now();
     const out = realm.call("run");
+    const guestMs = performance.now() - t0;
     if (typeof out !== "string") throw new Error("python: run returned a non-string");
     const res = JSON.parse(out) as { status: number; headers: Array<[string, string]>; addr: number; len: number; failed: boolean; tooLarge?: boolean };
     // The driver counts body bytes as the app produces them and stops past the limit; the length
@@ -298,7 +300,7 @@ export class PythonInstance implements EngineInstance {
     for (const h of res.headers) if (Array.isArray(h) && typeof h[0] === "string" && typeof h[1] === "string") headers.push([h[0], h[1]]);
     // A crashed app's /data changes are never sent back (the gateway commits only below 500).
     const data = before === undefined || res.failed ? undefined : changedData(this.#dataFs(), DATA_DIR, before);
-    return { status: res.status, headers, body: resBody, ...(data === undefined ? {} : { data }) };
+    return { status: res.status, headers, body: resBody, usage: { guestMs }, ...(data === undefined ? {} : { data }) };
   }
 
   /** /data as the shared keyed-storage code sees it (data-dir.ts). */

@@ -445,7 +445,7 @@ class X86Instance implements EngineInstance {
     const data = before !== undefined && result.stop.kind !== "error" ? proc.fs.changedData(before) : undefined;
     if (before !== undefined) proc.fs.unmountData();
     this.lastUsage = { events: result.events, meter: this.#p.options.meter, codeBytes: result.codeBytes, instructions: result.instructions, syscalls, ms: result.ms };
-    const usage = { instructions: Number(result.instructions) };
+    const usage = { instructions: Number(result.instructions), guestMs: result.ms };
     this.#parked = result.stop.kind === "ready";
     if (stderr.length > 0) this.#p.options.log(`${this.#label} ${request.method} ${request.url.slice(0, 200)}: stderr: ${stderr.toString("utf8", 0, 4000).trimEnd()}`);
     const stop = result.stop;
