@@ -63,7 +63,7 @@ export interface HostResponse extends EngineResponse {
   /** CPU time the host process spent on the request, µs, as the host reported it (bounded by runMs × 4). */
   cpuUs: number | undefined;
   /** Of runMs, the time inside the guest's entry point as the host reported it (display only). */
-  guestMs: number | undefined;
+  guestMs?: number | undefined;
 }
 
 const MAX_LOG_LINE = 2048;
