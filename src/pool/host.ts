@@ -145,6 +145,8 @@ export class SandboxHost {
         p.reject(reason);
       }
       this.#pending.clear();
+      this.#idleWaiter?.(undefined);
+      this.#idleWaiter = undefined;
       for (const l of this.#exitListeners) l();
     });
   }
@@ -351,10 +353,8 @@ export class SandboxHost {
    */
   request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<number | undefined> } {
     const id = this.#nextId++;
-    const idle = new Promise<number | undefined>((resolve) => {
-      this.#idleWaiter = resolve;
-      this.onExit(() => resolve(undefined));
-    });
+    // Settled by the host's idle message, or by its exit (the exit handler calls the waiter).
+    const idle = this.#exited ? Promise.resolve(undefined) : new Promise<number | undefined>((resolve) => (this.#idleWaiter = resolve));
     const response = new Promise<HostResponse>((resolve, reject) => {
       if (this.#exited) {
         reject(this.#exitReason ?? new SandboxError("host_crashed", 502, "sandbox: host process is gone"));

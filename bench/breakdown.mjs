@@ -1,0 +1,231 @@
+#!/usr/bin/env node
+/**
+ * Where a request's CPU goes, per runtime, served end to end: hello world in snapshot mode (fresh
+ * state per request), c=8, keep-alive, on `zerocell serve`. Per request:
+ *   - gateway  CPU of the gateway process (/proc/<pid>/stat) / requests: HTTP parse, route, pool,
+ *              framing, response, log, usage record
+ *   - host     CPU of the sandbox host processes / requests, split into
+ *       guest  time inside the guest's entry (server-timing `guest`: PHP's request handler, the
+ *              WSGI call, the emulated program), sequential requests, p50
+ *       glue   the engine's own work around it (server-timing `run` − `guest`)
+ *       reset  the host's reset (the pool's reset p50)
+ *       ipc    what is left of the host's CPU: its event loop, frame decode/encode, pipe writes,
+ *              GC (host − guest − glue − reset; wall-time terms, so an estimate)
+ *   - loader   the load generator's own CPU (autocannon, this process) / requests, for reference
+ * and the latencies: request arrival → guest code (server-timing `ready`) p50/p99.
+ *
+ *   node bench/breakdown.mjs [php python x86] [--duration 5] [--rounds 3] [--baseline DIR]
+ *
+ * --baseline DIR: a second build (a checkout with dist/ and node_modules/ of its own, e.g. the
+ * commit before a change) measured in the same run, interleaved with this one round by round
+ * (the machine is shared and noisy: A, B, A, B …), with the B/A ratio per figure.
+ * Also exports `measureBreakdown` for bench/run.mjs, python.mjs and x86.mjs.
+ */
+import { cpSync, existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { BUILD, ROOT, get, hostProcesses, installCleanup, latencyStat, load, logger, median, parseServerTiming, round, serverTimingSamples, sleep, startZerocell, stopChild, tempDir, waitFor200, zerocellCli } from "./lib.mjs";
+
+const EXAMPLES = { php: "php-hello", python: "wsgi-hello", x86: "x86-cgi" };
+const TICK_US = 1e6 / 100; // /proc/<pid>/stat counts in clock ticks (USER_HZ = 100 on Linux)
+
+/** utime + stime of a process, µs (0 when it is gone). */
+export function procCpuUs(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * TICK_US;
+  } catch {
+    return 0;
+  }
+}
+
+/** A bundle directory of the runtime's example with one snapshot-mode route on `host`. */
+export function exampleBundle(runtime, host, mode = "snapshot") {
+  const src = join(ROOT, "examples", EXAMPLES[runtime]);
+  if (runtime === "x86" && !existsSync(join(src, "bin", "app"))) execFileSync(process.execPath, [join(ROOT, "scripts", "build-examples.mjs")], { stdio: "inherit" });
+  const dir = tempDir(`zc-breakdown-${runtime}-`);
+  cpSync(src, dir, { recursive: true });
+  const toml = readFileSync(join(dir, "zerocell.toml"), "utf8").replace(/\n\[\[routes\]\][\s\S]*$/, "\n");
+  writeFileSync(join(dir, "zerocell.toml"), `${toml}\n[[routes]]\nhost = "${host}"\npath = "/"\nmode = "${mode}"\n`);
+  return dir;
+}
+
+/** Starts a zerocell server of `build` ({ root, cli }) and deploys each runtime's hello; returns a handle. */
+export async function startServed(build, runtimes, log) {
+  const saved = { root: BUILD.root, cli: BUILD.cli };
+  Object.assign(BUILD, build);
+  try {
+    const server = startZerocell({ dataPrefix: "zc-breakdown-" });
+    const urls = await server.listening();
+    const token = readFileSync(join(server.dataDir, "admin-token"), "utf8").trim();
+    for (const rt of runtimes) {
+      const host = `${rt}.localhost`;
+      const r = await zerocellCli(server.dataDir, ["deploy", exampleBundle(rt, host), "--app", `bench-${rt}`], build);
+      if (r.code !== 0) throw new Error(`deploy ${rt} failed: ${r.out.slice(-400)}`);
+      await waitFor200(urls.http + "/", { host }, 120_000, server.child);
+      log(`${build.label}: ${rt} deployed`);
+    }
+    return { ...server, urls, token, build };
+  } finally {
+    Object.assign(BUILD, saved);
+  }
+}
+
+async function resetP50(served, runtime) {
+  try {
+    const r = await fetch(served.urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${served.token}` } });
+    const j = await r.json();
+    const pools = (j.pools ?? j.deployments ?? []).filter((p) => JSON.stringify(p).includes(`bench-${runtime}`) && p.mode === "snapshot");
+    const v = pools.map((p) => p.resetMs?.p50 ?? p.reset?.p50).filter((x) => typeof x === "number");
+    return v.length > 0 ? median(v) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * One measured round of `runtime` on a started server: c=`connections` load for `duration` s with
+ * the CPU of gateway, hosts and loader read around it, then `samples` sequential requests for
+ * server-timing. Figures in µs per request (latencies in ms).
+ */
+export async function measureBreakdown(served, runtime, { duration = 5, connections = 8, samples = 300 } = {}) {
+  const host = `${runtime}.localhost`;
+  const url = served.urls.http + "/";
+  const gw = served.child.proc.pid;
+  const hosts = hostProcesses(gw).map((r) => r.pid);
+  const cpu = () => ({ gw: procCpuUs(gw), hosts: hosts.reduce((s, p) => s + procCpuUs(p), 0), me: process.cpuUsage() });
+  const c0 = cpu();
+  const r = await load({ url, connections, duration, host });
+  const c1 = cpu();
+  const me = process.cpuUsage(c0.me);
+  const n = Math.max(1, r.requests + r.non2xx);
+  const st = { ready: [], run: [], guest: [], cpu: [], total: [] };
+  const agentSamples = await serverTimingSamples(url, host, samples);
+  // serverTimingSamples keeps ready/run/total; guest and cpu come from a second pass of headers.
+  const extra = await timingExtra(url, host, Math.min(samples, 200));
+  st.ready = agentSamples.ready;
+  st.run = agentSamples.run;
+  st.total = agentSamples.total;
+  const reset = await resetP50(served, runtime);
+  const gatewayUs = (c1.gw - c0.gw) / n;
+  const hostUs = (c1.hosts - c0.hosts) / n;
+  const runUs = (median(st.run) ?? 0) * 1000;
+  // A build without server-timing `guest` counts all of `run` as glue.
+  const guestUs = extra.guest.length > 0 ? median(extra.guest) * 1000 : 0;
+  const resetUs = (reset ?? 0) * 1000;
+  return {
+    runtime,
+    build: served.build.label,
+    rps: Math.round(r.rps),
+    p50Ms: r.p50Ms,
+    p99Ms: r.p99Ms,
+    non2xx: r.non2xx,
+    otherCpuPct: r.otherCpuPct,
+    perRequestUs: {
+      total: Math.round(gatewayUs + hostUs),
+      gateway: Math.round(gatewayUs),
+      host: Math.round(hostUs),
+      guest: Math.round(guestUs),
+      glue: Math.round(runUs - guestUs),
+      reset: Math.round(resetUs),
+      ipc: Math.round(hostUs - runUs - resetUs),
+      loader: Math.round(((me.user + me.system) / n)),
+    },
+    ready: latencyStat(st.ready),
+    runCpuP50Ms: round(median(extra.cpu), 3),
+  };
+}
+
+async function timingExtra(url, host, n) {
+  const out = { guest: [], cpu: [] };
+  const http = await import("node:http");
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    for (let i = 0; i < n; i++) {
+      const r = await get(url, { host, agent });
+      const st = parseServerTiming(r.headers["server-timing"]);
+      if (st.guest !== undefined) out.guest.push(st.guest);
+      if (st.cpu !== undefined) out.cpu.push(st.cpu);
+    }
+  } finally {
+    agent.destroy();
+  }
+  return out;
+}
+
+/** Rows for a table: one per (runtime, build), medians over rounds. */
+export function summarize(rows) {
+  const key = (r) => `${r.runtime}\t${r.build}`;
+  const groups = new Map();
+  for (const r of rows) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
+  const out = [];
+  for (const [, rs] of groups) {
+    const m = (f) => median(rs.map(f).filter((x) => typeof x === "number"));
+    out.push({
+      runtime: rs[0].runtime,
+      build: rs[0].build,
+      rounds: rs.length,
+      rps: Math.round(m((r) => r.rps)),
+      p50Ms: round(m((r) => r.p50Ms), 3),
+      p99Ms: round(m((r) => r.p99Ms), 3),
+      readyP50Ms: round(m((r) => r.ready.p50), 3),
+      readyP99Ms: round(m((r) => r.ready.p99), 3),
+      us: Object.fromEntries(Object.keys(rs[0].perRequestUs).map((k) => [k, Math.round(m((r) => r.perRequestUs[k]))])),
+      otherCpuPct: m((r) => r.otherCpuPct),
+    });
+  }
+  return out;
+}
+
+export function renderBreakdown(summary) {
+  const head = ["runtime", "build", "req/s c=8", "p50 ms", "ready p50/p99 ms", "CPU µs/req: total", "gateway", "host", "guest", "glue", "reset", "ipc+loop", "loader", "other CPU %"];
+  const lines = summary.map((s) => [s.runtime, s.build, s.rps, s.p50Ms, `${s.readyP50Ms}/${s.readyP99Ms}`, s.us.total, s.us.gateway, s.us.host, s.us.guest, s.us.glue, s.us.reset, s.us.ipc, s.us.loader, s.otherCpuPct]);
+  const w = head.map((h, i) => Math.max(String(h).length, ...lines.map((l) => String(l[i]).length)));
+  return [head, ...lines].map((l) => l.map((c, i) => String(c).padStart(w[i])).join("  ")).join("\n");
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const opt = (name, dflt) => {
+    const i = args.indexOf(`--${name}`);
+    return i === -1 ? dflt : args[i + 1];
+  };
+  const runtimes = args.filter((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--"));
+  const list = runtimes.length > 0 ? runtimes : ["php", "python", "x86"];
+  const duration = Number(opt("duration", 5));
+  const rounds = Number(opt("rounds", 3));
+  const baseline = opt("baseline", undefined);
+  const log = logger("breakdown");
+  installCleanup(log);
+  const builds = [{ root: ROOT, cli: join(ROOT, "dist", "src", "cli", "main.js"), label: "this" }];
+  if (baseline !== undefined) builds.unshift({ root: baseline, cli: join(baseline, "dist", "src", "cli", "main.js"), label: "baseline" });
+  const served = [];
+  for (const b of builds) served.push(await startServed(b, list, log));
+  const rows = [];
+  for (const rt of list) {
+    // warm every host up before the first measured round
+    for (const s of served) await load({ url: s.urls.http + "/", connections: 8, duration: 2, host: `${rt}.localhost` });
+    for (let i = 0; i < rounds; i++) {
+      for (const s of i % 2 === 0 ? served : [...served].reverse()) {
+        const r = await measureBreakdown(s, rt, { duration });
+        log(`${rt} ${s.build.label} round ${i + 1}: ${r.rps} req/s, CPU µs/req ${JSON.stringify(r.perRequestUs)}, ready p50 ${r.ready.p50} ms`);
+        rows.push(r);
+      }
+      await sleep(200);
+    }
+  }
+  for (const s of served) await stopChild(s.child, 15_000);
+  const summary = summarize(rows);
+  console.log(renderBreakdown(summary));
+  mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
+  const file = join(ROOT, "bench", "results", `breakdown-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(file, JSON.stringify({ rows, summary }, null, 2));
+  console.log(`wrote ${file}`);
+  process.exit(0);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
