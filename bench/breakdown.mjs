@@ -5,12 +5,14 @@
  *   - gateway  CPU of the gateway process (/proc/<pid>/stat) / requests: HTTP parse, route, pool,
  *              framing, response, log, usage record
  *   - host     CPU of the sandbox host processes / requests, split into
- *       guest  time inside the guest's entry (server-timing `guest`: PHP's request handler, the
- *              WSGI call, the emulated program), sequential requests, p50
- *       glue   the engine's own work around it (server-timing `run` − `guest`)
- *       reset  the host's reset (the pool's reset p50)
+ *       guest  time inside the guest's entry (PHP's request handler, the WSGI call, the emulated
+ *              program; wall time, which is CPU time for these CPU-bound guests)
+ *       glue   the rest of the engine's `handle` (its CPU time minus guest)
+ *       reset  CPU time of the host's reset after each request
  *       ipc    what is left of the host's CPU: its event loop, frame decode/encode, pipe writes,
- *              GC (host − guest − glue − reset; wall-time terms, so an estimate)
+ *              GC between requests (host − handle − reset)
+ *   (guest, handle and reset from counters the hosts report per request, summed by the pool in
+ *   GET /v1/pool `cpuUs`; for an older build without them: server-timing and reset p50)
  *   - loader   the load generator's own CPU (autocannon, this process) / requests, for reference
  * and the latencies: request arrival → guest code (server-timing `ready`) p50/p99.
  *
@@ -72,13 +74,12 @@ export async function startServed(build, runtimes, log) {
   }
 }
 
-async function resetP50(served, runtime) {
+/** The snapshot pool of the runtime's bench app in /v1/pool (its reset p50 and CPU counters). */
+async function poolOf(served, runtime) {
   try {
     const r = await fetch(served.urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${served.token}` } });
     const j = await r.json();
-    const pools = (j.pools ?? j.deployments ?? []).filter((p) => JSON.stringify(p).includes(`bench-${runtime}`) && p.mode === "snapshot");
-    const v = pools.map((p) => p.resetMs?.p50 ?? p.reset?.p50).filter((x) => typeof x === "number");
-    return v.length > 0 ? median(v) : null;
+    return (j.deployments ?? []).find((p) => p.app === `bench-${runtime}` && p.mode === "snapshot") ?? null;
   } catch {
     return null;
   }
@@ -95,25 +96,34 @@ export async function measureBreakdown(served, runtime, { duration = 5, connecti
   const gw = served.child.proc.pid;
   const hosts = hostProcesses(gw).map((r) => r.pid);
   const cpu = () => ({ gw: procCpuUs(gw), hosts: hosts.reduce((s, p) => s + procCpuUs(p), 0), me: process.cpuUsage() });
+  const pool0 = await poolOf(served, runtime);
   const c0 = cpu();
   const r = await load({ url, connections, duration, host });
   const c1 = cpu();
+  const pool1 = await poolOf(served, runtime);
   const me = process.cpuUsage(c0.me);
   const n = Math.max(1, r.requests + r.non2xx);
-  const st = { ready: [], run: [], guest: [], cpu: [], total: [] };
   const agentSamples = await serverTimingSamples(url, host, samples);
-  // serverTimingSamples keeps ready/run/total; guest and cpu come from a second pass of headers.
   const extra = await timingExtra(url, host, Math.min(samples, 200));
-  st.ready = agentSamples.ready;
-  st.run = agentSamples.run;
-  st.total = agentSamples.total;
-  const reset = await resetP50(served, runtime);
   const gatewayUs = (c1.gw - c0.gw) / n;
   const hostUs = (c1.hosts - c0.hosts) / n;
-  const runUs = (median(st.run) ?? 0) * 1000;
-  // A build without server-timing `guest` counts all of `run` as glue.
-  const guestUs = extra.guest.length > 0 ? median(extra.guest) * 1000 : 0;
-  const resetUs = (reset ?? 0) * 1000;
+  let handleUs, guestUs, resetUs, how;
+  const k0 = pool0?.cpuUs;
+  const k1 = pool1?.cpuUs;
+  if (k0 !== undefined && k1 !== undefined && k1.requests > k0.requests) {
+    // Counters the hosts report (CPU of handle and reset, guest wall time), over the load run.
+    const m = k1.requests - k0.requests;
+    handleUs = (k1.handleUs - k0.handleUs) / m;
+    guestUs = (k1.guestUs - k0.guestUs) / m;
+    resetUs = (k1.resetUs - k0.resetUs) / m;
+    how = "counters";
+  } else {
+    // An older build: server-timing p50 of sequential requests, reset p50 of the pool (wall).
+    handleUs = (median(agentSamples.run) ?? 0) * 1000;
+    guestUs = extra.guest.length > 0 ? median(extra.guest) * 1000 : 0;
+    resetUs = (pool1?.resetMs?.p50 ?? 0) * 1000;
+    how = "p50";
+  }
   return {
     runtime,
     build: served.build.label,
@@ -122,18 +132,18 @@ export async function measureBreakdown(served, runtime, { duration = 5, connecti
     p99Ms: r.p99Ms,
     non2xx: r.non2xx,
     otherCpuPct: r.otherCpuPct,
+    split: how,
     perRequestUs: {
       total: Math.round(gatewayUs + hostUs),
       gateway: Math.round(gatewayUs),
       host: Math.round(hostUs),
       guest: Math.round(guestUs),
-      glue: Math.round(runUs - guestUs),
+      glue: Math.round(handleUs - guestUs),
       reset: Math.round(resetUs),
-      ipc: Math.round(hostUs - runUs - resetUs),
-      loader: Math.round(((me.user + me.system) / n)),
+      ipc: Math.round(hostUs - handleUs - resetUs),
+      loader: Math.round((me.user + me.system) / n),
     },
-    ready: latencyStat(st.ready),
-    runCpuP50Ms: round(median(extra.cpu), 3),
+    ready: latencyStat(agentSamples.ready),
   };
 }
 

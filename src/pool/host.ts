@@ -320,6 +320,8 @@ export class SandboxHost {
         this.tainted = true;
         return;
       case "idle":
+        // Bounded like the request's CPU: at most 4 × the reset's wall time.
+        this.lastResetCpuUs = h.resetCpuUs === undefined ? undefined : Math.min(h.resetCpuUs, Math.ceil(Math.max(1, h.resetMs ?? 0) * 1000 * 4));
         this.#idleWaiter?.(h.resetMs);
         this.#idleWaiter = undefined;
         return;
@@ -327,6 +329,8 @@ export class SandboxHost {
   }
 
   #idleWaiter: ((resetMs: number | undefined) => void) | undefined;
+  /** CPU time of the last reset, µs (what the host reported, bounded). */
+  lastResetCpuUs: number | undefined;
   #warmup: { timeoutMs: number; bootMs: number; startedAt: number | undefined; wallStart: number; timer: NodeJS.Timeout | undefined } | undefined;
   #warmupCpuUs: number | undefined;
   #startTimer: NodeJS.Timeout | undefined;

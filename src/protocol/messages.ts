@@ -94,7 +94,7 @@ export const snapshotMessage = z.object({
 });
 
 export const taintedMessage = z.object({ t: z.literal("tainted") });
-export const idleMessage = z.object({ t: z.literal("idle"), resetMs: ms.optional() });
+export const idleMessage = z.object({ t: z.literal("idle"), resetMs: ms.optional(), resetCpuUs: count.optional() });
 
 export const hostMessage = z.discriminatedUnion("t", [readyMessage, warmupMessage, responseMessage, failMessage, snapshotMessage, taintedMessage, idleMessage]);
 

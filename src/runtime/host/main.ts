@@ -169,11 +169,15 @@ async function onFrame(frame: Frame): Promise<void> {
         if (!(isZerocellError(e) && e.code === "response_too_large")) send({ t: "tainted" });
       }
       let resetMs: number | undefined;
+      let resetCpuUs: number | undefined;
       if (r.reset) {
         const t1 = performance.now();
+        const c1 = process.cpuUsage();
         try {
           await instance.reset();
           resetMs = performance.now() - t1;
+          const c = process.cpuUsage(c1);
+          resetCpuUs = c.user + c.system;
         } catch (e) {
           process.stderr.write(`reset failed: ${(e as Error).message}\n`);
           send({ t: "tainted" });
@@ -182,7 +186,7 @@ async function onFrame(frame: Frame): Promise<void> {
       // An engine may run out of something only a new instance frees (daemon mode: what only a
       // reset frees; any mode: a runtime stopped mid-request).
       if (instance.exhausted?.() === true) send({ t: "tainted" });
-      send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }) });
+      send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }), ...(resetCpuUs === undefined ? {} : { resetCpuUs }) });
       const after = afterRequest;
       afterRequest = undefined;
       after?.();
