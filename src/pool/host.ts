@@ -62,7 +62,7 @@ export interface HostResponse extends EngineResponse {
   startedAt: number | undefined;
   /** CPU time the host process spent on the request, µs, as the host reported it (bounded by runMs × 4). */
   cpuUs: number | undefined;
-  /** Of runMs, the time inside the guest's entry point as the host reported it (display only). */
+  /** CPU ms inside the guest's entry point as the host reported it (display only). */
   guestMs?: number | undefined;
 }
 
@@ -299,7 +299,7 @@ export class SandboxHost {
           startedAt: h.startedAt,
           // What the host says it used, bounded: CPU by 4 × the run's wall time.
           cpuUs: h.cpuUs === undefined ? undefined : Math.min(h.cpuUs, Math.ceil(Math.max(1, h.runMs) * 1000 * 4)),
-          guestMs: h.guestMs === undefined ? undefined : Math.min(h.guestMs, h.runMs),
+          guestMs: h.guestMs === undefined ? undefined : Math.min(h.guestMs, Math.max(1, h.runMs) * 4),
           ...(h.instructions === undefined ? {} : { usage: { instructions: Math.min(h.instructions, PROTOCOL_LIMITS.maxInstructions) } }),
         });
         return;

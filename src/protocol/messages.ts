@@ -73,7 +73,7 @@ export const responseMessage = z.object({
   dataBytes: count.optional(),
   cpuUs: count.optional(),
   instructions: count.optional(),
-  /** Of runMs, the time inside the guest's entry point (the rest is engine glue); display only. */
+  /** CPU ms inside the guest's entry point (the rest of the request's CPU is engine glue); display only. */
   guestMs: ms.optional(),
 });
 

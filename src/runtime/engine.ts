@@ -54,8 +54,10 @@ export interface EngineUsage {
   /** Guest instructions executed (x86; see RunResult.instructions for how they are counted). */
   instructions?: number;
   /**
-   * Wall time inside the guest's entry point (PHP's request handler, the WSGI call, the emulated
-   * program), ms; the rest of `handle` is the engine's glue. Shown in server-timing, never billed.
+   * CPU time (process.cpuUsage) inside the guest's entry point (PHP's request handler, the WSGI
+   * call, the emulated program), ms; the rest of `handle` is the engine's glue. CPU, not wall
+   * time: on a loaded machine a descheduled guest is not the guest's cost. Shown in server-timing
+   * and summed per pool for the CPU breakdown; never billed.
    */
   guestMs?: number;
 }

@@ -30,7 +30,7 @@ export interface PhpRequestResult {
   body: Buffer;
   /** What PHP wrote to the request's stderr (its log). */
   errors: string;
-  /** Wall time inside wasm_sapi_handle_request, ms. */
+  /** CPU time inside wasm_sapi_handle_request, ms. */
   guestMs: number;
 }
 
@@ -165,7 +165,7 @@ export class PhpRequestRunner {
       }
       // 4. run (async: Asyncify unwinds when PHP waits on an async import)
       let exitCode: number;
-      const t0 = performance.now();
+      const c0 = process.cpuUsage();
       try {
         exitCode = (await m.ccall("wasm_sapi_handle_request", "number", [], [], { async: true })) as number;
       } catch (e) {
@@ -173,7 +173,8 @@ export class PhpRequestRunner {
         if (code === undefined) throw e;
         exitCode = code;
       }
-      const guestMs = performance.now() - t0;
+      const c = process.cpuUsage(c0);
+      const guestMs = (c.user + c.system) / 1000;
       const { status, headers } = parseHeaders(this.#headers.text());
       return { exitCode, status, headers, body: this.#stdout.take(), errors: this.#stderr.text(), guestMs };
     } finally {

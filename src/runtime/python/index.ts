@@ -283,9 +283,10 @@ export class PythonInstance implements EngineInstance {
     const addr = realm.call("begin", JSON.stringify({ ...meta, max: limit }), body.byteLength);
     if (typeof addr !== "number") throw new Error("python: begin returned a non-number");
     if (body.byteLength >= 2) realm.writeMemory(addr, body);
-    const t0 = performance.now();
+    const c0 = process.cpuUsage();
     const out = realm.call("run");
-    const guestMs = performance.now() - t0;
+    const c = process.cpuUsage(c0);
+    const guestMs = (c.user + c.system) / 1000;
     if (typeof out !== "string") throw new Error("python: run returned a non-string");
     const res = JSON.parse(out) as { status: number; headers: Array<[string, string]>; addr: number; len: number; failed: boolean; tooLarge?: boolean };
     // The driver counts body bytes as the app produces them and stops past the limit; the length
