@@ -74,33 +74,34 @@ export async function startServed(build, runtimes, log) {
   }
 }
 
-/** The snapshot pool of the runtime's bench app in /v1/pool (its reset p50 and CPU counters). */
-async function poolOf(served, runtime) {
+/** The snapshot pool of `app` in /v1/pool (its reset p50 and CPU counters). */
+async function poolOf(served, app) {
   try {
     const r = await fetch(served.urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${served.token}` } });
     const j = await r.json();
-    return (j.deployments ?? []).find((p) => p.app === `bench-${runtime}` && p.mode === "snapshot") ?? null;
+    return (j.deployments ?? []).find((p) => p.app === app && p.mode === "snapshot") ?? null;
   } catch {
     return null;
   }
 }
 
 /**
- * One measured round of `runtime` on a started server: c=`connections` load for `duration` s with
- * the CPU of gateway, hosts and loader read around it, then `samples` sequential requests for
- * server-timing. Figures in µs per request (latencies in ms).
+ * One measured round of `runtime`'s snapshot route `host` (app `app`) on a started server
+ * (`served`: { child, urls, token, build: { label } }): c=`connections` load for `duration` s
+ * with the CPU of gateway, hosts and loader read around it, then `samples` sequential requests
+ * for server-timing. Figures in µs per request (latencies in ms). The gateway and host CPU are
+ * the whole processes': other routes of the same server must be idle meanwhile.
  */
-export async function measureBreakdown(served, runtime, { duration = 5, connections = 8, samples = 300 } = {}) {
-  const host = `${runtime}.localhost`;
-  const url = served.urls.http + "/";
+export async function measureBreakdown(served, runtime, { host = `${runtime}.localhost`, app = `bench-${runtime}`, path = "/", duration = 5, connections = 8, samples = 300 } = {}) {
+  const url = served.urls.http + path;
   const gw = served.child.proc.pid;
   const hosts = hostProcesses(gw).map((r) => r.pid);
   const cpu = () => ({ gw: procCpuUs(gw), hosts: hosts.reduce((s, p) => s + procCpuUs(p), 0), me: process.cpuUsage() });
-  const pool0 = await poolOf(served, runtime);
+  const pool0 = await poolOf(served, app);
   const c0 = cpu();
   const r = await load({ url, connections, duration, host });
   const c1 = cpu();
-  const pool1 = await poolOf(served, runtime);
+  const pool1 = await poolOf(served, app);
   const me = process.cpuUsage(c0.me);
   const n = Math.max(1, r.requests + r.non2xx);
   const agentSamples = await serverTimingSamples(url, host, samples);
