@@ -26,7 +26,7 @@
 import { cpSync, existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import { BUILD, ROOT, get, hostProcesses, installCleanup, latencyStat, load, logger, median, parseServerTiming, round, serverTimingSamples, sleep, startZerocell, stopChild, tempDir, waitFor200, zerocellCli } from "./lib.mjs";
+import { BUILD, ROOT, get, startHono, hostProcesses, installCleanup, latencyStat, load, logger, median, parseServerTiming, round, serverTimingSamples, sleep, startZerocell, stopChild, tempDir, waitFor200, zerocellCli } from "./lib.mjs";
 
 const EXAMPLES = { php: "php-hello", python: "wsgi-hello", x86: "x86-cgi" };
 const TICK_US = 1e6 / 100; // /proc/<pid>/stat counts in clock ticks (USER_HZ = 100 on Linux)
@@ -148,6 +148,15 @@ export async function measureBreakdown(served, runtime, { host = `${runtime}.loc
   };
 }
 
+/** The bare Hono handler (bench/hono-server.mjs) under the same load: its process CPU per request. */
+export async function measureHono(hono, { duration = 5, connections = 8 } = {}) {
+  const pid = hono.child.proc.pid;
+  const c0 = procCpuUs(pid);
+  const r = await load({ url: hono.url, connections, duration });
+  const us = (procCpuUs(pid) - c0) / Math.max(1, r.requests);
+  return { runtime: "hono", build: "bare handler", rps: Math.round(r.rps), p50Ms: r.p50Ms, p99Ms: r.p99Ms, otherCpuPct: r.otherCpuPct, perRequestUs: { total: Math.round(us), gateway: Math.round(us), host: 0, guest: 0, glue: 0, reset: 0, ipc: 0, loader: 0 }, ready: { p50: null, p99: null } };
+}
+
 async function timingExtra(url, host, n) {
   const out = { guest: [], cpu: [] };
   const http = await import("node:http");
@@ -214,6 +223,11 @@ async function main() {
   const served = [];
   for (const b of builds) served.push(await startServed(b, list, log));
   const rows = [];
+  // The gateway's share against a bare Hono handler (the same HTTP stack, nothing behind it).
+  const hono = await startHono();
+  await load({ url: hono.url, connections: 8, duration: 1 });
+  for (let i = 0; i < rounds; i++) rows.push(await measureHono(hono, { duration }));
+  await stopChild(hono.child);
   for (const rt of list) {
     // warm every host up before the first measured round
     for (const s of served) await load({ url: s.urls.http + "/", connections: 8, duration: 2, host: `${rt}.localhost` });
@@ -229,6 +243,8 @@ async function main() {
   for (const s of served) await stopChild(s.child, 15_000);
   const summary = summarize(rows);
   console.log(renderBreakdown(summary));
+  const bare = summary.find((s) => s.runtime === "hono")?.us.gateway;
+  if (bare) for (const s of summary) if (s.runtime !== "hono") console.log(`${s.runtime} ${s.build}: gateway CPU per request ${s.us.gateway} µs = ${round(s.us.gateway / bare, 2)} × the bare Hono handler's ${bare} µs (overhead ${round((s.us.gateway / bare - 1) * 100, 0)}%)`);
   mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
   const file = join(ROOT, "bench", "results", `breakdown-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   writeFileSync(file, JSON.stringify({ rows, summary }, null, 2));
