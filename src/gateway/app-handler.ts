@@ -76,7 +76,11 @@ function appHeaders(headers: Array<[string, string]>): Record<string, string | s
   return out;
 }
 
-/** ready = request arrival → guest code starting in its sandbox (clamped: two processes' clocks). */
+/**
+ * ready = request arrival → guest code starting in its sandbox (clamped: two processes' clocks);
+ * guest = the guest's own CPU inside run, cpu = the host's CPU for the request (both as the host
+ * reports them: display only).
+ */
 function serverTiming(res: PoolRunResult, arrivedAt: number, totalMs: number): string {
   const readyMs = res.startedAt === undefined ? undefined : Math.max(0, res.startedAt - arrivedAt);
   const guest = res.guestMs === undefined ? "" : `, guest;dur=${res.guestMs.toFixed(3)}`;
