@@ -42,6 +42,7 @@ import { readFileSync, writeFileSync, existsSync, cpSync, openSync, closeSync, c
 import { loadavg } from "node:os";
 import { join, basename } from "node:path";
 import http from "node:http";
+import { measureBreakdown, renderBreakdown, summarize } from "./breakdown.mjs";
 import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, descendants, distOlderThanSrc, foreignCpuShare, freePort, get, gitInfo, hostProcesses, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, noteBusyBefore, parseRunArgs, makeBuildCopy, median, memRow, newestMtime, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, renderTable as renderTableCols, round, finishRun, machineFooter, runMain, runPhases, sleep, startChild, startZerocell, stopChild, stopZerocell, tempDir, tempDirs, waitFor200 as waitFor200Until, waitIdle as waitIdleFor, zerocellCli as cliOf } from "./lib.mjs";
 
 const CONCURRENCIES = [1, 8, 64];
@@ -515,6 +516,10 @@ async function runZerocell(result) {
           log(`${label}: c=${c} for ${OPTS.duration}s`);
           result.runs.push({ target: "zerocell", app: app.name, mode, ...(await load({ url: httpUrl, host: hosts[mode], connections: c, duration: OPTS.duration })) });
         }
+        if (app.name === "hello" && mode === "snapshot") {
+          log(`${label}: CPU per request by part, c=8`);
+          result.breakdown = [await measureBreakdown({ child: server, urls, token, build: { label: "this" } }, "python", { host: hosts[mode], app: appName, duration: OPTS.duration, samples: OPTS.quick ? 100 : 300 })];
+        }
         await memOf(mode);
       }
 
@@ -684,6 +689,11 @@ function report(result) {
     ]));
   }
   lines.push("");
+  if (result.breakdown?.length) {
+    lines.push("");
+    lines.push("CPU per request by part, WSGI hello snapshot mode, c=8 (µs; bench/breakdown.mjs: host = guest + glue + reset + ipc+loop)");
+    lines.push(renderBreakdown(summarize(result.breakdown)));
+  }
   lines.push(...machineFooter(result, "load generator: autocannon in the bench process, sharing the same 2 CPUs as the server under test; gunicorn's sync workers close every connection, so its runs reconnect per request (closeAwareClient hook)"));
   return lines.join("\n");
 }

@@ -20,6 +20,9 @@
  *      - server-timing (ready = request arrival → guest code starting, acquire, run, total) over
  *        sequential keep-alive requests per page and mode, checked against the sandbox-ready
  *        targets (ready p50 ≤ 0.5 ms, p99 ≤ 2 ms);
+ *      - the CPU of one request by part (gateway, host: guest, glue, reset, ipc + event loop) in
+ *        snapshot mode at c=8, from the processes' CPU time and the pool's counters
+ *        (bench/breakdown.mjs; run it alone for A/B against another build);
  *   4. cold deploy → first 200 for new apps (CLI start to first 200 from the new host), for the
  *      hello page and for the big page;
  *   5. memory: RSS (and PSS) of the sandbox host processes per page and mode right after their
@@ -34,6 +37,8 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync, existsSync, cpSync, openSync, closeSync, readdirSync, chmodSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, distOlderThanSrc, foreignCpuShare, freePorts, get, gitInfo, hostProcesses, installCleanup, latencyStat, load, logger, machineEnv, noteBusyBefore, parseRunArgs, median, memRow, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, descendants, renderTable, round, finishRun, machineFooter, runMain, runPhases, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, zerocellCli } from "./lib.mjs";
+
+import { measureBreakdown, renderBreakdown, summarize } from "./breakdown.mjs";
 
 const EXAMPLE = join(ROOT, "examples", "php-hello");
 const CONCURRENCIES = [1, 8, 64];
@@ -480,6 +485,8 @@ async function runZerocell(result) {
 
     // 1. hello page, per mode
     await measureMode("modes", "hello", "snapshot", HELLO_HOSTS.snapshot, OPTS.timingSamples);
+    log("zerocell hello snapshot: CPU per request by part, c=8");
+    result.breakdown = [await measureBreakdown({ child: server, urls, token, build: { label: "this" } }, "php", { host: HELLO_HOSTS.snapshot, app: "modes", duration: OPTS.duration, samples: OPTS.quick ? 100 : 300 })];
     log(`zerocell hello snapshot: https c=8 for ${OPTS.duration}s`);
     await load({ url: httpsUrl, host: HELLO_HOSTS.snapshot, servername: HELLO_HOSTS.snapshot, connections: 8, duration: 1 });
     result.runs.push({ target: "zerocell", page: "hello", mode: "snapshot", proto: "https", ...(await load({ url: httpsUrl, host: HELLO_HOSTS.snapshot, servername: HELLO_HOSTS.snapshot, connections: 8, duration: OPTS.duration })) });
@@ -584,6 +591,11 @@ function report(result) {
       result.readyTargets.push({ page: st.page, mode: st.mode, p50: st.readyMs.p50, p99: st.readyMs.p99, met: ok });
       lines.push(`  ${st.page}/${st.mode}: p50 ${mark(st.readyMs.p50, READY_TARGET.p50)}, p99 ${mark(st.readyMs.p99, READY_TARGET.p99)} → ${ok ? "MET" : "NOT MET"}`);
     }
+  }
+  if (result.breakdown?.length) {
+    lines.push("");
+    lines.push("CPU per request by part, hello snapshot mode, c=8 (µs; bench/breakdown.mjs: host = guest + glue + reset + ipc+loop)");
+    lines.push(renderBreakdown(summarize(result.breakdown)));
   }
   const cold = result.env.zerocell?.coldFirstRequest;
   if (result.deploys.length || cold) lines.push("");

@@ -41,6 +41,7 @@ import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, re
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { measureBreakdown, renderBreakdown, summarize } from "./breakdown.mjs";
 import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuSnapshot, distOlderThanSrc, foreignCpuShare, freePort, gitInfo, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, makeBuildCopy, median, ourPids, parseServerTiming, pct, renderTable, round, finishRun, runMain, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, tempDir, topForeignProcesses, waitFor200 as waitFor200Until, writeNginxConf, zerocellCli } from "./lib.mjs";
 
 const CPU_SRC = join(ROOT, "bench", "x86", "cpu.c");
@@ -545,6 +546,8 @@ async function runZerocellHttp(result, bundle) {
     await measureTarget(result, "zerocell x86-cgi", { url, host: CGI_HOST }, false);
     try {
       const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+      log("zerocell x86-cgi: CPU per request by part, c=8");
+      result.breakdown = [await measureBreakdown({ child: server, urls, token, build: { label: "this" } }, "x86", { host: CGI_HOST, app: "x86cgi", path: `/?${CGI_QUERY}`, duration: OPTS.duration, samples: OPTS.quick ? 100 : 300 })];
       const r = await fetch(urls.admin + "/v1/pool", { headers: { authorization: `Bearer ${token}` } });
       z.pool = await r.json();
     } catch {
@@ -655,6 +658,10 @@ function report(result) {
     const met = st.readyMs.p50 !== null && st.readyMs.p99 !== null && st.readyMs.p50 <= READY_TARGET.p50 && st.readyMs.p99 <= READY_TARGET.p99;
     result.http.zerocell.readyTargetMet = met;
     lines.push(`sandbox-ready target (ready p50 ≤ ${READY_TARGET.p50} ms, p99 ≤ ${READY_TARGET.p99} ms): ${met ? "MET" : "NOT MET"} (p50 ${st.readyMs.p50}, p99 ${st.readyMs.p99}, max ${st.readyMs.max}; ${st.failed} failed, ${st.withoutReady} without ready)`);
+  }
+  if (result.breakdown?.length) {
+    lines.push("CPU per request by part, x86-cgi snapshot mode, c=8 (µs; bench/breakdown.mjs: host = guest + glue + reset + ipc+loop)");
+    lines.push(renderBreakdown(summarize(result.breakdown)));
   }
   if (result.http?.zerocell) lines.push(`zerocell: deploy → first 200 ${result.http.zerocell.deployToFirst200Ms} ms; first request server-timing ${JSON.stringify(result.http.zerocell.firstRequestServerTiming)}`);
   const byCpu = [...(result.cpu?.rows ?? []), ...(result.grep?.rows ?? [])].filter((r) => r.nativeCpuMsPerRun >= 20);

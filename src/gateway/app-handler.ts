@@ -77,10 +77,16 @@ export function appHeaders(headers: Array<[string, string]>): Record<string, str
   return out;
 }
 
-/** ready = request arrival → guest code starting in its sandbox (clamped: two processes' clocks). */
+/**
+ * ready = request arrival → guest code starting in its sandbox (clamped: two processes' clocks);
+ * guest = the guest's own CPU inside run, cpu = the host's CPU for the request (both as the host
+ * reports them: display only).
+ */
 function serverTiming(res: PoolRunResult, arrivedAt: number, totalMs: number): string {
   const readyMs = res.startedAt === undefined ? undefined : Math.max(0, res.startedAt - arrivedAt);
-  return `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}, total;dur=${totalMs.toFixed(3)}`;
+  const guest = res.guestMs === undefined ? "" : `, guest;dur=${res.guestMs.toFixed(3)}`;
+  const cpu = res.cpuUs === undefined ? "" : `, cpu;dur=${(res.cpuUs / 1000).toFixed(3)}`;
+  return `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}${guest}${cpu}, total;dur=${totalMs.toFixed(3)}`;
 }
 
 export class AppHandler {

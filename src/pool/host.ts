@@ -65,6 +65,8 @@ export interface HostResponse extends EngineResponse {
   startedAt: number | undefined;
   /** CPU time the host process spent on the request, µs, as the host reported it (bounded by runMs × 4). */
   cpuUs: number | undefined;
+  /** CPU ms inside the guest's entry point as the host reported it (display only). */
+  guestMs?: number | undefined;
 }
 
 const MAX_LOG_LINE = 2048;
@@ -146,6 +148,8 @@ export class SandboxHost {
         p.reject(reason);
       }
       this.#pending.clear();
+      this.#idleWaiter?.(undefined);
+      this.#idleWaiter = undefined;
       for (const l of this.#exitListeners) l();
     });
   }
@@ -298,6 +302,7 @@ export class SandboxHost {
           startedAt: h.startedAt,
           // What the host says it used, bounded: CPU by 4 × the run's wall time.
           cpuUs: h.cpuUs === undefined ? undefined : Math.min(h.cpuUs, Math.ceil(Math.max(1, h.runMs) * 1000 * 4)),
+          guestMs: h.guestMs === undefined ? undefined : Math.min(h.guestMs, Math.max(1, h.runMs) * 4),
           ...(h.instructions === undefined ? {} : { usage: { instructions: Math.min(h.instructions, PROTOCOL_LIMITS.maxInstructions) } }),
         });
         return;
@@ -318,6 +323,8 @@ export class SandboxHost {
         this.tainted = true;
         return;
       case "idle":
+        // Bounded like the request's CPU: at most 4 × the reset's wall time.
+        this.lastResetCpuUs = h.resetCpuUs === undefined ? undefined : Math.min(h.resetCpuUs, Math.ceil(Math.max(1, h.resetMs ?? 0) * 1000 * 4));
         this.#idleWaiter?.(h.resetMs);
         this.#idleWaiter = undefined;
         return;
@@ -325,6 +332,8 @@ export class SandboxHost {
   }
 
   #idleWaiter: ((resetMs: number | undefined) => void) | undefined;
+  /** CPU time of the last reset, µs (what the host reported, bounded). */
+  lastResetCpuUs: number | undefined;
   #warmup: { timeoutMs: number; bootMs: number; startedAt: number | undefined; wallStart: number; timer: NodeJS.Timeout | undefined } | undefined;
   #warmupCpuUs: number | undefined;
   #startTimer: NodeJS.Timeout | undefined;
@@ -353,10 +362,8 @@ export class SandboxHost {
    */
   request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<number | undefined> } {
     const id = this.#nextId++;
-    const idle = new Promise<number | undefined>((resolve) => {
-      this.#idleWaiter = resolve;
-      this.onExit(() => resolve(undefined));
-    });
+    // Settled by the host's idle message, or by its exit (the exit handler calls the waiter).
+    const idle = this.#exited ? Promise.resolve(undefined) : new Promise<number | undefined>((resolve) => (this.#idleWaiter = resolve));
     const response = new Promise<HostResponse>((resolve, reject) => {
       if (this.#exited) {
         reject(this.#exitReason ?? new SandboxError("host_crashed", 502, "sandbox: host process is gone"));

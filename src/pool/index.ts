@@ -111,6 +111,8 @@ export interface PoolHost {
   /** Its engine state is unknown (or spent): replace it after this request. */
   readonly tainted: boolean;
   readonly alive: boolean;
+  /** CPU time of the host's last reset, µs, as the host reported it (for the CPU breakdown). */
+  readonly lastResetCpuUs?: number | undefined;
   onExit(listener: () => void): void;
   /** One request; `idle` resolves when the host can take the next (after its reset), or when it exits. */
   request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<number | undefined> };
@@ -164,6 +166,11 @@ class DeploymentPool {
   readonly acquireMs = new Samples();
   readonly resetMs = new Samples();
   readonly startMs = new Samples();
+  /**
+   * Where the hosts' CPU went, summed over requests (µs, as hosts report it: untrusted, display
+   * only): the engine's handle (guest + glue), the guest alone (wall), the resets.
+   */
+  readonly cpu = { requests: 0, handleUs: 0, guestUs: 0, resetUs: 0 };
   retiring = false;
   #drained: Array<() => void> = [];
   /** Hosts being shut down, so retire() can wait for every one of them. */
@@ -196,6 +203,7 @@ class DeploymentPool {
       lastStartError: this.lastStartError,
       acquireMs: this.acquireMs.summary(),
       resetMs: this.resetMs.summary(),
+      cpuUs: { ...this.cpu },
       /** New instance: spawn → ready (runtime, image, warm-up, snapshot). */
       instanceStartMs: this.startMs.summary(),
     };
@@ -510,11 +518,15 @@ export class Pool {
       if (resetMs !== undefined) {
         pool.resetMs.add(resetMs);
         this.counters.resets++;
+        pool.cpu.resetUs += slot.host.lastResetCpuUs ?? 0;
       }
       pool.done(slot, mode !== "fresh");
     });
     try {
       const res = await response;
+      pool.cpu.requests++;
+      pool.cpu.handleUs += res.cpuUs ?? 0;
+      pool.cpu.guestUs += (res.guestMs ?? 0) * 1000;
       return { ...res, acquireMs, reused };
     } catch (e) {
       if (e instanceof SandboxError && (e.code === "sandbox_timeout" || e.code === "host_crashed")) slot.host.kill();

@@ -73,6 +73,8 @@ export const responseMessage = z.object({
   dataBytes: count.optional(),
   cpuUs: count.optional(),
   instructions: count.optional(),
+  /** CPU ms inside the guest's entry point (the rest of the request's CPU is engine glue); display only. */
+  guestMs: ms.optional(),
 });
 
 export const failMessage = z.object({
@@ -92,7 +94,7 @@ export const snapshotMessage = z.object({
 });
 
 export const taintedMessage = z.object({ t: z.literal("tainted") });
-export const idleMessage = z.object({ t: z.literal("idle"), resetMs: ms.optional() });
+export const idleMessage = z.object({ t: z.literal("idle"), resetMs: ms.optional(), resetCpuUs: count.optional() });
 
 export const hostMessage = z.discriminatedUnion("t", [readyMessage, warmupMessage, responseMessage, failMessage, snapshotMessage, taintedMessage, idleMessage]);
 

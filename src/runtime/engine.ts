@@ -55,6 +55,13 @@ export interface EngineResponse {
 export interface EngineUsage {
   /** Guest instructions executed (x86; see RunResult.instructions for how they are counted). */
   instructions?: number;
+  /**
+   * CPU time (process.cpuUsage) inside the guest's entry point (PHP's request handler, the WSGI
+   * call, the emulated program), ms; the rest of `handle` is the engine's glue. CPU, not wall
+   * time: on a loaded machine a descheduled guest is not the guest's cost. Shown in server-timing
+   * and summed per pool for the CPU breakdown; never billed.
+   */
+  guestMs?: number;
 }
 
 /** A snapshot in transit: linear memory, mutable globals, engine-specific extra state. */

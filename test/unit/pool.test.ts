@@ -23,6 +23,7 @@ class FakeHost implements PoolHost {
   alive = true;
   served: string[] = [];
   shutdowns = 0;
+  lastResetCpuUs: number | undefined;
   #exit: Array<() => void> = [];
 
   onExit(listener: () => void): void {
@@ -45,7 +46,11 @@ class FakeHost implements PoolHost {
           return;
         }
         if (req.url === "/taint") this.tainted = true;
-        resolve({ status: 200, headers: [], body: Buffer.from(`${this.pid}:${req.url}`), runMs: ms, startedAt: undefined, cpuUs: undefined });
+        // "/cpu": the host reports 300 µs of CPU for the request, 100 of them the guest's, and a
+        // reset of 50 µs.
+        const cpu = req.url === "/cpu";
+        resolve({ status: 200, headers: [], body: Buffer.from(`${this.pid}:${req.url}`), runMs: ms, startedAt: undefined, cpuUs: cpu ? 300 : undefined, ...(cpu ? { guestMs: 0.1 } : {}) });
+        this.lastResetCpuUs = cpu ? 50 : undefined;
         idleResolve(0.1);
       }, ms);
     });
@@ -124,6 +129,14 @@ describe("pool (in-process hosts)", () => {
     expect(a.reused).toBe(false);
     expect(b.reused).toBe(true);
     expect(text(b)).toBe(`${h.hosts[0]!.pid}:/b`);
+  });
+
+  it("sums the CPU its hosts report per request (handle, guest, reset) for the breakdown", async () => {
+    const h = harness({ maxInstancesPerDeployment: 1 });
+    for (let i = 0; i < 3; i++) await h.pool.run("dep1", "snapshot", request("/cpu"), 1000);
+    await h.pool.run("dep1", "snapshot", request("/a"), 1000);
+    await expect.poll(() => h.pool.stats()[0]!.resets).toBe(4);
+    expect(h.pool.stats()[0]!.cpuUs).toEqual({ requests: 4, handleUs: 900, guestUs: 300, resetUs: 150 });
   });
 
   it("grows to the per-deployment maximum under concurrent load, never beyond", async () => {

@@ -157,12 +157,13 @@ async function onFrame(frame: Frame): Promise<void> {
         // CPU time of this process while the request ran (the guest plus its engine), µs.
         const cpu = process.cpuUsage(cpu0);
         const instructions = res.usage?.instructions;
+        const guestMs = res.usage?.guestMs;
         if (res.body.byteLength > maxResponseBytes) {
           send({ t: "fail", id: r.id, code: "response_too_large", message: `response body of ${res.body.byteLength} bytes exceeds the limit of ${maxResponseBytes} bytes` });
         } else {
           // startedAt (wall-clock ms, sub-ms precision) lets the gateway compute request arrival → guest start.
           const out = res.data === undefined ? res.body : Buffer.concat([res.body, res.data]);
-          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0, bodyBytes: res.body.byteLength, cpuUs: cpu.user + cpu.system, ...(instructions === undefined ? {} : { instructions }), ...(res.data === undefined ? {} : { dataBytes: res.data.byteLength }) }, out);
+          send({ t: "res", id: r.id, status: res.status, headers: res.headers, runMs, startedAt: performance.timeOrigin + t0, bodyBytes: res.body.byteLength, cpuUs: cpu.user + cpu.system, ...(instructions === undefined ? {} : { instructions }), ...(guestMs === undefined ? {} : { guestMs }), ...(res.data === undefined ? {} : { dataBytes: res.data.byteLength }) }, out);
         }
       } catch (e) {
         // An engine's own limit errors keep their code (response_too_large → 502 at the gateway).
@@ -173,11 +174,15 @@ async function onFrame(frame: Frame): Promise<void> {
         if (!(isZerocellError(e) && e.code === "response_too_large")) send({ t: "tainted" });
       }
       let resetMs: number | undefined;
+      let resetCpuUs: number | undefined;
       if (r.reset) {
         const t1 = performance.now();
+        const c1 = process.cpuUsage();
         try {
           await instance.reset();
           resetMs = performance.now() - t1;
+          const c = process.cpuUsage(c1);
+          resetCpuUs = c.user + c.system;
         } catch (e) {
           process.stderr.write(`reset failed: ${(e as Error).message}\n`);
           send({ t: "tainted" });
@@ -186,7 +191,7 @@ async function onFrame(frame: Frame): Promise<void> {
       // An engine may run out of something only a new instance frees (daemon mode: what only a
       // reset frees; any mode: a runtime stopped mid-request).
       if (instance.exhausted?.() === true) send({ t: "tainted" });
-      send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }) });
+      send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }), ...(resetCpuUs === undefined ? {} : { resetCpuUs }) });
       const after = afterRequest;
       afterRequest = undefined;
       after?.();

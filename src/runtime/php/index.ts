@@ -9,7 +9,6 @@
  * Must never: mount a host directory, hand guest code anything that reaches Node, or serve from
  * an instance whose php.ini walls are not in force.
  */
-import { PHPExecutionFailureError, type PHPResponse } from "@php-wasm/universal";
 import { parseManifest, type Manifest, type BundleImage } from "../../bundle/index.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, phpEngineBuild, phpIniWalls, validatePhpBundle, type OpcacheSizing } from "./validate.js";
@@ -19,8 +18,9 @@ import { isZerocellError } from "../../errors.js";
 import { LinearMemorySnapshot } from "../../snapshot/index.js";
 import { assertIniWalls, PHP_INI_PATH, startPhpRuntime, type EmscriptenModule, type PhpRuntime } from "./runtime.js";
 import { compiledModule } from "./wasm-imports.js";
+import { PhpRequestRunner, type PhpRequestResult, type RequestModule } from "./request.js";
 import { limitDirs, lockFileSystem } from "./fs-walls.js";
-import type { PHP } from "@php-wasm/universal";
+import { PHPExecutionFailureError, type PHP } from "@php-wasm/universal";
 
 export { APP_ROOT, validatePhpBundle } from "./validate.js";
 
@@ -176,10 +176,12 @@ class PhpInstance implements EngineInstance {
   readonly #walls: ReadonlyArray<[string, string]>;
   readonly #maxResponseBytes: number;
   readonly #prepared: PhpPrepared;
+  readonly #runner: PhpRequestRunner;
 
   constructor(runtime: PhpRuntime, prepared: PhpPrepared) {
     this.#prepared = prepared;
     this.#runtime = runtime;
+    this.#runner = new PhpRequestRunner(runtime.module as unknown as RequestModule);
     this.#php = runtime.php;
     this.#module = runtime.module;
     this.#docRoot = prepared.documentRoot;
@@ -254,37 +256,21 @@ class PhpInstance implements EngineInstance {
     };
     if (request.https) server.HTTPS = "on";
     if (d.pathInfo !== undefined) server.PATH_INFO = d.pathInfo;
-    let res: PHPResponse;
+    let res: PhpRequestResult;
     this.#runtime.output.begin(this.#maxResponseBytes);
     try {
-      res = await this.#php.run({
-      scriptPath: d.file,
-      relativeUri: request.url,
-      protocol: request.https ? "https" : "http",
-      method: request.method as "GET",
-      headers,
-      ...(request.body.byteLength > 0 ? { body: request.body } : {}),
-        $_SERVER: server,
-      });
+      res = await this.#runner.run({ scriptPath: d.file, uri: request.url, method: request.method, https: request.https, headers, body: request.body, $_SERVER: server });
     } catch (e) {
       if (isZerocellError(e) && e.code === "response_too_large") this.#stopped = true;
-      // A fatal error (uncaught exception, memory limit) ends the script with exit code 255;
-      // php-wasm throws, carrying what PHP had answered so far. That is the app's 500.
-      if (e instanceof PHPExecutionFailureError) {
-        const r = e.response;
-        if (r.errors.length > 0) process.stderr.write(r.errors.endsWith("\n") ? r.errors : r.errors + "\n");
-        const headers: Array<[string, string]> = [];
-        for (const [name, values] of Object.entries(r.headers)) for (const v of values) headers.push([name, v]);
-        // A failed request's /data changes are never committed: no data in the response.
-        return { status: r.httpStatusCode >= 400 ? r.httpStatusCode : 500, headers, body: r.bytes };
-      }
       throw e;
     }
-    const out: Array<[string, string]> = [];
-    for (const [name, values] of Object.entries(res.headers)) for (const v of values) out.push([name, v]);
     if (res.errors.length > 0) process.stderr.write(res.errors.endsWith("\n") ? res.errors : res.errors + "\n");
+    // A fatal error (uncaught exception, memory limit) ends the script with exit code 255, carrying
+    // what PHP had answered so far. That is the app's 500; its /data changes are never committed.
+    const usage = { guestMs: res.guestMs };
+    if (res.exitCode !== 0) return { status: res.status >= 400 ? res.status : 500, headers: res.headers, body: res.body, usage };
     const data = before === undefined ? undefined : changedData(this.#dataFs(), DATA_DIR, before);
-    return { status: res.httpStatusCode, headers: out, body: res.bytes, ...(data === undefined ? {} : { data }) };
+    return { status: res.status, headers: res.headers, body: res.body, usage, ...(data === undefined ? {} : { data }) };
   }
 
   /** /data as the shared keyed-storage code sees it (data-dir.ts). */

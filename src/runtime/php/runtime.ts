@@ -55,7 +55,7 @@ export interface EmscriptenModule {
     rmdir(path: string): void;
     unlink(path: string): void;
   };
-  ccall(name: string, returns: string | null, args: string[], values: unknown[]): unknown;
+  ccall(name: string, returns: string | null, args: string[], values: unknown[], opts?: { async?: boolean }): unknown;
   _malloc(bytes: number): number;
   _free(ptr: number): void;
 }

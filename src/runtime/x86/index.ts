@@ -439,13 +439,15 @@ class X86Instance implements EngineInstance {
     // The response limit is enforced while the guest writes: stdout may hold the body limit
     // plus the CGI headers, and a write past that stops the guest (see OutputBuffer).
     const maxBody = this.#p.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    const c0 = process.cpuUsage();
     const run = proc.run("request", request.body, maxBody + MAX_HEADER_BYTES, env, this.#mode === "ready", budget, timeoutMs);
+    const cpu = process.cpuUsage(c0);
     const { result, stdout, stderr, syscalls } = run;
     // A key's /data is only visible to its own request.
     const data = before !== undefined && result.stop.kind !== "error" ? proc.fs.changedData(before) : undefined;
     if (before !== undefined) proc.fs.unmountData();
     this.lastUsage = { events: result.events, meter: this.#p.options.meter, codeBytes: result.codeBytes, instructions: result.instructions, syscalls, ms: result.ms };
-    const usage = { instructions: Number(result.instructions) };
+    const usage = { instructions: Number(result.instructions), guestMs: (cpu.user + cpu.system) / 1000 };
     this.#parked = result.stop.kind === "ready";
     if (stderr.length > 0) this.#p.options.log(`${this.#label} ${request.method} ${request.url.slice(0, 200)}: stderr: ${stderr.toString("utf8", 0, 4000).trimEnd()}`);
     const stop = result.stop;
