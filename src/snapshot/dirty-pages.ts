@@ -6,9 +6,11 @@
  * sealed memfd that holds the snapshot's bytes (koffi: the address is the ArrayBuffer passed to a
  * `void *` parameter). A page nobody wrote stays a page-cache page of that file; the first write
  * by anyone — guest code, Emscripten's JS glue, the kernel filling a read() buffer — makes it a
- * private anonymous copy. PAGEMAP_SCAN (Linux ≥ 6.7) on /proc/self/pagemap lists the "present,
- * not file-backed, or swapped" ranges in one ioctl; older kernels read the pagemap entries. The
- * caller compares those pages with the image and copies back what differs; pages stay private
+ * private anonymous copy. /proc/self/pagemap tells the two apart (8 bytes a page: ~10k entries for
+ * a PHP image, one pread). Pages that were never touched have no page-table entry at all, which
+ * keeps the kernel's walk short: the mapping is not pre-faulted (measured: a fully populated
+ * range costs 2–5× more to read). PAGEMAP_SCAN (Linux ≥ 6.7) gives the same answer as ranges,
+ * no faster here; uffd write-protect was slower (ADR 002). The caller compares those pages with the image and copies back what differs; pages stay private
  * afterwards (no fault on the next request), and when too many are private they are dropped with
  * MADV_DONTNEED (they refault from the memfd, i.e. from the snapshot).
  *
@@ -31,14 +33,9 @@ export interface DirtyPageLimits {
    * refaults them), pages.
    */
   trimAbovePages: number;
-  /** Result slots per PAGEMAP_SCAN call (a longer list takes more calls), ranges. */
-  scanBatchRanges: number;
 }
 
-export const DEFAULT_DIRTY_PAGE_LIMITS: DirtyPageLimits = { trimAbovePages: 4096, scanBatchRanges: 1024 };
-
-/** How a tracker finds written pages. */
-export type DirtyPageMethod = "pagemap-scan" | "pagemap-read";
+export const DEFAULT_DIRTY_PAGE_LIMITS: DirtyPageLimits = { trimAbovePages: 4096 };
 
 /** Which reset the environment asks for: ZEROCELL_RESET=compare forces the full compare. */
 export function resetModeFromEnv(env: NodeJS.ProcessEnv = process.env): "auto" | "compare" {
@@ -58,13 +55,10 @@ interface Libc {
   fcntl: Fn;
   mmap: Fn;
   madvise: Fn;
-  ioctl: Fn;
   pread: Fn;
   open: Fn;
   /** /proc/self/pagemap, opened once per process (never closed). */
   pagemapFd: number;
-  /** PAGEMAP_SCAN answered on this kernel (false: read the entries). */
-  scanWorks: boolean | undefined;
 }
 
 const O_RDONLY = 0;
@@ -82,14 +76,6 @@ const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MADV_DONTNEED = 4;
 const MADV_NOHUGEPAGE = 15;
-const MADV_POPULATE_READ = 22;
-/** _IOWR('f', 16, struct pm_scan_arg) (96 bytes). */
-const PAGEMAP_SCAN = 0xc0606610n;
-const PAGE_IS_FILE = 1n << 2n;
-const PAGE_IS_PRESENT = 1n << 3n;
-const PAGE_IS_SWAPPED = 1n << 4n;
-/** struct page_region: start, end, categories (u64 each). */
-const REGION_BYTES = 24;
 
 let libc: Libc | null | undefined;
 let libcError = "";
@@ -114,11 +100,9 @@ function loadLibc(): Libc | null {
       fcntl: c.func("int fcntl(int fd, int cmd, int arg)") as Fn,
       mmap: c.func("uintptr_t mmap(uintptr_t addr, size_t length, int prot, int flags, int fd, int64_t offset)") as Fn,
       madvise: c.func("int madvise(uintptr_t addr, size_t length, int advice)") as Fn,
-      ioctl: c.func("int ioctl(int fd, unsigned long request, void *arg)") as Fn,
       pread: c.func("intptr_t pread(int fd, void *buf, size_t n, int64_t offset)") as Fn,
       open,
       pagemapFd,
-      scanWorks: undefined,
     };
   } catch (e) {
     libcError = (e as Error).message;
@@ -145,10 +129,6 @@ export class DirtyPageTracker {
   readonly #limits: DirtyPageLimits;
   /** Bytes of memory backed by the memfd (whole pages from 0). */
   readonly trackedBytes: number;
-  /** PAGEMAP_SCAN arguments (struct pm_scan_arg) and its result slots, reused. */
-  readonly #scanArg = new BigUint64Array(12);
-  readonly #regions: Buffer;
-  readonly #regionWords: BigUint64Array;
   /** Pagemap entries of the tracked range (the read fallback), reused. */
   readonly #entries: Uint32Array;
 
@@ -158,13 +138,7 @@ export class DirtyPageTracker {
     this.#base = base;
     this.trackedBytes = trackedBytes;
     this.#limits = limits;
-    this.#regions = Buffer.alloc(limits.scanBatchRanges * REGION_BYTES);
-    this.#regionWords = new BigUint64Array(this.#regions.buffer, this.#regions.byteOffset, limits.scanBatchRanges * 3);
     this.#entries = new Uint32Array((trackedBytes / PAGE_BYTES) * 2);
-  }
-
-  get method(): DirtyPageMethod {
-    return this.#c.scanWorks === true ? "pagemap-scan" : "pagemap-read";
   }
 
   /**
@@ -198,10 +172,9 @@ export class DirtyPageTracker {
       // The mapping keeps the file alive.
       c.close(fd);
     }
-    // Transparent huge pages would make a 2 MiB "page" of one written byte; map the file's pages
-    // now (read-only, still file-backed) so the first request does not fault them one by one.
+    // Transparent huge pages would make a 2 MiB "page" of one written byte. Not pre-faulted:
+    // pages nobody reads stay without a page-table entry, which the pagemap read skips quickly.
     c.madvise(base, trackedBytes, MADV_NOHUGEPAGE);
-    c.madvise(base, trackedBytes, MADV_POPULATE_READ);
     const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits);
     // 3. Self-check: nothing is written yet; rewriting one byte with its own value is seen.
     const before = tracker.writtenRanges();
@@ -221,73 +194,20 @@ export class DirtyPageTracker {
 
   /**
    * Page-aligned [lo, hi) byte ranges of [0, trackedBytes) that were written (or may have been),
-   * in order; undefined when the kernel would not say.
+   * in order; undefined when the kernel would not say. Reads the 8-byte pagemap entries: bit 63
+   * present, 62 swapped, 61 file page (or shared anon). Written = present and not file, or
+   * swapped (only private pages are swapped; a migrating page also reads as swapped: counted).
    */
   writtenRanges(): Array<[number, number]> | undefined {
     const c = this.#c;
-    if (c.scanWorks !== false) {
-      const ranges = this.#scan();
-      if (ranges !== undefined) {
-        c.scanWorks = true;
-        return ranges;
-      }
-      if (c.scanWorks === true) return undefined;
-      c.scanWorks = false;
-    }
-    return this.#readEntries();
-  }
-
-  /** PAGEMAP_SCAN: (present and not file-backed) or swapped. */
-  #scan(): Array<[number, number]> | undefined {
-    const c = this.#c;
-    const arg = this.#scanArg;
-    const base = BigInt(this.#base);
-    const end = base + BigInt(this.trackedBytes);
-    const out: Array<[number, number]> = [];
-    let start = base;
-    while (start < end) {
-      arg[0] = 96n; // size
-      arg[1] = 0n; // flags: report only, no write-protect
-      arg[2] = start;
-      arg[3] = end;
-      arg[4] = 0n; // walk_end (out)
-      arg[5] = BigInt(c.addressOf(this.#regions));
-      arg[6] = BigInt(this.#limits.scanBatchRanges);
-      arg[7] = 0n; // max_pages: all
-      arg[8] = PAGE_IS_FILE; // category_inverted: "not file"
-      arg[9] = PAGE_IS_FILE; // category_mask: must be "not file"
-      arg[10] = PAGE_IS_PRESENT | PAGE_IS_SWAPPED; // category_anyof_mask
-      arg[11] = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE; // return_mask
-      const n = c.ioctl(c.pagemapFd, PAGEMAP_SCAN, arg) as number;
-      if (n < 0) return undefined;
-      // The kernel wrote n regions of 3 u64 each inside #regions (its length bounds n).
-      const w = this.#regionWords;
-      for (let i = 0; i < n; i++) {
-        const lo = Number(w[3 * i]! - base);
-        const hi = Number(w[3 * i + 1]! - base);
-        const last = out[out.length - 1];
-        if (last !== undefined && last[1] === lo) last[1] = hi;
-        else out.push([lo, hi]);
-      }
-      const walkEnd = arg[4]!;
-      if (walkEnd <= start) return undefined;
-      start = walkEnd;
-    }
-    return out;
-  }
-
-  /** Reads the 8-byte pagemap entries: bit 63 present, 62 swapped, 61 file-page or shared-anon. */
-  #readEntries(): Array<[number, number]> | undefined {
-    const c = this.#c;
     const e = this.#entries;
+    // The kernel fills at most e.byteLength bytes of e; a short read is refused below.
     const n = Number(c.pread(c.pagemapFd, e, e.byteLength, (this.#base / PAGE_BYTES) * 8));
     if (n !== e.byteLength) return undefined;
     const out: Array<[number, number]> = [];
-    for (let i = 0; i < e.length; i += 2) {
-      const hi = e[i + 1]!;
-      // present and not file, or swapped: 0b10x.. or 0bx1x..
-      const written = ((hi & 0xa0000000) >>> 0) === 0x80000000 || (hi & 0x40000000) !== 0;
-      if (!written) continue;
+    for (let i = 1; i < e.length; i += 2) {
+      const hi = e[i]!;
+      if ((hi & 0x80000000) === 0 ? (hi & 0x40000000) === 0 : (hi & 0x20000000) !== 0) continue;
       const lo = (i >> 1) * PAGE_BYTES;
       const last = out[out.length - 1];
       if (last !== undefined && last[1] === lo) last[1] = lo + PAGE_BYTES;

@@ -40,6 +40,8 @@ export interface RestoreStats {
   writtenPages: number;
   /** Pages dropped back to the snapshot file (MADV_DONTNEED) instead of compared. */
   droppedPages: number;
+  /** Time spent asking the kernel for the written pages (dirty-pages method), ms. */
+  scanMs: number;
   ms: number;
 }
 
@@ -148,6 +150,7 @@ export class LinearMemorySnapshot {
     let method: RestoreMethod = "compare";
     // 1. Pages the kernel saw written (dirty-pages), or every block (compare).
     const ranges = this.#tracker?.isInPlace() === true ? this.#tracker.writtenRanges() : undefined;
+    const scanMs = performance.now() - t0;
     if (this.#tracker !== undefined && ranges === undefined) {
       // Moved or unreadable: never trust it again; the full compare is always right.
       this.#tracker = undefined;
@@ -172,7 +175,7 @@ export class LinearMemorySnapshot {
     }
     // 3. Globals.
     for (const [g, v] of this.#globals) g.value = v;
-    return { method, copiedBytes: copied, zeroedBytes: zeroed, writtenPages: written, droppedPages: dropped, ms: performance.now() - t0 };
+    return { method, copiedBytes: copied, zeroedBytes: zeroed, writtenPages: written, droppedPages: dropped, scanMs, ms: performance.now() - t0 };
   }
 
   /**

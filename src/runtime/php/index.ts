@@ -16,7 +16,7 @@ import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, phpEngineBuild, phpIniWalls, 
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { isZerocellError } from "../../errors.js";
-import { LinearMemorySnapshot } from "../../snapshot/index.js";
+import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
 import { assertIniWalls, PHP_INI_PATH, startPhpRuntime, type EmscriptenModule, type PhpRuntime } from "./runtime.js";
 import { compiledModule } from "./wasm-imports.js";
 import { limitDirs, lockFileSystem } from "./fs-walls.js";
@@ -110,6 +110,8 @@ class PhpInstance implements EngineInstance {
   readonly #runtime: PhpRuntime;
   readonly #walls: ReadonlyArray<[string, string]>;
   readonly #maxResponseBytes: number;
+  /** What the last reset put back (benchmarks, tests). */
+  lastRestore: RestoreStats | undefined;
 
   constructor(runtime: PhpRuntime, prepared: PhpPrepared) {
     this.#runtime = runtime;
@@ -322,7 +324,12 @@ class PhpInstance implements EngineInstance {
         }
       }
     }
-    this.#snapshot.restore(this.#sbrkTop());
+    this.lastRestore = this.#snapshot.restore(this.#sbrkTop());
+  }
+
+  /** How resets find what to put back, and the pages that differ from the snapshot now (a full compare; tests). */
+  snapshotCheck(): { method: RestoreMethod; differingPages: number } | undefined {
+    return this.#snapshot === undefined ? undefined : { method: this.#snapshot.method, differingPages: this.#snapshot.differingPages() };
   }
 
   #wipeTmp(): void {
