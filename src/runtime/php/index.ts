@@ -327,10 +327,20 @@ class PhpInstance implements EngineInstance {
     this.lastRestore = this.#snapshot.restore(this.#sbrkTop());
   }
 
-  /** How resets find what to put back, and the pages that differ from the snapshot now (a full compare; tests). */
-  snapshotCheck(): { method: RestoreMethod; differingPages: number } | undefined {
-    return this.#snapshot === undefined ? undefined : { method: this.#snapshot.method, differingPages: this.#snapshot.differingPages() };
+  /** How resets find what to put back (undefined before the snapshot). */
+  get resetMethod(): RestoreMethod | undefined {
+    return this.#snapshot?.method;
   }
+
+  /**
+   * 4 KiB pages of the snapshot's range that differ from it now: a full compare, for tests and
+   * checks only (it reads every page, which also makes the next pagemap read longer).
+   */
+  snapshotDifferingPages(): number {
+    if (this.#snapshot === undefined) throw new Error("no snapshot taken");
+    return this.#snapshot.differingPages();
+  }
+
 
   #wipeTmp(): void {
     // The working directory is JS state of the FS, not restored with memory: a chdir() into

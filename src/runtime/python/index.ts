@@ -386,10 +386,20 @@ export class PythonInstance implements EngineInstance {
     }
   }
 
-  /** How resets find what to put back, and the pages that differ from the snapshot now (a full compare; tests). */
-  snapshotCheck(): { method: RestoreMethod; differingPages: number } | undefined {
-    return this.#snapshot === undefined ? undefined : { method: this.#snapshot.method, differingPages: this.#snapshot.differingPages() };
+  /** How resets find what to put back (undefined before the snapshot). */
+  get resetMethod(): RestoreMethod | undefined {
+    return this.#snapshot?.method;
   }
+
+  /**
+   * 4 KiB pages of the snapshot's range that differ from it now: a full compare, for tests and
+   * checks only (it reads every page, which also makes the next pagemap read longer).
+   */
+  snapshotDifferingPages(): number {
+    if (this.#snapshot === undefined) throw new Error("no snapshot taken");
+    return this.#snapshot.differingPages();
+  }
+
 
   /** Bytes of the snapshot image (linear memory up to the allocator top). */
   get snapshotBytes(): number {
