@@ -88,14 +88,14 @@ describe("dirty-page reset", () => {
     expect(snap.method).toBe("dirty-pages");
     const u8 = new Uint8Array(memory.buffer);
     // 40 separate ranges.
-    for (let p = 1; p < 80; p += 2) u8[p * 4096 + 1] ^= 0xff;
+    for (let p = 1; p < 80; p += 2) u8[p * 4096 + 1] = 0xff - u8[p * 4096 + 1]!;
     const stats = snap.restore(top);
     expect(stats.writtenPages).toBeGreaterThanOrEqual(40);
     expect(stats.droppedPages).toBe(stats.writtenPages);
     expect(stats.copiedBytes).toBe(0);
     expect(snap.differingPages()).toBe(0);
     // Dropped pages are file-backed again: the next restore sees only what is written next.
-    u8[3 * 4096] ^= 1;
+    u8[3 * 4096] = 1 + u8[3 * 4096]!;
     expect(snap.restore(top).writtenPages).toBe(1);
     expect(snap.differingPages()).toBe(0);
   });
