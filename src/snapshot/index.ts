@@ -16,7 +16,10 @@
  * Must never: restore into a memory of another module build, or leave a page of the previous request.
  */
 
-import { DirtyPageTracker, resetModeFromEnv, type DirtyPageLimits, DEFAULT_DIRTY_PAGE_LIMITS } from "./dirty-pages.js";
+import { DirtyPageTracker, resetModeFromEnv, lastTrackerError, type DirtyPageLimits, DEFAULT_DIRTY_PAGE_LIMITS } from "./dirty-pages.js";
+
+/** The fallback was reported in this process (once: every snapshot of a host falls back alike). */
+let fallbackReported = false;
 
 const BLOCK = 64 * 1024;
 const PAGE = 4 * 1024;
@@ -88,6 +91,10 @@ export class LinearMemorySnapshot {
     // The memory holds the image now (take: it is the image; load: it was just written).
     const mode = options.reset ?? resetModeFromEnv();
     this.#tracker = mode === "compare" ? undefined : DirtyPageTracker.create(memory, this.#size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS);
+    if (mode !== "compare" && this.#tracker === undefined && !fallbackReported) {
+      fallbackReported = true;
+      process.stderr.write(`snapshot: dirty-page reset unavailable (${lastTrackerError() || "image smaller than a page"}); resets compare the whole image\n`);
+    }
   }
 
   /** How restore() finds what to put back. */
