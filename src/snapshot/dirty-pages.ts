@@ -10,9 +10,10 @@
  * a PHP image, one pread). Pages that were never touched have no page-table entry at all, which
  * keeps the kernel's walk short: the mapping is not pre-faulted (measured: a fully populated
  * range costs 2–5× more to read). PAGEMAP_SCAN (Linux ≥ 6.7) gives the same answer as ranges,
- * no faster here; uffd write-protect was slower (ADR 002). The caller compares those pages with the image and copies back what differs; pages stay private
- * afterwards (no fault on the next request), and when too many are private they are dropped with
- * MADV_DONTNEED (they refault from the memfd, i.e. from the snapshot).
+ * no faster here; uffd write-protect was slower (ADR 002). The caller compares those pages with
+ * the image and copies back what differs; pages stay private afterwards (no fault on the next
+ * request), and when too many are private they are dropped with MADV_DONTNEED (they refault
+ * from the memfd, i.e. from the snapshot).
  *
  * Runs only in a sandbox host (koffi is loaded on first use, never at import). Anything missing
  * (no koffi or --allow-addons, no memfd, no pagemap, a self-check that fails) gives `undefined`
