@@ -14,8 +14,9 @@
  *
  * Each layer is used when the machine allows it (root, util-linux, a writable cgroup mount);
  * what is missing is reported once at start (`HostIsolation.missing`).
- * Must never: start a host with any of the gateway's environment, descriptors beyond the four
- * pipes, or a uid that can signal or read the gateway when an unprivileged one is available.
+ * Must never: start a host with any of the gateway's environment (ZEROCELL_RESET=compare, a fixed
+ * value, is the one exception), descriptors beyond the four pipes, or a uid that can signal or
+ * read the gateway when an unprivileged one is available.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
@@ -411,8 +412,9 @@ export function spawnHost(runtime: Runtime, isolation: HostIsolation, spare: boo
   const argv = isolatedCommand(isolation, [process.execPath, ...hostNodeArgs(runtime, spare)], cgroup === undefined ? undefined : join(cgroup.dir, "cgroup.procs"), uid);
   const child = spawn(argv[0]!, argv.slice(1), {
     stdio: ["pipe", "pipe", "pipe", "pipe"],
-    // Nothing of the gateway's environment (tokens, keys) reaches the sandbox.
-    env: {},
+    // Nothing of the gateway's environment (tokens, keys) reaches the sandbox, except the
+    // operator's switch back to the full-compare reset (a fixed value, ADR 002).
+    env: process.env.ZEROCELL_RESET === "compare" ? { ZEROCELL_RESET: "compare" } : {},
     cwd: "/",
   });
   return new HostProcess(child, ceilingBytes, cgroup);

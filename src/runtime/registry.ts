@@ -2,7 +2,8 @@
  * Runtimes by name: the one place that lists them. Each descriptor holds what the gateway needs
  * at deploy (bundle checks, the build id a snapshot depends on) without loading the engine, the
  * sandbox host's flags and boot allowance, and a lazy loader for the engine itself (each pulls a
- * large runtime; the x86 one koffi, a native addon only x86 hosts may load).
+ * large runtime). koffi, the one native addon, is loaded in sandbox hosts only: x86 for Unicorn,
+ * PHP and Python for the dirty-page reset (src/snapshot/dirty-pages.ts, ADR 002).
  * Adding a runtime: a descriptor here, its engine folder, its manifest table.
  * Must never: import an engine (or koffi) at module load; the gateway imports this file.
  */
@@ -37,7 +38,10 @@ export const RUNTIMES: Readonly<Record<RuntimeName, RuntimeDescriptor>> = {
     name: "php",
     validate: validatePhpBundle,
     buildId: phpEngineBuild,
-    hostFlags: [],
+    // koffi (libc's memfd_create, mmap, pread of /proc/self/pagemap) for the dirty-page reset;
+    // host JS only: guest PHP runs in wasm with dl() and FFI off (docs/threat-model.md). Without
+    // it the reset compares the whole image.
+    hostFlags: ["--allow-addons"],
     // PHP instances are ready before the warm-up request.
     warmupBootAllowanceMs: 2_000,
     load: async () => new (await import("./php/index.js")).PhpEngine(),
@@ -48,7 +52,8 @@ export const RUNTIMES: Readonly<Record<RuntimeName, RuntimeDescriptor>> = {
     buildId: pythonEngineBuild,
     // Pyodide runs in a vm realm without code generation from strings; the process-wide flag
     // (every host has it, src/pool/spawn.ts) is a second wall (docs/python-sandbox.md).
-    hostFlags: [],
+    // koffi for the dirty-page reset, as for PHP: the realm holds no reference to host modules.
+    hostFlags: ["--allow-addons"],
     // Pyodide boots (0.5–1 s from a spare's base image, 2–5 s cold, more on a loaded machine)
     // and imports the app inside the first warm-up request.
     warmupBootAllowanceMs: 15_000,

@@ -3,24 +3,48 @@
  *
  * Today: an in-memory image of a WebAssembly linear memory (up to the allocator's top) plus the
  * values of the module's mutable globals, taken after init and warm-up, restored in place after
- * every request. Restoring compares the memory with the image in 64 KiB blocks (native memcmp)
- * and copies back only the 4 KiB pages that differ — a PHP request dirties ~20 pages of ~30 MB —
- * and zeroes whatever the allocator grabbed beyond the snapshot's top. Blocks of zeros (~40%)
- * are not kept; they are compared with one shared zero block.
+ * every request. Where the kernel allows (dirty-pages.ts, ADR 002) the memory is re-mapped from a
+ * memfd of the image and the kernel lists the pages anyone wrote since: only those are compared
+ * and copied back — a hello-world request writes a few dozen pages of ~30 MB. Otherwise (no
+ * koffi, old kernel, ZEROCELL_RESET=compare) restoring compares the whole memory with the image
+ * in 64 KiB blocks (native memcmp) and copies back the 4 KiB pages that differ. Either way it
+ * zeroes whatever the allocator grabbed beyond the snapshot's top. Blocks of zeros (~40%) are
+ * not kept; they are compared with one shared zero block.
  * Snapshots also travel: an instance exports its image, the gateway stores it (store.ts:
  * gzip, content-addressed, per deployment and engine build) and later instances — pool growth,
  * a restart — load it instead of running init and warm-up.
  * Must never: restore into a memory of another module build, or leave a page of the previous request.
  */
 
+import { DirtyPageTracker, resetModeFromEnv, lastTrackerError, type DirtyPageLimits, DEFAULT_DIRTY_PAGE_LIMITS } from "./dirty-pages.js";
+
+/** The fallback was reported in this process (once: every snapshot of a host falls back alike). */
+let fallbackReported = false;
+
 const BLOCK = 64 * 1024;
 const PAGE = 4 * 1024;
 
+/** How a snapshot finds what to put back: the kernel's written-page list, or a full compare. */
+export type RestoreMethod = "dirty-pages" | "compare";
+
+export interface SnapshotOptions {
+  /** "compare" forces the full compare (default: dirty pages where the kernel allows, ZEROCELL_RESET=compare in the environment also forces it). */
+  reset?: "auto" | "compare";
+  limits?: DirtyPageLimits;
+}
+
 export interface RestoreStats {
+  method: RestoreMethod;
   /** Bytes copied back from the image. */
   copiedBytes: number;
   /** Bytes zeroed above the snapshot's allocator top. */
   zeroedBytes: number;
+  /** Pages the kernel reported written (dirty-pages method), or 0. */
+  writtenPages: number;
+  /** Pages dropped back to the snapshot file (MADV_DONTNEED) instead of compared. */
+  droppedPages: number;
+  /** Time spent asking the kernel for the written pages (dirty-pages method), ms. */
+  scanMs: number;
   ms: number;
 }
 
@@ -39,8 +63,10 @@ export class LinearMemorySnapshot {
   readonly #memory: WebAssembly.Memory;
   readonly #globals: Array<[WebAssembly.Global, number | bigint]>;
   #views: { buffer: ArrayBuffer; blocks: Buffer[] } | undefined;
+  /** The kernel's list of written pages of [0, tracker.trackedBytes); undefined: compare all. */
+  #tracker: DirtyPageTracker | undefined;
 
-  private constructor(memory: WebAssembly.Memory, image: Uint8Array, globals: Array<[WebAssembly.Global, number | bigint]>) {
+  private constructor(memory: WebAssembly.Memory, image: Uint8Array, globals: Array<[WebAssembly.Global, number | bigint]>, options: SnapshotOptions) {
     this.#memory = memory;
     this.#size = image.length;
     this.#globals = globals;
@@ -62,12 +88,24 @@ export class LinearMemorySnapshot {
       at += b.length;
       return saved;
     });
+    // The memory holds the image now (take: it is the image; load: it was just written).
+    const mode = options.reset ?? resetModeFromEnv();
+    this.#tracker = mode === "compare" ? undefined : DirtyPageTracker.create(memory, this.#size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS);
+    if (mode !== "compare" && this.#tracker === undefined && !fallbackReported) {
+      fallbackReported = true;
+      process.stderr.write(`snapshot: dirty-page reset unavailable (${lastTrackerError() || "image smaller than a page"}); resets compare the whole image\n`);
+    }
+  }
+
+  /** How restore() finds what to put back. */
+  get method(): RestoreMethod {
+    return this.#tracker === undefined ? "compare" : "dirty-pages";
   }
 
   /** Copies memory [0, top) and the current values of `globals`. */
-  static take(memory: WebAssembly.Memory, top: number, globals: WebAssembly.Global[]): LinearMemorySnapshot {
+  static take(memory: WebAssembly.Memory, top: number, globals: WebAssembly.Global[], options: SnapshotOptions = {}): LinearMemorySnapshot {
     const size = Math.min(top, memory.buffer.byteLength);
-    return new LinearMemorySnapshot(memory, new Uint8Array(memory.buffer, 0, size), globals.map((g) => [g, g.value as number | bigint]));
+    return new LinearMemorySnapshot(memory, new Uint8Array(memory.buffer, 0, size), globals.map((g) => [g, g.value as number | bigint]), options);
   }
 
   get bytes(): number {
@@ -93,14 +131,14 @@ export class LinearMemorySnapshot {
    * globals, then returns a snapshot of that state. Only for an instance of the same module
    * build, prepared the same way; the caller checks the build id.
    */
-  static load(memory: WebAssembly.Memory, image: { memory: Buffer; globals: Array<number | bigint> }, globals: WebAssembly.Global[], currentTop: number): LinearMemorySnapshot {
+  static load(memory: WebAssembly.Memory, image: { memory: Buffer; globals: Array<number | bigint> }, globals: WebAssembly.Global[], currentTop: number, options: SnapshotOptions = {}): LinearMemorySnapshot {
     if (memory.buffer.byteLength < image.memory.length) throw new Error(`snapshot: image of ${image.memory.length} bytes does not fit a memory of ${memory.buffer.byteLength} bytes`);
     if (globals.length !== image.globals.length) throw new Error("snapshot: global count mismatch");
     const live = new Uint8Array(memory.buffer);
     live.set(image.memory, 0);
     if (currentTop > image.memory.length) live.fill(0, image.memory.length, Math.min(currentTop, live.length));
     globals.forEach((g, i) => (g.value = image.globals[i]!));
-    return new LinearMemorySnapshot(memory, image.memory, globals.map((g, i) => [g, image.globals[i]!]));
+    return new LinearMemorySnapshot(memory, image.memory, globals.map((g, i) => [g, image.globals[i]!]), options);
   }
 
   /** Puts memory and globals back to the image. `currentTop` is the allocator's top now. */
@@ -113,32 +151,84 @@ export class LinearMemorySnapshot {
       for (let lo = 0; lo < this.#size; lo += BLOCK) blocks.push(Buffer.from(buffer, lo, Math.min(this.#size, lo + BLOCK) - lo));
       this.#views = { buffer, blocks };
     }
-    const blocks = this.#views.blocks;
     let copied = 0;
-    for (let i = 0; i < blocks.length; i++) {
-      const live = blocks[i]!;
-      const kept = this.#imageBlocks[i]!;
-      const saved = kept ?? (live.length === BLOCK ? ZERO_BLOCK : ZERO_BLOCK.subarray(0, live.length));
-      if (live.equals(saved)) continue;
-      for (let o = 0; o < live.length; o += PAGE) {
-        const e = Math.min(live.length, o + PAGE);
-        const a = live.subarray(o, e);
-        const b = saved.subarray(o, e);
-        if (!a.equals(b)) {
-          if (kept === null) a.fill(0);
-          else a.set(b);
-          copied += e - o;
-        }
-      }
+    let written = 0;
+    let dropped = 0;
+    let method: RestoreMethod = "compare";
+    // 1. Pages the kernel saw written (dirty-pages), or every block (compare).
+    const ranges = this.#tracker?.isInPlace() === true ? this.#tracker.writtenRanges() : undefined;
+    const scanMs = performance.now() - t0;
+    if (this.#tracker !== undefined && ranges === undefined) {
+      // Moved or unreadable: never trust it again; the full compare is always right.
+      this.#tracker = undefined;
     }
+    if (ranges !== undefined && this.#tracker !== undefined) {
+      method = "dirty-pages";
+      const tracker = this.#tracker;
+      for (const [lo, hi] of ranges) written += (hi - lo) / PAGE;
+      if (tracker.shouldDrop(written) && tracker.drop(ranges)) dropped = written;
+      else for (const [lo, hi] of ranges) copied += this.#restoreRange(lo, hi);
+      // The partial page above the tracked pages (the image's length is not page-aligned).
+      copied += this.#restoreRange(tracker.trackedBytes, this.#size);
+    } else {
+      copied = this.#restoreRange(0, this.#size);
+    }
+    // 2. Whatever the allocator grabbed beyond the snapshot's top (the memory may have grown).
     let zeroed = 0;
     const end = Math.min(currentTop, buffer.byteLength);
     if (end > this.#size) {
       new Uint8Array(buffer, this.#size, end - this.#size).fill(0);
       zeroed = end - this.#size;
     }
+    // 3. Globals.
     for (const [g, v] of this.#globals) g.value = v;
-    return { copiedBytes: copied, zeroedBytes: zeroed, ms: performance.now() - t0 };
+    return { method, copiedBytes: copied, zeroedBytes: zeroed, writtenPages: written, droppedPages: dropped, scanMs, ms: performance.now() - t0 };
+  }
+
+  /**
+   * Compares [lo, hi) of the memory (lo page-aligned, hi ≤ the image's size is clamped) with the
+   * image, 64 KiB blocks then 4 KiB pages, and copies back the pages that differ. Returns bytes copied.
+   */
+  #restoreRange(lo: number, hi: number): number {
+    const blocks = this.#views!.blocks;
+    hi = Math.min(hi, this.#size);
+    let copied = 0;
+    while (lo < hi) {
+      const i = Math.floor(lo / BLOCK);
+      const live = blocks[i]!;
+      const kept = this.#imageBlocks[i]!;
+      const saved = kept ?? (live.length === BLOCK ? ZERO_BLOCK : ZERO_BLOCK.subarray(0, live.length));
+      const from = lo - i * BLOCK;
+      const to = Math.min(hi - i * BLOCK, live.length);
+      if (from !== 0 || to !== live.length || !live.equals(saved)) {
+        for (let o = from; o < to; o += PAGE) {
+          const e = Math.min(to, o + PAGE);
+          const a = live.subarray(o, e);
+          const b = saved.subarray(o, e);
+          if (!a.equals(b)) {
+            if (kept === null) a.fill(0);
+            else a.set(b);
+            copied += e - o;
+          }
+        }
+      }
+      lo = i * BLOCK + to;
+    }
+    return copied;
+  }
+
+  /** 4 KiB pages of [0, size) that differ from the image now (a full compare; for tests and checks). */
+  differingPages(): number {
+    const live = Buffer.from(this.#memory.buffer, 0, this.#size);
+    let n = 0;
+    this.#imageBlocks.forEach((b, i) => {
+      for (let o = i * BLOCK; o < Math.min(this.#size, (i + 1) * BLOCK); o += PAGE) {
+        const e = Math.min(this.#size, o + PAGE);
+        const saved = b === null ? ZERO_BLOCK.subarray(0, e - o) : b.subarray(o - i * BLOCK, e - i * BLOCK);
+        if (!live.subarray(o, e).equals(saved)) n++;
+      }
+    });
+    return n;
   }
 }
 

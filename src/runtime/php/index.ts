@@ -15,7 +15,7 @@ import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, p
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { isZerocellError } from "../../errors.js";
-import { LinearMemorySnapshot } from "../../snapshot/index.js";
+import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
 import { assertIniWalls, PHP_INI_PATH, startPhpRuntime, type EmscriptenModule, type PhpRuntime } from "./runtime.js";
 import { compiledModule } from "./wasm-imports.js";
 import { PhpRequestRunner, type PhpRequestResult, type RequestModule } from "./request.js";
@@ -177,6 +177,8 @@ class PhpInstance implements EngineInstance {
   readonly #maxResponseBytes: number;
   readonly #prepared: PhpPrepared;
   readonly #runner: PhpRequestRunner;
+  /** What the last reset put back (benchmarks, tests). */
+  lastRestore: RestoreStats | undefined;
 
   constructor(runtime: PhpRuntime, prepared: PhpPrepared) {
     this.#prepared = prepared;
@@ -474,8 +476,23 @@ class PhpInstance implements EngineInstance {
         }
       }
     }
-    this.#snapshot.restore(this.#sbrkTop());
+    this.lastRestore = this.#snapshot.restore(this.#sbrkTop());
   }
+
+  /** How resets find what to put back (undefined before the snapshot). */
+  get resetMethod(): RestoreMethod | undefined {
+    return this.#snapshot?.method;
+  }
+
+  /**
+   * 4 KiB pages of the snapshot's range that differ from it now: a full compare, for tests and
+   * checks only (it reads every page, which also makes the next pagemap read longer).
+   */
+  snapshotDifferingPages(): number {
+    if (this.#snapshot === undefined) throw new Error("no snapshot taken");
+    return this.#snapshot.differingPages();
+  }
+
 
   #wipeTmp(): void {
     // The working directory is JS state of the FS, not restored with memory: a chdir() into

@@ -24,7 +24,7 @@ import type { Manifest } from "../../bundle/index.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
 import { SandboxError, isZerocellError } from "../../errors.js";
-import { LinearMemorySnapshot } from "../../snapshot/index.js";
+import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
 import { PyRealm, pyodideFiles, type BootOptions, type LogSink } from "./realm.js";
 import { driverInstallCode } from "./driver.js";
 import { DATA_DIR, TMP_DIR, pythonEngineBuild, validatePythonBundle, type PythonSettings } from "./validate.js";
@@ -171,6 +171,8 @@ export class PythonInstance implements EngineInstance {
   /** snapshot() found a touched realm: rebuild it before the next request. */
   #rebuildPending = false;
   /** Timings and sizes, for benchmarks and tests. */
+  /** What the last reset put back (benchmarks, tests). */
+  lastRestore: RestoreStats | undefined;
   readonly stats = { bootMs: 0, restoredFromSnapshot: false, fromBaseImage: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0, realmRebuilds: 0, lastRebuildReason: "" };
 
   constructor(prepared: PythonPrepared, realm: PyRealm) {
@@ -388,6 +390,21 @@ export class PythonInstance implements EngineInstance {
     }
   }
 
+  /** How resets find what to put back (undefined before the snapshot). */
+  get resetMethod(): RestoreMethod | undefined {
+    return this.#snapshot?.method;
+  }
+
+  /**
+   * 4 KiB pages of the snapshot's range that differ from it now: a full compare, for tests and
+   * checks only (it reads every page, which also makes the next pagemap read longer).
+   */
+  snapshotDifferingPages(): number {
+    if (this.#snapshot === undefined) throw new Error("no snapshot taken");
+    return this.#snapshot.differingPages();
+  }
+
+
   /** Bytes of the snapshot image (linear memory up to the allocator top). */
   get snapshotBytes(): number {
     return this.#snapshot?.bytes ?? 0;
@@ -404,6 +421,7 @@ export class PythonInstance implements EngineInstance {
     if (this.#snapshot === undefined) return;
     realm.closeExtraStreams();
     const stats = this.#snapshot.restore(realm.sbrkTop());
+    this.lastRestore = stats;
     this.stats.lastJsFixes = realm.restoreState();
     this.stats.lastRestoreCopiedBytes = stats.copiedBytes;
     this.stats.lastResetMs = performance.now() - t0;

@@ -1,0 +1,239 @@
+/**
+ * Which pages of a WebAssembly linear memory were written since its snapshot, told by the kernel
+ * (ADR 002), so a reset costs O(pages the request wrote) instead of a compare of the whole image.
+ *
+ * How: the memory's pages [0, trackedBytes) are replaced in place by a MAP_PRIVATE mapping of a
+ * sealed memfd that holds the snapshot's bytes (koffi: the address is the ArrayBuffer passed to a
+ * `void *` parameter). A page nobody wrote stays a page-cache page of that file; the first write
+ * by anyone — guest code, Emscripten's JS glue, the kernel filling a read() buffer — makes it a
+ * private anonymous copy. /proc/self/pagemap tells the two apart (8 bytes a page: ~10k entries for
+ * a PHP image, one pread). Pages that were never touched have no page-table entry at all, which
+ * keeps the kernel's walk short: the mapping is not pre-faulted (measured: a fully populated
+ * range costs 2–5× more to read). PAGEMAP_SCAN (Linux ≥ 6.7) gives the same answer as ranges,
+ * no faster here; uffd write-protect was slower (ADR 002). The caller compares those pages with
+ * the image and copies back what differs; pages stay private afterwards (no fault on the next
+ * request), and when too many are private they are dropped with MADV_DONTNEED (they refault
+ * from the memfd, i.e. from the snapshot).
+ *
+ * Runs only in a sandbox host (koffi is loaded on first use, never at import). Anything missing
+ * (no koffi or --allow-addons, no memfd, no pagemap, a self-check that fails) gives `undefined`
+ * and the caller keeps comparing the whole image (ZEROCELL_RESET=compare forces that).
+ * Must never: be reachable from guest code or the Python realm (only host JS holds this module),
+ * report a written page as clean (every doubt counts as written), or write to the memfd after it
+ * is mapped (it is sealed: the snapshot's bytes for every later MADV_DONTNEED).
+ */
+import { createRequire } from "node:module";
+
+export const PAGE_BYTES = 4096;
+
+/** Limits of the dirty-page reset. */
+export interface DirtyPageLimits {
+  /**
+   * Private (once written) pages above which a reset drops them all with MADV_DONTNEED instead of
+   * comparing them, pages. Kept private, a page costs a 4 KiB compare per reset; dropped, it
+   * costs a copy-on-write fault when written again (~20–50 µs each in this VM, where a new page
+   * also faults in the hypervisor). Pages a request writes tend to be written by the next one, so
+   * the default only bounds memory (each private page is a second copy of a snapshot page).
+   */
+  trimAbovePages: number;
+}
+
+export const DEFAULT_DIRTY_PAGE_LIMITS: DirtyPageLimits = { trimAbovePages: 16384 };
+
+/** Which reset the environment asks for: ZEROCELL_RESET=compare forces the full compare. */
+export function resetModeFromEnv(env: NodeJS.ProcessEnv = process.env): "auto" | "compare" {
+  return env.ZEROCELL_RESET === "compare" ? "compare" : "auto";
+}
+
+// ---- the few libc calls, through koffi ------------------------------------------------------
+
+type Fn = (...args: unknown[]) => unknown;
+interface Libc {
+  koffi: typeof import("koffi");
+  /** Address of an ArrayBuffer / typed array (memmove(p, p, 0) returns p). */
+  addressOf: (buf: ArrayBuffer | ArrayBufferView) => number;
+  memfdCreate: Fn;
+  write: Fn;
+  close: Fn;
+  fcntl: Fn;
+  mmap: Fn;
+  madvise: Fn;
+  pread: Fn;
+  open: Fn;
+  /** /proc/self/pagemap, opened once per process (never closed). */
+  pagemapFd: number;
+}
+
+const O_RDONLY = 0;
+const O_CLOEXEC = 0x80000;
+const MFD_CLOEXEC = 1;
+const MFD_ALLOW_SEALING = 2;
+const F_ADD_SEALS = 1033;
+const F_SEAL_SEAL = 1;
+const F_SEAL_SHRINK = 2;
+const F_SEAL_GROW = 4;
+const F_SEAL_WRITE = 8;
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_PRIVATE = 0x02;
+const MAP_FIXED = 0x10;
+const MADV_DONTNEED = 4;
+const MADV_NOHUGEPAGE = 15;
+
+let libc: Libc | null | undefined;
+let libcError = "";
+
+function loadLibc(): Libc | null {
+  if (libc !== undefined) return libc;
+  try {
+    // Loaded here, on first use, never at import: the gateway imports the snapshot module, and a
+    // sandbox host without --allow-addons must still run (with the compare reset).
+    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
+    const c = koffi.load("libc.so.6");
+    const memmove = c.func("uintptr_t memmove(void *dst, void *src, size_t n)") as Fn;
+    const open = c.func("int open(const char *path, int flags)") as Fn;
+    const pagemapFd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC) as number;
+    if (pagemapFd < 0) throw new Error(`open /proc/self/pagemap: errno ${koffi.errno()}`);
+    libc = {
+      koffi,
+      addressOf: (buf) => Number(memmove(buf, buf, 0)),
+      memfdCreate: c.func("int memfd_create(const char *name, unsigned int flags)") as Fn,
+      write: c.func("intptr_t write(int fd, void *buf, size_t n)") as Fn,
+      close: c.func("int close(int fd)") as Fn,
+      fcntl: c.func("int fcntl(int fd, int cmd, int arg)") as Fn,
+      mmap: c.func("uintptr_t mmap(uintptr_t addr, size_t length, int prot, int flags, int fd, int64_t offset)") as Fn,
+      madvise: c.func("int madvise(uintptr_t addr, size_t length, int advice)") as Fn,
+      pread: c.func("intptr_t pread(int fd, void *buf, size_t n, int64_t offset)") as Fn,
+      open,
+      pagemapFd,
+    };
+  } catch (e) {
+    libcError = (e as Error).message;
+    libc = null;
+  }
+  return libc;
+}
+
+/** Why the last tracker could not be made (for logs and tests); "" when it could. */
+export function lastTrackerError(): string {
+  return libcError;
+}
+
+// ---- the tracker ----------------------------------------------------------------------------
+
+/**
+ * Written pages of one memory's [0, trackedBytes), page-aligned byte ranges relative to the
+ * memory's start.
+ */
+export class DirtyPageTracker {
+  readonly #c: Libc;
+  readonly #memory: WebAssembly.Memory;
+  readonly #base: number;
+  readonly #limits: DirtyPageLimits;
+  /** Bytes of memory backed by the memfd (whole pages from 0). */
+  readonly trackedBytes: number;
+  /** Pagemap entries of the tracked range (the read fallback), reused. */
+  readonly #entries: Uint32Array;
+
+  private constructor(c: Libc, memory: WebAssembly.Memory, base: number, trackedBytes: number, limits: DirtyPageLimits) {
+    this.#c = c;
+    this.#memory = memory;
+    this.#base = base;
+    this.trackedBytes = trackedBytes;
+    this.#limits = limits;
+    this.#entries = new Uint32Array((trackedBytes / PAGE_BYTES) * 2);
+  }
+
+  /**
+   * Maps a memfd holding `image` (the memory's current bytes [0, image.length), page-aligned
+   * length) over the memory in place. Undefined (and the memory as it was or unchanged in
+   * content) when anything is missing.
+   */
+  static create(memory: WebAssembly.Memory, imageBytes: number, limits: DirtyPageLimits = DEFAULT_DIRTY_PAGE_LIMITS): DirtyPageTracker | undefined {
+    const trackedBytes = Math.floor(Math.min(imageBytes, memory.buffer.byteLength) / PAGE_BYTES) * PAGE_BYTES;
+    if (trackedBytes === 0) return undefined;
+    const c = loadLibc();
+    if (c === null) return undefined;
+    const buffer = memory.buffer;
+    const base = c.addressOf(buffer);
+    if (base === 0 || base % PAGE_BYTES !== 0) return fail(`memory at ${base} is not page-aligned`);
+    // 1. A sealed memfd with the memory's bytes as they are now.
+    const fd = c.memfdCreate("zerocell-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING) as number;
+    if (fd < 0) return fail(`memfd_create: errno ${c.koffi.errno()}`);
+    try {
+      const live = new Uint8Array(buffer, 0, trackedBytes);
+      for (let at = 0; at < trackedBytes; ) {
+        const n = Number(c.write(fd, live.subarray(at, Math.min(trackedBytes, at + (64 << 20))), Math.min(trackedBytes - at, 64 << 20)));
+        if (n <= 0) return fail(`write to memfd: errno ${c.koffi.errno()}`);
+        at += n;
+      }
+      if ((c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) as number) !== 0) return fail(`seal memfd: errno ${c.koffi.errno()}`);
+      // 2. Over the memory, in place: same address, same bytes; V8 keeps its view and can grow past it.
+      const at = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
+      if (at !== base) return fail(`mmap over the memory: errno ${c.koffi.errno()}`);
+    } finally {
+      // The mapping keeps the file alive.
+      c.close(fd);
+    }
+    // Transparent huge pages would make a 2 MiB "page" of one written byte. Not pre-faulted:
+    // pages nobody reads stay without a page-table entry, which the pagemap read skips quickly.
+    c.madvise(base, trackedBytes, MADV_NOHUGEPAGE);
+    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits);
+    // 3. Self-check: nothing is written yet; rewriting one byte with its own value is seen.
+    const before = tracker.writtenRanges();
+    if (before === undefined || before.length !== 0) return fail(`self-check: ${before === undefined ? "pagemap unreadable" : `${before.length} ranges written right after mapping`}`);
+    const probe = new Uint8Array(buffer, 0, 1);
+    probe[0] = probe[0]!;
+    const after = tracker.writtenRanges();
+    if (after === undefined || after.length !== 1 || after[0]![0] !== 0 || after[0]![1] !== PAGE_BYTES) return fail("self-check: a written page was not reported");
+    libcError = "";
+    return tracker;
+  }
+
+  /** The memory still lives at the address that was mapped (a moved buffer is not tracked). */
+  isInPlace(): boolean {
+    return this.#c.addressOf(this.#memory.buffer) === this.#base;
+  }
+
+  /**
+   * Page-aligned [lo, hi) byte ranges of [0, trackedBytes) that were written (or may have been),
+   * in order; undefined when the kernel would not say. Reads the 8-byte pagemap entries: bit 63
+   * present, 62 swapped, 61 file page (or shared anon). Written = present and not file, or
+   * swapped (only private pages are swapped; a migrating page also reads as swapped: counted).
+   */
+  writtenRanges(): Array<[number, number]> | undefined {
+    const c = this.#c;
+    const e = this.#entries;
+    // The kernel fills at most e.byteLength bytes of e; a short read is refused below.
+    const n = Number(c.pread(c.pagemapFd, e, e.byteLength, (this.#base / PAGE_BYTES) * 8));
+    if (n !== e.byteLength) return undefined;
+    const out: Array<[number, number]> = [];
+    for (let i = 1; i < e.length; i += 2) {
+      const hi = e[i]!;
+      if ((hi & 0x80000000) === 0 ? (hi & 0x40000000) === 0 : (hi & 0x20000000) !== 0) continue;
+      const lo = (i >> 1) * PAGE_BYTES;
+      const last = out[out.length - 1];
+      if (last !== undefined && last[1] === lo) last[1] = lo + PAGE_BYTES;
+      else out.push([lo, lo + PAGE_BYTES]);
+    }
+    return out;
+  }
+
+  /** Whether the written set is large enough to drop rather than compare. */
+  shouldDrop(pages: number): boolean {
+    return pages > this.#limits.trimAbovePages;
+  }
+
+  /** Drops the pages of `ranges`: they read the snapshot's bytes again (from the memfd). */
+  drop(ranges: ReadonlyArray<readonly [number, number]>): boolean {
+    for (const [lo, hi] of ranges) {
+      if ((this.#c.madvise(this.#base + lo, hi - lo, MADV_DONTNEED) as number) !== 0) return false;
+    }
+    return true;
+  }
+}
+
+function fail(why: string): undefined {
+  libcError = why;
+  return undefined;
+}

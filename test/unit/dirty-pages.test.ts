@@ -1,0 +1,141 @@
+/**
+ * The dirty-page reset (src/snapshot/dirty-pages.ts, ADR 002) on a bare WebAssembly.Memory: the
+ * kernel's list of written pages catches writes from JS (Emscripten's glue writes like this), from
+ * the kernel (a read() into the heap) and from wasm code; grown memory is cleared; globals come
+ * back; and a forced fallback restores the same state by comparing everything.
+ */
+import { describe, it, expect } from "vitest";
+import { openSync, readSync, closeSync } from "node:fs";
+import { LinearMemorySnapshot } from "../../src/snapshot/index.js";
+import { lastTrackerError } from "../../src/snapshot/dirty-pages.js";
+
+const WASM_PAGE = 65536;
+
+/** A module exporting its memory, a mutable global, and store(addr, byte). */
+function makeModule(pages: number): { memory: WebAssembly.Memory; sp: WebAssembly.Global; store: (addr: number, v: number) => void } {
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages * 4 });
+  const sp = new WebAssembly.Global({ value: "i32", mutable: true }, 1234);
+  // (module (import "e" "m" (memory 1)) (func (export "store") (param i32 i32) local.get 0 local.get 1 i32.store8))
+  const bytes = new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x06, 0x01, 0x60, 0x02, 0x7f, 0x7f, 0x00, 0x02, 0x08, 0x01, 0x01, 0x65, 0x01,
+    0x6d, 0x02, 0x00, 0x01, 0x03, 0x02, 0x01, 0x00, 0x07, 0x09, 0x01, 0x05, 0x73, 0x74, 0x6f, 0x72, 0x65, 0x00, 0x00, 0x0a, 0x0b, 0x01,
+    0x09, 0x00, 0x20, 0x00, 0x20, 0x01, 0x3a, 0x00, 0x00, 0x0b,
+  ]);
+  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { e: { m: memory } });
+  const store = inst.exports.store as (addr: number, v: number) => void;
+  const u8 = new Uint8Array(memory.buffer);
+  // A recognisable image: every page starts with its number, some blocks stay zero.
+  for (let p = 0; p < u8.length / 4096; p++) if (p % 7 !== 0) u8[p * 4096] = 1 + (p % 200);
+  return { memory, sp, store };
+}
+
+describe("dirty-page reset", () => {
+  it("maps the snapshot and reports the pages written by JS, by the kernel and by wasm; restore undoes all of them", () => {
+    const { memory, sp, store } = makeModule(64); // 4 MiB
+    const top = 3 * 1024 * 1024 + 100; // not page-aligned: the last partial page is compared directly
+    const snap = LinearMemorySnapshot.take(memory, top, [sp], { reset: "auto" });
+    expect(snap.method, lastTrackerError()).toBe("dirty-pages");
+    expect(snap.differingPages()).toBe(0);
+    const u8 = new Uint8Array(memory.buffer);
+    // JS glue writes into the heap (as Emscripten's syscalls and string helpers do).
+    u8[5 * 4096 + 17] = 0xee;
+    // The kernel writes into the heap (a read() into a buffer view of the memory).
+    const fd = openSync("/proc/self/stat", "r");
+    const n = readSync(fd, u8, 40 * 4096, 64, 0);
+    closeSync(fd);
+    expect(n).toBeGreaterThan(0);
+    // Guest code writes.
+    store(100 * 4096 + 3, 0x42);
+    // The partial page above the tracked ones.
+    u8[top - 1] = 0x99;
+    sp.value = 99;
+    expect(snap.differingPages()).toBe(4);
+    const stats = snap.restore(top);
+    expect(stats.method).toBe("dirty-pages");
+    // The probe page of the self-check may be among the written ones; nothing else.
+    expect(stats.writtenPages).toBeGreaterThanOrEqual(3);
+    expect(stats.writtenPages).toBeLessThanOrEqual(4);
+    expect(snap.differingPages()).toBe(0);
+    expect(sp.value).toBe(1234);
+    // Pages stay private after a copy-back: a second request writing the same page is seen again.
+    store(100 * 4096 + 5, 0x43);
+    expect(snap.differingPages()).toBe(1);
+    expect(snap.restore(top).copiedBytes).toBe(4096);
+    expect(snap.differingPages()).toBe(0);
+  });
+
+  it("clears memory that grew during a request, and keeps tracking after the grow", () => {
+    const { memory, sp, store } = makeModule(16);
+    const top = 16 * WASM_PAGE;
+    const snap = LinearMemorySnapshot.take(memory, top, [sp], { reset: "auto" });
+    expect(snap.method).toBe("dirty-pages");
+    memory.grow(8);
+    const grownTop = 24 * WASM_PAGE;
+    store(top + 10, 7);
+    new Uint8Array(memory.buffer).fill(9, top + 4096, grownTop);
+    store(20, 1);
+    const stats = snap.restore(grownTop);
+    expect(stats.method).toBe("dirty-pages");
+    expect(stats.zeroedBytes).toBe(grownTop - top);
+    expect(new Uint8Array(memory.buffer, top, grownTop - top).every((b) => b === 0)).toBe(true);
+    expect(snap.differingPages()).toBe(0);
+  });
+
+  it("drops a large written set with MADV_DONTNEED (the pages read the snapshot again)", () => {
+    const { memory, sp } = makeModule(32);
+    const top = 32 * WASM_PAGE;
+    const snap = LinearMemorySnapshot.take(memory, top, [sp], { reset: "auto", limits: { trimAbovePages: 8 } });
+    expect(snap.method).toBe("dirty-pages");
+    const u8 = new Uint8Array(memory.buffer);
+    // 40 separate ranges.
+    for (let p = 1; p < 80; p += 2) u8[p * 4096 + 1] = 0xff - u8[p * 4096 + 1]!;
+    const stats = snap.restore(top);
+    expect(stats.writtenPages).toBeGreaterThanOrEqual(40);
+    expect(stats.droppedPages).toBe(stats.writtenPages);
+    expect(stats.copiedBytes).toBe(0);
+    expect(snap.differingPages()).toBe(0);
+    // Dropped pages are file-backed again: the next restore sees only what is written next.
+    u8[3 * 4096] = 1 + u8[3 * 4096]!;
+    expect(snap.restore(top).writtenPages).toBe(1);
+    expect(snap.differingPages()).toBe(0);
+  });
+
+  it("a snapshot loaded into another memory tracks it too", () => {
+    const a = makeModule(16);
+    const snapA = LinearMemorySnapshot.take(a.memory, 16 * WASM_PAGE, [a.sp], { reset: "compare" });
+    const b = makeModule(16);
+    new Uint8Array(b.memory.buffer).fill(3, 0, 4096 * 10);
+    const snapB = LinearMemorySnapshot.load(b.memory, snapA.export(), [b.sp], 16 * WASM_PAGE, { reset: "auto" });
+    expect(snapB.method).toBe("dirty-pages");
+    expect(snapB.differingPages()).toBe(0);
+    b.store(9 * 4096, 5);
+    snapB.restore(16 * WASM_PAGE);
+    expect(snapB.differingPages()).toBe(0);
+    expect(new Uint8Array(b.memory.buffer)[9 * 4096]).toBe(new Uint8Array(a.memory.buffer)[9 * 4096]);
+  });
+
+  it("forced fallback (option or ZEROCELL_RESET=compare): the full compare restores the same state", () => {
+    for (const force of ["option", "env"] as const) {
+      const { memory, sp, store } = makeModule(16);
+      const top = 16 * WASM_PAGE;
+      const before = process.env.ZEROCELL_RESET;
+      if (force === "env") process.env.ZEROCELL_RESET = "compare";
+      let snap: LinearMemorySnapshot;
+      try {
+        snap = LinearMemorySnapshot.take(memory, top, [sp], force === "option" ? { reset: "compare" } : {});
+      } finally {
+        if (before === undefined) delete process.env.ZEROCELL_RESET;
+        else process.env.ZEROCELL_RESET = before;
+      }
+      expect(snap.method).toBe("compare");
+      new Uint8Array(memory.buffer)[4096 * 3] = 0x55;
+      store(4096 * 9 + 1, 0x66);
+      sp.value = 5;
+      const stats = snap.restore(top);
+      expect(stats.method).toBe("compare");
+      expect(stats.copiedBytes).toBe(2 * 4096);
+      expect(snap.differingPages()).toBe(0);
+      expect(sp.value).toBe(1234);
+    }
+  });
+});
