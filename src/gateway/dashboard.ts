@@ -51,7 +51,7 @@ dl.meta dd { margin: 0; }
 .chart .bar { fill: var(--accent); }
 .chart .axis { stroke: #9aa3b2; stroke-width: 1; }
 .chart .grid { stroke: #e7eaf0; stroke-width: 1; }
-.chart text { font: 10px system-ui, sans-serif; fill: var(--muted); }
+.chart text { font: 11px system-ui, sans-serif; fill: var(--muted); }
 .chart text.title { font-size: 13px; font-weight: 600; fill: var(--fg); }
 .chart text.today { fill: var(--fg); font-weight: 700; }
 nav { display: flex; flex-wrap: wrap; gap: 4px; }
@@ -60,7 +60,8 @@ nav a.active { background: var(--accent); color: #fff; }
 a { color: var(--accent); }
 .scroll { overflow-x: auto; max-width: 100%; }
 .mono, td.log-line { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
-td.wrap, td.log-line, dd { overflow-wrap: anywhere; }
+td.log-line, dd { overflow-wrap: anywhere; }
+td.wrap { overflow-wrap: break-word; }
 td.log-line { white-space: pre-wrap; }
 td.time { white-space: nowrap; font-variant-numeric: tabular-nums; }
 .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 12px; }
@@ -87,6 +88,15 @@ tr.selected { background: #dfe9fb; }
   section { padding: 12px 10px; }
   th, td { padding: 5px 6px; }
   header h1 span { display: none; }
+  table.cards thead { display: none; }
+  table.cards tr { display: block; border-bottom: 1px solid var(--line); padding: 6px 0; }
+  table.cards td { display: flex; justify-content: space-between; gap: 12px; border: 0; padding: 2px 0; text-align: right; }
+  table.cards td::before { content: attr(data-label); color: var(--muted); text-align: left; font-family: system-ui, sans-serif; }
+  table.cards td.num { white-space: normal; }
+  table.logs thead { display: none; }
+  table.logs tr { display: block; border-bottom: 1px solid var(--line); padding: 4px 0; }
+  table.logs td { display: inline-block; border: 0; padding: 1px 6px 1px 0; }
+  table.logs td.log-line { display: block; }
 }
 `;
 
@@ -335,12 +345,19 @@ const SCRIPT = `
   function shortId(id) { var s = String(id || ""); return s.length > 14 ? s.slice(0, 14) + "…" : s; }
   function fmtMs(us) { if (us === null || us === undefined) return "—"; var ms = Number(us) / 1000; return (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2)) + " ms"; }
   function fmtTime(ms) { var d = new Date(Number(ms)); return isNaN(d.getTime()) ? "—" : d.toISOString().replace("T", " ").slice(0, 19); }
+  function fmtDate(iso) { return String(iso || "").replace("T", " ").slice(0, 16); }
+  function idCell(tr, id) { var td = cell(tr, shortId(id), "mono"); td.title = String(id || ""); return td; }
   function pad2(n) { return (n < 10 ? "0" : "") + n; }
   function bucketLabel(ms, bucketMs, span) {
     var d = new Date(ms);
     var hm = pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes());
     if (bucketMs >= 86400000) return d.toISOString().slice(5, 10);
     return span > 86400000 ? d.toISOString().slice(5, 10) + " " + hm : hm;
+  }
+  /** Names each cell after its column (shown before it where a narrow screen stacks rows as cards). */
+  function labelCells(tbody) {
+    var heads = Array.prototype.map.call(tbody.parentNode.querySelectorAll("thead th"), function (th) { return th.textContent; });
+    Array.prototype.forEach.call(tbody.rows, function (tr) { Array.prototype.forEach.call(tr.cells, function (td, i) { if (td.colSpan === 1 && heads[i]) td.dataset.label = heads[i]; }); });
   }
   function emptyRow(tbody, cols, text) { var tr = el("tr"); var td = cell(tr, text, "muted"); td.colSpan = cols; tbody.appendChild(tr); }
   function setStatus(id, text) { $(id).textContent = text; }
@@ -349,8 +366,11 @@ const SCRIPT = `
    * An SVG chart drawn here: points [{ t: ms, label }], series [{ key, label, cls, type: "bar" | "line" }]
    * reading point[key] (null: no value). Bars of one point overlap (errors drawn over requests).
    */
+  var redraws = {};
   function drawChart(holder, id, title, points, series, fmt) {
-    var W = 600, H = 220, left = 56, right = 10, top = 34, bottom = 28;
+    // Drawn at the holder's width in pixels (text stays readable on a phone); redrawn on resize.
+    redraws[holder.id] = function () { drawChart(holder, id, title, points, series, fmt); };
+    var W = Math.max(260, Math.floor(holder.clientWidth || 600)), H = 200, left = 48, right = 8, top = 30, bottom = 24;
     var plotW = W - left - right, plotH = H - top - bottom;
     var max = 0;
     points.forEach(function (p) { series.forEach(function (s) { var v = p[s.key]; if (v !== null && v !== undefined && Number(v) > max) max = Number(v); }); });
@@ -359,12 +379,14 @@ const SCRIPT = `
     var barW = Math.max(1, step * 0.75);
     var s = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": title, id: id, "class": "chart-svg" });
     s.appendChild(svg("title", {}, title));
-    s.appendChild(svg("text", { x: left, y: 16, "class": "title" }, title));
+    s.appendChild(svg("text", { x: 0, y: 16, "class": "title" }, title));
+    if (W < 420) top += 14;
+    plotH = H - top - bottom;
     var lx = W - right;
     series.slice().reverse().forEach(function (sr) {
-      var t = svg("text", { x: lx, y: 16, "text-anchor": "end", "class": "legend " + sr.cls }, "■ " + sr.label);
+      var t = svg("text", { x: lx, y: W < 420 ? 32 : 16, "text-anchor": "end", "class": "legend " + sr.cls }, "■ " + sr.label);
       s.appendChild(t);
-      lx -= 14 + 7 * String(sr.label).length;
+      lx -= 16 + 6.5 * String(sr.label).length;
     });
     [0, 0.5, 1].forEach(function (f) {
       var y = top + plotH - f * plotH;
@@ -428,10 +450,11 @@ const SCRIPT = `
         link.href = "/dashboard/apps?app=" + encodeURIComponent(a.name);
         cell(tr, "").appendChild(link);
         cell(tr, a.activeVersion === null ? "—" : "v" + a.activeVersion, "num");
-        cell(tr, shortId(a.activeDeploymentId), "mono");
-        cell(tr, a.createdAt);
+        idCell(tr, a.activeDeploymentId);
+        cell(tr, fmtDate(a.createdAt), "time");
         tbody.appendChild(tr);
       });
+      labelCells(tbody);
     }, function (e) { clear(tbody); setStatus("apps-status", ""); showError(e.message); });
     if (chosen) loadApp(chosen);
     return list;
@@ -488,7 +511,7 @@ const SCRIPT = `
       var tr = el("tr");
       tr.dataset.version = String(d.version);
       cell(tr, "v" + d.version, "num");
-      cell(tr, d.createdAt);
+      cell(tr, fmtDate(d.createdAt), "time");
       cell(tr, d.runtime);
       cell(tr, "").appendChild(badge(d.active ? "active" : "inactive"));
       tbody.appendChild(tr);
@@ -516,7 +539,7 @@ const SCRIPT = `
     var ds = (Array.isArray(body.deployments) ? body.deployments : []).filter(function (d) { return d.app === name; });
     ds.forEach(function (d) {
       var tr = el("tr");
-      cell(tr, shortId(d.deploymentId), "mono");
+      idCell(tr, d.deploymentId);
       cell(tr, d.mode + (d.key ? " [" + d.key + "]" : ""));
       cell(tr, d.instances, "num");
       cell(tr, d.idle + " / " + d.busy + " / " + d.starting, "num");
@@ -525,6 +548,7 @@ const SCRIPT = `
       tbody.appendChild(tr);
     });
     if (ds.length === 0) emptyRow(tbody, 6, "No instances running (they start with the first request).");
+    labelCells(tbody);
   }
 
   function loadLogs(name) {
@@ -537,7 +561,8 @@ const SCRIPT = `
         var tr = el("tr");
         tr.dataset.requestId = String(l.requestId || "");
         cell(tr, fmtTime(l.at), "time");
-        cell(tr, l.requestId || "—", "mono rid");
+        var rid = cell(tr, l.requestId ? String(l.requestId).slice(0, 8) : "—", "mono rid");
+        rid.title = String(l.requestId || "");
         cell(tr, l.line, "log-line");
         tbody.appendChild(tr);
       });
@@ -572,6 +597,7 @@ const SCRIPT = `
         total += Number(u.requests);
       });
       if (rows.length === 0) emptyRow(tbody, 6, "No usage in the last 30 days.");
+      labelCells(tbody);
       var points = [];
       for (var i = 0; i < 30; i++) {
         var d = new Date(from.getTime() + i * 86400000).toISOString().slice(0, 10);
@@ -594,7 +620,7 @@ const SCRIPT = `
         var tr = el("tr");
         tr.dataset.app = String(d.app);
         cell(tr, d.app, "wrap");
-        cell(tr, shortId(d.deploymentId), "mono");
+        idCell(tr, d.deploymentId);
         cell(tr, d.mode + (d.key ? " [" + d.key + "]" : ""));
         cell(tr, d.instances, "num instances");
         cell(tr, d.idle, "num");
@@ -606,6 +632,7 @@ const SCRIPT = `
         total += Number(d.instances) || 0;
       });
       if (ds.length === 0) emptyRow(tbody, 9, "No deployment has instances.");
+      labelCells(tbody);
       setStatus("pool-status", fmtInt(total) + (total === 1 ? " instance in " : " instances in ") + ds.length + (ds.length === 1 ? " pool." : " pools."));
       var spares = $("spares");
       clear(spares);
@@ -665,6 +692,11 @@ const SCRIPT = `
   $("refresh").addEventListener("click", function () { $("detail").hidden = true; start(); });
   $("window").addEventListener("change", function () { var a = queryParam("app"); if (a) loadStats(a); });
   $("logs-refresh").addEventListener("click", function () { var a = queryParam("app"); if (a) loadLogs(a); });
+  var resizeTimer = 0;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () { Object.keys(redraws).forEach(function (k) { if ($(k) && $(k).firstChild) redraws[k](); }); }, 150);
+  });
   window.addEventListener("hashchange", function () { if (takeFragmentToken()) { $("detail").hidden = true; start(); } });
   takeFragmentToken();
   start();
@@ -718,7 +750,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     <section id="apps">
       <h2>Apps</h2>
       <p id="apps-status" class="muted"></p>
-      <div class="scroll"><table>
+      <div class="scroll"><table class="cards">
         <thead><tr><th>App</th><th class="num">Version</th><th>Deployment</th><th>Created</th></tr></thead>
         <tbody id="app-rows"></tbody>
       </table></div>
@@ -753,7 +785,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       </section>
       <section id="app-instances">
         <h2>Instances</h2>
-        <div class="scroll"><table>
+        <div class="scroll"><table class="cards">
           <thead><tr><th>Deployment</th><th>Mode</th><th class="num">Instances</th><th class="num">Idle / busy / starting</th><th class="num">Queued</th><th>Last start failure</th></tr></thead>
           <tbody id="instance-rows"></tbody>
         </table></div>
@@ -761,7 +793,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <section id="app-logs">
         <div class="row"><h2>Recent log lines</h2><button type="button" id="logs-refresh" class="secondary">Refresh</button></div>
         <p id="logs-status" class="muted"></p>
-        <div class="scroll"><table>
+        <div class="scroll"><table class="logs">
           <thead><tr><th>Time (UTC)</th><th>Request</th><th>Line</th></tr></thead>
           <tbody id="log-rows"></tbody>
         </table></div>
@@ -773,7 +805,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <h2>Usage</h2>
       <p id="usage-status" class="muted"></p>
       <div class="chart" id="chart-usage"></div>
-      <div class="scroll"><table>
+      <div class="scroll"><table class="cards">
         <thead><tr><th>Day</th><th>Account</th><th>App</th><th class="num">Requests</th><th class="num">Errors</th><th class="num">GB-s</th></tr></thead>
         <tbody id="usage-rows"></tbody>
       </table></div>
@@ -783,7 +815,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     <section id="pool">
       <h2>Pool</h2>
       <p id="pool-status" class="muted"></p>
-      <div class="scroll"><table>
+      <div class="scroll"><table class="cards">
         <thead><tr><th>App</th><th>Deployment</th><th>Mode</th><th class="num">Instances</th><th class="num">Idle</th><th class="num">Busy</th><th class="num">Starting</th><th class="num">Queued</th><th>Last start failure</th></tr></thead>
         <tbody id="pool-rows"></tbody>
       </table></div>
