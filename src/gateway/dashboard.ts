@@ -91,7 +91,7 @@ tr.selected { background: #dfe9fb; }
   table.cards thead { display: none; }
   table.cards tr { display: block; border-bottom: 1px solid var(--line); padding: 6px 0; }
   table.cards td { display: flex; justify-content: space-between; gap: 12px; border: 0; padding: 2px 0; text-align: right; }
-  table.cards td::before { content: attr(data-label); color: var(--muted); text-align: left; font-family: system-ui, sans-serif; }
+  table.cards td::before { content: attr(data-label); color: var(--muted); text-align: left; font: 14px system-ui, sans-serif; }
   table.cards td.num { white-space: normal; }
   table.logs thead { display: none; }
   table.logs tr { display: block; border-bottom: 1px solid var(--line); padding: 4px 0; }
