@@ -44,7 +44,7 @@ describe("dashboard pages in a real browser", () => {
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
     // The default account's app: 6 good requests and 2 that fail (500) after logging a marker.
-    const dash = phpBundle("dash.localhost", { "index.php": "<?php if (isset($_GET['boom'])) { error_log('boom-marker ' . $_GET['boom']); http_response_code(500); echo 'no'; exit; } echo 'hello';" });
+    const dash = phpBundle("dash.localhost", { "index.php": "<?php if (isset($_GET['boom'])) { error_log('boom-marker ' . $_GET['boom'] . ' <img src=x id=injected>'); http_response_code(500); echo 'no'; exit; } echo 'hello';" });
     bundles.push(dash);
     server.cli(["deploy", dash, "--app", "dash"]);
     for (let i = 0; i < 6; i++) expect((await fetchApp(server, "dash.localhost", "/")).status).toBe(200);
@@ -177,7 +177,9 @@ describe("dashboard pages in a real browser", () => {
         await p.locator("#instance-rows tr").first().waitFor();
         // The failed request's log line, with its request id.
         await expect.poll(() => p.locator(`#log-rows tr[data-request-id="${failedId}"]`).count()).toBeGreaterThanOrEqual(1);
-        expect(await p.locator(`#log-rows tr[data-request-id="${failedId}"] td.log-line`).first().innerText()).toContain("boom-marker 1");
+        expect(await p.locator(`#log-rows tr[data-request-id="${failedId}"] td.log-line`).first().innerText()).toContain("boom-marker 1 <img src=x id=injected>");
+        // App output is text, never markup.
+        expect(await p.locator("#injected, #log-rows img").count()).toBe(0);
         // Another window redraws the charts from hourly buckets.
         await p.locator("#window").selectOption("24h");
         await expect.poll(() => p.locator("#stats-status").innerText()).toContain("in the last 24 hours");
