@@ -75,6 +75,7 @@ td.time { white-space: nowrap; font-variant-numeric: tabular-nums; }
 .chart .line.p99 { fill: none; }
 .chart text.legend.req { fill: var(--accent); }
 .chart text.legend.err { fill: var(--bad); }
+.chart text.legend.p50 { fill: var(--accent); }
 .chart text.legend.p99 { fill: #c77700; }
 .chart text.legend.cpu { fill: #6b8e23; }
 .row { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; justify-content: space-between; margin-bottom: 8px; }
@@ -551,23 +552,79 @@ const SCRIPT = `
     labelCells(tbody);
   }
 
+  var lastLogId = 0;
+  var follow = null;
+  function addLogRow(l, atTop) {
+    var tbody = $("log-rows");
+    var tr = el("tr");
+    tr.dataset.requestId = String(l.requestId || "");
+    tr.dataset.logId = String(l.id);
+    cell(tr, fmtTime(l.at), "time");
+    var rid = cell(tr, l.requestId ? String(l.requestId).slice(0, 8) : "—", "mono rid");
+    rid.title = String(l.requestId || "");
+    cell(tr, l.line, "log-line");
+    if (atTop && tbody.firstChild) tbody.insertBefore(tr, tbody.firstChild); else tbody.appendChild(tr);
+    if (Number(l.id) > lastLogId) lastLogId = Number(l.id);
+    // A followed page keeps at most 1,000 lines.
+    while (tbody.rows.length > 1000) tbody.removeChild(tbody.lastChild);
+  }
+
   function loadLogs(name) {
     setStatus("logs-status", "Loading…");
     return api("/v1/apps/" + encodeURIComponent(name) + "/logs?limit=200").then(function (body) {
-      var tbody = $("log-rows");
-      clear(tbody);
+      clear($("log-rows"));
       var lines = Array.isArray(body.logs) ? body.logs.slice().reverse() : [];
-      lines.forEach(function (l) {
-        var tr = el("tr");
-        tr.dataset.requestId = String(l.requestId || "");
-        cell(tr, fmtTime(l.at), "time");
-        var rid = cell(tr, l.requestId ? String(l.requestId).slice(0, 8) : "—", "mono rid");
-        rid.title = String(l.requestId || "");
-        cell(tr, l.line, "log-line");
-        tbody.appendChild(tr);
-      });
-      setStatus("logs-status", lines.length === 0 ? "No log lines in the last 7 days." : lines.length + (lines.length === 1 ? " line" : " lines") + ", newest first.");
+      lines.forEach(function (l) { addLogRow(l, false); });
+      if (!follow) setStatus("logs-status", lines.length === 0 ? "No log lines in the last 7 days." : lines.length + (lines.length === 1 ? " line" : " lines") + ", newest first.");
     }, function (e) { setStatus("logs-status", ""); showError(e.message); });
+  }
+
+  function stopFollowing(text) {
+    follow = null;
+    $("logs-follow").textContent = "Follow";
+    if (text) setStatus("logs-status", text);
+  }
+
+  /** Live tail: the server-sent events of GET .../logs?follow=1 read from a fetch (a header carries the token). */
+  function followLogs(name) {
+    if (follow) { var old = follow; stopFollowing("Stopped following."); old.abort(); return; }
+    var ctrl = new AbortController();
+    follow = ctrl;
+    $("logs-follow").textContent = "Stop";
+    setStatus("logs-status", "Following: new lines appear at the top.");
+    fetch("/v1/apps/" + encodeURIComponent(name) + "/logs?follow=1&limit=0&after=" + lastLogId, { headers: { authorization: "Bearer " + token(), accept: "text/event-stream" }, credentials: "omit", cache: "no-store", signal: ctrl.signal })
+      .then(function (res) {
+        if (!res.ok || !res.body) throw new Error("HTTP " + res.status + ": cannot follow the logs");
+        var reader = res.body.getReader();
+        var dec = new TextDecoder();
+        var buf = "";
+        function pump() {
+          return reader.read().then(function (r) {
+            if (r.done) return;
+            buf += dec.decode(r.value, { stream: true });
+            if (buf.length > 1048576) throw new Error("logs: an event larger than 1 MB");
+            var i;
+            while ((i = buf.indexOf("\\n\\n")) >= 0) {
+              var block = buf.slice(0, i);
+              buf = buf.slice(i + 2);
+              var ev = "message", data = "";
+              block.split("\\n").forEach(function (line) {
+                if (line.indexOf("event:") === 0) ev = line.slice(6).trim();
+                else if (line.indexOf("data:") === 0) data += line.slice(line.charAt(5) === " " ? 6 : 5);
+              });
+              if (ev === "log" && data !== "") {
+                var l = null;
+                try { l = JSON.parse(data); } catch (e) { l = null; }
+                if (l && Number(l.id) > lastLogId) addLogRow(l, true);
+              } else if (ev === "overflow") throw new Error("logs: the follower fell behind; press Follow again");
+            }
+            return pump();
+          });
+        }
+        return pump();
+      })
+      .then(function () { if (follow === ctrl) stopFollowing("The server ended the stream; press Follow again."); },
+        function (e) { if (follow === ctrl) { stopFollowing(""); ctrl.abort(); showError(e && e.message ? e.message : String(e)); } });
   }
 
   // --- usage ---
@@ -692,6 +749,7 @@ const SCRIPT = `
   $("refresh").addEventListener("click", function () { $("detail").hidden = true; start(); });
   $("window").addEventListener("change", function () { var a = queryParam("app"); if (a) loadStats(a); });
   $("logs-refresh").addEventListener("click", function () { var a = queryParam("app"); if (a) loadLogs(a); });
+  $("logs-follow").addEventListener("click", function () { var a = queryParam("app"); if (a) followLogs(a); });
   var resizeTimer = 0;
   window.addEventListener("resize", function () {
     clearTimeout(resizeTimer);
@@ -791,7 +849,7 @@ export const DASHBOARD_HTML = `<!doctype html>
         </table></div>
       </section>
       <section id="app-logs">
-        <div class="row"><h2>Recent log lines</h2><button type="button" id="logs-refresh" class="secondary">Refresh</button></div>
+        <div class="row"><h2>Recent log lines</h2><span><button type="button" id="logs-follow" class="secondary">Follow</button> <button type="button" id="logs-refresh" class="secondary">Refresh</button></span></div>
         <p id="logs-status" class="muted"></p>
         <div class="scroll"><table class="logs">
           <thead><tr><th>Time (UTC)</th><th>Request</th><th>Line</th></tr></thead>

@@ -249,6 +249,31 @@ describe("dashboard pages in a real browser", () => {
     });
   }
 
+  it("apps: Follow tails the app's log live (server-sent events read with the token in a header)", async () => {
+    const w = await open(1280, "/dashboard/apps?app=dash", server.token);
+    const { page } = w;
+    await page.locator("#log-rows tr").first().waitFor();
+    await page.locator("#logs-follow").click();
+    await expect.poll(() => page.locator("#logs-status").innerText()).toContain("Following");
+    // Requests until the follower (connected asynchronously) shows one of them at the top.
+    let id = "";
+    await expect
+      .poll(
+        async () => {
+          if (id !== "" && (await page.locator("#log-rows tr").first().getAttribute("data-request-id")) === id) return true;
+          const r = await fetchApp(server, "dash.localhost", "/?boom=live");
+          id = String(r.headers["x-request-id"]);
+          return false;
+        },
+        { timeout: 30_000, interval: 500 },
+      )
+      .toBe(true);
+    expect(await page.locator("#log-rows tr").first().locator("td.log-line").innerText()).toContain("boom-marker live");
+    await page.locator("#logs-follow").click();
+    expect(await page.locator("#logs-status").innerText()).toBe("Stopped following.");
+    await finish(w, 1280, "app-follow");
+  });
+
   it("an unknown page is a 404; every page is the same self-contained document under the CSP", async () => {
     expect((await fetch(`${server.urls.admin}/dashboard/nope`)).status).toBe(404);
     const bodies = await Promise.all(["", "/apps", "/usage", "/pool", "/billing"].map(async (p) => {
