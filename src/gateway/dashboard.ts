@@ -201,6 +201,7 @@ const SCRIPT = `
         tr.addEventListener("keydown", function (ev) { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); selectInvoice(inv.id, tr); } });
         tbody.appendChild(tr);
       });
+      labelCells(tbody);
     }, function (e) {
       clear(tbody);
       $("invoices-status").textContent = "";
@@ -887,7 +888,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <section id="invoices">
     <h2>Invoices <button type="button" id="refresh" class="secondary">Refresh</button></h2>
     <p id="invoices-status" class="muted"></p>
-    <div class="scroll"><table>
+    <div class="scroll"><table class="cards">
       <thead><tr><th>Period</th><th>Account</th><th>Status</th><th class="num">Total</th><th>Sync</th><th class="num">Lines</th></tr></thead>
       <tbody id="invoice-rows"></tbody>
     </table></div>

@@ -215,6 +215,10 @@ describe("dashboard pages in a real browser", () => {
         const { page } = w;
         await page.locator("#invoice-rows tr", { hasText: "acme" }).waitFor();
         expect(await page.locator("#invoice-rows tr").count()).toBe(2);
+        // An invoice's lines and usage chart fit too.
+        await page.locator("#invoice-rows tr", { hasText: "default" }).click();
+        await page.locator("#usage-chart rect.bar").first().waitFor();
+        expect(await page.locator("#line-rows tr[data-metric=requests] td.description").innerText()).toContain("Requests: 8 ");
         await finish(w, width, "billing");
       });
 
