@@ -149,5 +149,6 @@ export class UsageRecorder {
 }
 
 export { Billing, type InvoiceInfo, type UsageRow } from "./service.js";
+export { SERIES_LIMITS, type Series, type SeriesBucket, type SeriesLimits } from "./series.js";
 export { StripeSync, type StripeSyncOptions } from "./stripe-sync.js";
 export { DEFAULT_PLAN, ratePeriod, currentPeriod, periodDays, type PricePlan } from "./rating.js";

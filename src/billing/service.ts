@@ -9,6 +9,7 @@ import type { OpenedDb } from "../store/index.js";
 import { accounts, apps, invoiceLines, invoices, pricePlans, usageDaily } from "../store/schema.js";
 import { DEFAULT_PLAN, periodDays, ratePeriod, type PricePlan, type RatedLine } from "./rating.js";
 import { InputError, NotFoundError, ConflictError } from "../errors.js";
+import { querySeries, type Series, type SeriesQuery } from "./series.js";
 
 export interface UsageRow {
   day: string;
@@ -99,6 +100,11 @@ export class Billing {
   }
 
   /** Usage per day and app from the aggregates; `from`/`to` are inclusive "YYYY-MM-DD". */
+  /** Per-bucket requests, errors, wall-time percentiles and CPU of one app (series.ts). */
+  series(q: SeriesQuery): Series {
+    return querySeries(this.#o.sqlite, q);
+  }
+
   usage(filter: { accountId?: string; app?: string; from?: string; to?: string }): UsageRow[] {
     const conds = [];
     if (filter.accountId !== undefined) conds.push(eq(usageDaily.accountId, filter.accountId));

@@ -22,6 +22,7 @@ import { logsResponse } from "./admin-logs.js";
 import { registerAccessKeyRoutes } from "./admin/access-keys.js";
 import { registerBindingRoutes } from "./admin/bindings.js";
 import { registerProgramRunRoutes } from "./admin/program-runs.js";
+import { statsResponse } from "./admin-stats.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -75,6 +76,7 @@ export const ADMIN_ENDPOINTS = {
   "GET /v1/apps/:app/keys/:key/export": ["deploy"],
   "DELETE /v1/apps/:app/keys/:key": ["deploy"],
   "GET /v1/apps/:app/logs": ["deploy"],
+  "GET /v1/apps/:app/stats": ["deploy"],
   "POST /v1/accounts": ["admin"],
   "GET /v1/accounts": ["admin"],
   "POST /v1/tokens": ["admin"],
@@ -156,7 +158,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     const { body, contentType } = await platform.metrics.text();
     return c.body(body, 200, { "content-type": contentType });
   });
-  app.get("/dashboard", () => dashboardResponse());
+  app.get("/dashboard/:page?", (c) => dashboardResponse(c.req.param("page")));
 
   app.use("/v1/*", async (c, next) => {
     const auth = c.req.header("authorization") ?? "";
@@ -270,6 +272,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   });
 
   endpoint("GET /v1/apps/:app/logs", (c, token) => logsResponse(c, platform, visibleApp(token, c.req.param("app")).id));
+  endpoint("GET /v1/apps/:app/stats", (c, token) => statsResponse(c, platform, visibleApp(token, c.req.param("app"))));
 
   endpoint("GET /v1/apps/:app/keys", (c, token) => {
     const a = visibleApp(token, c.req.param("app"));

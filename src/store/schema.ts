@@ -77,7 +77,7 @@ export const usageRecords = sqliteTable("usage_records", {
   bytesIn: integer("bytes_in").notNull(),
   bytesOut: integer("bytes_out").notNull(),
   mode: text("mode").notNull(),
-}, (t) => [uniqueIndex("usage_request_uq").on(t.requestId), index("usage_account_time_idx").on(t.accountId, t.startedAt)]);
+}, (t) => [uniqueIndex("usage_request_uq").on(t.requestId), index("usage_account_time_idx").on(t.accountId, t.startedAt), index("usage_app_time_idx").on(t.appId, t.startedAt)]);
 
 /**
  * Snapshots of prepared instances, one per deployment and engine build. The bytes live in the

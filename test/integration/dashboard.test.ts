@@ -122,10 +122,10 @@ describe("billing dashboard in a real browser", () => {
 
     const w = await openPage(context);
     const { page } = w;
-    const nav = await page.goto(`${server.urls.admin}/dashboard#token=${server.token}`);
+    const nav = await page.goto(`${server.urls.admin}/dashboard/billing#token=${server.token}`);
     expect(nav?.status()).toBe(200);
     // The token moved from the fragment into sessionStorage and out of the address bar.
-    expect(page.url()).toBe(`${server.urls.admin}/dashboard`);
+    expect(page.url()).toBe(`${server.urls.admin}/dashboard/billing`);
     expect(await page.evaluate(() => sessionStorage.getItem("zerocell.dashboard.token"))).toBe(server.token);
 
     const row = page.locator("#invoice-rows tr", { hasText: "default" });
@@ -179,7 +179,7 @@ describe("billing dashboard in a real browser", () => {
   it("shows an account token its own invoice (a draft) with a priced total and its usage", async () => {
     const w = await openPage(context);
     const { page } = w;
-    await page.goto(`${server.urls.admin}/dashboard`);
+    await page.goto(`${server.urls.admin}/dashboard/billing`);
     expect(await page.locator("#invoices-status").innerText()).toContain("Enter an API token");
     await page.locator("#token").fill(acmeToken);
     await page.locator("#use-token").click();
@@ -209,7 +209,7 @@ describe("billing dashboard in a real browser", () => {
   it("shows a wrong token's 401 in the error box", async () => {
     const w = await openPage(context);
     const { page } = w;
-    await page.goto(`${server.urls.admin}/dashboard#token=zc_wrong-token-value-xxxxxxxxxxxxxxxx`);
+    await page.goto(`${server.urls.admin}/dashboard/billing#token=zc_wrong-token-value-xxxxxxxxxxxxxxxx`);
     const box = page.locator("#error");
     await box.waitFor({ state: "visible" });
     const text = await box.innerText();

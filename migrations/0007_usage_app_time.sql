@@ -1,0 +1,1 @@
+CREATE INDEX `usage_app_time_idx` ON `usage_records` (`app_id`,`started_at`);
