@@ -92,3 +92,13 @@ export class PoolSaturatedError extends ZerocellError {
 export function isZerocellError(e: unknown): e is ZerocellError {
   return e instanceof ZerocellError;
 }
+
+/**
+ * A deployment that did not pass its health check (warm-up and health paths): stored as failed,
+ * never activated; the app's active deployment keeps serving.
+ */
+export class DeploymentFailedError extends ZerocellError {
+  constructor(message: string, details: { deployment: string; version: number }, cause?: unknown) {
+    super("health_check_failed", 422, message, { details, cause });
+  }
+}

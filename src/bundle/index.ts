@@ -26,7 +26,7 @@ export {
 } from "./archive.js";
 export { BundleTooLargeError } from "./errors.js";
 export { decodeImage, encodeImage } from "./image.js";
-export { MANIFEST_FILE, MAX_MANIFEST_BYTES, parseManifest, checkPhpIniSetting, phpIniLine, PHP_INI_KEYS, type Manifest, type ManifestRoute } from "./manifest.js";
+export { MANIFEST_FILE, MAX_MANIFEST_BYTES, healthPaths, parseManifest, checkPhpIniSetting, phpIniLine, PHP_INI_KEYS, type Manifest, type ManifestRoute } from "./manifest.js";
 export { packDirectory, imageToTar } from "./pack.js";
 
 function missingManifest(image: BundleImage): BundleError {

@@ -111,6 +111,8 @@ interface DeploymentJson {
   app: string;
   version: number;
   active: boolean;
+  status?: string;
+  error?: string | null;
   createdAt: string;
   bundleSha256: string;
   routes: Array<{ host: string; path: string; mode: string; key?: string }>;
@@ -205,7 +207,7 @@ program
         if (!existsSync(join(dir, name, "zerocell.toml"))) continue;
         let d;
         try {
-          d = deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account, privileged: true });
+          d = await deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account, privileged: true });
         } catch (e) {
           // An example for a runtime this build does not have yet is skipped, not fatal.
           process.stdout.write(`example ${name} skipped: ${(e as Error).message}\n`);
@@ -266,7 +268,7 @@ program
   .addOption(jsonOption())
   .action(async (app: string, opts: { data?: string; json?: boolean }) => {
     const res = (await api(findTarget(opts), "GET", `/v1/apps/${encodeURIComponent(app)}/deployments`)) as { deployments: DeploymentJson[] };
-    print(opts.json === true, res, () => table([["VERSION", "ID", "ACTIVE", "CREATED", "BUNDLE"], ...res.deployments.map((d) => [`v${d.version}`, d.id, d.active ? "*" : "", d.createdAt, d.bundleSha256.slice(0, 12)])]));
+    print(opts.json === true, res, () => table([["VERSION", "ID", "ACTIVE", "STATUS", "CREATED", "BUNDLE"], ...res.deployments.map((d) => [`v${d.version}`, d.id, d.active ? "*" : "", d.status ?? "ready", d.createdAt, d.bundleSha256.slice(0, 12)])]));
   });
 
 program

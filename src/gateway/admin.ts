@@ -198,7 +198,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     if (hosts.length > 32) throw new InputError("deploy: at most 32 --host values");
     const archive = await readLimited(c, DEFAULT_BUNDLE_LIMITS.maxArchiveBytes);
     try {
-      const deployment = deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token), privileged: isAdmin(token) });
+      const deployment = await deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token), privileged: isAdmin(token) });
       return c.json({ deployment }, 201);
     } catch (e) {
       throw hideForeign(token, appName, e);

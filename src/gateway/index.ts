@@ -122,6 +122,8 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
   store.ensureDefaultAccount();
   const claimed = store.backfillHostClaims();
   if (claimed > 0) log.info("host claims recorded for routes of an older data dir", { hosts: claimed });
+  const interrupted = store.failInterruptedDeployments();
+  if (interrupted > 0) log.warn("deployments whose health check a previous run did not finish are failed", { deployments: interrupted });
   ensureAdminToken(store, dataDir);
   const blobs = new BlobStore(join(dataDir, "blobs"));
   let platform: Platform | undefined;

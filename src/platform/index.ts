@@ -88,7 +88,8 @@ export class Platform {
       wallUs: Math.max(1, Math.round(u.wallMs * 1000)),
       cpuUs: u.cpuUs ?? null,
       instructions: null,
-      memoryMb: this.deployments.manifest(deploymentId)?.limits.memoryMb ?? 0,
+      // From the stored manifest: a deployment's health check runs before it is active.
+      memoryMb: (d.manifest as { limits?: { memoryMb?: number } }).limits?.memoryMb ?? 0,
       status: u.status,
       bytesIn: 0,
       bytesOut: 0,

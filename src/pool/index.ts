@@ -188,7 +188,7 @@ class DeploymentPool {
   prewarm(): void {
     // A deployment whose last start failed (a warm-up that crashed or timed out) is not started
     // again on every deploy of another app: the next request to it tries again.
-    if (this.lastStartError === undefined && this.#all.size + this.#starting === 0) this.#grow();
+    if (this.lastStartError === undefined && this.#all.size + this.#starting === 0) void this.#grow().catch(() => {});
   }
 
   /** Why the last host start failed, until a start succeeds (shown by `zerocell pool`). */
@@ -201,14 +201,14 @@ class DeploymentPool {
    * otherwise cold, asking it for its snapshot so the next ones can skip init. Fresh mode always
    * starts cold: that is its point.
    */
-  #grow(): void {
+  #grow(): Promise<void> {
     this.#starting++;
     const cold = this.mode === "fresh";
     const snapshot = cold ? Promise.resolve(undefined) : this.source.loadSnapshot().catch((e: unknown) => {
       this.#hostOpts.onLog(`snapshot not usable, rebuilding it: ${(e as Error).message}`);
       return undefined;
     });
-    snapshot
+    return snapshot
       .then((snap) =>
         this.#startHost(
           {
@@ -247,7 +247,16 @@ class DeploymentPool {
           this.#waiters.shift()?.reject(e);
         }
         this.#checkDrained();
+        throw e;
       });
+  }
+
+  /**
+   * Starts one host and resolves once it is ready (it then serves like any other), or rejects
+   * with why it failed: the deploy's health check.
+   */
+  start(): Promise<void> {
+    return this.#grow();
   }
 
   #forget(slot: Slot): void {
@@ -271,7 +280,7 @@ class DeploymentPool {
       );
     }
     // Grow only if the hosts already starting will not cover the requests already waiting.
-    if (this.#all.size + this.#starting < this.#limits.maxInstancesPerDeployment && this.#waiters.length >= this.#starting) this.#grow();
+    if (this.#all.size + this.#starting < this.#limits.maxInstancesPerDeployment && this.#waiters.length >= this.#starting) void this.#grow().catch(() => {});
     return new Promise<Slot>((resolve, reject) => {
       this.#waiters.push({
         resolve: (s) => {
@@ -290,7 +299,7 @@ class DeploymentPool {
       this.#all.delete(slot);
       this.#stop(slot);
       // Keep one instance ready (fresh mode replaces every host after its request).
-      if (!this.retiring && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) this.#grow();
+      if (!this.retiring && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) void this.#grow().catch(() => {});
       this.#checkDrained();
       return;
     }
@@ -454,6 +463,39 @@ export class Pool {
     return p;
   }
 
+  /** Deployments whose health check runs now (count per id): a route reload does not retire them. */
+  readonly #probing = new Map<string, number>();
+
+  /**
+   * The deploy's health check: starts one host of a deployment that is not active yet (init,
+   * warm-up, health paths) and resolves once it is ready, or rejects with why it failed. A ready
+   * host stays in the pool for `mode` (the deployment's first requests use it) unless `keep` is
+   * false; a failed deployment's hosts are all stopped.
+   */
+  async probe(deploymentId: string, mode: RouteMode, keep = true): Promise<void> {
+    this.#probing.set(deploymentId, (this.#probing.get(deploymentId) ?? 0) + 1);
+    const key = `${deploymentId}/${mode}`;
+    try {
+      await this.#poolFor(deploymentId, mode).start();
+      if (!keep) this.#retireKey(key);
+    } catch (e) {
+      this.#retireKey(key);
+      throw e;
+    } finally {
+      const n = (this.#probing.get(deploymentId) ?? 1) - 1;
+      if (n === 0) this.#probing.delete(deploymentId);
+      else this.#probing.set(deploymentId, n);
+    }
+  }
+
+  #retireKey(key: string): void {
+    const p = this.#pools.get(key);
+    if (p === undefined) return;
+    this.#pools.delete(key);
+    const done = p.retire().finally(() => this.#retiring.delete(done));
+    this.#retiring.add(done);
+  }
+
   /** Starts a host for a deployment's mode in the background (after deploy, at start-up). */
   prewarm(deploymentId: string, mode: RouteMode): void {
     this.#poolFor(deploymentId, mode).prewarm();
@@ -492,11 +534,7 @@ export class Pool {
   /** Drains and frees every deployment not in `active` (after a deploy or rollback). */
   retireExcept(active: Set<string>): void {
     for (const [key, p] of this.#pools) {
-      if (!active.has(p.source.deploymentId)) {
-        this.#pools.delete(key);
-        const done = p.retire().finally(() => this.#retiring.delete(done));
-        this.#retiring.add(done);
-      }
+      if (!active.has(p.source.deploymentId) && !this.#probing.has(p.source.deploymentId)) this.#retireKey(key);
     }
   }
 

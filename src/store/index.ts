@@ -34,8 +34,17 @@ export interface DeploymentInfo {
   manifest: unknown;
   createdAt: string;
   active: boolean;
+  /** "checking" (health check running), "ready" (passed; may be active) or "failed". */
+  status: DeploymentStatus;
+  /** Why the health check failed (status "failed" only). */
+  error: string | null;
   routes: RouteSpec[];
 }
+
+export type DeploymentStatus = "checking" | "ready" | "failed";
+
+/** Longest health-check error kept with a failed deployment, characters. */
+const MAX_DEPLOYMENT_ERROR_CHARS = 4000;
 
 export interface AppInfo {
   id: string;
@@ -120,8 +129,9 @@ export class Store {
   }
 
   /**
-   * Records a new immutable deployment of `appName` (creating the app on first deploy) and
-   * makes it the active one, in one transaction. Refuses routes another app already serves.
+   * Records a new immutable deployment of `appName` (creating the app on first deploy) in state
+   * "checking": not active yet. Refuses, before any guest code runs, routes another app serves
+   * and hosts another account holds (checked again at activation: both may change meanwhile).
    */
   createDeployment(input: {
     appName: string;
@@ -141,7 +151,7 @@ export class Store {
         // The same answer as for an app that does not exist: names of other accounts stay unknown.
         throw new NotFoundError("app_not_found", `no app named "${input.appName}"`);
       }
-      this.#claimHosts(input.accountId, input.routes, input.privileged === true);
+      this.#claimHosts(input.accountId, input.routes, input.privileged === true, true);
       if (app === undefined) {
         const id = newId("app");
         this.#db.insert(apps).values({ id, accountId: input.accountId, name: input.appName, createdAt: Date.now() }).run();
@@ -160,6 +170,7 @@ export class Store {
         bundleBytes: input.bundleBytes,
         manifest: JSON.stringify(input.manifest),
         createdAt: Date.now(),
+        status: "checking",
       }).run();
       input.routes.forEach((r, position) => {
         this.#db.insert(routes).values({
@@ -172,7 +183,6 @@ export class Store {
           position,
         }).run();
       });
-      this.#db.update(apps).set({ activeDeploymentId: id }).where(eq(apps.id, app.id)).run();
       return id;
     });
     const id = run.immediate();
@@ -180,11 +190,41 @@ export class Store {
   }
 
   /**
+   * A deployment that passed its health check becomes "ready" and the app's active one, in one
+   * transaction that claims its hosts and checks its routes again.
+   */
+  activateDeployment(id: string, privileged = false): DeploymentInfo {
+    const sqlite = this.#o.sqlite;
+    sqlite.transaction(() => {
+      const row = this.#db.select({ d: deployments, app: apps }).from(deployments).innerJoin(apps, eq(apps.id, deployments.appId)).where(eq(deployments.id, id)).get();
+      if (row === undefined) throw new NotFoundError("deployment_not_found", `deploy: deployment ${id} not found`);
+      if (row.d.status === "failed") throw new ConflictError("deployment_failed", `deploy: ${row.app.name} v${row.d.version} failed its health check and cannot be activated`);
+      const specs = this.#routesOf(id);
+      this.#claimHosts(row.app.accountId, specs, privileged);
+      this.#assertNoRouteConflict(row.app.id, row.app.name, specs);
+      this.#db.update(deployments).set({ status: "ready", error: null }).where(eq(deployments.id, id)).run();
+      this.#db.update(apps).set({ activeDeploymentId: id }).where(eq(apps.id, row.app.id)).run();
+    }).immediate();
+    return this.getDeployment(id)!;
+  }
+
+  /** Records that a deployment failed its health check (it is never activated or retried). */
+  failDeployment(id: string, error: string): DeploymentInfo | undefined {
+    this.#db.update(deployments).set({ status: "failed", error: error.slice(0, MAX_DEPLOYMENT_ERROR_CHARS) }).where(eq(deployments.id, id)).run();
+    return this.getDeployment(id);
+  }
+
+  /** At start-up: checks a previous process did not finish are failed (nobody waits for them). */
+  failInterruptedDeployments(): number {
+    return this.#db.update(deployments).set({ status: "failed", error: "deploy: the server stopped while the health check ran; deploy again" }).where(eq(deployments.status, "checking")).run().changes;
+  }
+
+  /**
    * Makes sure `accountId` holds every host its routes use, claiming free ones (inside the
    * caller's transaction). Refuses reserved names, names another account holds, and names
    * under a name another account holds. The message is the same whoever holds it.
    */
-  #claimHosts(accountId: string, specs: RouteSpec[], privileged: boolean): void {
+  #claimHosts(accountId: string, specs: RouteSpec[], privileged: boolean, checkOnly = false): void {
     for (const pattern of new Set(specs.map((s) => s.host))) {
       const reserved = reservedHostError(pattern, privileged);
       if (reserved !== undefined) throw new ConflictError("host_reserved", `deploy: host "${pattern}": ${reserved}`, { host: pattern });
@@ -199,7 +239,7 @@ export class Store {
         const held = this.hostOwner(above);
         if (held !== undefined && held !== accountId) throw unavailable();
       }
-      this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
+      if (!checkOnly) this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
     }
   }
 
@@ -296,8 +336,9 @@ export class Store {
       if (version !== undefined) {
         target = this.#db.select().from(deployments).where(and(eq(deployments.appId, app.id), eq(deployments.version, version))).get();
         if (target === undefined) throw new NotFoundError("deployment_not_found", `rollback: app "${appName}" has no version ${version}`);
+        if (target.status !== "ready") throw new ConflictError("deployment_failed", `rollback: ${appName} v${version} ${target.status === "failed" ? "failed its health check" : "is still being checked"}; only a deployment that passed can serve`);
       } else {
-        const older = this.#db.select().from(deployments).where(eq(deployments.appId, app.id)).orderBy(desc(deployments.version)).all()
+        const older = this.#db.select().from(deployments).where(and(eq(deployments.appId, app.id), eq(deployments.status, "ready"))).orderBy(desc(deployments.version)).all()
           .filter((d) => current === undefined || d.version < current.version);
         target = older[0];
         if (target === undefined) throw new NotFoundError("deployment_not_found", `rollback: app "${appName}" has no version older than v${current?.version ?? 0}`);
@@ -345,6 +386,8 @@ export class Store {
       manifest: JSON.parse(d.manifest) as unknown,
       createdAt: new Date(d.createdAt).toISOString(),
       active: app.activeDeploymentId === d.id,
+      status: d.status as DeploymentStatus,
+      error: d.error,
       routes: this.#routesOf(d.id),
     };
   }
