@@ -43,14 +43,15 @@ export interface Manifest {
   warmup: string[];
   /**
    * Paths a new deployment must answer with a non-5xx before it becomes active (after the
-   * warm-up). Deployments stored before this field existed read it as undefined: ["/"].
+   * warm-up requests). Default ["/"]; [] checks only that an instance starts. Deployments stored
+   * before this field existed read it as undefined: ["/"].
    */
   health: string[];
 }
 
 /** Health paths of a manifest (older stored manifests have none: "/"). */
-export function healthPaths(m: Pick<Manifest, "health">): string[] {
-  return m.health === undefined || m.health.length === 0 ? ["/"] : m.health;
+export function healthPaths(m: Partial<Pick<Manifest, "health">>): string[] {
+  return m.health ?? ["/"];
 }
 
 export const MAX_MANIFEST_BYTES = 64 * 1024;
@@ -473,6 +474,6 @@ export function parseManifest(text: string): Manifest {
     routes,
     limits: { timeoutMs: limits.timeout_ms, memoryMb: limits.memory_mb, maxBodyBytes: limits.max_body_bytes, dataMb: limits.data_mb },
     warmup: [...raw.warmup],
-    health: raw.health.length === 0 ? ["/"] : [...raw.health],
+    health: [...raw.health],
   };
 }

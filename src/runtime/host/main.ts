@@ -82,8 +82,8 @@ class WarmupFailedError extends Error {
 }
 
 /**
- * Runs the manifest's warm-up requests (or "/" when it names none), then its health paths (default
- * "/", skipped when a warm-up request already asked for the same path), so the first real request
+ * Runs the manifest's warm-up requests, then its health paths (default "/"; one a warm-up request
+ * already asked for is not asked again), so the first real request
  * does not pay for the runtime's lazy start-up (and opcache is warm); then the instance takes the
  * snapshot every reset returns to.
  * Must never: snapshot an instance whose warm-up or health request threw (it may have stopped
@@ -92,7 +92,7 @@ class WarmupFailedError extends Error {
  * ... in /public/index.php on line 3", Python's traceback): a new deployment is then refused.
  */
 async function warmUp(inst: EngineInstance, manifest: Manifest): Promise<void> {
-  const warm = manifest.warmup.length > 0 ? manifest.warmup : ["/"];
+  const warm = manifest.warmup;
   const paths = [...warm, ...healthPaths(manifest).filter((p) => !warm.includes(p))];
   const host = manifest.routes[0]?.host.replace(/^\*\.?/, "") || "localhost";
   for (const [index, url] of paths.entries()) {
