@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import http from "node:http";
 import https from "node:https";
 import cliProgress from "cli-progress";
-import { packDirectory } from "../bundle/index.js";
+import { packDirectory, packDirectoryReport, IGNORE_FILE } from "../bundle/index.js";
 import { PACKAGE_ROOT } from "../paths.js";
 
 interface ClientTarget {
@@ -126,7 +126,11 @@ function describeDeployment(d: DeploymentJson): string {
 
 async function readBundle(path: string): Promise<Buffer> {
   if (!existsSync(path)) throw new CliError(`no such file or directory: ${path}`);
-  if (statSync(path).isDirectory()) return packDirectory(path);
+  if (statSync(path).isDirectory()) {
+    const { archive, skipped } = await packDirectoryReport(path);
+    if (skipped.length > 0) process.stderr.write(`left out of the bundle (dotfiles, .git, node_modules, ${IGNORE_FILE}): ${skipped.slice(0, 50).join(", ")}${skipped.length > 50 ? ` and ${skipped.length - 50} more` : ""}\n`);
+    return archive;
+  }
   return readFileSync(path);
 }
 
