@@ -188,7 +188,8 @@ program
   .option("--no-spare-hosts", "do not keep a preloaded spare sandbox host per runtime in use")
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number }) => {
+  .option("--allow-closing-open-periods", "let `invoices close` close the current period (tests and demos; its later usage then goes to the next period)")
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean }) => {
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -200,7 +201,7 @@ program
       host: opts.host,
       adminHost: opts.adminHost,
       http: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
-      metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs },
+      metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, spareHosts: opts.spareHosts },
     });
     process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  (data ${dataDir})\n`);

@@ -39,7 +39,8 @@ export interface GatewayConfig {
   /** Node's limits for slow or oversized requests. */
   http?: Partial<HttpLimits>;
   /** Usage records: on by default, flushed every 100 ms. */
-  metering?: { enabled: boolean; flushIntervalMs: number };
+  /** allowClosingOpenPeriods: `invoices close` may close the current period (tests, demos; never by default). */
+  metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
 }
 
 export interface HttpLimits {

@@ -29,7 +29,7 @@ export interface PlatformInit {
   isolation: HostIsolation;
   pool?: Partial<PoolLimits>;
   stripe?: StripeSyncOptions;
-  metering?: { enabled: boolean; flushIntervalMs: number };
+  metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
 }
 
 export class Platform {
@@ -58,7 +58,7 @@ export class Platform {
     this.usage = new UsageRecorder(init.db, { flushIntervalMs: init.metering?.flushIntervalMs ?? 100, enabled: init.metering?.enabled ?? true });
     this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024);
     this.keys = new KeyStore(init.keysDir, init.db);
-    this.billing = new Billing(init.db);
+    this.billing = new Billing(init.db, { allowClosingOpenPeriods: init.metering?.allowClosingOpenPeriods === true });
     this.stripe = init.stripe === undefined ? undefined : new StripeSync(this.billing, init.stripe);
     this.deployments = new DeploymentCatalog(init.store, init.blobs, this.snapshots);
     this.pool = new Pool({
