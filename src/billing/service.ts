@@ -112,7 +112,8 @@ export class Billing {
     return this.#db
       .select({ d: usageDaily, app: apps.name, account: accounts.name })
       .from(usageDaily)
-      .innerJoin(apps, eq(apps.id, usageDaily.appId))
+      // A deleted app's usage stays billed and listed (under "(deleted)").
+      .leftJoin(apps, eq(apps.id, usageDaily.appId))
       .innerJoin(accounts, eq(accounts.id, usageDaily.accountId))
       .where(conds.length === 0 ? undefined : and(...conds))
       .orderBy(asc(usageDaily.day), asc(apps.name))
@@ -121,7 +122,7 @@ export class Billing {
         day: d.day,
         accountId: d.accountId,
         account,
-        app,
+        app: app ?? "(deleted)",
         requests: d.requests,
         errors: d.errors,
         gbSeconds: d.mbMs / 1024 / 1000,

@@ -10,6 +10,7 @@ import https from "node:https";
 import cliProgress from "cli-progress";
 import { packDirectory, packDirectoryReport, IGNORE_FILE } from "../bundle/index.js";
 import { PACKAGE_ROOT } from "../paths.js";
+import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 
 interface ClientTarget {
   url: string;
@@ -153,9 +154,11 @@ export async function deployPath(target: ClientTarget, path: string, app: string
 
 const program = new Command();
 program.name("zerocell").description("Serverless platform: PHP, Python WSGI and x86-64 apps in userspace sandboxes").showHelpAfterError();
+program.version((JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version, "-V, --version");
 
 const dataOption = () => new Option("--data <dir>", "data directory of the server (default: $ZEROCELL_DATA or ./.data)");
 const jsonOption = () => new Option("--json", "print JSON");
+const cx: CliContext = { findTarget, api, print, table, dataOption, jsonOption };
 
 function parsePort(v: string): number {
   const n = Number(v);
@@ -255,15 +258,17 @@ program
     print(opts.json === true, { deployment: d }, () => describeDeployment(d));
   });
 
-program
+const appsCmd = program
   .command("apps")
-  .description("list apps")
+  .description("list apps; `apps delete APP` deletes one")
   .addOption(dataOption())
   .addOption(jsonOption())
   .action(async (opts: { data?: string; json?: boolean }) => {
     const res = (await api(findTarget(opts), "GET", "/v1/apps")) as { apps: Array<{ name: string; activeVersion: number | null; activeDeploymentId: string | null; createdAt: string }> };
     print(opts.json === true, res, () => table([["APP", "VERSION", "DEPLOYMENT", "CREATED"], ...res.apps.map((a) => [a.name, a.activeVersion === null ? "-" : `v${a.activeVersion}`, a.activeDeploymentId ?? "-", a.createdAt])]));
   });
+
+addAppsDelete(appsCmd, cx);
 
 program
   .command("deployments")
@@ -437,14 +442,17 @@ accounts
 
 program
   .command("tokens")
-  .description("create an API token for an account")
-  .argument("<action>", "create")
-  .requiredOption("--account <name>")
+  .description("create an API token for an account (admin), list tokens, or revoke one")
+  .argument("<action>", "create, list or revoke")
+  .argument("[id]", "the token to revoke (revoke)")
+  .option("--account <name>", "the account the new token is for (create)")
   .option("--scope <scope>", "deploy or read-usage (repeatable)", (v: string, acc: string[]) => [...acc, v], [] as string[])
   .addOption(dataOption())
   .addOption(jsonOption())
-  .action(async (action: string, opts: { account: string; scope: string[]; data?: string; json?: boolean }) => {
-    if (action !== "create") throw new CliError(`unknown action "${action}" (use: create)`);
+  .action(async (action: string, id: string | undefined, opts: { account?: string; scope: string[]; data?: string; json?: boolean }) => {
+    if (await runTokensAction(action, id, opts, cx)) return;
+    if (action !== "create") throw new CliError(`unknown action "${action}" (use: create, list, revoke)`);
+    if (opts.account === undefined) throw new CliError("usage: zerocell tokens create --account NAME [--scope deploy|read-usage]");
     const scopes = opts.scope.length === 0 ? ["deploy", "read-usage"] : opts.scope;
     const res = (await api(findTarget(opts), "POST", "/v1/tokens", Buffer.from(JSON.stringify({ account: opts.account, scopes })), "application/json")) as { token: string; scopes: string[] };
     print(opts.json === true, res, () => `token for ${opts.account} (scopes ${res.scopes.join(", ")}; shown once): ${res.token}`);

@@ -18,6 +18,7 @@ import { randomUUID } from "node:crypto";
 import { checkHostPattern } from "../router/index.js";
 import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
+import { LIFECYCLE_ENDPOINTS, registerLifecycleRoutes } from "./admin/lifecycle.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -83,6 +84,7 @@ export const ADMIN_ENDPOINTS = {
   "PUT /v1/certificates/:host": ["admin"],
   "GET /v1/hosts": ["deploy"],
   "PUT /v1/hosts/:host": ["admin"],
+  ...LIFECYCLE_ENDPOINTS,
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -398,6 +400,8 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     log.info("host assigned", { host, account: account.name });
     return c.json({ host, account: account.name });
   });
+
+  registerLifecycleRoutes({ platform, endpoint: endpoint as never, ownAccount, visibleApp });
 
   assertRoutesMatchTable(app);
   return app;

@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { and, desc, eq, inArray, isNotNull, isNull, max, ne } from "drizzle-orm";
-import { accounts, apiTokens, apps, deployments, hostClaims, routes } from "./schema.js";
+import { accounts, apiTokens, appKeys, apps, deployments, hostClaims, routes, snapshots } from "./schema.js";
 import type { OpenedDb } from "./db.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { canonicalPath, type RouteEntry, type RouteMode, type RouteSpec } from "../router/index.js";
@@ -126,6 +126,71 @@ export class Store {
     if (row === undefined) return undefined;
     if (!timingSafeEqual(Buffer.from(row.tokenHash, "hex"), Buffer.from(hash, "hex"))) return undefined;
     return { id: row.id, accountId: row.accountId, scopes: row.scopes.split(",") as Scope[] };
+  }
+
+  /** Tokens of one account (or all), newest first; never their secret or hash. */
+  listTokens(accountId?: string): Array<{ id: string; prefix: string; accountId: string | null; account: string | null; scopes: Scope[]; createdAt: string; revokedAt: string | null }> {
+    const q = this.#db
+      .select({ t: apiTokens, account: accounts.name })
+      .from(apiTokens)
+      .leftJoin(accounts, eq(accounts.id, apiTokens.accountId));
+    const rows = (accountId === undefined ? q : q.where(eq(apiTokens.accountId, accountId))).orderBy(desc(apiTokens.createdAt)).all();
+    return rows.map(({ t, account }) => ({
+      id: t.id,
+      prefix: t.prefix,
+      accountId: t.accountId,
+      account,
+      scopes: t.scopes.split(",") as Scope[],
+      createdAt: new Date(t.createdAt).toISOString(),
+      revokedAt: t.revokedAt === null ? null : new Date(t.revokedAt).toISOString(),
+    }));
+  }
+
+  /** The account a token belongs to (undefined: no such token; null: an account-less admin token). */
+  tokenAccount(id: string): string | null | undefined {
+    const row = this.#db.select({ a: apiTokens.accountId }).from(apiTokens).where(eq(apiTokens.id, id)).get();
+    return row === undefined ? undefined : row.a;
+  }
+
+  /** Revokes a token: every later request with it is refused (tokens are checked per request). */
+  revokeToken(id: string): boolean {
+    return this.#db.update(apiTokens).set({ revokedAt: Date.now() }).where(and(eq(apiTokens.id, id), isNull(apiTokens.revokedAt))).run().changes > 0;
+  }
+
+  /**
+   * Deletes an app with its deployments, routes and snapshot rows in one transaction, and its
+   * per-key rows when `withKeyData` (else refused while it has any). Returns what the caller must
+   * still remove outside the database: blobs no other deployment or snapshot references, and the
+   * keys whose files go.
+   */
+  deleteApp(appName: string, withKeyData: boolean): { appId: string; deployments: number; blobs: string[]; keys: string[] } {
+    const sqlite = this.#o.sqlite;
+    return sqlite.transaction(() => {
+      const app = this.#requireApp(appName);
+      const keys = this.#db.select({ key: appKeys.key }).from(appKeys).where(eq(appKeys.appId, app.id)).all().map((k) => k.key);
+      if (keys.length > 0 && !withKeyData) {
+        throw new ConflictError("app_has_data", `apps: "${appName}" has stored data for ${keys.length} key(s); delete it too with --delete-data (or export it first: zerocell keys ${appName} --export KEY)`, { keys: keys.length });
+      }
+      const deps = this.#db.select({ id: deployments.id, sha: deployments.bundleSha256 }).from(deployments).where(eq(deployments.appId, app.id)).all();
+      const ids = deps.map((d) => d.id);
+      const snaps = ids.length === 0 ? [] : this.#db.select({ sha: snapshots.sha256 }).from(snapshots).where(inArray(snapshots.deploymentId, ids)).all();
+      this.#db.update(apps).set({ activeDeploymentId: null }).where(eq(apps.id, app.id)).run();
+      if (ids.length > 0) {
+        this.#db.delete(routes).where(inArray(routes.deploymentId, ids)).run();
+        this.#db.delete(snapshots).where(inArray(snapshots.deploymentId, ids)).run();
+        this.#db.delete(deployments).where(inArray(deployments.id, ids)).run();
+      }
+      this.#db.delete(appKeys).where(eq(appKeys.appId, app.id)).run();
+      this.#db.delete(apps).where(eq(apps.id, app.id)).run();
+      // Content-addressed: a blob another app's deployment or snapshot uses stays.
+      const candidates = [...new Set([...deps.map((d) => d.sha), ...snaps.map((s) => s.sha)])];
+      const blobs = candidates.filter(
+        (sha) =>
+          this.#db.select({ id: deployments.id }).from(deployments).where(eq(deployments.bundleSha256, sha)).get() === undefined &&
+          this.#db.select({ id: snapshots.id }).from(snapshots).where(eq(snapshots.sha256, sha)).get() === undefined,
+      );
+      return { appId: app.id, deployments: ids.length, blobs, keys };
+    }).immediate();
   }
 
   /**
