@@ -13,7 +13,7 @@ import type { EngineRequest } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import type { RouteMode } from "../router/index.js";
 import { LRUCache } from "lru-cache";
-import { PoolSaturatedError, SandboxError, ZerocellError } from "../errors.js";
+import { InstanceUnavailableError, PoolSaturatedError, SandboxError, ZerocellError } from "../errors.js";
 
 export type { WarmupUsage, HostInit, HostOptions, HostResponse } from "./host.js";
 export { hostNodeArgs, detectHostIsolation, closeHostIsolation, NO_ISOLATION, HOST_UID, type HostIsolation } from "./spawn.js";
@@ -37,6 +37,11 @@ export interface PoolLimits {
   maxIdleInstances: number;
   /** Keep one preloaded spare host per runtime in use (src/pool/spares.ts). */
   spareHosts: boolean;
+  /**
+   * Longest a request waits for an instance (queue and start), ms; then 503 + Retry-After. Apart
+   * from the app's timeout_ms, which starts when the instance takes the request.
+   */
+  maxAcquireWaitMs: number;
 }
 
 export const DEFAULT_POOL_LIMITS: PoolLimits = {
@@ -48,6 +53,7 @@ export const DEFAULT_POOL_LIMITS: PoolLimits = {
   minInstancesPerDeployment: 1,
   maxIdleInstances: 64,
   spareHosts: true,
+  maxAcquireWaitMs: 60_000,
 };
 
 /** What the pool needs to start a deployment's hosts (loaded from the store on demand). */
@@ -240,11 +246,15 @@ class DeploymentPool {
           const err = e instanceof ZerocellError ? e : undefined;
           this.lastStartError = { code: err?.code ?? "host_start_failed", message: (e as Error).message, at: new Date().toISOString() };
         }
-        // Nobody will start a host for the waiters: fail them with the reason.
+        // Nobody will start a host for the waiters: fail them (503, the start's code kept; its
+        // message, which may carry the app's log lines, stays in the log and `zerocell pool`).
+        const code = e instanceof ZerocellError ? e.code : "host_start_failed";
+        this.#hostOpts.onLog(`instance start failed (${code}): ${(e as Error).message}`);
+        const unavailable = () => new InstanceUnavailableError(`pool: no instance of ${this.source.appName} could start (${code}); try again shortly`, 5, { cause: e, reason: code });
         if (this.#all.size + this.#starting === 0) {
-          for (const w of this.#waiters.splice(0)) w.reject(e);
+          for (const w of this.#waiters.splice(0)) w.reject(unavailable());
         } else {
-          this.#waiters.shift()?.reject(e);
+          this.#waiters.shift()?.reject(unavailable());
         }
         this.#checkDrained();
         throw e;
@@ -282,13 +292,26 @@ class DeploymentPool {
     // Grow only if the hosts already starting will not cover the requests already waiting.
     if (this.#all.size + this.#starting < this.#limits.maxInstancesPerDeployment && this.#waiters.length >= this.#starting) void this.#grow().catch(() => {});
     return new Promise<Slot>((resolve, reject) => {
-      this.#waiters.push({
+      const waiter: Waiter = {
         resolve: (s) => {
+          clearTimeout(timer);
           this.#busy++;
           resolve(s);
         },
-        reject,
-      });
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      // The wait has its own bound: past it the request leaves the queue with 503 + Retry-After.
+      const timer = setTimeout(() => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i === -1) return;
+        this.#waiters.splice(i, 1);
+        this.#checkDrained();
+        reject(new InstanceUnavailableError(`pool: no instance of ${this.source.appName} was free within ${this.#limits.maxAcquireWaitMs} ms`, 5, { reason: "acquire_timeout" }));
+      }, this.#limits.maxAcquireWaitMs);
+      this.#waiters.push(waiter);
     });
   }
 
