@@ -130,7 +130,7 @@ export class AppHandler {
       if (manifest === undefined) throw new RouteNotFoundError(host, url.pathname);
       // 1b. a static file of the document root: answered here, no sandbox, not billed
       if (manifest.runtime === "php") {
-        const file = this.#static.serve(target.deploymentId, req.method, url.pathname, req.headers);
+        const file = await this.#static.serve(target.deploymentId, req.method, url.pathname, req.headers);
         if (file !== undefined) {
           status = file.status;
           file.headers.set("x-request-id", requestId);

@@ -55,6 +55,7 @@ export async function deployBundle(platform: Platform, input: { appName: string;
     manifest,
     routes: unique,
     privileged: input.privileged === true,
+    checking: true,
   });
   // 5. health check: a host starts it (init, warm-up, health paths; no snapshot unless all pass).
   // The app's active deployment serves meanwhile and keeps serving if this one fails.

@@ -11,7 +11,8 @@
  * /.well-known/), or the manifest (dispatch refuses them); hold more than STATIC_LIMITS bytes.
  */
 import { createHash } from "node:crypto";
-import { brotliCompressSync, gzipSync, constants as zlib } from "node:zlib";
+import { promisify } from "node:util";
+import { brotliCompress, gzip, constants as zlib } from "node:zlib";
 import { LRUCache } from "lru-cache";
 import Negotiator from "negotiator";
 import parseRange from "range-parser";
@@ -35,16 +36,21 @@ export const STATIC_LIMITS: StaticLimits = {
 
 /** Every static answer: revalidate with the ETag (a deploy changes files under the same URL). */
 const CACHE_CONTROL = "public, max-age=0, must-revalidate";
+const brotliAsync = promisify(brotliCompress);
+const gzipAsync = promisify(gzip);
+
 /** The root the image's paths are placed under for dispatch (any absolute path works). */
 const ROOT = "/app";
 
 interface StaticFile {
   data: Buffer;
-  etag: string;
+  /** Content hash, computed at the file's first request (not for every file of a bundle). */
+  etag?: string;
   type: string;
   compressible: boolean;
-  gzip?: Buffer;
-  br?: Buffer;
+  /** Compressed once, off the event loop (zlib's thread pool), then kept. */
+  gzip?: Promise<Buffer>;
+  br?: Promise<Buffer>;
 }
 
 interface StaticIndex {
@@ -70,8 +76,7 @@ function buildIndex(image: BundleImage, manifest: Manifest, createdAt: Date): St
     if (e.kind === "dir") dirs.add(abs);
     else if (e.kind === "file" && e.data !== undefined) {
       const type = mimeTypeOf(e.path);
-      const etag = `"${createHash("sha256").update(e.data).digest("base64url").slice(0, 22)}"`;
-      files.set(abs, { data: e.data, etag, type, compressible: isText(type) });
+      files.set(abs, { data: e.data, type, compressible: isText(type) });
       bytes += e.data.length;
     }
     // Symlinks are left to the sandbox (its file system resolves them).
@@ -118,7 +123,7 @@ export class StaticFiles {
    * The response for a static file of the deployment, or undefined when the sandbox must answer
    * (not PHP, not GET/HEAD, not a regular file of the document root).
    */
-  serve(deploymentId: string, method: string, rawPath: string, headers: Headers): Response | undefined {
+  async serve(deploymentId: string, method: string, rawPath: string, headers: Headers): Promise<Response | undefined> {
     if (method !== "GET" && method !== "HEAD") return undefined;
     const idx = this.#index(deploymentId);
     if (idx === undefined) return undefined;
@@ -130,7 +135,8 @@ export class StaticFiles {
     return this.#respond(file, idx.lastModified, method, headers);
   }
 
-  #respond(file: StaticFile, lastModified: string, method: string, req: Headers): Response {
+  async #respond(file: StaticFile, lastModified: string, method: string, req: Headers): Promise<Response> {
+    file.etag ??= `"${createHash("sha256").update(file.data).digest("base64url").slice(0, 22)}"`;
     const out = new Headers({ etag: file.etag, "last-modified": lastModified, "cache-control": CACHE_CONTROL, "accept-ranges": "bytes", "content-type": file.type });
     if (file.compressible) out.set("vary", "accept-encoding");
     // 1. conditional: If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2)
@@ -165,12 +171,12 @@ export class StaticFiles {
       const negotiator = new Negotiator({ headers: { "accept-encoding": req.get("accept-encoding") ?? "" } }) as unknown as { encoding(available: string[], opts: { preferred: string[] }): string | undefined };
       const enc = negotiator.encoding(["br", "gzip", "identity"], { preferred: ["br", "gzip", "identity"] });
       if (enc === "br") {
-        file.br ??= brotliCompressSync(file.data, { params: { [zlib.BROTLI_PARAM_QUALITY]: 9, [zlib.BROTLI_PARAM_SIZE_HINT]: size } });
-        body = file.br;
+        file.br ??= brotliAsync(file.data, { params: { [zlib.BROTLI_PARAM_QUALITY]: 9, [zlib.BROTLI_PARAM_SIZE_HINT]: size } });
+        body = await file.br;
         out.set("content-encoding", "br");
       } else if (enc === "gzip") {
-        file.gzip ??= gzipSync(file.data, { level: 9 });
-        body = file.gzip;
+        file.gzip ??= gzipAsync(file.data, { level: 9 });
+        body = await file.gzip;
         out.set("content-encoding", "gzip");
       }
     }

@@ -194,9 +194,11 @@ export class Store {
   }
 
   /**
-   * Records a new immutable deployment of `appName` (creating the app on first deploy) in state
-   * "checking": not active yet. Refuses, before any guest code runs, routes another app serves
-   * and hosts another account holds (checked again at activation: both may change meanwhile).
+   * Records a new immutable deployment of `appName` (creating the app on first deploy). With
+   * `checking` (the deploy pipeline) it is not active yet: its health check runs next, then
+   * activateDeployment or failDeployment; hosts and routes are checked now, before any guest code
+   * runs, and again at activation (both may change meanwhile). Without it the deployment is
+   * "ready" and active at once, in the same transaction.
    */
   createDeployment(input: {
     appName: string;
@@ -208,15 +210,18 @@ export class Store {
     routes: RouteSpec[];
     /** An admin token deploys: "*" and public suffixes are allowed (never another account's hosts). */
     privileged?: boolean;
+    /** Record it as "checking" (not active) for the health check. */
+    checking?: boolean;
   }): DeploymentInfo {
     const sqlite = this.#o.sqlite;
+    const checking = input.checking === true;
     const run = sqlite.transaction(() => {
       let app = this.#db.select().from(apps).where(eq(apps.name, input.appName)).get();
       if (app !== undefined && app.accountId !== input.accountId) {
         // The same answer as for an app that does not exist: names of other accounts stay unknown.
         throw new NotFoundError("app_not_found", `no app named "${input.appName}"`);
       }
-      this.#claimHosts(input.accountId, input.routes, input.privileged === true, true);
+      this.#claimHosts(input.accountId, input.routes, input.privileged === true, checking);
       if (app === undefined) {
         const id = newId("app");
         this.#db.insert(apps).values({ id, accountId: input.accountId, name: input.appName, createdAt: Date.now() }).run();
@@ -235,7 +240,7 @@ export class Store {
         bundleBytes: input.bundleBytes,
         manifest: JSON.stringify(input.manifest),
         createdAt: Date.now(),
-        status: "checking",
+        status: checking ? "checking" : "ready",
       }).run();
       input.routes.forEach((r, position) => {
         this.#db.insert(routes).values({
@@ -248,6 +253,7 @@ export class Store {
           position,
         }).run();
       });
+      if (!checking) this.#db.update(apps).set({ activeDeploymentId: id }).where(eq(apps.id, app.id)).run();
       return id;
     });
     const id = run.immediate();

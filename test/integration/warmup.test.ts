@@ -73,7 +73,8 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
     // The deploy's health check ran the warm-up: the deployment is failed, never active.
     expect(deployed.status).toBe(422);
     expect(deployed.json.error.code).toBe("health_check_failed");
-    expect(deployed.json.error.message).toMatch(/warm-up request 1 used more than 3000 ms of CPU time/);
+    // CPU time, or the wall-clock backstop when a loaded machine gives the host little CPU.
+    expect(deployed.json.error.message).toMatch(/warm-up request 1 (used more than 3000 ms of CPU time|did not finish within 19000 ms)/);
     // 1 s + 2 s of CPU after the host starts (the rest is slack for a loaded machine).
     expect(took).toBeLessThan(30_000);
     expect((await fetchApp(server, "spinner.localhost", "/")).status).toBe(404);
