@@ -89,6 +89,31 @@ export class PoolSaturatedError extends ZerocellError {
   }
 }
 
+/**
+ * A request got no instance: the wait for one passed its own bound, or the instance it waited
+ * for failed to start. 503 + Retry-After; never the app's 504 (timeout_ms counts the app's own
+ * run only). `details.reason` keeps the start failure's code; its message (which may carry the
+ * app's log lines) stays in `cause` and the log.
+ */
+export class InstanceUnavailableError extends PoolSaturatedError {
+  override readonly code = "instance_unavailable";
+  constructor(message: string, retryAfterS: number, options: { cause?: unknown; reason?: string } = {}) {
+    super(message, retryAfterS);
+    if (options.cause !== undefined) (this as { cause?: unknown }).cause = options.cause;
+    (this as { details: Record<string, unknown> | undefined }).details = options.reason === undefined ? undefined : { reason: options.reason };
+  }
+}
+
 export function isZerocellError(e: unknown): e is ZerocellError {
   return e instanceof ZerocellError;
+}
+
+/**
+ * A deployment that did not pass its health check (warm-up and health paths): stored as failed,
+ * never activated; the app's active deployment keeps serving.
+ */
+export class DeploymentFailedError extends ZerocellError {
+  constructor(message: string, details: { deployment: string; version: number }, cause?: unknown) {
+    super("health_check_failed", 422, message, { details, cause });
+  }
 }

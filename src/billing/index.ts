@@ -96,6 +96,12 @@ export class UsageRecorder {
   /** No flush is attempted from record() before this time (performance.now() ms) after a failure. */
   #retryAt = 0;
 
+  /** An invoice of the account for the period exists (the period is closed for it). */
+  get #closedPeriod() {
+    return (this.#closedStmt ??= this.#db.sqlite.prepare("SELECT 1 FROM invoices WHERE account_id = ? AND period = ?"));
+  }
+  #closedStmt: import("better-sqlite3").Statement | undefined;
+
   /** Writes every buffered record in one transaction. */
   flush(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
@@ -111,7 +117,16 @@ export class UsageRecorder {
         const days = new Map<string, { accountId: string; appId: string; day: string; requests: number; errors: number; mbMs: number; wallUs: number; instructions: number; bytesIn: number; bytesOut: number }>();
         for (const r of rows) {
           if (this.#insert.run(r).changes === 0) continue;
-          const day = new Date(r.startedAt).toISOString().slice(0, 10);
+          let day = new Date(r.startedAt).toISOString().slice(0, 10);
+          // Late usage for a period already invoiced counts in the next period not invoiced (from
+          // today on), so it is billed once, in the next invoice, never lost. Future periods
+          // cannot be closed: the loop ends within a period or two.
+          while (this.#closedPeriod.get(r.accountId, day.slice(0, 7)) !== undefined) {
+            const [y, m] = day.split("-").map(Number) as [number, number];
+            const next = new Date(Date.UTC(y, m, 1)).toISOString().slice(0, 10);
+            const today = new Date().toISOString().slice(0, 10);
+            day = next > today ? next : today;
+          }
           const k = `${r.accountId}\u0000${r.appId}\u0000${day}`;
           let d = days.get(k);
           if (d === undefined) days.set(k, (d = { accountId: r.accountId, appId: r.appId, day, requests: 0, errors: 0, mbMs: 0, wallUs: 0, instructions: 0, bytesIn: 0, bytesOut: 0 }));

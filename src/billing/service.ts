@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { and, asc, desc, eq, gte, lte, sql } from "drizzle-orm";
 import type { OpenedDb } from "../store/index.js";
 import { accounts, apps, invoiceLines, invoices, pricePlans, usageDaily } from "../store/schema.js";
-import { DEFAULT_PLAN, periodDays, ratePeriod, type PricePlan, type RatedLine } from "./rating.js";
+import { DEFAULT_PLAN, currentPeriod, periodDays, ratePeriod, type PricePlan, type RatedLine } from "./rating.js";
 import { InputError, NotFoundError, ConflictError } from "../errors.js";
 import { querySeries, type Series, type SeriesQuery } from "./series.js";
 
@@ -54,8 +54,12 @@ function newId(prefix: string): string {
 export class Billing {
   readonly #o: OpenedDb;
 
-  constructor(opened: OpenedDb) {
+  readonly #allowClosingOpenPeriods: boolean;
+
+  /** allowClosingOpenPeriods: the operator lets `invoices close` take the current period (tests, demos). */
+  constructor(opened: OpenedDb, opts: { allowClosingOpenPeriods?: boolean } = {}) {
     this.#o = opened;
+    this.#allowClosingOpenPeriods = opts.allowClosingOpenPeriods === true;
     this.#ensureDefaultPlan();
   }
 
@@ -114,7 +118,8 @@ export class Billing {
     return this.#db
       .select({ d: usageDaily, app: apps.name, account: accounts.name })
       .from(usageDaily)
-      .innerJoin(apps, eq(apps.id, usageDaily.appId))
+      // A deleted app's usage stays billed and listed (under "(deleted)").
+      .leftJoin(apps, eq(apps.id, usageDaily.appId))
       .innerJoin(accounts, eq(accounts.id, usageDaily.accountId))
       .where(conds.length === 0 ? undefined : and(...conds))
       .orderBy(asc(usageDaily.day), asc(apps.name))
@@ -123,7 +128,7 @@ export class Billing {
         day: d.day,
         accountId: d.accountId,
         account,
-        app,
+        app: app ?? "(deleted)",
         requests: d.requests,
         errors: d.errors,
         gbSeconds: d.mbMs / 1024 / 1000,
@@ -180,8 +185,11 @@ export class Billing {
    * Closes a period: one open (immutable) invoice per account that had usage in it and has none
    * yet. Returns the invoices created now; a second run creates nothing.
    */
-  closePeriod(period: string, syncing: boolean): { created: InvoiceInfo[]; existing: number } {
+  closePeriod(period: string, syncing: boolean, now = new Date()): { created: InvoiceInfo[]; existing: number } {
     this.#assertPeriod(period);
+    // Only a period that has ended: the current one still takes usage, a future one has none yet.
+    const current = currentPeriod(now);
+    if (period > current || (period === current && !this.#allowClosingOpenPeriods)) throw new ConflictError("period_open", `billing: period ${period} ${period === current ? "is still open" : "is in the future"}; only a period before ${current} can be closed`);
     const days = periodDays(period)!;
     const run = this.#o.sqlite.transaction(() => {
       const withUsage = this.#db

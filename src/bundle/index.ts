@@ -26,8 +26,8 @@ export {
 } from "./archive.js";
 export { BundleTooLargeError } from "./errors.js";
 export { decodeImage, encodeImage } from "./image.js";
-export { MANIFEST_FILE, MAX_MANIFEST_BYTES, parseManifest, checkPhpIniSetting, phpIniLine, PHP_INI_KEYS, type Manifest, type ManifestRoute } from "./manifest.js";
-export { packDirectory, imageToTar } from "./pack.js";
+export { MANIFEST_FILE, MAX_MANIFEST_BYTES, healthPaths, parseManifest, checkPhpIniSetting, phpIniLine, PHP_INI_KEYS, type Manifest, type ManifestRoute } from "./manifest.js";
+export { packDirectory, packDirectoryReport, imageToTar, IGNORE_FILE, DEFAULT_PACK_IGNORES } from "./pack.js";
 
 function missingManifest(image: BundleImage): BundleError {
   const nested = image.entries.find((e) => e.path.endsWith("/" + MANIFEST_FILE) && e.path.split("/").length === 2);

@@ -46,6 +46,17 @@ export interface Manifest {
   routes: ManifestRoute[];
   limits: { timeoutMs: number; memoryMb: number; maxBodyBytes: number; dataMb: number };
   warmup: string[];
+  /**
+   * Paths a new deployment must answer with a non-5xx before it becomes active (after the
+   * warm-up requests). Default ["/"]; [] checks only that an instance starts. Deployments stored
+   * before this field existed read it as undefined: ["/"].
+   */
+  health: string[];
+}
+
+/** Health paths of a manifest (older stored manifests have none: "/"). */
+export function healthPaths(m: Partial<Pick<Manifest, "health">>): string[] {
+  return m.health ?? ["/"];
 }
 
 export const MAX_MANIFEST_BYTES = 64 * 1024;
@@ -315,6 +326,10 @@ const ManifestSchema = z.strictObject({
     .array(str(), { error: "must be an array of strings" })
     .max(MAX_WARMUP, { error: `must have at most ${MAX_WARMUP} entries` })
     .default([]),
+  health: z
+    .array(str(), { error: "must be an array of strings" })
+    .max(MAX_WARMUP, { error: `must have at most ${MAX_WARMUP} entries` })
+    .default(["/"]),
 });
 
 const ALLOWED_KEYS: Record<string, string[]> = {
@@ -449,12 +464,14 @@ export function parseManifest(text: string): Manifest {
     routes.push(route);
   });
 
-  // warmup
-  raw.warmup.forEach((p, i) => {
-    if (!p.startsWith("/") || p.length > MAX_WARMUP_PATH || /[\s\u0000-\u001f\u007f]/.test(p)) {
-      throw invalid(["warmup", i], `${q(p)} must be a request path starting with "/" (no spaces or control characters)`);
-    }
-  });
+  // warmup and health paths
+  for (const field of ["warmup", "health"] as const) {
+    raw[field].forEach((p, i) => {
+      if (!p.startsWith("/") || p.length > MAX_WARMUP_PATH || /[\s\u0000-\u001f\u007f]/.test(p)) {
+        throw invalid([field, i], `${q(p)} must be a request path starting with "/" (no spaces or control characters)`);
+      }
+    });
+  }
 
   const python = raw.python ?? PythonSchema.parse({});
   return {
@@ -471,5 +488,6 @@ export function parseManifest(text: string): Manifest {
     routes,
     limits: { timeoutMs: limits.timeout_ms, memoryMb: limits.memory_mb, maxBodyBytes: limits.max_body_bytes, dataMb: limits.data_mb },
     warmup: [...raw.warmup],
+    health: [...raw.health],
   };
 }

@@ -8,10 +8,11 @@ import { join, resolve } from "node:path";
 import http from "node:http";
 import https from "node:https";
 import cliProgress from "cli-progress";
-import { packDirectory } from "../bundle/index.js";
+import { packDirectory, packDirectoryReport, IGNORE_FILE } from "../bundle/index.js";
 import { PACKAGE_ROOT } from "../paths.js";
 import { registerAccessKeyCommands, type CliKit } from "./access-keys.js";
 import { registerBindingCommands } from "./bindings.js";
+import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 
 interface ClientTarget {
   url: string;
@@ -113,6 +114,8 @@ interface DeploymentJson {
   app: string;
   version: number;
   active: boolean;
+  status?: string;
+  error?: string | null;
   createdAt: string;
   bundleSha256: string;
   routes: Array<{ host: string; path: string; mode: string; key?: string }>;
@@ -126,7 +129,11 @@ function describeDeployment(d: DeploymentJson): string {
 
 async function readBundle(path: string): Promise<Buffer> {
   if (!existsSync(path)) throw new CliError(`no such file or directory: ${path}`);
-  if (statSync(path).isDirectory()) return packDirectory(path);
+  if (statSync(path).isDirectory()) {
+    const { archive, skipped } = await packDirectoryReport(path);
+    if (skipped.length > 0) process.stderr.write(`left out of the bundle (dotfiles, .git, node_modules, ${IGNORE_FILE}): ${skipped.slice(0, 50).join(", ")}${skipped.length > 50 ? ` and ${skipped.length - 50} more` : ""}\n`);
+    return archive;
+  }
   return readFileSync(path);
 }
 
@@ -149,9 +156,11 @@ export async function deployPath(target: ClientTarget, path: string, app: string
 
 const program = new Command();
 program.name("zerocell").description("Serverless platform: PHP, Python WSGI and x86-64 apps in userspace sandboxes").showHelpAfterError();
+program.version((JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version, "-V, --version");
 
 const dataOption = () => new Option("--data <dir>", "data directory of the server (default: $ZEROCELL_DATA or ./.data)");
 const jsonOption = () => new Option("--json", "print JSON");
+const cx: CliContext = { findTarget, api, print, table, dataOption, jsonOption };
 
 function parsePort(v: string): number {
   const n = Number(v);
@@ -185,7 +194,8 @@ program
   .option("--no-spare-hosts", "do not keep a preloaded spare sandbox host per runtime in use")
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number }) => {
+  .option("--allow-closing-open-periods", "let `invoices close` close the current period (tests and demos; its later usage then goes to the next period)")
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean }) => {
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -198,7 +208,7 @@ program
       host: opts.host,
       adminHost: opts.adminHost,
       http: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
-      metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs },
+      metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, spareHosts: opts.spareHosts },
     });
     process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}  (data ${dataDir})\n`);
@@ -209,7 +219,7 @@ program
         if (!existsSync(join(dir, name, "zerocell.toml"))) continue;
         let d;
         try {
-          d = deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account, privileged: true });
+          d = await deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account, privileged: true });
         } catch (e) {
           // An example for a runtime this build does not have yet is skipped, not fatal.
           process.stdout.write(`example ${name} skipped: ${(e as Error).message}\n`);
@@ -252,15 +262,17 @@ program
     print(opts.json === true, { deployment: d }, () => describeDeployment(d));
   });
 
-program
+const appsCmd = program
   .command("apps")
-  .description("list apps")
+  .description("list apps; `apps delete APP` deletes one")
   .addOption(dataOption())
   .addOption(jsonOption())
   .action(async (opts: { data?: string; json?: boolean }) => {
     const res = (await api(findTarget(opts), "GET", "/v1/apps")) as { apps: Array<{ name: string; activeVersion: number | null; activeDeploymentId: string | null; createdAt: string }> };
     print(opts.json === true, res, () => table([["APP", "VERSION", "DEPLOYMENT", "CREATED"], ...res.apps.map((a) => [a.name, a.activeVersion === null ? "-" : `v${a.activeVersion}`, a.activeDeploymentId ?? "-", a.createdAt])]));
   });
+
+addAppsDelete(appsCmd, cx);
 
 program
   .command("deployments")
@@ -270,7 +282,7 @@ program
   .addOption(jsonOption())
   .action(async (app: string, opts: { data?: string; json?: boolean }) => {
     const res = (await api(findTarget(opts), "GET", `/v1/apps/${encodeURIComponent(app)}/deployments`)) as { deployments: DeploymentJson[] };
-    print(opts.json === true, res, () => table([["VERSION", "ID", "ACTIVE", "CREATED", "BUNDLE"], ...res.deployments.map((d) => [`v${d.version}`, d.id, d.active ? "*" : "", d.createdAt, d.bundleSha256.slice(0, 12)])]));
+    print(opts.json === true, res, () => table([["VERSION", "ID", "ACTIVE", "STATUS", "CREATED", "BUNDLE"], ...res.deployments.map((d) => [`v${d.version}`, d.id, d.active ? "*" : "", d.status ?? "ready", d.createdAt, d.bundleSha256.slice(0, 12)])]));
   });
 
 program
@@ -488,14 +500,17 @@ accounts
 
 program
   .command("tokens")
-  .description("create an API token for an account")
-  .argument("<action>", "create")
-  .requiredOption("--account <name>")
+  .description("create an API token for an account (admin), list tokens, or revoke one")
+  .argument("<action>", "create, list or revoke")
+  .argument("[id]", "the token to revoke (revoke)")
+  .option("--account <name>", "the account the new token is for (create)")
   .option("--scope <scope>", "deploy or read-usage (repeatable)", (v: string, acc: string[]) => [...acc, v], [] as string[])
   .addOption(dataOption())
   .addOption(jsonOption())
-  .action(async (action: string, opts: { account: string; scope: string[]; data?: string; json?: boolean }) => {
-    if (action !== "create") throw new CliError(`unknown action "${action}" (use: create)`);
+  .action(async (action: string, id: string | undefined, opts: { account?: string; scope: string[]; data?: string; json?: boolean }) => {
+    if (await runTokensAction(action, id, opts, cx)) return;
+    if (action !== "create") throw new CliError(`unknown action "${action}" (use: create, list, revoke)`);
+    if (opts.account === undefined) throw new CliError("usage: zerocell tokens create --account NAME [--scope deploy|read-usage]");
     const scopes = opts.scope.length === 0 ? ["deploy", "read-usage"] : opts.scope;
     const res = (await api(findTarget(opts), "POST", "/v1/tokens", Buffer.from(JSON.stringify({ account: opts.account, scopes })), "application/json")) as { token: string; scopes: string[] };
     print(opts.json === true, res, () => `token for ${opts.account} (scopes ${res.scopes.join(", ")}; shown once): ${res.token}`);

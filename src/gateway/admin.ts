@@ -23,6 +23,7 @@ import { registerAccessKeyRoutes } from "./admin/access-keys.js";
 import { registerBindingRoutes } from "./admin/bindings.js";
 import { registerProgramRunRoutes } from "./admin/program-runs.js";
 import { statsResponse } from "./admin-stats.js";
+import { LIFECYCLE_ENDPOINTS, registerLifecycleRoutes } from "./admin/lifecycle.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -97,6 +98,7 @@ export const ADMIN_ENDPOINTS = {
   "GET /v1/bindings": ["deploy"],
   "DELETE /v1/bindings/:id": ["deploy"],
   "POST /v1/objects/run": ["deploy"],
+  ...LIFECYCLE_ENDPOINTS,
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -226,7 +228,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     if (hosts.length > 32) throw new InputError("deploy: at most 32 --host values");
     const archive = await readLimited(c, DEFAULT_BUNDLE_LIMITS.maxArchiveBytes);
     try {
-      const deployment = deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token), privileged: isAdmin(token) });
+      const deployment = await deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token), privileged: isAdmin(token) });
       return c.json({ deployment }, 201);
     } catch (e) {
       throw hideForeign(token, appName, e);
@@ -433,6 +435,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson });
   registerBindingRoutes({ endpoint, platform, ownAccount, readJson });
   registerProgramRunRoutes({ endpoint, platform, ownAccount, readJson });
+  registerLifecycleRoutes({ platform, endpoint: endpoint as never, ownAccount, visibleApp });
 
   assertRoutesMatchTable(app);
   return app;

@@ -13,9 +13,10 @@ import { normalizeHost, type RouteMatch } from "../router/index.js";
 import { decodeKey, type Platform } from "../platform/index.js";
 import type { PoolRunResult } from "../pool/index.js";
 import type { EngineRequest } from "../runtime/engine.js";
-import { PayloadTooLargeError, RouteNotFoundError, SandboxError } from "../errors.js";
+import { PayloadTooLargeError, RouteNotFoundError, SandboxError, ZerocellError } from "../errors.js";
 import { errorToResponse } from "./respond.js";
 import { readStreamLimited } from "./body.js";
+import { StaticFiles } from "./static.js";
 import { log } from "../log.js";
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "content-length", "x-powered-by"]);
@@ -94,8 +95,11 @@ export class AppHandler {
   /** App requests being served now (a shutdown waits for them before it stops the pool). */
   activeRequests = 0;
 
+  readonly #static: StaticFiles;
+
   constructor(platform: Platform) {
     this.#p = platform;
+    this.#static = new StaticFiles((id) => platform.deployments.bundle(id));
   }
 
   /** Serves one app request. */
@@ -132,6 +136,16 @@ export class AppHandler {
       const target = match.route.target;
       const manifest = p.deployments.manifest(target.deploymentId);
       if (manifest === undefined) throw new RouteNotFoundError(host, url.pathname);
+      // 1b. a static file of the document root: answered here, no sandbox, not billed
+      if (manifest.runtime === "php") {
+        const file = await this.#static.serve(target.deploymentId, req.method, url.pathname, req.headers);
+        if (file !== undefined) {
+          status = file.status;
+          file.headers.set("x-request-id", requestId);
+          file.headers.set("x-zerocell-instance", "static");
+          return file;
+        }
+      }
       // 2. read the body under the app's limit
       const body = await readBody(req, incoming, manifest.limits.maxBodyBytes);
       bytesIn = body.length;
@@ -153,6 +167,12 @@ export class AppHandler {
       out["server-timing"] = serverTiming(res, arrivedAt, performance.now() - t0);
       status = res.status;
       if (status < 200 || status > 599) throw new SandboxError("bad_response", 502, `sandbox: the app answered with status ${status}`);
+      // A runtime error the app did not render itself (PHP's empty 500 after a fatal error, the
+      // Python driver's marked 500): visitors get the short page with the request id; the
+      // details are in the app's log lines.
+      if (status >= 500 && (res.body.byteLength === 0 || res.headers.some(([n]) => n.toLowerCase() === "x-zerocell-error"))) {
+        throw new ZerocellError("app_error", status, `the app failed while answering this request (request ${requestId})`);
+      }
       bytesOut = res.body.byteLength;
       const noBody = req.method === "HEAD" || status === 204 || status === 304;
       if (!noBody) return new Response(res.body as Uint8Array<ArrayBuffer>, { status, headers: out as unknown as HeadersInit });

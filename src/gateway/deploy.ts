@@ -2,16 +2,26 @@
 import type { Platform } from "../platform/index.js";
 import { loadBundle } from "../bundle/index.js";
 import { validateBundle } from "../runtime/index.js";
-import { InputError } from "../errors.js";
-import { checkHostPattern, type RouteSpec } from "../router/index.js";
+import { DeploymentFailedError, InputError, isZerocellError } from "../errors.js";
+import { checkHostPattern, type RouteMode, type RouteSpec } from "../router/index.js";
 import type { DeploymentInfo } from "../store/index.js";
 import { log } from "../log.js";
+
+/**
+ * The pool a deployment's health check starts its host in: the mode of its first route that
+ * shares a pool (the host then serves its first requests); a deployment with only per-key
+ * daemon routes is checked in a snapshot-mode host that is stopped afterwards.
+ */
+function probeMode(routes: RouteSpec[]): { mode: RouteMode; keep: boolean } {
+  const shared = routes.find((r) => !(r.key !== undefined && r.mode === "daemon"));
+  return shared === undefined ? { mode: "snapshot", keep: false } : { mode: shared.mode, keep: true };
+}
 
 /**
  * `privileged`: an admin token deploys (may route "*" and public suffixes; never another
  * account's hosts, which the store refuses to everyone).
  */
-export function deployBundle(platform: Platform, input: { appName: string; archive: Buffer; hosts: string[]; accountId: string; privileged?: boolean }): DeploymentInfo {
+export async function deployBundle(platform: Platform, input: { appName: string; archive: Buffer; hosts: string[]; accountId: string; privileged?: boolean }): Promise<DeploymentInfo> {
   const t0 = performance.now();
   const { appName, archive } = input;
   if (archive.length === 0) throw new InputError("deploy: empty body; send the bundle as a .tar.gz");
@@ -34,9 +44,9 @@ export function deployBundle(platform: Platform, input: { appName: string; archi
     seen.add(k);
     return true;
   });
-  // 3. store the bundle (content-addressed), 4. record and activate in one transaction
+  // 3. store the bundle (content-addressed), 4. record it as "checking" (not active yet)
   const sha = platform.blobs.put(archive);
-  const deployment = platform.store.createDeployment({
+  const pending = platform.store.createDeployment({
     appName,
     accountId: input.accountId,
     runtime: manifest.runtime,
@@ -45,8 +55,29 @@ export function deployBundle(platform: Platform, input: { appName: string; archi
     manifest,
     routes: unique,
     privileged: input.privileged === true,
+    checking: true,
   });
-  // 5. swap the route table; the old version drains
+  // 5. health check: a host starts it (init, warm-up, health paths; no snapshot unless all pass).
+  // The app's active deployment serves meanwhile and keeps serving if this one fails.
+  const { mode, keep } = probeMode(unique);
+  try {
+    await platform.pool.probe(pending.id, mode, keep);
+  } catch (e) {
+    const reason = e instanceof Error ? e.message.replace(/^sandbox: /, "") : String(e);
+    platform.store.failDeployment(pending.id, reason);
+    log.warn("deploy failed its health check", { app: appName, version: pending.version, deployment: pending.id, code: isZerocellError(e) ? e.code : "unknown", error: reason.slice(0, 2000) });
+    throw new DeploymentFailedError(`deploy: ${appName} v${pending.version} failed its health check and was not activated: ${reason}`, { deployment: pending.id, version: pending.version }, e);
+  }
+  // 6. activate (hosts and routes checked again) and swap the route table; the old version drains
+  let deployment: DeploymentInfo;
+  try {
+    deployment = platform.store.activateDeployment(pending.id, input.privileged === true);
+  } catch (e) {
+    // A host or route taken while the check ran: this deployment never serves.
+    platform.store.failDeployment(pending.id, e instanceof Error ? e.message : String(e));
+    platform.reloadRoutes();
+    throw e;
+  }
   platform.reloadRoutes();
   log.info("deployed", { app: appName, version: deployment.version, deployment: deployment.id, ms: Math.round(performance.now() - t0) });
   return deployment;

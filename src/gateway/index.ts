@@ -42,7 +42,8 @@ export interface GatewayConfig {
   /** Node's limits for slow or oversized requests. */
   http?: Partial<HttpLimits>;
   /** Usage records: on by default, flushed every 100 ms. */
-  metering?: { enabled: boolean; flushIntervalMs: number };
+  /** allowClosingOpenPeriods: `invoices close` may close the current period (tests, demos; never by default). */
+  metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
 }
 
 export interface HttpLimits {
@@ -125,6 +126,8 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
   store.ensureDefaultAccount();
   const claimed = store.backfillHostClaims();
   if (claimed > 0) log.info("host claims recorded for routes of an older data dir", { hosts: claimed });
+  const interrupted = store.failInterruptedDeployments();
+  if (interrupted > 0) log.warn("deployments whose health check a previous run did not finish are failed", { deployments: interrupted });
   ensureAdminToken(store, dataDir);
   const blobs = new BlobStore(join(dataDir, "blobs"));
   let platform: Platform | undefined;

@@ -25,6 +25,9 @@ export function errorToResponse(e: unknown, requestId: string, format: "json" | 
     // An engine's own JavaScript failing (the host said guest_error) may carry internals of the
     // sandbox in its text: visitors get a generic line, the log keeps the message.
     if (code === "guest_error") message = `sandbox: the app's engine failed while running this request (request ${requestId})`;
+    // A start whose warm-up failed carries the app's log lines (a traceback, file paths): the
+    // deployer sees them (deploy, `zerocell pool`, the server log), visitors do not.
+    if (code === "warmup_failed" && format === "page") message = `sandbox: the app failed to start (request ${requestId})`;
   } else {
     log.error("unexpected error", { requestId, err: e instanceof Error ? (e.stack ?? e.message) : String(e) });
   }

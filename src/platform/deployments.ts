@@ -5,7 +5,7 @@
  * Must never: hand the pool a snapshot of another deployment or engine build.
  */
 import { LRUCache } from "lru-cache";
-import { readBundleArchive, encodeImage, type Manifest } from "../bundle/index.js";
+import { readBundleArchive, encodeImage, decodeImage, type BundleImage, type Manifest } from "../bundle/index.js";
 import type { BlobStore, Store } from "../store/index.js";
 import type { SnapshotStore } from "../snapshot/store.js";
 import type { DeploymentSource } from "../pool/index.js";
@@ -60,6 +60,22 @@ export class DeploymentCatalog {
     for (const id of this.#manifests.keys()) if (!active.has(id)) this.#manifests.delete(id);
   }
 
+  #encodedImage(bundleSha256: string): Buffer {
+    let image = this.#images.get(bundleSha256);
+    if (image === undefined) {
+      image = encodeImage(readBundleArchive(this.#blobs.get(bundleSha256)));
+      this.#images.set(bundleSha256, image);
+    }
+    return image;
+  }
+
+  /** A deployment's files and when it was made, for the gateway's static files (src/gateway/static.ts). */
+  bundle(id: string): { image: BundleImage; manifest: Manifest; createdAt: Date } | undefined {
+    const d = this.#store.getDeployment(id);
+    if (d === undefined) return undefined;
+    return { image: decodeImage(this.#encodedImage(d.bundleSha256)), manifest: d.manifest as Manifest, createdAt: new Date(d.createdAt) };
+  }
+
   /** What the pool needs to start hosts of a deployment. */
   source(id: string): DeploymentSource {
     const e = this.#ephemeral.get(id);
@@ -69,11 +85,7 @@ export class DeploymentCatalog {
     }
     const d = this.#store.getDeployment(id);
     if (d === undefined) throw new SandboxError("deployment_missing", 500, `pool: deployment ${id} not found`);
-    let image = this.#images.get(d.bundleSha256);
-    if (image === undefined) {
-      image = encodeImage(readBundleArchive(this.#blobs.get(d.bundleSha256)));
-      this.#images.set(d.bundleSha256, image);
-    }
+    const image = this.#encodedImage(d.bundleSha256);
     const manifest = d.manifest as Manifest;
     const build = engineBuildId(manifest);
     return {

@@ -39,7 +39,7 @@ export interface PlatformInit {
   isolation: HostIsolation;
   pool?: Partial<PoolLimits>;
   stripe?: StripeSyncOptions;
-  metering?: { enabled: boolean; flushIntervalMs: number };
+  metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
 }
 
 export class Platform {
@@ -76,7 +76,7 @@ export class Platform {
     this.usage = new UsageRecorder(init.db, { flushIntervalMs: init.metering?.flushIntervalMs ?? 100, enabled: init.metering?.enabled ?? true });
     this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024);
     this.keys = new KeyStore(init.keysDir, init.db);
-    this.billing = new Billing(init.db);
+    this.billing = new Billing(init.db, { allowClosingOpenPeriods: init.metering?.allowClosingOpenPeriods === true });
     this.stripe = init.stripe === undefined ? undefined : new StripeSync(this.billing, init.stripe);
     this.deployments = new DeploymentCatalog(init.store, init.blobs, this.snapshots);
     this.pool = new Pool({
@@ -145,7 +145,8 @@ export class Platform {
       wallUs: Math.max(1, Math.round(u.wallMs * 1000)),
       cpuUs: u.cpuUs ?? null,
       instructions: null,
-      memoryMb: this.deployments.manifest(deploymentId)?.limits.memoryMb ?? 0,
+      // From the stored manifest: a deployment's health check runs before it is active.
+      memoryMb: (d.manifest as { limits?: { memoryMb?: number } }).limits?.memoryMb ?? 0,
       status: u.status,
       bytesIn: 0,
       bytesOut: 0,

@@ -13,7 +13,7 @@ import type { EngineRequest } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import type { RouteMode } from "../router/index.js";
 import { LRUCache } from "lru-cache";
-import { PoolSaturatedError, SandboxError, ZerocellError } from "../errors.js";
+import { InstanceUnavailableError, PoolSaturatedError, SandboxError, ZerocellError } from "../errors.js";
 
 export type { WarmupUsage, HostInit, HostOptions, HostResponse } from "./host.js";
 export { hostNodeArgs, detectHostIsolation, closeHostIsolation, NO_ISOLATION, HOST_UID, type HostIsolation } from "./spawn.js";
@@ -37,6 +37,11 @@ export interface PoolLimits {
   maxIdleInstances: number;
   /** Keep one preloaded spare host per runtime in use (src/pool/spares.ts). */
   spareHosts: boolean;
+  /**
+   * Longest a request waits for an instance (queue and start), ms; then 503 + Retry-After. Apart
+   * from the app's timeout_ms, which starts when the instance takes the request.
+   */
+  maxAcquireWaitMs: number;
 }
 
 export const DEFAULT_POOL_LIMITS: PoolLimits = {
@@ -48,6 +53,7 @@ export const DEFAULT_POOL_LIMITS: PoolLimits = {
   minInstancesPerDeployment: 1,
   maxIdleInstances: 64,
   spareHosts: true,
+  maxAcquireWaitMs: 60_000,
 };
 
 /** What the pool needs to start a deployment's hosts (loaded from the store on demand). */
@@ -213,7 +219,7 @@ class DeploymentPool {
   prewarm(): void {
     // A deployment whose last start failed (a warm-up that crashed or timed out) is not started
     // again on every deploy of another app: the next request to it tries again.
-    if (this.lastStartError === undefined && this.#all.size + this.#starting === 0) this.#grow();
+    if (this.lastStartError === undefined && this.#all.size + this.#starting === 0) void this.#grow().catch(() => {});
   }
 
   /** Why the last host start failed, until a start succeeds (shown by `zerocell pool`). */
@@ -226,14 +232,14 @@ class DeploymentPool {
    * otherwise cold, asking it for its snapshot so the next ones can skip init. Fresh mode always
    * starts cold: that is its point.
    */
-  #grow(): void {
+  #grow(): Promise<void> {
     this.#starting++;
     const cold = this.mode === "fresh";
     const snapshot = cold ? Promise.resolve(undefined) : this.source.loadSnapshot().catch((e: unknown) => {
       this.#hostOpts.onLog(`snapshot not usable, rebuilding it: ${(e as Error).message}`);
       return undefined;
     });
-    snapshot
+    return snapshot
       .then((snap) =>
         this.#startHost(
           {
@@ -273,14 +279,27 @@ class DeploymentPool {
           const err = e instanceof ZerocellError ? e : undefined;
           this.lastStartError = { code: err?.code ?? "host_start_failed", message: (e as Error).message, at: new Date().toISOString() };
         }
-        // Nobody will start a host for the waiters: fail them with the reason.
+        // Nobody will start a host for the waiters: fail them (503, the start's code kept; its
+        // message, which may carry the app's log lines, stays in the log and `zerocell pool`).
+        const code = e instanceof ZerocellError ? e.code : "host_start_failed";
+        this.#hostOpts.onLog(`instance start failed (${code}): ${(e as Error).message}`);
+        const unavailable = () => new InstanceUnavailableError(`pool: no instance of ${this.source.appName} could start (${code}); try again shortly`, 5, { cause: e, reason: code });
         if (this.#all.size + this.#starting === 0) {
-          for (const w of this.#waiters.splice(0)) w.reject(e);
+          for (const w of this.#waiters.splice(0)) w.reject(unavailable());
         } else {
-          this.#waiters.shift()?.reject(e);
+          this.#waiters.shift()?.reject(unavailable());
         }
         this.#checkDrained();
+        throw e;
       });
+  }
+
+  /**
+   * Starts one host and resolves once it is ready (it then serves like any other), or rejects
+   * with why it failed: the deploy's health check.
+   */
+  start(): Promise<void> {
+    return this.#grow();
   }
 
   #forget(slot: Slot): void {
@@ -305,15 +324,28 @@ class DeploymentPool {
       );
     }
     // Grow only if the hosts already starting will not cover the requests already waiting.
-    if (this.#all.size + this.#starting < this.#limits.maxInstancesPerDeployment && this.#waiters.length >= this.#starting) this.#grow();
+    if (this.#all.size + this.#starting < this.#limits.maxInstancesPerDeployment && this.#waiters.length >= this.#starting) void this.#grow().catch(() => {});
     return new Promise<Slot>((resolve, reject) => {
-      this.#waiters.push({
+      const waiter: Waiter = {
         resolve: (s) => {
+          clearTimeout(timer);
           this.#busy++;
           resolve(s);
         },
-        reject,
-      });
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      // The wait has its own bound: past it the request leaves the queue with 503 + Retry-After.
+      const timer = setTimeout(() => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i === -1) return;
+        this.#waiters.splice(i, 1);
+        this.#checkDrained();
+        reject(new InstanceUnavailableError(`pool: no instance of ${this.source.appName} was free within ${this.#limits.maxAcquireWaitMs} ms`, 5, { reason: "acquire_timeout" }));
+      }, this.#limits.maxAcquireWaitMs);
+      this.#waiters.push(waiter);
     });
   }
 
@@ -324,7 +356,7 @@ class DeploymentPool {
       this.#all.delete(slot);
       this.#stop(slot);
       // Keep one instance ready (fresh mode replaces every host after its request).
-      if (!this.retiring && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) this.#grow();
+      if (!this.retiring && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) void this.#grow().catch(() => {});
       this.#checkDrained();
       return;
     }
@@ -492,6 +524,39 @@ export class Pool {
     return p;
   }
 
+  /** Deployments whose health check runs now (count per id): a route reload does not retire them. */
+  readonly #probing = new Map<string, number>();
+
+  /**
+   * The deploy's health check: starts one host of a deployment that is not active yet (init,
+   * warm-up, health paths) and resolves once it is ready, or rejects with why it failed. A ready
+   * host stays in the pool for `mode` (the deployment's first requests use it) unless `keep` is
+   * false; a failed deployment's hosts are all stopped.
+   */
+  async probe(deploymentId: string, mode: RouteMode, keep = true): Promise<void> {
+    this.#probing.set(deploymentId, (this.#probing.get(deploymentId) ?? 0) + 1);
+    const key = `${deploymentId}/${mode}`;
+    try {
+      await this.#poolFor(deploymentId, mode).start();
+      if (!keep) this.#retireKey(key);
+    } catch (e) {
+      this.#retireKey(key);
+      throw e;
+    } finally {
+      const n = (this.#probing.get(deploymentId) ?? 1) - 1;
+      if (n === 0) this.#probing.delete(deploymentId);
+      else this.#probing.set(deploymentId, n);
+    }
+  }
+
+  #retireKey(key: string): void {
+    const p = this.#pools.get(key);
+    if (p === undefined) return;
+    this.#pools.delete(key);
+    const done = p.retire().finally(() => this.#retiring.delete(done));
+    this.#retiring.add(done);
+  }
+
   /** Starts a host for a deployment's mode in the background (after deploy, at start-up). */
   prewarm(deploymentId: string, mode: RouteMode): void {
     this.#poolFor(deploymentId, mode).prewarm();
@@ -537,11 +602,7 @@ export class Pool {
   /** Drains and frees every deployment not in `active` (after a deploy or rollback). */
   retireExcept(active: Set<string>): void {
     for (const [key, p] of this.#pools) {
-      if (!active.has(p.source.deploymentId)) {
-        this.#pools.delete(key);
-        const done = p.retire().finally(() => this.#retiring.delete(done));
-        this.#retiring.add(done);
-      }
+      if (!active.has(p.source.deploymentId) && !this.#probing.has(p.source.deploymentId)) this.#retireKey(key);
     }
   }
 

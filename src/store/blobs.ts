@@ -3,7 +3,7 @@
  * (temp file + fsync + rename), read back with a hash check so a corrupt file is never used.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, renameSync, readFileSync, existsSync } from "node:fs";
+import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, renameSync, readFileSync, existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ZerocellError } from "../errors.js";
 
@@ -42,6 +42,16 @@ export class BlobStore {
     }
     renameSync(tmp, path);
     return hash;
+  }
+
+  /** Removes a blob (the caller checked nothing references it); false when it was not there. */
+  delete(hash: string): boolean {
+    try {
+      unlinkSync(this.#pathOf(hash));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Reads a blob and verifies its hash. */

@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { and, desc, eq, inArray, isNotNull, isNull, max, ne } from "drizzle-orm";
-import { accounts, apiTokens, apps, deployments, hostClaims, routes } from "./schema.js";
+import { accounts, apiTokens, appKeys, apps, deployments, hostClaims, routes, snapshots } from "./schema.js";
 import type { OpenedDb } from "./db.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { canonicalPath, type RouteEntry, type RouteMode, type RouteSpec } from "../router/index.js";
@@ -34,8 +34,17 @@ export interface DeploymentInfo {
   manifest: unknown;
   createdAt: string;
   active: boolean;
+  /** "checking" (health check running), "ready" (passed; may be active) or "failed". */
+  status: DeploymentStatus;
+  /** Why the health check failed (status "failed" only). */
+  error: string | null;
   routes: RouteSpec[];
 }
+
+export type DeploymentStatus = "checking" | "ready" | "failed";
+
+/** Longest health-check error kept with a failed deployment, characters. */
+const MAX_DEPLOYMENT_ERROR_CHARS = 4000;
 
 export interface AppInfo {
   id: string;
@@ -119,9 +128,77 @@ export class Store {
     return { id: row.id, accountId: row.accountId, scopes: row.scopes.split(",") as Scope[] };
   }
 
+  /** Tokens of one account (or all), newest first; never their secret or hash. */
+  listTokens(accountId?: string): Array<{ id: string; prefix: string; accountId: string | null; account: string | null; scopes: Scope[]; createdAt: string; revokedAt: string | null }> {
+    const q = this.#db
+      .select({ t: apiTokens, account: accounts.name })
+      .from(apiTokens)
+      .leftJoin(accounts, eq(accounts.id, apiTokens.accountId));
+    const rows = (accountId === undefined ? q : q.where(eq(apiTokens.accountId, accountId))).orderBy(desc(apiTokens.createdAt)).all();
+    return rows.map(({ t, account }) => ({
+      id: t.id,
+      prefix: t.prefix,
+      accountId: t.accountId,
+      account,
+      scopes: t.scopes.split(",") as Scope[],
+      createdAt: new Date(t.createdAt).toISOString(),
+      revokedAt: t.revokedAt === null ? null : new Date(t.revokedAt).toISOString(),
+    }));
+  }
+
+  /** The account a token belongs to (undefined: no such token; null: an account-less admin token). */
+  tokenAccount(id: string): string | null | undefined {
+    const row = this.#db.select({ a: apiTokens.accountId }).from(apiTokens).where(eq(apiTokens.id, id)).get();
+    return row === undefined ? undefined : row.a;
+  }
+
+  /** Revokes a token: every later request with it is refused (tokens are checked per request). */
+  revokeToken(id: string): boolean {
+    return this.#db.update(apiTokens).set({ revokedAt: Date.now() }).where(and(eq(apiTokens.id, id), isNull(apiTokens.revokedAt))).run().changes > 0;
+  }
+
   /**
-   * Records a new immutable deployment of `appName` (creating the app on first deploy) and
-   * makes it the active one, in one transaction. Refuses routes another app already serves.
+   * Deletes an app with its deployments, routes and snapshot rows in one transaction, and its
+   * per-key rows when `withKeyData` (else refused while it has any). Returns what the caller must
+   * still remove outside the database: blobs no other deployment or snapshot references, and the
+   * keys whose files go.
+   */
+  deleteApp(appName: string, withKeyData: boolean): { appId: string; deployments: number; blobs: string[]; keys: string[] } {
+    const sqlite = this.#o.sqlite;
+    return sqlite.transaction(() => {
+      const app = this.#requireApp(appName);
+      const keys = this.#db.select({ key: appKeys.key }).from(appKeys).where(eq(appKeys.appId, app.id)).all().map((k) => k.key);
+      if (keys.length > 0 && !withKeyData) {
+        throw new ConflictError("app_has_data", `apps: "${appName}" has stored data for ${keys.length} key(s); delete it too with --delete-data (or export it first: zerocell keys ${appName} --export KEY)`, { keys: keys.length });
+      }
+      const deps = this.#db.select({ id: deployments.id, sha: deployments.bundleSha256 }).from(deployments).where(eq(deployments.appId, app.id)).all();
+      const ids = deps.map((d) => d.id);
+      const snaps = ids.length === 0 ? [] : this.#db.select({ sha: snapshots.sha256 }).from(snapshots).where(inArray(snapshots.deploymentId, ids)).all();
+      this.#db.update(apps).set({ activeDeploymentId: null }).where(eq(apps.id, app.id)).run();
+      if (ids.length > 0) {
+        this.#db.delete(routes).where(inArray(routes.deploymentId, ids)).run();
+        this.#db.delete(snapshots).where(inArray(snapshots.deploymentId, ids)).run();
+        this.#db.delete(deployments).where(inArray(deployments.id, ids)).run();
+      }
+      this.#db.delete(appKeys).where(eq(appKeys.appId, app.id)).run();
+      this.#db.delete(apps).where(eq(apps.id, app.id)).run();
+      // Content-addressed: a blob another app's deployment or snapshot uses stays.
+      const candidates = [...new Set([...deps.map((d) => d.sha), ...snaps.map((s) => s.sha)])];
+      const blobs = candidates.filter(
+        (sha) =>
+          this.#db.select({ id: deployments.id }).from(deployments).where(eq(deployments.bundleSha256, sha)).get() === undefined &&
+          this.#db.select({ id: snapshots.id }).from(snapshots).where(eq(snapshots.sha256, sha)).get() === undefined,
+      );
+      return { appId: app.id, deployments: ids.length, blobs, keys };
+    }).immediate();
+  }
+
+  /**
+   * Records a new immutable deployment of `appName` (creating the app on first deploy). With
+   * `checking` (the deploy pipeline) it is not active yet: its health check runs next, then
+   * activateDeployment or failDeployment; hosts and routes are checked now, before any guest code
+   * runs, and again at activation (both may change meanwhile). Without it the deployment is
+   * "ready" and active at once, in the same transaction.
    */
   createDeployment(input: {
     appName: string;
@@ -133,15 +210,18 @@ export class Store {
     routes: RouteSpec[];
     /** An admin token deploys: "*" and public suffixes are allowed (never another account's hosts). */
     privileged?: boolean;
+    /** Record it as "checking" (not active) for the health check. */
+    checking?: boolean;
   }): DeploymentInfo {
     const sqlite = this.#o.sqlite;
+    const checking = input.checking === true;
     const run = sqlite.transaction(() => {
       let app = this.#db.select().from(apps).where(eq(apps.name, input.appName)).get();
       if (app !== undefined && app.accountId !== input.accountId) {
         // The same answer as for an app that does not exist: names of other accounts stay unknown.
         throw new NotFoundError("app_not_found", `no app named "${input.appName}"`);
       }
-      this.#claimHosts(input.accountId, input.routes, input.privileged === true);
+      this.#claimHosts(input.accountId, input.routes, input.privileged === true, checking);
       if (app === undefined) {
         const id = newId("app");
         this.#db.insert(apps).values({ id, accountId: input.accountId, name: input.appName, createdAt: Date.now() }).run();
@@ -160,6 +240,7 @@ export class Store {
         bundleBytes: input.bundleBytes,
         manifest: JSON.stringify(input.manifest),
         createdAt: Date.now(),
+        status: checking ? "checking" : "ready",
       }).run();
       input.routes.forEach((r, position) => {
         this.#db.insert(routes).values({
@@ -172,7 +253,7 @@ export class Store {
           position,
         }).run();
       });
-      this.#db.update(apps).set({ activeDeploymentId: id }).where(eq(apps.id, app.id)).run();
+      if (!checking) this.#db.update(apps).set({ activeDeploymentId: id }).where(eq(apps.id, app.id)).run();
       return id;
     });
     const id = run.immediate();
@@ -180,11 +261,41 @@ export class Store {
   }
 
   /**
+   * A deployment that passed its health check becomes "ready" and the app's active one, in one
+   * transaction that claims its hosts and checks its routes again.
+   */
+  activateDeployment(id: string, privileged = false): DeploymentInfo {
+    const sqlite = this.#o.sqlite;
+    sqlite.transaction(() => {
+      const row = this.#db.select({ d: deployments, app: apps }).from(deployments).innerJoin(apps, eq(apps.id, deployments.appId)).where(eq(deployments.id, id)).get();
+      if (row === undefined) throw new NotFoundError("deployment_not_found", `deploy: deployment ${id} not found`);
+      if (row.d.status === "failed") throw new ConflictError("deployment_failed", `deploy: ${row.app.name} v${row.d.version} failed its health check and cannot be activated`);
+      const specs = this.#routesOf(id);
+      this.#claimHosts(row.app.accountId, specs, privileged);
+      this.#assertNoRouteConflict(row.app.id, row.app.name, specs);
+      this.#db.update(deployments).set({ status: "ready", error: null }).where(eq(deployments.id, id)).run();
+      this.#db.update(apps).set({ activeDeploymentId: id }).where(eq(apps.id, row.app.id)).run();
+    }).immediate();
+    return this.getDeployment(id)!;
+  }
+
+  /** Records that a deployment failed its health check (it is never activated or retried). */
+  failDeployment(id: string, error: string): DeploymentInfo | undefined {
+    this.#db.update(deployments).set({ status: "failed", error: error.slice(0, MAX_DEPLOYMENT_ERROR_CHARS) }).where(eq(deployments.id, id)).run();
+    return this.getDeployment(id);
+  }
+
+  /** At start-up: checks a previous process did not finish are failed (nobody waits for them). */
+  failInterruptedDeployments(): number {
+    return this.#db.update(deployments).set({ status: "failed", error: "deploy: the server stopped while the health check ran; deploy again" }).where(eq(deployments.status, "checking")).run().changes;
+  }
+
+  /**
    * Makes sure `accountId` holds every host its routes use, claiming free ones (inside the
    * caller's transaction). Refuses reserved names, names another account holds, and names
    * under a name another account holds. The message is the same whoever holds it.
    */
-  #claimHosts(accountId: string, specs: RouteSpec[], privileged: boolean): void {
+  #claimHosts(accountId: string, specs: RouteSpec[], privileged: boolean, checkOnly = false): void {
     for (const pattern of new Set(specs.map((s) => s.host))) {
       const reserved = reservedHostError(pattern, privileged);
       if (reserved !== undefined) throw new ConflictError("host_reserved", `deploy: host "${pattern}": ${reserved}`, { host: pattern });
@@ -199,7 +310,7 @@ export class Store {
         const held = this.hostOwner(above);
         if (held !== undefined && held !== accountId) throw unavailable();
       }
-      this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
+      if (!checkOnly) this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
     }
   }
 
@@ -296,8 +407,9 @@ export class Store {
       if (version !== undefined) {
         target = this.#db.select().from(deployments).where(and(eq(deployments.appId, app.id), eq(deployments.version, version))).get();
         if (target === undefined) throw new NotFoundError("deployment_not_found", `rollback: app "${appName}" has no version ${version}`);
+        if (target.status !== "ready") throw new ConflictError("deployment_failed", `rollback: ${appName} v${version} ${target.status === "failed" ? "failed its health check" : "is still being checked"}; only a deployment that passed can serve`);
       } else {
-        const older = this.#db.select().from(deployments).where(eq(deployments.appId, app.id)).orderBy(desc(deployments.version)).all()
+        const older = this.#db.select().from(deployments).where(and(eq(deployments.appId, app.id), eq(deployments.status, "ready"))).orderBy(desc(deployments.version)).all()
           .filter((d) => current === undefined || d.version < current.version);
         target = older[0];
         if (target === undefined) throw new NotFoundError("deployment_not_found", `rollback: app "${appName}" has no version older than v${current?.version ?? 0}`);
@@ -345,6 +457,8 @@ export class Store {
       manifest: JSON.parse(d.manifest) as unknown,
       createdAt: new Date(d.createdAt).toISOString(),
       active: app.activeDeploymentId === d.id,
+      status: d.status as DeploymentStatus,
+      error: d.error,
       routes: this.#routesOf(d.id),
     };
   }

@@ -46,6 +46,13 @@ export const deployments = sqliteTable("deployments", {
   /** The manifest after validation and defaults, as JSON. */
   manifest: text("manifest").notNull(),
   createdAt: integer("created_at").notNull(),
+  /**
+   * "checking" while its health check runs, "ready" once it passed (only a ready deployment is
+   * ever active), "failed" with `error` when it did not (never retried, never activated).
+   */
+  status: text("status").notNull().default("ready"),
+  /** Why the health check failed (the request, its status, the runtime's last log lines). */
+  error: text("error"),
 }, (t) => [uniqueIndex("deployments_app_version_uq").on(t.appId, t.version)]);
 
 export const routes = sqliteTable("routes", {

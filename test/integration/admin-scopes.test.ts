@@ -53,7 +53,7 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
   let bobInvoiceId = "";
 
   beforeAll(async () => {
-    server = await startServer();
+    server = await startServer(["--allow-closing-open-periods"]);
     const alice = await admin(server, "POST", "/v1/accounts", json({ name: "alice" }));
     expect(alice.status).toBe(201);
     tokens.both = alice.json.token;

@@ -52,7 +52,7 @@ describe("billing dashboard in a real browser", () => {
   let acmeToken = "";
 
   beforeAll(async () => {
-    server = await startServer();
+    server = await startServer(["--allow-closing-open-periods"]);
 
     // The default account: an app deployed with the CLI, ten requests, then the period closed.
     const app = phpBundle("dash.localhost", { "index.php": "<?php echo 'hello ' . intdiv(6 * 7, 1);" });

@@ -53,7 +53,8 @@ describe("snapshots are stored at deploy and survive a restart", () => {
     expect(rows.length).toBe(1);
     expect(rows[0]!.engine_build).toMatch(/^php-wasm-[\d.]+\/node-8-3-[\d.]+\/engine-\d+\/ini-[0-9a-f]{12}$/);
     expect(rows[0]!.memory_bytes).toBeGreaterThan(1_000_000);
-    expect(server.output()).toContain('"msg":"snapshot stored"');
+    // The row is written before the log line: poll for the line.
+    await waitFor(() => (server.output().includes('"msg":"snapshot stored"') ? true : undefined));
     expect(await server.stop()).toBe(0);
 
     // Restart on the same data dir: the instance comes back from the stored snapshot.

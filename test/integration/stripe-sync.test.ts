@@ -26,7 +26,7 @@ describe("Stripe sync against a local Stripe-shaped server that checks every req
     stripe = await startStripeServer();
     process.env.STRIPE_API_KEY = "sk_test_zerocell";
     process.env.STRIPE_API_BASE = stripe.url;
-    server = await startServer();
+    server = await startServer(["--allow-closing-open-periods"]);
   });
   afterAll(async () => {
     await server?.stop();
@@ -62,7 +62,7 @@ describe("Stripe sync against a local Stripe-shaped server that checks every req
     await new Promise((r) => server.proc.once("exit", r));
 
     // Restart: the unfinished sync resumes by itself.
-    server = await startServer([], { dataDir });
+    server = await startServer(["--allow-closing-open-periods"], { dataDir });
     const inv = await until(async () => {
       const list = (await admin(server, "GET", "/v1/invoices?account=carol")).json.invoices as Array<{ id: string; syncStatus: string }>;
       return list.find((i) => i.syncStatus === "synced");

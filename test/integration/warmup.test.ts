@@ -66,41 +66,36 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
-  it("a warm-up that never ends is killed at timeout_ms (+ PHP's 2 s boot allowance) with 504, billed, and leaves no host spinning", async () => {
-    const deployed = await admin(server, "POST", "/v1/apps/spinner/deployments", { token, body: await packDirectory(app("spinner.localhost", "<?php while (true) { $x = md5((string) mt_rand()); }", 1000)), contentType: "application/gzip" });
-    expect(deployed.status).toBe(201);
+  it("a warm-up that never ends is killed at timeout_ms (+ PHP's 2 s boot allowance), fails the deploy, is billed with 504, and leaves no host spinning", async () => {
     const t0 = Date.now();
-    const r = await fetchApp(server, "spinner.localhost", "/");
+    const deployed = await admin(server, "POST", "/v1/apps/spinner/deployments", { token, body: await packDirectory(app("spinner.localhost", "<?php while (true) { $x = md5((string) mt_rand()); }", 1000)), contentType: "application/gzip" });
     const took = Date.now() - t0;
-    expect(r.status).toBe(504);
-    expect(r.text).toContain("warm-up");
-    expect(r.text).toContain("ms of CPU time");
+    // The deploy's health check ran the warm-up: the deployment is failed, never active.
+    expect(deployed.status).toBe(422);
+    expect(deployed.json.error.code).toBe("health_check_failed");
+    // CPU time, or the wall-clock backstop when a loaded machine gives the host little CPU.
+    expect(deployed.json.error.message).toMatch(/warm-up request 1 (used more than 3000 ms of CPU time|did not finish within 19000 ms)/);
     // 1 s + 2 s of CPU after the host starts (the rest is slack for a loaded machine).
     expect(took).toBeLessThan(30_000);
+    expect((await fetchApp(server, "spinner.localhost", "/")).status).toBe(404);
     const row = await waitFor("the warm-up usage record", () => warmupRows(server).find((x) => x.status === 504));
     expect(row.account_id).toBe(accountId);
     expect(row.wall_us).toBeGreaterThanOrEqual(1_000_000);
     // The host that ran it is gone (no CPU burnt after the limit).
     await waitFor("the spinning host to be gone", () => (server.hostPids().every((p) => !isAlive(p)) ? true : undefined));
-    // `zerocell pool` shows why it failed, and deploying another app does not start it again.
-    const pool = JSON.parse(server.cli(["pool", "spinner", "--json"]).stdout) as { deployments: Array<{ starting: number; instances: number; lastStartError?: { code: string; message: string } }> };
-    expect(pool.deployments).toHaveLength(1);
-    expect(pool.deployments[0]!.lastStartError?.code).toBe("warmup_timeout");
-    expect(server.cli(["pool"]).stdout).toContain("spinner");
-    expect(server.cli(["pool"]).stdout).toMatch(/failed to start at .*warm-up request 1 used more than 3000 ms of CPU time/);
+    // `zerocell deployments` shows it failed; deploying another app does not start it again.
+    expect(server.cli(["deployments", "spinner"]).stdout).toMatch(/v1 .* failed/);
     expect((await admin(server, "POST", "/v1/apps/other/deployments", { token, body: await packDirectory(app("other.localhost", "<?php usleep(200000); echo 'warm';", 5000)), contentType: "application/gzip" })).status).toBe(201);
-    const after = JSON.parse(server.cli(["pool", "spinner", "--json"]).stdout) as { deployments: Array<{ starting: number; instances: number }> };
-    expect(after.deployments[0]).toMatchObject({ starting: 0, instances: 0 });
+    const after = JSON.parse(server.cli(["pool", "spinner", "--json"]).stdout) as { deployments: unknown[] };
+    expect(after.deployments).toHaveLength(0);
   });
 
-  it("a warm-up that waits instead of computing is stopped by the wall-clock backstop with 504", async () => {
-    const deployed = await admin(server, "POST", "/v1/apps/sleeper/deployments", { token, body: await packDirectory(app("sleeper.localhost", "<?php sleep(3600);", 500)), contentType: "application/gzip" });
-    expect(deployed.status).toBe(201);
+  it("a warm-up that waits instead of computing is stopped by the wall-clock backstop and fails the deploy", async () => {
     const t0 = Date.now();
-    const r = await fetchApp(server, "sleeper.localhost", "/");
+    const deployed = await admin(server, "POST", "/v1/apps/sleeper/deployments", { token, body: await packDirectory(app("sleeper.localhost", "<?php sleep(3600);", 500)), contentType: "application/gzip" });
     const took = Date.now() - t0;
-    expect(r.status).toBe(504);
-    expect(r.text).toContain("did not finish within 17500 ms");
+    expect(deployed.status).toBe(422);
+    expect(deployed.json.error.message).toContain("did not finish within 17500 ms");
     // (0.5 s + 2 s) × 3 + 10 s = 17.5 s after the warm-up began.
     expect(took).toBeGreaterThanOrEqual(17_000);
     expect(took).toBeLessThan(45_000);

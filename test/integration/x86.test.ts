@@ -94,7 +94,7 @@ describe("native x86-64 CGI apps through the platform", () => {
   it("hostile programs that pass validation end in clear errors while the server keeps serving", async () => {
     const fixture = (name: string) => readFileSync(join(ROOT, "test", "fixtures", "build", "x86-exec", name));
     const deploy = (name: string, limits: string) =>
-      server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\n${limits}\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
+      server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\nhealth = []\n[x86]\nprogram = "bin/app"\n[limits]\n${limits}\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
     for (const name of ["infinite-loop", "syscall-flood", "mmap-exec", "open-passwd"]) deploy(name, "timeout_ms = 1500\nmemory_mb = 64");
     // Filling memory takes the emulator a while (every guest store is slow in libunicorn 2.0.1).
     deploy("memory-bomb", "timeout_ms = 20000\nmemory_mb = 16");
@@ -129,7 +129,7 @@ describe("native x86-64 CGI apps through the platform", () => {
   it("a response flood is stopped while it writes (502 response_too_large), host pages crash (500), quotas hold", async () => {
     const fixture = (name: string) => readFileSync(join(ROOT, "test", "fixtures", "build", "x86-exec", name));
     for (const name of ["output-flood", "host-pages", "tmp-quota"]) {
-      server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = 20000\nmemory_mb = 32\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
+      server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\nhealth = []\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = 20000\nmemory_mb = 32\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
     }
     // 1 MiB blocks forever: the gateway's response limit (32 MiB by default) stops the guest.
     const t0 = Date.now();

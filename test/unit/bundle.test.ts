@@ -10,6 +10,7 @@ import {
   encodeImage,
   loadBundle,
   packDirectory,
+  packDirectoryReport,
   parseManifest,
   readBundleArchive,
   type BundleImage,
@@ -158,6 +159,7 @@ describe("packDirectory → loadBundle → encode/decode", () => {
       ],
       limits: { timeoutMs: 5000, memoryMb: 128, maxBodyBytes: 10 * 1024 * 1024, dataMb: 16 },
       warmup: ["/", "/about"],
+      health: ["/"],
     });
 
     const decoded = decodeImage(encodeImage(image));
@@ -537,6 +539,38 @@ describe("loadBundle", () => {
   });
 });
 
+describe("packDirectory leaves out dotfiles, .git, node_modules and .zerocellignore's patterns", () => {
+  it("skips them by default, honours .zerocellignore (with ! re-includes) and lists what it left out", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "zc-pack-ignore-"));
+    try {
+      const files: Record<string, string> = {
+        "zerocell.toml": 'runtime = "php"\n',
+        "index.php": "<?php echo 1;",
+        ".env": "DB_PASSWORD=hunter2",
+        ".git/config": "[core]",
+        "node_modules/x/index.js": "1",
+        "lib/.secret": "s",
+        "lib/keep.php": "<?php",
+        "build/out.o": "o",
+        "notes.log": "log",
+        ".well-known/security.txt": "Contact: x",
+        ".zerocellignore": "build/\n*.log\n!.well-known/\nzerocell.toml\n",
+      };
+      for (const [p, d] of Object.entries(files)) {
+        await mkdir(join(dir, p, ".."), { recursive: true });
+        await writeFile(join(dir, p), d);
+      }
+      const { archive, skipped } = await packDirectoryReport(dir);
+      expect(skipped).toEqual([".env", ".git/", ".zerocellignore", "build/", "lib/.secret", "node_modules/", "notes.log"]);
+      const { image } = loadBundle(archive);
+      // zerocell.toml is never left out, even when .zerocellignore names it.
+      expect(paths(image).filter((p) => p.startsWith("file:"))).toEqual(["file:.well-known/security.txt", "file:index.php", "file:lib/keep.php", "file:zerocell.toml"]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("parseManifest", () => {
   it("fills every default", () => {
     expect(parseManifest('runtime = "php"')).toEqual({
@@ -547,6 +581,7 @@ describe("parseManifest", () => {
       routes: [],
       limits: { timeoutMs: 10000, memoryMb: 128, maxBodyBytes: 10485760, dataMb: 16 },
       warmup: [],
+      health: ["/"],
     });
   });
 

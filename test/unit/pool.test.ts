@@ -7,7 +7,7 @@
 import { describe, it, expect, afterEach } from "vitest";
 import { Pool, NO_ISOLATION, type DeploymentSource, type HostFactory, type HostResponse, type PoolHost, type PoolLimits } from "../../src/pool/index.js";
 import { parseManifest } from "../../src/bundle/index.js";
-import { PoolSaturatedError, SandboxError } from "../../src/errors.js";
+import { InstanceUnavailableError, PoolSaturatedError, SandboxError } from "../../src/errors.js";
 import type { EngineRequest } from "../../src/runtime/engine.js";
 
 /**
@@ -190,14 +190,31 @@ describe("pool (in-process hosts)", () => {
     expect(text(d).split(":")[0]).not.toBe(text(s).split(":")[0]);
   });
 
-  it("fails every waiter with the reason when no host can start", async () => {
+  it("fails every waiter with 503 + Retry-After and the start's code when no host can start", async () => {
     const h = harness({ maxInstancesPerDeployment: 2 });
     h.failStarts = new SandboxError("host_start_timeout", 502, "sandbox: host did not become ready");
     const all = await Promise.allSettled([1, 2, 3].map((i) => h.pool.run("dep1", "snapshot", request(`/${i}`), 1000)));
-    expect(all.every((r) => r.status === "rejected" && (r.reason as SandboxError).code === "host_start_timeout")).toBe(true);
+    for (const r of all) {
+      expect(r.status).toBe("rejected");
+      const e = (r as PromiseRejectedResult).reason as InstanceUnavailableError;
+      expect(e).toBeInstanceOf(InstanceUnavailableError);
+      expect(e).toMatchObject({ code: "instance_unavailable", status: 503, details: { reason: "host_start_timeout" } });
+      expect(e.retryAfterS).toBeGreaterThan(0);
+    }
     // It recovers once starts work again.
     h.failStarts = undefined;
     expect((await h.pool.run("dep1", "snapshot", request("/ok"), 1000)).status).toBe(200);
+  });
+
+  it("bounds the wait for an instance apart from timeout_ms: 503 instance_unavailable, the queue moves on", async () => {
+    const h = harness({ maxInstancesPerDeployment: 1, maxAcquireWaitMs: 100 });
+    const busy = h.pool.run("dep1", "snapshot", request("/sleep/400"), 5000);
+    await expect.poll(() => h.pool.stats()[0]?.busy).toBe(1);
+    await expect(h.pool.run("dep1", "snapshot", request("/waits"), 5000)).rejects.toMatchObject({ code: "instance_unavailable", status: 503, details: { reason: "acquire_timeout" } });
+    expect((await busy).status).toBe(200);
+    expect(h.pool.stats()[0]!.queued).toBe(0);
+    // A request whose wait is short enough still runs, with its own full timeout_ms.
+    expect((await h.pool.run("dep1", "snapshot", request("/sleep/150"), 1000)).status).toBe(200);
   });
 
   it("retiring a deployment lets its in-flight request finish, then shuts every host down", async () => {
@@ -227,7 +244,7 @@ describe("pool (in-process hosts)", () => {
   it("does not prewarm a deployment whose last start failed (until a request succeeds), and shows why it failed", async () => {
     const h = harness();
     h.failStarts = new SandboxError("warmup_timeout", 504, "sandbox: warm-up request 1 used too much CPU");
-    await expect(h.pool.run("dep1", "snapshot", request("/a"), 1000)).rejects.toMatchObject({ code: "warmup_timeout" });
+    await expect(h.pool.run("dep1", "snapshot", request("/a"), 1000)).rejects.toMatchObject({ code: "instance_unavailable", status: 503, details: { reason: "warmup_timeout" } });
     expect(h.pool.stats()[0]!.lastStartError).toMatchObject({ code: "warmup_timeout", message: "sandbox: warm-up request 1 used too much CPU" });
     h.failStarts = undefined;
     h.pool.prewarm("dep1", "snapshot");

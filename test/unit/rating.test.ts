@@ -258,6 +258,36 @@ describe("invoices from the daily aggregates (Billing on a real SQLite file)", (
     };
   }
 
+  it("refuses to close the current or a future period", () => {
+    const now = new Date(Date.UTC(2026, 11, 5));
+    expect(() => billing.closePeriod("2026-12", false, now)).toThrow(/still open/);
+    expect(() => billing.closePeriod("2027-01", false, now)).toThrow(/in the future/);
+    expect(billing.closePeriod("2026-11", false, now)).toMatchObject({ created: [], existing: 0 });
+    // The operator's override (tests, demos) allows the current period, never a future one.
+    const lenient = new Billing(db, { allowClosingOpenPeriods: true });
+    expect(lenient.closePeriod("2026-12", false, now).created).toEqual([]);
+    expect(() => lenient.closePeriod("2027-01", false, now)).toThrow(/in the future/);
+  });
+
+  it("usage arriving late for a closed period is billed in the next open one, once", () => {
+    const a = store.createAccount("late-co", null);
+    const rec = new UsageRecorder(db, { flushIntervalMs: 60_000, enabled: true });
+    rec.record(record(a.id, 1, { startedAt: Date.UTC(2020, 0, 10) }));
+    rec.flush();
+    const closed = billing.closePeriod("2020-01", false);
+    const requestsIn = (from: string, to: string) => (db.sqlite.prepare("SELECT coalesce(sum(requests), 0) AS n FROM usage_daily WHERE account_id = ? AND day BETWEEN ? AND ?").get(a.id, from, to) as { n: number }).n;
+    expect(requestsIn("2020-01-01", "2020-01-31")).toBe(1);
+    // Two late records of January 2020 (one repeated: the same request id counts once).
+    rec.record(record(a.id, 2, { startedAt: Date.UTC(2020, 0, 20) }));
+    rec.record(record(a.id, 2, { startedAt: Date.UTC(2020, 0, 20) }));
+    rec.close();
+    // January (invoiced) is unchanged; the late request counts today, in the open period.
+    expect(requestsIn("2020-01-01", "2020-01-31")).toBe(1);
+    const today = new Date().toISOString().slice(0, 10);
+    expect(requestsIn(today, today)).toBe(1);
+    expect(billing.invoice(closed.created[0]!.id)!.total).toBe(closed.created[0]!.total);
+  });
+
   it("drafts and closes invoices in each account's plan currency; totals are the sums of the lines", () => {
     // ¥30 per million requests (30 micro-yen each), ¥2 per GB-s, nothing free.
     const yen = billing.createPlan({ name: "tokyo", currency: "jpy", requestPriceMicros: 30, gbSecondPriceMicros: 2_000_000, gigaInstructionPriceMicros: 0, freeRequests: 0, freeGbSeconds: 0, freeGigaInstructions: 0 });

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import net from "node:net";
 import { encodeFrame, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMessage } from "../../protocol/index.js";
 import type { Engine, EngineInstance } from "../engine.js";
-import { decodeImage, type Manifest } from "../../bundle/index.js";
+import { decodeImage, healthPaths, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";
 import { isZerocellError } from "../../errors.js";
@@ -64,22 +64,54 @@ let instance: EngineInstance | undefined;
 let afterRequest: (() => void) | undefined;
 let maxResponseBytes = 0;
 
+/** Lines the guest's runtime logged while a warm-up request ran (bounded), for the failure message. */
+const WARMUP_LOG_TAIL_CHARS = 2048;
+let capture: string[] | undefined;
+const writeStderr = process.stderr.write.bind(process.stderr);
+process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+  if (capture !== undefined) {
+    capture.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
+    if (capture.length > 64) capture.splice(0, capture.length - 64);
+  }
+  return (writeStderr as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+}) as typeof process.stderr.write;
+
+/** A warm-up or health request that failed: the instance must never be snapshotted or serve. */
+class WarmupFailedError extends Error {
+  readonly code = "warmup_failed";
+}
+
 /**
- * Runs the manifest's warm-up requests (or "/" when it names none) so the first real request
- * does not pay for the runtime's lazy start-up (and opcache is warm); their results are ignored,
- * then the instance takes the snapshot every reset returns to.
+ * Runs the manifest's warm-up requests, then its health paths (default "/"; one a warm-up request
+ * already asked for is not asked again), so the first real request
+ * does not pay for the runtime's lazy start-up (and opcache is warm); then the instance takes the
+ * snapshot every reset returns to.
+ * Must never: snapshot an instance whose warm-up or health request threw (it may have stopped
+ * mid-request: functions of the aborted script still declared) or answered a 5xx. Such a start
+ * fails with the request, its status and the last lines the runtime logged (PHP's "Parse error
+ * ... in /public/index.php on line 3", Python's traceback): a new deployment is then refused.
  */
 async function warmUp(inst: EngineInstance, manifest: Manifest, precompile: boolean): Promise<void> {
-  const paths = manifest.warmup.length > 0 ? manifest.warmup : ["/"];
+  const warm = manifest.warmup;
+  const paths = [...warm, ...healthPaths(manifest).filter((p) => !warm.includes(p))];
   const host = manifest.routes[0]?.host.replace(/^\*\.?/, "") || "localhost";
   for (const [index, url] of paths.entries()) {
     // Tenant code runs now: the gateway bounds each warm-up request by timeout_ms (the first also
     // by the runtime's boot allowance: Python imports the app in it) and bills the time.
     send({ t: "warmup", index });
+    capture = [];
+    let failure: string | undefined;
     try {
-      await inst.handle({ method: "GET", url, headers: [["host", host], ["user-agent", "zerocell-warmup"]], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 0, https: true, serverName: host, serverPort: 443, scriptName: "", params: {} });
+      const res = await inst.handle({ method: "GET", url, headers: [["host", host], ["user-agent", "zerocell-warmup"]], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 0, https: true, serverName: host, serverPort: 443, scriptName: "", params: {} });
+      if (res.status >= 500) failure = `GET ${url} answered ${res.status}`;
     } catch (e) {
-      process.stderr.write(`warm-up ${url} failed: ${(e as Error).message}\n`);
+      failure = `GET ${url} failed: ${describeError(e)}`;
+    }
+    const logged = capture.join("").trim();
+    capture = undefined;
+    if (failure !== undefined) {
+      const tail = logged.length > WARMUP_LOG_TAIL_CHARS ? "…" + logged.slice(-WARMUP_LOG_TAIL_CHARS) : logged;
+      throw new WarmupFailedError(`${failure}${tail === "" ? "" : `\n${tail}`}`);
     }
   }
   // The engine's precompile step gets its own timeout_ms, like one more warm-up request.
@@ -137,7 +169,12 @@ async function onFrame(frame: Frame): Promise<void> {
           afterRequest = sendSnapshot;
         }
       } catch (e) {
-        send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${describeError(e)}` });
+        // A failed warm-up leaves an instance nobody may use: the host exits after saying why.
+        if (e instanceof WarmupFailedError) {
+          instance?.dispose();
+          instance = undefined;
+          send({ t: "fail", code: e.code, message: `warm-up: ${e.message}` });
+        } else send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${describeError(e)}` });
       }
       return;
     }

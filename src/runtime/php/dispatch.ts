@@ -4,6 +4,9 @@
  * index, a redirect to the directory with a trailing slash, the front controller, or 404.
  * Works on decoded paths and refuses dot segments, so nothing outside the document root is
  * reachable by URL (the rest of the image, e.g. data/ or zerocell.toml, stays private).
+ * Must never: serve or run a hidden file or anything under a hidden directory (.env, .git/,
+ * .htpasswd; only /.well-known/ is public), or the manifest when the document root is the bundle
+ * root: such paths are 404 whether or not they exist.
  */
 
 export type Dispatch =
@@ -37,9 +40,16 @@ export function decodePathSegments(rawPath: string): string[] | undefined {
   return out;
 }
 
-export function dispatch(fs: DispatchFs, docRoot: string, rawPath: string, query: string, frontController: string | null): Dispatch {
+/** Whether a URL's decoded segments name a file the platform never serves (see the module comment). */
+export function isPrivatePath(segments: readonly string[], docRootIsBundleRoot: boolean): boolean {
+  if (segments.some((s, i) => s.startsWith(".") && !(i === 0 && s === ".well-known" && segments.length > 1))) return true;
+  return docRootIsBundleRoot && segments.length === 1 && segments[0]!.toLowerCase() === "zerocell.toml";
+}
+
+export function dispatch(fs: DispatchFs, docRoot: string, rawPath: string, query: string, frontController: string | null, docRootIsBundleRoot = false): Dispatch {
   const segments = decodePathSegments(rawPath);
   if (segments === undefined) return { kind: "bad-request", reason: "invalid path (dot segments, NUL or bad percent-encoding)" };
+  if (isPrivatePath(segments, docRootIsBundleRoot)) return { kind: "not-found" };
   const path = "/" + segments.join("/");
   const full = docRoot + (path === "/" ? "" : path);
 

@@ -217,7 +217,7 @@ class PhpInstance implements EngineInstance {
     const q = request.url.indexOf("?");
     const rawPath = q === -1 ? request.url : request.url.slice(0, q);
     const query = q === -1 ? "" : request.url.slice(q);
-    const d = dispatch(this.#php, this.#docRoot, rawPath, query, this.#frontController);
+    const d = dispatch(this.#php, this.#docRoot, rawPath, query, this.#frontController, this.#docRoot === APP_ROOT);
     switch (d.kind) {
       case "bad-request":
         return textResponse(400, `bad request: ${d.reason}\n`);

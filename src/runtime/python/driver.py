@@ -355,8 +355,10 @@ def _environ(r, body):
 
 
 def _error_response(message):
+    # The gateway shows visitors its short error page with the request id for this marker; the
+    # traceback went to the log (_log) only.
     body = b"Internal Server Error\n"
-    return 500, [["content-type", "text/plain; charset=utf-8"], ["content-length", str(len(body))]], body
+    return 500, [["content-type", "text/plain; charset=utf-8"], ["content-length", str(len(body))], ["x-zerocell-error", "app"]], body
 
 
 def _log(text):
