@@ -739,7 +739,7 @@ describe("C. hostile input to the admin API", () => {
     for (const [method, path] of [
       ["GET", "/v1/nope"],
       ["GET", "/nope"],
-      ["DELETE", "/v1/apps/c"],
+      ["DELETE", "/v1/apps/c/deployments"],
       ["PATCH", "/v1/apps/c/deployments"],
       ["GET", "/v1/apps/c/deployments/extra/segments"],
       ["POST", "/v2/apps/c/deployments"],

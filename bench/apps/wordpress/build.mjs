@@ -167,7 +167,7 @@ export async function buildWordPressSite({ out = DEFAULT_SITE_DIR, version = DEF
   const pluginZip = join(pkg, "src", "sqlite-database-integration", "sqlite-database-integration.zip");
   if (!existsSync(wpZip)) throw new Error(`${PACKAGE} has no WordPress ${version} (${wpZip})`);
   const stamp = join(out, ".zerocell-build.json");
-  const want = JSON.stringify({ version, assets, pkg: JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")).version });
+  const want = JSON.stringify({ version, assets, pkg: JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")).version, layout: 2 });
   if (!force && existsSync(stamp) && readFileSync(stamp, "utf8") === want) return { dir: out, reused: true };
   const tmp = `${out}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -191,6 +191,8 @@ export async function buildWordPressSite({ out = DEFAULT_SITE_DIR, version = DEF
   // 4. wp-config.php, 5. the manifest
   writeFileSync(join(tmp, "wp-config.php"), wpConfig());
   writeFileSync(join(tmp, "zerocell.toml"), MANIFEST);
+  // The packer leaves dotfiles out; the database is one (never served: dispatch refuses hidden files).
+  writeFileSync(join(tmp, ".zerocellignore"), "!wp-content/database/.ht.sqlite\n");
   if (!existsSync(join(tmp, "wp-content", "database", ".ht.sqlite"))) throw new Error(`wp-${version}.zip has no pre-installed database`);
   // 6. the database settled
   const settled = await settleDatabase(tmp);
