@@ -99,6 +99,12 @@ async function api(target: ClientTarget, method: string, path: string, body?: Bu
   return r.body;
 }
 
+/** The CLI error for a failed streamed API call (one read with fetch, not through api()). */
+async function responseError(res: Response): Promise<CliError> {
+  const err = ((await res.json().catch(() => ({}))) as { error?: { message?: string; code?: string } }).error;
+  return new CliError(`${err?.message ?? `HTTP ${res.status}`}${err?.code === undefined ? "" : ` (${err.code})`}`);
+}
+
 function print(json: boolean, data: unknown, human: () => string): void {
   process.stdout.write(json ? JSON.stringify(data, null, 2) + "\n" : human() + "\n");
 }
@@ -403,8 +409,7 @@ program
     q.set("follow", "1");
     const res = await fetch(new URL(`${path}?${q}`, target.url), { headers: { authorization: `Bearer ${target.token}`, accept: "text/event-stream" } });
     if (!res.ok || res.body === null) {
-      const err = ((await res.json().catch(() => ({}))) as { error?: { message?: string; code?: string } }).error;
-      throw new CliError(`${err?.message ?? `HTTP ${res.status}`}${err?.code === undefined ? "" : ` (${err.code})`}`);
+      throw await responseError(res);
     }
     const decoder = new TextDecoder();
     let buf = "";
@@ -439,8 +444,7 @@ program
       const url = new URL(`${base}/${encodeURIComponent(opts.export)}/export`, target.url);
       const res = await fetch(url, { headers: { authorization: `Bearer ${target.token}` } });
       if (!res.ok) {
-        const err = ((await res.json().catch(() => ({}))) as { error?: { message?: string; code?: string } }).error;
-        throw new CliError(`${err?.message ?? `HTTP ${res.status}`}${err?.code === undefined ? "" : ` (${err.code})`}`);
+        throw await responseError(res);
       }
       const tar = Buffer.from(await res.arrayBuffer());
       if (opts.output !== undefined) {

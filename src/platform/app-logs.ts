@@ -64,6 +64,7 @@ export class AppLogs {
   readonly #db: OpenedDb;
   readonly #limits: AppLogLimits;
   readonly #insert: Statement;
+  readonly #select: Statement;
   readonly #followers = new Map<string, Set<Follower>>();
   #buffer: Pending[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -78,6 +79,10 @@ export class AppLogs {
     this.#db = db;
     this.#limits = { ...DEFAULT_APP_LOG_LIMITS, ...limits };
     this.#insert = db.sqlite.prepare("INSERT INTO app_logs (app_id, deployment_id, request_id, at, line) VALUES (@appId, @deploymentId, @requestId, @at, @line)");
+    this.#select = db.sqlite.prepare(
+      `SELECT id, at, deployment_id AS deploymentId, request_id AS requestId, line FROM app_logs
+       WHERE app_id = ? AND id > ? AND at >= ? ORDER BY id DESC LIMIT ?`,
+    );
     this.#pruner = setInterval(() => this.prune(), this.#limits.pruneIntervalMs);
     this.#pruner.unref();
   }
@@ -127,12 +132,7 @@ export class AppLogs {
   list(appId: string, opts: { sinceMs?: number; afterId?: number; limit: number }): AppLogLine[] {
     this.flush();
     // The newest `limit` lines that match, returned oldest first.
-    const rows = this.#db.sqlite
-      .prepare(
-        `SELECT id, at, deployment_id AS deploymentId, request_id AS requestId, line FROM app_logs
-         WHERE app_id = ? AND id > ? AND at >= ? ORDER BY id DESC LIMIT ?`,
-      )
-      .all(appId, opts.afterId ?? 0, opts.sinceMs ?? 0, opts.limit) as AppLogLine[];
+    const rows = this.#select.all(appId, opts.afterId ?? 0, opts.sinceMs ?? 0, opts.limit) as AppLogLine[];
     return rows.reverse();
   }
 

@@ -257,19 +257,12 @@ export class HostProcess {
   cpuTimeMs(): number | undefined {
     const pid = this.child.pid;
     if (pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return undefined;
-    let ticks = 0;
-    const visit = (p: number, depth: number) => {
-      try {
-        // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-        const stat = readFileSync(`/proc/${p}/stat`, "utf8");
-        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-        ticks += Number(f[11]) + Number(f[12]);
-      } catch {
-        return;
-      }
-      if (depth < 3) for (const c of childrenOf(p)) visit(c, depth + 1);
-    };
-    visit(pid, 0);
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const ticks = sumOverTree(pid, (p) => {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return Number(f[11]) + Number(f[12]);
+    });
     return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
   }
 
@@ -359,14 +352,21 @@ function childrenOf(pid: number): number[] {
 
 /** RSS of a process and its descendants (the wrappers' child is the node host), bytes. */
 function treeRssBytes(pid: number): number {
+  return sumOverTree(pid, (p) => {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+    return m === null ? 0 : Number(m[1]) * 1024;
+  });
+}
+
+/** `read` summed over a process and its descendants (at most 64; ones already gone count 0). */
+function sumOverTree(pid: number, read: (pid: number) => number): number {
   let total = 0;
   const seen = new Set<number>();
   const visit = (p: number) => {
     if (seen.has(p) || seen.size > 64) return;
     seen.add(p);
     try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
-      if (m !== null) total += Number(m[1]) * 1024;
+      total += read(p);
       for (const c of childrenOf(p)) visit(c);
     } catch {
       // gone
