@@ -180,6 +180,12 @@ function parsePositive(v: string): number {
   return n;
 }
 
+function parseNonNegative(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new CliError(`invalid number "${v}"`);
+  return n;
+}
+
 program
   .command("serve")
   .description("start the platform (HTTP, HTTPS and the admin API)")
@@ -196,12 +202,14 @@ program
   .option("--max-instances <n>", "sandbox instances per deployment and mode", parsePositive, 2)
   .option("--max-queue <n>", "requests waiting per deployment and mode before 503", parsePositive, 256)
   .option("--max-response-bytes <n>", "largest response body an app may send", parsePositive, 32 * 1024 * 1024)
-  .option("--idle-ttl-ms <n>", "stop instances idle this long (down to one per deployment and mode)", parsePositive, 300_000)
+  .option("--idle-ttl-ms <n>", "stop instances idle this long (an idle app scales to zero; its next request starts from its snapshot)", parsePositive, 300_000)
+  .option("--min-instances <n>", "instances each deployment and mode keeps even when idle", parseNonNegative, 0)
+  .option("--memory-budget-mb <n>", "memory all sandbox hosts together may use, MiB (default: 60% of the machine's); idle instances are evicted (LRU) to stay under it")
   .option("--no-spare-hosts", "do not keep a preloaded spare sandbox host per runtime in use")
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
   .option("--allow-closing-open-periods", "let `invoices close` close the current period (tests and demos; its later usage then goes to the next period)")
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean }) => {
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean }) => {
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -215,7 +223,7 @@ program
       adminHost: opts.adminHost,
       http: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
-      pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, spareHosts: opts.spareHosts },
+      pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, minInstancesPerDeployment: opts.minInstances, memoryBudgetBytes: opts.memoryBudgetMb === undefined ? 0 : parsePositive(opts.memoryBudgetMb) * 1048576, spareHosts: opts.spareHosts },
     });
     process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}  (data ${dataDir})\n`);
     if (opts.examples === true) {
@@ -357,21 +365,26 @@ program
   .addOption(jsonOption())
   .action(async (app: string | undefined, opts: { data?: string; json?: boolean }) => {
     const res = (await api(findTarget(opts), "GET", "/v1/pool")) as {
-      deployments: Array<{ app: string; deploymentId: string; mode: string; instances: number; idle: number; busy: number; starting: number; queued: number; resets: number; acquireMs: Quantiles; resetMs: Quantiles; instanceStartMs: Quantiles; lastStartError?: { code: string; message: string; at: string } }>;
+      deployments: Array<{ app: string; deploymentId: string; mode: string; instances: number; idle: number; busy: number; starting: number; queued: number; resets: number; memoryBytes?: number; acquireMs: Quantiles; resetMs: Quantiles; instanceStartMs: Quantiles; lastStartError?: { code: string; message: string; at: string } }>;
       /** Admin tokens only. */
       spares?: { ready: Array<{ runtime: string; pid: number }>; taken: number };
+      /** Admin tokens only. */
+      memory?: { budgetBytes: number; usedBytes: number; waitingStarts: number; evictionsForBudget: number; refused: number };
     };
     const rows = res.deployments.filter((d) => app === undefined || d.app === app);
-    print(opts.json === true, { deployments: rows, ...(res.spares === undefined ? {} : { spares: res.spares }) }, () => {
+    print(opts.json === true, { deployments: rows, ...(res.spares === undefined ? {} : { spares: res.spares }), ...(res.memory === undefined ? {} : { memory: res.memory }) }, () => {
       const t = table([
-        ["APP", "DEPLOYMENT", "MODE", "READY", "BUSY", "STARTING", "QUEUED", "RESETS", "ACQUIRE ms", "RESET ms", "START ms"],
-        ...rows.map((d) => [d.app, d.deploymentId, d.mode, String(d.idle), String(d.busy), String(d.starting), String(d.queued), String(d.resets), fmtQ(d.acquireMs), fmtQ(d.resetMs), fmtQ(d.instanceStartMs)]),
+        ["APP", "DEPLOYMENT", "MODE", "READY", "BUSY", "STARTING", "QUEUED", "RESETS", "MEM MiB", "ACQUIRE ms", "RESET ms", "START ms"],
+        ...rows.map((d) => [d.app, d.deploymentId, d.mode, String(d.idle), String(d.busy), String(d.starting), String(d.queued), String(d.resets), String(Math.round((d.memoryBytes ?? 0) / 1048576)), fmtQ(d.acquireMs), fmtQ(d.resetMs), fmtQ(d.instanceStartMs)]),
       ]);
       const failed = rows.filter((d) => d.lastStartError !== undefined).map((d) => `${d.app} ${d.deploymentId} (${d.mode}) failed to start at ${d.lastStartError!.at}: ${d.lastStartError!.message} [${d.lastStartError!.code}]`);
       const tf = failed.length === 0 ? t : `${t}\n${failed.join("\n")}`;
       if (res.spares === undefined) return tf;
       const ready = res.spares.ready.map((s) => `${s.runtime} (pid ${s.pid})`).join(", ") || "none";
-      return `${tf}\nspare hosts ready: ${ready}; taken so far: ${res.spares.taken}`;
+      const m = res.memory;
+      const mib = (b: number) => Math.round(b / 1048576);
+      const mem = m === undefined ? "" : `\nmemory budget: ${mib(m.usedBytes)} of ${mib(m.budgetBytes)} MiB in use; ${m.waitingStarts} starts waiting; ${m.evictionsForBudget} idle instances evicted for it; ${m.refused} starts refused (503)`;
+      return `${tf}\nspare hosts ready: ${ready}; taken so far: ${res.spares.taken}${mem}`;
     });
   });
 

@@ -270,7 +270,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     const deployments = platform.pool.stats().filter((s) => visibleApps.has(s.app));
     // Host pids are for operators (kill, inspect); a tenant has no use for them.
     if (own !== undefined) return c.json({ deployments: withoutPids(deployments) });
-    return c.json({ deployments, spares: platform.pool.spares() });
+    return c.json({ deployments, spares: platform.pool.spares(), memory: platform.pool.memory() });
   });
 
   endpoint("GET /v1/apps/:app/logs", (c, token) => logsResponse(c, platform, visibleApp(token, c.req.param("app")).id));

@@ -101,6 +101,24 @@ export class PlatformMetrics {
       },
     });
     new Gauge({
+      name: "zerocell_pool_memory_budget_bytes",
+      help: "The memory budget of all sandbox hosts together",
+      registers,
+      collect() {
+        this.set(pool.memory().budgetBytes);
+      },
+    });
+    new Gauge({
+      name: "zerocell_pool_memory_used_bytes",
+      help: "Memory the budget charges now: hosts' measured PSS, estimates for starts, spare hosts",
+      registers,
+      collect() {
+        this.set(pool.memory().usedBytes);
+      },
+    });
+    total("zerocell_pool_budget_evictions_total", "Idle instances evicted to make room in the memory budget", () => pool.memory().evictionsForBudget);
+    total("zerocell_pool_budget_refused_total", "Host starts refused (503) because the memory budget had no room within the wait bound", () => pool.memory().refused);
+    new Gauge({
       name: "zerocell_usage_buffered_records",
       help: "Usage records waiting in memory to be written",
       registers,

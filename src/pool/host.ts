@@ -382,6 +382,11 @@ export class SandboxHost {
     return { response, idle };
   }
 
+  /** Memory of the host's processes now (PSS), bytes; undefined once it exited. */
+  memoryBytes(): number | undefined {
+    return this.#exited ? undefined : this.#process.memoryBytes();
+  }
+
   kill(): void {
     if (!this.#exited) this.#process.kill();
   }

@@ -14,6 +14,9 @@ import type { Manifest } from "../bundle/index.js";
 import type { RouteMode } from "../router/index.js";
 import { LRUCache } from "lru-cache";
 import { InstanceUnavailableError, PoolSaturatedError, SandboxError, ZerocellError } from "../errors.js";
+import { totalmem } from "node:os";
+import { MemoryBudget, defaultBudgetBytes, type Charge } from "./budget.js";
+import { treeMemoryBytes } from "./spawn.js";
 
 export type { WarmupUsage, HostInit, HostOptions, HostResponse } from "./host.js";
 export { hostNodeArgs, detectHostIsolation, closeHostIsolation, NO_ISOLATION, HOST_UID, type HostIsolation } from "./spawn.js";
@@ -31,7 +34,10 @@ export interface PoolLimits {
   startTimeoutMs: number;
   /** An instance idle this long is stopped (down to minInstancesPerDeployment), ms. */
   idleTtlMs: number;
-  /** Instances each deployment and mode keeps even when idle. */
+  /**
+   * Instances each deployment and mode keeps even when idle (default 0: an idle app scales to
+   * zero and its next request starts a host from the stored snapshot).
+   */
   minInstancesPerDeployment: number;
   /** Idle instances across all deployments; beyond it the least recently used is stopped. */
   maxIdleInstances: number;
@@ -42,7 +48,17 @@ export interface PoolLimits {
    * from the app's timeout_ms, which starts when the instance takes the request.
    */
   maxAcquireWaitMs: number;
+  /**
+   * Memory all sandbox hosts together may use (measured PSS, estimates for starts), bytes; 0 =
+   * 60% of the machine's memory. Starts beyond it evict idle instances (LRU) or wait.
+   */
+  memoryBudgetBytes: number;
+  /** How often the hosts' memory is read from /proc for the budget, ms. */
+  memorySampleMs: number;
 }
+
+/** What one host of a runtime is assumed to cost until one was measured, bytes (PSS, measured at main). */
+const DEFAULT_HOST_ESTIMATE_BYTES: Record<string, number> = { php: 200 * 1048576, python: 300 * 1048576, x86: 120 * 1048576 };
 
 export const DEFAULT_POOL_LIMITS: PoolLimits = {
   maxInstancesPerDeployment: 2,
@@ -50,10 +66,12 @@ export const DEFAULT_POOL_LIMITS: PoolLimits = {
   maxResponseBytes: 32 * 1024 * 1024,
   startTimeoutMs: 30_000,
   idleTtlMs: 5 * 60_000,
-  minInstancesPerDeployment: 1,
-  maxIdleInstances: 64,
+  minInstancesPerDeployment: 0,
+  maxIdleInstances: 256,
   spareHosts: true,
   maxAcquireWaitMs: 60_000,
+  memoryBudgetBytes: 0,
+  memorySampleMs: 5_000,
 };
 
 /** What the pool needs to start a deployment's hosts (loaded from the store on demand). */
@@ -119,6 +137,8 @@ export interface PoolHost {
   readonly alive: boolean;
   /** CPU time of the host's last reset, µs, as the host reported it (for the CPU breakdown). */
   readonly lastResetCpuUs?: number | undefined;
+  /** Memory the host uses now (PSS of its processes), bytes; undefined when unknown or gone. */
+  memoryBytes?(): number | undefined;
   onExit(listener: () => void): void;
   /** One request; `idle` resolves when the host can take the next (after its reset), or when it exits. */
   request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<number | undefined> };
@@ -132,6 +152,8 @@ export type HostFactory = (init: HostInit, opts: HostOptions) => Promise<PoolHos
 interface Slot {
   host: PoolHost;
   served: number;
+  /** What the memory budget charges for this host. */
+  charge: Charge | undefined;
 }
 
 /** What the pool-wide idle cache needs from a deployment pool. */
@@ -140,6 +162,7 @@ interface IdleTracker {
   busy(slot: Slot): void;
   /** The pool-wide totals every deployment's pool adds to. */
   readonly counters: PoolCounters;
+  readonly budget: MemoryBudget;
 }
 
 /** Pool-wide totals since start (monotonic; /metrics exports them as counters). */
@@ -207,12 +230,22 @@ class DeploymentPool {
       evicted: this.evicted,
       restoredFromSnapshot: this.restored,
       lastStartError: this.lastStartError,
+      /** What the memory budget charges for this pool's hosts (measured PSS or the estimate), bytes. */
+      memoryBytes: [...this.#all].reduce((sum, s) => sum + (s.charge?.bytes ?? 0), 0),
       acquireMs: this.acquireMs.summary(),
       resetMs: this.resetMs.summary(),
       cpuUs: { ...this.cpu },
       /** New instance: spawn → ready (runtime, image, warm-up, snapshot). */
       instanceStartMs: this.startMs.summary(),
     };
+  }
+
+  /** Reads each host's memory (PSS) into the budget. */
+  sampleMemory(budget: MemoryBudget): void {
+    for (const s of this.#all) {
+      const bytes = s.host.memoryBytes?.();
+      if (s.charge !== undefined && bytes !== undefined) budget.measured(s.charge, bytes);
+    }
   }
 
   /** Starts one host ahead of the first request. */
@@ -235,11 +268,18 @@ class DeploymentPool {
   #grow(): Promise<void> {
     this.#starting++;
     const cold = this.mode === "fresh";
-    const snapshot = cold ? Promise.resolve(undefined) : this.source.loadSnapshot().catch((e: unknown) => {
-      this.#hostOpts.onLog(`snapshot not usable, rebuilding it: ${(e as Error).message}`);
-      return undefined;
-    });
-    return snapshot
+    const budget = this.#tracker.budget;
+    let charge: Charge | undefined;
+    // The memory budget admits the start first (evicting idle instances of any deployment, LRU).
+    return budget
+      .admit(this.source.manifest.runtime, this.#abort.signal)
+      .then((c) => {
+        charge = c;
+        return cold ? undefined : this.source.loadSnapshot().catch((e: unknown) => {
+          this.#hostOpts.onLog(`snapshot not usable, rebuilding it: ${(e as Error).message}`);
+          return undefined;
+        });
+      })
       .then((snap) =>
         this.#startHost(
           {
@@ -264,17 +304,23 @@ class DeploymentPool {
           this.restored++;
           this.#tracker.counters.restoredFromSnapshot++;
         }
-        const slot: Slot = { host, served: 0 };
+        const slot: Slot = { host, served: 0, charge };
+        const measured = host.memoryBytes?.();
+        if (charge !== undefined && measured !== undefined) budget.measured(charge, measured);
         this.#all.add(slot);
         host.onExit(() => {
           if (this.#all.has(slot)) this.#tracker.counters.hostExits++;
+          if (slot.charge !== undefined) budget.release(slot.charge);
           this.#forget(slot);
         });
         this.#release(slot);
       })
       .catch((e: unknown) => {
         this.#starting--;
-        if (!this.#abort.signal.aborted) {
+        if (charge !== undefined) budget.release(charge);
+        const noMemory = e instanceof InstanceUnavailableError && e.details?.reason === "memory_budget";
+        // No room in the memory budget is the platform's state, not the deployment's failure.
+        if (!this.#abort.signal.aborted && !noMemory) {
           this.#tracker.counters.hostStartFailures++;
           const err = e instanceof ZerocellError ? e : undefined;
           this.lastStartError = { code: err?.code ?? "host_start_failed", message: (e as Error).message, at: new Date().toISOString() };
@@ -282,8 +328,9 @@ class DeploymentPool {
         // Nobody will start a host for the waiters: fail them (503, the start's code kept; its
         // message, which may carry the app's log lines, stays in the log and `zerocell pool`).
         const code = e instanceof ZerocellError ? e.code : "host_start_failed";
-        this.#hostOpts.onLog(`instance start failed (${code}): ${(e as Error).message}`);
-        const unavailable = () => new InstanceUnavailableError(`pool: no instance of ${this.source.appName} could start (${code}); try again shortly`, 5, { cause: e, reason: code });
+        if (!this.#abort.signal.aborted) this.#hostOpts.onLog(noMemory ? `no instance started: ${(e as Error).message}` : `instance start failed (${code}): ${(e as Error).message}`);
+        const unavailable = () =>
+          noMemory ? (e as InstanceUnavailableError) : new InstanceUnavailableError(`pool: no instance of ${this.source.appName} could start (${code}); try again shortly`, 5, { cause: e, reason: code });
         if (this.#all.size + this.#starting === 0) {
           for (const w of this.#waiters.splice(0)) w.reject(unavailable());
         } else {
@@ -305,8 +352,12 @@ class DeploymentPool {
   #forget(slot: Slot): void {
     this.#all.delete(slot);
     const i = this.#idle.indexOf(slot);
-    if (i !== -1) this.#idle.splice(i, 1);
-    this.#tracker.busy(slot);
+    // Only an idle slot is in the idle cache (and one being evicted is out of #idle already: the
+    // cache must not be touched from inside its own dispose callback).
+    if (i !== -1) {
+      this.#idle.splice(i, 1);
+      this.#tracker.busy(slot);
+    }
     this.#checkDrained();
   }
 
@@ -405,6 +456,8 @@ class DeploymentPool {
   }
 
   #stop(slot: Slot): void {
+    // Its memory is free from here on for the budget (the process is killed within a second).
+    if (slot.charge !== undefined) this.#tracker.budget.release(slot.charge);
     const p = slot.host.shutdown().finally(() => this.#stopping.delete(p));
     this.#stopping.add(p);
   }
@@ -454,6 +507,8 @@ export class Pool {
   /** Idle instances of every deployment, least recently used first out; TTL stops long-idle ones. */
   readonly #idleCache: LRUCache<Slot, DeploymentPool>;
   readonly #tracker: IdleTracker;
+  readonly #budget: MemoryBudget;
+  readonly #sampler: NodeJS.Timeout;
 
   constructor(options: {
     limits?: Partial<PoolLimits>;
@@ -486,10 +541,43 @@ export class Pool {
         if (reason === "expire" || reason === "evict") pool.evict(slot, reason);
       },
     });
+    this.#budget = new MemoryBudget({
+      budgetBytes: this.#limits.memoryBudgetBytes > 0 ? this.#limits.memoryBudgetBytes : defaultBudgetBytes(totalmem()),
+      defaultEstimateBytes: (runtime) => DEFAULT_HOST_ESTIMATE_BYTES[runtime] ?? DEFAULT_HOST_ESTIMATE_BYTES.php!,
+      maxWaitMs: this.#limits.maxAcquireWaitMs,
+    });
+    // Room for a start is made by evicting the least recently used idle instance of any deployment.
+    this.#budget.evictOne = () => this.#idleCache.pop() !== undefined;
     this.#tracker = {
-      idle: (slot, pool) => this.#idleCache.set(slot, pool),
+      idle: (slot, pool) => {
+        this.#idleCache.set(slot, pool);
+        // An idle instance can be evicted: a start waiting for memory may fit now.
+        if (this.#budget.waiting > 0) queueMicrotask(() => this.#budget.wake());
+      },
       busy: (slot) => this.#idleCache.delete(slot),
       counters: this.counters,
+      budget: this.#budget,
+    };
+    this.#sampler = setInterval(() => this.#sampleMemory(), this.#limits.memorySampleMs);
+    this.#sampler.unref();
+  }
+
+  /** Reads every host's (and spare's) memory for the budget. */
+  #sampleMemory(): void {
+    for (const p of this.#pools.values()) p.sampleMemory(this.#budget);
+    let spares = 0;
+    for (const s of this.#spares?.list() ?? []) spares += s.pid > 0 ? treeMemoryBytes(s.pid) : 0;
+    this.#budget.setOutside(spares);
+  }
+
+  /** The memory budget and what uses it (GET /v1/pool, `zerocell pool`, /metrics). */
+  memory(): { budgetBytes: number; usedBytes: number; waitingStarts: number; estimateBytes: Record<string, number>; admitted: number; waited: number; refused: number; evictionsForBudget: number } {
+    return {
+      budgetBytes: this.#budget.budgetBytes,
+      usedBytes: this.#budget.usedBytes,
+      waitingStarts: this.#budget.waiting,
+      estimateBytes: Object.fromEntries(Object.keys(DEFAULT_HOST_ESTIMATE_BYTES).map((r) => [r, this.#budget.estimate(r)])),
+      ...this.#budget.stats,
     };
   }
 
@@ -623,6 +711,8 @@ export class Pool {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sampler);
+    this.#budget.close();
     this.#spares?.close();
     this.#idleCache.clear();
     const pools = [...this.#pools.values()];

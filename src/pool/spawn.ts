@@ -266,6 +266,13 @@ export class HostProcess {
     return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
   }
 
+  /** Memory of the host's processes now (PSS), bytes; undefined once it is gone. */
+  memoryBytes(): number | undefined {
+    const pid = this.child.pid;
+    if (pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return undefined;
+    return treeMemoryBytes(pid);
+  }
+
   get ceilingBytes(): number {
     return this.#ceilingBytes;
   }
@@ -354,6 +361,24 @@ function childrenOf(pid: number): number[] {
 function treeRssBytes(pid: number): number {
   return sumOverTree(pid, (p) => {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+    return m === null ? 0 : Number(m[1]) * 1024;
+  });
+}
+
+/**
+ * Memory of a process and its descendants, bytes: the proportional set size (PSS, from
+ * /proc/PID/smaps_rollup: pages shared with other processes — Node's code, a snapshot file in
+ * the page cache — count by their share), or RSS where smaps_rollup cannot be read. 0 once gone.
+ */
+export function treeMemoryBytes(pid: number): number {
+  return sumOverTree(pid, (p) => {
+    let m: RegExpExecArray | null = null;
+    try {
+      m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, "utf8"));
+    } catch {
+      // no smaps_rollup (older kernel, or not readable): RSS below
+    }
+    if (m === null) m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
     return m === null ? 0 : Number(m[1]) * 1024;
   });
 }

@@ -102,18 +102,22 @@ describe("pool growth and idle eviction", () => {
     expect(await server.stop()).toBe(0);
   });
 
-  it("grows to the maximum under concurrent load, then shrinks back to one idle instance", async () => {
+  it("grows to the maximum under concurrent load, scales to zero when idle, and restores from the snapshot", async () => {
     await fetchApp(server, "grow.localhost", "/");
     const results = await Promise.all(Array.from({ length: 6 }, () => fetchApp(server, "grow.localhost", "/")));
     expect(results.every((r) => r.status === 200)).toBe(true);
     const stats = async () => (await admin(server, "GET", "/v1/pool")).json.deployments.find((d: { app: string }) => d.app === "grow");
     // The second instance may still be starting when the queue has drained (slow machines).
     await expect.poll(async () => (await stats()).instances, { timeout: 30_000, interval: 100 }).toBe(2);
-    // Idle past the TTL (2 s): back to one.
-    await expect.poll(async () => (await stats()).instances, { timeout: 30_000, interval: 200 }).toBe(1);
-    expect((await stats()).evicted).toBeGreaterThanOrEqual(1);
-    // The survivor keeps serving.
-    expect((await fetchApp(server, "grow.localhost", "/")).text).toBe("ok");
+    // Idle past the TTL (2 s): scaled to zero, no host process left for the app.
+    await expect.poll(async () => (await stats()).instances, { timeout: 30_000, interval: 200 }).toBe(0);
+    expect((await stats()).evicted).toBe(2);
+    const restoredBefore = (await stats()).restoredFromSnapshot;
+    // The next request starts a host from the stored snapshot (no init, no warm-up) and is served.
+    const r = await fetchApp(server, "grow.localhost", "/");
+    expect(r.text).toBe("ok");
+    expect(r.headers.get("x-zerocell-instance")).toMatch(/new/);
+    expect((await stats()).restoredFromSnapshot).toBe(restoredBefore + 1);
   });
 });
 

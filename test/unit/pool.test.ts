@@ -24,6 +24,8 @@ class FakeHost implements PoolHost {
   served: string[] = [];
   shutdowns = 0;
   lastResetCpuUs: number | undefined;
+  /** What memoryBytes() reports (PSS), bytes. */
+  mem = 100 * MiB;
   #exit: Array<() => void> = [];
 
   onExit(listener: () => void): void {
@@ -57,6 +59,10 @@ class FakeHost implements PoolHost {
     return { response, idle };
   }
 
+  memoryBytes(): number | undefined {
+    return this.alive ? this.mem : undefined;
+  }
+
   kill(): void {
     if (!this.alive) return;
     this.alive = false;
@@ -70,6 +76,7 @@ class FakeHost implements PoolHost {
 }
 
 const manifest = parseManifest('runtime = "php"\n');
+const MiB = 1048576;
 
 function source(id = "dep1"): DeploymentSource {
   return { deploymentId: id, appName: `app-${id}`, manifest, image: Buffer.alloc(0), loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
@@ -267,5 +274,72 @@ describe("pool (in-process hosts)", () => {
     await expect.poll(() => capped.hosts.filter((x) => x.alive).length, { timeout: 3000, interval: 20 }).toBe(1);
     expect(capped.hosts[0]!.alive).toBe(false);
     expect(capped.pool.stats().find((s) => s.deploymentId === "a")?.evicted).toBe(1);
+  });
+
+  it("memory budget: a start that does not fit evicts the least recently used idle instance of another deployment first", async () => {
+    // Hosts measure 100 MiB each: 250 MiB holds two.
+    const h = harness({ memoryBudgetBytes: 250 * MiB });
+    await h.pool.run("a", "snapshot", request("/x"), 1000);
+    await h.pool.run("b", "snapshot", request("/x"), 1000);
+    expect(h.hosts.filter((x) => x.alive).length).toBe(2);
+    // a is the least recently used: c's start evicts it, b stays.
+    expect((await h.pool.run("c", "snapshot", request("/x"), 1000)).status).toBe(200);
+    expect(h.hosts.map((x) => x.alive)).toEqual([false, true, true]);
+    const m = h.pool.memory();
+    expect(m.usedBytes).toBeLessThanOrEqual(m.budgetBytes);
+    expect(m.usedBytes).toBe(200 * MiB);
+    expect(m.evictionsForBudget).toBe(1);
+    // a's next request is served again (its host starts anew, evicting b).
+    expect((await h.pool.run("a", "snapshot", request("/x"), 1000)).status).toBe(200);
+    expect(h.hosts[1]!.alive).toBe(false);
+  });
+
+  it("memory budget: with every instance busy a start waits for one to be free (then evicts it), and past the wait bound answers 503 memory_budget", async () => {
+    const h = harness({ memoryBudgetBytes: 150 * MiB, maxAcquireWaitMs: 10_000 });
+    const slow = h.pool.run("a", "snapshot", request("/sleep/300"), 5000);
+    await expect.poll(() => h.hosts.length, { timeout: 3000, interval: 5 }).toBe(1);
+    // b does not fit while a's host is busy: it waits, and starts once a's request is done.
+    const t0 = performance.now();
+    const b = await h.pool.run("b", "snapshot", request("/x"), 1000);
+    expect(b.status).toBe(200);
+    expect((await slow).status).toBe(200);
+    expect(performance.now() - t0).toBeGreaterThan(100);
+    expect(h.hosts[0]!.alive).toBe(false);
+    expect(h.pool.memory().waited).toBe(1);
+
+    const tight = harness({ memoryBudgetBytes: 150 * MiB, maxAcquireWaitMs: 200 });
+    const long = tight.pool.run("a", "snapshot", request("/sleep/1500"), 5000);
+    await expect.poll(() => tight.hosts.length, { timeout: 3000, interval: 5 }).toBe(1);
+    const err = await tight.pool.run("b", "snapshot", request("/x"), 1000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InstanceUnavailableError);
+    expect((err as InstanceUnavailableError).details).toEqual({ reason: "memory_budget" });
+    expect((err as Error).message).toMatch(/memory budget \(150 MiB/);
+    // Not the deployment's failure: nothing recorded against b, a is untouched.
+    expect(tight.pool.stats().find((s) => s.deploymentId === "b")?.lastStartError).toBeUndefined();
+    expect((await long).status).toBe(200);
+    expect(tight.pool.memory().refused).toBe(1);
+  });
+
+  it("memory budget: a burst of new deployments never holds more hosts than the budget, and every request is answered", async () => {
+    const h = harness({ memoryBudgetBytes: 350 * MiB });
+    // The first host is measured (100 MiB), so the estimate for the rest is 100 MiB: three fit.
+    await h.pool.run("d0", "snapshot", request("/x"), 1000);
+    let maxAlive = 0;
+    const watch = setInterval(() => (maxAlive = Math.max(maxAlive, h.hosts.filter((x) => x.alive).length)), 1);
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => h.pool.run(`d${i + 1}`, "snapshot", request("/sleep/10"), 1000)));
+    clearInterval(watch);
+    expect(results.every((r) => r.status === 200)).toBe(true);
+    expect(h.starts).toBe(13);
+    expect(maxAlive).toBeLessThanOrEqual(3);
+    expect(h.pool.memory().usedBytes).toBeLessThanOrEqual(350 * MiB);
+  });
+
+  it("scales an idle deployment to zero by default (no minimum), and its next request starts a host again", async () => {
+    const h = harness({ idleTtlMs: 100 });
+    await h.pool.run("dep1", "snapshot", request("/x"), 1000);
+    await expect.poll(() => h.hosts.filter((x) => x.alive).length, { timeout: 3000, interval: 20 }).toBe(0);
+    expect(h.pool.memory().usedBytes).toBe(0);
+    expect((await h.pool.run("dep1", "snapshot", request("/y"), 1000)).status).toBe(200);
+    expect(h.starts).toBe(2);
   });
 });

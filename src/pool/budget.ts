@@ -1,0 +1,183 @@
+/**
+ * The pool's memory budget: the sandbox hosts of every deployment (and the spare hosts) together
+ * stay under one number of bytes. A host start must be admitted first: it reserves an estimate
+ * of what one host of its runtime costs; once the host is ready its measured memory (PSS of its
+ * process tree, from /proc) replaces the estimate and is sampled again every few seconds. When a
+ * start does not fit, the pool evicts idle instances, least recently used first; when none is
+ * idle, the start waits for memory to be freed, within a bound, and the request then gets 503 +
+ * Retry-After — instances are evicted by the pool, never by the kernel's OOM killer.
+ * Must never: admit a start that does not fit while an idle instance could be evicted instead,
+ * or let a waiting start hold a reservation it has not been given.
+ */
+import { InstanceUnavailableError } from "../errors.js";
+
+export type BudgetRuntime = string;
+
+export interface MemoryBudgetOptions {
+  /** The budget, bytes. */
+  budgetBytes: number;
+  /** What one host of a runtime is assumed to cost before any was measured, bytes. */
+  defaultEstimateBytes: (runtime: BudgetRuntime) => number;
+  /** Longest a start waits for memory before it fails with 503, ms. */
+  maxWaitMs: number;
+}
+
+/** An admitted start or a running host: what it is charged. */
+export interface Charge {
+  readonly runtime: BudgetRuntime;
+  bytes: number;
+  /** Measured (true) or still the estimate. */
+  measured: boolean;
+}
+
+interface MemoryWaiter {
+  runtime: BudgetRuntime;
+  resolve: (c: Charge) => void;
+  reject: (e: unknown) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Default budget: 60% of the machine's memory (the gateway, the database and the page cache need the rest). */
+export function defaultBudgetBytes(totalMemBytes: number): number {
+  return Math.floor(totalMemBytes * 0.6);
+}
+
+export class MemoryBudget {
+  readonly #opts: MemoryBudgetOptions;
+  readonly #charges = new Set<Charge>();
+  readonly #waiters: MemoryWaiter[] = [];
+  /** Mean measured bytes per runtime (exponentially weighted), the estimate for the next start. */
+  readonly #learned = new Map<BudgetRuntime, number>();
+  /** Bytes outside the pool's hosts that count against the budget (the spare hosts). */
+  #outside = 0;
+  /** Frees memory by evicting one idle instance; false when none is idle. */
+  evictOne: () => boolean = () => false;
+
+  readonly stats = { admitted: 0, waited: 0, refused: 0, evictionsForBudget: 0 };
+
+  constructor(opts: MemoryBudgetOptions) {
+    this.#opts = opts;
+  }
+
+  get budgetBytes(): number {
+    return this.#opts.budgetBytes;
+  }
+
+  /** Bytes charged now: measured hosts, reservations of starts and the spares. */
+  get usedBytes(): number {
+    let sum = this.#outside;
+    for (const c of this.#charges) sum += c.bytes;
+    return sum;
+  }
+
+  /** Starts waiting for memory now. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
+  estimate(runtime: BudgetRuntime): number {
+    return this.#learned.get(runtime) ?? this.#opts.defaultEstimateBytes(runtime);
+  }
+
+  /**
+   * Admits one host start of `runtime`: resolves with its charge once it fits (after evicting
+   * idle instances if needed), or rejects with 503 `memory_budget` after the wait bound or when
+   * `signal` aborts. The caller must `release()` the charge when the host is gone (or its start failed).
+   */
+  admit(runtime: BudgetRuntime, signal?: AbortSignal): Promise<Charge> {
+    const now = this.#tryAdmit(runtime);
+    if (now !== undefined) return Promise.resolve(now);
+    this.stats.waited++;
+    return new Promise<Charge>((resolve, reject) => {
+      const waiter: MemoryWaiter = {
+        runtime,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.#drop(waiter);
+          this.stats.refused++;
+          reject(this.#unavailable(runtime));
+        }, this.#opts.maxWaitMs),
+      };
+      signal?.addEventListener("abort", () => {
+        if (this.#drop(waiter)) reject(new InstanceUnavailableError("pool: the start was no longer needed", 1, { reason: "retired" }));
+      });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  #unavailable(runtime: BudgetRuntime): InstanceUnavailableError {
+    const mb = (b: number) => Math.round(b / 1048576);
+    return new InstanceUnavailableError(
+      `pool: the memory budget (${mb(this.budgetBytes)} MiB, ${mb(this.usedBytes)} MiB in use) has no room for another ${runtime} instance and none is idle; try again shortly`,
+      5,
+      { reason: "memory_budget" },
+    );
+  }
+
+  #drop(w: MemoryWaiter): boolean {
+    const i = this.#waiters.indexOf(w);
+    if (i === -1) return false;
+    this.#waiters.splice(i, 1);
+    clearTimeout(w.timer);
+    return true;
+  }
+
+  #fits(bytes: number): boolean {
+    return this.usedBytes + bytes <= this.#opts.budgetBytes;
+  }
+
+  #tryAdmit(runtime: BudgetRuntime): Charge | undefined {
+    const bytes = this.estimate(runtime);
+    // Nothing else charged: one host is always admitted, however small the budget (a budget
+    // below one host would otherwise serve nothing at all).
+    while (!this.#fits(bytes) && this.#charges.size > 0) {
+      if (!this.evictOne()) return undefined;
+      this.stats.evictionsForBudget++;
+    }
+    const charge: Charge = { runtime, bytes, measured: false };
+    this.#charges.add(charge);
+    this.stats.admitted++;
+    return charge;
+  }
+
+  /** The host of `charge` measured `bytes` (PSS); the runtime's estimate learns from it. */
+  measured(charge: Charge, bytes: number): void {
+    if (!this.#charges.has(charge) || !(bytes > 0)) return;
+    charge.bytes = bytes;
+    charge.measured = true;
+    const prev = this.#learned.get(charge.runtime);
+    this.#learned.set(charge.runtime, prev === undefined ? bytes : Math.round(prev * 0.8 + bytes * 0.2));
+  }
+
+  /** Memory the pool does not own but that counts (the spare hosts), bytes. */
+  setOutside(bytes: number): void {
+    this.#outside = Math.max(0, bytes);
+  }
+
+  /** The host is gone (or never started): its memory is free; waiting starts get their turn. */
+  release(charge: Charge): void {
+    if (!this.#charges.delete(charge)) return;
+    // Not from inside an admission (an eviction releases while #tryAdmit loops).
+    if (this.#waiters.length > 0) queueMicrotask(() => this.wake());
+  }
+
+  /** Lets waiting starts try again (memory was freed, or an instance became idle and evictable). */
+  wake(): void {
+    while (this.#waiters.length > 0) {
+      const w = this.#waiters[0]!;
+      const c = this.#tryAdmit(w.runtime);
+      if (c === undefined) return;
+      this.#waiters.shift();
+      clearTimeout(w.timer);
+      w.resolve(c);
+    }
+  }
+
+  close(): void {
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new InstanceUnavailableError("pool: the server is shutting down", 5, { reason: "closed" }));
+    }
+  }
+}
