@@ -172,7 +172,16 @@ export class SandboxHost {
     });
     // The platform's part of the start (spawn, engine load, instantiate) until tenant code runs;
     // from the first warm-up message on, the warm-up limits below apply instead.
-    host.#startTimer = setTimeout(() => host.#fail(new SandboxError("host_start_timeout", 502, `sandbox: host did not become ready within ${opts.startTimeoutMs} ms`)), opts.startTimeoutMs);
+    // Bounded by the host's CPU time like the warm-up (a start that needs 1 s of CPU took over
+    // 30 s of wall time on a machine loaded 20×), with a wall-clock backstop for one that hangs.
+    const startCpu0 = proc.cpuTimeMs();
+    const startWall0 = performance.now();
+    const startBackstop = opts.startTimeoutMs * WARMUP_WALL_FACTOR + WARMUP_WALL_SLACK_MS;
+    host.#startTimer = setInterval(() => {
+      const cpu = proc.cpuTimeMs();
+      if (startCpu0 !== undefined && cpu !== undefined && cpu - startCpu0 > opts.startTimeoutMs) host.#fail(new SandboxError("host_start_timeout", 502, `sandbox: host used more than ${opts.startTimeoutMs} ms of CPU time without becoming ready`));
+      else if (performance.now() - startWall0 > startBackstop) host.#fail(new SandboxError("host_start_timeout", 502, `sandbox: host did not become ready within ${Math.round(startBackstop)} ms`));
+    }, WARMUP_CHECK_INTERVAL_MS);
     host.#onSnapshot = init.wantSnapshot ? init.onSnapshot : undefined;
     host.#warmup = { timeoutMs: init.manifest.limits.timeoutMs, bootMs: warmupBootAllowanceMs(runtime), startedAt: undefined, wallStart: 0, timer: undefined };
     const snap = init.cold ? undefined : init.snapshot;
@@ -199,7 +208,7 @@ export class SandboxHost {
       host.#endWarmup(e instanceof SandboxError && e.code === "warmup_timeout" ? 504 : 502, undefined);
       throw e;
     } finally {
-      clearTimeout(host.#startTimer);
+      clearInterval(host.#startTimer);
       init.signal?.removeEventListener("abort", abort);
     }
     return host;
@@ -256,7 +265,7 @@ export class SandboxHost {
           w.startedAt = Date.now();
           w.wallStart = performance.now();
         }
-        clearTimeout(this.#startTimer);
+        clearInterval(this.#startTimer);
         if (w.timer !== undefined) clearInterval(w.timer);
         // Bounded by the CPU time the host uses, not the wall clock: on a loaded machine a boot
         // that needs 2 s of CPU can take 20 s of wall time, and that is not the tenant's doing.

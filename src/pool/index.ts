@@ -30,7 +30,10 @@ export interface PoolLimits {
   maxQueue: number;
   /** Largest response body, bytes. */
   maxResponseBytes: number;
-  /** Spawn → ready limit for a host, ms. */
+  /**
+   * CPU time a host may use from spawn until tenant code runs (its first warm-up message) or it
+   * is ready, ms; a wall-clock backstop of 3 × this + 10 s catches one that hangs.
+   */
   startTimeoutMs: number;
   /** An instance idle this long is stopped (down to minInstancesPerDeployment), ms. */
   idleTtlMs: number;

@@ -116,7 +116,7 @@ describe("pool growth and idle eviction", () => {
     // The next request starts a host from the stored snapshot (no init, no warm-up) and is served.
     const r = await fetchApp(server, "grow.localhost", "/");
     expect(r.text).toBe("ok");
-    expect(r.headers.get("x-zerocell-instance")).toMatch(/new/);
+    expect(r.headers["x-zerocell-instance"]).toMatch(/new/);
     expect((await stats()).restoredFromSnapshot).toBe(restoredBefore + 1);
   });
 });
