@@ -48,8 +48,8 @@ export class MemoryBudget {
   readonly #waiters: MemoryWaiter[] = [];
   /** Mean measured bytes per runtime (exponentially weighted), the estimate for the next start. */
   readonly #learned = new Map<BudgetRuntime, number>();
-  /** Bytes outside the pool's hosts that count against the budget (the spare hosts). */
-  #outside = 0;
+  /** Bytes outside the pool's hosts that count against the budget (the spare hosts), read when needed. */
+  outsideBytes: () => number = () => 0;
   /** Frees memory by evicting one idle instance; false when none is idle. */
   evictOne: () => boolean = () => false;
 
@@ -65,7 +65,7 @@ export class MemoryBudget {
 
   /** Bytes charged now: measured hosts, reservations of starts and the spares. */
   get usedBytes(): number {
-    let sum = this.#outside;
+    let sum = this.outsideBytes();
     for (const c of this.#charges) sum += c.bytes;
     return sum;
   }
@@ -148,11 +148,6 @@ export class MemoryBudget {
     charge.measured = true;
     const prev = this.#learned.get(charge.runtime);
     this.#learned.set(charge.runtime, prev === undefined ? bytes : Math.round(prev * 0.8 + bytes * 0.2));
-  }
-
-  /** Memory the pool does not own but that counts (the spare hosts), bytes. */
-  setOutside(bytes: number): void {
-    this.#outside = Math.max(0, bytes);
   }
 
   /** The host is gone (or never started): its memory is free; waiting starts get their turn. */

@@ -391,6 +391,11 @@ export class SandboxHost {
     return { response, idle };
   }
 
+  /** It was asked for its snapshot and has not sent it yet (evicting it now would lose it). */
+  get owesSnapshot(): boolean {
+    return this.#onSnapshot !== undefined && !this.#exited;
+  }
+
   /** Memory of the host's processes now (PSS), bytes; undefined once it exited. */
   memoryBytes(): number | undefined {
     return this.#exited ? undefined : this.#process.memoryBytes();

@@ -140,6 +140,8 @@ export interface PoolHost {
   readonly alive: boolean;
   /** CPU time of the host's last reset, µs, as the host reported it (for the CPU breakdown). */
   readonly lastResetCpuUs?: number | undefined;
+  /** Still owes the snapshot it was asked for: the memory budget does not evict it meanwhile. */
+  readonly owesSnapshot?: boolean;
   /** Memory the host uses now (PSS of its processes), bytes; undefined when unknown or gone. */
   memoryBytes?(): number | undefined;
   onExit(listener: () => void): void;
@@ -458,9 +460,10 @@ class DeploymentPool {
     await Promise.all([...this.#stopping]);
   }
 
-  #stop(slot: Slot): void {
+  #stop(slot: Slot, kill = false): void {
     // Its memory is free from here on for the budget (the process is killed within a second).
     if (slot.charge !== undefined) this.#tracker.budget.release(slot.charge);
+    if (kill) slot.host.kill();
     const p = slot.host.shutdown().finally(() => this.#stopping.delete(p));
     this.#stopping.add(p);
   }
@@ -485,7 +488,9 @@ class DeploymentPool {
     }
     this.#idle.splice(i, 1);
     this.#all.delete(slot);
-    this.#stop(slot);
+    // An idle host holds no request: evicted ones are killed at once, so the memory the budget
+    // stops charging is free within milliseconds, not after a graceful exit.
+    this.#stop(slot, reason === "evict");
     this.evicted++;
     if (reason === "evict") this.#tracker.counters.evictions++;
     if (this.#all.size + this.#starting + this.#waiters.length + this.#busy === 0) this.onEmpty?.();
@@ -512,6 +517,9 @@ export class Pool {
   readonly #tracker: IdleTracker;
   readonly #budget: MemoryBudget;
   readonly #sampler: NodeJS.Timeout;
+  #sampleCount = 0;
+  /** The spare hosts' memory at the last sample, by pid, bytes. */
+  #spareBytes = new Map<number, number>();
 
   constructor(options: {
     limits?: Partial<PoolLimits>;
@@ -550,7 +558,25 @@ export class Pool {
       maxWaitMs: this.#limits.maxAcquireWaitMs,
     });
     // Room for a start is made by evicting the least recently used idle instance of any deployment.
-    this.#budget.evictOne = () => this.#idleCache.pop() !== undefined;
+    // A host that still owes its snapshot (sent ~1 s after ready) is skipped: evicting it would
+    // lose the snapshot, and every later start of its deployment would be a cold one.
+    this.#budget.evictOne = () => {
+      for (const slot of this.#idleCache.rkeys()) {
+        if (slot.host.owesSnapshot === true) continue;
+        const pool = this.#idleCache.peek(slot);
+        this.#idleCache.delete(slot);
+        pool?.evict(slot, "evict");
+        return true;
+      }
+      return false;
+    };
+    // Spare hosts count: their last measured memory, or the runtime's estimate until measured
+    // (a spare is started whenever one is taken, before the next sample).
+    this.#budget.outsideBytes = () => {
+      let sum = 0;
+      for (const s of this.#spares?.list() ?? []) sum += this.#spareBytes.get(s.pid) ?? this.#budget.estimate(s.runtime);
+      return sum;
+    };
     this.#tracker = {
       idle: (slot, pool) => {
         this.#idleCache.set(slot, pool);
@@ -561,16 +587,21 @@ export class Pool {
       counters: this.counters,
       budget: this.#budget,
     };
-    this.#sampler = setInterval(() => this.#sampleMemory(), this.#limits.memorySampleMs);
+    this.#sampler = setInterval(() => this.#sampleMemory(), 500);
     this.#sampler.unref();
   }
 
   /** Reads every host's (and spare's) memory for the budget. */
   #sampleMemory(): void {
+    this.#sampleCount++;
+    // Starts waiting for memory try again twice a second (a host that owed its snapshot may be
+    // evictable now); /proc is read only every memorySampleMs.
+    if (this.#budget.waiting > 0) this.#budget.wake();
+    if (this.#sampleCount % Math.max(1, Math.round(this.#limits.memorySampleMs / 500)) !== 0) return;
     for (const p of this.#pools.values()) p.sampleMemory(this.#budget);
-    let spares = 0;
-    for (const s of this.#spares?.list() ?? []) spares += s.pid > 0 ? treeMemoryBytes(s.pid) : 0;
-    this.#budget.setOutside(spares);
+    const spares = new Map<number, number>();
+    for (const s of this.#spares?.list() ?? []) if (s.pid > 0) spares.set(s.pid, treeMemoryBytes(s.pid));
+    this.#spareBytes = spares;
   }
 
   /** The memory budget and what uses it (GET /v1/pool, `zerocell pool`, /metrics). */

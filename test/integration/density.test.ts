@@ -1,0 +1,108 @@
+/**
+ * Density with real sandbox hosts: the pool's memory budget holds under a burst of new
+ * deployments (measured from outside, in /proc), an app evicted for the budget serves its next
+ * request from its stored snapshot, and two accounts never share a host process.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { readFileSync } from "node:fs";
+import { startServer, phpBundle, fetchApp, admin, childPids, type TestServer } from "../helpers/server.js";
+import { packDirectory } from "../../src/bundle/pack.js";
+
+const MiB = 1048576;
+const BUDGET_MB = 700;
+
+/** PSS of every process under the server (hosts, spares, their wrappers), bytes. */
+function hostsPss(server: TestServer): number {
+  let sum = 0;
+  // childPids lists every descendant.
+  for (const c of childPids(server.proc.pid!)) {
+    try {
+      const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${c}/smaps_rollup`, "utf8"));
+      if (m !== null) sum += Number(m[1]) * 1024;
+    } catch {
+      // gone
+    }
+  }
+  return sum;
+}
+
+function uidOf(pid: number): number | undefined {
+  try {
+    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m === null ? undefined : Number(m[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+async function deploy(server: TestServer, app: string, host: string, token?: string): Promise<{ status: number; json: any }> {
+  const archive = await packDirectory(phpBundle(host, { "index.php": `<?php echo 'hello from ${app}';` }));
+  return admin(server, "POST", `/v1/apps/${app}/deployments?host=${host}`, { body: archive, contentType: "application/gzip", ...(token === undefined ? {} : { token }) });
+}
+
+type PoolJson = { deployments: Array<{ app: string; instances: number; pids: number[]; restoredFromSnapshot: number }>; memory: { budgetBytes: number; usedBytes: number; evictionsForBudget: number } };
+
+describe("memory budget (real hosts)", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer(["--memory-budget-mb", String(BUDGET_MB), "--max-instances", "1"]);
+  });
+  afterAll(async () => {
+    expect(await server.stop()).toBe(0);
+  });
+
+  it("holds under a burst of new deployments, evicting idle instances (LRU); an evicted app serves its next request from its snapshot", async () => {
+    // A first app, answered once, then idle: the least recently used when the burst comes.
+    expect((await deploy(server, "first", "first.localhost")).status).toBe(201);
+    expect((await fetchApp(server, "first.localhost", "/")).text).toBe("hello from first");
+    let peak = 0;
+    const watch = setInterval(() => (peak = Math.max(peak, hostsPss(server))), 100);
+    const burst = await Promise.all(Array.from({ length: 5 }, (_, i) => deploy(server, `burst${i}`, `burst${i}.localhost`)));
+    clearInterval(watch);
+    expect(burst.map((r) => r.status)).toEqual([201, 201, 201, 201, 201]);
+    // Measured from outside: the hosts and spares together stayed within the budget (20% for
+    // what a host grows past its estimate between two samples, and a spare starting).
+    expect(peak).toBeGreaterThan(0);
+    expect(peak).toBeLessThanOrEqual(BUDGET_MB * MiB * 1.2);
+    const pool = (await admin(server, "GET", "/v1/pool")).json as PoolJson;
+    expect(pool.memory.budgetBytes).toBe(BUDGET_MB * MiB);
+    expect(pool.memory.evictionsForBudget).toBeGreaterThanOrEqual(1);
+    const first = () => pool.deployments.find((d) => d.app === "first")!;
+    expect(first().instances).toBe(0);
+    // Its next request starts a host from the stored snapshot (no init, no warm-up).
+    const r = await fetchApp(server, "first.localhost", "/");
+    expect(r.status).toBe(200);
+    expect(r.text).toBe("hello from first");
+    expect(r.headers["x-zerocell-instance"]).toMatch(/new/);
+    const after = ((await admin(server, "GET", "/v1/pool")).json as PoolJson).deployments.find((d) => d.app === "first")!;
+    expect(after.restoredFromSnapshot, server.output().split("\n").filter((l) => /snapshot|restor|cold/i.test(l)).join("\n")).toBe(first().restoredFromSnapshot + 1);
+    // Every app of the burst still answers (each may be restored in turn).
+    for (let i = 0; i < 5; i++) expect((await fetchApp(server, `burst${i}.localhost`, "/")).text).toBe(`hello from burst${i}`);
+    // `zerocell pool` shows the budget and its use.
+    expect(server.cli(["pool"]).stdout).toMatch(/memory budget: \d+ of 700 MiB in use/);
+  }, 300_000);
+
+  it("two accounts never share a host process", async () => {
+    const other = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "density-other" }), contentType: "application/json" });
+    expect(other.status).toBe(201);
+    expect((await deploy(server, "mine", "mine.localhost")).status).toBe(201);
+    expect((await deploy(server, "theirs", "theirs.localhost", other.json.token)).status).toBe(201);
+    expect((await fetchApp(server, "mine.localhost", "/")).text).toBe("hello from mine");
+    expect((await fetchApp(server, "theirs.localhost", "/")).text).toBe("hello from theirs");
+    const pool = (await admin(server, "GET", "/v1/pool")).json as PoolJson;
+    const pids = (app: string) => pool.deployments.filter((d) => d.app === app).flatMap((d) => d.pids);
+    const mine = pids("mine");
+    const theirs = pids("theirs");
+    expect(mine.length).toBeGreaterThan(0);
+    expect(theirs.length).toBeGreaterThan(0);
+    expect(mine.filter((p) => theirs.includes(p))).toEqual([]);
+    // Each host is its own uid (setpriv, below the wrapper): no two hosts of the two accounts share one.
+    const uids = (ps: number[]) => ps.flatMap((p) => childPids(p)).map(uidOf).filter((u): u is number => u !== undefined && u !== 0);
+    const mu = uids(mine);
+    const tu = uids(theirs);
+    if (mu.length > 0 && tu.length > 0) expect(mu.filter((u) => tu.includes(u))).toEqual([]);
+    // And no pid serves two deployments at all.
+    const all = pool.deployments.flatMap((d) => d.pids);
+    expect(new Set(all).size).toBe(all.length);
+  }, 300_000);
+});
