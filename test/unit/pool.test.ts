@@ -6,7 +6,7 @@
  */
 import { describe, it, expect, afterEach } from "vitest";
 import { Pool, NO_ISOLATION, type DeploymentSource, type HostFactory, type HostResponse, type PoolHost, type PoolLimits } from "../../src/pool/index.js";
-import { parseManifest } from "../../src/bundle/index.js";
+import { parseManifest } from "../../src/runtime/manifest.js";
 import { InstanceUnavailableError, PoolSaturatedError, SandboxError } from "../../src/errors.js";
 import type { EngineRequest } from "../../src/runtime/engine.js";
 

@@ -9,7 +9,9 @@
  * Must never: mount a host directory, hand guest code anything that reaches Node, or serve from
  * an instance whose php.ini walls are not in force.
  */
-import { parseManifest, type Manifest, type BundleImage } from "../../bundle/index.js";
+import type { Manifest, BundleImage } from "../../bundle/index.js";
+import { createManifestParser } from "../../bundle/index.js";
+import { phpManifest } from "./manifest.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, phpEngineBuild, phpIniWalls, validatePhpBundle, type OpcacheSizing } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
@@ -553,7 +555,8 @@ export class PhpEngine implements Engine<PhpPrepared> {
     await compiledModule((loader as { dependencyFilename: string }).dependencyFilename);
     const page = Buffer.from("<?php echo 'ok';");
     const image: BundleImage = { entries: [{ path: "index.php", kind: "file", mode: 0o644, data: page }], totalBytes: page.length };
-    const prepared = await this.prepare({ deploymentId: "preload", manifest: parseManifest(`runtime = "php"\n`), image });
+    // The [php] table alone (no registry: this module is the engine the registry loads lazily).
+    const prepared = await this.prepare({ deploymentId: "preload", manifest: createManifestParser({ php: phpManifest }).parse(`runtime = "php"\n`), image });
     const inst = await this.instantiate(prepared);
     try {
       await inst.handle({ method: "GET", url: "/", headers: [["host", "localhost"]], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 0, https: false, serverName: "localhost", serverPort: 80, scriptName: "", params: {} });
