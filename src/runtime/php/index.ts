@@ -205,6 +205,11 @@ class PhpInstance implements EngineInstance {
     return this.#stopped || this.#module.FS.streams.length > MAX_OPEN_STREAMS;
   }
 
+  /** The descriptor table's share of MAX_OPEN_STREAMS (daemon mode: grows by two per request). */
+  wear(): number {
+    return this.#module.FS.streams.length / MAX_OPEN_STREAMS;
+  }
+
   /**
    * The output limit stops a script by throwing inside php-wasm's write path: the runtime is left
    * mid-call and is not used again (the host replaces it).
