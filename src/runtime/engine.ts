@@ -88,11 +88,11 @@ export interface EngineSpec {
 
 /**
  * Wear (EngineInstance.wear) past which the pool starts an instance's successor in the background.
- * A new host takes 2–4 s to start on a loaded machine; PHP in daemon mode at ~500 req/s over a
- * few hosts reaches its limit ~4,000 requests after starting, so a quarter of the budget is the
- * head start the successor gets (docs/architecture.md, pool).
+ * PHP in daemon mode lasts ~1,800 requests (two descriptors per request, MAX_OPEN_STREAMS), ~7 s at
+ * c=64 over two hosts (~250 req/s each), and a host takes 2–4 s to start on a loaded machine: half
+ * the budget is the successor's head start.
  */
-export const WORN_AT = 0.75;
+export const WORN_AT = 0.5;
 
 export interface EngineInstance {
   handle(request: EngineRequest): Promise<EngineResponse>;

@@ -195,17 +195,21 @@ class PhpInstance implements EngineInstance {
   }
 
   /**
-   * php-wasm's C side opens two pipe descriptors per request and never closes them; only a reset
-   * (snapshot mode) puts the table back. Closing them from JS is not safe: the C side closes its
-   * old numbers later and would hit files that reuse them. So an instance that serves without
-   * resets (daemon mode) asks to be replaced before the table fills (~4,000 requests), as
-   * php-fpm's pm.max_requests recycles workers.
+   * php-wasm's C side opens two descriptors per request (/request/stdout, /request/stderr) and
+   * never closes them; only a reset (snapshot mode) puts the table back. Closing them from JS is
+   * not safe: the C side closes its old numbers later and would hit files that reuse them. So an
+   * instance that serves without resets (daemon mode) asks to be replaced before the table fills
+   * (~1,800 requests), as php-fpm's pm.max_requests recycles workers; past WORN_AT of it the pool
+   * has already started its successor (wear()).
    */
   exhausted(): boolean {
     return this.#stopped || this.#module.FS.streams.length > MAX_OPEN_STREAMS;
   }
 
-  /** The descriptor table's share of MAX_OPEN_STREAMS (daemon mode: grows by two per request). */
+  /**
+   * The descriptor table's share of MAX_OPEN_STREAMS. Daemon mode: grows by two per request
+   * (/request/stdout and /request/stderr, opened by php-wasm's C side and never closed).
+   */
   wear(): number {
     return this.#module.FS.streams.length / MAX_OPEN_STREAMS;
   }
