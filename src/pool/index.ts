@@ -361,8 +361,9 @@ class DeploymentPool {
     if (!keep || !slot.host.alive || slot.host.tainted || slot.superseded === true || this.retiring) {
       this.#all.delete(slot);
       this.#stop(slot);
-      // Keep one instance ready (fresh mode replaces every host after its request).
-      if (!this.retiring && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) void this.#grow().catch(() => {});
+      // Keep one instance ready (fresh mode replaces every host after its request). A superseded
+      // host's successor is already serving: it needs no replacement.
+      if (!this.retiring && slot.superseded !== true && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) void this.#grow().catch(() => {});
       this.#checkDrained();
       return;
     }
