@@ -35,7 +35,8 @@ export async function engineLoop(runtimeName, n, { reset = true } = {}) {
   const bundle = await import(dist("bundle/index.js"));
   const { loadEngine } = await import(dist("runtime/load.js"));
   const image = bundle.readBundleArchive(await bundle.packDirectory(dir));
-  const manifest = bundle.parseManifest(image.entries.find((e) => e.path === "zerocell.toml").data.toString());
+  const { parseManifest } = await import(dist("runtime/manifest.js"));
+  const manifest = parseManifest(image.entries.find((e) => e.path === "zerocell.toml").data.toString());
   const engine = await loadEngine(manifest.runtime);
   const prepared = await engine.prepare({ deploymentId: "bench", manifest, image });
   const inst = await engine.instantiate(prepared);

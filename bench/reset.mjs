@@ -25,7 +25,8 @@ const args = process.argv.slice(2);
 const REQUESTS = Number(args[args.indexOf("--requests") + 1] ?? 300) || 300;
 const PYTHON = !args.includes("--no-python");
 
-const { packDirectory, readBundleArchive, parseManifest } = await import(join(DIST, "bundle", "index.js"));
+const { packDirectory, readBundleArchive } = await import(join(DIST, "bundle", "index.js"));
+const { parseManifest } = await import(join(DIST, "runtime", "manifest.js"));
 
 function request(url) {
   return { method: "GET", url, headers: [["host", "bench.localhost"]], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 1, https: true, serverName: "bench.localhost", serverPort: 443, scriptName: "", params: {} };

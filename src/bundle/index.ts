@@ -2,20 +2,21 @@
  * Deployment bundles: untrusted .tar.gz archives with a zerocell.toml at the root.
  *
  *  - readBundleArchive: archive → BundleImage (all limits and path/link rules enforced);
- *  - parseManifest: zerocell.toml text → Manifest (defaults filled);
- *  - loadBundle: both, plus manifest-vs-files checks (document root, front controller);
+ *  - createManifestParser: zerocell.toml text → Manifest (defaults filled), given each runtime's
+ *    table (the registry composes it: src/runtime/manifest.ts parseManifest, loadBundle);
+ *  - readBundleWithManifest: both, plus each table's checks against the files;
  *  - encodeImage / decodeImage: binary transport form of an image between processes;
  *  - packDirectory: the CLI side, a reproducible .tar.gz of a directory.
  *
  * Error codes (all BundleError, HTTP 400, unless noted):
  *   bundle_too_large (PayloadTooLargeError subclass, HTTP 413) · compression_bomb · bundle_corrupt ·
  *   bundle_bad_path · bundle_bad_entry · bundle_duplicate · manifest_missing · manifest_invalid ·
- *   runtime_unavailable · image_corrupt
+ *   image_corrupt
  */
 import { BundleError } from "../errors.js";
-import { lookupEntry, readBundleArchive, type BundleImage, type BundleLimits } from "./archive.js";
+import { readBundleArchive, type BundleImage, type BundleLimits } from "./archive.js";
 import { q } from "./errors.js";
-import { MANIFEST_FILE, MAX_MANIFEST_BYTES, parseManifest, type Manifest } from "./manifest.js";
+import { MANIFEST_FILE, MAX_MANIFEST_BYTES, type Manifest, type ManifestParser } from "./manifest.js";
 
 export {
   DEFAULT_BUNDLE_LIMITS,
@@ -26,7 +27,20 @@ export {
 } from "./archive.js";
 export { BundleTooLargeError } from "./errors.js";
 export { decodeImage, encodeImage } from "./image.js";
-export { MANIFEST_FILE, MAX_MANIFEST_BYTES, healthPaths, parseManifest, checkPhpIniSetting, phpIniLine, PHP_INI_KEYS, type Manifest, type ManifestRoute } from "./manifest.js";
+export {
+  MANIFEST_FILE,
+  MAX_MANIFEST_BYTES,
+  createManifestParser,
+  healthPaths,
+  type Manifest,
+  type ManifestLimits,
+  type ManifestParser,
+  type ManifestRoute,
+  type ManifestSection,
+  type ManifestSections,
+  type RuntimeName,
+  type RuntimeSections,
+} from "./manifest.js";
 export { packDirectory, packDirectoryReport, imageToTar, IGNORE_FILE, DEFAULT_PACK_IGNORES } from "./pack.js";
 
 function missingManifest(image: BundleImage): BundleError {
@@ -38,8 +52,11 @@ function missingManifest(image: BundleImage): BundleError {
   return new BundleError("manifest_missing", `bundle: no ${MANIFEST_FILE} at the root of the bundle${hint}`);
 }
 
-/** readBundleArchive + find and parse zerocell.toml at the root + check the manifest against the files. */
-export function loadBundle(archive: Buffer, limits?: Partial<BundleLimits>): { image: BundleImage; manifest: Manifest } {
+/**
+ * readBundleArchive + find and parse zerocell.toml at the root (with `manifests`, the registry's
+ * parser: src/runtime/manifest.ts loadBundle) + each runtime table's checks against the files.
+ */
+export function readBundleWithManifest(archive: Buffer, manifests: ManifestParser, limits?: Partial<BundleLimits>): { image: BundleImage; manifest: Manifest } {
   const image = readBundleArchive(archive, limits);
   const file = image.entries.find((e) => e.path === MANIFEST_FILE);
   if (file === undefined) throw missingManifest(image);
@@ -58,35 +75,5 @@ export function loadBundle(archive: Buffer, limits?: Partial<BundleLimits>): { i
   } catch {
     throw new BundleError("manifest_invalid", `manifest: ${MANIFEST_FILE} is not valid UTF-8`);
   }
-  const manifest = parseManifest(text);
-
-  const { documentRoot } = manifest.php;
-  const rootPath = documentRoot === "." ? "" : documentRoot;
-  const root = lookupEntry(image, rootPath);
-  if (root === undefined) {
-    throw new BundleError("manifest_invalid", `manifest: php.document_root: ${q(documentRoot)} does not exist in the bundle`, {
-      details: { field: "php.document_root" },
-    });
-  }
-  if (root.kind !== "dir") {
-    throw new BundleError("manifest_invalid", `manifest: php.document_root: ${q(documentRoot)} is a ${root.kind}, not a directory`, {
-      details: { field: "php.document_root" },
-    });
-  }
-
-  const inRoot = (p: string) => (rootPath === "" ? p : `${rootPath}/${p}`);
-  let frontController = manifest.php.frontController;
-  if (frontController !== null) {
-    const fc = lookupEntry(image, inRoot(frontController));
-    if (fc === undefined || fc.kind !== "file") {
-      throw new BundleError(
-        "manifest_invalid",
-        `manifest: php.front_controller: ${q(frontController)} is not a file in php.document_root ${q(documentRoot)}`,
-        { details: { field: "php.front_controller" } },
-      );
-    }
-  } else if (lookupEntry(image, inRoot("index.php"))?.kind === "file") {
-    frontController = "index.php";
-  }
-  return { image, manifest: { ...manifest, php: { ...manifest.php, frontController } } };
+  return { image, manifest: manifests.checkImage(manifests.parse(text), image) };
 }

@@ -1,14 +1,20 @@
 /**
  * zerocell.toml: parsed with smol-toml, shape-checked with zod (unknown keys rejected), then the
- * semantic rules (routes, php.ini policy, paths). Every error is a BundleError whose message starts
- * with "manifest: <field path>: ".
+ * semantic rules (routes, paths). Every error is a BundleError whose message starts with
+ * "manifest: <field path>: ".
+ *
+ * This file knows the tables every deployment has ([[routes]], [limits], warmup, health) and no
+ * runtime: each runtime's table ([php], [python], [x86], …) is a ManifestSection in its runtime
+ * folder (src/runtime/<name>/descriptor.ts), and the runtime registry composes the parser
+ * (createManifestParser, src/runtime/manifest.ts). A section adds its table to the Manifest type
+ * by augmenting RuntimeSections.
  */
 import { parse as parseToml, TomlError } from "smol-toml";
 import { z } from "zod";
 import { BundleError } from "../errors.js";
 import { canonicalPath, checkHostPattern, checkPathPattern, type RouteMode } from "../router/index.js";
+import type { BundleImage } from "./archive.js";
 import { q } from "./errors.js";
-import { checkRelativePath } from "./paths.js";
 
 export interface ManifestRoute {
   /** Lower-cased host pattern: exact host, "*.example.com" or "*". */
@@ -19,32 +25,30 @@ export interface ManifestRoute {
   key?: string;
 }
 
-export interface Manifest {
-  runtime: "php" | "python" | "x86";
-  /** Python (WSGI) settings; defaults when the table is absent. */
-  python: { app: string; path: string[] };
-  /** Native x86-64 settings: the static ELF program (relative to the bundle root). */
-  x86: { program: string };
-  php: {
-    version: "8.3" | "8.4";
-    /** Normalised relative directory, "." for the bundle root. */
-    documentRoot: string;
-    /** php.ini overrides, values as strings (booleans as "1"/"0"). */
-    ini: Record<string, string>;
-    /**
-     * File relative to documentRoot that serves paths that are no file, or null for none.
-     * parseManifest leaves null when the key is absent; loadBundle fills in "index.php" when
-     * that file exists in the document root.
-     */
-    frontController: string | null;
-    /**
-     * Opcache shared memory, MiB ([php] opcache_mb, at most limits.memory_mb); absent: sized from
-     * the bundle's PHP source (src/runtime/php/validate.ts opcacheSizing).
-     */
-    opcacheMb?: number;
-  };
+/** [limits] of a manifest. */
+export interface ManifestLimits {
+  timeoutMs: number;
+  memoryMb: number;
+  maxBodyBytes: number;
+  dataMb: number;
+}
+
+/**
+ * Each runtime's table, by runtime name: empty here, filled by each runtime's descriptor with
+ * `declare module "../../bundle/manifest.js" { interface RuntimeSections { <name>: <Table> } }`.
+ * Every table is present in a parsed Manifest (with its defaults when the file has none), whatever
+ * the runtime: stored manifests have always had all of them.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface RuntimeSections {}
+
+/** A runtime's name: a key of RuntimeSections (the registry lists one descriptor per name). */
+export type RuntimeName = keyof RuntimeSections & string;
+
+export type Manifest = {
+  runtime: RuntimeName;
   routes: ManifestRoute[];
-  limits: { timeoutMs: number; memoryMb: number; maxBodyBytes: number; dataMb: number };
+  limits: ManifestLimits;
   warmup: string[];
   /**
    * Paths a new deployment must answer with a non-5xx before it becomes active (after the
@@ -52,6 +56,30 @@ export interface Manifest {
    * before this field existed read it as undefined: ["/"].
    */
   health: string[];
+} & RuntimeSections;
+
+/** What a section's checks get besides its own table. */
+export interface SectionContext {
+  readonly limits: ManifestLimits;
+  /** A manifest_invalid error for a field of this section: fail(["opcache_mb"], "…") → "manifest: php.opcache_mb: …". */
+  fail(path: ReadonlyArray<PropertyKey>, message: string): BundleError;
+}
+
+/**
+ * One runtime's manifest table: its zod shape (a strictObject whose every field has a default, so
+ * an absent table parses from {}), the semantic checks that turn it into the Manifest's value, and
+ * optionally the checks against the bundle's files (loadBundle).
+ */
+export interface ManifestSection<S extends z.ZodObject = z.ZodObject, T = unknown> {
+  readonly schema: S;
+  resolve(table: z.output<S>, ctx: SectionContext): T;
+  /** Checks against the bundle's files; may fill in values that depend on them. */
+  checkImage?(value: T, image: BundleImage, ctx: SectionContext): T;
+}
+
+/** A ManifestSection with its types inferred. */
+export function defineManifestSection<S extends z.ZodObject, T>(section: ManifestSection<S, T>): ManifestSection<S, T> {
+  return section;
 }
 
 /** Health paths of a manifest (older stored manifests have none: "/"). */
@@ -62,221 +90,20 @@ export function healthPaths(m: Partial<Pick<Manifest, "health">>): string[] {
 export const MAX_MANIFEST_BYTES = 64 * 1024;
 export const MANIFEST_FILE = "zerocell.toml";
 
-const SUPPORTED_RUNTIMES = ["php", "python", "x86"] as const;
-const UNAVAILABLE_RUNTIMES = new Set<string>();
 const MAX_ROUTES = 64;
 const MAX_WARMUP = 16;
 const MAX_WARMUP_PATH = 2048;
-/** Bounds of [php] opcache_mb, MiB (also at most limits.memory_mb: opcache is part of the heap). */
-const MIN_OPCACHE_MB = 8;
-const MAX_OPCACHE_MB = 1024;
-const MANIFEST_PATH_RULES = { maxPathLength: 1024, maxDepth: 32 };
+/** Path rules of paths a manifest names (document roots, programs, …). */
+export const MANIFEST_PATH_RULES = { maxPathLength: 1024, maxDepth: 32 };
 
-/**
- * php.ini keys a bundle may not set: the platform owns sandboxing, limits, paths and extensions.
- * (Everything outside PHP_INI_SETTINGS is refused; these get a message that says why.)
- */
-const FORBIDDEN_INI_KEYS = new Set([
-  "disable_functions",
-  "disable_classes",
-  "open_basedir",
-  "allow_url_fopen",
-  "allow_url_include",
-  "extension",
-  "zend_extension",
-  "extension_dir",
-  "memory_limit",
-  "max_execution_time",
-  "auto_prepend_file",
-  "auto_append_file",
-  "sendmail_path",
-  "mail.log",
-  "error_log",
-  "session.save_path",
-  "session.save_handler",
-  "upload_tmp_dir",
-  "sys_temp_dir",
-  "enable_dl",
-  "hard_timeout",
-]);
-const FORBIDDEN_INI_PREFIXES = ["opcache.", "ffi."];
-const INI_KEY = /^[a-z0-9_.]+$/;
-
-/**
- * The grammar of one php.ini value. Must never admit a value that changes how PHP's ini parser
- * reads the rest of the file: a syntax error there makes PHP stop reading php.ini, and the
- * platform's walls are written after the bundle's settings. `raw` values are written unquoted
- * (numbers, booleans, error_reporting expressions of E_* names); all others inside double
- * quotes, from a charset without `$ { } " ' ; \ = \``.
- */
-type IniRule = { raw: boolean; check(value: string): string | undefined };
-
-const BOOL_WORDS = /^(0|1|on|off|yes|no|true|false|)$/i;
-const ERROR_CONSTANTS = "E_ALL|E_ERROR|E_WARNING|E_PARSE|E_NOTICE|E_CORE_ERROR|E_CORE_WARNING|E_COMPILE_ERROR|E_COMPILE_WARNING|E_USER_ERROR|E_USER_WARNING|E_USER_NOTICE|E_STRICT|E_RECOVERABLE_ERROR|E_DEPRECATED|E_USER_DEPRECATED";
-const ERROR_TERM = `~?\\s*(${ERROR_CONSTANTS}|\\d{1,6})`;
-/** `E_ALL & ~E_NOTICE | E_STRICT`: terms joined by & | ^, no parentheses (always valid syntax). */
-const ERROR_EXPRESSION = new RegExp(`^${ERROR_TERM}(\\s*[&|^]\\s*${ERROR_TERM}){0,15}$`);
-/** Text written inside double quotes: printable ASCII without the ini parser's special characters. */
-const SAFE_TEXT = /^[^\u0000-\u001f\u007f-\uffff$"'{};\\=`]*$/;
-/** The same, with ";" (a comment outside quotes, an ordinary character inside): user agents have it. */
-const SAFE_TEXT_WITH_SEMICOLON = /^[^\u0000-\u001f\u007f-\uffff$"'{}\\=`]*$/;
-
-const bool: IniRule = { raw: true, check: (v) => (BOOL_WORDS.test(v) ? undefined : 'must be a boolean (true/false, 1/0, "On"/"Off")') };
-function int(lo: number, hi: number): IniRule {
-  return { raw: true, check: (v) => (/^-?\d{1,10}$/.test(v) && Number(v) >= lo && Number(v) <= hi ? undefined : `must be an integer between ${lo} and ${hi}`) };
-}
-function oneOf(...values: string[]): IniRule {
-  return { raw: false, check: (v) => (values.includes(v) ? undefined : `must be one of ${values.map((x) => JSON.stringify(x)).join(", ")}`) };
-}
-function text(re: RegExp, what: string, maxLength = 256, semicolon = false): IniRule {
-  return {
-    raw: false,
-    check: (v) => {
-      if (v.length > maxLength) return `must be at most ${maxLength} characters`;
-      if (!(semicolon ? SAFE_TEXT_WITH_SEMICOLON : SAFE_TEXT).test(v) || v !== v.trim()) {
-        return `must be ${what} (printable ASCII without $ { } " ' ${semicolon ? "" : "; "}\\ = \` or leading/trailing spaces)`;
-      }
-      return re.test(v) ? undefined : `must be ${what}`;
-    },
-  };
-}
-const charset = text(/^[A-Za-z0-9_.:-]{0,40}$/, "a character set name such as UTF-8", 40);
-
-/** php.ini settings a bundle may set: harmless to the platform, with the grammar of each value. */
-const PHP_INI_SETTINGS: Record<string, IniRule> = {
-  "date.timezone": text(/^[A-Za-z][A-Za-z0-9_+\/-]{0,63}$/, "a time zone name such as Europe/Paris", 64),
-  default_charset: charset,
-  input_encoding: charset,
-  output_encoding: charset,
-  internal_encoding: charset,
-  default_mimetype: text(/^[A-Za-z0-9.+\/-]{1,100}$/, "a media type such as text/html", 100),
-  error_reporting: {
-    raw: true,
-    check: (v) => (/^-?\d{1,10}$/.test(v) || ERROR_EXPRESSION.test(v) ? undefined : "must be an integer or E_* constants joined by & | ^ (with ~), e.g. E_ALL & ~E_DEPRECATED"),
-  },
-  display_errors: { raw: false, check: (v) => (BOOL_WORDS.test(v) || v === "stderr" || v === "stdout" ? undefined : 'must be a boolean, "stderr" or "stdout"') },
-  display_startup_errors: bool,
-  log_errors: bool,
-  html_errors: bool,
-  ignore_repeated_errors: bool,
-  ignore_repeated_source: bool,
-  report_memleaks: bool,
-  short_open_tag: bool,
-  expose_php: bool,
-  implicit_flush: bool,
-  ignore_user_abort: bool,
-  file_uploads: bool,
-  max_file_uploads: int(0, 1000),
-  precision: int(-1, 50),
-  serialize_precision: int(-1, 50),
-  max_input_vars: int(1, 100_000),
-  max_input_nesting_level: int(1, 1024),
-  default_socket_timeout: int(0, 3600),
-  output_buffering: { raw: true, check: (v) => (BOOL_WORDS.test(v) || (/^\d{1,9}$/.test(v) && Number(v) <= 16 * 1024 * 1024) ? undefined : "must be a boolean or a size in bytes up to 16777216") },
-  variables_order: text(/^[EGPCS]{0,5}$/, 'letters of "EGPCS"', 5),
-  request_order: text(/^[GPC]{0,3}$/, 'letters of "GPC"', 3),
-  // Written in double quotes, where ";" is an ordinary character.
-  "arg_separator.output": { raw: false, check: (v) => (/^[&;a-z]{1,8}$/.test(v) ? undefined : 'must be separator characters such as "&" or "&amp;"') },
-  "arg_separator.input": { raw: false, check: (v) => (/^[&;]{1,4}$/.test(v) ? undefined : 'must be separator characters ("&" and ";")') },
-  // open_basedir (a wall) still limits what include finds.
-  include_path: text(/^[A-Za-z0-9_.\/:-]{1,1024}$/, 'directories separated by ":"', 1024),
-  user_agent: text(/^/, "plain text", 256, true),
-  "zend.assertions": int(-1, 1),
-  "zend.enable_gc": bool,
-  "zend.exception_ignore_args": bool,
-  "zend.exception_string_param_max_len": int(0, 1_000_000),
-  "assert.active": bool,
-  "assert.bail": bool,
-  "assert.warning": bool,
-  "assert.exception": bool,
-  "pcre.backtrack_limit": int(1, 100_000_000),
-  "pcre.recursion_limit": int(1, 100_000_000),
-  "pcre.jit": bool,
-  "mbstring.language": text(/^[A-Za-z-]{1,20}$/, "a language name such as neutral or Japanese", 20),
-  "mbstring.internal_encoding": charset,
-  "mbstring.http_input": charset,
-  "mbstring.http_output": charset,
-  "mbstring.detect_order": text(/^[A-Za-z0-9_.:, -]{0,200}$/, "character set names separated by commas", 200),
-  "mbstring.substitute_character": text(/^(none|long|entity|\d{1,7})$/, 'none, long, entity or a code point', 16),
-  "mbstring.strict_detection": bool,
-  "mbstring.encoding_translation": bool,
-  "mbstring.regex_retry_limit": int(0, 100_000_000),
-  "mbstring.regex_stack_limit": int(0, 100_000_000),
-  // Sessions are files in /tmp (save_path and save_handler stay the platform's).
-  "session.name": text(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "letters, digits and _ starting with a letter", 64),
-  "session.auto_start": bool,
-  "session.use_cookies": bool,
-  "session.use_only_cookies": bool,
-  "session.use_strict_mode": bool,
-  "session.use_trans_sid": bool,
-  "session.lazy_write": bool,
-  "session.cookie_lifetime": int(0, 2_147_483_647),
-  "session.cookie_path": text(/^\/[A-Za-z0-9_.\/~-]{0,255}$/, "a URL path starting with /", 256),
-  "session.cookie_domain": text(/^[A-Za-z0-9.-]{0,253}$/, "a host name", 253),
-  "session.cookie_secure": bool,
-  "session.cookie_httponly": bool,
-  "session.cookie_samesite": oneOf("", "Lax", "Strict", "None"),
-  "session.cache_limiter": oneOf("", "nocache", "private", "private_no_expire", "public"),
-  "session.cache_expire": int(0, 2_147_483_647),
-  "session.gc_maxlifetime": int(0, 2_147_483_647),
-  "session.gc_probability": int(0, 1_000_000),
-  "session.gc_divisor": int(1, 1_000_000),
-  "session.serialize_handler": oneOf("php", "php_binary", "php_serialize"),
-  "session.sid_length": int(22, 256),
-  "session.sid_bits_per_character": int(4, 6),
-  "gd.jpeg_ignore_warning": bool,
-};
-
-/** Every php.ini key a bundle may set (docs, error messages). */
-export const PHP_INI_KEYS: readonly string[] = Object.keys(PHP_INI_SETTINGS).sort();
-
-/**
- * Why `key = value` may not be in a bundle's php.ini, or undefined when it may (the value as a
- * string: booleans "1"/"0", numbers in decimal).
- */
-export function checkPhpIniSetting(key: string, value: string): string | undefined {
-  if (!INI_KEY.test(key)) return `${q(key)} is not a php.ini key (a-z, 0-9, "_" and "." only)`;
-  if (FORBIDDEN_INI_KEYS.has(key) || FORBIDDEN_INI_PREFIXES.some((p) => key.startsWith(p))) {
-    return `${q(key)} cannot be set by a bundle (the platform controls it)`;
-  }
-  if (CONTROL_CHARS.test(value)) return "must not contain control characters (newlines, NUL, …)";
-  const rule = Object.hasOwn(PHP_INI_SETTINGS, key) ? PHP_INI_SETTINGS[key] : undefined;
-  if (rule === undefined) return `${q(key)} is not a php.ini setting a bundle may set (allowed: see docs/manifest.md)`;
-  return rule.check(value);
-}
-
-/**
- * The php.ini line for a bundle's setting, checked again here (a Manifest may be built by hand,
- * not parsed): throws a BundleError naming the field.
- */
-export function phpIniLine(key: string, value: string): string {
-  const problem = checkPhpIniSetting(key, value);
-  if (problem !== undefined) throw invalid(["php", "ini", key], problem);
-  return PHP_INI_SETTINGS[key]!.raw ? `${key} = ${value === "" ? '""' : value}` : `${key} = "${value}"`;
-}
-
-const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
-
-function intBetween(lo: number, hi: number) {
+/** zod number rule with one message naming the bounds. */
+export function intBetween(lo: number, hi: number) {
   const msg = `must be an integer between ${lo} and ${hi}`;
   return z.number({ error: msg }).int({ error: msg }).min(lo, { error: msg }).max(hi, { error: msg });
 }
 
-const str = () => z.string({ error: (iss) => (iss.input === undefined ? "is required" : "must be a string") });
-
-const PhpSchema = z.strictObject({
-  version: z.enum(["8.3", "8.4"], { error: 'must be "8.3" or "8.4" (a string)' }).default("8.3"),
-  document_root: str().default("."),
-  ini: z
-    .record(
-      z.string(),
-      z.union([z.string(), z.number(), z.boolean()], { error: "must be a string, number or boolean" }),
-      { error: "must be a table of php.ini settings" },
-    )
-    .default({}),
-  front_controller: str().optional(),
-  opcache_mb: intBetween(MIN_OPCACHE_MB, MAX_OPCACHE_MB).optional(),
-}, { error: "must be a table" });
+/** zod string rule: "is required" when absent, "must be a string" otherwise. */
+export const str = () => z.string({ error: (iss) => (iss.input === undefined ? "is required" : "must be a string") });
 
 const RouteSchema = z.strictObject(
   {
@@ -299,48 +126,6 @@ const LimitsSchema = z.strictObject(
   { error: "must be a table" },
 );
 
-const PythonSchema = z.strictObject(
-  {
-    app: str().default("app:application"),
-    path: z.array(str(), { error: "must be an array of strings" }).max(16, { error: "must have at most 16 entries" }).default([]),
-  },
-  { error: "must be a table" },
-);
-
-const X86Schema = z.strictObject({ program: str().default("bin/app") }, { error: "must be a table" });
-
-const ManifestSchema = z.strictObject({
-  runtime: z.enum(SUPPORTED_RUNTIMES, {
-    error: (iss) =>
-      iss.input === undefined ? "is required" : `must be one of ${SUPPORTED_RUNTIMES.map((r) => `"${r}"`).join(", ")}`,
-  }),
-  php: z.optional(PhpSchema),
-  python: z.optional(PythonSchema),
-  x86: z.optional(X86Schema),
-  routes: z
-    .array(RouteSchema, { error: "must be an array of tables ([[routes]])" })
-    .max(MAX_ROUTES, { error: `must have at most ${MAX_ROUTES} entries` })
-    .default([]),
-  limits: z.optional(LimitsSchema),
-  warmup: z
-    .array(str(), { error: "must be an array of strings" })
-    .max(MAX_WARMUP, { error: `must have at most ${MAX_WARMUP} entries` })
-    .default([]),
-  health: z
-    .array(str(), { error: "must be an array of strings" })
-    .max(MAX_WARMUP, { error: `must have at most ${MAX_WARMUP} entries` })
-    .default(["/"]),
-});
-
-const ALLOWED_KEYS: Record<string, string[]> = {
-  "": Object.keys(ManifestSchema.shape),
-  php: Object.keys(PhpSchema.shape),
-  python: Object.keys(PythonSchema.shape),
-  x86: Object.keys(X86Schema.shape),
-  routes: Object.keys(RouteSchema.shape),
-  limits: Object.keys(LimitsSchema.shape),
-};
-
 /** "routes[0].host", 'php.ini["opcache.enable"]'. */
 export function formatFieldPath(path: ReadonlyArray<PropertyKey>): string {
   let out = "";
@@ -352,24 +137,25 @@ export function formatFieldPath(path: ReadonlyArray<PropertyKey>): string {
   return out;
 }
 
-function invalid(path: ReadonlyArray<PropertyKey>, message: string): BundleError {
+/** A manifest_invalid error naming the field: "manifest: <field>: <message>". */
+export function manifestError(path: ReadonlyArray<PropertyKey>, message: string): BundleError {
   const field = formatFieldPath(path);
   return new BundleError("manifest_invalid", `manifest: ${field === "" ? "" : field + ": "}${message}`, {
     details: { field },
   });
 }
 
-function zodError(issues: ReadonlyArray<z.core.$ZodIssue>): BundleError {
+function zodError(issues: ReadonlyArray<z.core.$ZodIssue>, allowedKeys: Readonly<Record<string, string[]>>): BundleError {
   const unknown = issues.find((i) => i.code === "unrecognized_keys");
   const issue = unknown ?? issues[0];
-  if (issue === undefined) return invalid([], "invalid manifest");
+  if (issue === undefined) return manifestError([], "invalid manifest");
   if (issue.code === "unrecognized_keys") {
     const key = issue.keys[0] ?? "";
     const context = [...issue.path].reverse().find((s) => typeof s === "string") ?? "";
-    const allowed = ALLOWED_KEYS[typeof context === "string" ? context : ""];
-    return invalid([...issue.path, key], `unknown key${allowed === undefined ? "" : ` (allowed: ${allowed.join(", ")})`}`);
+    const allowed = Object.hasOwn(allowedKeys, context as string) ? allowedKeys[context as string] : undefined;
+    return manifestError([...issue.path, key], `unknown key${allowed === undefined ? "" : ` (allowed: ${allowed.join(", ")})`}`);
   }
-  return invalid(issue.path, issue.message);
+  return manifestError(issue.path, issue.message);
 }
 
 function tomlError(e: unknown): BundleError {
@@ -383,111 +169,150 @@ function tomlError(e: unknown): BundleError {
   return new BundleError("manifest_invalid", `manifest: invalid TOML (${e instanceof Error ? e.message : String(e)})`, { cause: e });
 }
 
-/** Parses zerocell.toml text; the error names the field path. */
-export function parseManifest(text: string): Manifest {
-  const bytes = Buffer.byteLength(text, "utf8");
-  if (bytes > MAX_MANIFEST_BYTES) {
-    throw new BundleError("manifest_invalid", `manifest: ${MANIFEST_FILE} is ${bytes} bytes, exceeds limit of ${MAX_MANIFEST_BYTES} bytes`);
-  }
-  let doc: unknown;
-  try {
-    doc = parseToml(text.startsWith("\uFEFF") ? text.slice(1) : text);
-  } catch (e) {
-    throw tomlError(e);
-  }
-  const runtime = (doc as Record<string, unknown>).runtime;
-  if (typeof runtime === "string" && UNAVAILABLE_RUNTIMES.has(runtime)) {
-    throw new BundleError(
-      "runtime_unavailable",
-      `manifest: runtime ${q(runtime)} is not available in this build (supported: ${SUPPORTED_RUNTIMES.join(", ")})`,
-      { details: { field: "runtime", runtime } },
-    );
-  }
-  // zod would silently drop a "__proto__" key from a record (assignment sets the prototype).
-  const rawIni = ((doc as Record<string, unknown>).php as Record<string, unknown> | undefined)?.ini;
-  if (typeof rawIni === "object" && rawIni !== null && Object.hasOwn(rawIni, "__proto__")) {
-    throw invalid(["php", "ini", "__proto__"], '"__proto__" is not a php.ini key');
-  }
-  const result = ManifestSchema.safeParse(doc);
-  if (!result.success) throw zodError(result.error.issues);
-  const raw = result.data;
-  const php = raw.php ?? PhpSchema.parse({});
-  const limits = raw.limits ?? LimitsSchema.parse({});
+/** Sections by runtime name (the registry's composition, src/runtime/manifest.ts). */
+export type ManifestSections = Readonly<Record<string, ManifestSection<z.ZodObject, unknown>>>;
 
-  // php.document_root / php.front_controller
-  const root = checkRelativePath(php.document_root, MANIFEST_PATH_RULES);
-  if (!root.ok) throw invalid(["php", "document_root"], `${q(php.document_root)} ${root.reason}`);
-  let frontController: string | null = null;
-  if (php.front_controller !== undefined) {
-    const fc = checkRelativePath(php.front_controller, MANIFEST_PATH_RULES);
-    if (!fc.ok) throw invalid(["php", "front_controller"], `${q(php.front_controller)} ${fc.reason}`);
-    if (fc.path === "") throw invalid(["php", "front_controller"], "must name a file inside php.document_root");
-    frontController = fc.path;
-  }
+/** zerocell.toml → Manifest, and the manifest-vs-files checks of loadBundle. */
+export interface ManifestParser {
+  /** The runtime names this parser accepts. */
+  readonly runtimes: readonly string[];
+  /** Parses zerocell.toml text; the error names the field path. */
+  parse(text: string): Manifest;
+  /** Each section's checks against the bundle's files (and the values they fill in). */
+  checkImage(manifest: Manifest, image: BundleImage): Manifest;
+}
 
-  if (php.opcache_mb !== undefined && php.opcache_mb > limits.memory_mb) {
-    throw invalid(["php", "opcache_mb"], `must be at most limits.memory_mb (${limits.memory_mb})`);
+/** The first own "__proto__" key in a parsed TOML document (zod would drop it silently), as a path. */
+function findProtoKey(value: unknown, path: PropertyKey[] = [], depth = 0): PropertyKey[] | undefined {
+  if (typeof value !== "object" || value === null || depth > 8) return undefined;
+  if (!Array.isArray(value) && Object.hasOwn(value, "__proto__")) return [...path, "__proto__"];
+  for (const [k, v] of Object.entries(value)) {
+    const found = findProtoKey(v, [...path, Array.isArray(value) ? Number(k) : k], depth + 1);
+    if (found !== undefined) return found;
   }
+  return undefined;
+}
 
-  // php.ini
-  const ini: Record<string, string> = {};
-  for (const [key, value] of Object.entries(php.ini)) {
-    const at = ["php", "ini", key];
-    if (typeof value === "number" && !Number.isFinite(value)) throw invalid(at, "must be a finite number");
-    const text = typeof value === "boolean" ? (value ? "1" : "0") : String(value);
-    const problem = checkPhpIniSetting(key, text);
-    if (problem !== undefined) throw invalid(at, problem);
-    ini[key] = text;
+/**
+ * The parser for a set of runtime sections. Names no runtime: the runtimes are the keys of
+ * `sections`, each one's table the key's name.
+ */
+export function createManifestParser(sections: ManifestSections): ManifestParser {
+  const names = Object.keys(sections);
+  if (names.length === 0) throw new Error("createManifestParser: no runtime sections");
+  for (const reserved of ["runtime", "routes", "limits", "warmup", "health"]) {
+    if (names.includes(reserved)) throw new Error(`createManifestParser: a runtime cannot be named ${q(reserved)}`);
   }
-
-  // routes
-  const routes: ManifestRoute[] = [];
-  const seen = new Map<string, number>();
-  raw.routes.forEach((r, i) => {
-    const host = r.host.toLowerCase();
-    const hostError = checkHostPattern(host);
-    if (hostError !== undefined) throw invalid(["routes", i, "host"], `${q(r.host)}: ${hostError}`);
-    const pathError = checkPathPattern(r.path);
-    if (pathError !== undefined) throw invalid(["routes", i, "path"], `${q(r.path)}: ${pathError}`);
-    const route: ManifestRoute = { host, path: r.path, mode: r.mode };
-    if (r.key !== undefined) {
-      const params = r.path.split("/").filter((s) => s.startsWith(":")).map((s) => s.slice(1));
-      if (!params.includes(r.key)) {
-        throw invalid(["routes", i, "key"], `${q(r.key)} is not a :param of path ${q(r.path)}`);
-      }
-      route.key = r.key;
-    }
-    const id = `${host} ${canonicalPath(r.path)}`;
-    const earlier = seen.get(id);
-    if (earlier !== undefined) throw invalid(["routes", i], `has the same host and path as routes[${earlier}]`);
-    seen.set(id, i);
-    routes.push(route);
+  const schema = z.strictObject({
+    runtime: z.enum(names as [string, ...string[]], {
+      error: (iss) => (iss.input === undefined ? "is required" : `must be one of ${names.map((r) => `"${r}"`).join(", ")}`),
+    }),
+    ...Object.fromEntries(names.map((n) => [n, z.optional(sections[n]!.schema)])),
+    routes: z
+      .array(RouteSchema, { error: "must be an array of tables ([[routes]])" })
+      .max(MAX_ROUTES, { error: `must have at most ${MAX_ROUTES} entries` })
+      .default([]),
+    limits: z.optional(LimitsSchema),
+    warmup: z
+      .array(str(), { error: "must be an array of strings" })
+      .max(MAX_WARMUP, { error: `must have at most ${MAX_WARMUP} entries` })
+      .default([]),
+    health: z
+      .array(str(), { error: "must be an array of strings" })
+      .max(MAX_WARMUP, { error: `must have at most ${MAX_WARMUP} entries` })
+      .default(["/"]),
+  });
+  const allowedKeys: Record<string, string[]> = {
+    "": Object.keys(schema.shape),
+    ...Object.fromEntries(names.map((n) => [n, Object.keys(sections[n]!.schema.shape)])),
+    routes: Object.keys(RouteSchema.shape),
+    limits: Object.keys(LimitsSchema.shape),
+  };
+  const contextOf = (name: string, limits: ManifestLimits): SectionContext => ({
+    limits,
+    fail: (path, message) => manifestError([name, ...path], message),
   });
 
-  // warmup and health paths
-  for (const field of ["warmup", "health"] as const) {
-    raw[field].forEach((p, i) => {
-      if (!p.startsWith("/") || p.length > MAX_WARMUP_PATH || /[\s\u0000-\u001f\u007f]/.test(p)) {
-        throw invalid([field, i], `${q(p)} must be a request path starting with "/" (no spaces or control characters)`);
+  function parse(text: string): Manifest {
+    const bytes = Buffer.byteLength(text, "utf8");
+    if (bytes > MAX_MANIFEST_BYTES) {
+      throw new BundleError("manifest_invalid", `manifest: ${MANIFEST_FILE} is ${bytes} bytes, exceeds limit of ${MAX_MANIFEST_BYTES} bytes`);
+    }
+    let doc: unknown;
+    try {
+      doc = parseToml(text.startsWith("\uFEFF") ? text.slice(1) : text);
+    } catch (e) {
+      throw tomlError(e);
+    }
+    // zod would silently drop a "__proto__" key from a record (assignment sets the prototype).
+    const proto = findProtoKey(doc);
+    if (proto !== undefined) throw manifestError(proto, '"__proto__" is not a valid key');
+    const result = schema.safeParse(doc);
+    if (!result.success) throw zodError(result.error.issues, allowedKeys);
+    const raw = result.data as Record<string, unknown> & z.output<typeof schema>;
+    const lim = raw.limits ?? LimitsSchema.parse({});
+    const limits: ManifestLimits = { timeoutMs: lim.timeout_ms, memoryMb: lim.memory_mb, maxBodyBytes: lim.max_body_bytes, dataMb: lim.data_mb };
+
+    // each runtime's table (all of them, with defaults when absent)
+    const tables: Record<string, unknown> = {};
+    for (const name of names) {
+      const section = sections[name]!;
+      const table = (raw[name] ?? section.schema.parse({})) as z.output<typeof section.schema>;
+      tables[name] = section.resolve(table, contextOf(name, limits));
+    }
+
+    // routes
+    const routes: ManifestRoute[] = [];
+    const seen = new Map<string, number>();
+    raw.routes.forEach((r, i) => {
+      const host = r.host.toLowerCase();
+      const hostError = checkHostPattern(host);
+      if (hostError !== undefined) throw manifestError(["routes", i, "host"], `${q(r.host)}: ${hostError}`);
+      const pathError = checkPathPattern(r.path);
+      if (pathError !== undefined) throw manifestError(["routes", i, "path"], `${q(r.path)}: ${pathError}`);
+      const route: ManifestRoute = { host, path: r.path, mode: r.mode };
+      if (r.key !== undefined) {
+        const params = r.path.split("/").filter((s) => s.startsWith(":")).map((s) => s.slice(1));
+        if (!params.includes(r.key)) {
+          throw manifestError(["routes", i, "key"], `${q(r.key)} is not a :param of path ${q(r.path)}`);
+        }
+        route.key = r.key;
       }
+      const id = `${host} ${canonicalPath(r.path)}`;
+      const earlier = seen.get(id);
+      if (earlier !== undefined) throw manifestError(["routes", i], `has the same host and path as routes[${earlier}]`);
+      seen.set(id, i);
+      routes.push(route);
     });
+
+    // warmup and health paths
+    for (const field of ["warmup", "health"] as const) {
+      raw[field].forEach((p, i) => {
+        if (!p.startsWith("/") || p.length > MAX_WARMUP_PATH || /[\s\u0000-\u001f\u007f]/.test(p)) {
+          throw manifestError([field, i], `${q(p)} must be a request path starting with "/" (no spaces or control characters)`);
+        }
+      });
+    }
+
+    return {
+      ...tables,
+      runtime: raw.runtime as RuntimeName,
+      routes,
+      limits,
+      warmup: [...raw.warmup],
+      health: [...raw.health],
+    } as Manifest;
   }
 
-  const python = raw.python ?? PythonSchema.parse({});
-  return {
-    runtime: raw.runtime,
-    python: { app: python.app, path: [...python.path] },
-    x86: { program: (raw.x86 ?? X86Schema.parse({})).program },
-    php: {
-      version: php.version,
-      documentRoot: root.path === "" ? "." : root.path,
-      ini,
-      frontController,
-      ...(php.opcache_mb === undefined ? {} : { opcacheMb: php.opcache_mb }),
-    },
-    routes,
-    limits: { timeoutMs: limits.timeout_ms, memoryMb: limits.memory_mb, maxBodyBytes: limits.max_body_bytes, dataMb: limits.data_mb },
-    warmup: [...raw.warmup],
-    health: [...raw.health],
-  };
+  function checkImage(manifest: Manifest, image: BundleImage): Manifest {
+    const out: Record<string, unknown> = { ...(manifest as unknown as Record<string, unknown>) };
+    for (const name of names) {
+      const section = sections[name]!;
+      if (section.checkImage === undefined) continue;
+      out[name] = section.checkImage((manifest as unknown as Record<string, unknown>)[name], image, contextOf(name, manifest.limits));
+    }
+    return out as unknown as Manifest;
+  }
+
+  return { runtimes: names, parse, checkImage };
 }

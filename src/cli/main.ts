@@ -604,7 +604,8 @@ program
   .action(async (path: string, opts: { json?: boolean }) => {
     // Loaded here: iced-x86 (WASM) is needed by this command only.
     const { readProgram, validateElf, formatReport } = await import("../runtime/x86/validate.js");
-    const prog = readProgram(path);
+    const { parseManifest } = await import("../runtime/manifest.js");
+    const prog = readProgram(path, parseManifest);
     const report = validateElf(prog.bytes, { path: prog.path });
     process.stdout.write(opts.json === true ? JSON.stringify(report, null, 2) + "\n" : formatReport(report));
     if (!report.ok) process.exitCode = 1;

@@ -1,7 +1,6 @@
 /** The deploy pipeline, shared by the admin API and `serve --examples`. */
 import type { Platform } from "../platform/index.js";
-import { loadBundle } from "../bundle/index.js";
-import { validateBundle } from "../runtime/index.js";
+import { loadBundle, validateBundle } from "../runtime/index.js";
 import { DeploymentFailedError, InputError, isZerocellError } from "../errors.js";
 import { checkHostPattern, type RouteMode, type RouteSpec } from "../router/index.js";
 import type { DeploymentInfo } from "../store/index.js";
@@ -32,7 +31,7 @@ export async function deployBundle(platform: Platform, input: { appName: string;
   }
   // 1. parse and check the untrusted bundle
   const { image, manifest } = loadBundle(archive);
-  validateBundle(manifest, image);
+  await validateBundle(manifest, image);
   // 2. routes: the manifest's, plus one per --host, or <app>.localhost by default
   const routes: RouteSpec[] = [...manifest.routes];
   for (const h of hosts) routes.push({ host: h, path: "/", mode: "snapshot" });

@@ -8,8 +8,8 @@
  */
 import { createHash, randomUUID } from "node:crypto";
 import { LRUCache } from "lru-cache";
-import { MANIFEST_FILE, encodeImage, parseManifest, type BundleImage, type Manifest } from "../bundle/index.js";
-import { validateBundle } from "../runtime/index.js";
+import { MANIFEST_FILE, encodeImage, type BundleImage, type Manifest } from "../bundle/index.js";
+import { parseManifest, validateBundle } from "../runtime/index.js";
 import type { Platform } from "./index.js";
 import type { BindingInfo } from "../objects/bindings.js";
 import type { ObjectInfo } from "../objects/index.js";
@@ -145,7 +145,7 @@ export async function runProgram(p: Platform, accountId: string, program: Buffer
       totalBytes: program.length + text.length,
     };
     const manifest = parseManifest(text);
-    validateBundle(manifest, image);
+    await validateBundle(manifest, image);
     v = { manifest, image: encodeImage(image) };
     validated.set(sha, v);
   }

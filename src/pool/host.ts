@@ -91,6 +91,8 @@ export class SandboxHost {
   #exitListeners: Array<() => void> = [];
   /** The host said its engine state is unknown (JS error in the engine): replace it. */
   tainted = false;
+  /** The host's engine is close to exhaustion: the pool starts its successor (PoolHost.worn). */
+  worn = false;
   readonly pid: number;
   readonly startedAt = performance.now();
   /** Spawn → ready (runtime load, image, warm-up, snapshot), ms. */
@@ -330,6 +332,9 @@ export class SandboxHost {
       }
       case "tainted":
         this.tainted = true;
+        return;
+      case "worn":
+        this.worn = true;
         return;
       case "idle":
         // Bounded like the request's CPU: at most 4 × the reset's wall time.

@@ -137,6 +137,8 @@ export interface PoolHost {
   readonly restored: boolean;
   /** Its engine state is unknown (or spent): replace it after this request. */
   readonly tainted: boolean;
+  /** Close to spent (the engine passed WORN_AT): start its successor, keep serving until it is ready. */
+  readonly worn?: boolean;
   readonly alive: boolean;
   /** CPU time of the host's last reset, µs, as the host reported it (for the CPU breakdown). */
   readonly lastResetCpuUs?: number | undefined;
@@ -159,6 +161,10 @@ interface Slot {
   served: number;
   /** What the memory budget charges for this host. */
   charge: Charge | undefined;
+  /** The replacement started because the host is worn (DeploymentPool.#replaceAhead). */
+  successor?: Promise<void> | undefined;
+  /** Its successor is ready: stop it after its current request. */
+  superseded?: boolean;
 }
 
 /** What the pool-wide idle cache needs from a deployment pool. */
@@ -408,15 +414,43 @@ class DeploymentPool {
   /** Gives a host back after its request (and reset) finished, or drops it if it is spent. */
   done(slot: Slot, keep: boolean): void {
     this.#busy--;
-    if (!keep || !slot.host.alive || slot.host.tainted || this.retiring) {
+    if (!keep || !slot.host.alive || slot.host.tainted || slot.superseded === true || this.retiring) {
       this.#all.delete(slot);
       this.#stop(slot);
-      // Keep one instance ready (fresh mode replaces every host after its request).
-      if (!this.retiring && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) void this.#grow().catch(() => {});
+      // Keep one instance ready (fresh mode replaces every host after its request). A superseded
+      // host's successor is already serving: it needs no replacement.
+      if (!this.retiring && slot.superseded !== true && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) void this.#grow().catch(() => {});
       this.#checkDrained();
       return;
     }
+    if (slot.host.worn === true) this.#replaceAhead(slot);
     this.#release(slot);
+  }
+
+  /**
+   * Proactive replacement: a worn host (close to what only a new instance frees, e.g. PHP's
+   * descriptor table in daemon mode) serves on while its successor starts; once the successor is
+   * ready (and serving), the worn host stops — at once if idle, else after its current request.
+   * So load never waits for a host start when a host runs out. For that while the deployment may
+   * hold one host above maxInstancesPerDeployment per worn host. A successor that fails to start
+   * is tried again after the worn host's next request.
+   */
+  #replaceAhead(slot: Slot): void {
+    if (slot.successor !== undefined || this.retiring) return;
+    slot.successor = this.#grow().then(
+      () => {
+        slot.superseded = true;
+        const i = this.#idle.indexOf(slot);
+        if (i === -1) return; // busy: done() stops it
+        this.#idle.splice(i, 1);
+        this.#tracker.busy(slot);
+        this.#all.delete(slot);
+        this.#stop(slot);
+      },
+      () => {
+        slot.successor = undefined;
+      },
+    );
   }
 
   #release(slot: Slot): void {

@@ -94,9 +94,11 @@ export const snapshotMessage = z.object({
 });
 
 export const taintedMessage = z.object({ t: z.literal("tainted") });
+/** The engine passed WORN_AT of what only a new instance frees (sent once): start its successor. */
+export const wornMessage = z.object({ t: z.literal("worn") });
 export const idleMessage = z.object({ t: z.literal("idle"), resetMs: ms.optional(), resetCpuUs: count.optional() });
 
-export const hostMessage = z.discriminatedUnion("t", [readyMessage, warmupMessage, responseMessage, failMessage, snapshotMessage, taintedMessage, idleMessage]);
+export const hostMessage = z.discriminatedUnion("t", [readyMessage, warmupMessage, responseMessage, failMessage, snapshotMessage, taintedMessage, wornMessage, idleMessage]);
 
 export type HostMessage = z.infer<typeof hostMessage>;
 export type ResponseMessage = z.infer<typeof responseMessage>;

@@ -86,6 +86,14 @@ export interface EngineSpec {
   maxResponseBytes?: number;
 }
 
+/**
+ * Wear (EngineInstance.wear) past which the pool starts an instance's successor in the background.
+ * PHP in daemon mode lasts ~1,800 requests (two descriptors per request, MAX_OPEN_STREAMS), ~7 s at
+ * c=64 over two hosts (~250 req/s each), and a host takes 2–4 s to start on a loaded machine: half
+ * the budget is the successor's head start.
+ */
+export const WORN_AT = 0.5;
+
 export interface EngineInstance {
   handle(request: EngineRequest): Promise<EngineResponse>;
   /**
@@ -100,6 +108,12 @@ export interface EngineInstance {
   reset(): Promise<void>;
   /** True when the instance should be replaced after this request (e.g. resources that only a reset frees). */
   exhausted?(): boolean;
+  /**
+   * How much of what only a new instance frees is used up, 0–1 (exhausted() at 1). The host tells
+   * the pool once it passes WORN_AT, and the pool starts the instance's
+   * successor while this one serves on.
+   */
+  wear?(): number;
   /** The snapshot as bytes, to store and load into other instances of the same build. */
   exportSnapshot(): PortableSnapshot;
   /** Becomes an instance in the exported state, without running init or warm-up again. */

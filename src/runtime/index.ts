@@ -8,10 +8,11 @@ import { RUNTIMES } from "./registry.js";
 
 export type { Engine, EngineInstance, EngineRequest, EngineResponse, EngineSpec, PortableSnapshot } from "./engine.js";
 export { RUNTIMES, findRuntime, type RuntimeDescriptor, type RuntimeName } from "./registry.js";
+export { MANIFEST, loadBundle, parseManifest } from "./manifest.js";
 
-/** Static checks at deploy (throws BundleError). */
-export function validateBundle(manifest: Manifest, image: BundleImage): void {
-  RUNTIMES[manifest.runtime].validate(manifest, image);
+/** Static checks at deploy (rejects with a BundleError). */
+export async function validateBundle(manifest: Manifest, image: BundleImage): Promise<void> {
+  await RUNTIMES[manifest.runtime].validate(manifest, image);
 }
 
 /** What a stored snapshot of this deployment depends on besides the deployment itself. */

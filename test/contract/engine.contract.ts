@@ -10,7 +10,7 @@
  *   /hello         200 "hello"
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import type { Engine, EngineInstance, EngineRequest } from "../../src/runtime/engine.js";
+import { WORN_AT, type Engine, type EngineInstance, type EngineRequest } from "../../src/runtime/engine.js";
 import type { BundleImage, Manifest } from "../../src/bundle/index.js";
 
 export interface EngineFixture {
@@ -127,15 +127,27 @@ export function runEngineContract(name: string, makeFixture: () => Promise<Engin
       const prepared = await fx.engine.prepare({ deploymentId: "contract-daemon", manifest: fx.manifest, image: fx.image });
       let daemon = await fx.engine.instantiate(prepared);
       let replaced = 0; // how often the engine asked to be replaced (PHP: about every 1,800 requests)
+      let served = 0; // requests of the current instance
+      let wornAfter: number | undefined; // when its wear() passed WORN_AT (the host then says "worn")
       try {
         for (let i = 0; i < 4500; i++) {
           const r = await daemon.handle(request("/hello"));
           expect(r.status).toBe(200);
+          served++;
+          if (wornAfter === undefined && (daemon.wear?.() ?? 0) >= WORN_AT) wornAfter = served;
           // What the pool does when the host reports the instance exhausted.
           if (daemon.exhausted?.() === true) {
+            // An engine that wears out says so well before (the pool's successor gets a head
+            // start of the rest of the budget): at most WORN_AT of the instance's life.
+            if (daemon.wear !== undefined) {
+              expect(wornAfter).toBeDefined();
+              expect(wornAfter!).toBeLessThanOrEqual(Math.ceil(served * WORN_AT) + 1);
+            }
             daemon.dispose();
             daemon = await fx.engine.instantiate(prepared);
             replaced++;
+            served = 0;
+            wornAfter = undefined;
           }
         }
       } finally {

@@ -1,5 +1,6 @@
 import { PhpEngine } from "../../src/runtime/php/index.js";
-import { readBundleArchive, parseManifest, type BundleImage } from "../../src/bundle/index.js";
+import { readBundleArchive, type BundleImage } from "../../src/bundle/index.js";
+import { parseManifest } from "../../src/runtime/manifest.js";
 import { runEngineContract } from "./engine.contract.js";
 import { packDirectory } from "../../src/bundle/index.js";
 import { writeBundle } from "../helpers/server.js";

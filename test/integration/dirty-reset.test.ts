@@ -56,7 +56,8 @@ function hostScript(runtime: "php" | "python", archiveB64: string, manifestToml:
     // As src/runtime/host/main.ts does: Emscripten's NODEFS asks process.binding for fs constants.
     const fsConstants = (await import("node:fs")).constants;
     process.binding = (name) => { if (name === "constants") return { fs: fsConstants }; throw new Error("no binding " + name); };
-    const { readBundleArchive, parseManifest } = await import(${JSON.stringify(join(DIST, "bundle", "index.js"))});
+    const { readBundleArchive } = await import(${JSON.stringify(join(DIST, "bundle", "index.js"))});
+    const { parseManifest } = await import(${JSON.stringify(join(DIST, "runtime", "manifest.js"))});
     const image = readBundleArchive(Buffer.from(${JSON.stringify(archiveB64)}, "base64"));
     const manifest = parseManifest(${JSON.stringify(manifestToml)});
     const engine = ${engineImport};

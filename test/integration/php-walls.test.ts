@@ -14,7 +14,7 @@ import { randomBytes } from "node:crypto";
 import { startServer, writeBundle, fetchApp, isAlive, cleanup, type TestServer, type Res } from "../helpers/server.js";
 import { RUNNER, runnerManifest, runnerJson, type Outcome } from "../helpers/php-runner.js";
 import { hostileSideModule } from "../helpers/wasm-side-module.js";
-import { parseManifest } from "../../src/bundle/index.js";
+import { parseManifest } from "../../src/runtime/manifest.js";
 import { phpIniWalls } from "../../src/runtime/php/validate.js";
 
 const RUN_ID = randomBytes(6).toString("hex");

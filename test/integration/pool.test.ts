@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
-import { startServer, phpBundle, fetchApp, isAlive, childPids, admin, type TestServer } from "../helpers/server.js";
+import { startServer, phpBundle, fetchApp, isAlive, childPids, admin, writeBundle, type TestServer } from "../helpers/server.js";
 import { execFileSync } from "node:child_process";
 
 /** Host processes (node …/host/main.js) that currently serve `deploymentId`… we can't see that from outside; use the app's pids by diffing. */
@@ -40,6 +40,30 @@ describe("pool limits: queue, response size, crashes, drain on deploy", () => {
       expect(r.text).toContain("queue full (limit 2)");
     }
   });
+
+  it("daemon mode: a PHP host is replaced before its descriptor table runs out, with no failed request", async () => {
+    // php-wasm leaks two descriptors per request without a reset: a host is spent after ~1,800
+    // requests, worn (its successor started) after about half of them. 1,100 requests can only
+    // see a replacement if it came early.
+    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\nhealth = []\n[[routes]]\nhost = "wear.localhost"\npath = "/"\nmode = "daemon"\n`, "index.php": "<?php echo 'w';" }), "--app", "wear"]);
+    const wearPool = async () => (await admin(server, "GET", "/v1/pool")).json.deployments.find((x: { app: string; mode: string }) => x.app === "wear" && x.mode === "daemon") as { pids: number[]; instanceStartMs: { count: number } } | undefined;
+    expect((await fetchApp(server, "wear.localhost", "/")).text).toBe("w");
+    const first = (await wearPool())!.pids;
+    expect(first.length).toBe(1);
+    const statuses = new Map<number, number>();
+    // Two at a time: one running and one queued (max-instances 1, max-queue 2).
+    for (let i = 0; i < 550; i++) {
+      for (const r of await Promise.all([fetchApp(server, "wear.localhost", "/"), fetchApp(server, "wear.localhost", "/")])) statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+    }
+    expect(Object.fromEntries(statuses)).toEqual({ 200: 1100 });
+    await vi.waitFor(async () => {
+      const d = await wearPool();
+      expect(d?.instanceStartMs.count).toBeGreaterThanOrEqual(2);
+      expect(d?.pids.length).toBe(1);
+      expect(d?.pids).not.toContain(first[0]);
+    }, { timeout: 60_000, interval: 100 });
+    expect(isAlive(first[0]!)).toBe(false);
+  }, 300_000);
 
   it("refuses a response larger than the limit with 502 and keeps serving", async () => {
     expect((await fetchApp(server, "big.localhost", "/?n=1000")).text).toBe("x".repeat(1000));

@@ -8,13 +8,12 @@ import {
   DEFAULT_BUNDLE_LIMITS,
   decodeImage,
   encodeImage,
-  loadBundle,
   packDirectory,
   packDirectoryReport,
-  parseManifest,
   readBundleArchive,
   type BundleImage,
 } from "../../src/bundle/index.js";
+import { loadBundle, parseManifest } from "../../src/runtime/manifest.js";
 import { rawHeader, tar, type RawEntry } from "../helpers/tar.js";
 
 // Raw tar construction lives in test/helpers/tar.ts.

@@ -4,7 +4,8 @@
  * into php.ini by the platform only (a bundle's [php.ini] still may not name opcache.*).
  */
 import { describe, it, expect } from "vitest";
-import { parseManifest, type BundleImage } from "../../src/bundle/index.js";
+import type { BundleImage } from "../../src/bundle/index.js";
+import { parseManifest } from "../../src/runtime/manifest.js";
 import { buildPhpIni, opcacheSizing, OPCACHE_SIZING, phpEngineBuild } from "../../src/runtime/php/validate.js";
 
 function image(files: Record<string, number>): BundleImage {

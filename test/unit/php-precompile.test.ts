@@ -7,7 +7,8 @@
  */
 import { describe, it, expect } from "vitest";
 import { PhpEngine } from "../../src/runtime/php/index.js";
-import { parseManifest, type BundleImage } from "../../src/bundle/index.js";
+import type { BundleImage } from "../../src/bundle/index.js";
+import { parseManifest } from "../../src/runtime/manifest.js";
 import type { EngineRequest } from "../../src/runtime/engine.js";
 
 function image(files: Record<string, string>): BundleImage {

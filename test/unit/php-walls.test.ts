@@ -15,7 +15,8 @@ import { startPhpRuntime, PHP_INI_PATH, type PhpRuntime } from "../../src/runtim
 import { limitDirs, lockFileSystem } from "../../src/runtime/php/fs-walls.js";
 import { PhpEngine } from "../../src/runtime/php/index.js";
 import { buildPhpIni } from "../../src/runtime/php/validate.js";
-import { parseManifest, type Manifest } from "../../src/bundle/index.js";
+import type { Manifest } from "../../src/bundle/index.js";
+import { parseManifest } from "../../src/runtime/manifest.js";
 import { hostileSideModule } from "../helpers/wasm-side-module.js";
 
 const RUN_ID = randomBytes(6).toString("hex");

@@ -6,13 +6,13 @@
  */
 import { describe, it, expect, afterEach } from "vitest";
 import { Pool, NO_ISOLATION, type DeploymentSource, type HostFactory, type HostResponse, type PoolHost, type PoolLimits } from "../../src/pool/index.js";
-import { parseManifest } from "../../src/bundle/index.js";
+import { parseManifest } from "../../src/runtime/manifest.js";
 import { InstanceUnavailableError, PoolSaturatedError, SandboxError } from "../../src/errors.js";
 import type { EngineRequest } from "../../src/runtime/engine.js";
 
 /**
  * A host that answers in-process: "/sleep/N" takes N ms, "/crash" makes the host exit, "/taint"
- * answers and marks it spent. Every host records the order of the requests it served.
+ * answers and marks it spent, "/wear" answers and marks it close to spent. Every host records the order of the requests it served.
  */
 class FakeHost implements PoolHost {
   static nextPid = 1000;
@@ -20,6 +20,7 @@ class FakeHost implements PoolHost {
   readonly readyMs = 1;
   readonly restored = false;
   tainted = false;
+  worn = false;
   alive = true;
   served: string[] = [];
   shutdowns = 0;
@@ -48,6 +49,7 @@ class FakeHost implements PoolHost {
           return;
         }
         if (req.url === "/taint") this.tainted = true;
+        if (req.url === "/wear") this.worn = true;
         // "/cpu": the host reports 300 µs of CPU for the request, 100 of them the guest's, and a
         // reset of 50 µs.
         const cpu = req.url === "/cpu";
@@ -182,6 +184,49 @@ describe("pool (in-process hosts)", () => {
     const third = await h.pool.run("dep1", "snapshot", request("/b"), 1000);
     expect(text(third)).toBe(`${h.hosts[2]!.pid}:/b`);
     expect(h.hosts[1]!.shutdowns).toBe(1);
+  });
+
+  it("starts a worn host's successor while the worn host serves on, then stops the worn host", async () => {
+    const h = harness({ maxInstancesPerDeployment: 1 });
+    await h.pool.run("dep1", "daemon", request("/a"), 1000);
+    const worn = h.hosts[0]!;
+    h.startDelayMs = 400; // the successor's start takes a while
+    await h.pool.run("dep1", "daemon", request("/wear"), 1000);
+    await expect.poll(() => h.starts).toBe(2);
+    // While the successor starts, the worn host serves: no request waits for a start.
+    const during = await h.pool.run("dep1", "daemon", request("/during"), 1000);
+    expect(text(during)).toBe(`${worn.pid}:/during`);
+    expect(during.reused).toBe(true);
+    // Once the successor is ready it takes over, and the worn host is stopped.
+    await expect.poll(() => worn.alive, { timeout: 10_000 }).toBe(false);
+    expect(worn.shutdowns).toBe(1);
+    const after = await h.pool.run("dep1", "daemon", request("/after"), 1000);
+    expect(text(after)).toBe(`${h.hosts[1]!.pid}:/after`);
+    expect(h.starts).toBe(2);
+    expect(h.pool.stats()[0]!.instances).toBe(1);
+  });
+
+  it("a worn host busy when its successor is ready stops after its request; a failed successor is tried again", async () => {
+    const h = harness({ maxInstancesPerDeployment: 1 });
+    await h.pool.run("dep1", "daemon", request("/a"), 1000);
+    const worn = h.hosts[0]!;
+    h.failStarts = new SandboxError("host_start_failed", 503, "sandbox: no");
+    await h.pool.run("dep1", "daemon", request("/wear"), 1000);
+    await expect.poll(() => h.starts).toBe(2);
+    // The failed successor start leaves the worn host serving; its next request starts another.
+    await expect.poll(() => h.pool.stats()[0]!.starting).toBe(0);
+    h.failStarts = undefined;
+    h.startDelayMs = 200;
+    await h.pool.run("dep1", "daemon", request("/b"), 5000);
+    await expect.poll(() => h.starts).toBe(3);
+    // The worn host takes a long request; its successor becomes ready meanwhile.
+    const slow = await h.pool.run("dep1", "daemon", request("/sleep/600"), 5000);
+    expect(text(slow)).toBe(`${worn.pid}:/sleep/600`);
+    await expect.poll(() => worn.alive, { timeout: 10_000 }).toBe(false);
+    expect(worn.shutdowns).toBe(1);
+    expect(h.starts).toBe(3);
+    const after = await h.pool.run("dep1", "daemon", request("/after"), 1000);
+    expect(text(after)).toBe(`${h.hosts[1]!.pid}:/after`);
   });
 
   it("fresh mode never reuses a host", async () => {

@@ -51,6 +51,7 @@ describe("host messages (untrusted)", () => {
       { t: "fail", code: "init_failed", message: "init: x" },
       { t: "snapshot", engine: "php", engineBuild: "php-wasm-3.1.54/x", globals: ["123", "-4"], extra: { fds: [] } },
       { t: "tainted" },
+      { t: "worn" },
       { t: "idle", resetMs: 0.4 },
       { t: "idle" },
     ]) {

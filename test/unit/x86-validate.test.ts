@@ -13,6 +13,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { ElfFormatError, hex, readElf, readElfHeaders, type ElfSymbol } from "../../src/runtime/x86/elf.js";
 import { ElfLoadError, parseStaticElf } from "../../src/runtime/x86/elf-load.js";
 import { BundleError } from "../../src/errors.js";
+import { parseManifest } from "../../src/runtime/manifest.js";
 import { countCodes, iced, opCodeInfo, ruleById, ruleIndexOf, RULE_BRANCH_TARGET, X86_POLICY } from "../../src/runtime/x86/policy.js";
 import {
   assertValidProgram,
@@ -721,24 +722,24 @@ describe("zerocell validate PATH", () => {
       mkdirSync(join(dir, "bin"));
       writeFileSync(join(dir, "bin", "app"), program("hello"));
       writeFileSync(join(dir, "zerocell.toml"), 'runtime = "x86"\n\n[x86]\nprogram = "bin/app"\n');
-      expect(readProgram(dir)).toMatchObject({ path: join(dir, "bin", "app") });
-      expect(readProgram(join(dir, "bin", "app")).bytes.length).toBe(program("hello").length);
+      expect(readProgram(dir, parseManifest)).toMatchObject({ path: join(dir, "bin", "app") });
+      expect(readProgram(join(dir, "bin", "app"), parseManifest).bytes.length).toBe(program("hello").length);
       // the manifest goes through the project's parser, as at deploy: its default, its errors, deploy's path rule
       writeFileSync(join(dir, "zerocell.toml"), 'runtime = "x86"\n');
-      expect(readProgram(dir)).toMatchObject({ path: join(dir, "bin", "app") });
+      expect(readProgram(dir, parseManifest)).toMatchObject({ path: join(dir, "bin", "app") });
       for (const program of ["../../etc/passwd", "/bin/app", "bin/../bin/app"]) {
         writeFileSync(join(dir, "zerocell.toml"), `runtime = "x86"\n[x86]\nprogram = "${program}"\n`);
-        expect(() => readProgram(dir)).toThrow(/zerocell\.toml: manifest: x86\.program: .* must be a relative path inside the bundle/);
+        expect(() => readProgram(dir, parseManifest)).toThrow(/zerocell\.toml: manifest: x86\.program: .* must be a relative path inside the bundle/);
       }
       writeFileSync(join(dir, "zerocell.toml"), 'runtime = "php"\n');
-      expect(() => readProgram(dir)).toThrow(/zerocell\.toml: manifest: runtime: the x86 engine cannot run "php"/);
+      expect(() => readProgram(dir, parseManifest)).toThrow(/zerocell\.toml: manifest: runtime: the x86 engine cannot run "php"/);
       writeFileSync(join(dir, "zerocell.toml"), '[x86]\nprogram = "bin/app"\n');
-      expect(() => readProgram(dir)).toThrow(expect.objectContaining({ code: "manifest_invalid", message: expect.stringMatching(/zerocell\.toml: manifest: runtime/) }));
+      expect(() => readProgram(dir, parseManifest)).toThrow(expect.objectContaining({ code: "manifest_invalid", message: expect.stringMatching(/zerocell\.toml: manifest: runtime/) }));
       writeFileSync(join(dir, "zerocell.toml"), 'runtime = "x86"\n[x86]\nprogam = "bin/app"\n');
-      expect(() => readProgram(dir)).toThrow(/x86\.progam/);
+      expect(() => readProgram(dir, parseManifest)).toThrow(/x86\.progam/);
       rmSync(join(dir, "zerocell.toml"));
-      expect(() => readProgram(dir)).toThrow(/is a directory without a readable zerocell\.toml/);
-      expect(() => readProgram(join(dir, "bin", "app"), 100)).toThrow(/over the limit of 100/);
+      expect(() => readProgram(dir, parseManifest)).toThrow(/is a directory without a readable zerocell\.toml/);
+      expect(() => readProgram(join(dir, "bin", "app"), parseManifest, 100)).toThrow(/over the limit of 100/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import { encodeFrame, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMessage } from "../../protocol/index.js";
-import type { Engine, EngineInstance } from "../engine.js";
+import { WORN_AT, type Engine, type EngineInstance } from "../engine.js";
 import { decodeImage, healthPaths, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";
@@ -60,6 +60,8 @@ const preloaded: Promise<Engine> | undefined =
 preloaded?.catch(() => {});
 
 let instance: EngineInstance | undefined;
+/** The host told the pool its instance passed WORN_AT (told once: the pool starts one successor). */
+let worn = false;
 /** Runs once after the next request is answered (a deferred snapshot send). */
 let afterRequest: (() => void) | undefined;
 let maxResponseBytes = 0;
@@ -228,6 +230,10 @@ async function onFrame(frame: Frame): Promise<void> {
       // An engine may run out of something only a new instance frees (daemon mode: what only a
       // reset frees; any mode: a runtime stopped mid-request).
       if (instance.exhausted?.() === true) send({ t: "tainted" });
+      else if (!worn && (instance.wear?.() ?? 0) >= WORN_AT) {
+        worn = true;
+        send({ t: "worn" });
+      }
       send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }), ...(resetCpuUs === undefined ? {} : { resetCpuUs }) });
       const after = afterRequest;
       afterRequest = undefined;

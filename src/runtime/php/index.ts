@@ -9,7 +9,9 @@
  * Must never: mount a host directory, hand guest code anything that reaches Node, or serve from
  * an instance whose php.ini walls are not in force.
  */
-import { parseManifest, type Manifest, type BundleImage } from "../../bundle/index.js";
+import type { Manifest, BundleImage } from "../../bundle/index.js";
+import { createManifestParser } from "../../bundle/index.js";
+import { phpManifest } from "./manifest.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, phpEngineBuild, phpIniWalls, validatePhpBundle, type OpcacheSizing } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
@@ -193,14 +195,23 @@ class PhpInstance implements EngineInstance {
   }
 
   /**
-   * php-wasm's C side opens two pipe descriptors per request and never closes them; only a reset
-   * (snapshot mode) puts the table back. Closing them from JS is not safe: the C side closes its
-   * old numbers later and would hit files that reuse them. So an instance that serves without
-   * resets (daemon mode) asks to be replaced before the table fills (~4,000 requests), as
-   * php-fpm's pm.max_requests recycles workers.
+   * php-wasm's C side opens two descriptors per request (/request/stdout, /request/stderr) and
+   * never closes them; only a reset (snapshot mode) puts the table back. Closing them from JS is
+   * not safe: the C side closes its old numbers later and would hit files that reuse them. So an
+   * instance that serves without resets (daemon mode) asks to be replaced before the table fills
+   * (~1,800 requests), as php-fpm's pm.max_requests recycles workers; past WORN_AT of it the pool
+   * has already started its successor (wear()).
    */
   exhausted(): boolean {
     return this.#stopped || this.#module.FS.streams.length > MAX_OPEN_STREAMS;
+  }
+
+  /**
+   * The descriptor table's share of MAX_OPEN_STREAMS. Daemon mode: grows by two per request
+   * (/request/stdout and /request/stderr, opened by php-wasm's C side and never closed).
+   */
+  wear(): number {
+    return this.#module.FS.streams.length / MAX_OPEN_STREAMS;
   }
 
   /**
@@ -553,7 +564,8 @@ export class PhpEngine implements Engine<PhpPrepared> {
     await compiledModule((loader as { dependencyFilename: string }).dependencyFilename);
     const page = Buffer.from("<?php echo 'ok';");
     const image: BundleImage = { entries: [{ path: "index.php", kind: "file", mode: 0o644, data: page }], totalBytes: page.length };
-    const prepared = await this.prepare({ deploymentId: "preload", manifest: parseManifest(`runtime = "php"\n`), image });
+    // The [php] table alone (no registry: this module is the engine the registry loads lazily).
+    const prepared = await this.prepare({ deploymentId: "preload", manifest: createManifestParser({ php: phpManifest }).parse(`runtime = "php"\n`), image });
     const inst = await this.instantiate(prepared);
     try {
       await inst.handle({ method: "GET", url: "/", headers: [["host", "localhost"]], body: new Uint8Array(0), remoteAddr: "127.0.0.1", remotePort: 0, https: false, serverName: "localhost", serverPort: 80, scriptName: "", params: {} });

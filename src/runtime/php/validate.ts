@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 // Not re-exported by src/bundle/index.ts yet: the one php.ini grammar, shared with the manifest parser.
-import { phpIniLine } from "../../bundle/index.js";
+import { phpIniLine } from "./manifest.js";
 import { BundleError } from "../../errors.js";
 
 export const APP_ROOT = "/app";

@@ -2,12 +2,9 @@
  * Python (WSGI) bundle checks, the `[python]` settings and the engine build id, without loading
  * Pyodide (the gateway runs these at deploy).
  *
- * The manifest schema does not carry `[python]` yet: pythonSettings() reads
- * `(manifest as any).python` and falls back to { app: "app:application", path: [] }. The fields
- * the manifest parser should add (docs/python-sandbox.md):
- *   [python]
- *   app  = "module:callable"   required; module dotted, callable a dotted attribute path
- *   path = ["vendor"]          optional; bundle directories put on sys.path after the bundle root
+ * The manifest parser reads the `[python]` table (descriptor.ts: `app`, default
+ * "app:application"; `path`, default []); pythonSettings() checks it again here, since a Manifest
+ * may be built by hand or read back from the store, and falls back to the same defaults.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";

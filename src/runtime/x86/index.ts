@@ -35,9 +35,10 @@ import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type Engi
 import { Machine, type MachineSnapshot, type RunResult, type StopReason } from "./machine.js";
 import { GuestFs, LinuxSyscalls, newIo, type FsSnapshot } from "./syscalls/index.js";
 import { PROT_WRITE, X86_REG, type MeterKind } from "./unicorn.js";
-import { ENGINE_REVISION, programEntry, validateX86Bundle, x86EngineBuild } from "./descriptor.js";
+import { assertValidProgram } from "./validate.js";
+import { ENGINE_REVISION, loadableProgram, programEntry, x86EngineBuild } from "./checks.js";
 
-export { x86Section, type X86ManifestSection } from "./descriptor.js";
+export { x86Section, type X86ManifestSection } from "./checks.js";
 
 export { SYS_ZEROCELL_READY } from "./syscalls/index.js";
 export type { MeterKind } from "./unicorn.js";
@@ -536,7 +537,8 @@ export class X86Engine implements Engine<X86Prepared> {
   }
 
   validate(manifest: Manifest, image: BundleImage): void {
-    validateX86Bundle(manifest, image);
+    const { path, bytes } = loadableProgram(manifest, image);
+    assertValidProgram(bytes, { path });
   }
 
   buildId(manifest: Manifest): string {

@@ -5,7 +5,7 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { MANIFEST_FILE, MAX_MANIFEST_BYTES, parseManifest, type BundleImage, type Manifest } from "../../bundle/index.js";
+import { MANIFEST_FILE, MAX_MANIFEST_BYTES, type BundleImage, type Manifest } from "../../bundle/index.js";
 import { BundleError } from "../../errors.js";
 import { DEFAULT_ELF_LIMITS } from "./elf.js";
 
@@ -44,10 +44,11 @@ export function programEntry(manifest: Manifest, image: BundleImage): { path: st
 
 /**
  * The program `zerocell validate PATH` means: PATH itself, or, for a bundle directory, the file
- * its zerocell.toml names in `[x86] program` (parsed as deploy parses it, default "bin/app").
- * The sizes are checked before the files are read.
+ * its zerocell.toml names in `[x86] program` (parsed by `parse`, the parser deploy uses:
+ * src/runtime/manifest.ts parseManifest; default "bin/app"). The sizes are checked before the
+ * files are read.
  */
-export function readProgram(path: string, maxFileBytes = DEFAULT_ELF_LIMITS.maxFileBytes): { path: string; bytes: Uint8Array } {
+export function readProgram(path: string, parse: (text: string) => Manifest, maxFileBytes = DEFAULT_ELF_LIMITS.maxFileBytes): { path: string; bytes: Uint8Array } {
   let file = path;
   if (statSync(path).isDirectory()) {
     const manifestPath = join(path, MANIFEST_FILE);
@@ -59,7 +60,7 @@ export function readProgram(path: string, maxFileBytes = DEFAULT_ELF_LIMITS.maxF
       throw new BundleError("x86_program_missing", `x86.validate: ${path} is a directory without a readable ${MANIFEST_FILE} (${(e as Error).message})`, { cause: e });
     }
     try {
-      file = join(path, resolveProgramPath(parseManifest(text)));
+      file = join(path, resolveProgramPath(parse(text)));
     } catch (e) {
       if (e instanceof BundleError) throw new BundleError(e.code, `x86.validate: ${manifestPath}: ${e.message}`, { cause: e, details: e.details });
       throw e;
