@@ -48,6 +48,12 @@ export interface RestoreStats {
   ms: number;
 }
 
+/**
+ * Unmaps a snapshot's read-only view of its memfd once the snapshot is collected (its blocks are
+ * views of it and go with it; the memory's own mapping keeps the memfd).
+ */
+const closeWhenCollected = new FinalizationRegistry<DirtyPageTracker>((tracker) => tracker.close());
+
 /** A block of zeros the size of a comparison block (read-only use: compared with, never written). */
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
@@ -63,6 +69,8 @@ export class LinearMemorySnapshot {
   readonly #memory: WebAssembly.Memory;
   readonly #globals: Array<[WebAssembly.Global, number | bigint]>;
   #views: { buffer: ArrayBuffer; blocks: Buffer[] } | undefined;
+  /** Bytes of the image copied into JS (the rest are views of the memfd's shared mapping). */
+  readonly #heldBytes: number;
   /** The kernel's list of written pages of [0, tracker.trackedBytes); undefined: compare all. */
   #tracker: DirtyPageTracker | undefined;
 
@@ -70,31 +78,46 @@ export class LinearMemorySnapshot {
     this.#memory = memory;
     this.#size = image.length;
     this.#globals = globals;
-    const blocks: Array<Uint8Array | null> = [];
-    let keep = 0;
-    for (let lo = 0; lo < image.length; lo += BLOCK) {
-      const block = image.subarray(lo, Math.min(image.length, lo + BLOCK));
-      const zero = Buffer.from(block.buffer, block.byteOffset, block.length).equals(ZERO_BLOCK.subarray(0, block.length));
-      blocks.push(zero ? null : block);
-      if (!zero) keep += block.length;
-    }
-    // One compact copy of the non-zero blocks.
-    const store = Buffer.allocUnsafe(keep);
-    let at = 0;
-    this.#imageBlocks = blocks.map((b) => {
-      if (b === null) return null;
-      store.set(b, at);
-      const saved = store.subarray(at, at + b.length);
-      at += b.length;
-      return saved;
-    });
-    // The memory holds the image now (take: it is the image; load: it was just written).
+    // 1. The memory holds the image now (take: it is the image; load: it was just written):
+    // map it from a memfd where the kernel allows.
     const mode = options.reset ?? resetModeFromEnv();
     this.#tracker = mode === "compare" ? undefined : DirtyPageTracker.create(memory, this.#size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS);
     if (mode !== "compare" && this.#tracker === undefined && !fallbackReported) {
       fallbackReported = true;
       process.stderr.write(`snapshot: dirty-page reset unavailable (${lastTrackerError() || "image smaller than a page"}); resets compare the whole image\n`);
     }
+    // 2. The image's blocks: views of the memfd's read-only shared mapping where there is one
+    // (the snapshot's bytes live once, in the memfd), else one compact JS copy of the non-zero
+    // blocks. A block past the mapping's whole pages is copied (< 64 KiB).
+    const shared = this.#tracker?.image;
+    if (shared !== undefined) closeWhenCollected.register(this, this.#tracker!);
+    const blocks: Array<Uint8Array | null> = [];
+    const fromMapping: boolean[] = [];
+    let keep = 0;
+    for (let lo = 0; lo < image.length; lo += BLOCK) {
+      const hi = Math.min(image.length, lo + BLOCK);
+      if (shared !== undefined && hi <= shared.byteLength) {
+        blocks.push(new Uint8Array(shared, lo, hi - lo));
+        fromMapping.push(true);
+        continue;
+      }
+      const block = image.subarray(lo, hi);
+      const zero = Buffer.from(block.buffer, block.byteOffset, block.length).equals(ZERO_BLOCK.subarray(0, block.length));
+      blocks.push(zero ? null : block);
+      fromMapping.push(false);
+      if (!zero) keep += block.length;
+    }
+    const store = Buffer.allocUnsafe(keep);
+    let at = 0;
+    this.#imageBlocks = blocks.map((b, i) => {
+      if (b === null) return null;
+      if (fromMapping[i]) return Buffer.from(b.buffer, b.byteOffset, b.length);
+      store.set(b, at);
+      const saved = store.subarray(at, at + b.length);
+      at += b.length;
+      return saved;
+    });
+    this.#heldBytes = keep;
   }
 
   /** How restore() finds what to put back. */
@@ -110,6 +133,11 @@ export class LinearMemorySnapshot {
 
   get bytes(): number {
     return this.#size;
+  }
+
+  /** Bytes of the image this snapshot holds in JS buffers (not the memfd's pages). */
+  get heldBytes(): number {
+    return this.#heldBytes;
   }
 
   /** Bytes the snapshot keeps in memory (zero blocks are not kept). */
