@@ -57,6 +57,20 @@ const closeWhenCollected = new FinalizationRegistry<DirtyPageTracker>((tracker) 
 /** A block of zeros the size of a comparison block (read-only use: compared with, never written). */
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
+/**
+ * Zeroes [lo, hi) of `live`, writing only 64 KiB blocks that are not zero already: memory just
+ * grown to fit a snapshot (WordPress: ~84 MB above the image) reads as zeros without pages of its
+ * own, and writing zeros over it would give every page a private copy.
+ */
+function zeroFill(live: Uint8Array, lo: number, hi: number): void {
+  for (let at = lo; at < hi; ) {
+    const end = Math.min(hi, (Math.floor(at / BLOCK) + 1) * BLOCK);
+    const block = Buffer.from(live.buffer, live.byteOffset + at, end - at);
+    if (!block.equals(ZERO_BLOCK.subarray(0, end - at))) block.fill(0);
+    at = end;
+  }
+}
+
 export class LinearMemorySnapshot {
   /** Bytes of memory the image covers. */
   readonly #size: number;
@@ -164,7 +178,7 @@ export class LinearMemorySnapshot {
     if (globals.length !== image.globals.length) throw new Error("snapshot: global count mismatch");
     const live = new Uint8Array(memory.buffer);
     live.set(image.memory, 0);
-    if (currentTop > image.memory.length) live.fill(0, image.memory.length, Math.min(currentTop, live.length));
+    if (currentTop > image.memory.length) zeroFill(live, image.memory.length, Math.min(currentTop, live.length));
     globals.forEach((g, i) => (g.value = image.globals[i]!));
     return new LinearMemorySnapshot(memory, image.memory, globals.map((g, i) => [g, image.globals[i]!]), options);
   }
