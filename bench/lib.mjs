@@ -388,9 +388,28 @@ export function descendants(rootPid, rows = psRows()) {
 /** What a sandbox host process's command line contains. */
 export const HOST_SCRIPT_MARK = join("runtime", "host", "main.js");
 
-/** The sandbox host processes under a zerocell server. */
+/**
+ * The sandbox host processes under a zerocell server: the node processes only, not the
+ * unshare/setpriv wrappers around them (their command lines name the host script too).
+ */
 export function hostProcesses(serverPid, rows = psRows()) {
-  return descendants(serverPid, rows).filter((r) => r.args.includes(HOST_SCRIPT_MARK));
+  const marked = descendants(serverPid, rows).filter((r) => r.args.includes(HOST_SCRIPT_MARK));
+  return marked.filter((r) => !marked.some((c) => c.ppid === r.pid));
+}
+
+/** The node host processes inside the given host pids (the wrappers' pids, as /v1/pool lists them). */
+export function nodeHostRows(pids, rows = psRows()) {
+  const out = [];
+  for (const pid of pids) {
+    let cur = rows.find((r) => r.pid === pid);
+    for (let depth = 0; cur !== undefined && depth < 4; depth++) {
+      const inner = rows.find((r) => r.ppid === cur.pid);
+      if (inner === undefined) break;
+      cur = inner;
+    }
+    if (cur !== undefined) out.push(cur);
+  }
+  return out;
 }
 
 /** Proportional set size (shared pages split between sharers), KiB; null if unreadable. */
@@ -416,6 +435,85 @@ export function memRow(label, procs, tags = {}) {
     rssMbTotal: round(rss.reduce((a, b) => a + b, 0), 1),
     pssMbTotal: pss.length === procs.length ? round(pss.reduce((a, b) => a + b, 0), 1) : null,
   };
+}
+
+// ---------------------------------------------------------------- memory by kind (/proc/PID/smaps; bench/memory.mjs)
+
+/** The VMAs of a process with their smaps fields (kB → bytes). */
+export function readSmaps(pid) {
+  const maps = [];
+  let cur;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (m) {
+      cur = { start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perm: m[3], inode: m[4], name: m[5].trim(), f: {} };
+      cur.size = Number(cur.end - cur.start);
+      maps.push(cur);
+      continue;
+    }
+    const f = /^(\w+):\s+(\d+) kB$/.exec(line);
+    if (f && cur) cur.f[f[1]] = Number(f[2]) * 1024;
+  }
+  return maps;
+}
+
+/** smaps_rollup: rss, pss, uss (private clean + dirty), bytes. */
+export function readRollup(pid) {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+  return { rss: kb("Rss"), pss: kb("Pss"), uss: kb("Private_Clean") + kb("Private_Dirty") };
+}
+
+/** A wasm memory's reservation (V8 reserves ≥ 8 GiB of address space per 32-bit memory). */
+const RESERVATION_BYTES = 4 * 2 ** 30;
+const SNAPSHOT_MEMFD = "/memfd:zerocell-snapshot";
+
+/**
+ * PSS of a process by kind (bytes): files, linear memory (private / shared with the snapshot
+ * memfd), memfd pages nobody maps, executable anonymous code, the rest of anonymous memory.
+ */
+export function splitSmaps(maps) {
+  const out = { files: 0, linearPriv: 0, linearShared: 0, memfdUnmapped: 0, code: 0, anon: 0, linearBytes: 0 };
+  // The committed part of a wasm memory: the readable/writable VMAs right below a huge PROT_NONE
+  // reservation, contiguous with it (the memfd mapping over its start included).
+  const linear = new Set();
+  for (let i = 0; i < maps.length; i++) {
+    const m = maps[i];
+    if (m.perm !== "---p" || m.size < RESERVATION_BYTES) continue;
+    for (let j = i - 1; j >= 0 && maps[j].end === maps[j + 1].start && maps[j].perm.startsWith("rw") && (maps[j].name === "" || maps[j].name.startsWith(SNAPSHOT_MEMFD)); j--) linear.add(maps[j]);
+  }
+  // A memfd (by inode) holds its whole size (it was written whole); pages some mapping has touched
+  // are in PSS already, the others are RAM no PSS shows.
+  const memfds = new Map();
+  const noteMemfd = (m) => {
+    const filePages = (m.f.Rss ?? 0) - (m.f.Anonymous ?? 0);
+    const seen = memfds.get(m.inode) ?? { size: 0, mapped: 0 };
+    memfds.set(m.inode, { size: Math.max(seen.size, m.size), mapped: Math.max(seen.mapped, filePages) });
+  };
+  for (const m of maps) {
+    const pss = m.f.Pss ?? 0;
+    if (linear.has(m)) {
+      out.linearBytes += m.size;
+      // Anonymous pages (copies written since the memfd was mapped, or memory never mapped from
+      // it) vs pages of the memfd (shared with every process that maps the same pages).
+      const anon = m.f.Anonymous ?? 0;
+      out.linearPriv += anon;
+      out.linearShared += Math.max(0, pss - anon);
+      if (m.name.startsWith(SNAPSHOT_MEMFD)) noteMemfd(m);
+    } else if (m.name.startsWith(SNAPSHOT_MEMFD)) {
+      // Another mapping of a snapshot memfd (the read-only view the reset compares with).
+      out.linearShared += pss;
+      noteMemfd(m);
+    } else if (m.name.startsWith("/") || m.name === "[vdso]") {
+      out.files += pss;
+    } else if (m.perm.includes("x")) {
+      out.code += pss;
+    } else {
+      out.anon += pss;
+    }
+  }
+  for (const { size, mapped } of memfds.values()) out.memfdUnmapped += Math.max(0, size - mapped);
+  return out;
 }
 
 // ---------------------------------------------------------------- HTTP

@@ -43,7 +43,7 @@ import { loadavg } from "node:os";
 import { join, basename } from "node:path";
 import http from "node:http";
 import { measureBreakdown, renderBreakdown, summarize } from "./breakdown.mjs";
-import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, descendants, distOlderThanSrc, foreignCpuShare, freePort, get, gitInfo, hostProcesses, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, noteBusyBefore, parseRunArgs, makeBuildCopy, median, memRow, newestMtime, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, renderTable as renderTableCols, round, finishRun, machineFooter, runMain, runPhases, sleep, startChild, startZerocell, stopChild, stopZerocell, tempDir, tempDirs, waitFor200 as waitFor200Until, waitIdle as waitIdleFor, zerocellCli as cliOf } from "./lib.mjs";
+import { BUILD, CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, descendants, distOlderThanSrc, foreignCpuShare, freePort, get, gitInfo, hostProcesses, installCleanup, latencyStat, load as autocannonLoad, logger, machineEnv, noteBusyBefore, parseRunArgs, makeBuildCopy, median, memRow, newestMtime, nodeHostRows, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, renderTable as renderTableCols, round, finishRun, machineFooter, runMain, runPhases, sleep, startChild, startZerocell, stopChild, stopZerocell, tempDir, tempDirs, waitFor200 as waitFor200Until, waitIdle as waitIdleFor, zerocellCli as cliOf } from "./lib.mjs";
 
 const CONCURRENCIES = [1, 8, 64];
 const MODES = ["snapshot", "daemon", "fresh"];
@@ -497,7 +497,7 @@ async function runZerocell(result) {
         const info = await poolSettled(urls, token, appName, mode, 30_000);
         const pids = new Set((info?.deployments ?? []).filter((d) => d.app === appName && d.mode === mode).flatMap((d) => d.pids ?? []));
         if (pids.size === 0) result.notes.push(`memory: no host pids for ${appName}/${mode} in /v1/pool`);
-        result.memory.push(memRow(`zerocell hosts ${app.name}/${mode} (after load)`, psRows().filter((r) => pids.has(r.pid)), { target: "zerocell", app: app.name, mode, role: "hosts" }));
+        result.memory.push(memRow(`zerocell hosts ${app.name}/${mode} (after load)`, nodeHostRows([...pids]), { target: "zerocell", app: app.name, mode, role: "hosts" }));
       };
 
       for (const mode of ["snapshot", "daemon"]) {

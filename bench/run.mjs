@@ -36,7 +36,7 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync, existsSync, cpSync, openSync, closeSync, readdirSync, chmodSync } from "node:fs";
 import { join, dirname } from "node:path";
-import { CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, distOlderThanSrc, foreignCpuShare, freePorts, get, gitInfo, hostProcesses, installCleanup, latencyStat, load, logger, machineEnv, noteBusyBefore, parseRunArgs, median, memRow, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, descendants, renderTable, round, finishRun, machineFooter, runMain, runPhases, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, zerocellCli } from "./lib.mjs";
+import { CLI, ROOT, aptInstall, children, cleaningUp, cpuBusy, cpuSnapshot, deployAndPoll, deploySummary, distOlderThanSrc, foreignCpuShare, freePorts, get, gitInfo, hostProcesses, installCleanup, latencyStat, load, logger, machineEnv, noteBusyBefore, parseRunArgs, median, memRow, nodeHostRows, noteServerLogFailures, parseServerTiming, pct, poolInfo, psRows, descendants, renderTable, round, finishRun, machineFooter, runMain, runPhases, serverTimingSamples, sleep, startChild, startHono, startNginx, startZerocell, stopChild, stopZerocell, tempDir, waitFor200, waitIdle as waitIdleFor, writeNginxConf, zerocellCli } from "./lib.mjs";
 
 import { measureBreakdown, renderBreakdown, summarize } from "./breakdown.mjs";
 
@@ -463,7 +463,8 @@ async function runZerocell(result) {
       }
       const pids = new Set((info?.deployments ?? []).filter((d) => d.app === app && d.mode === mode).flatMap((d) => d.pids ?? []));
       if (pids.size === 0) result.notes.push(`memory: no host pids for ${app}/${mode} in /v1/pool`);
-      result.memory.push(memRow(label, psRows().filter((r) => pids.has(r.pid))));
+      // The node processes inside the pool's pids (those are the unshare/setpriv wrappers).
+      result.memory.push(memRow(label, nodeHostRows([...pids])));
     };
 
     /** Warm-up, sequential server-timing samples, then c=1,8,64; memory of the mode's hosts. */

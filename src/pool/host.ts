@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from "node:child_process";
 import type { Readable, Writable } from "node:stream";
-import { encodeFrame, FrameDecoder, maxHostFrameBytes, parseHostMessage, PROTOCOL_LIMITS, type Frame, type GatewayMessage } from "../protocol/index.js";
+import { encodeFrame, FrameDecoder, maxHostFrameBytes, parseHostMessage, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMemoryReport } from "../protocol/index.js";
 import type { EngineRequest, EngineResponse } from "../runtime/engine.js";
 import type { Manifest } from "../bundle/index.js";
 import { SandboxError, SandboxTimeoutError, ZerocellError } from "../errors.js";
@@ -150,6 +150,7 @@ export class SandboxHost {
         p.reject(reason);
       }
       this.#pending.clear();
+      for (const w of this.#memoryWaiters.splice(0)) w(undefined);
       this.#idleWaiter?.(undefined);
       this.#idleWaiter = undefined;
       for (const l of this.#exitListeners) l();
@@ -336,6 +337,10 @@ export class SandboxHost {
       case "worn":
         this.worn = true;
         return;
+      case "mem":
+        // Answers to memory() in order; one nobody asked for is ignored (display only).
+        this.#memoryWaiters.shift()?.(h);
+        return;
       case "idle":
         // Bounded like the request's CPU: at most 4 × the reset's wall time.
         this.lastResetCpuUs = h.resetCpuUs === undefined ? undefined : Math.min(h.resetCpuUs, Math.ceil(Math.max(1, h.resetMs ?? 0) * 1000 * 4));
@@ -404,6 +409,36 @@ export class SandboxHost {
   /** Memory of the host's processes now (PSS), bytes; undefined once it exited. */
   memoryBytes(): number | undefined {
     return this.#exited ? undefined : this.#process.memoryBytes();
+  }
+
+  readonly #memoryWaiters: Array<(r: HostMemoryReport | undefined) => void> = [];
+
+  /**
+   * The host's own report of its memory (V8 heap and code, linear memory, snapshot bytes held),
+   * for diagnostics (GET /v1/pool/memory, bench/memory.mjs): answered after the request it is
+   * serving, if any; undefined if it exits or does not answer within `timeoutMs`.
+   */
+  memory(timeoutMs = 5000): Promise<HostMemoryReport | undefined> {
+    if (this.#exited) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const waiter = (r: HostMemoryReport | undefined) => {
+        clearTimeout(timer);
+        resolve(r);
+      };
+      const timer = setTimeout(() => {
+        const i = this.#memoryWaiters.indexOf(waiter);
+        // Keep the slot (an answer may still come, for this waiter's place in the queue).
+        if (i !== -1) this.#memoryWaiters[i] = () => {};
+        resolve(undefined);
+      }, timeoutMs);
+      this.#memoryWaiters.push(waiter);
+      this.#send({ t: "mem" });
+    });
+  }
+
+  /** The node process inside the wrappers (unshare/setpriv): the one whose memory counts. */
+  get nodePid(): number | undefined {
+    return this.#process.nodePid();
   }
 
   kill(): void {

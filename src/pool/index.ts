@@ -10,6 +10,7 @@
 import { SandboxHost, type HostInit, type HostOptions, type HostResponse, type WarmupUsage } from "./host.js";
 import type { SnapshotImage } from "../snapshot/store.js";
 import type { EngineRequest } from "../runtime/engine.js";
+import type { HostMemoryReport } from "../protocol/index.js";
 import type { Manifest } from "../bundle/index.js";
 import type { RouteMode } from "../router/index.js";
 import { LRUCache } from "lru-cache";
@@ -151,6 +152,10 @@ export interface PoolHost {
   request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<number | undefined> };
   kill(): void;
   shutdown(): Promise<void>;
+  /** The host's own memory report (diagnostics; SandboxHost asks the process). */
+  memory?(): Promise<HostMemoryReport | undefined>;
+  /** The node process's pid inside the wrappers (its memory is the host's). */
+  readonly nodePid?: number | undefined;
 }
 
 /** Starts a host loaded with a deployment; resolves once it is ready for requests. */
@@ -257,6 +262,11 @@ class DeploymentPool {
       const bytes = s.host.memoryBytes?.();
       if (s.charge !== undefined && bytes !== undefined) budget.measured(s.charge, bytes);
     }
+  }
+
+  /** Every host of this pool now (idle, busy). */
+  hosts(): PoolHost[] {
+    return [...this.#all].map((s) => s.host);
   }
 
   /** Starts one host ahead of the first request. */
@@ -764,6 +774,11 @@ export class Pool {
 
   stats(): Array<{ deploymentId: string; app: string; mode: RouteMode; key: string | null } & DeploymentPool["stats"]> {
     return [...this.#pools.values()].map((p) => ({ deploymentId: p.source.deploymentId, app: p.source.appName, mode: p.mode, key: p.instanceKey ?? null, ...p.stats }));
+  }
+
+  /** Every host of every deployment's pool, with what it serves (diagnostics: GET /v1/pool/memory). */
+  hosts(): Array<{ deploymentId: string; app: string; mode: RouteMode; host: PoolHost }> {
+    return [...this.#pools.values()].flatMap((p) => p.hosts().map((host) => ({ deploymentId: p.source.deploymentId, app: p.source.appName, mode: p.mode, host })));
   }
 
   /** Waits for in-flight requests, then stops every host. */

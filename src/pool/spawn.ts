@@ -181,6 +181,8 @@ export function hostNodeArgs(runtime: Runtime = "php", spare = false): string[] 
     `--allow-fs-read=${join(PACKAGE_ROOT, "package.json")}`,
     "--no-warnings",
     "--max-old-space-size=256",
+    // V8's young generation: 4 MiB semi-spaces instead of 16 (bench/memory.mjs, docs/memory.md).
+    "--max-semi-space-size=4",
     HOST_SCRIPT,
     // The host loads this runtime's engine at once, before a deployment arrives.
     runtime,
@@ -271,6 +273,21 @@ export class HostProcess {
     const pid = this.child.pid;
     if (pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return undefined;
     return treeMemoryBytes(pid);
+  }
+
+  /**
+   * The node host's pid: the innermost process under the wrappers (unshare forks it, setpriv
+   * execs into it), or the child itself without wrappers; undefined once it is gone.
+   */
+  nodePid(): number | undefined {
+    let pid = this.child.pid;
+    if (pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return undefined;
+    for (let depth = 0; depth < 4; depth++) {
+      const inner = childrenOf(pid);
+      if (inner.length === 0) return pid;
+      pid = inner[0]!;
+    }
+    return pid;
   }
 
   get ceilingBytes(): number {

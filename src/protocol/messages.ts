@@ -43,7 +43,15 @@ export interface ExitMessage {
   t: "exit";
 }
 
-export type GatewayMessage = InitMessage | RequestMessage | ExitMessage;
+/**
+ * A diagnostic: the host answers with a `mem` message (its V8 heap, code, linear memory and the
+ * snapshot bytes it holds), for bench/memory.mjs and operators; queued behind any request.
+ */
+export interface MemoryQueryMessage {
+  t: "mem";
+}
+
+export type GatewayMessage = InitMessage | RequestMessage | ExitMessage | MemoryQueryMessage;
 
 // --- host → gateway ------------------------------------------------------------------------
 
@@ -93,15 +101,32 @@ export const snapshotMessage = z.object({
   extra: z.unknown(),
 });
 
+/** Bytes as a host reports them (untrusted, display only): at most 256 TiB. */
+const bytes = count.max(2 ** 48);
+
+/** The host's own view of its memory (process.memoryUsage, v8 heap and code statistics, engine). */
+export const memoryMessage = z.object({
+  t: z.literal("mem"),
+  /** process.memoryUsage(): rss, V8 heap total/used, external (ArrayBuffers and other off-heap), ArrayBuffers. */
+  process: z.object({ rss: bytes, heapTotal: bytes, heapUsed: bytes, external: bytes, arrayBuffers: bytes }),
+  /** v8.getHeapStatistics(): physical size of the heap, malloc'd by V8 (zones, compiler), peak of that. */
+  v8: z.object({ totalPhysicalSize: bytes, mallocedMemory: bytes, peakMallocedMemory: bytes }),
+  /** v8.getHeapCodeStatistics(): JS code and bytecode on the heap, external script sources. */
+  code: z.object({ codeAndMetadata: bytes, bytecodeAndMetadata: bytes, externalScriptSource: bytes }),
+  /** EngineInstance.memoryInfo(), when the engine has one. */
+  instance: z.object({ linearBytes: bytes, snapshotBytes: bytes, snapshotHeldBytes: bytes, otherHeldBytes: bytes }).partial().optional(),
+});
+
 export const taintedMessage = z.object({ t: z.literal("tainted") });
 /** The engine passed WORN_AT of what only a new instance frees (sent once): start its successor. */
 export const wornMessage = z.object({ t: z.literal("worn") });
 export const idleMessage = z.object({ t: z.literal("idle"), resetMs: ms.optional(), resetCpuUs: count.optional() });
 
-export const hostMessage = z.discriminatedUnion("t", [readyMessage, warmupMessage, responseMessage, failMessage, snapshotMessage, taintedMessage, wornMessage, idleMessage]);
+export const hostMessage = z.discriminatedUnion("t", [readyMessage, warmupMessage, responseMessage, failMessage, snapshotMessage, taintedMessage, wornMessage, idleMessage, memoryMessage]);
 
 export type HostMessage = z.infer<typeof hostMessage>;
 export type ResponseMessage = z.infer<typeof responseMessage>;
+export type HostMemoryReport = Omit<z.infer<typeof memoryMessage>, "t">;
 
 /**
  * A host message, or why it is not one. A malformed reply to a request names its id (when that

@@ -118,7 +118,21 @@ export interface EngineInstance {
   exportSnapshot(): PortableSnapshot;
   /** Becomes an instance in the exported state, without running init or warm-up again. */
   importSnapshot(snapshot: PortableSnapshot): Promise<void>;
+  /** Where this instance's memory goes, bytes (diagnostics: bench/memory.mjs); optional. */
+  memoryInfo?(): InstanceMemoryInfo;
   dispose(): void;
+}
+
+/** An instance's memory by kind, bytes (what the engine knows; the host adds V8's numbers). */
+export interface InstanceMemoryInfo {
+  /** The wasm linear memory's length (PHP, Python) or the guest's mapped memory (x86). */
+  linearBytes?: number;
+  /** Bytes of the snapshot image (linear memory up to the allocator's top). */
+  snapshotBytes?: number;
+  /** Snapshot bytes held in JS buffers (a copy next to the memfd, or the whole image without one). */
+  snapshotHeldBytes?: number;
+  /** Other large buffers the engine keeps (a base image, a decoded bundle), bytes. */
+  otherHeldBytes?: number;
 }
 
 export interface Engine<P = unknown> {

@@ -57,6 +57,9 @@ interface Libc {
   close: Fn;
   fcntl: Fn;
   mmap: Fn;
+  /** mmap returning a pointer (for koffi.view) and its undoing. */
+  mmapPointer: Fn;
+  munmap: Fn;
   madvise: Fn;
   pread: Fn;
   open: Fn;
@@ -75,6 +78,7 @@ const F_SEAL_GROW = 4;
 const F_SEAL_WRITE = 8;
 const PROT_READ = 1;
 const PROT_WRITE = 2;
+const MAP_SHARED = 0x01;
 const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MADV_DONTNEED = 4;
@@ -102,6 +106,8 @@ function loadLibc(): Libc | null {
       close: c.func("int close(int fd)") as Fn,
       fcntl: c.func("int fcntl(int fd, int cmd, int arg)") as Fn,
       mmap: c.func("uintptr_t mmap(uintptr_t addr, size_t length, int prot, int flags, int fd, int64_t offset)") as Fn,
+      mmapPointer: c.func("void *mmap(uintptr_t addr, size_t length, int prot, int flags, int fd, int64_t offset)") as Fn,
+      munmap: c.func("int munmap(void *addr, size_t length)") as Fn,
       madvise: c.func("int madvise(uintptr_t addr, size_t length, int advice)") as Fn,
       pread: c.func("intptr_t pread(int fd, void *buf, size_t n, int64_t offset)") as Fn,
       open,
@@ -135,7 +141,16 @@ export class DirtyPageTracker {
   /** Pagemap entries of the tracked range (the read fallback), reused. */
   readonly #entries: Uint32Array;
 
-  private constructor(c: Libc, memory: WebAssembly.Memory, base: number, trackedBytes: number, limits: DirtyPageLimits) {
+  /**
+   * The snapshot's bytes [0, trackedBytes) as a read-only MAP_SHARED mapping of the memfd: the
+   * same page-cache pages the memory's clean pages are, so the image costs no second copy.
+   * Writing to it faults (PROT_READ; the memfd is sealed against writes anyway). Undefined once
+   * closed; only this module and LinearMemorySnapshot hold it.
+   */
+  #image: { pointer: unknown; buffer: ArrayBuffer } | undefined;
+
+  private constructor(c: Libc, memory: WebAssembly.Memory, base: number, trackedBytes: number, limits: DirtyPageLimits, image: { pointer: unknown; buffer: ArrayBuffer } | undefined) {
+    this.#image = image;
     this.#c = c;
     this.#memory = memory;
     this.#base = base;
@@ -160,6 +175,7 @@ export class DirtyPageTracker {
     // 1. A sealed memfd with the memory's bytes as they are now.
     const fd = c.memfdCreate("zerocell-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING) as number;
     if (fd < 0) return fail(`memfd_create: errno ${c.koffi.errno()}`);
+    let image: { pointer: unknown; buffer: ArrayBuffer } | undefined;
     try {
       const live = new Uint8Array(buffer, 0, trackedBytes);
       for (let at = 0; at < trackedBytes; ) {
@@ -171,6 +187,10 @@ export class DirtyPageTracker {
       // 2. Over the memory, in place: same address, same bytes; V8 keeps its view and can grow past it.
       const at = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
       if (at !== base) return fail(`mmap over the memory: errno ${c.koffi.errno()}`);
+      // 3. The image, read-only and shared (no copy): what restore() compares with.
+      const pointer = c.mmapPointer(0, trackedBytes, PROT_READ, MAP_SHARED, fd, 0);
+      const address = c.koffi.address(pointer) as bigint;
+      if (address !== 0n && address !== 2n ** 64n - 1n) image = { pointer, buffer: c.koffi.view(pointer, trackedBytes) };
     } finally {
       // The mapping keeps the file alive.
       c.close(fd);
@@ -178,16 +198,39 @@ export class DirtyPageTracker {
     // Transparent huge pages would make a 2 MiB "page" of one written byte. Not pre-faulted:
     // pages nobody reads stay without a page-table entry, which the pagemap read skips quickly.
     c.madvise(base, trackedBytes, MADV_NOHUGEPAGE);
-    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits);
+    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, image);
     // 3. Self-check: nothing is written yet; rewriting one byte with its own value is seen.
     const before = tracker.writtenRanges();
-    if (before === undefined || before.length !== 0) return fail(`self-check: ${before === undefined ? "pagemap unreadable" : `${before.length} ranges written right after mapping`}`);
+    if (before === undefined || before.length !== 0) return tracker.#failed(`self-check: ${before === undefined ? "pagemap unreadable" : `${before.length} ranges written right after mapping`}`);
     const probe = new Uint8Array(buffer, 0, 1);
     probe[0] = probe[0]!;
     const after = tracker.writtenRanges();
-    if (after === undefined || after.length !== 1 || after[0]![0] !== 0 || after[0]![1] !== PAGE_BYTES) return fail("self-check: a written page was not reported");
+    if (after === undefined || after.length !== 1 || after[0]![0] !== 0 || after[0]![1] !== PAGE_BYTES) return tracker.#failed("self-check: a written page was not reported");
     libcError = "";
     return tracker;
+  }
+
+  #failed(why: string): undefined {
+    this.close();
+    return fail(why);
+  }
+
+  /**
+   * The snapshot's bytes [0, trackedBytes), read-only, shared with the memfd's page cache
+   * (undefined where the second mapping failed, or once closed). Valid until close().
+   */
+  get image(): ArrayBuffer | undefined {
+    return this.#image?.buffer;
+  }
+
+  /**
+   * Unmaps the image view. Only when nothing can read it any more (its snapshot was collected):
+   * a view read after this faults.
+   */
+  close(): void {
+    const image = this.#image;
+    this.#image = undefined;
+    if (image !== undefined) this.#c.munmap(image.pointer, this.trackedBytes);
   }
 
   /** The memory still lives at the address that was mapped (a moved buffer is not tracked). */

@@ -48,8 +48,28 @@ export interface RestoreStats {
   ms: number;
 }
 
+/**
+ * Unmaps a snapshot's read-only view of its memfd once the snapshot is collected (its blocks are
+ * views of it and go with it; the memory's own mapping keeps the memfd).
+ */
+const closeWhenCollected = new FinalizationRegistry<DirtyPageTracker>((tracker) => tracker.close());
+
 /** A block of zeros the size of a comparison block (read-only use: compared with, never written). */
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+/**
+ * Zeroes [lo, hi) of `live`, writing only 64 KiB blocks that are not zero already: memory just
+ * grown to fit a snapshot (WordPress: ~84 MB above the image) reads as zeros without pages of its
+ * own, and writing zeros over it would give every page a private copy.
+ */
+function zeroFill(live: Uint8Array, lo: number, hi: number): void {
+  for (let at = lo; at < hi; ) {
+    const end = Math.min(hi, (Math.floor(at / BLOCK) + 1) * BLOCK);
+    const block = Buffer.from(live.buffer, live.byteOffset + at, end - at);
+    if (!block.equals(ZERO_BLOCK.subarray(0, end - at))) block.fill(0);
+    at = end;
+  }
+}
 
 export class LinearMemorySnapshot {
   /** Bytes of memory the image covers. */
@@ -63,6 +83,8 @@ export class LinearMemorySnapshot {
   readonly #memory: WebAssembly.Memory;
   readonly #globals: Array<[WebAssembly.Global, number | bigint]>;
   #views: { buffer: ArrayBuffer; blocks: Buffer[] } | undefined;
+  /** Bytes of the image copied into JS (the rest are views of the memfd's shared mapping). */
+  readonly #heldBytes: number;
   /** The kernel's list of written pages of [0, tracker.trackedBytes); undefined: compare all. */
   #tracker: DirtyPageTracker | undefined;
 
@@ -70,31 +92,46 @@ export class LinearMemorySnapshot {
     this.#memory = memory;
     this.#size = image.length;
     this.#globals = globals;
-    const blocks: Array<Uint8Array | null> = [];
-    let keep = 0;
-    for (let lo = 0; lo < image.length; lo += BLOCK) {
-      const block = image.subarray(lo, Math.min(image.length, lo + BLOCK));
-      const zero = Buffer.from(block.buffer, block.byteOffset, block.length).equals(ZERO_BLOCK.subarray(0, block.length));
-      blocks.push(zero ? null : block);
-      if (!zero) keep += block.length;
-    }
-    // One compact copy of the non-zero blocks.
-    const store = Buffer.allocUnsafe(keep);
-    let at = 0;
-    this.#imageBlocks = blocks.map((b) => {
-      if (b === null) return null;
-      store.set(b, at);
-      const saved = store.subarray(at, at + b.length);
-      at += b.length;
-      return saved;
-    });
-    // The memory holds the image now (take: it is the image; load: it was just written).
+    // 1. The memory holds the image now (take: it is the image; load: it was just written):
+    // map it from a memfd where the kernel allows.
     const mode = options.reset ?? resetModeFromEnv();
     this.#tracker = mode === "compare" ? undefined : DirtyPageTracker.create(memory, this.#size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS);
     if (mode !== "compare" && this.#tracker === undefined && !fallbackReported) {
       fallbackReported = true;
       process.stderr.write(`snapshot: dirty-page reset unavailable (${lastTrackerError() || "image smaller than a page"}); resets compare the whole image\n`);
     }
+    // 2. The image's blocks: views of the memfd's read-only shared mapping where there is one
+    // (the snapshot's bytes live once, in the memfd), else one compact JS copy of the non-zero
+    // blocks. A block past the mapping's whole pages is copied (< 64 KiB).
+    const shared = this.#tracker?.image;
+    if (shared !== undefined) closeWhenCollected.register(this, this.#tracker!);
+    const blocks: Array<Uint8Array | null> = [];
+    const fromMapping: boolean[] = [];
+    let keep = 0;
+    for (let lo = 0; lo < image.length; lo += BLOCK) {
+      const hi = Math.min(image.length, lo + BLOCK);
+      if (shared !== undefined && hi <= shared.byteLength) {
+        blocks.push(new Uint8Array(shared, lo, hi - lo));
+        fromMapping.push(true);
+        continue;
+      }
+      const block = image.subarray(lo, hi);
+      const zero = Buffer.from(block.buffer, block.byteOffset, block.length).equals(ZERO_BLOCK.subarray(0, block.length));
+      blocks.push(zero ? null : block);
+      fromMapping.push(false);
+      if (!zero) keep += block.length;
+    }
+    const store = Buffer.allocUnsafe(keep);
+    let at = 0;
+    this.#imageBlocks = blocks.map((b, i) => {
+      if (b === null) return null;
+      if (fromMapping[i]) return Buffer.from(b.buffer, b.byteOffset, b.length);
+      store.set(b, at);
+      const saved = store.subarray(at, at + b.length);
+      at += b.length;
+      return saved;
+    });
+    this.#heldBytes = keep;
   }
 
   /** How restore() finds what to put back. */
@@ -110,6 +147,11 @@ export class LinearMemorySnapshot {
 
   get bytes(): number {
     return this.#size;
+  }
+
+  /** Bytes of the image this snapshot holds in JS buffers (not the memfd's pages). */
+  get heldBytes(): number {
+    return this.#heldBytes;
   }
 
   /** Bytes the snapshot keeps in memory (zero blocks are not kept). */
@@ -136,7 +178,7 @@ export class LinearMemorySnapshot {
     if (globals.length !== image.globals.length) throw new Error("snapshot: global count mismatch");
     const live = new Uint8Array(memory.buffer);
     live.set(image.memory, 0);
-    if (currentTop > image.memory.length) live.fill(0, image.memory.length, Math.min(currentTop, live.length));
+    if (currentTop > image.memory.length) zeroFill(live, image.memory.length, Math.min(currentTop, live.length));
     globals.forEach((g, i) => (g.value = image.globals[i]!));
     return new LinearMemorySnapshot(memory, image.memory, globals.map((g, i) => [g, image.globals[i]!]), options);
   }

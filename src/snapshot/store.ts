@@ -75,6 +75,11 @@ export class SnapshotStore {
     this.#cache = new LRUCache<string, Buffer>({ maxSize: maxCacheBytes, sizeCalculation: (v) => Math.max(1, v.length) });
   }
 
+  /** What the in-memory cache of gzip'd snapshots holds now (diagnostics). */
+  cacheStats(): { entries: number; bytes: number } {
+    return { entries: this.#cache.size, bytes: this.#cache.calculatedSize };
+  }
+
   /** The stored snapshot of a deployment for this engine build, or undefined (then: rebuild). */
   async load(deploymentId: string, engineBuild: string): Promise<SnapshotImage | undefined> {
     const key = `${deploymentId}/${engineBuild}`;

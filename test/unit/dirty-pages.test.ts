@@ -114,6 +114,33 @@ describe("dirty-page reset", () => {
     expect(new Uint8Array(b.memory.buffer)[9 * 4096]).toBe(new Uint8Array(a.memory.buffer)[9 * 4096]);
   });
 
+  it("keeps the image once, in the memfd (no JS copy beyond the partial last block); the compare keeps a JS copy", () => {
+    const a = makeModule(64);
+    const top = 3 * 1024 * 1024 + 100;
+    const shared = LinearMemorySnapshot.take(a.memory, top, [a.sp], { reset: "auto" });
+    expect(shared.method, lastTrackerError()).toBe("dirty-pages");
+    expect(shared.heldBytes).toBeLessThan(WASM_PAGE);
+    // Its export still holds every byte.
+    const exported = shared.export().memory;
+    expect(exported.equals(Buffer.from(a.memory.buffer, 0, top))).toBe(true);
+    const b = makeModule(64);
+    const copied = LinearMemorySnapshot.take(b.memory, top, [b.sp], { reset: "compare" });
+    expect(copied.heldBytes).toBeGreaterThan(top / 2);
+  });
+
+  it("loading an image zeroes what lies above it up to the allocator's top", () => {
+    const a = makeModule(16);
+    const snapA = LinearMemorySnapshot.take(a.memory, 8 * WASM_PAGE, [a.sp], { reset: "compare" });
+    const b = makeModule(16);
+    const u8 = new Uint8Array(b.memory.buffer);
+    u8[10 * WASM_PAGE + 5] = 7;
+    u8[12 * WASM_PAGE - 1] = 9;
+    LinearMemorySnapshot.load(b.memory, snapA.export(), [b.sp], 12 * WASM_PAGE, { reset: "auto" });
+    expect(u8.subarray(8 * WASM_PAGE, 12 * WASM_PAGE).every((x) => x === 0)).toBe(true);
+    // Above the top: untouched.
+    expect(u8[12 * WASM_PAGE]).toBe(new Uint8Array(a.memory.buffer)[12 * WASM_PAGE]);
+  });
+
   it("forced fallback (option or ZEROCELL_RESET=compare): the full compare restores the same state", () => {
     for (const force of ["option", "env"] as const) {
       const { memory, sp, store } = makeModule(16);

@@ -7,6 +7,8 @@
  */
 import fs from "node:fs";
 import net from "node:net";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { encodeFrame, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMessage } from "../../protocol/index.js";
 import { WORN_AT, type Engine, type EngineInstance } from "../engine.js";
 import { decodeImage, healthPaths, type Manifest } from "../../bundle/index.js";
@@ -26,6 +28,45 @@ console.info = console.log;
 console.debug = () => {};
 
 const out = new net.Socket({ fd: 3, readable: false, writable: true });
+
+/**
+ * V8's full collection, for this module only: exposed for one throwaway context while the flag is
+ * on, so no other context — the host's global, the Python realm — ever has a `gc`. An idle host
+ * allocates nothing, so V8 would not collect on its own: the boot's garbage (the init frame with
+ * the image and a snapshot, the exported snapshot once sent, php-wasm's and Pyodide's loading
+ * buffers) would stay resident for the host's life.
+ */
+const collectGarbage = ((): (() => void) | undefined => {
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    return vm.runInNewContext("gc") as () => void;
+  } catch {
+    return undefined;
+  } finally {
+    v8.setFlagsFromString("--no-expose-gc");
+  }
+})();
+/** Runs one full collection once the host is past its start: after its first request (or after 1 s). */
+function collectSoon(): void {
+  if (collectGarbage === undefined) return;
+  let done = false;
+  const run = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    collectGarbage();
+  };
+  const timer = setTimeout(run, GC_DELAY_MS);
+  const previous = afterRequest;
+  afterRequest = () => {
+    previous?.();
+    run();
+  };
+}
+/** How long after its start an idle host collects its boot garbage, ms. */
+const GC_DELAY_MS = 1000;
+/** When a spare collects again, after its preload's background work, ms. */
+const SPARE_LATE_GC_MS = 15_000;
 
 function send(header: HostMessage, body?: Uint8Array): void {
   out.write(encodeFrame(header, body));
@@ -58,6 +99,14 @@ const preloaded: Promise<Engine> | undefined =
       });
 // A failure shows at init (as a "fail" reply), not as an unhandled rejection now.
 preloaded?.catch(() => {});
+// A spare collects the garbage of its preload (its engine stays loaded, compiled and warm): once
+// after it, and once after the preload's background work (Python's base image, ~3 s of CPU).
+if (isSpare) {
+  void preloaded?.then(() => {
+    // Not once it serves a deployment: its own collection comes after its first request.
+    for (const ms of [GC_DELAY_MS, SPARE_LATE_GC_MS]) setTimeout(() => instance === undefined && collectGarbage?.(), ms).unref();
+  });
+}
 
 let instance: EngineInstance | undefined;
 /** The host told the pool its instance passed WORN_AT (told once: the pool starts one successor). */
@@ -133,7 +182,9 @@ async function onFrame(frame: Frame): Promise<void> {
       const t0 = performance.now();
       try {
         const engine = preloaded !== undefined && init.manifest.runtime === startRuntime ? await preloaded : await loadEngine(init.manifest.runtime);
-        const image = decodeImage(frame.body.subarray(0, init.imageBytes));
+        // A copy of the image's bytes: the decoded entries are views into it and engines keep them
+        // (realm rebuilds, x86's file tree); views into the frame would pin the snapshot after it too.
+        const image = decodeImage(Buffer.from(frame.body.subarray(0, init.imageBytes)));
         const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image, maxResponseBytes: init.maxResponseBytes });
         instance = await engine.instantiate(prepared);
         maxResponseBytes = init.maxResponseBytes;
@@ -160,16 +211,18 @@ async function onFrame(frame: Frame): Promise<void> {
           // otherwise delay the first response after a deploy.
           const snap = instance.exportSnapshot();
           const header: HostMessage = { t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra };
-          let sent = false;
+          // Dropped once sent, so the collection after it frees the exported copy.
+          let memory: Uint8Array | undefined = snap.memory;
           const sendSnapshot = () => {
-            if (sent) return;
-            sent = true;
+            if (memory === undefined) return;
             clearTimeout(timer);
-            send(header, snap.memory);
+            send(header, memory);
+            memory = undefined;
           };
           const timer = setTimeout(sendSnapshot, 1000);
           afterRequest = sendSnapshot;
         }
+        collectSoon();
       } catch (e) {
         // A failed warm-up leaves an instance nobody may use: the host exits after saying why.
         if (e instanceof WarmupFailedError) {
@@ -238,6 +291,19 @@ async function onFrame(frame: Frame): Promise<void> {
       const after = afterRequest;
       afterRequest = undefined;
       after?.();
+      return;
+    }
+    case "mem": {
+      const m = process.memoryUsage();
+      const h = v8.getHeapStatistics();
+      const c = v8.getHeapCodeStatistics();
+      send({
+        t: "mem",
+        process: { rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers },
+        v8: { totalPhysicalSize: h.total_physical_size, mallocedMemory: h.malloced_memory, peakMallocedMemory: h.peak_malloced_memory },
+        code: { codeAndMetadata: c.code_and_metadata_size, bytecodeAndMetadata: c.bytecode_and_metadata_size, externalScriptSource: c.external_script_source_size },
+        ...(instance?.memoryInfo === undefined ? {} : { instance: instance.memoryInfo() }),
+      });
       return;
     }
     case "exit":

@@ -12,7 +12,7 @@
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 import { createManifestParser } from "../../bundle/index.js";
 import { phpManifest } from "./manifest.js";
-import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
+import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type PortableSnapshot } from "../engine.js";
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, phpEngineBuild, phpIniWalls, validatePhpBundle, type OpcacheSizing } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
@@ -407,6 +407,10 @@ class PhpInstance implements EngineInstance {
     const ex = this.#module.wasmExports;
     this.#streamsAtSnapshot = this.#module.FS.streams.length;
     this.#snapshot = LinearMemorySnapshot.take(ex.memory, this.#sbrkTop(), [ex.__stack_pointer]);
+  }
+
+  memoryInfo(): InstanceMemoryInfo {
+    return { linearBytes: this.#module.wasmExports.memory.buffer.byteLength, snapshotBytes: this.#snapshot?.bytes ?? 0, snapshotHeldBytes: this.#snapshot?.heldBytes ?? 0 };
   }
 
   exportSnapshot(): PortableSnapshot {

@@ -22,7 +22,7 @@
  */
 import type { Manifest } from "../../bundle/index.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
-import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type PortableSnapshot } from "../engine.js";
+import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type PortableSnapshot } from "../engine.js";
 import { SandboxError, isZerocellError } from "../../errors.js";
 import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
 import { PyRealm, pyodideFiles, type BootOptions, type LogSink } from "./realm.js";
@@ -425,6 +425,10 @@ export class PythonInstance implements EngineInstance {
     this.stats.lastJsFixes = realm.restoreState();
     this.stats.lastRestoreCopiedBytes = stats.copiedBytes;
     this.stats.lastResetMs = performance.now() - t0;
+  }
+
+  memoryInfo(): InstanceMemoryInfo {
+    return { linearBytes: this.#realm.memory.buffer.byteLength, snapshotBytes: this.#snapshot?.bytes ?? 0, snapshotHeldBytes: this.#snapshot?.heldBytes ?? 0 };
   }
 
   exportSnapshot(): PortableSnapshot {

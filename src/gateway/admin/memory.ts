@@ -1,0 +1,47 @@
+/**
+ * Admin API: `GET /v1/pool/memory` (admin tokens only: it names processes) — where the memory of
+ * the gateway and of every sandbox host goes. Per host: its pids (the wrapper and the node process
+ * inside it), RSS/PSS/USS from /proc/<pid>/smaps_rollup (read here: the gateway may read its
+ * hosts' /proc, the hosts may not) and the host's own report (V8 heap and code, wasm linear
+ * memory, snapshot bytes it holds; untrusted, display only). The gateway: the same rollup, its V8
+ * heap and the cache of gzip'd snapshots. bench/memory.mjs reads it.
+ */
+import { readFileSync } from "node:fs";
+import v8 from "node:v8";
+import type { AdminRoutes } from "./kit.js";
+
+export const MEMORY_ENDPOINTS = {
+  "GET /v1/pool/memory": ["admin"],
+} as const;
+
+/** RSS, PSS and USS (private clean + dirty) of a process, bytes; undefined when unreadable. */
+export function readRollup(pid: number): { rss: number; pss: number; uss: number; pssAnon: number; pssFile: number; pssShmem: number } | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+    return { rss: kb("Rss"), pss: kb("Pss"), uss: kb("Private_Clean") + kb("Private_Dirty"), pssAnon: kb("Pss_Anon"), pssFile: kb("Pss_File"), pssShmem: kb("Pss_Shmem") };
+  } catch {
+    return undefined;
+  }
+}
+
+export function registerMemoryRoutes({ endpoint, platform }: AdminRoutes<keyof typeof MEMORY_ENDPOINTS>): void {
+  endpoint("GET /v1/pool/memory", async (c) => {
+    const hosts = await Promise.all(
+      platform.pool.hosts().map(async ({ deploymentId, app, mode, host }) => {
+        const nodePid = host.nodePid;
+        return { deploymentId, app, mode, pid: host.pid, nodePid: nodePid ?? null, rollup: nodePid === undefined ? null : (readRollup(nodePid) ?? null), report: (await host.memory?.()) ?? null };
+      }),
+    );
+    const m = process.memoryUsage();
+    const h = v8.getHeapStatistics();
+    const gateway = {
+      pid: process.pid,
+      rollup: readRollup(process.pid) ?? null,
+      process: { rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers },
+      v8: { totalPhysicalSize: h.total_physical_size, mallocedMemory: h.malloced_memory },
+      snapshotCache: platform.snapshots.cacheStats(),
+    };
+    return c.json({ gateway, hosts, spares: platform.pool.spares() });
+  });
+}

@@ -1,0 +1,51 @@
+/**
+ * GET /v1/pool/memory (src/gateway/admin/memory.ts): per sandbox host the node process inside
+ * its wrappers, its RSS/PSS/USS and its own report (V8 heap, linear memory, snapshot bytes held
+ * in JS); admin tokens only. And the snapshot's bytes live once, in the memfd: the host holds
+ * less than a 64 KiB block of them in JS.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { readFileSync } from "node:fs";
+import { startServer, phpBundle, fetchApp, admin, isAlive, type TestServer } from "../helpers/server.js";
+
+describe("pool memory report", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer();
+    server.cli(["deploy", phpBundle("mem.localhost", { "index.php": "<?php echo 'hello';" }), "--app", "mem"]);
+  }, 180_000);
+  afterAll(async () => {
+    const pids = server.hostPids();
+    expect(await server.stop()).toBe(0);
+    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+  });
+
+  it("names the node process of each host and splits its memory", async () => {
+    expect((await fetchApp(server, "mem.localhost", "/")).status).toBe(200);
+    // The host sends its snapshot after its first request; the gateway stores it (gzip) then.
+    await expect.poll(async () => (await admin(server, "GET", "/v1/pool/memory")).json.gateway?.snapshotCache?.entries ?? 0, { timeout: 60_000 }).toBeGreaterThanOrEqual(1);
+    const { status, json } = await admin(server, "GET", "/v1/pool/memory");
+    expect(status).toBe(200);
+    const host = json.hosts.find((h: { app: string }) => h.app === "mem");
+    expect(host.mode).toBe("snapshot");
+    expect(typeof host.nodePid).toBe("number");
+    // The node host itself (the wrappers' command is unshare or setpriv, when the machine has them).
+    expect(readFileSync(`/proc/${host.nodePid}/cmdline`, "utf8").split("\0")[0]).toBe(process.execPath);
+    expect(host.rollup.pss).toBeGreaterThan(10 * 1024 * 1024);
+    expect(host.rollup.uss).toBeLessThanOrEqual(host.rollup.rss);
+    const r = host.report;
+    expect(r.v8.totalPhysicalSize).toBeGreaterThan(0);
+    expect(r.instance.linearBytes).toBeGreaterThanOrEqual(r.instance.snapshotBytes);
+    // Where the kernel allows the dirty-page reset, the image is read from the memfd's shared
+    // mapping, not copied into JS (the partial block above its whole pages at most).
+    if (!/dirty-page reset unavailable/.test(server.output())) expect(r.instance.snapshotHeldBytes).toBeLessThan(64 * 1024);
+    expect(json.gateway.rollup.pss).toBeGreaterThan(0);
+  }, 120_000);
+
+  it("is for admin tokens only", async () => {
+    const account = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "memtenant" }), contentType: "application/json" });
+    expect(account.status).toBe(201);
+    const { status } = await admin(server, "GET", "/v1/pool/memory", { token: account.json.token });
+    expect(status).toBe(403);
+  });
+});
