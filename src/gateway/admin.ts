@@ -24,6 +24,7 @@ import { registerBindingRoutes } from "./admin/bindings.js";
 import { registerProgramRunRoutes } from "./admin/program-runs.js";
 import { statsResponse } from "./admin-stats.js";
 import { LIFECYCLE_ENDPOINTS, registerLifecycleRoutes } from "./admin/lifecycle.js";
+import { ENV_ENDPOINTS, registerEnvRoutes } from "./admin/env.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -99,6 +100,7 @@ export const ADMIN_ENDPOINTS = {
   "DELETE /v1/bindings/:id": ["deploy"],
   "POST /v1/objects/run": ["deploy"],
   ...LIFECYCLE_ENDPOINTS,
+  ...ENV_ENDPOINTS,
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -436,6 +438,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   registerBindingRoutes({ endpoint, platform, ownAccount, readJson });
   registerProgramRunRoutes({ endpoint, platform, ownAccount, readJson });
   registerLifecycleRoutes({ platform, endpoint: endpoint as never, ownAccount, visibleApp });
+  registerEnvRoutes({ platform, endpoint: endpoint as never, readJson, visibleApp, isAdmin });
 
   assertRoutesMatchTable(app);
   return app;

@@ -212,6 +212,8 @@ export class Store {
     privileged?: boolean;
     /** Record it as "checking" (not active) for the health check. */
     checking?: boolean;
+    /** The env (deployments.env JSON, values encrypted); undefined: the app's current one (see appEnv). */
+    env?: string | null;
   }): DeploymentInfo {
     const sqlite = this.#o.sqlite;
     const checking = input.checking === true;
@@ -231,6 +233,7 @@ export class Store {
       const last = this.#db.select({ v: max(deployments.version) }).from(deployments).where(eq(deployments.appId, app.id)).get();
       const version = (last?.v ?? 0) + 1;
       const id = newId("dep");
+      const env = input.env !== undefined ? input.env : this.#currentEnv(app.id);
       this.#db.insert(deployments).values({
         id,
         appId: app.id,
@@ -241,6 +244,7 @@ export class Store {
         manifest: JSON.stringify(input.manifest),
         createdAt: Date.now(),
         status: checking ? "checking" : "ready",
+        env,
       }).run();
       input.routes.forEach((r, position) => {
         this.#db.insert(routes).values({
@@ -420,6 +424,35 @@ export class Store {
       return target.id;
     });
     return this.getDeployment(run.immediate())!;
+  }
+
+  /**
+   * The env a new deployment of an app starts from: its active deployment's, else its newest
+   * deployment's (a first deploy that failed for want of a variable), else none.
+   */
+  #currentEnv(appId: string): string | null {
+    const app = this.#db.select().from(apps).where(eq(apps.id, appId)).get();
+    if (app?.activeDeploymentId != null) {
+      const d = this.#db.select({ env: deployments.env }).from(deployments).where(eq(deployments.id, app.activeDeploymentId)).get();
+      if (d !== undefined) return d.env;
+    }
+    return this.#db.select({ env: deployments.env }).from(deployments).where(eq(deployments.appId, appId)).orderBy(desc(deployments.version)).get()?.env ?? null;
+  }
+
+  /**
+   * What an env change builds on: the app, its env now, and the deployment whose bundle, manifest
+   * and routes the new revision reuses (the active one, else the newest). Undefined: no such app.
+   */
+  envBase(appName: string): { appId: string; accountId: string; env: string | null; deployment: DeploymentInfo | undefined } | undefined {
+    const app = this.#db.select().from(apps).where(eq(apps.name, appName)).get();
+    if (app === undefined) return undefined;
+    const baseId = app.activeDeploymentId ?? this.#db.select({ id: deployments.id }).from(deployments).where(eq(deployments.appId, app.id)).orderBy(desc(deployments.version)).get()?.id;
+    return { appId: app.id, accountId: app.accountId, env: this.#currentEnv(app.id), deployment: baseId === undefined ? undefined : this.getDeployment(baseId) };
+  }
+
+  /** A deployment's env as stored (values encrypted), for its sandbox hosts. */
+  deploymentEnv(id: string): string | null {
+    return this.#db.select({ env: deployments.env }).from(deployments).where(eq(deployments.id, id)).get()?.env ?? null;
   }
 
   #requireApp(name: string) {

@@ -53,6 +53,12 @@ export const deployments = sqliteTable("deployments", {
   status: text("status").notNull().default("ready"),
   /** Why the health check failed (the request, its status, the runtime's last log lines). */
   error: text("error"),
+  /**
+   * The app's environment variables for this deployment, JSON `[{name, secret, enc}]`, every
+   * value AES-256-GCM-encrypted (src/platform/app-env.ts); null: none. Part of what a deployment
+   * is: an env change is a new deployment of the same bundle, and rollback restores the old values.
+   */
+  env: text("env"),
 }, (t) => [uniqueIndex("deployments_app_version_uq").on(t.appId, t.version)]);
 
 export const routes = sqliteTable("routes", {

@@ -72,7 +72,7 @@ class FakeHost implements PoolHost {
 const manifest = parseManifest('runtime = "php"\n');
 
 function source(id = "dep1"): DeploymentSource {
-  return { deploymentId: id, appName: `app-${id}`, manifest, image: Buffer.alloc(0), loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
+  return { deploymentId: id, appName: `app-${id}`, manifest, image: Buffer.alloc(0), env: {}, loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
 }
 
 function request(url: string): EngineRequest {

@@ -132,7 +132,7 @@ async function onFrame(frame: Frame): Promise<void> {
       try {
         const engine = preloaded !== undefined && init.manifest.runtime === startRuntime ? await preloaded : await loadEngine(init.manifest.runtime);
         const image = decodeImage(frame.body.subarray(0, init.imageBytes));
-        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image, maxResponseBytes: init.maxResponseBytes });
+        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image, env: init.env ?? {}, maxResponseBytes: init.maxResponseBytes });
         instance = await engine.instantiate(prepared);
         maxResponseBytes = init.maxResponseBytes;
         const build = engine.buildId(init.manifest);

@@ -41,6 +41,7 @@ _exc_info = _sys.exc_info
 _urandom = _os.urandom
 _chdir = _os.chdir
 _environ_pop = _os.environ.pop
+_environ_set = _os.environ.__setitem__
 _c_seed = _random.Random.seed
 _Random = _random_mod.Random
 _SystemRandom = _random_mod.SystemRandom
@@ -160,6 +161,10 @@ def _seal():
 def _setup(opts_json):
     global _settings, _memory_mb, _probe_obj
     o = _loads(opts_json)
+    # The app's environment variables (zerocell env set): os.environ (and C's environ through
+    # putenv), before the app is imported, so the snapshot carries them.
+    for k, v in o.pop("env", {}).items():
+        _environ_set(k, v)
     _settings = o
     _memory_mb = int(o.get("memoryMb", 0))
     std = [p for p in _sys.path if isinstance(p, str) and p.startswith("/lib/")]
