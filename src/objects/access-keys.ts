@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import { and, desc, eq, isNull } from "drizzle-orm";
 import type { OpenedDb } from "../store/index.js";
-import { accessKeys } from "../store/schema.js";
+import { accessKeys, accounts } from "../store/schema.js";
 import { SecretBox } from "../store/secret-box.js";
 
 export type AccessKeyScope = "read" | "write";
@@ -70,6 +70,9 @@ export class AccessKeys {
     if (!ACCESS_KEY_ID.test(accessKeyId)) return undefined;
     const row = this.#o.db.select().from(accessKeys).where(and(eq(accessKeys.id, accessKeyId), isNull(accessKeys.revokedAt))).get();
     if (row === undefined) return undefined;
+    // A disabled account's keys are refused like revoked ones.
+    const owner = this.#o.db.select({ d: accounts.disabledAt }).from(accounts).where(eq(accounts.id, row.accountId)).get();
+    if (owner === undefined || owner.d !== null) return undefined;
     const secretAccessKey = this.#decrypt(row.id, row.secretEnc);
     if (secretAccessKey === undefined) return undefined;
     return { accessKeyId: row.id, accountId: row.accountId, scopes: row.scopes.split(",") as AccessKeyScope[], secretAccessKey };

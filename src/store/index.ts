@@ -94,8 +94,23 @@ export class Store {
     return { id, name };
   }
 
-  listAccounts(): Array<{ id: string; name: string; planId: string | null; createdAt: string }> {
-    return this.#db.select().from(accounts).orderBy(accounts.name).all().map((a) => ({ id: a.id, name: a.name, planId: a.planId, createdAt: new Date(a.createdAt).toISOString() }));
+  listAccounts(): Array<{ id: string; name: string; planId: string | null; createdAt: string; disabledAt: string | null }> {
+    return this.#db.select().from(accounts).orderBy(accounts.name).all().map((a) => ({ id: a.id, name: a.name, planId: a.planId, createdAt: new Date(a.createdAt).toISOString(), disabledAt: a.disabledAt === null ? null : new Date(a.disabledAt).toISOString() }));
+  }
+
+  /**
+   * Disables (or enables again) an account: false when it was already in that state. Tokens and
+   * access keys are checked against it on every request, and the caller reloads the routes.
+   */
+  setAccountDisabled(accountId: string, disabled: boolean): boolean {
+    const cond = disabled ? isNull(accounts.disabledAt) : isNotNull(accounts.disabledAt);
+    return this.#db.update(accounts).set({ disabledAt: disabled ? Date.now() : null }).where(and(eq(accounts.id, accountId), cond)).run().changes > 0;
+  }
+
+  /** Whether an account exists and is not disabled. */
+  isAccountActive(accountId: string): boolean {
+    const a = this.#db.select({ d: accounts.disabledAt }).from(accounts).where(eq(accounts.id, accountId)).get();
+    return a !== undefined && a.d === null;
   }
 
   accountByName(name: string): { id: string; name: string } | undefined {
@@ -125,6 +140,8 @@ export class Store {
     const row = this.#db.select().from(apiTokens).where(and(eq(apiTokens.tokenHash, hash), isNull(apiTokens.revokedAt))).get();
     if (row === undefined) return undefined;
     if (!timingSafeEqual(Buffer.from(row.tokenHash, "hex"), Buffer.from(hash, "hex"))) return undefined;
+    // A disabled account's tokens stop at once (checked per request, like revocation).
+    if (row.accountId !== null && !this.isAccountActive(row.accountId)) return undefined;
     return { id: row.id, accountId: row.accountId, scopes: row.scopes.split(",") as Scope[] };
   }
 
@@ -530,7 +547,9 @@ export class Store {
       .select({ r: routes, app: apps })
       .from(routes)
       .innerJoin(apps, eq(apps.activeDeploymentId, routes.deploymentId))
-      .where(isNotNull(apps.activeDeploymentId))
+      .innerJoin(accounts, eq(accounts.id, apps.accountId))
+      // A disabled account's apps leave the table: 404 like an app nobody deployed, instances retire.
+      .where(and(isNotNull(apps.activeDeploymentId), isNull(accounts.disabledAt)))
       .orderBy(apps.name, routes.position)
       .all();
     return rows.map(({ r, app }) => ({

@@ -12,6 +12,11 @@ export const accounts = sqliteTable("accounts", {
   planId: text("plan_id"),
   /** Stripe customer, created once at the first sync. */
   stripeCustomerId: text("stripe_customer_id"),
+  /**
+   * Set while an admin has disabled the account (`zerocell accounts disable`): its tokens and S3
+   * access keys are refused and its apps leave the route table (404, instances stopped).
+   */
+  disabledAt: integer("disabled_at"),
 }, (t) => [uniqueIndex("accounts_name_uq").on(t.name)]);
 
 /** API tokens: only the SHA-256 of the secret is stored; `prefix` is shown to people. */
