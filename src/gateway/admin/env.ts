@@ -12,7 +12,7 @@ import type { Platform } from "../../platform/index.js";
 import type { AppInfo, Scope, TokenInfo } from "../../store/index.js";
 import { ENV_LIMITS, type EnvChange } from "../../platform/app-env.js";
 import { deployRevision } from "../deploy.js";
-import { ZerocellError } from "../../errors.js";
+import { InputError, ZerocellError } from "../../errors.js";
 import { log } from "../../log.js";
 
 export const ENV_ENDPOINTS = {
@@ -81,6 +81,9 @@ export function registerEnvRoutes({ platform, endpoint, readJson, visibleApp, is
   endpoint("POST /v1/apps/:app/env", async (c, token) => {
     const body = await readJson(c, changeSchema);
     const ch: EnvChange = { set: (body.set ?? []).map((s) => ({ name: s.name, value: s.value, secret: s.secret === true })), unset: body.unset ?? [] };
+    // Visibility first (another account's app is a 404 whatever the body), then the body.
+    base(token, c.req.param("app") ?? "");
+    if (ch.set.length === 0 && ch.unset.length === 0) throw new InputError("env: nothing to change (give set or unset)", { code: "env_empty_change" });
     return change(c, token, c.req.param("app") ?? "", ch);
   });
 
