@@ -12,6 +12,8 @@ import { packDirectory, packDirectoryReport, IGNORE_FILE } from "../bundle/index
 import { PACKAGE_ROOT } from "../paths.js";
 import { registerAccessKeyCommands, type CliKit } from "./access-keys.js";
 import { registerBindingCommands } from "./bindings.js";
+import { registerEnvCommands } from "./env.js";
+import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 
 interface ClientTarget {
@@ -511,8 +513,8 @@ accounts
   .addOption(dataOption())
   .addOption(jsonOption())
   .action(async (opts: { data?: string; json?: boolean }) => {
-    const res = (await api(findTarget(opts), "GET", "/v1/accounts")) as { accounts: Array<{ id: string; name: string; planId: string | null; createdAt: string }> };
-    print(opts.json === true, res, () => table([["ACCOUNT", "ID", "PLAN", "CREATED"], ...res.accounts.map((a) => [a.name, a.id, a.planId ?? "standard", a.createdAt])]));
+    const res = (await api(findTarget(opts), "GET", "/v1/accounts")) as { accounts: Array<{ id: string; name: string; planId: string | null; createdAt: string; disabledAt: string | null }> };
+    print(opts.json === true, res, () => table([["ACCOUNT", "ID", "PLAN", "CREATED", "DISABLED"], ...res.accounts.map((a) => [a.name, a.id, a.planId ?? "standard", a.createdAt, a.disabledAt ?? "-"])]));
   });
 
 program
@@ -627,6 +629,9 @@ program
 const kit: CliKit<ClientTarget> = { findTarget, api, print, table, dataOption, jsonOption, fail: (m) => { throw new CliError(m); } };
 registerAccessKeyCommands(program, kit);
 registerBindingCommands(program, kit);
+registerEnvCommands(program, kit);
+addAccountLifecycle(accounts, kit);
+registerPlanCommands(program, kit);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CliError || (e instanceof Error && "code" in e)) {

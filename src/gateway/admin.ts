@@ -25,6 +25,8 @@ import { registerProgramRunRoutes } from "./admin/program-runs.js";
 import { statsResponse } from "./admin-stats.js";
 import { LIFECYCLE_ENDPOINTS, registerLifecycleRoutes } from "./admin/lifecycle.js";
 import { MEMORY_ENDPOINTS, registerMemoryRoutes } from "./admin/memory.js";
+import { ENV_ENDPOINTS, registerEnvRoutes } from "./admin/env.js";
+import { ACCOUNT_ENDPOINTS, registerAccountRoutes } from "./admin/accounts.js";
 
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -101,6 +103,8 @@ export const ADMIN_ENDPOINTS = {
   "POST /v1/objects/run": ["deploy"],
   ...LIFECYCLE_ENDPOINTS,
   ...MEMORY_ENDPOINTS,
+  ...ENV_ENDPOINTS,
+  ...ACCOUNT_ENDPOINTS,
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -439,6 +443,8 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   registerProgramRunRoutes({ endpoint, platform, ownAccount, readJson });
   registerLifecycleRoutes({ platform, endpoint: endpoint as never, ownAccount, visibleApp });
   registerMemoryRoutes({ endpoint, platform, ownAccount, readJson });
+  registerEnvRoutes({ platform, endpoint: endpoint as never, readJson, visibleApp, isAdmin });
+  registerAccountRoutes({ platform, endpoint: endpoint as never });
 
   assertRoutesMatchTable(app);
   return app;

@@ -43,18 +43,35 @@ export async function deployBundle(platform: Platform, input: { appName: string;
     seen.add(k);
     return true;
   });
-  // 3. store the bundle (content-addressed), 4. record it as "checking" (not active yet)
+  // 3. store the bundle (content-addressed), then steps 4–6
   const sha = platform.blobs.put(archive);
+  return deployRevision(platform, { appName, accountId: input.accountId, runtime: manifest.runtime, bundleSha256: sha, bundleBytes: archive.length, manifest, routes: unique, privileged: input.privileged === true, t0 });
+}
+
+/**
+ * Steps 4–6 of a deploy, for a bundle already stored: record the deployment as "checking",
+ * health-check it, activate it. An env change runs this with the active deployment's bundle,
+ * manifest and routes and the new env (`env`; undefined: the app's current env).
+ */
+export async function deployRevision(
+  platform: Platform,
+  input: { appName: string; accountId: string; runtime: string; bundleSha256: string; bundleBytes: number; manifest: unknown; routes: RouteSpec[]; privileged: boolean; env?: string | null; t0?: number },
+): Promise<DeploymentInfo> {
+  const t0 = input.t0 ?? performance.now();
+  const { appName } = input;
+  const unique = input.routes;
+  // 4. record it as "checking" (not active yet)
   const pending = platform.store.createDeployment({
     appName,
     accountId: input.accountId,
-    runtime: manifest.runtime,
-    bundleSha256: sha,
-    bundleBytes: archive.length,
-    manifest,
+    runtime: input.runtime,
+    bundleSha256: input.bundleSha256,
+    bundleBytes: input.bundleBytes,
+    manifest: input.manifest,
     routes: unique,
-    privileged: input.privileged === true,
+    privileged: input.privileged,
     checking: true,
+    ...(input.env === undefined ? {} : { env: input.env }),
   });
   // 5. health check: a host starts it (init, warm-up, health paths; no snapshot unless all pass).
   // The app's active deployment serves meanwhile and keeps serving if this one fails.

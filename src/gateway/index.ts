@@ -146,6 +146,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     keysDir: join(dataDir, "keys"),
     objectsDir: join(dataDir, "objects"),
     accessKeyFile: join(dataDir, "access-keys.key"),
+    secretsKeyFile: join(dataDir, "secrets.key"),
     certs,
     ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), isolation, ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }) });
   const p = platform;

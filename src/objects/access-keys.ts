@@ -6,12 +6,11 @@
  * Scopes: "read" (GET/HEAD/list) and "write" (PUT/POST/DELETE).
  * Must never: return or log a secret except once, to its creator; store one in clear.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { and, desc, eq, isNull } from "drizzle-orm";
 import type { OpenedDb } from "../store/index.js";
-import { accessKeys } from "../store/schema.js";
-import { ZerocellError } from "../errors.js";
+import { accessKeys, accounts } from "../store/schema.js";
+import { SecretBox } from "../store/secret-box.js";
 
 export type AccessKeyScope = "read" | "write";
 export const ACCESS_KEY_SCOPES: readonly AccessKeyScope[] = ["read", "write"];
@@ -41,46 +40,21 @@ function newAccessKeyId(): string {
   return id;
 }
 
-/** Reads the encryption key, creating it (32 random bytes, 0600, atomically) on first use. */
-function loadKey(file: string): Buffer {
-  if (!existsSync(file)) {
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, randomBytes(32).toString("base64") + "\n", { mode: 0o600 });
-    chmodSync(tmp, 0o600);
-    renameSync(tmp, file);
-  }
-  const key = Buffer.from(readFileSync(file, "utf8").trim(), "base64");
-  if (key.length !== 32) throw new ZerocellError("access_key_file_bad", 500, `objects: ${file} does not hold a 32-byte key`);
-  return key;
-}
-
 export class AccessKeys {
   readonly #o: OpenedDb;
-  readonly #key: Buffer;
+  readonly #box: SecretBox;
 
   constructor(db: OpenedDb, keyFile: string) {
     this.#o = db;
-    this.#key = loadKey(keyFile);
+    this.#box = new SecretBox(keyFile);
   }
 
   #encrypt(id: string, secret: string): string {
-    const iv = randomBytes(12);
-    const c = createCipheriv("aes-256-gcm", this.#key, iv);
-    c.setAAD(Buffer.from(id));
-    const ct = Buffer.concat([c.update(secret, "utf8"), c.final()]);
-    return Buffer.concat([iv, c.getAuthTag(), ct]).toString("base64url");
+    return this.#box.encrypt(id, secret);
   }
 
   #decrypt(id: string, enc: string): string | undefined {
-    try {
-      const raw = Buffer.from(enc, "base64url");
-      const d = createDecipheriv("aes-256-gcm", this.#key, raw.subarray(0, 12));
-      d.setAAD(Buffer.from(id));
-      d.setAuthTag(raw.subarray(12, 28));
-      return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString("utf8");
-    } catch {
-      return undefined;
-    }
+    return this.#box.decrypt(id, enc);
   }
 
   /** Creates a key pair; the secret is returned here and never again. */
@@ -96,6 +70,9 @@ export class AccessKeys {
     if (!ACCESS_KEY_ID.test(accessKeyId)) return undefined;
     const row = this.#o.db.select().from(accessKeys).where(and(eq(accessKeys.id, accessKeyId), isNull(accessKeys.revokedAt))).get();
     if (row === undefined) return undefined;
+    // A disabled account's keys are refused like revoked ones.
+    const owner = this.#o.db.select({ d: accounts.disabledAt }).from(accounts).where(eq(accounts.id, row.accountId)).get();
+    if (owner === undefined || owner.d !== null) return undefined;
     const secretAccessKey = this.#decrypt(row.id, row.secretEnc);
     if (secretAccessKey === undefined) return undefined;
     return { accessKeyId: row.id, accountId: row.accountId, scopes: row.scopes.split(",") as AccessKeyScope[], secretAccessKey };

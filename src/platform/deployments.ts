@@ -8,6 +8,7 @@ import { LRUCache } from "lru-cache";
 import { readBundleArchive, encodeImage, decodeImage, type BundleImage, type Manifest } from "../bundle/index.js";
 import type { BlobStore, Store } from "../store/index.js";
 import type { SnapshotStore } from "../snapshot/store.js";
+import type { AppEnv } from "./app-env.js";
 import type { DeploymentSource } from "../pool/index.js";
 import { engineBuildId } from "../runtime/index.js";
 import { SandboxError } from "../errors.js";
@@ -20,6 +21,7 @@ export class DeploymentCatalog {
   readonly #store: Store;
   readonly #blobs: BlobStore;
   readonly #snapshots: SnapshotStore;
+  readonly #env: AppEnv;
   readonly #manifests = new Map<string, Manifest>();
   readonly #images = new LRUCache<string, Buffer>({ maxSize: IMAGE_CACHE_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
   /**
@@ -29,7 +31,8 @@ export class DeploymentCatalog {
   readonly #ephemeral: LRUCache<string, { appName: string; manifest: Manifest; image: Buffer }>;
   onEphemeralGone: () => void = () => {};
 
-  constructor(store: Store, blobs: BlobStore, snapshots: SnapshotStore) {
+  constructor(store: Store, blobs: BlobStore, snapshots: SnapshotStore, env: AppEnv) {
+    this.#env = env;
     this.#ephemeral = new LRUCache({ max: 64, dispose: () => queueMicrotask(() => this.onEphemeralGone()) });
     this.#store = store;
     this.#blobs = blobs;
@@ -81,7 +84,7 @@ export class DeploymentCatalog {
     const e = this.#ephemeral.get(id);
     if (e !== undefined) {
       // Nothing is stored for these: hosts start cold and keep their snapshot to themselves.
-      return { deploymentId: id, appName: e.appName, manifest: e.manifest, image: e.image, loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
+      return { deploymentId: id, appName: e.appName, manifest: e.manifest, image: e.image, env: {}, loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
     }
     const d = this.#store.getDeployment(id);
     if (d === undefined) throw new SandboxError("deployment_missing", 500, `pool: deployment ${id} not found`);
@@ -93,6 +96,9 @@ export class DeploymentCatalog {
       appName: d.app,
       manifest,
       image,
+      // The env is part of the deployment (an env change is a new deployment), so the snapshot
+      // stored under this deployment id was taken with exactly these values.
+      env: this.#env.values(d.appId, this.#store.deploymentEnv(d.id)),
       loadSnapshot: () => this.#snapshots.load(d.id, build),
       hasSnapshot: () => this.#snapshots.has(d.id, build),
       saveSnapshot: (img) => {

@@ -19,6 +19,7 @@ import { DeploymentCatalog } from "./deployments.js";
 import { KeyedRuns } from "./key-data.js";
 import { DiskObjectStore, type ObjectStore } from "../objects/index.js";
 import { AccessKeys } from "../objects/access-keys.js";
+import { AppEnv } from "./app-env.js";
 import { Bindings } from "../objects/bindings.js";
 import { PlatformMetrics } from "./metrics.js";
 import { AppLogs } from "./app-logs.js";
@@ -35,6 +36,8 @@ export interface PlatformInit {
   objectsDir: string;
   /** The key that encrypts S3 secret access keys at rest (DIR/access-keys.key, 0600). */
   accessKeyFile: string;
+  /** The key that encrypts apps' environment variables at rest (DIR/secrets.key, 0600). */
+  secretsKeyFile: string;
   certs: CertificateStore;
   isolation: HostIsolation;
   pool?: Partial<PoolLimits>;
@@ -60,6 +63,8 @@ export class Platform {
   /** Buckets and objects per account (src/objects), served by the S3 API. */
   readonly objects: ObjectStore;
   readonly accessKeys: AccessKeys;
+  /** Apps' environment variables and secrets, encrypted at rest (app-env.ts). */
+  readonly env: AppEnv;
   /** Bucket prefixes bound to apps (a GET there runs the app on the object). */
   readonly bindings: Bindings;
   readonly #db: OpenedDb;
@@ -78,7 +83,8 @@ export class Platform {
     this.keys = new KeyStore(init.keysDir, init.db);
     this.billing = new Billing(init.db, { allowClosingOpenPeriods: init.metering?.allowClosingOpenPeriods === true });
     this.stripe = init.stripe === undefined ? undefined : new StripeSync(this.billing, init.stripe);
-    this.deployments = new DeploymentCatalog(init.store, init.blobs, this.snapshots);
+    this.env = new AppEnv(init.secretsKeyFile);
+    this.deployments = new DeploymentCatalog(init.store, init.blobs, this.snapshots, this.env);
     this.pool = new Pool({
       isolation: init.isolation,
       ...(init.pool === undefined ? {} : { limits: init.pool }),

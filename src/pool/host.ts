@@ -48,6 +48,8 @@ export interface HostInit {
   deploymentId: string;
   manifest: Manifest;
   image: Buffer;
+  /** The app's environment variables (in the init message; never logged). */
+  env: Record<string, string>;
   /** A stored snapshot to start from instead of init + warm-up. */
   snapshot: SnapshotImage | undefined;
   /** Ask the host for its snapshot after warm-up (calls onSnapshot). */
@@ -195,6 +197,7 @@ export class SandboxHost {
         manifest: init.manifest,
         maxResponseBytes: opts.maxResponseBytes,
         imageBytes: init.image.length,
+        env: init.env,
         ...(snap === undefined ? {} : { snapshot: { engineBuild: snap.engineBuild, globals: snap.globals, extra: snap.extra } }),
         wantSnapshot: init.wantSnapshot,
         cold: init.cold,

@@ -85,6 +85,8 @@ export interface DeploymentSource {
   manifest: Manifest;
   /** encodeImage() of the bundle. */
   image: Buffer;
+  /** The app's environment variables for this deployment (secrets decrypted; never logged). */
+  env: Record<string, string>;
   /** The stored snapshot for the running engine build, if any (a corrupt one rejects). */
   loadSnapshot(): Promise<SnapshotImage | undefined>;
   /** Whether one is stored (or being stored): then new hosts need not send theirs. */
@@ -307,6 +309,7 @@ class DeploymentPool {
             deploymentId: this.source.deploymentId,
             manifest: this.source.manifest,
             image: this.source.image,
+            env: this.source.env,
             snapshot: snap,
             wantSnapshot: !cold && snap === undefined && !this.source.hasSnapshot(),
             cold,

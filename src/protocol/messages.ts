@@ -18,6 +18,11 @@ export interface InitMessage {
   deploymentId: string;
   manifest: Manifest;
   maxResponseBytes: number;
+  /**
+   * The app's environment variables for this deployment (secrets decrypted): the engine puts
+   * them in the guest's environment before init and warm-up, so a snapshot carries them.
+   */
+  env: Record<string, string>;
   /** Bytes of the encoded image at the start of the body; a snapshot's memory follows. */
   imageBytes: number;
   /** A stored snapshot to start from (its memory is the rest of the body). */

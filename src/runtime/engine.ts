@@ -79,6 +79,13 @@ export interface EngineSpec {
   manifest: Manifest;
   image: BundleImage;
   /**
+   * The app's environment variables (names checked by src/platform/app-env.ts): in the guest's
+   * process environment from instantiate on (PHP getenv/$_ENV/$_SERVER, Python os.environ, x86
+   * envp), so init, warm-up and the snapshot see them. Request meta-variables win over none of
+   * them: their names are reserved.
+   */
+  env?: Record<string, string>;
+  /**
    * Largest response body a request may produce, bytes (default DEFAULT_MAX_RESPONSE_BYTES).
    * Engines enforce it *while the guest writes* (never buffer more than this plus one chunk) and
    * then fail the request with `SandboxError("response_too_large", 502, …)`.

@@ -94,8 +94,23 @@ export class Store {
     return { id, name };
   }
 
-  listAccounts(): Array<{ id: string; name: string; planId: string | null; createdAt: string }> {
-    return this.#db.select().from(accounts).orderBy(accounts.name).all().map((a) => ({ id: a.id, name: a.name, planId: a.planId, createdAt: new Date(a.createdAt).toISOString() }));
+  listAccounts(): Array<{ id: string; name: string; planId: string | null; createdAt: string; disabledAt: string | null }> {
+    return this.#db.select().from(accounts).orderBy(accounts.name).all().map((a) => ({ id: a.id, name: a.name, planId: a.planId, createdAt: new Date(a.createdAt).toISOString(), disabledAt: a.disabledAt === null ? null : new Date(a.disabledAt).toISOString() }));
+  }
+
+  /**
+   * Disables (or enables again) an account: false when it was already in that state. Tokens and
+   * access keys are checked against it on every request, and the caller reloads the routes.
+   */
+  setAccountDisabled(accountId: string, disabled: boolean): boolean {
+    const cond = disabled ? isNull(accounts.disabledAt) : isNotNull(accounts.disabledAt);
+    return this.#db.update(accounts).set({ disabledAt: disabled ? Date.now() : null }).where(and(eq(accounts.id, accountId), cond)).run().changes > 0;
+  }
+
+  /** Whether an account exists and is not disabled. */
+  isAccountActive(accountId: string): boolean {
+    const a = this.#db.select({ d: accounts.disabledAt }).from(accounts).where(eq(accounts.id, accountId)).get();
+    return a !== undefined && a.d === null;
   }
 
   accountByName(name: string): { id: string; name: string } | undefined {
@@ -125,6 +140,8 @@ export class Store {
     const row = this.#db.select().from(apiTokens).where(and(eq(apiTokens.tokenHash, hash), isNull(apiTokens.revokedAt))).get();
     if (row === undefined) return undefined;
     if (!timingSafeEqual(Buffer.from(row.tokenHash, "hex"), Buffer.from(hash, "hex"))) return undefined;
+    // A disabled account's tokens stop at once (checked per request, like revocation).
+    if (row.accountId !== null && !this.isAccountActive(row.accountId)) return undefined;
     return { id: row.id, accountId: row.accountId, scopes: row.scopes.split(",") as Scope[] };
   }
 
@@ -212,6 +229,8 @@ export class Store {
     privileged?: boolean;
     /** Record it as "checking" (not active) for the health check. */
     checking?: boolean;
+    /** The env (deployments.env JSON, values encrypted); undefined: the app's current one (see appEnv). */
+    env?: string | null;
   }): DeploymentInfo {
     const sqlite = this.#o.sqlite;
     const checking = input.checking === true;
@@ -231,6 +250,7 @@ export class Store {
       const last = this.#db.select({ v: max(deployments.version) }).from(deployments).where(eq(deployments.appId, app.id)).get();
       const version = (last?.v ?? 0) + 1;
       const id = newId("dep");
+      const env = input.env !== undefined ? input.env : this.#currentEnv(app.id);
       this.#db.insert(deployments).values({
         id,
         appId: app.id,
@@ -241,6 +261,7 @@ export class Store {
         manifest: JSON.stringify(input.manifest),
         createdAt: Date.now(),
         status: checking ? "checking" : "ready",
+        env,
       }).run();
       input.routes.forEach((r, position) => {
         this.#db.insert(routes).values({
@@ -422,6 +443,35 @@ export class Store {
     return this.getDeployment(run.immediate())!;
   }
 
+  /**
+   * The env a new deployment of an app starts from: its active deployment's, else its newest
+   * deployment's (a first deploy that failed for want of a variable), else none.
+   */
+  #currentEnv(appId: string): string | null {
+    const app = this.#db.select().from(apps).where(eq(apps.id, appId)).get();
+    if (app?.activeDeploymentId != null) {
+      const d = this.#db.select({ env: deployments.env }).from(deployments).where(eq(deployments.id, app.activeDeploymentId)).get();
+      if (d !== undefined) return d.env;
+    }
+    return this.#db.select({ env: deployments.env }).from(deployments).where(eq(deployments.appId, appId)).orderBy(desc(deployments.version)).get()?.env ?? null;
+  }
+
+  /**
+   * What an env change builds on: the app, its env now, and the deployment whose bundle, manifest
+   * and routes the new revision reuses (the active one, else the newest). Undefined: no such app.
+   */
+  envBase(appName: string): { appId: string; accountId: string; env: string | null; deployment: DeploymentInfo | undefined } | undefined {
+    const app = this.#db.select().from(apps).where(eq(apps.name, appName)).get();
+    if (app === undefined) return undefined;
+    const baseId = app.activeDeploymentId ?? this.#db.select({ id: deployments.id }).from(deployments).where(eq(deployments.appId, app.id)).orderBy(desc(deployments.version)).get()?.id;
+    return { appId: app.id, accountId: app.accountId, env: this.#currentEnv(app.id), deployment: baseId === undefined ? undefined : this.getDeployment(baseId) };
+  }
+
+  /** A deployment's env as stored (values encrypted), for its sandbox hosts. */
+  deploymentEnv(id: string): string | null {
+    return this.#db.select({ env: deployments.env }).from(deployments).where(eq(deployments.id, id)).get()?.env ?? null;
+  }
+
   #requireApp(name: string) {
     const app = this.#db.select().from(apps).where(eq(apps.name, name)).get();
     if (app === undefined) throw new NotFoundError("app_not_found", `no app named "${name}"`);
@@ -497,7 +547,9 @@ export class Store {
       .select({ r: routes, app: apps })
       .from(routes)
       .innerJoin(apps, eq(apps.activeDeploymentId, routes.deploymentId))
-      .where(isNotNull(apps.activeDeploymentId))
+      .innerJoin(accounts, eq(accounts.id, apps.accountId))
+      // A disabled account's apps leave the table: 404 like an app nobody deployed, instances retire.
+      .where(and(isNotNull(apps.activeDeploymentId), isNull(accounts.disabledAt)))
       .orderBy(apps.name, routes.position)
       .all();
     return rows.map(({ r, app }) => ({

@@ -12,6 +12,11 @@ export const accounts = sqliteTable("accounts", {
   planId: text("plan_id"),
   /** Stripe customer, created once at the first sync. */
   stripeCustomerId: text("stripe_customer_id"),
+  /**
+   * Set while an admin has disabled the account (`zerocell accounts disable`): its tokens and S3
+   * access keys are refused and its apps leave the route table (404, instances stopped).
+   */
+  disabledAt: integer("disabled_at"),
 }, (t) => [uniqueIndex("accounts_name_uq").on(t.name)]);
 
 /** API tokens: only the SHA-256 of the secret is stored; `prefix` is shown to people. */
@@ -53,6 +58,12 @@ export const deployments = sqliteTable("deployments", {
   status: text("status").notNull().default("ready"),
   /** Why the health check failed (the request, its status, the runtime's last log lines). */
   error: text("error"),
+  /**
+   * The app's environment variables for this deployment, JSON `[{name, secret, enc}]`, every
+   * value AES-256-GCM-encrypted (src/platform/app-env.ts); null: none. Part of what a deployment
+   * is: an env change is a new deployment of the same bundle, and rollback restores the old values.
+   */
+  env: text("env"),
 }, (t) => [uniqueIndex("deployments_app_version_uq").on(t.appId, t.version)]);
 
 export const routes = sqliteTable("routes", {

@@ -85,7 +85,7 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
   });
 
   it("every endpoint in the table: 403 forbidden without its scope, not 403 with it", async () => {
-    const params = { app: "alice-app", key: "no-such-key", id: `draft_${bobAccountId}_2000-01`, host: "c.localhost" };
+    const params = { app: "alice-app", key: "no-such-key", id: `draft_${bobAccountId}_2000-01`, host: "c.localhost", name: "no-such-name" };
     const lacking = (needed: readonly string[]): string[] => {
       if (needed.includes("admin")) return [tokens.both, tokens.deployOnly, tokens.usageOnly, tokens.none];
       if (needed.length === 2) return [tokens.none];

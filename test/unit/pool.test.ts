@@ -81,7 +81,7 @@ const manifest = parseManifest('runtime = "php"\n');
 const MiB = 1048576;
 
 function source(id = "dep1"): DeploymentSource {
-  return { deploymentId: id, appName: `app-${id}`, manifest, image: Buffer.alloc(0), loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
+  return { deploymentId: id, appName: `app-${id}`, manifest, image: Buffer.alloc(0), env: {}, loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
 }
 
 function request(url: string): EngineRequest {

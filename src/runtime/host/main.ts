@@ -185,7 +185,7 @@ async function onFrame(frame: Frame): Promise<void> {
         // A copy of the image's bytes: the decoded entries are views into it and engines keep them
         // (realm rebuilds, x86's file tree); views into the frame would pin the snapshot after it too.
         const image = decodeImage(Buffer.from(frame.body.subarray(0, init.imageBytes)));
-        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image, maxResponseBytes: init.maxResponseBytes });
+        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image, env: init.env ?? {}, maxResponseBytes: init.maxResponseBytes });
         instance = await engine.instantiate(prepared);
         maxResponseBytes = init.maxResponseBytes;
         const build = engine.buildId(init.manifest);
@@ -260,10 +260,11 @@ async function onFrame(frame: Frame): Promise<void> {
       } catch (e) {
         // An engine's own limit errors keep their code (response_too_large → 502 at the gateway).
         send({ t: "fail", id: r.id, code: isZerocellError(e) ? e.code : "guest_error", message: describeError(e) });
-        // After a JS-level failure inside the engine its state is unknown: ask to be replaced.
-        // An engine that stopped the guest at its own limit knows its state: it says through
-        // exhausted() whether it can go on (checked below).
-        if (!(isZerocellError(e) && e.code === "response_too_large")) send({ t: "tainted" });
+        // Must never: reuse an instance whose request was aborted, for any reason (a JS-level
+        // failure inside the engine, or the engine stopping the guest at one of its own limits):
+        // it may be mid-call with state a reset does not undo. Ask to be replaced; the pool
+        // stops it (it was never snapshotted: the snapshot is taken before any request).
+        send({ t: "tainted" });
       }
       let resetMs: number | undefined;
       let resetCpuUs: number | undefined;

@@ -600,6 +600,7 @@ export class PhpEngine implements Engine<PhpPrepared> {
     const runtime = await startPhpRuntime(prepared.loader, {
       heapCapBytes: heapCapBytes(limits.memoryMb, prepared.opcache.memoryMb),
       maxResponseBytes: prepared.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
+      env: prepared.spec.env ?? {},
     });
     const { php, module } = runtime;
     // 2. php.ini, then one empty request: it sets up php-wasm's JS side (its "initialised" flag,

@@ -81,6 +81,8 @@ export interface PhpRuntimeOptions {
   heapCapBytes: number;
   /** Largest response body, bytes (EngineSpec.maxResponseBytes). */
   maxResponseBytes: number;
+  /** The app's environment variables (EngineSpec.env): C's environ, so getenv(), $_ENV, $_SERVER. */
+  env?: Record<string, string>;
 }
 
 /** A PHP runtime with the sandbox's wiring; php.ini, the image and the FS walls come after. */
@@ -102,8 +104,9 @@ export async function startPhpRuntime(loader: unknown, options: PhpRuntimeOption
     printErr: (line: string) => {
       if (output.takeLog(line.length + 6)) process.stderr.write(`php: ${line}\n`);
     },
-    // Emscripten's default environment has "_" = the host script's path; drop it.
-    ENV: { _: undefined } as unknown as Record<string, string>,
+    // Emscripten's default environment has "_" = the host script's path; drop it. The app's
+    // variables join the defaults (USER, PATH, HOME, LANG…: their names are reserved for apps).
+    ENV: { ...options.env, _: undefined } as unknown as Record<string, string>,
     instantiateWasm: walledInstantiate((loader as { dependencyFilename: string }).dependencyFilename, options.heapCapBytes, refused),
   });
   const php = new PHP(runtimeId);

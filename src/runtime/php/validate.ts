@@ -14,13 +14,20 @@ export const TMP_DIR = "/tmp";
 /** Per-key storage of keyed routes (writable, committed by the gateway after a success). */
 export const DATA_DIR = "/data";
 
-/** Functions that reach processes or sockets; refused even though the glue below also refuses. */
+/**
+ * Functions that reach processes or listening sockets; refused even though the glue below also
+ * refuses. Outbound connects (fsockopen, pfsockopen, stream_socket_client, curl_exec,
+ * curl_multi_exec) are not listed: the engine refuses socket() itself (wasm-imports.ts), so they
+ * fail the way PHP code expects a network failure to look — a warning and false, curl's error —
+ * instead of an "undefined function" Error that aborts the page (issue 15: a guest failure stays
+ * a guest failure).
+ */
 const DISABLED_FUNCTIONS = [
   "exec", "shell_exec", "system", "passthru", "proc_open", "popen", "proc_nice", "proc_terminate",
   "proc_close", "proc_get_status", "pcntl_exec", "pcntl_fork", "mail", "mb_send_mail", "dl", "putenv",
-  "fsockopen", "pfsockopen", "stream_socket_client", "stream_socket_server", "stream_socket_pair",
+  "stream_socket_server", "stream_socket_pair",
   "socket_create", "socket_create_pair", "socket_create_listen", "socket_connect", "socket_bind",
-  "curl_exec", "curl_multi_exec", "ftp_connect", "ftp_ssl_connect", "ini_get_all", "posix_kill",
+  "ftp_connect", "ftp_ssl_connect", "ini_get_all", "posix_kill",
   "posix_mkfifo", "posix_setuid", "posix_setgid", "link", "symlink",
 ];
 

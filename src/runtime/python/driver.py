@@ -41,6 +41,7 @@ _exc_info = _sys.exc_info
 _urandom = _os.urandom
 _chdir = _os.chdir
 _environ_pop = _os.environ.pop
+_environ_set = _os.environ.__setitem__
 _c_seed = _random.Random.seed
 _Random = _random_mod.Random
 _SystemRandom = _random_mod.SystemRandom
@@ -157,9 +158,58 @@ def _seal():
     _gc_collect()
 
 
+def _no_dns():
+    """The sandbox has no network and no resolver: Emscripten's would hand out made-up addresses
+    (172.29.x.y) for any name. Names other than localhost, this host's name and numeric addresses
+    fail as a resolver failure does (socket.gaierror, an OSError), so create_connection() and
+    urlopen() report "Name or service not known" instead of connecting to a fake address."""
+    import socket as s
+    local = {"localhost", "localhost.localdomain", s.gethostname().lower()}
+
+    def resolvable(host):
+        if host is None:
+            return True
+        if isinstance(host, (bytes, bytearray)):
+            host = bytes(host).decode("ascii", "replace")
+        h = str(host).rstrip(".").lower()
+        if h == "" or h in local:
+            return True
+        for fam, text in ((s.AF_INET, h), (s.AF_INET6, h.strip("[]").split("%")[0])):
+            try:
+                s.inet_pton(fam, text)
+                return True
+            except (OSError, ValueError):
+                pass
+        return False
+
+    def refuse(host):
+        if not resolvable(host):
+            raise s.gaierror(s.EAI_NONAME, "Name or service not known")
+
+    real_gai, real_ghbn, real_ghbn_ex = s.getaddrinfo, s.gethostbyname, s.gethostbyname_ex
+
+    def getaddrinfo(host, port, *a, **k):
+        refuse(host)
+        return real_gai(host, port, *a, **k)
+
+    def gethostbyname(host):
+        refuse(host)
+        return real_ghbn(host)
+
+    def gethostbyname_ex(host):
+        refuse(host)
+        return real_ghbn_ex(host)
+
+    s.getaddrinfo, s.gethostbyname, s.gethostbyname_ex = getaddrinfo, gethostbyname, gethostbyname_ex
+
+
 def _setup(opts_json):
     global _settings, _memory_mb, _probe_obj
     o = _loads(opts_json)
+    # The app's environment variables (zerocell env set): os.environ (and C's environ through
+    # putenv), before the app is imported, so the snapshot carries them.
+    for k, v in o.pop("env", {}).items():
+        _environ_set(k, v)
     _settings = o
     _memory_mb = int(o.get("memoryMb", 0))
     std = [p for p in _sys.path if isinstance(p, str) and p.startswith("/lib/")]
@@ -169,6 +219,7 @@ def _setup(opts_json):
     _chdir("/app")
     for k in ("LD_LIBRARY_PATH",):
         _environ_pop(k, None)
+    _no_dns()
     _seal()
     # Names every realm resolves before guest code runs (Emscripten's DNS table is JS state; see
     # inner.ts): later lookups of them change nothing, so uuid1() or getfqdn() stay cheap.

@@ -205,7 +205,7 @@ export class PythonInstance implements EngineInstance {
   /** After Pyodide is up (cold or from a snapshot): seal, lock the file tree, check the memory probe. */
   #afterBoot(): void {
     const limits = this.#prepared.spec.manifest.limits;
-    const probe = JSON.parse(String(this.#realm.call("setup", JSON.stringify({ path: this.#prepared.settings.path, memoryMb: limits.memoryMb })))) as { addr: number; hex: string };
+    const probe = JSON.parse(String(this.#realm.call("setup", JSON.stringify({ path: this.#prepared.settings.path, memoryMb: limits.memoryMb, env: this.#prepared.spec.env ?? {} })))) as { addr: number; hex: string };
     // The request/response path reads and writes bytes objects in place; check the layout once.
     if (this.#realm.readMemory(probe.addr, probe.hex.length / 2).toString("hex") !== probe.hex) throw new Error("python: bytes object layout check failed (unsupported Pyodide build)");
     this.#realm.neuter();

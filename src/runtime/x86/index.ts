@@ -379,7 +379,8 @@ class X86Instance implements EngineInstance {
       log: p.options.log,
     });
     try {
-      this.#proc.enter([this.#proc.argv0], []);
+      // The app's variables are the whole entry environment: init code (before the ready trap) sees them.
+      this.#proc.enter([this.#proc.argv0], this.#appEnv());
       this.#entry = this.#capture("entry");
     } catch (e) {
       this.#proc.dispose();
@@ -422,6 +423,11 @@ class X86Instance implements EngineInstance {
     this.#parked = true;
   }
 
+  /** The app's environment variables as "NAME=value" strings (EngineSpec.env). */
+  #appEnv(): string[] {
+    return Object.entries(this.#p.spec.env ?? {}).map(([k, v]) => `${k}=${v}`);
+  }
+
   async handle(request: EngineRequest): Promise<EngineResponse> {
     this.#ensureInit();
     const base = this.#base!;
@@ -430,7 +436,8 @@ class X86Instance implements EngineInstance {
     if (!this.#parked) this.#restore(base, true);
     const proc = this.#proc;
     const m = this.#p.spec.manifest;
-    const env = cgiEnvironment(request, proc.argv0);
+    // The app's variables, then the request's meta-variables (their names never collide: app-env.ts reserves them).
+    const env = [...this.#appEnv(), ...cgiEnvironment(request, proc.argv0)];
     const before = request.data === undefined ? undefined : proc.fs.mountData(request.data, m.limits.dataMb * 1024 * 1024);
     if (this.#mode === "entry") proc.restartAtEntry([proc.argv0], env);
     // Resuming from the trap: it returns 0 and *environ is the request's environment.

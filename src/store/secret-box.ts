@@ -1,0 +1,55 @@
+/**
+ * Values encrypted at rest: AES-256-GCM under a 32-byte key kept in a file of the data dir (mode
+ * 0600, created atomically at first use). The associated data binds a ciphertext to the row it
+ * belongs to (an access key id, an app and variable name): moved to another row it does not
+ * decrypt. One seam for every secret the platform keeps (S3 secret keys, app secrets).
+ * Must never: write a key file another user can read; return plaintext for a ciphertext whose
+ * tag or associated data does not match.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { ZerocellError } from "../errors.js";
+
+/** Reads the encryption key, creating it (32 random bytes, 0600, atomically) on first use. */
+function loadKey(file: string): Buffer {
+  if (!existsSync(file)) {
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, randomBytes(32).toString("base64") + "\n", { mode: 0o600 });
+    chmodSync(tmp, 0o600);
+    renameSync(tmp, file);
+  }
+  const key = Buffer.from(readFileSync(file, "utf8").trim(), "base64");
+  if (key.length !== 32) throw new ZerocellError("secret_key_file_bad", 500, `store: ${file} does not hold a 32-byte key`);
+  return key;
+}
+
+export class SecretBox {
+  readonly #key: Buffer;
+
+  constructor(keyFile: string) {
+    this.#key = loadKey(keyFile);
+  }
+
+  /** base64url(iv ‖ tag ‖ ciphertext). */
+  encrypt(aad: string, plaintext: string): string {
+    const iv = randomBytes(12);
+    const c = createCipheriv("aes-256-gcm", this.#key, iv);
+    c.setAAD(Buffer.from(aad));
+    const ct = Buffer.concat([c.update(plaintext, "utf8"), c.final()]);
+    return Buffer.concat([iv, c.getAuthTag(), ct]).toString("base64url");
+  }
+
+  /** The plaintext, or undefined when the ciphertext, its tag or the associated data do not match. */
+  decrypt(aad: string, enc: string): string | undefined {
+    try {
+      const raw = Buffer.from(enc, "base64url");
+      if (raw.length < 28) return undefined;
+      const d = createDecipheriv("aes-256-gcm", this.#key, raw.subarray(0, 12));
+      d.setAAD(Buffer.from(aad));
+      d.setAuthTag(raw.subarray(12, 28));
+      return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString("utf8");
+    } catch {
+      return undefined;
+    }
+  }
+}
