@@ -12,6 +12,7 @@ import { packDirectory, packDirectoryReport, IGNORE_FILE } from "../bundle/index
 import { PACKAGE_ROOT } from "../paths.js";
 import { registerAccessKeyCommands, type CliKit } from "./access-keys.js";
 import { registerBindingCommands } from "./bindings.js";
+import { registerJobCommands } from "./jobs.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 
 interface ClientTarget {
@@ -613,6 +614,7 @@ program
 const kit: CliKit<ClientTarget> = { findTarget, api, print, table, dataOption, jsonOption, fail: (m) => { throw new CliError(m); } };
 registerAccessKeyCommands(program, kit);
 registerBindingCommands(program, kit);
+registerJobCommands(program, kit);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CliError || (e instanceof Error && "code" in e)) {

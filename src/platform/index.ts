@@ -20,6 +20,7 @@ import { KeyedRuns } from "./key-data.js";
 import { DiskObjectStore, type ObjectStore } from "../objects/index.js";
 import { AccessKeys } from "../objects/access-keys.js";
 import { Bindings } from "../objects/bindings.js";
+import { JobStore } from "../store/jobs.js";
 import { PlatformMetrics } from "./metrics.js";
 import { AppLogs } from "./app-logs.js";
 import { LRUCache } from "lru-cache";
@@ -62,6 +63,8 @@ export class Platform {
   readonly accessKeys: AccessKeys;
   /** Bucket prefixes bound to apps (a GET there runs the app on the object). */
   readonly bindings: Bindings;
+  /** Jobs over many objects and their items (run by src/platform/jobs.ts). */
+  readonly jobStore: JobStore;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
@@ -92,6 +95,7 @@ export class Platform {
     this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir });
     this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
     this.bindings = new Bindings(init.db);
+    this.jobStore = new JobStore(init.db);
     // A POSTed program's in-memory deployment that leaves the catalog takes its hosts with it.
     this.deployments.onEphemeralGone = () => this.pool.retireExcept(new Set([...this.#activeDeployments, ...this.deployments.ephemeralIds()]));
   }
