@@ -14,6 +14,7 @@ import { registerAccessKeyCommands, type CliKit } from "./access-keys.js";
 import { registerBindingCommands } from "./bindings.js";
 import { registerEnvCommands } from "./env.js";
 import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
+import { registerJobCommands } from "./jobs.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 
 interface ClientTarget {
@@ -632,6 +633,7 @@ registerBindingCommands(program, kit);
 registerEnvCommands(program, kit);
 addAccountLifecycle(accounts, kit);
 registerPlanCommands(program, kit);
+registerJobCommands(program, kit);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CliError || (e instanceof Error && "code" in e)) {

@@ -22,6 +22,7 @@ import { logsResponse } from "./admin-logs.js";
 import { registerAccessKeyRoutes } from "./admin/access-keys.js";
 import { registerBindingRoutes } from "./admin/bindings.js";
 import { registerProgramRunRoutes } from "./admin/program-runs.js";
+import { registerJobRoutes } from "./admin/jobs.js";
 import { statsResponse } from "./admin-stats.js";
 import { LIFECYCLE_ENDPOINTS, registerLifecycleRoutes } from "./admin/lifecycle.js";
 import { MEMORY_ENDPOINTS, registerMemoryRoutes } from "./admin/memory.js";
@@ -101,6 +102,10 @@ export const ADMIN_ENDPOINTS = {
   "GET /v1/bindings": ["deploy"],
   "DELETE /v1/bindings/:id": ["deploy"],
   "POST /v1/objects/run": ["deploy"],
+  "POST /v1/jobs": ["deploy"],
+  "GET /v1/jobs": ["deploy"],
+  "GET /v1/jobs/:id": ["deploy"],
+  "POST /v1/jobs/:id/cancel": ["deploy"],
   ...LIFECYCLE_ENDPOINTS,
   ...MEMORY_ENDPOINTS,
   ...ENV_ENDPOINTS,
@@ -441,6 +446,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson });
   registerBindingRoutes({ endpoint, platform, ownAccount, readJson });
   registerProgramRunRoutes({ endpoint, platform, ownAccount, readJson });
+  registerJobRoutes({ endpoint, platform, ownAccount, readJson });
   registerLifecycleRoutes({ platform, endpoint: endpoint as never, ownAccount, visibleApp });
   registerMemoryRoutes({ endpoint, platform, ownAccount, readJson });
   registerEnvRoutes({ platform, endpoint: endpoint as never, readJson, visibleApp, isAdmin });

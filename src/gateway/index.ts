@@ -23,6 +23,7 @@ import { AppHandler } from "./app-handler.js";
 import { createS3Handler } from "./s3.js";
 import { InputError } from "../errors.js";
 import { log } from "../log.js";
+import { jobsOf } from "../platform/jobs.js";
 
 export { Platform } from "../platform/index.js";
 
@@ -185,6 +186,8 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
   p.reloadRoutes();
   // Invoices whose Stripe sync a crash or an outage interrupted continue now.
   void p.stripe?.resumeAll();
+  // Jobs a previous process left running continue with their pending items.
+  jobsOf(p).resumeAll();
   const httpPort = await listen(httpServer, config.httpPort, config.host);
   const httpsPort = await listen(httpsServer, config.httpsPort, config.host);
   const adminPort = await listen(adminServer, config.adminPort, config.adminHost);
@@ -217,6 +220,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
         await new Promise((r) => setTimeout(r, 50));
       }
       for (const s of servers) s.closeAllConnections();
+      await jobsOf(p).stop();
       await p.close();
       await stopped;
     })());

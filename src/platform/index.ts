@@ -21,6 +21,7 @@ import { DiskObjectStore, type ObjectStore } from "../objects/index.js";
 import { AccessKeys } from "../objects/access-keys.js";
 import { AppEnv } from "./app-env.js";
 import { Bindings } from "../objects/bindings.js";
+import { JobStore } from "../store/jobs.js";
 import { PlatformMetrics } from "./metrics.js";
 import { AppLogs } from "./app-logs.js";
 import { LRUCache } from "lru-cache";
@@ -67,6 +68,8 @@ export class Platform {
   readonly env: AppEnv;
   /** Bucket prefixes bound to apps (a GET there runs the app on the object). */
   readonly bindings: Bindings;
+  /** Jobs over many objects and their items (run by src/platform/jobs.ts). */
+  readonly jobStore: JobStore;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
@@ -98,6 +101,7 @@ export class Platform {
     this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir });
     this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
     this.bindings = new Bindings(init.db);
+    this.jobStore = new JobStore(init.db);
     // A POSTed program's in-memory deployment that leaves the catalog takes its hosts with it.
     this.deployments.onEphemeralGone = () => this.pool.retireExcept(new Set([...this.#activeDeployments, ...this.deployments.ephemeralIds()]));
   }

@@ -32,7 +32,7 @@ export function boundTarget(p: Platform, binding: BindingInfo): { deploymentId: 
 }
 
 /** What one run needs: the pool deployment, its limits, and whom to meter. */
-interface RunTarget {
+export interface RunTarget {
   deploymentId: string;
   accountId: string;
   appId: string;
@@ -41,13 +41,19 @@ interface RunTarget {
   memoryMb: number;
 }
 
+/** How a run is metered: its usage mode, and a request id (a fixed one is counted once, however often it is recorded). */
+export interface RunMetering {
+  mode: "object" | "job";
+  requestId?: string;
+}
+
 /** Runs the binding's app once with the object (already read, within maxBodyBytes) as input. */
 export async function runBoundObject(p: Platform, binding: BindingInfo, object: { bucket: string; info: ObjectInfo; body: Buffer }): Promise<PoolRunResult> {
   return runOnObject(p, { ...boundTarget(p, binding), accountId: binding.accountId, appId: binding.appId }, object);
 }
 
 /** One object through one deployment: the object is the request body (stdin), its facts are headers. */
-async function runOnObject(p: Platform, target: RunTarget, object: { bucket: string; info: ObjectInfo; body: Buffer }): Promise<PoolRunResult> {
+export async function runOnObject(p: Platform, target: RunTarget, object: { bucket: string; info: ObjectInfo; body: Buffer }, metering: RunMetering = { mode: "object" }): Promise<PoolRunResult> {
   if (object.body.length > target.maxBodyBytes) throw new ZerocellError("object_too_large_for_app", 413, `objects: object of ${object.body.length} bytes exceeds the program's max_body_bytes of ${target.maxBodyBytes}`);
   const headers: Array<[string, string]> = [
     ["content-type", object.info.contentType],
@@ -84,7 +90,7 @@ async function runOnObject(p: Platform, target: RunTarget, object: { bucket: str
     throw e;
   } finally {
     p.usage.record({
-      requestId: `object-${randomUUID()}`,
+      requestId: metering.requestId ?? `object-${randomUUID()}`,
       accountId: target.accountId,
       appId: target.appId,
       deploymentId: target.deploymentId,
@@ -97,7 +103,7 @@ async function runOnObject(p: Platform, target: RunTarget, object: { bucket: str
       status,
       bytesIn: object.body.length,
       bytesOut: result?.body.byteLength ?? 0,
-      mode: "object",
+      mode: metering.mode,
     });
   }
 }
@@ -124,14 +130,12 @@ export interface ProgramRun {
 }
 
 /**
- * POST a program: a single static x86-64 ELF, validated exactly like a deployment (the same
- * manifest parser and runtime checks on a one-file bundle; results cached by content hash),
- * run once per named object of the account's bucket (the object as stdin), outputs returned.
- * Nothing is stored: the deployment lives in memory only (per account and program).
+ * 1. validate a POSTed program (or find its validation by content hash), 2. register an
+ * in-memory deployment per account and program (a host never serves two accounts).
  */
-export async function runProgram(p: Platform, accountId: string, program: Buffer, bucket: string, keys: string[]): Promise<ProgramRun> {
-  // 1. validate (or find the validation by content hash)
-  const sha = createHash("sha256").update(program).digest("hex");
+export function programTarget(p: Platform, accountId: string, program: Buffer, knownSha256?: string): { sha: string; validation: "cached" | "validated"; target: RunTarget } {
+  // `knownSha256`: the caller read the program from the content-addressed blob store by this hash.
+  const sha = knownSha256 ?? createHash("sha256").update(program).digest("hex");
   let v = validated.get(sha);
   const validation = v === undefined ? "validated" : "cached";
   if (v === undefined) {
@@ -149,22 +153,37 @@ export async function runProgram(p: Platform, accountId: string, program: Buffer
     v = { manifest, image: encodeImage(image) };
     validated.set(sha, v);
   }
-  // 2. an in-memory deployment per account and program (a host never serves two accounts)
   const deploymentId = `prog_${sha.slice(0, 24)}_${accountId}`;
   p.deployments.addEphemeral(deploymentId, `program-${sha.slice(0, 12)}`, v.manifest, v.image);
-  const target: RunTarget = { deploymentId, accountId, appId: `program:${sha.slice(0, 24)}`, maxBodyBytes: PROGRAM_LIMITS.maxObjectBytes, timeoutMs: PROGRAM_LIMITS.timeoutMs, memoryMb: PROGRAM_LIMITS.memoryMb };
+  return { sha, validation, target: { deploymentId, accountId, appId: `program:${sha.slice(0, 24)}`, maxBodyBytes: PROGRAM_LIMITS.maxObjectBytes, timeoutMs: PROGRAM_LIMITS.timeoutMs, memoryMb: PROGRAM_LIMITS.memoryMb } };
+}
+
+/** An object's bytes, refused (before reading) when larger than `maxBytes`. */
+export async function readObjectLimited(p: Platform, accountId: string, bucket: string, key: string, maxBytes: number): Promise<{ info: ObjectInfo; body: Buffer }> {
+  const got = await p.objects.getObject(accountId, bucket, key);
+  if (got.info.size > maxBytes) {
+    got.body.destroy();
+    throw new ZerocellError("object_too_large_for_app", 413, `objects: object of ${got.info.size} bytes exceeds the program's limit of ${maxBytes} bytes`);
+  }
+  const parts: Buffer[] = [];
+  for await (const c of got.body) parts.push(c as Buffer);
+  return { info: got.info, body: Buffer.concat(parts) };
+}
+
+/**
+ * POST a program: a single static x86-64 ELF, validated exactly like a deployment (the same
+ * manifest parser and runtime checks on a one-file bundle; results cached by content hash),
+ * run once per named object of the account's bucket (the object as stdin), outputs returned.
+ * Nothing is stored: the deployment lives in memory only (per account and program).
+ */
+export async function runProgram(p: Platform, accountId: string, program: Buffer, bucket: string, keys: string[]): Promise<ProgramRun> {
+  const { sha, validation, target } = programTarget(p, accountId, program);
   // 3. run once per object, in order; a failing object is reported, never dropped
   const results: ProgramRun["results"] = [];
   for (const key of keys) {
     try {
-      const got = await p.objects.getObject(accountId, bucket, key);
-      if (got.info.size > target.maxBodyBytes) {
-        got.body.destroy();
-        throw new ZerocellError("object_too_large_for_app", 413, `objects: object of ${got.info.size} bytes exceeds the program's limit of ${target.maxBodyBytes}`);
-      }
-      const parts: Buffer[] = [];
-      for await (const c of got.body) parts.push(c as Buffer);
-      const r = await runOnObject(p, target, { bucket, info: got.info, body: Buffer.concat(parts) });
+      const got = await readObjectLimited(p, accountId, bucket, key, target.maxBodyBytes);
+      const r = await runOnObject(p, target, { bucket, ...got });
       const out = Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength);
       const text = out.toString("utf8");
       const isText = Buffer.from(text, "utf8").equals(out);

@@ -299,3 +299,48 @@ export const bucketBindings = sqliteTable("bucket_bindings", {
   appId: text("app_id").notNull().references(() => apps.id),
   createdAt: integer("created_at").notNull(),
 }, (t) => [uniqueIndex("bucket_bindings_bucket_prefix_uq").on(t.bucketId, t.prefix)]);
+
+/**
+ * Jobs (src/platform/jobs.ts): a deployed app or a POSTed x86 program run once per object of a
+ * bucket prefix, each output written to an output bucket prefix. Both buckets belong to the
+ * job's account. `programSha256` names the program in the blob store (a POSTed program);
+ * `appId` the app otherwise (its active deployment runs each item).
+ * status: "running" | "done" | "cancelled".
+ */
+export const jobs = sqliteTable("jobs", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull().references(() => accounts.id),
+  appId: text("app_id"),
+  programSha256: text("program_sha256"),
+  inputBucket: text("input_bucket").notNull(),
+  inputPrefix: text("input_prefix").notNull(),
+  outputBucket: text("output_bucket").notNull(),
+  outputPrefix: text("output_prefix").notNull(),
+  /** Items of this job run at the same time, at most. */
+  concurrency: integer("concurrency").notNull(),
+  status: text("status").notNull(),
+  total: integer("total").notNull(),
+  createdAt: integer("created_at").notNull(),
+  finishedAt: integer("finished_at"),
+}, (t) => [index("jobs_account_idx").on(t.accountId, t.createdAt), index("jobs_status_idx").on(t.status)]);
+
+/**
+ * One row per input object of a job. status: "pending" (not run, or cut by a restart: run
+ * again), "ok" (output written as `output_key`), "failed" (error_code, error_message).
+ */
+export const jobItems = sqliteTable("job_items", {
+  jobId: text("job_id").notNull().references(() => jobs.id),
+  /** Position in the job (list order), from 0. */
+  seq: integer("seq").notNull(),
+  key: text("key").notNull(),
+  status: text("status").notNull(),
+  outputKey: text("output_key"),
+  errorCode: text("error_code"),
+  errorMessage: text("error_message"),
+  /** The program's HTTP status (CGI Status, PHP/Python response), when it answered. */
+  httpStatus: integer("http_status"),
+  bytesIn: integer("bytes_in"),
+  bytesOut: integer("bytes_out"),
+  wallUs: integer("wall_us"),
+  finishedAt: integer("finished_at"),
+}, (t) => [uniqueIndex("job_items_pk").on(t.jobId, t.seq), index("job_items_status_idx").on(t.jobId, t.status, t.seq)]);

@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+/**
+ * Jobs over many objects (src/platform/jobs.ts) against the same program run natively over the
+ * same files in a loop (one process per file, like one sandbox per object), in one run.
+ *
+ *   node bench/objects.mjs [--objects 1000] [--concurrency 4] [--baseline-sample 300]
+ *
+ * Rows: objects/s of a job with the x86 wordcount program (test/fixtures/x86-exec/wordcount.c,
+ * POSTed) vs the same static binary spawned natively per file; a PHP app job vs `php` CLI per
+ * file (when `php` is installed); and POST /v1/objects/run (first, validated, and median of 10
+ * cached). The native baselines run on the first --baseline-sample files (a rate).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import https from "node:https";
+import { execFileSync, spawnSync } from "node:child_process";
+import { S3Client, CreateBucketCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+import { ROOT, gitInfo, installCleanup, logger, median, renderTable, round, runMain, startZerocell, stopZerocell, tempDir, writeResult, zerocellCli } from "./lib.mjs";
+
+const log = logger("objects");
+
+function parseArgs(argv) {
+  const o = { objects: 1000, concurrency: 4, baselineSample: 300 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => Number(argv[++i]);
+    if (a === "--objects") o.objects = val();
+    else if (a === "--concurrency") o.concurrency = val();
+    else if (a === "--baseline-sample") o.baselineSample = val();
+    else throw new Error(`unknown argument: ${a}`);
+  }
+  return o;
+}
+
+const mail = (i) => `From: sender${i}@example.com\nTo: inbox@example.com\nSubject: message ${i}\n\n` + Array.from({ length: 5 + (i % 20) }, (_, l) => `line ${l} of message ${i} with some words in it`).join("\n") + "\n";
+
+async function inParallel(n, concurrency, fn) {
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) await fn(next++);
+  }));
+}
+
+/** Native baseline: one process per file, files/s. */
+function native(files, cmd, args) {
+  const t0 = performance.now();
+  for (const f of files) {
+    const r = spawnSync(cmd, args, { input: readFileSync(f), env: { PATH_INFO: "/x", PATH: process.env.PATH } });
+    if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
+  }
+  return files.length / ((performance.now() - t0) / 1000);
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const started = Date.now();
+  const result = { bench: "objects", startedAt: new Date().toISOString(), options: o, git: gitInfo(), rows: [], notes: [] };
+  execFileSync(join(ROOT, "scripts", "build-x86-exec-fixtures.sh"), { stdio: ["ignore", "ignore", "inherit"] });
+  const prog = join(ROOT, "test", "fixtures", "build", "x86-exec", "wordcount");
+  const server = startZerocell({ dataPrefix: "zc-bench-jobs-", args: ["--no-spare-hosts"] });
+  const urls = await server.listening();
+  const key = JSON.parse((await zerocellCli(server.dataDir, ["access-keys", "create", "--json"])).out);
+  const ca = readFileSync(join(server.dataDir, "certs", "ca.pem"), "utf8");
+  const token = readFileSync(join(server.dataDir, "admin-token"), "utf8").trim();
+  const s3 = new S3Client({ endpoint: urls.s3, region: "us-east-1", forcePathStyle: true, credentials: key, requestChecksumCalculation: "WHEN_REQUIRED", responseChecksumValidation: "WHEN_REQUIRED", requestHandler: new NodeHttpHandler({ httpsAgent: new https.Agent({ ca, keepAlive: true, maxSockets: 8 }) }) });
+  await s3.send(new CreateBucketCommand({ Bucket: "mail" }));
+  await s3.send(new CreateBucketCommand({ Bucket: "out" }));
+  log(`putting ${o.objects} objects`);
+  await inParallel(o.objects, 8, (i) => s3.send(new PutObjectCommand({ Bucket: "mail", Key: `in/${String(i).padStart(6, "0")}.eml`, Body: mail(i) })));
+  const dir = tempDir("zc-bench-jobs-files-");
+  mkdirSync(dir, { recursive: true });
+  const files = [];
+  for (let i = 0; i < Math.min(o.objects, o.baselineSample); i++) {
+    const f = join(dir, `${i}.eml`);
+    writeFileSync(f, mail(i));
+    files.push(f);
+  }
+  const api = async (method, path, body, type) => {
+    const r = await fetch(`${urls.admin}${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(type ? { "content-type": type } : {}) }, body });
+    const j = await r.json();
+    if (r.status >= 400) throw new Error(`${method} ${path}: ${JSON.stringify(j).slice(0, 300)}`);
+    return { j, r };
+  };
+  const runJob = async (label, start) => {
+    const t0 = performance.now();
+    const { j } = await start();
+    let job = j.job;
+    while (job.status === "running") {
+      await new Promise((r) => setTimeout(r, 200));
+      job = (await api("GET", `/v1/jobs/${job.id}`)).j.job;
+    }
+    const s = (performance.now() - t0) / 1000;
+    if (job.counts.ok !== o.objects) result.notes.push(`${label}: ${JSON.stringify(job.counts)}`);
+    return o.objects / s;
+  };
+
+  // 1. x86 (POSTed program) vs the same binary natively
+  log("x86 job");
+  const x86 = await runJob("x86", () => api("POST", `/v1/jobs?input=mail/in/&output=out/x86/&concurrency=${o.concurrency}`, readFileSync(prog), "application/octet-stream"));
+  const x86Native = native(files, prog, []);
+  result.rows.push({ what: `x86 wordcount, ${o.objects} objects`, job: x86, baseline: x86Native, base: "native binary, 1 process/file" });
+
+  // 2. PHP app vs php CLI
+  const php = spawnSync("which", ["php"]).status === 0;
+  if (php) {
+    const src = "<?php $b = file_get_contents('php://input'); echo count(preg_split('/\\s+/', trim($b), -1, PREG_SPLIT_NO_EMPTY)), \"\\n\";";
+    const bdir = tempDir("zc-bench-jobs-php-");
+    mkdirSync(join(bdir, "public"), { recursive: true });
+    writeFileSync(join(bdir, "zerocell.toml"), 'runtime = "php"\n[php]\ndocument_root = "public"\n[[routes]]\nhost = "wc.localhost"\npath = "/"\n');
+    writeFileSync(join(bdir, "public", "index.php"), src);
+    await zerocellCli(server.dataDir, ["deploy", bdir, "--app", "wc"]);
+    log("php job");
+    const phpJob = await runJob("php", () => api("POST", "/v1/jobs", JSON.stringify({ app: "wc", input: "mail/in/", output: "out/php/", concurrency: o.concurrency }), "application/json"));
+    const cli = join(bdir, "cli.php");
+    writeFileSync(cli, src.replace("php://input", "php://stdin"));
+    const phpNative = native(files, "php", [cli]);
+    result.rows.push({ what: `PHP wordcount, ${o.objects} objects`, job: phpJob, baseline: phpNative, base: "php CLI, 1 process/file" });
+  } else result.notes.push("no php CLI: PHP row skipped");
+
+  // 3. POST /v1/objects/run: first (validated) and cached
+  const post = async () => {
+    const t0 = performance.now();
+    const { j, r } = await api("POST", "/v1/objects/run?bucket=mail&key=in/000000.eml", readFileSync(prog), "application/octet-stream");
+    return { ms: performance.now() - t0, timing: r.headers.get("server-timing"), validation: j.validation };
+  };
+  const first = await post();
+  const later = [];
+  for (let i = 0; i < 10; i++) later.push((await post()).ms);
+  result.rows.push({ what: "POST /v1/objects/run wordcount + 1 object, ms (job = median cached, baseline = first)", job: median(later), baseline: first.ms, base: "first POST (validated)" });
+  result.notes.push(`server-timing of a POST: ${first.timing ?? "none (the admin API sends none)"}`);
+
+  await stopZerocell(server.child, result);
+  result.elapsedS = Math.round((Date.now() - started) / 1000);
+  const table = renderTable([["what", "job", "baseline", "ratio", "baseline is"], ...result.rows.map((r) => [r.what, String(round(r.job, 1)), String(round(r.baseline, 1)), String(round(r.job / r.baseline, 2)), r.base])]);
+  writeResult(result, `jobs (objects/s) vs the same program natively over the same files (ratio = job / baseline)\n\n${table}${result.notes.length ? "\n\n" + result.notes.join("\n") : ""}`, "objects-");
+  return 0;
+}
+
+installCleanup(log);
+runMain(main, log);
