@@ -175,7 +175,7 @@ export class Jobs {
       appId = app.id;
       this.#appTarget(accountId, appId);
     } else {
-      const { sha } = programTarget(this.#p, accountId, spec.program!);
+      const { sha } = await programTarget(this.#p, accountId, spec.program!);
       this.#p.blobs.put(spec.program!);
       programSha256 = sha;
     }
@@ -312,12 +312,12 @@ export class Jobs {
     return { deploymentId, accountId, appId, maxBodyBytes: manifest.limits.maxBodyBytes, timeoutMs: manifest.limits.timeoutMs, memoryMb: manifest.limits.memoryMb };
   }
 
-  #target(r: Running): RunTarget {
+  async #target(r: Running): Promise<RunTarget> {
     if (r.row.appId !== null) return this.#appTarget(r.row.accountId, r.row.appId);
     // A program: read from the blob store once per process (validated again after a restart);
     // each item touches its in-memory deployment so it stays registered while the job runs.
     r.program ??= this.#p.blobs.get(r.row.programSha256!);
-    return programTarget(this.#p, r.row.accountId, r.program, r.row.programSha256!).target;
+    return (await programTarget(this.#p, r.row.accountId, r.program, r.row.programSha256!)).target;
   }
 
   /**
@@ -330,7 +330,7 @@ export class Jobs {
     const wallUs = () => Math.max(1, Math.round((performance.now() - t0) * 1000));
     let bytesIn: number | undefined;
     try {
-      const target = this.#target(r);
+      const target = await this.#target(r);
       // 1. read
       const object = await readObjectLimited(this.#p, job.accountId, job.inputBucket, item.key, Math.min(this.limits.maxObjectBytes, target.maxBodyBytes));
       bytesIn = object.body.length;

@@ -133,7 +133,7 @@ export interface ProgramRun {
  * 1. validate a POSTed program (or find its validation by content hash), 2. register an
  * in-memory deployment per account and program (a host never serves two accounts).
  */
-export function programTarget(p: Platform, accountId: string, program: Buffer, knownSha256?: string): { sha: string; validation: "cached" | "validated"; target: RunTarget } {
+export async function programTarget(p: Platform, accountId: string, program: Buffer, knownSha256?: string): Promise<{ sha: string; validation: "cached" | "validated"; target: RunTarget }> {
   // `knownSha256`: the caller read the program from the content-addressed blob store by this hash.
   const sha = knownSha256 ?? createHash("sha256").update(program).digest("hex");
   let v = validated.get(sha);
@@ -177,7 +177,7 @@ export async function readObjectLimited(p: Platform, accountId: string, bucket: 
  * Nothing is stored: the deployment lives in memory only (per account and program).
  */
 export async function runProgram(p: Platform, accountId: string, program: Buffer, bucket: string, keys: string[]): Promise<ProgramRun> {
-  const { sha, validation, target } = programTarget(p, accountId, program);
+  const { sha, validation, target } = await programTarget(p, accountId, program);
   // 3. run once per object, in order; a failing object is reported, never dropped
   const results: ProgramRun["results"] = [];
   for (const key of keys) {
