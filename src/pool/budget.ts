@@ -147,7 +147,9 @@ export class MemoryBudget {
     charge.bytes = bytes;
     charge.measured = true;
     const prev = this.#learned.get(charge.runtime);
-    this.#learned.set(charge.runtime, prev === undefined ? bytes : Math.round(prev * 0.8 + bytes * 0.2));
+    // Biased up: a start's peak (warm-up, snapshot capture) is above what it settles to, and an
+    // estimate too low lets the budget be overrun until the next sample.
+    this.#learned.set(charge.runtime, prev === undefined ? bytes : Math.max(bytes, Math.round(prev * 0.8 + bytes * 0.2)));
   }
 
   /** The host is gone (or never started): its memory is free; waiting starts get their turn. */
