@@ -132,7 +132,19 @@ function withoutPids(value: unknown): unknown {
   return Object.fromEntries(Object.entries(value).filter(([k]) => k !== "pid" && k !== "pids").map(([k, v]) => [k, withoutPids(v)]));
 }
 
-export function createAdminApi(platform: Platform): OpenAPIHono<Env> {
+export interface AdminApiOptions {
+  /** The HTTPS listener's URL once it listens (deploy answers name the app's https URLs with its port). */
+  httpsUrl?: () => string | undefined;
+}
+
+/** The https URLs a deployment's routes are reached at (wildcards shown as www). */
+function routeUrls(routes: ReadonlyArray<{ host: string; path: string }>, httpsUrl: string | undefined): string[] {
+  if (httpsUrl === undefined) return [];
+  const port = new URL(httpsUrl).port;
+  return routes.map((r) => `https://${r.host.replace("*", "www")}${port === "" || port === "443" ? "" : `:${port}`}${r.path}`);
+}
+
+export function createAdminApi(platform: Platform, options: AdminApiOptions = {}): OpenAPIHono<Env> {
   const app = new OpenAPIHono<Env>();
   const store = platform.store;
 
@@ -242,7 +254,7 @@ export function createAdminApi(platform: Platform): OpenAPIHono<Env> {
       description: "Creates the app on first deploy. The deployment passes its health check (warm-up and health paths) before it serves; a failure is 422 health_check_failed and the active deployment keeps serving.",
       query: z.object({ host: z.union([z.string().max(253), z.array(z.string().max(253)).max(32)]).optional().openapi({ description: "Extra host names to serve the app at (repeatable, at most 32)" }) }),
       rawBody: { contentTypes: ["application/gzip", "application/x-tar"], description: "The bundle archive" },
-      responses: { 201: { description: "Deployed and active", schema: z.object({ deployment: S.DeploymentSchema }) }, 422: { description: "The health check failed", schema: ErrorBodySchema } },
+      responses: { 201: { description: "Deployed and active; urls: where its routes answer over HTTPS", schema: z.object({ deployment: S.DeploymentSchema, urls: z.array(z.string()) }) }, 422: { description: "The health check failed", schema: ErrorBodySchema } },
     },
     async (c, token) => {
       const appName = c.req.param("app");
@@ -254,7 +266,7 @@ export function createAdminApi(platform: Platform): OpenAPIHono<Env> {
       const archive = await readLimited(c, DEFAULT_BUNDLE_LIMITS.maxArchiveBytes);
       try {
         const deployment = await deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token), privileged: isAdmin(token) });
-        return c.json({ deployment }, 201);
+        return c.json({ deployment, urls: routeUrls(deployment.routes, options.httpsUrl?.()) }, 201);
       } catch (e) {
         throw hideForeign(token, appName, e);
       }
