@@ -15,6 +15,7 @@ import { registerBindingCommands } from "./bindings.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 import { apiError, CliError, EXIT, reportError, unreachable } from "./errors.js";
 import { addExamples } from "./help.js";
+import { configureLog, log, type LogFormat } from "../log.js";
 
 interface ClientTarget {
   url: string;
@@ -220,8 +221,10 @@ program
   .option("--no-spare-hosts", "do not keep a preloaded spare sandbox host per runtime in use")
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
+  .addOption(new Option("--log-format <format>", "server log format (default: pretty when stdout is a terminal, else json: one pino record per line)").choices(["json", "pretty"]))
   .option("--allow-closing-open-periods", "let `invoices close` close the current period (tests and demos; its later usage then goes to the next period)")
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean }) => {
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat }) => {
+    if (opts.logFormat !== undefined) configureLog(opts.logFormat);
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -237,7 +240,7 @@ program
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, spareHosts: opts.spareHosts },
     });
-    process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}  (data ${dataDir})\n`);
+    log.info(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}`, { urls: server.urls, dataDir });
     if (opts.examples === true) {
       const dir = join(PACKAGE_ROOT, "examples");
       const account = server.platform.store.ensureDefaultAccount();
@@ -248,12 +251,12 @@ program
           d = await deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account, privileged: true });
         } catch (e) {
           // An example for a runtime this build does not have yet is skipped, not fatal.
-          process.stdout.write(`example ${name} skipped: ${(e as Error).message}\n`);
+          log.warn(`example ${name} skipped: ${(e as Error).message}`, { app: name });
           continue;
         }
         for (const r of d.routes) {
           const port = new URL(server.urls.https).port;
-          process.stdout.write(`example ${name} v${d.version}: https://${r.host.replace("*", "www")}:${port}${r.path}  (curl --cacert ${join(dataDir, "certs", "ca.pem")} ...)\n`);
+          log.info(`example ${name} v${d.version}: https://${r.host.replace("*", "www")}:${port}${r.path}  (curl --cacert ${join(dataDir, "certs", "ca.pem")} ...)`, { app: name, deploymentId: d.id, url: `https://${r.host.replace("*", "www")}:${port}${r.path}` });
         }
       }
     }
@@ -261,11 +264,11 @@ program
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
-      process.stdout.write(`zerocell: ${signal}, draining\n`);
+      log.info(`zerocell: ${signal}, draining`, { signal });
       server.close().then(
         () => process.exit(0),
         (e: unknown) => {
-          process.stderr.write(`zerocell: shutdown failed: ${(e as Error).message}\n`);
+          log.error(`zerocell: shutdown failed: ${(e as Error).message}`);
           process.exit(1);
         },
       );
