@@ -2,7 +2,7 @@
  * The `zerocell` command: `serve` runs the platform; the other commands talk to a running
  * server's admin API (found from ZEROCELL_URL/ZEROCELL_TOKEN or --data DIR).
  */
-import { Command, Option } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import { readFileSync, readdirSync, existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import http from "node:http";
@@ -16,13 +16,14 @@ import { registerEnvCommands } from "./env.js";
 import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
 import { registerJobCommands } from "./jobs.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
+import { apiError, CliError, EXIT, reportError, unreachable } from "./errors.js";
+import { addExamples } from "./help.js";
+import { configureLog, log, type LogFormat } from "../log.js";
 
 interface ClientTarget {
   url: string;
   token: string;
 }
-
-class CliError extends Error {}
 
 function findTarget(opts: { data?: string }): ClientTarget {
   const envUrl = process.env.ZEROCELL_URL || undefined;
@@ -33,7 +34,7 @@ function findTarget(opts: { data?: string }): ClientTarget {
   try {
     server = JSON.parse(readFileSync(join(dir, "run", "server.json"), "utf8")) as { admin?: string };
   } catch {
-    throw new CliError(`cannot find a running server: no ${join(dir, "run", "server.json")} (start one with "zerocell serve --data ${dir}", or set ZEROCELL_URL and ZEROCELL_TOKEN)`);
+    throw unreachable(`cannot find a running server: no ${join(dir, "run", "server.json")} (start one with "zerocell serve --data ${dir}", or set ZEROCELL_URL and ZEROCELL_TOKEN)`);
   }
   const token = envToken ?? readFileSync(join(dir, "admin-token"), "utf8").trim();
   return { url: envUrl ?? server.admin ?? "", token };
@@ -55,7 +56,7 @@ function request(target: ClientTarget, method: string, path: string, body?: Buff
         ...(body === undefined ? {} : { "content-type": contentType ?? "application/octet-stream", "content-length": String(body.length) }),
       },
     });
-    req.on("error", (e) => reject(new CliError(`cannot reach ${target.url}: ${e.message}`)));
+    req.on("error", (e) => reject(unreachable(`cannot reach ${target.url}: ${e.message}`)));
     req.on("response", (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
@@ -93,19 +94,33 @@ function request(target: ClientTarget, method: string, path: string, body?: Buff
   });
 }
 
+/** Pages a list command follows at most (each up to the API's page limit). */
+const MAX_PAGES = 1000;
+
+/**
+ * One API call; a GET of a paginated list (an answer with `next_cursor`) follows the cursor and
+ * returns every page's items joined, so list commands show the whole list.
+ */
 async function api(target: ClientTarget, method: string, path: string, body?: Buffer, contentType?: string, onProgress?: (sent: number) => void): Promise<unknown> {
   const r = await request(target, method, path, body, contentType, onProgress);
-  if (r.status >= 400) {
-    const err = (r.body as { error?: { code?: string; message?: string } })?.error;
-    throw new CliError(err?.message !== undefined ? `${err.message} (${err.code ?? r.status})` : `HTTP ${r.status}: ${String(r.body).slice(0, 500)}`);
+  if (r.status >= 400) throw apiError(r.status, r.body);
+  const first = r.body as Record<string, unknown>;
+  if (method !== "GET" || first === null || typeof first !== "object" || !("next_cursor" in first)) return r.body;
+  let cursor = first.next_cursor;
+  for (let page = 1; typeof cursor === "string" && page < MAX_PAGES; page++) {
+    const next = await request(target, method, `${path}${path.includes("?") ? "&" : "?"}cursor=${encodeURIComponent(cursor)}`);
+    if (next.status >= 400) throw apiError(next.status, next.body);
+    const more = next.body as Record<string, unknown>;
+    for (const [k, v] of Object.entries(more)) if (Array.isArray(v) && Array.isArray(first[k])) (first[k] as unknown[]).push(...v);
+    cursor = more.next_cursor;
   }
-  return r.body;
+  first.next_cursor = null;
+  return first;
 }
 
 /** The CLI error for a failed streamed API call (one read with fetch, not through api()). */
 async function responseError(res: Response): Promise<CliError> {
-  const err = ((await res.json().catch(() => ({}))) as { error?: { message?: string; code?: string } }).error;
-  return new CliError(`${err?.message ?? `HTTP ${res.status}`}${err?.code === undefined ? "" : ` (${err.code})`}`);
+  return apiError(res.status, await res.json().catch(() => ({})));
 }
 
 function print(json: boolean, data: unknown, human: () => string): void {
@@ -130,8 +145,9 @@ interface DeploymentJson {
   routes: Array<{ host: string; path: string; mode: string; key?: string }>;
 }
 
-function describeDeployment(d: DeploymentJson): string {
+function describeDeployment(d: DeploymentJson, urls: string[] = []): string {
   const lines = [`deployed ${d.app} v${d.version} (${d.id})`];
+  for (const u of urls) lines.push(`  ${u}`);
   for (const r of d.routes) lines.push(`  route ${r.host}${r.path}  mode=${r.mode}${r.key === undefined ? "" : ` key=${r.key}`}`);
   return lines.join("\n");
 }
@@ -146,7 +162,7 @@ async function readBundle(path: string): Promise<Buffer> {
   return readFileSync(path);
 }
 
-export async function deployPath(target: ClientTarget, path: string, app: string, hosts: string[], showProgress: boolean): Promise<DeploymentJson> {
+export async function deployPath(target: ClientTarget, path: string, app: string, hosts: string[], showProgress: boolean): Promise<{ deployment: DeploymentJson; urls: string[] }> {
   const bundle = await readBundle(path);
   const qs = new URLSearchParams();
   for (const h of hosts) qs.append("host", h);
@@ -156,15 +172,20 @@ export async function deployPath(target: ClientTarget, path: string, app: string
     bar.start(Math.ceil(bundle.length / 1024), 0);
   }
   try {
-    const res = (await api(target, "POST", `/v1/apps/${encodeURIComponent(app)}/deployments${hosts.length > 0 ? "?" + qs.toString() : ""}`, bundle, "application/gzip", (sent) => bar?.update(Math.ceil(sent / 1024)))) as { deployment: DeploymentJson };
-    return res.deployment;
+    const res = (await api(target, "POST", `/v1/apps/${encodeURIComponent(app)}/deployments${hosts.length > 0 ? "?" + qs.toString() : ""}`, bundle, "application/gzip", (sent) => bar?.update(Math.ceil(sent / 1024)))) as { deployment: DeploymentJson; urls?: string[] };
+    return { deployment: res.deployment, urls: res.urls ?? [] };
   } finally {
     bar?.stop();
   }
 }
 
+const wantsJson = process.argv.includes("--json");
 const program = new Command();
 program.name("zerocell").description("Serverless platform: PHP, Python WSGI and x86-64 apps in userspace sandboxes").showHelpAfterError();
+// Commander's own errors (unknown option, missing argument) become CliErrors (exit 2, JSON with
+// --json); subcommands inherit both settings.
+program.exitOverride();
+program.configureOutput({ outputError: (text, write) => (wantsJson ? undefined : write(text)) });
 program.version((JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version, "-V, --version");
 
 const dataOption = () => new Option("--data <dir>", "data directory of the server (default: $ZEROCELL_DATA or ./.data)");
@@ -211,8 +232,10 @@ program
   .option("--no-spare-hosts", "do not keep a preloaded spare sandbox host per runtime in use")
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
+  .addOption(new Option("--log-format <format>", "server log format (default: pretty when stdout is a terminal, else json: one pino record per line)").choices(["json", "pretty"]))
   .option("--allow-closing-open-periods", "let `invoices close` close the current period (tests and demos; its later usage then goes to the next period)")
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean }) => {
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat }) => {
+    if (opts.logFormat !== undefined) configureLog(opts.logFormat);
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -228,7 +251,7 @@ program
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, minInstancesPerDeployment: opts.minInstances, memoryBudgetBytes: opts.memoryBudgetMb === undefined ? 0 : parsePositive(opts.memoryBudgetMb) * 1048576, spareHosts: opts.spareHosts },
     });
-    process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}  (data ${dataDir})\n`);
+    log.info(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}`, { urls: server.urls, dataDir });
     if (opts.examples === true) {
       const dir = join(PACKAGE_ROOT, "examples");
       const account = server.platform.store.ensureDefaultAccount();
@@ -239,12 +262,12 @@ program
           d = await deployBundle(server.platform, { appName: name, archive: await packDirectory(join(dir, name)), hosts: [], accountId: account, privileged: true });
         } catch (e) {
           // An example for a runtime this build does not have yet is skipped, not fatal.
-          process.stdout.write(`example ${name} skipped: ${(e as Error).message}\n`);
+          log.warn(`example ${name} skipped: ${(e as Error).message}`, { app: name });
           continue;
         }
         for (const r of d.routes) {
           const port = new URL(server.urls.https).port;
-          process.stdout.write(`example ${name} v${d.version}: https://${r.host.replace("*", "www")}:${port}${r.path}  (curl --cacert ${join(dataDir, "certs", "ca.pem")} ...)\n`);
+          log.info(`example ${name} v${d.version}: https://${r.host.replace("*", "www")}:${port}${r.path}  (curl --cacert ${join(dataDir, "certs", "ca.pem")} ...)`, { app: name, deploymentId: d.id, url: `https://${r.host.replace("*", "www")}:${port}${r.path}` });
         }
       }
     }
@@ -252,11 +275,11 @@ program
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
-      process.stdout.write(`zerocell: ${signal}, draining\n`);
+      log.info(`zerocell: ${signal}, draining`, { signal });
       server.close().then(
         () => process.exit(0),
         (e: unknown) => {
-          process.stderr.write(`zerocell: shutdown failed: ${(e as Error).message}\n`);
+          log.error(`zerocell: shutdown failed: ${(e as Error).message}`);
           process.exit(1);
         },
       );
@@ -275,8 +298,8 @@ program
   .addOption(jsonOption())
   .action(async (path: string, opts: { app: string; host: string[]; data?: string; json?: boolean }) => {
     const target = findTarget(opts);
-    const d = await deployPath(target, path, opts.app, opts.host, opts.json !== true && process.stderr.isTTY === true);
-    print(opts.json === true, { deployment: d }, () => describeDeployment(d));
+    const { deployment, urls } = await deployPath(target, path, opts.app, opts.host, opts.json !== true && process.stderr.isTTY === true);
+    print(opts.json === true, { deployment, urls }, () => describeDeployment(deployment, urls));
   });
 
 const appsCmd = program
@@ -635,11 +658,15 @@ addAccountLifecycle(accounts, kit);
 registerPlanCommands(program, kit);
 registerJobCommands(program, kit);
 
+addExamples(program);
+
 program.parseAsync(process.argv).catch((e: unknown) => {
-  if (e instanceof CliError || (e instanceof Error && "code" in e)) {
-    process.stderr.write(`zerocell: ${(e as Error).message}\n`);
-  } else {
-    process.stderr.write(`zerocell: ${(e as Error)?.stack ?? String(e)}\n`);
+  if (e instanceof CommanderError) {
+    // --help and --version end here too, with exit code 0.
+    if (e.exitCode === 0) process.exit(0);
+    process.exit(reportError(new CliError(e.message.replace(/^error: /, ""), { code: "usage", exitCode: EXIT.usage }), wantsJson));
   }
-  process.exit(1);
+  // System errors (a file named on the command line is missing): their message, no stack.
+  if (!(e instanceof CliError) && e instanceof Error && "code" in e) process.exit(reportError(new CliError(e.message, { code: String((e as { code: unknown }).code).toLowerCase(), exitCode: EXIT.failure }), wantsJson));
+  process.exit(reportError(e, wantsJson));
 });

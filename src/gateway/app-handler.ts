@@ -188,7 +188,7 @@ export class AppHandler {
       // 5. log and meter (a usage record for every request that reached a sandbox)
       const ms = performance.now() - t0;
       const target = match?.route.target;
-      log.info("request", { id: requestId, host, path: url.pathname, app: target?.appName ?? null, deployment: target?.deploymentId ?? null, status, ms: Math.round(ms * 1000) / 1000 });
+      log.child({ requestId, app: target?.appName ?? null, deploymentId: target?.deploymentId ?? null, accountId: target?.accountId ?? null }).info("request", { host, path: url.pathname, status, ms: Math.round(ms * 1000) / 1000 });
       p.metrics.request({ app: target?.appName, status, totalMs: ms, readyMs: ran?.startedAt === undefined ? undefined : Math.max(0, ran.startedAt - arrivedAt), acquireMs: ran?.acquireMs });
       if (target !== undefined && wallUs > 0) {
         p.usage.record({

@@ -1,7 +1,7 @@
 /**
  * The dashboard: one self-contained page (HTML + CSS + a small inline script, nothing loaded from
  * anywhere else) served by the admin listener at GET /dashboard and /dashboard/{apps,usage,pool,
- * billing} (the same document; the script shows the page the path names). Apps: the list, and per
+ * billing,deployments} (the same document; the script shows the page the path names). Apps: the list, and per
  * app requests/errors/p50/p99/CPU charts (GET /v1/apps/:app/stats, drawn here as inline SVG), the
  * deployment and its versions, routes, instances and recent log lines. Usage: per day and app.
  * Pool: instances per deployment and state, the last start failure, spare hosts. Billing:
@@ -157,11 +157,32 @@ const SCRIPT = `
   function token() { try { return sessionStorage.getItem(KEY) || ""; } catch (e) { return ""; } }
   function setToken(t) { try { if (t) sessionStorage.setItem(KEY, t); else sessionStorage.removeItem(KEY); } catch (e) { /* storage disabled */ } }
 
-  /** GET on the admin API; resolves to the JSON body or throws an Error with a readable message. */
+  /**
+   * GET on the admin API; resolves to the JSON body or throws an Error with a readable message. A
+   * paginated list (an answer with next_cursor) is followed to its end (at most 100 pages), its
+   * items joined.
+   */
   function api(path) {
+    return apiPage(path).then(function (first) { return morePages(path, first, first, 1); });
+  }
+  function morePages(path, acc, page, n) {
+    if (!page || typeof page.next_cursor !== "string" || n >= 100) return acc;
+    return apiPage(path + (path.indexOf("?") >= 0 ? "&" : "?") + "cursor=" + encodeURIComponent(page.next_cursor)).then(function (next) {
+      Object.keys(next).forEach(function (k) { if (Array.isArray(next[k]) && Array.isArray(acc[k])) acc[k] = acc[k].concat(next[k]); });
+      acc.next_cursor = null;
+      return morePages(path, acc, next, n + 1);
+    });
+  }
+  /** POST of a JSON body to the admin API (the rollback button). */
+  function apiPost(path, body) {
+    return apiPage(path, { method: "POST", body: JSON.stringify(body) });
+  }
+  function apiPage(path, init) {
     var t = token();
     if (!t) return Promise.reject(new Error("Enter an API token first."));
-    return fetch(path, { headers: { authorization: "Bearer " + t, accept: "application/json" }, credentials: "omit", cache: "no-store" })
+    var headers = { authorization: "Bearer " + t, accept: "application/json" };
+    if (init && init.body !== undefined) headers["content-type"] = "application/json";
+    return fetch(path, { method: init && init.method ? init.method : "GET", body: init ? init.body : undefined, headers: headers, credentials: "omit", cache: "no-store" })
       .then(function (res) {
         return res.text().then(function (text) {
           var body = null;
@@ -336,7 +357,7 @@ const SCRIPT = `
   }
 
   // --- pages: /dashboard[/apps] (default), /dashboard/usage, /dashboard/pool, /dashboard/billing ---
-  var PAGES = ["apps", "usage", "pool", "billing"];
+  var PAGES = ["apps", "deployments", "usage", "pool", "billing"];
   function currentPage() {
     var parts = location.pathname.split("/").filter(function (p) { return p !== ""; });
     var p = parts[1] || "apps";
@@ -704,8 +725,65 @@ const SCRIPT = `
     }, function (e) { setStatus("pool-status", ""); showError(e.message); });
   }
 
-  var LOADERS = { apps: loadApps, usage: loadUsage, pool: loadPool, billing: loadInvoices };
-  var NEEDS_TOKEN = { apps: "apps-status", usage: "usage-status", pool: "pool-status", billing: "invoices-status" };
+  // --- deployments: an app's history, and a rollback button on each ready version not active ---
+  function loadDeploymentsPage() {
+    setStatus("deployments-status", "Loading…");
+    return api("/v1/apps").then(function (body) {
+      var apps = Array.isArray(body.apps) ? body.apps : [];
+      var sel = $("deploy-app");
+      clear(sel);
+      apps.forEach(function (a) { var o = el("option", a.name); o.value = String(a.name); sel.appendChild(o); });
+      var chosen = queryParam("app");
+      if (!chosen || !apps.some(function (a) { return a.name === chosen; })) chosen = apps.length > 0 ? apps[0].name : null;
+      if (chosen === null) { clear($("deployment-rows")); setStatus("deployments-status", "No apps yet: deploy one with zerocell deploy."); return; }
+      sel.value = chosen;
+      return loadHistory(chosen);
+    }, function (e) { setStatus("deployments-status", ""); showError(e.message); });
+  }
+
+  function loadHistory(name) {
+    setStatus("deployments-status", "Loading…");
+    return api("/v1/apps/" + encodeURIComponent(name) + "/deployments").then(function (body) {
+      var list = (Array.isArray(body.deployments) ? body.deployments : []).slice().sort(function (a, b) { return b.version - a.version; });
+      var tbody = $("deployment-rows");
+      clear(tbody);
+      list.forEach(function (d) {
+        var tr = el("tr");
+        tr.dataset.version = String(d.version);
+        tr.dataset.active = d.active ? "true" : "false";
+        cell(tr, "v" + d.version, "num");
+        idCell(tr, d.id);
+        var st = cell(tr, "");
+        st.appendChild(badge(d.active ? "active" : String(d.status || "ready")));
+        cell(tr, fmtDate(d.createdAt), "time");
+        cell(tr, fmtInt(d.bundleBytes) + " B, " + String(d.bundleSha256).slice(0, 12), "mono");
+        cell(tr, d.error ? String(d.error).slice(0, 300) : "—", "wrap");
+        var act = cell(tr, "");
+        if (!d.active && (d.status || "ready") === "ready") {
+          var b = el("button", "Roll back to v" + d.version, "secondary rollback");
+          b.type = "button";
+          b.addEventListener("click", function () { rollback(name, d.version, b); });
+          act.appendChild(b);
+        }
+        tbody.appendChild(tr);
+      });
+      if (list.length === 0) emptyRow(tbody, 7, "No deployments.");
+      labelCells(tbody);
+      var active = list.filter(function (d) { return d.active; })[0];
+      setStatus("deployments-status", list.length + (list.length === 1 ? " deployment" : " deployments") + " of " + name + (active ? "; v" + active.version + " is active." : "; none active."));
+    }, function (e) { setStatus("deployments-status", ""); showError(e.message); });
+  }
+
+  function rollback(name, version, button) {
+    button.disabled = true;
+    clearError();
+    return apiPost("/v1/apps/" + encodeURIComponent(name) + "/rollback", { version: version }).then(function (body) {
+      return loadHistory(name).then(function () { setStatus("deployments-status", "Rolled back " + name + " to v" + body.deployment.version + "."); });
+    }, function (e) { button.disabled = false; showError(e.message); });
+  }
+
+  var LOADERS = { apps: loadApps, deployments: loadDeploymentsPage, usage: loadUsage, pool: loadPool, billing: loadInvoices };
+  var NEEDS_TOKEN = { apps: "apps-status", deployments: "deployments-status", usage: "usage-status", pool: "pool-status", billing: "invoices-status" };
 
   function start() {
     var t = token();
@@ -748,6 +826,11 @@ const SCRIPT = `
     start();
   });
   $("refresh").addEventListener("click", function () { $("detail").hidden = true; start(); });
+  $("deploy-app").addEventListener("change", function () {
+    var name = $("deploy-app").value;
+    history.replaceState(null, "", location.pathname + "?app=" + encodeURIComponent(name));
+    loadHistory(name);
+  });
   $("window").addEventListener("change", function () { var a = queryParam("app"); if (a) loadStats(a); });
   $("logs-refresh").addEventListener("click", function () { var a = queryParam("app"); if (a) loadLogs(a); });
   $("logs-follow").addEventListener("click", function () { var a = queryParam("app"); if (a) followLogs(a); });
@@ -792,6 +875,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <h1>Zerocell <span>dashboard</span></h1>
   <nav aria-label="Pages">
     <a href="/dashboard/apps" data-page="apps">Apps</a>
+    <a href="/dashboard/deployments" data-page="deployments">Deployments</a>
     <a href="/dashboard/usage" data-page="usage">Usage</a>
     <a href="/dashboard/pool" data-page="pool">Pool</a>
     <a href="/dashboard/billing" data-page="billing">Billing</a>
@@ -859,6 +943,17 @@ export const DASHBOARD_HTML = `<!doctype html>
       </section>
     </div>
   </div>
+  <div class="page" data-page="deployments" id="page-deployments" hidden>
+    <section id="deployments">
+      <h2>Deployments</h2>
+      <label class="muted">App <select id="deploy-app"></select></label>
+      <p id="deployments-status" class="muted"></p>
+      <div class="scroll"><table class="cards">
+        <thead><tr><th class="num">Version</th><th>Deployment</th><th>State</th><th>Deployed</th><th>Bundle</th><th>Error</th><th>Action</th></tr></thead>
+        <tbody id="deployment-rows"></tbody>
+      </table></div>
+    </section>
+  </div>
   <div class="page" data-page="usage" id="page-usage" hidden>
     <section id="usage">
       <h2>Usage</h2>
@@ -916,7 +1011,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 `;
 
 /** The pages of the dashboard: /dashboard alone shows the first. */
-export const DASHBOARD_PAGES = ["apps", "usage", "pool", "billing"] as const;
+export const DASHBOARD_PAGES = ["apps", "deployments", "usage", "pool", "billing"] as const;
 
 /** The response for GET /dashboard and /dashboard/:page (one document; an unknown page is a 404). */
 export function dashboardResponse(page?: string): Response {

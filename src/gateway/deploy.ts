@@ -75,13 +75,14 @@ export async function deployRevision(
   });
   // 5. health check: a host starts it (init, warm-up, health paths; no snapshot unless all pass).
   // The app's active deployment serves meanwhile and keeps serving if this one fails.
+  const dlog = log.child({ app: appName, deploymentId: pending.id, accountId: input.accountId });
   const { mode, keep } = probeMode(unique);
   try {
     await platform.pool.probe(pending.id, mode, keep);
   } catch (e) {
     const reason = e instanceof Error ? e.message.replace(/^sandbox: /, "") : String(e);
     platform.store.failDeployment(pending.id, reason);
-    log.warn("deploy failed its health check", { app: appName, version: pending.version, deployment: pending.id, code: isZerocellError(e) ? e.code : "unknown", error: reason.slice(0, 2000) });
+    dlog.warn("deploy failed its health check", { version: pending.version, code: isZerocellError(e) ? e.code : "unknown", error: reason.slice(0, 2000) });
     throw new DeploymentFailedError(`deploy: ${appName} v${pending.version} failed its health check and was not activated: ${reason}`, { deployment: pending.id, version: pending.version }, e);
   }
   // 6. activate (hosts and routes checked again) and swap the route table; the old version drains
@@ -95,6 +96,6 @@ export async function deployRevision(
     throw e;
   }
   platform.reloadRoutes();
-  log.info("deployed", { app: appName, version: deployment.version, deployment: deployment.id, ms: Math.round(performance.now() - t0) });
+  dlog.info("deployed", { version: deployment.version, ms: Math.round(performance.now() - t0) });
   return deployment;
 }

@@ -176,7 +176,8 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     { ...serverOptions, ...certs.defaultCredentials(), SNICallback: certs.sniCallback },
     getRequestListener(appFor(true).fetch, listenerOptions),
   );
-  const adminServer = http.createServer(serverOptions, getRequestListener(createAdminApi(p).fetch, listenerOptions));
+  let httpsUrl: string | undefined;
+  const adminServer = http.createServer(serverOptions, getRequestListener(createAdminApi(p, { httpsUrl: () => httpsUrl }).fetch, listenerOptions));
   // The S3 API: large uploads take longer than an app request; a stalled client is cut by the idle timeout.
   const s3Server = https.createServer({ ...serverOptions, ...certs.defaultCredentials(), SNICallback: certs.sniCallback }, createS3Handler(p));
   for (const s of [httpServer, httpsServer, adminServer, s3Server]) applyLimits(s, limits);
@@ -198,6 +199,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     admin: `http://${urlHost(config.adminHost)}:${adminPort}`,
     s3: `https://${urlHost(config.host)}:${s3Port}`,
   };
+  httpsUrl = urls.https;
   writeFileAtomic(join(dataDir, "run", "server.json"), JSON.stringify({ pid: process.pid, ...urls }, null, 2) + "\n", 0o644);
 
   let closing: Promise<void> | undefined;

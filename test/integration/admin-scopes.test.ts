@@ -176,7 +176,7 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
     const usageForeign = await admin(server, "GET", "/v1/usage?app=bob-app", { token: t });
     const usageMissing = await admin(server, "GET", "/v1/usage?app=nobody-app", { token: t });
     expect(usageForeign).toEqual(usageMissing);
-    expect(usageForeign).toEqual({ status: 200, json: { usage: [] } });
+    expect(usageForeign).toEqual({ status: 200, json: { usage: [], next_cursor: null } });
 
     // An invoice of bob's (closed, and the current draft) vs ids that do not exist.
     const period = new Date().toISOString().slice(0, 7);

@@ -129,14 +129,14 @@ echo json_encode([
     server.cli(["rollback", "skel", "v2"]);
     expect((await fetchApp(server, "skel.localhost", "/")).text).toBe("version two");
     const bad = server.cli(["rollback", "skel", "9"], { allowFail: true });
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(3); // not found (src/cli/errors.ts)
     expect(bad.stderr).toContain('app "skel" has no version 9');
   });
 
   it("refuses a second app that claims the same host and path", async () => {
     const dir = phpBundle("skel.localhost", { "index.php": "<?php echo 'intruder';" });
     const r = server.cli(["deploy", dir, "--app", "intruder"], { allowFail: true });
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(6); // conflict
     expect(r.stderr).toContain('route skel.localhost/ of app "intruder" is already served by app "skel"');
     expect((await fetchApp(server, "skel.localhost", "/")).text).toBe("version two");
   });

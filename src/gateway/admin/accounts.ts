@@ -8,8 +8,10 @@
  * Must never: let a non-admin token disable or enable any account.
  */
 import type { Context } from "hono";
+import { z } from "@hono/zod-openapi";
+import type { EndpointFn } from "./kit.js";
 import type { Platform } from "../../platform/index.js";
-import type { Scope, TokenInfo } from "../../store/index.js";
+import type { Scope } from "../../store/index.js";
 import { ZerocellError } from "../../errors.js";
 import { log } from "../../log.js";
 
@@ -22,7 +24,7 @@ type Endpoint = keyof typeof ACCOUNT_ENDPOINTS;
 
 export interface AccountRouteDeps {
   platform: Platform;
-  endpoint: (key: Endpoint, handler: (c: Context, token: TokenInfo) => Response | Promise<Response>) => void;
+  endpoint: EndpointFn<Endpoint>;
 }
 
 export function registerAccountRoutes({ platform, endpoint }: AccountRouteDeps): void {
@@ -38,6 +40,7 @@ export function registerAccountRoutes({ platform, endpoint }: AccountRouteDeps):
     const now = store.listAccounts().find((a) => a.id === account.id);
     return c.json({ account: account.name, disabled, disabledAt: now?.disabledAt ?? null, changed });
   };
-  endpoint("POST /v1/accounts/:name/disable", (c) => toggle(c, true));
-  endpoint("POST /v1/accounts/:name/enable", (c) => toggle(c, false));
+  const answer = z.object({ account: z.string(), disabled: z.boolean(), disabledAt: z.string().nullable(), changed: z.boolean() });
+  endpoint("POST /v1/accounts/:name/disable", { tag: "accounts", summary: "Disable an account: its tokens and access keys are refused, its apps leave the route table", responses: { 200: { description: "Disabled", schema: answer } } }, (c) => toggle(c, true));
+  endpoint("POST /v1/accounts/:name/enable", { tag: "accounts", summary: "Enable a disabled account again", responses: { 200: { description: "Enabled", schema: answer } } }, (c) => toggle(c, false));
 }

@@ -7,7 +7,8 @@
  * change another account's app, or tell it that one exists (the 404 of a missing app).
  */
 import type { Context } from "hono";
-import { z } from "zod";
+import { z } from "@hono/zod-openapi";
+import type { EndpointFn } from "./kit.js";
 import type { Platform } from "../../platform/index.js";
 import type { AppInfo, Scope, TokenInfo } from "../../store/index.js";
 import { ENV_LIMITS, type EnvChange } from "../../platform/app-env.js";
@@ -25,8 +26,7 @@ type Endpoint = keyof typeof ENV_ENDPOINTS;
 
 export interface EnvRouteDeps {
   platform: Platform;
-  endpoint: (key: Endpoint, handler: (c: Context, token: TokenInfo) => Response | Promise<Response>) => void;
-  readJson: <T>(c: Context, schema: z.ZodType<T>) => Promise<T>;
+  endpoint: EndpointFn<Endpoint>;
   /** The app a token may manage, or the 404 of an app that does not exist. */
   visibleApp: (token: TokenInfo, appName: string) => AppInfo;
   /** Admin tokens deploy with the admin's host rights (the env revision keeps the routes). */
@@ -41,7 +41,9 @@ const changeSchema = z
   })
   .strict();
 
-export function registerEnvRoutes({ platform, endpoint, readJson, visibleApp, isAdmin }: EnvRouteDeps): void {
+const EnvViewSchema = z.array(z.looseObject({ name: z.string(), secret: z.boolean() }));
+
+export function registerEnvRoutes({ platform, endpoint, visibleApp, isAdmin }: EnvRouteDeps): void {
   const store = platform.store;
 
   const base = (token: TokenInfo, appName: string) => {
@@ -73,13 +75,14 @@ export function registerEnvRoutes({ platform, endpoint, readJson, visibleApp, is
     return c.json({ app: b.app.name, deployment, env: platform.env.view(b.appId, env) }, 201);
   };
 
-  endpoint("GET /v1/apps/:app/env", (c, token) => {
+  const changed = { 201: { description: "The new deployment revision with the new values (secrets' values are never shown)", schema: z.looseObject({ app: z.string(), deployment: z.looseObject({ id: z.string(), version: z.number().int() }), env: EnvViewSchema }) } };
+  endpoint("GET /v1/apps/:app/env", { tag: "apps", summary: "An app's environment variables (secrets' values are never shown)", responses: { 200: { description: "Names, and values of non-secrets", schema: z.object({ app: z.string(), version: z.number().int().nullable(), env: EnvViewSchema }) } } }, (c, token) => {
     const b = base(token, c.req.param("app") ?? "");
     return c.json({ app: b.app.name, version: b.deployment?.version ?? null, env: platform.env.view(b.appId, b.env) });
   });
 
-  endpoint("POST /v1/apps/:app/env", async (c, token) => {
-    const body = await readJson(c, changeSchema);
+  endpoint("POST /v1/apps/:app/env", { tag: "apps", summary: "Set or unset environment variables: a new health-checked deployment revision", body: changeSchema, responses: changed }, async (c, token, io) => {
+    const body = (await io.body())!;
     const ch: EnvChange = { set: (body.set ?? []).map((s) => ({ name: s.name, value: s.value, secret: s.secret === true })), unset: body.unset ?? [] };
     // Visibility first (another account's app is a 404 whatever the body), then the body.
     base(token, c.req.param("app") ?? "");
@@ -87,5 +90,5 @@ export function registerEnvRoutes({ platform, endpoint, readJson, visibleApp, is
     return change(c, token, c.req.param("app") ?? "", ch);
   });
 
-  endpoint("DELETE /v1/apps/:app/env/:name", (c, token) => change(c, token, c.req.param("app") ?? "", { set: [], unset: [c.req.param("name") ?? ""] }));
+  endpoint("DELETE /v1/apps/:app/env/:name", { tag: "apps", summary: "Unset one environment variable: a new deployment revision", responses: changed }, (c, token) => change(c, token, c.req.param("app") ?? "", { set: [], unset: [c.req.param("name") ?? ""] }));
 }

@@ -11,7 +11,7 @@
  * (each answers like a missing one).
  */
 import type { Context } from "hono";
-import { z } from "zod";
+import { z } from "@hono/zod-openapi";
 import type { AdminRoutes } from "./kit.js";
 import type { TokenInfo } from "../../store/index.js";
 import { readStreamLimited } from "../body.js";
@@ -33,7 +33,9 @@ export function parseLocation(s: string, what: string): { bucket: string; prefix
 const Location = z.string().min(3).max(1100);
 const JobBody = z.object({ app: z.string().min(1).max(63), input: Location, output: Location, concurrency: z.number().int().optional(), account: z.string().max(63).optional() }).strict();
 
-export function registerJobRoutes({ endpoint, platform, ownAccount, readJson }: AdminRoutes<Endpoint>): void {
+const JobSchema = z.looseObject({ id: z.string(), status: z.string() });
+
+export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoutes<Endpoint>): void {
   /** The token's account, or for an admin token the named (default: "default") one. */
   const accountOf = (token: TokenInfo, asked: string | undefined): string => {
     const own = ownAccount(token);
@@ -46,10 +48,17 @@ export function registerJobRoutes({ endpoint, platform, ownAccount, readJson }: 
   const scopeOf = (token: TokenInfo) => ownAccount(token);
   const jobs = () => jobsOf(platform);
 
-  endpoint("POST /v1/jobs", async (c: Context, token) => {
+  const createSpec = {
+    tag: "objects",
+    summary: "Run a deployed app (JSON body) or a POSTed static x86-64 program (the body, with ?input=&output=) once per object of a bucket prefix",
+    body: JobBody,
+    rawBody: { contentTypes: ["application/octet-stream"], description: "A static x86-64 ELF" },
+    responses: { 201: { description: "The job, started", schema: z.object({ job: JobSchema }) } },
+  };
+  endpoint("POST /v1/jobs", createSpec, async (c: Context, token, io) => {
     const type = c.req.header("content-type") ?? "";
     if (type.startsWith("application/json")) {
-      const body = await readJson(c, JobBody);
+      const body = (await io.body())!;
       const accountId = accountOf(token, body.account);
       const spec = { app: body.app, input: parseLocation(body.input, "input"), output: parseLocation(body.output, "output"), ...(body.concurrency === undefined ? {} : { concurrency: body.concurrency }) };
       return c.json({ job: await jobs().create(accountId, spec) }, 201);
@@ -70,9 +79,9 @@ export function registerJobRoutes({ endpoint, platform, ownAccount, readJson }: 
     return c.json({ job: await jobs().create(accountId, spec) }, 201);
   });
 
-  endpoint("GET /v1/jobs", (c, token) => c.json({ jobs: jobs().list(scopeOf(token)) }));
+  endpoint("GET /v1/jobs", { tag: "objects", summary: "The account's jobs, newest first", responses: { 200: { description: "Jobs", schema: z.object({ jobs: z.array(JobSchema) }) } } }, (c, token) => c.json({ jobs: jobs().list(scopeOf(token)) }));
 
-  endpoint("GET /v1/jobs/:id", (c, token) => {
+  endpoint("GET /v1/jobs/:id", { tag: "objects", summary: "A job's counts, and its items with ?items=all|ok|failed|pending", responses: { 200: { description: "The job", schema: z.object({ job: JobSchema, items: z.array(z.looseObject({ seq: z.number().int(), key: z.string(), status: z.string() })).optional() }) } } }, (c, token) => {
     const id = c.req.param("id") ?? "";
     const job = jobs().get(id, scopeOf(token));
     const which = c.req.query("items");
@@ -85,5 +94,5 @@ export function registerJobRoutes({ endpoint, platform, ownAccount, readJson }: 
     return c.json({ job, items });
   });
 
-  endpoint("POST /v1/jobs/:id/cancel", (c, token) => c.json({ job: jobs().cancel(c.req.param("id") ?? "", scopeOf(token)) }));
+  endpoint("POST /v1/jobs/:id/cancel", { tag: "objects", summary: "Cancel a job: no new item starts", responses: { 200: { description: "The job", schema: z.object({ job: JobSchema }) } } }, (c, token) => c.json({ job: jobs().cancel(c.req.param("id") ?? "", scopeOf(token)) }));
 }

@@ -4,8 +4,11 @@
  * Must never: let an account token see, revoke or delete another account's token or app, or tell
  * it that one exists (the same 404 as for a name or id nobody has).
  */
-import type { Context } from "hono";
+import { z } from "@hono/zod-openapi";
 import type { Platform } from "../../platform/index.js";
+import type { EndpointFn } from "./kit.js";
+import { PageQuerySchema, paginate } from "./openapi.js";
+import { TokenSchema, pageOf } from "./schemas.js";
 import type { AppInfo, Scope, TokenInfo } from "../../store/index.js";
 import { ZerocellError } from "../../errors.js";
 import { log } from "../../log.js";
@@ -20,7 +23,7 @@ type Endpoint = keyof typeof LIFECYCLE_ENDPOINTS;
 
 export interface LifecycleDeps {
   platform: Platform;
-  endpoint: (key: Endpoint, handler: (c: Context, token: TokenInfo) => Response | Promise<Response>) => void;
+  endpoint: EndpointFn<Endpoint>;
   /** The account a token is limited to (undefined: an admin token, every account). */
   ownAccount: (token: TokenInfo) => string | undefined;
   /** The app a token may manage, or the 404 of an app that does not exist. */
@@ -35,7 +38,13 @@ export function registerLifecycleRoutes({ platform, endpoint, ownAccount, visibl
   const store = platform.store;
 
   // 1. apps delete: routes and instances first (it stops serving), then rows, blobs, key files.
-  endpoint("DELETE /v1/apps/:app", (c, token) => {
+  const deleteSpec = {
+    tag: "apps",
+    summary: "Delete an app: it stops serving, then its deployments, blobs (and with delete_data=1 its keys' /data) go",
+    query: z.object({ delete_data: z.string().optional().openapi({ description: "1 or true: delete the keys' stored /data too" }) }),
+    responses: { 200: { description: "Deleted", schema: z.object({ deleted: z.string(), deployments: z.number().int(), blobsRemoved: z.number().int(), keysRemoved: z.number().int() }) } },
+  };
+  endpoint("DELETE /v1/apps/:app", deleteSpec, (c, token) => {
     const a = visibleApp(token, c.req.param("app") ?? "");
     const withKeyData = c.req.query("delete_data") === "1" || c.req.query("delete_data") === "true";
     const r = store.deleteApp(a.name, withKeyData);
@@ -47,12 +56,13 @@ export function registerLifecycleRoutes({ platform, endpoint, ownAccount, visibl
   });
 
   // 2. tokens: an account token sees and revokes its own account's tokens; admins every token.
-  endpoint("GET /v1/tokens", (c, token) => {
+  endpoint("GET /v1/tokens", { tag: "accounts", summary: "List API tokens (never their secrets)", query: PageQuerySchema, responses: { 200: { description: "A page of tokens", schema: pageOf("tokens", TokenSchema) } } }, (c, token, io) => {
     const own = ownAccount(token);
-    return c.json({ tokens: store.listTokens(own).map((t) => ({ ...t, current: t.id === token.id })) });
+    const { items, next_cursor } = paginate(store.listTokens(own), (t) => t.id, io.query());
+    return c.json({ tokens: items.map((t) => ({ ...t, current: t.id === token.id })), next_cursor });
   });
 
-  endpoint("DELETE /v1/tokens/:id", (c, token) => {
+  endpoint("DELETE /v1/tokens/:id", { tag: "accounts", summary: "Revoke a token", responses: { 200: { description: "Revoked (alreadyRevoked: it was before)", schema: z.object({ revoked: z.string(), alreadyRevoked: z.boolean() }) } } }, (c, token) => {
     const id = c.req.param("id") ?? "";
     const own = ownAccount(token);
     const holder = store.tokenAccount(id);

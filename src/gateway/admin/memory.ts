@@ -8,6 +8,7 @@
  */
 import { readFileSync } from "node:fs";
 import v8 from "node:v8";
+import { z } from "@hono/zod-openapi";
 import type { AdminRoutes } from "./kit.js";
 
 export const MEMORY_ENDPOINTS = {
@@ -26,7 +27,12 @@ export function readRollup(pid: number): { rss: number; pss: number; uss: number
 }
 
 export function registerMemoryRoutes({ endpoint, platform }: AdminRoutes<keyof typeof MEMORY_ENDPOINTS>): void {
-  endpoint("GET /v1/pool/memory", async (c) => {
+  const spec = {
+    tag: "operations",
+    summary: "Memory of the gateway and of every sandbox host (smaps rollup and the host's own report), admin tokens",
+    responses: { 200: { description: "Memory per process", schema: z.looseObject({ gateway: z.looseObject({ pid: z.number().int() }), hosts: z.array(z.looseObject({ deploymentId: z.string(), pid: z.number().int() })), spares: z.looseObject({}) }) } },
+  };
+  endpoint("GET /v1/pool/memory", spec, async (c) => {
     const hosts = await Promise.all(
       platform.pool.hosts().map(async ({ deploymentId, app, mode, host }) => {
         const nodePid = host.nodePid;

@@ -4,13 +4,22 @@
  * validated like a deployment, run once per named object of the token's account, and its outputs
  * returned; nothing is stored. An admin token runs in the default account (or ?account=).
  */
+import { z } from "@hono/zod-openapi";
 import type { AdminRoutes } from "./kit.js";
+import { ProgramRunSchema } from "./schemas.js";
 import { readStreamLimited } from "../body.js";
 import { runProgram, PROGRAM_LIMITS } from "../../platform/object-runs.js";
 import { InputError, PayloadTooLargeError, ZerocellError } from "../../errors.js";
 
 export function registerProgramRunRoutes({ endpoint, platform, ownAccount }: AdminRoutes<"POST /v1/objects/run">): void {
-  endpoint("POST /v1/objects/run", async (c, token) => {
+  const spec = {
+    tag: "objects",
+    summary: "Run a static x86-64 ELF once per named object (the object as stdin); nothing is stored",
+    query: z.object({ bucket: z.string().max(63), key: z.union([z.string(), z.array(z.string())]).openapi({ description: `Object keys (repeatable, 1 to ${PROGRAM_LIMITS.maxObjects})` }), account: z.string().max(63).optional().openapi({ description: "Admin tokens: the account (default: default)" }) }),
+    rawBody: { contentTypes: ["application/octet-stream"], description: "The program" },
+    responses: { 200: { description: "Each object's output", schema: ProgramRunSchema } },
+  };
+  endpoint("POST /v1/objects/run", spec, async (c, token) => {
     const bucket = c.req.query("bucket");
     const keys = c.req.queries("key") ?? [];
     if (bucket === undefined || bucket.length > 63) throw new InputError("run: ?bucket= is required");
