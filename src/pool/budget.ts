@@ -128,7 +128,9 @@ export class MemoryBudget {
   }
 
   #tryAdmit(runtime: BudgetRuntime): Charge | undefined {
-    const bytes = this.estimate(runtime);
+    // A start reserves at least the runtime's default: while it boots, warms up and captures its
+    // snapshot it peaks above what hosts settle to (what the learned estimate measured).
+    const bytes = Math.max(this.estimate(runtime), this.#opts.defaultEstimateBytes(runtime));
     // Nothing else charged: one host is always admitted, however small the budget (a budget
     // below one host would otherwise serve nothing at all).
     while (!this.#fits(bytes) && this.#charges.size > 0) {

@@ -62,7 +62,7 @@ export interface PoolLimits {
 }
 
 /** What one host of a runtime is assumed to cost until one was measured, bytes (PSS, measured at main). */
-const DEFAULT_HOST_ESTIMATE_BYTES: Record<string, number> = { php: 200 * 1048576, python: 300 * 1048576, x86: 120 * 1048576 };
+const DEFAULT_HOST_ESTIMATE_BYTES: Record<string, number> = { php: 256 * 1048576, python: 320 * 1048576, x86: 128 * 1048576 };
 
 export const DEFAULT_POOL_LIMITS: PoolLimits = {
   maxInstancesPerDeployment: 2,

@@ -26,7 +26,7 @@ class FakeHost implements PoolHost {
   shutdowns = 0;
   lastResetCpuUs: number | undefined;
   /** What memoryBytes() reports (PSS), bytes. */
-  mem = 100 * MiB;
+  mem = 300 * MiB;
   #exit: Array<() => void> = [];
 
   onExit(listener: () => void): void {
@@ -322,8 +322,8 @@ describe("pool (in-process hosts)", () => {
   });
 
   it("memory budget: a start that does not fit evicts the least recently used idle instance of another deployment first", async () => {
-    // Hosts measure 100 MiB each: 250 MiB holds two.
-    const h = harness({ memoryBudgetBytes: 250 * MiB });
+    // Hosts measure 300 MiB each (above the PHP start reservation of 256): 750 MiB holds two.
+    const h = harness({ memoryBudgetBytes: 750 * MiB });
     await h.pool.run("a", "snapshot", request("/x"), 1000);
     await h.pool.run("b", "snapshot", request("/x"), 1000);
     expect(h.hosts.filter((x) => x.alive).length).toBe(2);
@@ -332,7 +332,7 @@ describe("pool (in-process hosts)", () => {
     expect(h.hosts.map((x) => x.alive)).toEqual([false, true, true]);
     const m = h.pool.memory();
     expect(m.usedBytes).toBeLessThanOrEqual(m.budgetBytes);
-    expect(m.usedBytes).toBe(200 * MiB);
+    expect(m.usedBytes).toBe(600 * MiB);
     expect(m.evictionsForBudget).toBe(1);
     // a's next request is served again (its host starts anew, evicting b).
     expect((await h.pool.run("a", "snapshot", request("/x"), 1000)).status).toBe(200);
@@ -340,7 +340,7 @@ describe("pool (in-process hosts)", () => {
   });
 
   it("memory budget: with every instance busy a start waits for one to be free (then evicts it), and past the wait bound answers 503 memory_budget", async () => {
-    const h = harness({ memoryBudgetBytes: 150 * MiB, maxAcquireWaitMs: 10_000 });
+    const h = harness({ memoryBudgetBytes: 450 * MiB, maxAcquireWaitMs: 10_000 });
     const slow = h.pool.run("a", "snapshot", request("/sleep/300"), 5000);
     await expect.poll(() => h.hosts.length, { timeout: 3000, interval: 5 }).toBe(1);
     // b does not fit while a's host is busy: it waits, and starts once a's request is done.
@@ -352,13 +352,13 @@ describe("pool (in-process hosts)", () => {
     expect(h.hosts[0]!.alive).toBe(false);
     expect(h.pool.memory().waited).toBe(1);
 
-    const tight = harness({ memoryBudgetBytes: 150 * MiB, maxAcquireWaitMs: 200 });
+    const tight = harness({ memoryBudgetBytes: 450 * MiB, maxAcquireWaitMs: 200 });
     const long = tight.pool.run("a", "snapshot", request("/sleep/1500"), 5000);
     await expect.poll(() => tight.hosts.length, { timeout: 3000, interval: 5 }).toBe(1);
     const err = await tight.pool.run("b", "snapshot", request("/x"), 1000).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InstanceUnavailableError);
     expect((err as InstanceUnavailableError).details).toEqual({ reason: "memory_budget" });
-    expect((err as Error).message).toMatch(/memory budget \(150 MiB/);
+    expect((err as Error).message).toMatch(/memory budget \(450 MiB/);
     // Not the deployment's failure: nothing recorded against b, a is untouched.
     expect(tight.pool.stats().find((s) => s.deploymentId === "b")?.lastStartError).toBeUndefined();
     expect((await long).status).toBe(200);
@@ -366,8 +366,8 @@ describe("pool (in-process hosts)", () => {
   });
 
   it("memory budget: a burst of new deployments never holds more hosts than the budget, and every request is answered", async () => {
-    const h = harness({ memoryBudgetBytes: 350 * MiB });
-    // The first host is measured (100 MiB), so the estimate for the rest is 100 MiB: three fit.
+    const h = harness({ memoryBudgetBytes: 1050 * MiB });
+    // The first host is measured (300 MiB), so each start reserves 300 MiB: three fit.
     await h.pool.run("d0", "snapshot", request("/x"), 1000);
     let maxAlive = 0;
     const watch = setInterval(() => (maxAlive = Math.max(maxAlive, h.hosts.filter((x) => x.alive).length)), 1);
@@ -376,7 +376,7 @@ describe("pool (in-process hosts)", () => {
     expect(results.every((r) => r.status === 200)).toBe(true);
     expect(h.starts).toBe(13);
     expect(maxAlive).toBeLessThanOrEqual(3);
-    expect(h.pool.memory().usedBytes).toBeLessThanOrEqual(350 * MiB);
+    expect(h.pool.memory().usedBytes).toBeLessThanOrEqual(1050 * MiB);
   });
 
   it("scales an idle deployment to zero by default (no minimum), and its next request starts a host again", async () => {
