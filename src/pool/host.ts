@@ -72,6 +72,8 @@ export interface HostResponse extends EngineResponse {
 }
 
 const MAX_LOG_LINE = 2048;
+/** How long after ready a host that owes its snapshot is kept from eviction, ms (it sends it within ~1 s). */
+const OWES_SNAPSHOT_MS = 10_000;
 /** How often a warm-up's CPU time is read, ms. */
 const WARMUP_CHECK_INTERVAL_MS = 100;
 /** A warm-up's wall-clock backstop: this many times its CPU limit, plus the slack below. */
@@ -404,9 +406,12 @@ export class SandboxHost {
     return { response, idle };
   }
 
-  /** It was asked for its snapshot and has not sent it yet (evicting it now would lose it). */
+  /**
+   * It was asked for its snapshot and has not sent it yet (evicting it now would lose it). Only
+   * for a while after ready: a host that never sends one must not stay unevictable.
+   */
   get owesSnapshot(): boolean {
-    return this.#onSnapshot !== undefined && !this.#exited;
+    return this.#onSnapshot !== undefined && !this.#exited && this.readyMs > 0 && performance.now() - (this.startedAt + this.readyMs) < OWES_SNAPSHOT_MS;
   }
 
   /** Memory of the host's processes now (PSS), bytes; undefined once it exited. */
