@@ -135,7 +135,7 @@ runMain(async () => {
   const result = { bench: "density", startedAt: new Date(t0).toISOString(), elapsedS: 0, git: gitInfo(), args: { APPS, HOT, ROUNDS, BUDGET_MB, DEPLOY_C, C, IDLE_TTL, MIX }, deploy: {}, loop: {}, memory: {}, pool: null, notes: [] };
   let peak = { rssMb: 0, pssMb: 0 };
   const sampler = setInterval(() => {
-    const m = platformMemory(server.child.pid);
+    const m = platformMemory(server.child.proc.pid);
     if (m.rssMb > peak.rssMb) peak = { ...peak, rssMb: m.rssMb };
     if (m.pssMb > peak.pssMb) peak = { ...peak, pssMb: m.pssMb };
   }, 1000);
@@ -168,7 +168,7 @@ runMain(async () => {
       }
       const done = deployMs.length;
       if (done % 50 === 0) {
-        const m = platformMemory(server.child.pid);
+        const m = platformMemory(server.child.proc.pid);
         log(`deployed ${done}/${APPS} (${round(done / ((performance.now() - tDeploy) / 1000), 2)}/s), platform RSS ${round(m.rssMb, 0)} MB, PSS ${round(m.pssMb, 0)} MB, ${m.procs} processes`);
       }
     }
@@ -177,7 +177,7 @@ runMain(async () => {
   const deploySeconds = (performance.now() - tDeploy) / 1000;
   deployMs.sort((a, b) => a - b);
   result.deploy = { apps: APPS, failed, seconds: round(deploySeconds, 1), perSecond: round(APPS / deploySeconds, 2), p50Ms: round(percentile(deployMs, 50), 0), p99Ms: round(percentile(deployMs, 99), 0) };
-  result.memory.afterDeploy = platformMemory(server.child.pid);
+  result.memory.afterDeploy = platformMemory(server.child.proc.pid);
   log(`deployed ${APPS} apps in ${round(deploySeconds, 0)} s (${failed} failed)`);
 
   // 2. the rotating loop over the hot apps
@@ -213,7 +213,7 @@ runMain(async () => {
   for (const xs of [warm, cold, warmReady, coldReady]) xs.sort((a, b) => a - b);
   const q = (xs) => (xs.length === 0 ? { n: 0, p50: null, p99: null } : { n: xs.length, p50: round(percentile(xs, 50), 1), p99: round(percentile(xs, 99), 1) });
   result.loop = { requests: order.length, errors, errorSamples, seconds: round(loopS, 1), reqPerS: round(order.length / loopS, 1), warm: q(warm), cold: q(cold), warmReadyMs: q(warmReady), coldReadyMs: q(coldReady) };
-  const end = platformMemory(server.child.pid);
+  const end = platformMemory(server.child.proc.pid);
   const pool = (await api(urls, admin, "GET", "/v1/pool")).json;
   const ready = (pool.deployments ?? []).reduce((n, d) => n + d.instances, 0);
   result.pool = { readyInstances: ready, memory: pool.memory, spares: pool.spares?.ready?.length ?? 0 };
