@@ -4,18 +4,10 @@
  */
 import type { Command } from "commander";
 import type { CliKit } from "./access-keys.js";
+import type { PricePlan } from "../billing/rating.js";
 
-interface PlanJson {
-  id: string;
-  name: string;
-  currency: string;
-  requestPriceMicros: number;
-  gbSecondPriceMicros: number;
-  gigaInstructionPriceMicros: number;
-  freeRequests: number;
-  freeGbSeconds: number;
-  freeGigaInstructions: number;
-}
+/** A plan as the API answers it: the billing's own PricePlan. */
+type PlanJson = PricePlan;
 
 /** A non-negative integer option (micro prices, free allowances). */
 function parseCount(v: string): number {
