@@ -9,6 +9,7 @@ import { Store, BlobStore, type OpenedDb } from "../store/index.js";
 import { RouteTable, type RouteMode } from "../router/index.js";
 import { Pool, closeHostIsolation, type HostIsolation, type PoolLimits, type WarmupUsage } from "../pool/index.js";
 import { KeyStore } from "../store/keys.js";
+import { SecretBox } from "../store/secret-box.js";
 import { KeyQueue } from "../pool/key-queue.js";
 import type { CertificateStore } from "../gateway/tls.js";
 import { UsageRecorder, Billing, StripeSync, type StripeSyncOptions } from "../billing/index.js";
@@ -82,7 +83,7 @@ export class Platform {
     this.blobs = init.blobs;
     this.certs = init.certs;
     this.usage = new UsageRecorder(init.db, { flushIntervalMs: init.metering?.flushIntervalMs ?? 100, enabled: init.metering?.enabled ?? true });
-    this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024);
+    this.snapshots = new SnapshotStore(init.db, init.blobs, 256 * 1024 * 1024, new SecretBox(init.secretsKeyFile));
     this.keys = new KeyStore(init.keysDir, init.db);
     this.billing = new Billing(init.db, { allowClosingOpenPeriods: init.metering?.allowClosingOpenPeriods === true });
     this.stripe = init.stripe === undefined ? undefined : new StripeSync(this.billing, init.stripe);

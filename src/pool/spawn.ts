@@ -19,7 +19,7 @@
  * read the gateway when an unprivileged one is available.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../bundle/index.js";
 import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
@@ -408,8 +408,8 @@ export function readRollup(pid: number): ProcessRollup | undefined {
  * Memory of a process and its descendants, bytes: the proportional set size (PSS, from
  * /proc/PID/smaps_rollup: pages shared with other processes — Node's code, a snapshot file in
  * the page cache — count by their share), or RSS where smaps_rollup cannot be read; plus the
- * pages of its memfds that it does not map (a host writes its snapshot into a memfd and maps it
- * privately: the pages it never touched are memory too, ~25 MB for a PHP host, and not in PSS).
+ * pages of its memfds that are not resident in it (a host writes its snapshot into a memfd and
+ * maps it: pages it never touched since are memory too, and not in PSS).
  * 0 once gone.
  */
 export function treeMemoryBytes(pid: number): number {
@@ -421,16 +421,24 @@ export function treeMemoryBytes(pid: number): number {
   });
 }
 
-/** Bytes held by a process's open memfds (at most 64 descriptors looked at; 0 when unreadable). */
+/**
+ * Bytes allocated to the memfds a process maps (a host closes the descriptor once its snapshot is
+ * mapped, so they are found through /proc/PID/maps and map_files; each memfd counted once).
+ * 0 when unreadable.
+ */
 function memfdBytes(pid: number): number {
   let sum = 0;
   try {
-    for (const fd of readdirSync(`/proc/${pid}/fd`).slice(0, 64)) {
-      const path = `/proc/${pid}/fd/${fd}`;
+    const seen = new Set<string>();
+    for (const line of readFileSync(`/proc/${pid}/maps`, "utf8").split("\n")) {
+      if (!line.includes("/memfd:")) continue;
+      const [range, , , , inode] = line.split(/\s+/);
+      if (range === undefined || inode === undefined || seen.has(inode) || seen.size >= 16) continue;
+      seen.add(inode);
       try {
-        if (readlinkSync(path).startsWith("/memfd:")) sum += statSync(path).blocks * 512;
+        sum += statSync(`/proc/${pid}/map_files/${range}`).blocks * 512;
       } catch {
-        // closed meanwhile
+        // unmapped meanwhile
       }
     }
   } catch {

@@ -1,5 +1,7 @@
 /**
- * Stored snapshots: gzip'd, content-addressed in the blob store, one row per deployment and
+ * Stored snapshots: gzip'd, sealed (AES-256-GCM under the data dir's secrets key, bound to their
+ * deployment and engine build: guest memory holds the app's secret env values, so a snapshot on
+ * disk is as secret as they are), content-addressed in the blob store, one row per deployment and
  * engine build, cached decompressed in memory (lru-cache bounded by bytes). A snapshot whose
  * build differs from the running engine's is refused; a corrupt one (hash mismatch) is dropped
  * so the next instance rebuilds it.
@@ -11,6 +13,7 @@ import { LRUCache } from "lru-cache";
 import type { OpenedDb, BlobStore } from "../store/index.js";
 import { snapshots } from "../store/schema.js";
 import { ZerocellError } from "../errors.js";
+import type { SecretBox } from "../store/secret-box.js";
 
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);
@@ -69,9 +72,13 @@ export class SnapshotStore {
   /** Deployments whose snapshot is being written, so two hosts do not both store one. */
   readonly #writing = new Set<string>();
 
-  constructor(db: OpenedDb, blobs: BlobStore, maxCacheBytes = 64 * 1024 * 1024) {
+  /** Seals blobs at rest; without one (tests of the store alone) they are stored as gzip. */
+  readonly #box: SecretBox | undefined;
+
+  constructor(db: OpenedDb, blobs: BlobStore, maxCacheBytes = 64 * 1024 * 1024, box?: SecretBox) {
     this.#db = db;
     this.#blobs = blobs;
+    this.#box = box;
     this.#cache = new LRUCache<string, Buffer>({ maxSize: maxCacheBytes, sizeCalculation: (v) => Math.max(1, v.length) });
   }
 
@@ -86,7 +93,7 @@ export class SnapshotStore {
     const row = this.#db.db.select().from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get();
     if (row === undefined) return undefined;
     try {
-      const packed = this.#cache.get(key) ?? this.#blobs.get(row.sha256);
+      const packed = this.#cache.get(key) ?? this.#unseal(key, this.#blobs.get(row.sha256));
       const img = decodeSnapshot(await gunzipAsync(packed, { maxOutputLength: 4 * 1024 * 1024 * 1024 - 1 }));
       if (img.engineBuild !== engineBuild) throw new SnapshotMismatchError(`snapshot: built by ${img.engineBuild}, engine is ${engineBuild}`);
       this.#cache.set(key, packed);
@@ -110,7 +117,7 @@ export class SnapshotStore {
     this.#writing.add(key);
     try {
       const packed = await gzipAsync(encodeSnapshot(img), { level: 1 });
-      const sha256 = this.#blobs.put(packed);
+      const sha256 = this.#blobs.put(this.#box === undefined ? packed : this.#box.seal(this.#aad(key), packed));
       this.#db.db
         .insert(snapshots)
         .values({ deploymentId, engine: img.engine, engineBuild: img.engineBuild, sha256, bytes: packed.length, memoryBytes: img.memory.length, createdAt: Date.now() })
@@ -121,5 +128,17 @@ export class SnapshotStore {
     } finally {
       this.#writing.delete(key);
     }
+  }
+
+  #aad(key: string): string {
+    return `snapshot\0${key}`;
+  }
+
+  /** The gzip'd snapshot inside a stored blob; a blob that does not open is refused like a corrupt one. */
+  #unseal(key: string, stored: Buffer): Buffer {
+    if (this.#box === undefined) return stored;
+    const packed = this.#box.open(this.#aad(key), stored);
+    if (packed === undefined) throw new SnapshotMismatchError("snapshot: the stored blob does not decrypt (another deployment's, or written without the secrets key)");
+    return packed;
   }
 }

@@ -32,22 +32,31 @@ export class SecretBox {
 
   /** base64url(iv ‖ tag ‖ ciphertext). */
   encrypt(aad: string, plaintext: string): string {
-    const iv = randomBytes(12);
-    const c = createCipheriv("aes-256-gcm", this.#key, iv);
-    c.setAAD(Buffer.from(aad));
-    const ct = Buffer.concat([c.update(plaintext, "utf8"), c.final()]);
-    return Buffer.concat([iv, c.getAuthTag(), ct]).toString("base64url");
+    return this.seal(aad, Buffer.from(plaintext, "utf8")).toString("base64url");
   }
 
   /** The plaintext, or undefined when the ciphertext, its tag or the associated data do not match. */
   decrypt(aad: string, enc: string): string | undefined {
+    return this.open(aad, Buffer.from(enc, "base64url"))?.toString("utf8");
+  }
+
+  /** iv ‖ tag ‖ ciphertext of `plaintext` (bytes: snapshot blobs). */
+  seal(aad: string, plaintext: Uint8Array): Buffer {
+    const iv = randomBytes(12);
+    const c = createCipheriv("aes-256-gcm", this.#key, iv);
+    c.setAAD(Buffer.from(aad));
+    const ct = Buffer.concat([c.update(plaintext), c.final()]);
+    return Buffer.concat([iv, c.getAuthTag(), ct]);
+  }
+
+  /** The bytes `seal` was given, or undefined when the tag or the associated data do not match. */
+  open(aad: string, raw: Uint8Array): Buffer | undefined {
     try {
-      const raw = Buffer.from(enc, "base64url");
       if (raw.length < 28) return undefined;
       const d = createDecipheriv("aes-256-gcm", this.#key, raw.subarray(0, 12));
       d.setAAD(Buffer.from(aad));
       d.setAuthTag(raw.subarray(12, 28));
-      return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString("utf8");
+      return Buffer.concat([d.update(raw.subarray(28)), d.final()]);
     } catch {
       return undefined;
     }
