@@ -72,13 +72,6 @@ export interface HostResponse extends EngineResponse {
 }
 
 const MAX_LOG_LINE = 2048;
-/**
- * How long after ready a host that owes its snapshot is kept from eviction, ms. It sends it ~1 s
- * after ready on a quiet machine; at load 20 on 2 cores that was 7 s, and a host evicted before
- * it sent leaves its deployment without a snapshot (every later start is a cold one). Bounded,
- * so a host that never sends cannot stay unevictable.
- */
-const OWES_SNAPSHOT_MS = 30_000;
 /** How often a warm-up's CPU time is read, ms. */
 const WARMUP_CHECK_INTERVAL_MS = 100;
 /** A warm-up's wall-clock backstop: this many times its CPU limit, plus the slack below. */
@@ -297,6 +290,9 @@ export class SandboxHost {
         return;
       }
       case "ready":
+        // A snapshot comes before "ready" or not at all (a ready host owes nothing: the pool
+        // may evict it at once).
+        this.#onSnapshot = undefined;
         this.readyMs = performance.now() - this.startedAt;
         this.restored = h.restored === true;
         this.#warmupCpuUs = h.warmupCpuUs === undefined ? undefined : Math.min(h.warmupCpuUs, Math.ceil(Math.max(1, performance.now() - (this.#warmup?.wallStart ?? this.startedAt)) * 1000 * 4));
@@ -411,13 +407,6 @@ export class SandboxHost {
     return { response, idle };
   }
 
-  /**
-   * It was asked for its snapshot and has not sent it yet (evicting it now would lose it). Only
-   * for a while after ready: a host that never sends one must not stay unevictable.
-   */
-  get owesSnapshot(): boolean {
-    return this.#onSnapshot !== undefined && !this.#exited && this.readyMs > 0 && performance.now() - (this.startedAt + this.readyMs) < OWES_SNAPSHOT_MS;
-  }
 
   /** Memory of the host's processes now (PSS), bytes; undefined once it exited. */
   memoryBytes(): number | undefined {

@@ -145,8 +145,6 @@ export interface PoolHost {
   readonly alive: boolean;
   /** CPU time of the host's last reset, µs, as the host reported it (for the CPU breakdown). */
   readonly lastResetCpuUs?: number | undefined;
-  /** Still owes the snapshot it was asked for: the memory budget does not evict it meanwhile. */
-  readonly owesSnapshot?: boolean;
   /** Memory the host uses now (PSS of its processes), bytes; undefined when unknown or gone. */
   memoryBytes?(): number | undefined;
   onExit(listener: () => void): void;
@@ -606,12 +604,10 @@ export class Pool {
       defaultEstimateBytes: (runtime) => DEFAULT_HOST_ESTIMATE_BYTES[runtime] ?? DEFAULT_HOST_ESTIMATE_BYTES.php!,
       maxWaitMs: this.#limits.maxAcquireWaitMs,
     });
-    // Room for a start is made by evicting the least recently used idle instance of any deployment.
-    // A host that still owes its snapshot (sent ~1 s after ready) is skipped: evicting it would
-    // lose the snapshot, and every later start of its deployment would be a cold one.
+    // Room for a start is made by evicting the least recently used idle instance of any deployment
+    // (a host sends its snapshot before it is ready, so evicting an idle one never loses it).
     this.#budget.evictOne = () => {
       for (const slot of this.#idleCache.rkeys()) {
-        if (slot.host.owesSnapshot === true) continue;
         const pool = this.#idleCache.peek(slot);
         this.#idleCache.delete(slot);
         pool?.evict(slot, "evict");

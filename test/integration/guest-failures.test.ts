@@ -87,7 +87,7 @@ describe("guest failures stay guest failures", () => {
     expect(lines.fsockopen).toMatch(/^false warning=fsockopen\(\): Unable to connect/);
     expect(lines.stream_socket_client).toMatch(/^false warning=stream_socket_client\(\): Unable to connect/);
     expect(lines.file_get_contents).toMatch(/^false warning=file_get_contents\(http:\/\/example.com\/\): Failed to open stream/);
-    expect(lines.curl).toBe("'false Couldn\\'t connect to server'");
+    expect(lines.curl).toBe("'false Couldn\\'t resolve host \\'example.com\\''");
     expect(r.text).not.toContain("ErrnoError");
     // The instance is fine afterwards.
     const again = await fetchApp(server, "gf-php.localhost", "/");

@@ -68,7 +68,7 @@ describe("snapshots are stored at deploy and survive a restart", () => {
     expect(stats.restoredFromSnapshot).toBeGreaterThanOrEqual(1);
     expect(snapshotRows(dataDir).length).toBe(1);
     expect(await server.stop()).toBe(0);
-  });
+  }, 240_000);
 
   it("detects a corrupt snapshot file, serves anyway, and stores a new one", async () => {
     const dataDir = server.dataDir;

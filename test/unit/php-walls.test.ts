@@ -178,6 +178,23 @@ describe("PHP engine walls without php.ini's walls", () => {
     expect(rt.refused.counts.socket).toBeGreaterThanOrEqual(5);
   });
 
+  it("a host name does not resolve (no made-up address): connects fail naming the host, IP literals still parse", async () => {
+    const r = await attempt(rt, `
+      t('fsockopen_name', fn() => fsockopen('db.example.com', 3306, $errno, $errstr, 2));
+      t('mysqli_name', fn() => mysqli_connect('db.example.com', 'u', 'p', 'x', 3306));
+      t('pdo_name', fn() => new PDO('mysql:host=db.example.com;port=3306', 'u', 'p'));
+      t('literal', fn() => fsockopen('127.0.0.1', ${counterPort}, $errno, $errstr, 2));
+    `);
+    expect(r.fsockopen_name?.value).toBe(false);
+    expect(r.fsockopen_name?.warning).toMatch(/getaddrinfo for db\.example\.com failed/);
+    expect(r.mysqli_name?.throw).toMatch(/^mysqli_sql_exception: .*getaddrinfo for db\.example\.com failed/);
+    expect(r.pdo_name?.throw).toMatch(/^PDOException: .*getaddrinfo for db\.example\.com failed/);
+    // A literal is not a lookup: it reaches connect, which is refused.
+    expect(r.literal?.warning).toMatch(/^fsockopen\(\): Unable to connect to 127\.0\.0\.1:/);
+    expect(rt.refused.counts.dns).toBeGreaterThanOrEqual(3);
+    expect(counter!.connections()).toBe(0);
+  });
+
   it("chmod and chown are refused outside /tmp and /data (EPERM), allowed inside", async () => {
     const r = await attempt(rt, `
       foreach (['/', '/app', '/app/index.php', '${PHP_INI_PATH}', '/internal', '/tmp', '/data'] as $p) {

@@ -204,24 +204,15 @@ async function onFrame(frame: Frame): Promise<void> {
         const cpu0 = process.cpuUsage();
         if (!restored) await warmUp(instance, init.manifest, !init.cold);
         const cpu = process.cpuUsage(cpu0);
-        send({ t: "ready", ms: performance.now() - t0, restored, ...(restored ? {} : { warmupCpuUs: cpu.user + cpu.system }) });
         if (!restored && init.wantSnapshot && !init.cold) {
-          // Captured now (the state every reset returns to), sent once the first request is
-          // answered or after a second: a 30–100 MB frame, and the gateway's gzip of it, would
-          // otherwise delay the first response after a deploy.
+          // Captured and sent before "ready" (the state every reset returns to): a host that is
+          // ready owes nothing, so the pool may evict it for the memory budget at once without
+          // losing its deployment's snapshot. The gateway gzips it off its event loop; the frame
+          // (30–100 MB) costs the start tens of ms.
           const snap = instance.exportSnapshot();
-          const header: HostMessage = { t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra };
-          // Dropped once sent, so the collection after it frees the exported copy.
-          let memory: Uint8Array | undefined = snap.memory;
-          const sendSnapshot = () => {
-            if (memory === undefined) return;
-            clearTimeout(timer);
-            send(header, memory);
-            memory = undefined;
-          };
-          const timer = setTimeout(sendSnapshot, 1000);
-          afterRequest = sendSnapshot;
+          send({ t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
         }
+        send({ t: "ready", ms: performance.now() - t0, restored, ...(restored ? {} : { warmupCpuUs: cpu.user + cpu.system }) });
         collectSoon();
       } catch (e) {
         // A failed warm-up leaves an instance nobody may use: the host exits after saying why.

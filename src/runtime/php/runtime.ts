@@ -87,7 +87,7 @@ export interface PhpRuntimeOptions {
 
 /** A PHP runtime with the sandbox's wiring; php.ini, the image and the FS walls come after. */
 export async function startPhpRuntime(loader: unknown, options: PhpRuntimeOptions): Promise<PhpRuntime> {
-  const refused: RefusedImports = { counts: { dlopen: 0, system: 0, process: 0, socket: 0 } };
+  const refused: RefusedImports = { counts: { dlopen: 0, system: 0, process: 0, socket: 0, dns: 0 } };
   const output = new OutputGuard(options.maxResponseBytes);
   const spawn = { attempted: false };
   const runtimeId = await loadPHPRuntime(loader as Parameters<typeof loadPHPRuntime>[0], {

@@ -8,11 +8,16 @@
  * unwind through PHP (that crashes the runtime and costs the host).
  */
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 
 /** Emscripten's errno numbers (its ERRNO_CODES table, not Linux's). */
 const EACCES = 2;
 const ENOSYS = 52;
 const ENOTSOCK = 57;
+/** musl's getaddrinfo error: the name does not resolve. */
+const EAI_NONAME = -2;
+/** Longest host name read from guest memory (DNS allows 253 bytes). */
+const MAX_HOST_NAME_BYTES = 1024;
 
 /** The imports this file replaces; instantiate refuses a php-wasm build that lacks one. */
 const REFUSED_SOCKET_SYSCALLS = [
@@ -40,7 +45,7 @@ interface RawExports {
 /** What the refusals report, for logs and tests. */
 export interface RefusedImports {
   /** Calls of a refused import since the instance started, by kind. */
-  counts: { dlopen: number; system: number; process: number; socket: number };
+  counts: { dlopen: number; system: number; process: number; socket: number; dns: number };
 }
 
 type Fn = (...args: number[]) => number;
@@ -140,6 +145,26 @@ export function walledInstantiate(wasmPath: string, capBytes: number, refused: R
       original(name);
       env[name] = () => -ENOTSOCK;
     }
+
+    // 4. DNS: Emscripten answers every name with a made-up address (172.29.x.x, for a WebSocket
+    //    proxy). There is no network, so getaddrinfo fails as on a machine without a resolver
+    //    (PHP: "php_network_getaddresses: getaddrinfo for NAME failed", mysqli/PDO/curl errors
+    //    name the host); IP literals and localhost still parse (their connect is refused above).
+    //    gethostbyname() keeps Emscripten's made-up address: its C side has no failure path.
+    const getaddrinfo = original("getaddrinfo");
+    env.getaddrinfo = (node: number, service: number, hint: number, out: number) => {
+      if (node !== 0 && raw !== undefined) {
+        const mem = new Uint8Array(raw.memory.buffer);
+        const at = node >>> 0;
+        const end = mem.subarray(at, Math.min(mem.length, at + MAX_HOST_NAME_BYTES)).indexOf(0);
+        const name = end === -1 ? undefined : Buffer.from(mem.subarray(at, at + end)).toString("latin1");
+        if (name === undefined || (isIP(name) === 0 && name.toLowerCase() !== "localhost")) {
+          refused.counts.dns++;
+          return EAI_NONAME;
+        }
+      }
+      return getaddrinfo(node, service, hint, out);
+    };
 
     compiledModule(wasmPath)
       .then(async (module) => {
