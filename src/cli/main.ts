@@ -12,6 +12,7 @@ import { packDirectory, packDirectoryReport, IGNORE_FILE } from "../bundle/index
 import { PACKAGE_ROOT } from "../paths.js";
 import { registerAccessKeyCommands, type CliKit } from "./access-keys.js";
 import { registerBindingCommands } from "./bindings.js";
+import { registerDomainCommands } from "./domains.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 
 interface ClientTarget {
@@ -125,10 +126,12 @@ interface DeploymentJson {
   createdAt: string;
   bundleSha256: string;
   routes: Array<{ host: string; path: string; mode: string; key?: string }>;
+  url?: string | null;
 }
 
 function describeDeployment(d: DeploymentJson): string {
   const lines = [`deployed ${d.app} v${d.version} (${d.id})`];
+  if (typeof d.url === "string") lines.push(`  url ${d.url}`);
   for (const r of d.routes) lines.push(`  route ${r.host}${r.path}  mode=${r.mode}${r.key === undefined ? "" : ` key=${r.key}`}`);
   return lines.join("\n");
 }
@@ -201,7 +204,11 @@ program
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
   .option("--allow-closing-open-periods", "let `invoices close` close the current period (tests and demos; its later usage then goes to the next period)")
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean }) => {
+  .option("--base-domain <domain>", "the platform's domain: every app gets APP.ACCOUNT.DOMAIN (APP.DOMAIN for the default account)", "localhost")
+  .option("--acme-directory <url>", "ACME directory URL for `domains add` (e.g. https://acme-v02.api.letsencrypt.org/directory)")
+  .option("--acme-ca-file <file>", "extra CA certificate (PEM) to trust for the ACME directory's HTTPS (a test CA)")
+  .option("--acme-renew-check-ms <n>", "how often certificates are checked for renewal", parsePositive, 3_600_000)
+  .action(async (opts: { baseDomain: string; acmeDirectory?: string; acmeCaFile?: string; acmeRenewCheckMs: number; data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean }) => {
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -215,6 +222,8 @@ program
       adminHost: opts.adminHost,
       http: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
+      baseDomain: opts.baseDomain,
+      acme: { renewCheckMs: opts.acmeRenewCheckMs, ...(opts.acmeDirectory === undefined ? {} : { directoryUrl: opts.acmeDirectory }), ...(opts.acmeCaFile === undefined ? {} : { caFile: opts.acmeCaFile }) },
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, spareHosts: opts.spareHosts },
     });
     process.stdout.write(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}  (data ${dataDir})\n`);
@@ -613,6 +622,7 @@ program
 const kit: CliKit<ClientTarget> = { findTarget, api, print, table, dataOption, jsonOption, fail: (m) => { throw new CliError(m); } };
 registerAccessKeyCommands(program, kit);
 registerBindingCommands(program, kit);
+registerDomainCommands(program, kit);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CliError || (e instanceof Error && "code" in e)) {

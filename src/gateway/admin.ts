@@ -10,7 +10,7 @@ import type { Platform } from "../platform/index.js";
 import { errorToResponse } from "./respond.js";
 import { readStreamLimited } from "./body.js";
 import { DEFAULT_BUNDLE_LIMITS, decodeImage, imageToTar } from "../bundle/index.js";
-import { deployBundle } from "./deploy.js";
+import { deployBundle, deploymentUrl } from "./deploy.js";
 import { currentPeriod } from "../billing/index.js";
 import { ConflictError, InputError, PayloadTooLargeError, UnauthorizedError, ZerocellError } from "../errors.js";
 import type { AppInfo, Scope, TokenInfo } from "../store/index.js";
@@ -20,6 +20,7 @@ import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
 import { logsResponse } from "./admin-logs.js";
 import { registerAccessKeyRoutes } from "./admin/access-keys.js";
+import { DOMAIN_ENDPOINTS, registerDomainRoutes } from "./admin/domains.js";
 import { registerBindingRoutes } from "./admin/bindings.js";
 import { registerProgramRunRoutes } from "./admin/program-runs.js";
 import { statsResponse } from "./admin-stats.js";
@@ -99,6 +100,7 @@ export const ADMIN_ENDPOINTS = {
   "DELETE /v1/bindings/:id": ["deploy"],
   "POST /v1/objects/run": ["deploy"],
   ...LIFECYCLE_ENDPOINTS,
+  ...DOMAIN_ENDPOINTS,
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -229,7 +231,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
     const archive = await readLimited(c, DEFAULT_BUNDLE_LIMITS.maxArchiveBytes);
     try {
       const deployment = await deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token), privileged: isAdmin(token) });
-      return c.json({ deployment }, 201);
+      return c.json({ deployment: { ...deployment, url: deploymentUrl(platform, deployment) ?? null } }, 201);
     } catch (e) {
       throw hideForeign(token, appName, e);
     }
@@ -435,6 +437,7 @@ export function createAdminApi(platform: Platform): Hono<Env> {
   registerAccessKeyRoutes({ endpoint, platform, ownAccount, readJson });
   registerBindingRoutes({ endpoint, platform, ownAccount, readJson });
   registerProgramRunRoutes({ endpoint, platform, ownAccount, readJson });
+  registerDomainRoutes({ endpoint, platform, ownAccount, readJson });
   registerLifecycleRoutes({ platform, endpoint: endpoint as never, ownAccount, visibleApp });
 
   assertRoutesMatchTable(app);

@@ -4,6 +4,8 @@ import { loadBundle } from "../bundle/index.js";
 import { validateBundle } from "../runtime/index.js";
 import { DeploymentFailedError, InputError, isZerocellError } from "../errors.js";
 import { checkHostPattern, type RouteMode, type RouteSpec } from "../router/index.js";
+import { appBaseHost } from "../router/hosts.js";
+import { DEFAULT_ACCOUNT } from "../store/index.js";
 import type { DeploymentInfo } from "../store/index.js";
 import { log } from "../log.js";
 
@@ -15,6 +17,24 @@ import { log } from "../log.js";
 function probeMode(routes: RouteSpec[]): { mode: RouteMode; keep: boolean } {
   const shared = routes.find((r) => !(r.key !== undefined && r.mode === "daemon"));
   return shared === undefined ? { mode: "snapshot", keep: false } : { mode: shared.mode, keep: true };
+}
+
+/** APP.ACCOUNT.BASE, or APP.BASE for the default account. */
+export function defaultAppHost(platform: Platform, appName: string, accountId: string): string {
+  const account = platform.store.accountName(accountId) ?? DEFAULT_ACCOUNT;
+  return appBaseHost(appName, account, platform.store.baseDomain, account === DEFAULT_ACCOUNT);
+}
+
+/**
+ * The URL a deployment is reached at: its route on APP.ACCOUNT.BASE if it has one, else its
+ * first route on an exact host (undefined if it has only wildcard routes).
+ */
+export function deploymentUrl(platform: Platform, d: DeploymentInfo): string | undefined {
+  const base = defaultAppHost(platform, d.app, d.accountId);
+  const route = d.routes.find((r) => r.host === base) ?? d.routes.find((r) => !r.host.includes("*"));
+  if (route === undefined) return undefined;
+  const port = platform.httpsPort === undefined || platform.httpsPort === 443 ? "" : `:${platform.httpsPort}`;
+  return `https://${route.host}${port}${route.path.includes(":") ? "/" : route.path}`;
 }
 
 /**
@@ -33,10 +53,11 @@ export async function deployBundle(platform: Platform, input: { appName: string;
   // 1. parse and check the untrusted bundle
   const { image, manifest } = loadBundle(archive);
   validateBundle(manifest, image);
-  // 2. routes: the manifest's, plus one per --host, or <app>.localhost by default
+  // 2. routes: the manifest's, plus one per --host, or APP.ACCOUNT.BASE (APP.BASE for the
+  // default account) by default — a name the account holds without any claim
   const routes: RouteSpec[] = [...manifest.routes];
   for (const h of hosts) routes.push({ host: h, path: "/", mode: "snapshot" });
-  if (routes.length === 0) routes.push({ host: `${appName}.localhost`, path: "/", mode: "snapshot" });
+  if (routes.length === 0) routes.push({ host: defaultAppHost(platform, appName, input.accountId), path: "/", mode: "snapshot" });
   const seen = new Set<string>();
   const unique = routes.filter((r) => {
     const k = `${r.host} ${r.path}`;

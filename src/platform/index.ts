@@ -23,6 +23,7 @@ import { Bindings } from "../objects/bindings.js";
 import { PlatformMetrics } from "./metrics.js";
 import { AppLogs } from "./app-logs.js";
 import { LRUCache } from "lru-cache";
+import { Domains, type AcmeConfig, type DomainLimits } from "./domains.js";
 
 export { decodeKey } from "./key-data.js";
 
@@ -40,6 +41,9 @@ export interface PlatformInit {
   pool?: Partial<PoolLimits>;
   stripe?: StripeSyncOptions;
   metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
+  /** ACME for `domains add` (src/platform/domains.ts); without a directory URL it is refused. */
+  acme?: AcmeConfig;
+  domainLimits?: Partial<DomainLimits>;
 }
 
 export class Platform {
@@ -62,6 +66,10 @@ export class Platform {
   readonly accessKeys: AccessKeys;
   /** Bucket prefixes bound to apps (a GET there runs the app on the object). */
   readonly bindings: Bindings;
+  /** Domains accounts verified through ACME, their certificates and renewals. */
+  readonly domains: Domains;
+  /** The HTTPS port apps are served on (for the URLs deploy prints); set by the gateway once it listens. */
+  httpsPort: number | undefined;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
@@ -92,6 +100,7 @@ export class Platform {
     this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir });
     this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
     this.bindings = new Bindings(init.db);
+    this.domains = new Domains({ db: init.db, store: init.store, certs: init.certs, ...(init.acme === undefined ? {} : { acme: init.acme }), ...(init.domainLimits === undefined ? {} : { limits: init.domainLimits }) });
     // A POSTed program's in-memory deployment that leaves the catalog takes its hosts with it.
     this.deployments.onEphemeralGone = () => this.pool.retireExcept(new Set([...this.#activeDeployments, ...this.deployments.ephemeralIds()]));
   }
@@ -185,6 +194,7 @@ export class Platform {
   }
 
   async close(): Promise<void> {
+    this.domains.close();
     await this.pool.close();
     closeHostIsolation(this.#isolation);
     this.usage.close();
