@@ -120,10 +120,10 @@ export class Domains {
     if (host.startsWith("*")) throw new InputError("domains: wildcard domains need DNS-01, which this server does not do; add each name (wildcard routes inside a verified domain need no certificate of their own to route)", { code: "bad_host" });
     const bad = checkHostPattern(host);
     if (bad !== undefined) throw new InputError(`domains: "${host.slice(0, 80)}": ${bad}`, { code: "bad_host" });
-    if (this.#config === undefined) throw new AcmeNotConfiguredError();
     // One answer for a public suffix, a name under the base domain and a name another account holds.
     const why = this.#store.domainUnavailable(host, accountId);
     if (why !== undefined) throw new ConflictError("domain_unavailable", `domains: ${why}`, { host });
+    if (this.#config === undefined) throw new AcmeNotConfiguredError();
     const mine = this.list(accountId);
     const existing = mine.find((d) => d.host === host);
     if (existing?.status === "active") return existing;

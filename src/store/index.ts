@@ -330,8 +330,10 @@ export class Store {
         );
       const zone = baseDomainZone(pattern, this.baseDomain);
       if (zone.kind === "account") {
-        if (this.accountByName(zone.label)?.id !== accountId) throw unavailable();
-        continue;
+        const zoneAccount = this.accountByName(zone.label)?.id;
+        if (zoneAccount === accountId) continue;
+        // An admin token may use a namespace no account has (createAccount then refuses the name).
+        if (zoneAccount !== undefined || !privileged) throw unavailable();
       }
       if (zone.kind === "platform") {
         const ownAppHost = pattern === `${appName}.${this.baseDomain}` && accountId === this.#defaultAccountId();
@@ -345,7 +347,7 @@ export class Store {
       }
       if (holder === accountId) continue;
       if (holder !== undefined) throw unavailable();
-      const mayClaim = privileged || zone.kind === "platform";
+      const mayClaim = privileged || zone.kind === "platform";  // "platform" here: the default account's own APP.BASE
       if (!mayClaim) throw unavailable();
       if (!checkOnly) this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
     }
