@@ -85,6 +85,7 @@ export class Domains {
   readonly #orders = new Map<string, Promise<void>>();
   #client: acme.Client | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #renewing = false;
 
   constructor(init: { db: OpenedDb; store: Store; certs: CertificateStore; acme?: AcmeConfig; limits?: Partial<DomainLimits> }) {
     this.#db = init.db;
@@ -92,6 +93,9 @@ export class Domains {
     this.#certs = init.certs;
     this.#config = init.acme?.directoryUrl === undefined ? undefined : init.acme;
     this.#limits = { ...DEFAULT_DOMAIN_LIMITS, ...init.limits };
+    // Orders a previous process did not finish: nobody waits for them, and they would count
+    // against the account's running orders forever.
+    this.#db.db.update(domains).set({ status: "failed", error: "domains: the server stopped while the order ran; add it again", updatedAt: Date.now() }).where(eq(domains.status, "pending")).run();
     if (this.#config !== undefined) {
       this.#timer = setInterval(() => void this.renewDue(), this.#limits.renewCheckMs);
       this.#timer.unref();
@@ -167,7 +171,17 @@ export class Domains {
 
   /** Orders new certificates for active domains whose renewal time has come (the background check). */
   async renewDue(now = Date.now()): Promise<number> {
-    if (this.#config === undefined) return 0;
+    // One pass at a time: a slow pass must not start the orders of the next one twice.
+    if (this.#config === undefined || this.#renewing) return 0;
+    this.#renewing = true;
+    try {
+      return await this.#renewPass(now);
+    } finally {
+      this.#renewing = false;
+    }
+  }
+
+  async #renewPass(now: number): Promise<number> {
     const due = this.#db.db.select().from(domains).where(inArray(domains.status, ["active"])).all()
       .filter((d) => d.renewAt !== null && d.renewAt <= now && !this.#orders.has(d.host));
     for (const d of due) {
