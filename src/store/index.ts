@@ -347,8 +347,8 @@ export class Store {
       }
       if (holder === accountId) continue;
       if (holder !== undefined) throw unavailable();
-      const mayClaim = privileged || zone.kind === "platform";  // "platform" here: the default account's own APP.BASE
-      if (!mayClaim) throw unavailable();
+      // A free name: admin tokens claim it, and a default-account token its own APP.BASE (checked above).
+      if (!privileged && zone.kind !== "platform") throw unavailable();
       if (!checkOnly) this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
     }
   }

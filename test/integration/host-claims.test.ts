@@ -30,7 +30,7 @@ function answer(r: { status: number; json: any }, name: string): { status: numbe
   return { status: r.status, code: r.json?.error?.code, message: String(r.json?.error?.message).split(name).join("NAME") };
 }
 
-describe("hostile tenant: no claim, shadow or probe of another account's hosts and apps", () => {
+describe("hostile tenant: no claim, shadow or probe of another account's hosts and apps", { timeout: 180_000 }, () => {
   let server: TestServer;
   let victim = "";
   let attacker = "";
