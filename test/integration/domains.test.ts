@@ -13,6 +13,7 @@ import { X509Certificate } from "node:crypto";
 import { startServer, fetchApp, admin, phpBundle, type TestServer } from "../helpers/server.js";
 import { preparePebble, startDnsResponder, type Pebble } from "../helpers/pebble.js";
 import { packDirectory } from "../../src/bundle/index.js";
+import { DomainSchema } from "../../src/gateway/admin/domains.js";
 
 const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
@@ -61,6 +62,9 @@ describe("domains: ACME HTTP-01 against pebble, certificates installed and renew
     expect(added.status, JSON.stringify(added.json) + pebble.output()).toBe(201);
     expect(added.json.domain).toMatchObject({ host: "shop.test", status: "active", error: null });
     expect(added.json.domain.account).toBeUndefined();
+    // The answer is the shape the OpenAPI document declares (no field more or less).
+    expect(DomainSchema.strict().safeParse(added.json.domain).error).toBeUndefined();
+    expect(added.json.url).toBe(`https://shop.test:${server.httpsPort}/`);
     // Pebble really fetched the challenge from the gateway (no always-valid mode here).
     expect(pebble.output()).toMatch(/shop\.test/);
     // The certificate served for shop.test chains to pebble's root.
@@ -76,6 +80,10 @@ describe("domains: ACME HTTP-01 against pebble, certificates installed and renew
     expect((await fetchApp(server, "x.shop.test", "/", { scheme: "http" })).text).toBe("alice-shop:x.shop.test");
     const list = await admin(server, "GET", "/v1/domains", { token: alice });
     expect(list.json.domains.map((d: { host: string }) => d.host)).toEqual(["shop.test"]);
+    expect(list.json.next_cursor).toBeNull();
+    const asAdmin = (await admin(server, "GET", "/v1/domains?account=alice")).json.domains;
+    expect(asAdmin).toMatchObject([{ host: "shop.test", account: "alice" }]);
+    expect(DomainSchema.strict().safeParse(asAdmin[0]).error).toBeUndefined();
     expect((await admin(server, "GET", "/v1/domains", { token: mallory })).json.domains).toEqual([]);
   }, 120_000);
 
@@ -143,7 +151,13 @@ describe("domains: ACME HTTP-01 against pebble, certificates installed and renew
     expect((await admin(server, "GET", "/v1/domains", { token: alice })).json.domains).toEqual([]);
     const root = await pebble.root();
     expect((await servedCertificate(server, "shop.test", root)).authorized).toBe(false);
-    // The CLI lists (empty) without error.
+    // The CLI lists (empty) without error, and fails with the CLI's exit codes and --json shape.
     expect(server.cli(["domains", "list"]).stdout).toContain("HOST");
+    const missing = server.cli(["domains", "remove", "nothing.test", "--json"], { allowFail: true });
+    expect(missing.code).toBe(3);
+    expect(JSON.parse(missing.stdout).error.code).toBe("domain_not_found");
+    const taken = server.cli(["domains", "add", "x.alice.localhost"], { allowFail: true });
+    expect(taken.code).toBe(6);
+    expect(taken.stderr).toContain("domain_unavailable");
   }, 120_000);
 });
