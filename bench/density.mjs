@@ -9,9 +9,10 @@
  * Starts the built server (dist/) with `--memory-budget-mb`, deploys --apps hello apps (a mix of
  * PHP, Python WSGI and x86 CGI; every second app in an account of its own, created through the
  * admin API, the rest in the admin's account) through the admin API, each on its own host
- * `dN.localhost`, each through the health gate (so each deploy starts one host and stores its
- * snapshot). Then --rounds passes of a rotating loop over --hot of them (the first hot apps of
- * the mix, interleaved), --concurrency requests at a time over HTTP. Every request must answer
+ * `dN.localhost` (`dN.acct-dN.localhost` in an account of its own), each through the health
+ * gate (so each deploy starts one host and stores its snapshot). Then --rounds passes of a
+ * rotating loop over --hot of them (the first hot apps of the mix, interleaved), --concurrency
+ * requests at a time over HTTP. Every request must answer
  * 200 with the app's own text.
  *
  * Prints: apps deployed and deploy rate; ready instances at the end; RSS and PSS of the whole
@@ -141,7 +142,8 @@ runMain(async () => {
   }, 1000);
 
   // 1. deploy
-  const apps = Array.from({ length: APPS }, (_, i) => ({ name: `d${i}`, host: `d${i}.localhost`, runtime: runtimeOf(i), own: i % 2 === 1 }));
+  // An ordinary account routes only names under its own ACCOUNT.localhost (the base-domain policy).
+  const apps = Array.from({ length: APPS }, (_, i) => ({ name: `d${i}`, host: i % 2 === 1 ? `d${i}.acct-d${i}.localhost` : `d${i}.localhost`, runtime: runtimeOf(i), own: i % 2 === 1 }));
   const tokens = new Map();
   let next = 0;
   let failed = 0;
