@@ -53,7 +53,7 @@ export class MemoryBudget {
   /** Frees memory by evicting one idle instance; false when none is idle. */
   evictOne: () => boolean = () => false;
 
-  readonly stats = { admitted: 0, waited: 0, refused: 0, evictionsForBudget: 0 };
+  readonly stats = { admitted: 0, waited: 0, refused: 0, evictionsForBudget: 0, skippedSpeculative: 0 };
 
   constructor(opts: MemoryBudgetOptions) {
     this.#opts = opts;
@@ -84,9 +84,16 @@ export class MemoryBudget {
    * idle instances if needed), or rejects with 503 `memory_budget` after the wait bound or when
    * `signal` aborts. The caller must `release()` the charge when the host is gone (or its start failed).
    */
-  admit(runtime: BudgetRuntime, signal?: AbortSignal): Promise<Charge> {
-    const now = this.#tryAdmit(runtime);
+  admit(runtime: BudgetRuntime, signal?: AbortSignal, speculative = false): Promise<Charge> {
+    // A speculative start (a prewarm, a replacement nobody waits for) only takes free room: it
+    // never evicts another app's idle instance and never waits, or starts ahead of demand would
+    // evict each other in turn (every deploy prewarmed every app).
+    const now = this.#tryAdmit(runtime, speculative);
     if (now !== undefined) return Promise.resolve(now);
+    if (speculative) {
+      this.stats.skippedSpeculative++;
+      return Promise.reject(this.#unavailable(runtime));
+    }
     this.stats.waited++;
     return new Promise<Charge>((resolve, reject) => {
       const waiter: MemoryWaiter = {
@@ -127,14 +134,14 @@ export class MemoryBudget {
     return this.usedBytes + bytes <= this.#opts.budgetBytes;
   }
 
-  #tryAdmit(runtime: BudgetRuntime): Charge | undefined {
+  #tryAdmit(runtime: BudgetRuntime, noEviction = false): Charge | undefined {
     // A start reserves at least the runtime's default: while it boots, warms up and captures its
     // snapshot it peaks above what hosts settle to (what the learned estimate measured).
     const bytes = Math.max(this.estimate(runtime), this.#opts.defaultEstimateBytes(runtime));
     // Nothing else charged: one host is always admitted, however small the budget (a budget
     // below one host would otherwise serve nothing at all).
     while (!this.#fits(bytes) && this.#charges.size > 0) {
-      if (!this.evictOne()) return undefined;
+      if (noEviction || !this.evictOne()) return undefined;
       this.stats.evictionsForBudget++;
     }
     const charge: Charge = { runtime, bytes, measured: false };

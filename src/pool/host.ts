@@ -72,8 +72,13 @@ export interface HostResponse extends EngineResponse {
 }
 
 const MAX_LOG_LINE = 2048;
-/** How long after ready a host that owes its snapshot is kept from eviction, ms (it sends it within ~1 s). */
-const OWES_SNAPSHOT_MS = 10_000;
+/**
+ * How long after ready a host that owes its snapshot is kept from eviction, ms. It sends it ~1 s
+ * after ready on a quiet machine; at load 20 on 2 cores that was 7 s, and a host evicted before
+ * it sent leaves its deployment without a snapshot (every later start is a cold one). Bounded,
+ * so a host that never sends cannot stay unevictable.
+ */
+const OWES_SNAPSHOT_MS = 30_000;
 /** How often a warm-up's CPU time is read, ms. */
 const WARMUP_CHECK_INTERVAL_MS = 100;
 /** A warm-up's wall-clock backstop: this many times its CPU limit, plus the slack below. */

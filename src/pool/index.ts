@@ -275,7 +275,9 @@ class DeploymentPool {
   prewarm(): void {
     // A deployment whose last start failed (a warm-up that crashed or timed out) is not started
     // again on every deploy of another app: the next request to it tries again.
-    if (this.lastStartError === undefined && this.#all.size + this.#starting === 0) void this.#grow().catch(() => {});
+    // Only where the deployment keeps a minimum (`--min-instances`): with scale to zero an app
+    // gets a host on demand, and a prewarm only takes free room in the memory budget.
+    if (this.#limits.minInstancesPerDeployment > 0 && this.lastStartError === undefined && this.#all.size + this.#starting === 0) void this.#grow(true).catch(() => {});
   }
 
   /** Why the last host start failed, until a start succeeds (shown by `zerocell pool`). */
@@ -288,14 +290,14 @@ class DeploymentPool {
    * otherwise cold, asking it for its snapshot so the next ones can skip init. Fresh mode always
    * starts cold: that is its point.
    */
-  #grow(): Promise<void> {
+  #grow(speculative = false): Promise<void> {
     this.#starting++;
     const cold = this.mode === "fresh";
     const budget = this.#tracker.budget;
     let charge: Charge | undefined;
     // The memory budget admits the start first (evicting idle instances of any deployment, LRU).
     return budget
-      .admit(this.source.manifest.runtime, this.#abort.signal)
+      .admit(this.source.manifest.runtime, this.#abort.signal, speculative)
       .then((c) => {
         charge = c;
         return cold ? undefined : this.source.loadSnapshot().catch((e: unknown) => {
@@ -432,7 +434,7 @@ class DeploymentPool {
       this.#stop(slot);
       // Keep one instance ready (fresh mode replaces every host after its request). A superseded
       // host's successor is already serving: it needs no replacement.
-      if (!this.retiring && slot.superseded !== true && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) void this.#grow().catch(() => {});
+      if (!this.retiring && slot.superseded !== true && (this.#waiters.length > 0 || this.#all.size + this.#starting === 0)) void this.#grow(this.#waiters.length === 0).catch(() => {});
       this.#checkDrained();
       return;
     }
@@ -652,7 +654,7 @@ export class Pool {
   }
 
   /** The memory budget and what uses it (GET /v1/pool, `zerocell pool`, /metrics). */
-  memory(): { budgetBytes: number; usedBytes: number; waitingStarts: number; estimateBytes: Record<string, number>; admitted: number; waited: number; refused: number; evictionsForBudget: number } {
+  memory(): { budgetBytes: number; usedBytes: number; waitingStarts: number; estimateBytes: Record<string, number>; admitted: number; waited: number; refused: number; evictionsForBudget: number; skippedSpeculative: number } {
     return {
       budgetBytes: this.#budget.budgetBytes,
       usedBytes: this.#budget.usedBytes,

@@ -19,7 +19,7 @@
  * read the gateway when an unprivileged one is available.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../bundle/index.js";
 import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
@@ -382,22 +382,61 @@ function treeRssBytes(pid: number): number {
   });
 }
 
+/** One process's memory from /proc/PID/smaps_rollup, bytes; undefined when it cannot be read (gone, older kernel). */
+export interface ProcessRollup {
+  rss: number;
+  /** Proportional set size: pages shared with other processes count by their share. */
+  pss: number;
+  /** Unique set size: pages only this process maps. */
+  uss: number;
+  pssAnon: number;
+  pssFile: number;
+  pssShmem: number;
+}
+
+export function readRollup(pid: number): ProcessRollup | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+    return { rss: kb("Rss"), pss: kb("Pss"), uss: kb("Private_Clean") + kb("Private_Dirty"), pssAnon: kb("Pss_Anon"), pssFile: kb("Pss_File"), pssShmem: kb("Pss_Shmem") };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Memory of a process and its descendants, bytes: the proportional set size (PSS, from
  * /proc/PID/smaps_rollup: pages shared with other processes — Node's code, a snapshot file in
- * the page cache — count by their share), or RSS where smaps_rollup cannot be read. 0 once gone.
+ * the page cache — count by their share), or RSS where smaps_rollup cannot be read; plus the
+ * pages of its memfds that it does not map (a host writes its snapshot into a memfd and maps it
+ * privately: the pages it never touched are memory too, ~25 MB for a PHP host, and not in PSS).
+ * 0 once gone.
  */
 export function treeMemoryBytes(pid: number): number {
   return sumOverTree(pid, (p) => {
-    let m: RegExpExecArray | null = null;
-    try {
-      m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, "utf8"));
-    } catch {
-      // no smaps_rollup (older kernel, or not readable): RSS below
-    }
-    if (m === null) m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
-    return m === null ? 0 : Number(m[1]) * 1024;
+    const rollup = readRollup(p);
+    const status = readFileSync(`/proc/${p}/status`, "utf8");
+    const kb = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+    return (rollup?.pss ?? kb("VmRSS")) + Math.max(0, memfdBytes(p) - kb("RssShmem"));
   });
+}
+
+/** Bytes held by a process's open memfds (at most 64 descriptors looked at; 0 when unreadable). */
+function memfdBytes(pid: number): number {
+  let sum = 0;
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`).slice(0, 64)) {
+      const path = `/proc/${pid}/fd/${fd}`;
+      try {
+        if (readlinkSync(path).startsWith("/memfd:")) sum += statSync(path).blocks * 512;
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    // gone, or not ours to read
+  }
+  return sum;
 }
 
 /** `read` summed over a process and its descendants (at most 64; ones already gone count 0). */

@@ -282,7 +282,7 @@ describe("pool (in-process hosts)", () => {
   });
 
   it("retiring a deployment whose host is still starting for nobody ends that start instead of waiting for it", async () => {
-    const h = harness();
+    const h = harness({ minInstancesPerDeployment: 1 });
     h.startDelayMs = 60_000;
     h.pool.prewarm("dep1", "snapshot");
     await expect.poll(() => h.starts).toBe(1);
@@ -294,7 +294,7 @@ describe("pool (in-process hosts)", () => {
   });
 
   it("does not prewarm a deployment whose last start failed (until a request succeeds), and shows why it failed", async () => {
-    const h = harness();
+    const h = harness({ minInstancesPerDeployment: 1 });
     h.failStarts = new SandboxError("warmup_timeout", 504, "sandbox: warm-up request 1 used too much CPU");
     await expect(h.pool.run("dep1", "snapshot", request("/a"), 1000)).rejects.toMatchObject({ code: "instance_unavailable", status: 503, details: { reason: "warmup_timeout" } });
     expect(h.pool.stats()[0]!.lastStartError).toMatchObject({ code: "warmup_timeout", message: "sandbox: warm-up request 1 used too much CPU" });
@@ -377,6 +377,28 @@ describe("pool (in-process hosts)", () => {
     expect(h.starts).toBe(13);
     expect(maxAlive).toBeLessThanOrEqual(3);
     expect(h.pool.memory().usedBytes).toBeLessThanOrEqual(1050 * MiB);
+  });
+
+  it("prewarms only a deployment that keeps a minimum, and only into free room: a prewarm never evicts another app's instance", async () => {
+    // Scale to zero (the default): a prewarm (every route reload asks for one) starts nothing.
+    const zero = harness();
+    zero.pool.prewarm("dep1", "snapshot");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(zero.starts).toBe(0);
+    // With a minimum, a prewarm starts a host while there is room...
+    const h = harness({ minInstancesPerDeployment: 1, memoryBudgetBytes: 650 * MiB });
+    h.pool.prewarm("a", "snapshot");
+    await expect.poll(() => h.hosts.length, { timeout: 3000, interval: 5 }).toBe(1);
+    await h.pool.run("b", "snapshot", request("/x"), 1000);
+    // ...but with the budget full of idle instances it skips: a and b stay, nothing is evicted.
+    h.pool.prewarm("c", "snapshot");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(h.starts).toBe(2);
+    expect(h.hosts.map((x) => x.alive)).toEqual([true, true]);
+    expect(h.pool.memory()).toMatchObject({ evictionsForBudget: 0, skippedSpeculative: 1 });
+    // A request for c does evict (the least recently used, a).
+    expect((await h.pool.run("c", "snapshot", request("/x"), 1000)).status).toBe(200);
+    expect(h.hosts.map((x) => x.alive)).toEqual([false, true, true]);
   });
 
   it("scales an idle deployment to zero by default (no minimum), and its next request starts a host again", async () => {

@@ -6,7 +6,7 @@
  * memory, snapshot bytes it holds; untrusted, display only). The gateway: the same rollup, its V8
  * heap and the cache of gzip'd snapshots. bench/memory.mjs reads it.
  */
-import { readFileSync } from "node:fs";
+import { readRollup } from "../../pool/spawn.js";
 import v8 from "node:v8";
 import { z } from "@hono/zod-openapi";
 import type { AdminRoutes } from "./kit.js";
@@ -14,17 +14,6 @@ import type { AdminRoutes } from "./kit.js";
 export const MEMORY_ENDPOINTS = {
   "GET /v1/pool/memory": ["admin"],
 } as const;
-
-/** RSS, PSS and USS (private clean + dirty) of a process, bytes; undefined when unreadable. */
-export function readRollup(pid: number): { rss: number; pss: number; uss: number; pssAnon: number; pssFile: number; pssShmem: number } | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
-    return { rss: kb("Rss"), pss: kb("Pss"), uss: kb("Private_Clean") + kb("Private_Dirty"), pssAnon: kb("Pss_Anon"), pssFile: kb("Pss_File"), pssShmem: kb("Pss_Shmem") };
-  } catch {
-    return undefined;
-  }
-}
 
 export function registerMemoryRoutes({ endpoint, platform }: AdminRoutes<keyof typeof MEMORY_ENDPOINTS>): void {
   const spec = {
