@@ -49,20 +49,24 @@ const MIX = Object.fromEntries(arg("mix", "php=0.6,python=0.2,x86=0.2").split(",
 
 const { packDirectory } = await import(pathToFileURL(join(ROOT, "dist", "src", "bundle", "pack.js")).href);
 
-/** One app directory per runtime; each app's text names the app so a wrong answer is caught. */
+/**
+ * One app directory per app (deploys run concurrently: a directory shared by a runtime's apps was
+ * rewritten by one worker while another packed it); each app's text names the app so a wrong
+ * answer is caught.
+ */
 function makeTemplates(dir) {
   const t = {};
-  const php = join(dir, "php");
-  mkdirSync(join(php, "public"), { recursive: true });
-  writeFileSync(join(php, "zerocell.toml"), 'runtime = "php"\n[php]\ndocument_root = "public"\n');
   t.php = (name) => {
+    const php = join(dir, `php-${name}`);
+    mkdirSync(join(php, "public"), { recursive: true });
+    writeFileSync(join(php, "zerocell.toml"), 'runtime = "php"\n[php]\ndocument_root = "public"\n');
     writeFileSync(join(php, "public", "index.php"), `<?php echo 'hello from ${name}';`);
     return php;
   };
-  const py = join(dir, "python");
-  mkdirSync(py, { recursive: true });
-  writeFileSync(join(py, "zerocell.toml"), 'runtime = "python"\n[python]\napp = "app:application"\n');
   t.python = (name) => {
+    const py = join(dir, `python-${name}`);
+    mkdirSync(py, { recursive: true });
+    writeFileSync(join(py, "zerocell.toml"), 'runtime = "python"\n[python]\napp = "app:application"\n');
     writeFileSync(join(py, "app.py"), `def application(environ, start_response):\n    start_response("200 OK", [("content-type", "text/plain")])\n    return [b"hello from ${name}"]\n`);
     return py;
   };
