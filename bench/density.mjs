@@ -9,9 +9,10 @@
  * Starts the built server (dist/) with `--memory-budget-mb`, deploys --apps hello apps (a mix of
  * PHP, Python WSGI and x86 CGI; every second app in an account of its own, created through the
  * admin API, the rest in the admin's account) through the admin API, each on its own host
- * `dN.localhost`, each through the health gate (so each deploy starts one host and stores its
- * snapshot). Then --rounds passes of a rotating loop over --hot of them (the first hot apps of
- * the mix, interleaved), --concurrency requests at a time over HTTP. Every request must answer
+ * `dN.localhost` (`dN.acct-dN.localhost` in an account of its own), each through the health
+ * gate (so each deploy starts one host and stores its snapshot). Then --rounds passes of a
+ * rotating loop over --hot of them (the first hot apps of the mix, interleaved), --concurrency
+ * requests at a time over HTTP. Every request must answer
  * 200 with the app's own text.
  *
  * Prints: apps deployed and deploy rate; ready instances at the end; RSS and PSS of the whole
@@ -48,20 +49,24 @@ const MIX = Object.fromEntries(arg("mix", "php=0.6,python=0.2,x86=0.2").split(",
 
 const { packDirectory } = await import(pathToFileURL(join(ROOT, "dist", "src", "bundle", "pack.js")).href);
 
-/** One app directory per runtime; each app's text names the app so a wrong answer is caught. */
+/**
+ * One app directory per app (deploys run concurrently: a directory shared by a runtime's apps was
+ * rewritten by one worker while another packed it); each app's text names the app so a wrong
+ * answer is caught.
+ */
 function makeTemplates(dir) {
   const t = {};
-  const php = join(dir, "php");
-  mkdirSync(join(php, "public"), { recursive: true });
-  writeFileSync(join(php, "zerocell.toml"), 'runtime = "php"\n[php]\ndocument_root = "public"\n');
   t.php = (name) => {
+    const php = join(dir, `php-${name}`);
+    mkdirSync(join(php, "public"), { recursive: true });
+    writeFileSync(join(php, "zerocell.toml"), 'runtime = "php"\n[php]\ndocument_root = "public"\n');
     writeFileSync(join(php, "public", "index.php"), `<?php echo 'hello from ${name}';`);
     return php;
   };
-  const py = join(dir, "python");
-  mkdirSync(py, { recursive: true });
-  writeFileSync(join(py, "zerocell.toml"), 'runtime = "python"\n[python]\napp = "app:application"\n');
   t.python = (name) => {
+    const py = join(dir, `python-${name}`);
+    mkdirSync(py, { recursive: true });
+    writeFileSync(join(py, "zerocell.toml"), 'runtime = "python"\n[python]\napp = "app:application"\n');
     writeFileSync(join(py, "app.py"), `def application(environ, start_response):\n    start_response("200 OK", [("content-type", "text/plain")])\n    return [b"hello from ${name}"]\n`);
     return py;
   };
@@ -141,7 +146,8 @@ runMain(async () => {
   }, 1000);
 
   // 1. deploy
-  const apps = Array.from({ length: APPS }, (_, i) => ({ name: `d${i}`, host: `d${i}.localhost`, runtime: runtimeOf(i), own: i % 2 === 1 }));
+  // An ordinary account routes only names under its own ACCOUNT.localhost (the base-domain policy).
+  const apps = Array.from({ length: APPS }, (_, i) => ({ name: `d${i}`, host: i % 2 === 1 ? `d${i}.acct-d${i}.localhost` : `d${i}.localhost`, runtime: runtimeOf(i), own: i % 2 === 1 }));
   const tokens = new Map();
   let next = 0;
   let failed = 0;

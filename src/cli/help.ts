@@ -16,6 +16,7 @@ const EXAMPLES: Record<string, string[]> = {
   accounts: ["zerocell accounts create alice --plan standard", "zerocell accounts list"],
   tokens: ["zerocell tokens create --account alice --scope deploy", "zerocell tokens list", "zerocell tokens revoke tok_..."],
   usage: ["zerocell usage --account alice --from 2026-11-01 --to 2026-11-30"],
+  domains: ["zerocell domains add shop.example.com", "zerocell domains list --json", "zerocell domains remove shop.example.com"],
   invoices: ["zerocell invoices --drafts", "zerocell invoices close --period 2026-11"],
 };
 

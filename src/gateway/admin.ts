@@ -11,7 +11,7 @@ import type { Platform } from "../platform/index.js";
 import { errorToResponse } from "./respond.js";
 import { readStreamLimited } from "./body.js";
 import { DEFAULT_BUNDLE_LIMITS, decodeImage, imageToTar } from "../bundle/index.js";
-import { deployBundle } from "./deploy.js";
+import { deployBundle, deploymentUrl, httpsPortSuffix } from "./deploy.js";
 import { currentPeriod } from "../billing/index.js";
 import { ConflictError, InputError, PayloadTooLargeError, UnauthorizedError, ZerocellError } from "../errors.js";
 import type { AppInfo, Scope, TokenInfo } from "../store/index.js";
@@ -21,6 +21,7 @@ import { log } from "../log.js";
 import { dashboardResponse } from "./dashboard.js";
 import { logsResponse } from "./admin-logs.js";
 import { registerAccessKeyRoutes } from "./admin/access-keys.js";
+import { DOMAIN_ENDPOINTS, registerDomainRoutes } from "./admin/domains.js";
 import { registerBindingRoutes } from "./admin/bindings.js";
 import { registerProgramRunRoutes } from "./admin/program-runs.js";
 import { registerJobRoutes } from "./admin/jobs.js";
@@ -109,6 +110,7 @@ export const ADMIN_ENDPOINTS = {
   ...MEMORY_ENDPOINTS,
   ...ENV_ENDPOINTS,
   ...ACCOUNT_ENDPOINTS,
+  ...DOMAIN_ENDPOINTS,
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -151,8 +153,8 @@ export interface AdminApiOptions {
 /** The https URLs a deployment's routes are reached at (wildcards shown as www). */
 function routeUrls(routes: ReadonlyArray<{ host: string; path: string }>, httpsUrl: string | undefined): string[] {
   if (httpsUrl === undefined) return [];
-  const port = new URL(httpsUrl).port;
-  return routes.map((r) => `https://${r.host.replace("*", "www")}${port === "" || port === "443" ? "" : `:${port}`}${r.path}`);
+  const port = httpsPortSuffix(httpsUrl);
+  return routes.map((r) => `https://${r.host.replace("*", "www")}${port}${r.path}`);
 }
 
 export function createAdminApi(platform: Platform, options: AdminApiOptions = {}): OpenAPIHono<Env> {
@@ -265,7 +267,13 @@ export function createAdminApi(platform: Platform, options: AdminApiOptions = {}
       description: "Creates the app on first deploy. The deployment passes its health check (warm-up and health paths) before it serves; a failure is 422 health_check_failed and the active deployment keeps serving.",
       query: z.object({ host: z.union([z.string().max(253), z.array(z.string().max(253)).max(32)]).optional().openapi({ description: "Extra host names to serve the app at (repeatable, at most 32)" }) }),
       rawBody: { contentTypes: ["application/gzip", "application/x-tar"], description: "The bundle archive" },
-      responses: { 201: { description: "Deployed and active; urls: where its routes answer over HTTPS", schema: z.object({ deployment: S.DeploymentSchema, urls: z.array(z.string()) }) }, 422: { description: "The health check failed", schema: ErrorBodySchema } },
+      responses: {
+        201: {
+          description: "Deployed and active; url: the app's own address (APP.ACCOUNT.BASE, else its first exact host); urls: where each of its routes answers over HTTPS",
+          schema: z.object({ deployment: S.DeploymentSchema, url: z.string().nullable(), urls: z.array(z.string()) }),
+        },
+        422: { description: "The health check failed", schema: ErrorBodySchema },
+      },
     },
     async (c, token) => {
       const appName = c.req.param("app");
@@ -277,7 +285,8 @@ export function createAdminApi(platform: Platform, options: AdminApiOptions = {}
       const archive = await readLimited(c, DEFAULT_BUNDLE_LIMITS.maxArchiveBytes);
       try {
         const deployment = await deployBundle(platform, { appName, archive, hosts, accountId: owner ?? deployAccount(token), privileged: isAdmin(token) });
-        return c.json({ deployment, urls: routeUrls(deployment.routes, options.httpsUrl?.()) }, 201);
+        const httpsUrl = options.httpsUrl?.();
+        return c.json({ deployment, url: deploymentUrl(platform, deployment, httpsUrl) ?? null, urls: routeUrls(deployment.routes, httpsUrl) }, 201);
       } catch (e) {
         throw hideForeign(token, appName, e);
       }
@@ -629,6 +638,7 @@ export function createAdminApi(platform: Platform, options: AdminApiOptions = {}
   registerMemoryRoutes({ endpoint, platform, ownAccount });
   registerEnvRoutes({ platform, endpoint, visibleApp, isAdmin });
   registerAccountRoutes({ platform, endpoint });
+  registerDomainRoutes({ endpoint, platform, ownAccount, httpsUrl: () => options.httpsUrl?.() });
 
   assertRoutesMatchTable(app);
   return app;

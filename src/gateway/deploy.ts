@@ -3,6 +3,8 @@ import type { Platform } from "../platform/index.js";
 import { loadBundle, validateBundle } from "../runtime/index.js";
 import { DeploymentFailedError, InputError, isZerocellError } from "../errors.js";
 import { checkHostPattern, type RouteMode, type RouteSpec } from "../router/index.js";
+import { appBaseHost } from "../router/hosts.js";
+import { DEFAULT_ACCOUNT } from "../store/index.js";
 import type { DeploymentInfo } from "../store/index.js";
 import { log } from "../log.js";
 
@@ -14,6 +16,30 @@ import { log } from "../log.js";
 function probeMode(routes: RouteSpec[]): { mode: RouteMode; keep: boolean } {
   const shared = routes.find((r) => !(r.key !== undefined && r.mode === "daemon"));
   return shared === undefined ? { mode: "snapshot", keep: false } : { mode: shared.mode, keep: true };
+}
+
+/** APP.ACCOUNT.BASE, or APP.BASE for the default account. */
+export function defaultAppHost(platform: Platform, appName: string, accountId: string): string {
+  const account = platform.store.accountName(accountId) ?? DEFAULT_ACCOUNT;
+  return appBaseHost(appName, account, platform.store.baseDomain, account === DEFAULT_ACCOUNT);
+}
+
+/** ":PORT" of the HTTPS listener's URL, or "" for 443. */
+export function httpsPortSuffix(httpsUrl: string): string {
+  const port = new URL(httpsUrl).port;
+  return port === "" || port === "443" ? "" : `:${port}`;
+}
+
+/**
+ * The URL a deployment is reached at: its route on APP.ACCOUNT.BASE if it has one, else its
+ * first route on an exact host (undefined if it has only wildcard routes or no listener yet).
+ */
+export function deploymentUrl(platform: Platform, d: DeploymentInfo, httpsUrl: string | undefined): string | undefined {
+  if (httpsUrl === undefined) return undefined;
+  const base = defaultAppHost(platform, d.app, d.accountId);
+  const route = d.routes.find((r) => r.host === base) ?? d.routes.find((r) => !r.host.includes("*"));
+  if (route === undefined) return undefined;
+  return `https://${route.host}${httpsPortSuffix(httpsUrl)}${route.path.includes(":") ? "/" : route.path}`;
 }
 
 /**
@@ -32,10 +58,11 @@ export async function deployBundle(platform: Platform, input: { appName: string;
   // 1. parse and check the untrusted bundle
   const { image, manifest } = loadBundle(archive);
   await validateBundle(manifest, image);
-  // 2. routes: the manifest's, plus one per --host, or <app>.localhost by default
+  // 2. routes: the manifest's, plus one per --host, or APP.ACCOUNT.BASE (APP.BASE for the
+  // default account) by default — a name the account holds without any claim
   const routes: RouteSpec[] = [...manifest.routes];
   for (const h of hosts) routes.push({ host: h, path: "/", mode: "snapshot" });
-  if (routes.length === 0) routes.push({ host: `${appName}.localhost`, path: "/", mode: "snapshot" });
+  if (routes.length === 0) routes.push({ host: defaultAppHost(platform, appName, input.accountId), path: "/", mode: "snapshot" });
   const seen = new Set<string>();
   const unique = routes.filter((r) => {
     const k = `${r.host} ${r.path}`;

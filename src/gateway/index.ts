@@ -22,6 +22,8 @@ import { createAdminApi } from "./admin.js";
 import { AppHandler } from "./app-handler.js";
 import { createS3Handler } from "./s3.js";
 import { InputError } from "../errors.js";
+import { checkHostPattern, normalizeHost } from "../router/index.js";
+import { DEFAULT_BASE_DOMAIN } from "../router/hosts.js";
 import { log } from "../log.js";
 import { jobsOf } from "../platform/jobs.js";
 
@@ -45,6 +47,10 @@ export interface GatewayConfig {
   /** Usage records: on by default, flushed every 100 ms. */
   /** allowClosingOpenPeriods: `invoices close` may close the current period (tests, demos; never by default). */
   metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
+  /** The platform's base domain: apps get APP.ACCOUNT.BASE (default "localhost"). */
+  baseDomain?: string;
+  /** ACME for `domains add`: directory URL, an extra CA file (PEM) to trust for it, renewal check period (ms). */
+  acme?: { directoryUrl?: string; caFile?: string; renewCheckMs?: number };
 }
 
 export interface HttpLimits {
@@ -113,6 +119,13 @@ function applyLimits(server: http.Server, limits: HttpLimits): void {
   server.maxHeadersCount = 200;
 }
 
+/** The key authorization for an HTTP-01 token of a running order for this request's host, or the app's response. */
+async function acmeChallenge(p: Platform, req: Request, token: string, next: () => Promise<void>): Promise<Response | void> {
+  const answer = p.domains.challengeResponse(normalizeHost(new URL(req.url).host), token);
+  if (answer === undefined) return next();
+  return new Response(answer, { headers: { "content-type": "application/octet-stream" } });
+}
+
 function urlHost(host: string): string {
   if (host === "0.0.0.0" || host === "::") return "127.0.0.1";
   return host.includes(":") ? `[${host}]` : host;
@@ -122,8 +135,11 @@ function urlHost(host: string): string {
 export async function startGateway(config: GatewayConfig): Promise<RunningServer> {
   const dataDir = config.dataDir;
   for (const d of ["", "blobs", "certs", "run"]) mkdirSync(join(dataDir, d), { recursive: true });
+  const baseDomain = (config.baseDomain ?? DEFAULT_BASE_DOMAIN).toLowerCase();
+  const badBase = baseDomain.startsWith("*") ? "must be a domain name, not a wildcard" : checkHostPattern(baseDomain);
+  if (badBase !== undefined) throw new InputError(`serve: --base-domain "${baseDomain.slice(0, 80)}": ${badBase}`);
   const db = openDb(join(dataDir, "zerocell.db"));
-  const store = new Store(db);
+  const store = new Store(db, { baseDomain });
   store.ensureDefaultAccount();
   const claimed = store.backfillHostClaims();
   if (claimed > 0) log.info("host claims recorded for routes of an older data dir", { hosts: claimed });
@@ -149,6 +165,12 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     accessKeyFile: join(dataDir, "access-keys.key"),
     secretsKeyFile: join(dataDir, "secrets.key"),
     certs,
+    acme: {
+      accountKeyFile: join(dataDir, "acme-account.key"),
+      ...(config.acme?.directoryUrl === undefined ? {} : { directoryUrl: config.acme.directoryUrl }),
+      ...(config.acme?.caFile === undefined ? {} : { caPem: readFileSync(config.acme.caFile, "utf8") }),
+    },
+    ...(config.acme?.renewCheckMs === undefined ? {} : { domainLimits: { renewCheckMs: config.acme.renewCheckMs } }),
     ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), isolation, ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }) });
   const p = platform;
   const apps = new AppHandler(p);
@@ -156,6 +178,9 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
 
   const appFor = (isHttps: boolean) => {
     const app = new Hono<{ Bindings: HttpBindings }>();
+    // ACME HTTP-01 answers of running `domains add` orders, on the HTTP listener only (RFC 8555
+    // §8.3); any other token falls through to the app routed there.
+    if (!isHttps) app.get("/.well-known/acme-challenge/:token", (c, next) => acmeChallenge(p, c.req.raw, c.req.param("token"), next));
     app.all("*", (c) => apps.handle(c.req.raw, c.env.incoming, isHttps, (c.env.incoming.socket.localPort ?? 0)));
     return app;
   };

@@ -301,6 +301,18 @@ export class CertificateStore {
     });
   }
 
+  /** Stops serving a user certificate (a domain removed) and deletes its files; false if there was none. */
+  async removeCertificate(host: string): Promise<boolean> {
+    const spec = parseHostSpec(host);
+    const files = this.#files(spec);
+    return this.#withLock(files.base, async () => {
+      const had = this.#user.delete(spec.host);
+      for (const f of [files.cert, files.key]) await unlink(f).catch(() => undefined);
+      this.#cache.delete(spec.host);
+      return had;
+    });
+  }
+
   // ---- SNI resolution ---------------------------------------------------------------------------
 
   #resolve(servername: string): tls.SecureContext | Promise<tls.SecureContext> {

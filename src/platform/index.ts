@@ -26,6 +26,7 @@ import { JobStore } from "../store/jobs.js";
 import { PlatformMetrics } from "./metrics.js";
 import { AppLogs } from "./app-logs.js";
 import { LRUCache } from "lru-cache";
+import { Domains, type AcmeConfig, type DomainLimits } from "./domains.js";
 
 export { decodeKey } from "./key-data.js";
 
@@ -45,6 +46,9 @@ export interface PlatformInit {
   pool?: Partial<PoolLimits>;
   stripe?: StripeSyncOptions;
   metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
+  /** ACME for `domains add` (src/platform/domains.ts); without a directory URL it is refused. */
+  acme?: AcmeConfig;
+  domainLimits?: Partial<DomainLimits>;
 }
 
 export class Platform {
@@ -71,6 +75,8 @@ export class Platform {
   readonly bindings: Bindings;
   /** Jobs over many objects and their items (run by src/platform/jobs.ts). */
   readonly jobStore: JobStore;
+  /** Domains accounts verified through ACME, their certificates and renewals. */
+  readonly domains: Domains;
   readonly #db: OpenedDb;
   readonly #isolation: HostIsolation;
   #table: RouteTable = new RouteTable([]);
@@ -103,6 +109,7 @@ export class Platform {
     this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
     this.bindings = new Bindings(init.db);
     this.jobStore = new JobStore(init.db);
+    this.domains = new Domains({ db: init.db, store: init.store, certs: init.certs, ...(init.acme === undefined ? {} : { acme: init.acme }), ...(init.domainLimits === undefined ? {} : { limits: init.domainLimits }) });
     // A POSTed program's in-memory deployment that leaves the catalog takes its hosts with it.
     this.deployments.onEphemeralGone = () => this.pool.retireExcept(new Set([...this.#activeDeployments, ...this.deployments.ephemeralIds()]));
   }
@@ -196,6 +203,7 @@ export class Platform {
   }
 
   async close(): Promise<void> {
+    this.domains.close();
     await this.pool.close();
     closeHostIsolation(this.#isolation);
     this.usage.close();

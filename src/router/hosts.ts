@@ -49,3 +49,36 @@ export function reservedHostError(pattern: string, privileged: boolean): string 
   if (isPublicSuffix(name)) return `"${name}" is a public suffix (${pattern.startsWith("*.") ? "a wildcard over it would take every site under it" : "no account can hold it"})`;
   return undefined;
 }
+
+/**
+ * The platform's base domain (`serve --base-domain`, default "localhost"). Every app gets
+ * APP.ACCOUNT.BASE (APP.BASE for the default account) with no claim step; the names under
+ * ACCOUNT.BASE (two or more labels above BASE) belong to that account alone, derived from its
+ * name, never stored.
+ */
+export const DEFAULT_BASE_DOMAIN = "localhost";
+
+/** The host an app is served at without any --host: APP.ACCOUNT.BASE, or APP.BASE for the default account. */
+export function appBaseHost(app: string, account: string, base: string, isDefaultAccount: boolean): string {
+  return isDefaultAccount ? `${app}.${base}` : `${app}.${account}.${base}`;
+}
+
+/**
+ * Where a route host pattern sits relative to the base domain:
+ * - `{ kind: "account", label }`: inside one account's namespace ("x.acme.BASE", "*.acme.BASE",
+ *   "a.b.acme.BASE") — only the account named `label` may route it;
+ * - `{ kind: "platform" }`: BASE itself, "L.BASE" or "*.BASE" — the platform's own names (admin
+ *   tokens, and the default account's APP.BASE);
+ * - `{ kind: "outside" }`: any other name (a domain an account must verify or be assigned).
+ */
+export function baseDomainZone(pattern: string, base: string): { kind: "account"; label: string } | { kind: "platform" } | { kind: "outside" } {
+  const name = claimedName(pattern);
+  if (name === undefined) return { kind: "outside" };
+  // For "*.D" the names it covers are the ones under D: judge by a representative one.
+  const covered = pattern.startsWith("*.") ? `x.${name}` : name;
+  if (covered === base) return { kind: "platform" };
+  if (!covered.endsWith(`.${base}`)) return { kind: "outside" };
+  const labels = covered.slice(0, -(base.length + 1)).split(".");
+  if (labels.length < 2) return { kind: "platform" };
+  return { kind: "account", label: labels[labels.length - 1]! };
+}

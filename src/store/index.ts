@@ -9,7 +9,7 @@ import { accounts, apiTokens, appKeys, apps, deployments, hostClaims, routes, sn
 import type { OpenedDb } from "./db.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { canonicalPath, type RouteEntry, type RouteMode, type RouteSpec } from "../router/index.js";
-import { claimedName, ownableAncestors, reservedHostError } from "../router/hosts.js";
+import { baseDomainZone, claimedName, DEFAULT_BASE_DOMAIN, ownableAncestors, reservedHostError } from "../router/hosts.js";
 
 export { openDb, type OpenedDb } from "./db.js";
 export { BlobStore, sha256Hex } from "./blobs.js";
@@ -65,11 +65,18 @@ function newId(prefix: string): string {
 
 export const DEFAULT_ACCOUNT = "default";
 
+export interface StoreOptions {
+  /** The platform's base domain: APP.ACCOUNT.BASE names belong to ACCOUNT (src/router/hosts.ts). */
+  baseDomain?: string;
+}
+
 export class Store {
   readonly #o: OpenedDb;
+  readonly baseDomain: string;
 
-  constructor(opened: OpenedDb) {
+  constructor(opened: OpenedDb, options: StoreOptions = {}) {
     this.#o = opened;
+    this.baseDomain = options.baseDomain ?? DEFAULT_BASE_DOMAIN;
   }
 
   get #db() {
@@ -88,6 +95,12 @@ export class Store {
   createAccount(name: string, planId: string | null): { id: string; name: string } {
     if (this.#db.select().from(accounts).where(eq(accounts.name, name)).get() !== undefined) {
       throw new ConflictError("account_exists", `accounts: an account named "${name}" exists`);
+    }
+    // NAME.BASE's subdomains become the new account's: refused while someone else holds or routes one.
+    const zone = `.${name}.${this.baseDomain}`;
+    const used = [...this.#db.select({ h: hostClaims.host }).from(hostClaims).all().map((r) => r.h), ...this.#db.select({ h: routes.host }).from(routes).innerJoin(apps, eq(apps.activeDeploymentId, routes.deploymentId)).all().map((r) => r.h)];
+    if (used.some((h) => h.endsWith(zone) || h === `*${zone}`)) {
+      throw new ConflictError("account_name_in_use", `accounts: names under "${name}.${this.baseDomain}" are already routed; choose another account name`);
     }
     const id = newId("acct");
     this.#db.insert(accounts).values({ id, name, createdAt: Date.now(), planId }).run();
@@ -240,7 +253,7 @@ export class Store {
         // The same answer as for an app that does not exist: names of other accounts stay unknown.
         throw new NotFoundError("app_not_found", `no app named "${input.appName}"`);
       }
-      this.#claimHosts(input.accountId, input.routes, input.privileged === true, checking);
+      this.#claimHosts(input.accountId, input.appName, input.routes, input.privileged === true, checking);
       if (app === undefined) {
         const id = newId("app");
         this.#db.insert(apps).values({ id, accountId: input.accountId, name: input.appName, createdAt: Date.now() }).run();
@@ -292,7 +305,7 @@ export class Store {
       if (row === undefined) throw new NotFoundError("deployment_not_found", `deploy: deployment ${id} not found`);
       if (row.d.status === "failed") throw new ConflictError("deployment_failed", `deploy: ${row.app.name} v${row.d.version} failed its health check and cannot be activated`);
       const specs = this.#routesOf(id);
-      this.#claimHosts(row.app.accountId, specs, privileged);
+      this.#claimHosts(row.app.accountId, row.app.name, specs, privileged);
       this.#assertNoRouteConflict(row.app.id, row.app.name, specs);
       this.#db.update(deployments).set({ status: "ready", error: null }).where(eq(deployments.id, id)).run();
       this.#db.update(apps).set({ activeDeploymentId: id }).where(eq(apps.id, row.app.id)).run();
@@ -312,27 +325,122 @@ export class Store {
   }
 
   /**
-   * Makes sure `accountId` holds every host its routes use, claiming free ones (inside the
-   * caller's transaction). Refuses reserved names, names another account holds, and names
-   * under a name another account holds. The message is the same whoever holds it.
+   * Makes sure `accountId` may route every host its routes use (inside the caller's transaction):
+   * - "*" and public suffixes: admin tokens only (host_reserved);
+   * - names under ACCOUNT.BASE ("x.acme.BASE", "*.acme.BASE"): that account only, derived from
+   *   its name, never stored;
+   * - BASE, "*.BASE" and "L.BASE": the platform's (admin tokens), and APP.BASE for the default
+   *   account's own app APP;
+   * - any other name: the nearest of it and the names above it that an account holds (an admin
+   *   assigned it, the account verified it with `domains add`, or an admin token claimed it
+   *   first) decides; a name nobody holds is claimed by admin tokens only.
+   * A tenant gets one answer (host_unavailable, one message) whether another account holds the
+   * name or nobody does, so it learns nothing about other accounts' hosts.
    */
-  #claimHosts(accountId: string, specs: RouteSpec[], privileged: boolean, checkOnly = false): void {
+  #claimHosts(accountId: string, appName: string, specs: RouteSpec[], privileged: boolean, checkOnly = false): void {
     for (const pattern of new Set(specs.map((s) => s.host))) {
       const reserved = reservedHostError(pattern, privileged);
       if (reserved !== undefined) throw new ConflictError("host_reserved", `deploy: host "${pattern}": ${reserved}`, { host: pattern });
       const name = claimedName(pattern);
       if (name === undefined) continue;
-      const unavailable = () => new ConflictError("host_unavailable", `deploy: host "${pattern}" is not available to this account (another account holds it or a name above it)`, { host: pattern });
-      const owner = this.hostOwner(name);
-      // A name the account holds (claimed earlier, or assigned by an admin) is its own.
-      if (owner === accountId) continue;
-      if (owner !== undefined) throw unavailable();
-      for (const above of ownableAncestors(name)) {
-        const held = this.hostOwner(above);
-        if (held !== undefined && held !== accountId) throw unavailable();
+      const unavailable = () =>
+        new ConflictError(
+          "host_unavailable",
+          `deploy: host "${pattern}" is not available to this account: route names under ${this.#accountZone(accountId)} or a domain the account verified (zerocell domains add HOST)`,
+          { host: pattern },
+        );
+      const zone = baseDomainZone(pattern, this.baseDomain);
+      if (zone.kind === "account") {
+        const zoneAccount = this.accountByName(zone.label)?.id;
+        if (zoneAccount === accountId) continue;
+        // An admin token may use a namespace no account has (createAccount then refuses the name).
+        if (zoneAccount !== undefined || !privileged) throw unavailable();
       }
+      if (zone.kind === "platform") {
+        const ownAppHost = pattern === `${appName}.${this.baseDomain}` && accountId === this.#defaultAccountId();
+        if (!privileged && !ownAppHost) throw unavailable();
+      }
+      // The nearest held name (the name itself, then the names above it) decides.
+      let holder: string | undefined;
+      for (const n of [name, ...ownableAncestors(name)]) {
+        holder = this.hostOwner(n);
+        if (holder !== undefined) break;
+      }
+      if (holder === accountId) continue;
+      if (holder !== undefined) throw unavailable();
+      // A free name: admin tokens claim it, and a default-account token its own APP.BASE (checked above).
+      if (!privileged && zone.kind !== "platform") throw unavailable();
       if (!checkOnly) this.#db.insert(hostClaims).values({ host: name, accountId, source: "deploy", createdAt: Date.now() }).run();
     }
+  }
+
+  /** "*.acme.BASE" for an account's own names (or "APP.BASE" for the default account's apps). */
+  #accountZone(accountId: string): string {
+    const a = this.#db.select({ name: accounts.name }).from(accounts).where(eq(accounts.id, accountId)).get();
+    if (a === undefined) return `*.${this.baseDomain}`;
+    return accountId === this.#defaultAccountId() ? `APP.${this.baseDomain}` : `*.${a.name}.${this.baseDomain}`;
+  }
+
+  #defaultAccountId(): string | undefined {
+    return this.#db.select({ id: accounts.id }).from(accounts).where(eq(accounts.name, DEFAULT_ACCOUNT)).get()?.id;
+  }
+
+  /** Account name by id. */
+  accountName(id: string): string | undefined {
+    return this.#db.select({ name: accounts.name }).from(accounts).where(eq(accounts.id, id)).get()?.name;
+  }
+
+  /**
+   * Why `accountId` may not hold `name` as a domain of its own (verify it with ACME, or be
+   * assigned it), or undefined. A tenant's answer is one message for every reason that involves
+   * another account (held by it, or a name above it held by it).
+   */
+  domainUnavailable(name: string, accountId: string): string | undefined {
+    const refusal = this.domainRefusal(name);
+    const reserved = reservedHostError(name, false);
+    if (reserved !== undefined) return refusal;
+    if (baseDomainZone(name, this.baseDomain).kind !== "outside") return refusal;
+    for (const n of [name, ...ownableAncestors(name)]) {
+      const holder = this.hostOwner(n);
+      if (holder !== undefined) return holder === accountId ? undefined : refusal;
+    }
+    return undefined;
+  }
+
+  /** The one message a tenant gets for a domain it may not add, whatever the reason. */
+  domainRefusal(name: string): string {
+    return `"${name.slice(0, 253)}" cannot be added to this account: it must be a domain outside ${this.baseDomain} that no other account holds (nor a name above it)`;
+  }
+
+  /**
+   * Records that `accountId` proved control of `name` (ACME): it holds the name from now on.
+   * Checked again inside the transaction (another account may have got it meanwhile).
+   */
+  grantVerifiedHost(name: string, accountId: string): void {
+    this.#o.sqlite.transaction(() => {
+      const why = this.domainUnavailable(name, accountId);
+      if (why !== undefined) throw new ConflictError("domain_unavailable", `domains: ${why}`, { host: name });
+      this.#db.insert(hostClaims).values({ host: name, accountId, source: "acme", createdAt: Date.now() })
+        .onConflictDoUpdate({ target: hostClaims.host, set: { accountId, source: "acme" } })
+        .run();
+    }).immediate();
+  }
+
+  /** Gives up a held name (domains remove); refused while the account's active routes use it. */
+  releaseHost(name: string, accountId: string): boolean {
+    return this.#o.sqlite.transaction(() => {
+      if (this.hostOwner(name) !== accountId) return false;
+      const users = this.#db
+        .select({ host: routes.host, app: apps.name })
+        .from(routes)
+        .innerJoin(apps, eq(apps.activeDeploymentId, routes.deploymentId))
+        .where(eq(apps.accountId, accountId))
+        .all()
+        .filter((r) => { const n = claimedName(r.host); return n === name || (n !== undefined && n.endsWith(`.${name}`)); });
+      if (users.length > 0) throw new ConflictError("host_in_use", `domains: "${name}" is routed by app "${users[0]!.app}"; deploy it without that host (or delete the app) first`, { host: name, app: users[0]!.app });
+      this.#db.delete(hostClaims).where(and(eq(hostClaims.host, name), eq(hostClaims.accountId, accountId))).run();
+      return true;
+    }).immediate();
   }
 
   /** The account that holds a host name, if any. */
@@ -355,6 +463,8 @@ export class Store {
    * use the name (or a name under it that the other account does not itself hold).
    */
   assignHost(name: string, accountId: string): void {
+    const zone = baseDomainZone(name, this.baseDomain);
+    if (zone.kind === "account") throw new ConflictError("host_in_use", `hosts: "${name}" is under ${zone.label}.${this.baseDomain}, which belongs to the account "${zone.label}" by its name`, { host: name });
     const sqlite = this.#o.sqlite;
     sqlite.transaction(() => {
       const users = this.#db
@@ -389,7 +499,7 @@ export class Store {
     let added = 0;
     for (const r of rows) {
       const name = claimedName(r.host);
-      if (name === undefined || reservedHostError(r.host, false) !== undefined || this.hostOwner(name) !== undefined) continue;
+      if (name === undefined || reservedHostError(r.host, false) !== undefined || baseDomainZone(r.host, this.baseDomain).kind === "account" || this.hostOwner(name) !== undefined) continue;
       this.#db.insert(hostClaims).values({ host: name, accountId: r.accountId, source: "deploy", createdAt: Date.now() }).run();
       added++;
     }
@@ -435,7 +545,7 @@ export class Store {
         target = older[0];
         if (target === undefined) throw new NotFoundError("deployment_not_found", `rollback: app "${appName}" has no version older than v${current?.version ?? 0}`);
       }
-      this.#claimHosts(app.accountId, this.#routesOf(target.id), privileged);
+      this.#claimHosts(app.accountId, appName, this.#routesOf(target.id), privileged);
       this.#assertNoRouteConflict(app.id, appName, this.#routesOf(target.id));
       this.#db.update(apps).set({ activeDeploymentId: target.id }).where(eq(apps.id, app.id)).run();
       return target.id;

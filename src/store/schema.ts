@@ -202,10 +202,31 @@ export const invoiceLines = sqliteTable("invoice_lines", {
 export const hostClaims = sqliteTable("host_claims", {
   host: text("host").primaryKey(),
   accountId: text("account_id").notNull().references(() => accounts.id),
-  /** "deploy" (first to route it) or "admin" (assigned). */
+  /** "deploy" (an admin token routed it first), "admin" (assigned) or "acme" (verified, domains add). */
   source: text("source").notNull(),
   createdAt: integer("created_at").notNull(),
 }, (t) => [index("host_claims_account_idx").on(t.accountId)]);
+
+/**
+ * Domains an account added with `domains add` (src/platform/domains.ts): an ACME order proves
+ * control through HTTP-01, then the name is the account's (a host_claims row, source "acme") and
+ * its certificate is served for SNI; renewed before `cert_not_after`.
+ */
+export const domains = sqliteTable("domains", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull().references(() => accounts.id),
+  host: text("host").notNull(),
+  /** "pending" (order running), "active" (verified, certificate installed) or "failed". */
+  status: text("status").notNull(),
+  /** Why the last order failed (status "failed", or a renewal that failed while still active). */
+  error: text("error"),
+  /** Expiry of the installed certificate, ms since the epoch. */
+  certNotAfter: integer("cert_not_after"),
+  /** When the renewal check orders a new certificate: a third of its lifetime before expiry, ms. */
+  renewAt: integer("renew_at"),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+}, (t) => [uniqueIndex("domains_account_host_uq").on(t.accountId, t.host), index("domains_host_idx").on(t.host)]);
 
 /**
  * What an app's sandboxes wrote to their logs (PHP's error log, Python's stderr and wsgi.errors,

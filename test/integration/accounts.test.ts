@@ -32,10 +32,10 @@ describe("account lifecycle", () => {
   });
 
   it("disable: tokens stop at once, apps answer 404 and their instances stop; enable brings them back; only admins may", async () => {
-    const d = await admin(server, "POST", "/v1/apps/shop/deployments", { token: alice, body: await packDirectory(phpBundle("shop.localhost", { "index.php": "<?php echo 'open';" })), contentType: "application/gzip" });
+    const d = await admin(server, "POST", "/v1/apps/shop/deployments", { token: alice, body: await packDirectory(phpBundle("shop.alice.localhost", { "index.php": "<?php echo 'open';" })), contentType: "application/gzip" });
     expect(d.status).toBe(201);
-    await admin(server, "POST", "/v1/apps/other/deployments", { token: mallory, body: await packDirectory(phpBundle("other.localhost", { "index.php": "<?php echo 'other';" })), contentType: "application/gzip" });
-    expect((await fetchApp(server, "shop.localhost", "/")).text).toBe("open");
+    await admin(server, "POST", "/v1/apps/other/deployments", { token: mallory, body: await packDirectory(phpBundle("other.mallory.localhost", { "index.php": "<?php echo 'other';" })), contentType: "application/gzip" });
+    expect((await fetchApp(server, "shop.alice.localhost", "/")).text).toBe("open");
     const pids = ((await admin(server, "GET", "/v1/pool")).json.deployments as Array<{ app: string; pids: number[] }>).filter((p) => p.app === "shop").flatMap((p) => p.pids);
     expect(pids.length).toBeGreaterThan(0);
 
@@ -50,20 +50,20 @@ describe("account lifecycle", () => {
     expect(off.stdout).toContain("alice is now disabled");
     expect((await admin(server, "GET", "/v1/apps", { token: alice })).status).toBe(401);
     expect((await admin(server, "GET", "/v1/tokens", { token: alice })).status).toBe(401);
-    const gone = await fetchApp(server, "shop.localhost", "/");
+    const gone = await fetchApp(server, "shop.alice.localhost", "/");
     expect(gone.status).toBe(404);
     expect(gone.text).toContain("route_not_found");
     await vi.waitFor(() => expect(pids.filter(isAlive)).toEqual([]), { timeout: 30_000, interval: 200 });
     // Another account is untouched, and nobody can take the disabled account's host meanwhile.
-    expect((await fetchApp(server, "other.localhost", "/")).text).toBe("other");
-    const grab = await admin(server, "POST", "/v1/apps/grab/deployments", { token: mallory, body: await packDirectory(phpBundle("shop.localhost", { "index.php": "<?php echo 'stolen';" })), contentType: "application/gzip" });
+    expect((await fetchApp(server, "other.mallory.localhost", "/")).text).toBe("other");
+    const grab = await admin(server, "POST", "/v1/apps/grab/deployments", { token: mallory, body: await packDirectory(phpBundle("shop.alice.localhost", { "index.php": "<?php echo 'stolen';" })), contentType: "application/gzip" });
     expect(grab.status).toBeGreaterThanOrEqual(400);
     expect(server.cli(["accounts", "list"]).stdout).toMatch(/alice\s+\S+\s+\S+\s+\S+\s+\d{4}-/);
     expect(server.cli(["accounts", "disable", "alice"]).stdout).toContain("alice was already disabled");
 
     expect(server.cli(["accounts", "enable", "alice"]).stdout).toContain("alice is now enabled");
     expect((await admin(server, "GET", "/v1/apps", { token: alice })).status).toBe(200);
-    await vi.waitFor(async () => expect((await fetchApp(server, "shop.localhost", "/")).text).toBe("open"), { timeout: 60_000, interval: 500 });
+    await vi.waitFor(async () => expect((await fetchApp(server, "shop.alice.localhost", "/")).text).toBe("open"), { timeout: 60_000, interval: 500 });
   }, 180_000);
 
   it("plans: list and create through the CLI; creating is for admins, listing for every token", async () => {

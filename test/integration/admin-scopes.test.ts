@@ -70,10 +70,10 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
       .run("tok_test_noscope", aliceId, createHash("sha256").update(tokens.none).digest("hex"), tokens.none.slice(0, 10), "future-scope", Date.now());
     db.close();
 
-    expect((await deploy(server, tokens.deployOnly, "alice-app", keyedBundle("alice.localhost", "alice-secret"))).status).toBe(201);
-    expect((await deploy(server, tokens.bob, "bob-app", keyedBundle("bob.localhost", "bob-secret"))).status).toBe(201);
-    expect((await fetchApp(server, "alice.localhost", "/k/1")).text).toBe("ok");
-    expect((await fetchApp(server, "bob.localhost", "/k/1")).text).toBe("ok");
+    expect((await deploy(server, tokens.deployOnly, "alice-app", keyedBundle("app.alice.localhost", "alice-secret"))).status).toBe(201);
+    expect((await deploy(server, tokens.bob, "bob-app", keyedBundle("app.bob.localhost", "bob-secret"))).status).toBe(201);
+    expect((await fetchApp(server, "app.alice.localhost", "/k/1")).text).toBe("ok");
+    expect((await fetchApp(server, "app.bob.localhost", "/k/1")).text).toBe("ok");
     // Usage for bob, then a closed invoice of bob's.
     await vi.waitFor(async () => expect((await admin(server, "GET", "/v1/usage?account=bob")).json.usage.length, "bob's usage").toBeGreaterThan(0), { timeout: 20_000, interval: 50 });
     const closed = await admin(server, "POST", "/v1/invoices/close", json({ period: new Date().toISOString().slice(0, 7) }));
@@ -139,7 +139,7 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
 
   it("another account's resources answer exactly like missing ones", async () => {
     const t = tokens.both;
-    const bundle = keyedBundle("steal.localhost", "x");
+    const bundle = keyedBundle("steal.alice.localhost", "x");
     // App-scoped endpoints: bob's app vs an app that does not exist.
     const perApp: Array<[string, (app: string) => Promise<{ status: number; json: any }>]> = [
       ["deployments", (a) => admin(server, "GET", `/v1/apps/${a}/deployments`, { token: t })],
@@ -163,7 +163,7 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
     expect(shape(steal, "bob-app")).toEqual(shape(missingApp, "nobody-app"));
     expect(JSON.stringify(steal.json)).not.toMatch(/another account|belongs/);
     // Bob's data stayed bob's.
-    expect((await fetchApp(server, "bob.localhost", "/")).text).toBe("ok");
+    expect((await fetchApp(server, "app.bob.localhost", "/")).text).toBe("ok");
     expect((await admin(server, "GET", "/v1/apps/bob-app/keys/1/export", { token: tokens.bob })).json).toContain("bob-secret");
 
     // Usage and invoices of another account vs a missing one.
@@ -196,13 +196,13 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
     expect((await admin(server, "GET", `/v1/invoices/${bobInvoiceId}`, { token: tokens.bob })).status).toBe(200);
 
     // A host bob serves: the conflict says the host is taken, never by which app.
-    const clash = await deploy(server, t, "alice-two", bundle, "?host=bob.localhost");
+    const clash = await deploy(server, t, "alice-two", bundle, "?host=app.bob.localhost");
     expect(clash.status).toBe(409);
     expect(JSON.stringify(clash.json)).not.toContain("bob-app");
   });
 
   it("GET /v1/pool shows tenants no host pids; admins keep them", async () => {
-    expect((await fetchApp(server, "alice.localhost", "/")).text).toBe("ok");
+    expect((await fetchApp(server, "app.alice.localhost", "/")).text).toBe("ok");
     const tenant = await admin(server, "GET", "/v1/pool", { token: tokens.deployOnly });
     expect(tenant.status).toBe(200);
     expect(tenant.json.deployments.length).toBeGreaterThan(0);

@@ -38,14 +38,14 @@ describe("billing: accounts, usage, invoices", () => {
   });
 
   it("an account's token deploys into its own account and cannot see or touch another's apps", async () => {
-    const up = await admin(server, "POST", "/v1/apps/alice-app/deployments", { token: aliceToken, body: await packed(phpBundle("alice.localhost", { "index.php": "<?php usleep(20000); echo 'alice';" })), contentType: "application/gzip" });
+    const up = await admin(server, "POST", "/v1/apps/alice-app/deployments", { token: aliceToken, body: await packed(phpBundle("app.alice.localhost", { "index.php": "<?php usleep(20000); echo 'alice';" })), contentType: "application/gzip" });
     expect(up.status).toBe(201);
-    const bobDeploy = await admin(server, "POST", "/v1/apps/bob-app/deployments", { token: bobToken, body: await packed(phpBundle("bob.localhost", { "index.php": "<?php echo 'bob';" })), contentType: "application/gzip" });
+    const bobDeploy = await admin(server, "POST", "/v1/apps/bob-app/deployments", { token: bobToken, body: await packed(phpBundle("app.bob.localhost", { "index.php": "<?php echo 'bob';" })), contentType: "application/gzip" });
     expect(bobDeploy.status).toBe(201);
     // Bob sees only his app, cannot deploy over alice's, cannot list its deployments or keys.
     const apps = await admin(server, "GET", "/v1/apps", { token: bobToken });
     expect(apps.json.apps.map((a: { name: string }) => a.name)).toEqual(["bob-app"]);
-    const steal = await admin(server, "POST", "/v1/apps/alice-app/deployments", { token: bobToken, body: await packed(phpBundle("x.localhost", { "index.php": "<?php echo 'x';" })), contentType: "application/gzip" });
+    const steal = await admin(server, "POST", "/v1/apps/alice-app/deployments", { token: bobToken, body: await packed(phpBundle("x.bob.localhost", { "index.php": "<?php echo 'x';" })), contentType: "application/gzip" });
     expect(steal.status).toBe(404); // the answer for an app that does not exist
     expect(steal.json.error.code).toBe("app_not_found");
     expect((await admin(server, "GET", "/v1/apps/alice-app/deployments", { token: bobToken })).status).toBe(404);
@@ -54,13 +54,13 @@ describe("billing: accounts, usage, invoices", () => {
     expect((await admin(server, "POST", "/v1/accounts", { token: bobToken, ...json({ name: "mallory" }) })).status).toBe(403);
     // A read-usage-only token cannot deploy.
     const ro = await admin(server, "POST", "/v1/tokens", json({ account: "bob", scopes: ["read-usage"] }));
-    const denied = await admin(server, "POST", "/v1/apps/bob-app/deployments", { token: ro.json.token, body: await packed(phpBundle("bob.localhost", { "index.php": "<?php echo 'bob2';" })), contentType: "application/gzip" });
+    const denied = await admin(server, "POST", "/v1/apps/bob-app/deployments", { token: ro.json.token, body: await packed(phpBundle("app.bob.localhost", { "index.php": "<?php echo 'bob2';" })), contentType: "application/gzip" });
     expect(denied.status).toBe(403);
   });
 
   it("meters every request into usage (written in batches), per account", async () => {
-    for (let i = 0; i < 7; i++) expect((await fetchApp(server, "alice.localhost", "/")).text).toBe("alice");
-    for (let i = 0; i < 3; i++) expect((await fetchApp(server, "bob.localhost", "/")).text).toBe("bob");
+    for (let i = 0; i < 7; i++) expect((await fetchApp(server, "app.alice.localhost", "/")).text).toBe("alice");
+    for (let i = 0; i < 3; i++) expect((await fetchApp(server, "app.bob.localhost", "/")).text).toBe("bob");
     await waitUsage(server, aliceToken, "alice-app", 7);
     await waitUsage(server, bobToken, "bob-app", 3);
     const aliceUsage = await admin(server, "GET", "/v1/usage", { token: aliceToken });

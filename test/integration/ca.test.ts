@@ -46,7 +46,9 @@ describe("local CA: only localhost names", () => {
     const server = await startServer(["--no-spare-hosts"]);
     servers.push(server);
     const tenant = (await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "mallory" }), contentType: "application/json" })).json.token;
-    const up = await admin(server, "POST", `/v1/apps/phish/deployments?host=${FOREIGN}`, { token: tenant, body: await packed(phpBundle("phish.localhost", { "index.php": "<?php echo 'phish';" })), contentType: "application/gzip" });
+    // A tenant routes a foreign name only once it holds it (here: assigned by an admin, as if verified).
+    expect((await admin(server, "PUT", `/v1/hosts/${FOREIGN}`, { body: JSON.stringify({ account: "mallory" }), contentType: "application/json" })).status).toBe(200);
+    const up = await admin(server, "POST", `/v1/apps/phish/deployments?host=${FOREIGN}`, { token: tenant, body: await packed(phpBundle("phish.mallory.localhost", { "index.php": "<?php echo 'phish';" })), contentType: "application/gzip" });
     expect(up.status).toBe(201);
     // The route is live (over plain HTTP), so the gateway would mint for it if the CA allowed it.
     expect((await fetchApp(server, FOREIGN, "/", { scheme: "http" })).text).toBe("phish");
@@ -73,9 +75,9 @@ describe("local CA: only localhost names", () => {
     }
 
     // localhost names still verify, over HTTPS, end to end.
-    const own = await handshake(server, "phish.localhost", server.ca);
-    expect(own).toMatchObject({ authorized: true, san: "DNS:phish.localhost" });
-    expect((await fetchApp(server, "phish.localhost", "/")).text).toBe("phish");
+    const own = await handshake(server, "phish.mallory.localhost", server.ca);
+    expect(own).toMatchObject({ authorized: true, san: "DNS:phish.mallory.localhost" });
+    expect((await fetchApp(server, "phish.mallory.localhost", "/")).text).toBe("phish");
   });
 
   it("a data dir with an unconstrained CA gets a new constrained one at start; what the old one minted is gone", async () => {

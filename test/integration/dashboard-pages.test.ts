@@ -55,10 +55,10 @@ describe("dashboard pages in a real browser", () => {
     }
     // A tenant with its own app and token.
     tenant = (await admin(server, "POST", "/v1/accounts", json({ name: "acme" }))).json.token;
-    const shop = phpBundle("shop.localhost", { "index.php": "<?php echo 'shop';" });
+    const shop = phpBundle("shop.acme.localhost", { "index.php": "<?php echo 'shop';" });
     bundles.push(shop);
     execFileSync(process.execPath, [CLI, "deploy", shop, "--app", "acme-shop"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: tenant, ZEROCELL_DATA: "" } });
-    for (let i = 0; i < 3; i++) expect((await fetchApp(server, "shop.localhost", "/")).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await fetchApp(server, "shop.acme.localhost", "/")).status).toBe(200);
     await waitUsage("dash", 8);
     await waitUsage("acme-shop", 3);
 

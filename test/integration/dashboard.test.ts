@@ -74,10 +74,10 @@ describe("billing dashboard in a real browser", () => {
     const acct = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "acme", plan: "pricey" }), contentType: "application/json" });
     expect(acct.status).toBe(201);
     acmeToken = acct.json.token;
-    const acmeApp = phpBundle("acme.localhost", { "index.php": "<?php echo str_repeat('x', 1000);" });
+    const acmeApp = phpBundle("shop.acme.localhost", { "index.php": "<?php echo str_repeat('x', 1000);" });
     bundles.push(acmeApp);
     execFileSync(process.execPath, [CLI, "deploy", acmeApp, "--app", "acme-shop"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: acmeToken, ZEROCELL_DATA: "" } });
-    for (let i = 0; i < 12; i++) expect((await fetchApp(server, "acme.localhost", "/")).status).toBe(200);
+    for (let i = 0; i < 12; i++) expect((await fetchApp(server, "shop.acme.localhost", "/")).status).toBe(200);
     await waitUsage(server, "acme-shop", 12);
 
     userDataDir = mkdtempSync(join(tmpdir(), "zc-chromium-"));

@@ -85,10 +85,12 @@ describe("memory budget (real hosts)", () => {
   it("two accounts never share a host process", async () => {
     const other = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "density-other" }), contentType: "application/json" });
     expect(other.status).toBe(201);
-    expect((await deploy(server, "mine", "mine.localhost")).status).toBe(201);
-    expect((await deploy(server, "theirs", "theirs.localhost", other.json.token)).status).toBe(201);
+    const upMine = await deploy(server, "mine", "mine.localhost");
+    expect(upMine.status, JSON.stringify(upMine.json)).toBe(201);
+    const upTheirs = await deploy(server, "theirs", "theirs.density-other.localhost", other.json.token);
+    expect(upTheirs.status, JSON.stringify(upTheirs.json)).toBe(201);
     expect((await fetchApp(server, "mine.localhost", "/")).text).toBe("hello from mine");
-    expect((await fetchApp(server, "theirs.localhost", "/")).text).toBe("hello from theirs");
+    expect((await fetchApp(server, "theirs.density-other.localhost", "/")).text).toBe("hello from theirs");
     const pool = (await admin(server, "GET", "/v1/pool")).json as PoolJson;
     const pids = (app: string) => pool.deployments.filter((d) => d.app === app).flatMap((d) => d.pids);
     const mine = pids("mine");

@@ -73,35 +73,35 @@ describe("app environment variables and secrets", () => {
     const page = `<?php
       echo 'getenv=', var_export(getenv('GREETING'), true), ' env=', $_ENV['GREETING'] ?? '-', ' server=', $_SERVER['GREETING'] ?? '-';
       echo ' secret=', getenv('DB_PASSWORD') === false ? '-' : strlen(getenv('DB_PASSWORD')), ' script=', $_SERVER['SCRIPT_NAME'];`;
-    const d1 = await deploy(alice, "envphp", phpBundle("envphp.localhost", { "index.php": page }));
+    const d1 = await deploy(alice, "envphp", phpBundle("envphp.alice.localhost", { "index.php": page }));
     expect(d1.status).toBe(201);
-    expect((await fetchApp(server, "envphp.localhost", "/")).text).toBe("getenv=false env=- server=- secret=- script=/index.php");
+    expect((await fetchApp(server, "envphp.alice.localhost", "/")).text).toBe("getenv=false env=- server=- secret=- script=/index.php");
 
     const r = await setEnv(alice, "envphp", [{ name: "GREETING", value: "hello world" }, { name: "DB_PASSWORD", value: SECRET, secret: true }]);
     expect(r.status).toBe(201);
     expect(r.json.deployment.version).toBe(2);
     expect(r.json.env).toEqual([{ name: "DB_PASSWORD", secret: true, value: null }, { name: "GREETING", secret: false, value: "hello world" }]);
-    const v2 = await fetchApp(server, "envphp.localhost", "/");
+    const v2 = await fetchApp(server, "envphp.alice.localhost", "/");
     expect(v2.text).toBe(`getenv='hello world' env=hello world server=hello world secret=${SECRET.length} script=/index.php`);
     // Served again from a reset (snapshot mode): still there.
-    expect((await fetchApp(server, "envphp.localhost", "/")).text).toBe(v2.text);
+    expect((await fetchApp(server, "envphp.alice.localhost", "/")).text).toBe(v2.text);
 
     // A redeploy keeps the env (v3 = new bundle, same values).
-    const d3 = await deploy(alice, "envphp", phpBundle("envphp.localhost", { "index.php": page + " echo ' v3';" }));
+    const d3 = await deploy(alice, "envphp", phpBundle("envphp.alice.localhost", { "index.php": page + " echo ' v3';" }));
     expect(d3.json.deployment.version).toBe(3);
-    expect((await fetchApp(server, "envphp.localhost", "/")).text).toBe(v2.text + " v3");
+    expect((await fetchApp(server, "envphp.alice.localhost", "/")).text).toBe(v2.text + " v3");
 
     // unset → v4 without GREETING; rollback to v1 → no values; to v2 → both again.
     const u = await admin(server, "DELETE", "/v1/apps/envphp/env/GREETING", { token: alice });
     expect(u.status).toBe(201);
     expect(u.json.deployment.version).toBe(4);
-    expect((await fetchApp(server, "envphp.localhost", "/")).text).toBe(`getenv=false env=- server=- secret=${SECRET.length} script=/index.php v3`);
+    expect((await fetchApp(server, "envphp.alice.localhost", "/")).text).toBe(`getenv=false env=- server=- secret=${SECRET.length} script=/index.php v3`);
     const rb = await admin(server, "POST", "/v1/apps/envphp/rollback", { token: alice, ...json({ version: 1 }) });
     expect(rb.status).toBe(200);
-    expect((await fetchApp(server, "envphp.localhost", "/")).text).toBe("getenv=false env=- server=- secret=- script=/index.php");
+    expect((await fetchApp(server, "envphp.alice.localhost", "/")).text).toBe("getenv=false env=- server=- secret=- script=/index.php");
     expect((await admin(server, "GET", "/v1/apps/envphp/env", { token: alice })).json.env).toEqual([]);
     await admin(server, "POST", "/v1/apps/envphp/rollback", { token: alice, ...json({ version: 2 }) });
-    expect((await fetchApp(server, "envphp.localhost", "/")).text).toBe(v2.text);
+    expect((await fetchApp(server, "envphp.alice.localhost", "/")).text).toBe(v2.text);
     expect((await admin(server, "GET", "/v1/apps/envphp/env", { token: alice })).json.env.map((v: { name: string }) => v.name)).toEqual(["DB_PASSWORD", "GREETING"]);
   }, 180_000);
 
@@ -115,24 +115,24 @@ describe("app environment variables and secrets", () => {
       "    return [('import=%s now=%s secret=%s' % (AT_IMPORT, os.environ.get('GREETING', '-'), '-' if s is None else len(s))).encode()]",
       "",
     ].join("\n");
-    const d = await deploy(alice, "envpy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "envpy.localhost"\n`, "app.py": app }));
+    const d = await deploy(alice, "envpy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "envpy.alice.localhost"\n`, "app.py": app }));
     expect(d.status).toBe(201);
-    expect((await fetchApp(server, "envpy.localhost", "/")).text).toBe("import=- now=- secret=-");
+    expect((await fetchApp(server, "envpy.alice.localhost", "/")).text).toBe("import=- now=- secret=-");
     const r = await setEnv(alice, "envpy", [{ name: "GREETING", value: "héllo" }, { name: "DB_PASSWORD", value: SECRET, secret: true }]);
     expect(r.status).toBe(201);
-    expect((await fetchApp(server, "envpy.localhost", "/")).text).toBe(`import=héllo now=héllo secret=${SECRET.length}`);
-    expect((await fetchApp(server, "envpy.localhost", "/")).text).toBe(`import=héllo now=héllo secret=${SECRET.length}`);
+    expect((await fetchApp(server, "envpy.alice.localhost", "/")).text).toBe(`import=héllo now=héllo secret=${SECRET.length}`);
+    expect((await fetchApp(server, "envpy.alice.localhost", "/")).text).toBe(`import=héllo now=héllo secret=${SECRET.length}`);
   }, 180_000);
 
   it("x86: envp at init and the environment of every request carry the values", async () => {
     const prog = readFileSync(join(ROOT, "test", "fixtures", "build", "x86-exec", "env-echo"));
-    const d = await deploy(alice, "envx86", writeBundle({ "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[[routes]]\nhost = "envx86.localhost"\n`, "bin/app": prog }));
+    const d = await deploy(alice, "envx86", writeBundle({ "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[[routes]]\nhost = "envx86.alice.localhost"\n`, "bin/app": prog }));
     expect(d.status).toBe(201);
-    expect((await fetchApp(server, "envx86.localhost", "/a")).text).toBe("init=(unset) request=(unset) secret=(unset) path=/a");
+    expect((await fetchApp(server, "envx86.alice.localhost", "/a")).text).toBe("init=(unset) request=(unset) secret=(unset) path=/a");
     const r = await setEnv(alice, "envx86", [{ name: "GREETING", value: "hi" }, { name: "DB_PASSWORD", value: SECRET, secret: true }]);
     expect(r.status).toBe(201);
-    expect((await fetchApp(server, "envx86.localhost", "/b")).text).toBe(`init=hi request=hi secret=${SECRET} path=/b`);
-    expect((await fetchApp(server, "envx86.localhost", "/c")).text).toBe(`init=hi request=hi secret=${SECRET} path=/c`);
+    expect((await fetchApp(server, "envx86.alice.localhost", "/b")).text).toBe(`init=hi request=hi secret=${SECRET} path=/b`);
+    expect((await fetchApp(server, "envx86.alice.localhost", "/c")).text).toBe(`init=hi request=hi secret=${SECRET} path=/c`);
   }, 180_000);
 
   it("a secret never shows again: not in env list (API or CLI), answers, logs, the database or the blob store", async () => {

@@ -56,12 +56,12 @@ describe("app and token lifecycle", () => {
   });
 
   it("deletes an app: it stops serving, its instances stop, its rows and unshared blobs go; another account cannot", async () => {
-    const shared = phpBundle("shared-a.localhost", { "index.php": "<?php echo 'shared';" });
-    const d1 = await deploy(alice, "doomed", phpBundle("doomed.localhost", { "index.php": "<?php echo 'doomed v1';" }));
-    const d2 = await deploy(alice, "doomed", phpBundle("doomed.localhost", { "index.php": "<?php echo 'doomed v2';" }));
+    const shared = phpBundle("shared-a.alice.localhost", { "index.php": "<?php echo 'shared';" });
+    const d1 = await deploy(alice, "doomed", phpBundle("doomed.alice.localhost", { "index.php": "<?php echo 'doomed v1';" }));
+    const d2 = await deploy(alice, "doomed", phpBundle("doomed.alice.localhost", { "index.php": "<?php echo 'doomed v2';" }));
     expect(d1.status).toBe(201);
     expect(d2.status).toBe(201);
-    expect((await fetchApp(server, "doomed.localhost", "/")).text).toBe("doomed v2");
+    expect((await fetchApp(server, "doomed.alice.localhost", "/")).text).toBe("doomed v2");
     expect((await deploy(alice, "keeper", shared)).status).toBe(201);
     // The snapshot of v2 is stored (after its first request).
     await vi.waitFor(() => expect(query("SELECT 1 FROM snapshots WHERE deployment_id = ?", d2.json.deployment.id)).toHaveLength(1), { timeout: 20_000, interval: 100 });
@@ -75,12 +75,12 @@ describe("app and token lifecycle", () => {
     expect(probe.status).toBe(404);
     expect(probe.json.error.code).toBe(nobody.json.error.code);
     expect(probe.json.error.message).toBe(nobody.json.error.message.replace("no-such-app", "doomed"));
-    expect((await fetchApp(server, "doomed.localhost", "/")).text).toBe("doomed v2");
+    expect((await fetchApp(server, "doomed.alice.localhost", "/")).text).toBe("doomed v2");
 
     const r = await admin(server, "DELETE", "/v1/apps/doomed", { token: alice });
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ deleted: "doomed", deployments: 2, keysRemoved: 0 });
-    expect((await fetchApp(server, "doomed.localhost", "/")).status).toBe(404);
+    expect((await fetchApp(server, "doomed.alice.localhost", "/")).status).toBe(404);
     expect((await admin(server, "GET", "/v1/apps", { token: alice })).json.apps.map((a: { name: string }) => a.name)).toEqual(["keeper"]);
     expect(query("SELECT 1 FROM deployments d JOIN apps a ON a.id = d.app_id WHERE a.name = 'doomed'")).toHaveLength(0);
     for (const d of [d1, d2]) expect(existsSync(blobPath(d.json.deployment.bundleSha256))).toBe(false);
@@ -89,27 +89,27 @@ describe("app and token lifecycle", () => {
     // Another app's bundle stays; the name is free again (for anyone).
     const keeper = (await admin(server, "GET", "/v1/apps/keeper/deployments", { token: alice })).json.deployments[0];
     expect(existsSync(blobPath(keeper.bundleSha256))).toBe(true);
-    expect((await fetchApp(server, "shared-a.localhost", "/")).text).toBe("shared");
+    expect((await fetchApp(server, "shared-a.alice.localhost", "/")).text).toBe("shared");
   }, 180_000);
 
   it("keeps per-key data unless --delete-data is given", async () => {
     const dir = writeBundle({
-      "zerocell.toml": `runtime = "php"\n[php]\ndocument_root = "public"\nfront_controller = "index.php"\n[[routes]]\nhost = "notes.localhost"\npath = "/k/:id"\nkey = "id"\n`,
+      "zerocell.toml": `runtime = "php"\n[php]\ndocument_root = "public"\nfront_controller = "index.php"\n[[routes]]\nhost = "notes.alice.localhost"\npath = "/k/:id"\nkey = "id"\n`,
       "public/index.php": "<?php if ($_SERVER['REQUEST_METHOD'] === 'POST') file_put_contents('/data/n', 'kept'); echo @file_get_contents('/data/n') ?: 'none';",
     });
     expect((await deploy(alice, "notes", dir)).status).toBe(201);
-    expect((await fetchApp(server, "notes.localhost", "/k/one", { method: "POST", body: "" })).text).toBe("kept");
+    expect((await fetchApp(server, "notes.alice.localhost", "/k/one", { method: "POST", body: "" })).text).toBe("kept");
     const refused = server.cli(["apps", "delete", "notes"], { allowFail: true });
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain("app_has_data");
-    expect((await fetchApp(server, "notes.localhost", "/k/one")).text).toBe("kept");
+    expect((await fetchApp(server, "notes.alice.localhost", "/k/one")).text).toBe("kept");
     const ok = server.cli(["apps", "delete", "notes", "--delete-data"]);
     expect(ok.stdout).toContain("deleted app notes");
     expect(ok.stdout).toContain("1 key(s) of data");
     expect(query("SELECT 1 FROM app_keys")).toHaveLength(0);
     // Redeployed under the same name: no data from before.
     expect((await deploy(alice, "notes", dir)).status).toBe(201);
-    expect((await fetchApp(server, "notes.localhost", "/k/one")).text).toBe("none");
+    expect((await fetchApp(server, "notes.alice.localhost", "/k/one")).text).toBe("none");
   }, 120_000);
 
   it("lists an account's tokens (never their secret) and revokes one at once; not another account's", async () => {

@@ -173,6 +173,16 @@ describe("OpenAPI document and real responses", () => {
     expect((await call("GET", "/v1/jobs/job_nope")).status).toBe(404);
     expect((await call("POST", "/v1/jobs/job_nope/cancel")).status).toBe(404);
 
+    // domains: this server has no ACME directory, so add is refused (the ACME round trip against
+    // pebble, with its 201, is test/integration/domains.test.ts)
+    expect((await call("GET", "/v1/domains")).json.domains).toEqual([]);
+    expect((await call("GET", "/v1/domains?account=nobody")).status).toBe(404);
+    const noAcme = await call("POST", "/v1/domains", json({ host: "docs-shop.example.org" }));
+    expect(noAcme.status).toBe(409);
+    expect(noAcme.json.error.code).toBe("acme_not_configured");
+    expect((await call("POST", "/v1/domains", json({ host: 7, extra: true }))).status).toBe(400);
+    expect((await call("DELETE", "/v1/domains/docs-shop.example.org")).status).toBe(404);
+
     // delete, then unknown endpoints and missing tokens: the same error shape
     expect((await call("DELETE", "/v1/apps/docs")).status).toBe(200);
     expect((await call("GET", "/v1/apps", { token: null })).status).toBe(401);

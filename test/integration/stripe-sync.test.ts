@@ -43,9 +43,9 @@ describe("Stripe sync against a local Stripe-shaped server that checks every req
     const acct = await admin(server, "POST", "/v1/accounts", json({ name: "carol", plan: "pricey" }));
     const token = acct.json.token as string;
     const { packDirectory } = await import("../../src/bundle/index.js");
-    const up = await admin(server, "POST", "/v1/apps/carol-app/deployments", { token, body: await packDirectory(phpBundle("carol.localhost", { "index.php": "<?php echo 'carol';" })), contentType: "application/gzip" });
+    const up = await admin(server, "POST", "/v1/apps/carol-app/deployments", { token, body: await packDirectory(phpBundle("carol.carol.localhost", { "index.php": "<?php echo 'carol';" })), contentType: "application/gzip" });
     expect(up.status).toBe(201);
-    for (let i = 0; i < 5; i++) expect((await fetchApp(server, "carol.localhost", "/")).status).toBe(200);
+    for (let i = 0; i < 5; i++) expect((await fetchApp(server, "carol.carol.localhost", "/")).status).toBe(200);
     await until(async () => ((await admin(server, "GET", "/v1/usage?app=carol-app")).json.usage?.[0]?.requests >= 5 ? true : undefined));
 
     // The first invoice item reaches Stripe → the platform dies (kill -9) before it can finalize.
@@ -91,9 +91,9 @@ describe("Stripe sync against a local Stripe-shaped server that checks every req
     stripe.failNextRequests(2, 500);
     const acct = await admin(server, "POST", "/v1/accounts", json({ name: "dave" }));
     const { packDirectory } = await import("../../src/bundle/index.js");
-    await admin(server, "POST", "/v1/apps/dave-app/deployments", { token: acct.json.token, body: await packDirectory(phpBundle("dave.localhost", { "index.php": "<?php echo 'dave';" })), contentType: "application/gzip" });
+    await admin(server, "POST", "/v1/apps/dave-app/deployments", { token: acct.json.token, body: await packDirectory(phpBundle("dave.dave.localhost", { "index.php": "<?php echo 'dave';" })), contentType: "application/gzip" });
     // A period that has no invoice for dave yet: closing again after new usage creates only his.
-    for (let i = 0; i < 2; i++) await fetchApp(server, "dave.localhost", "/");
+    for (let i = 0; i < 2; i++) await fetchApp(server, "dave.dave.localhost", "/");
     await until(async () => ((await admin(server, "GET", "/v1/usage?app=dave-app")).json.usage?.[0]?.requests >= 2 ? true : undefined));
     stripe.failNextRequests(3, 500);
     const closed = await admin(server, "POST", "/v1/invoices/close", json({ period: PERIOD }));

@@ -68,7 +68,7 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
 
   it("a warm-up that never ends is killed at timeout_ms (+ PHP's 2 s boot allowance), fails the deploy, is billed with 504, and leaves no host spinning", async () => {
     const t0 = Date.now();
-    const deployed = await admin(server, "POST", "/v1/apps/spinner/deployments", { token, body: await packDirectory(app("spinner.localhost", "<?php while (true) { $x = md5((string) mt_rand()); }", 1000)), contentType: "application/gzip" });
+    const deployed = await admin(server, "POST", "/v1/apps/spinner/deployments", { token, body: await packDirectory(app("spinner.warmer.localhost", "<?php while (true) { $x = md5((string) mt_rand()); }", 1000)), contentType: "application/gzip" });
     const took = Date.now() - t0;
     // The deploy's health check ran the warm-up: the deployment is failed, never active.
     expect(deployed.status).toBe(422);
@@ -77,7 +77,7 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
     expect(deployed.json.error.message).toMatch(/warm-up request 1 (used more than 3000 ms of CPU time|did not finish within 19000 ms)/);
     // 1 s + 2 s of CPU after the host starts (the rest is slack for a loaded machine).
     expect(took).toBeLessThan(30_000);
-    expect((await fetchApp(server, "spinner.localhost", "/")).status).toBe(404);
+    expect((await fetchApp(server, "spinner.warmer.localhost", "/")).status).toBe(404);
     const row = await waitFor("the warm-up usage record", () => warmupRows(server).find((x) => x.status === 504));
     expect(row.account_id).toBe(accountId);
     expect(row.wall_us).toBeGreaterThanOrEqual(1_000_000);
@@ -85,14 +85,14 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
     await waitFor("the spinning host to be gone", () => (server.hostPids().every((p) => !isAlive(p)) ? true : undefined));
     // `zerocell deployments` shows it failed; deploying another app does not start it again.
     expect(server.cli(["deployments", "spinner"]).stdout).toMatch(/v1 .* failed/);
-    expect((await admin(server, "POST", "/v1/apps/other/deployments", { token, body: await packDirectory(app("other.localhost", "<?php usleep(200000); echo 'warm';", 5000)), contentType: "application/gzip" })).status).toBe(201);
+    expect((await admin(server, "POST", "/v1/apps/other/deployments", { token, body: await packDirectory(app("other.warmer.localhost", "<?php usleep(200000); echo 'warm';", 5000)), contentType: "application/gzip" })).status).toBe(201);
     const after = JSON.parse(server.cli(["pool", "spinner", "--json"]).stdout) as { deployments: unknown[] };
     expect(after.deployments).toHaveLength(0);
   });
 
   it("a warm-up that waits instead of computing is stopped by the wall-clock backstop and fails the deploy", async () => {
     const t0 = Date.now();
-    const deployed = await admin(server, "POST", "/v1/apps/sleeper/deployments", { token, body: await packDirectory(app("sleeper.localhost", "<?php sleep(3600);", 500)), contentType: "application/gzip" });
+    const deployed = await admin(server, "POST", "/v1/apps/sleeper/deployments", { token, body: await packDirectory(app("sleeper.warmer.localhost", "<?php sleep(3600);", 500)), contentType: "application/gzip" });
     const took = Date.now() - t0;
     expect(deployed.status).toBe(422);
     expect(deployed.json.error.message).toContain("did not finish within 17500 ms");
@@ -102,9 +102,9 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
   }, 60_000);
 
   it("a normal warm-up is billed as one record of mode warmup with its wall and CPU time", async () => {
-    const deployed = await admin(server, "POST", "/v1/apps/calm/deployments", { token, body: await packDirectory(app("calm.localhost", "<?php usleep(200000); echo 'warm';", 5000)), contentType: "application/gzip" });
+    const deployed = await admin(server, "POST", "/v1/apps/calm/deployments", { token, body: await packDirectory(app("calm.warmer.localhost", "<?php usleep(200000); echo 'warm';", 5000)), contentType: "application/gzip" });
     expect(deployed.status).toBe(201);
-    const r = await fetchApp(server, "calm.localhost", "/");
+    const r = await fetchApp(server, "calm.warmer.localhost", "/");
     expect(r.status).toBe(200);
     expect(r.text).toBe("served");
     const row = await waitFor("the warm-up usage record", () => warmupRows(server).find((x) => x.status === 200));

@@ -14,7 +14,9 @@ let store: Store;
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "zerocell-store-"));
   db = openDb(join(dir, "zerocell.db"));
-  store = new Store(db);
+  // Names under .localhost are ordinary domains here (first-come for admin tokens, held by accounts);
+  // the base-domain policy is tested in "Store: base domain" below.
+  store = new Store(db, { baseDomain: "platform.test" });
 });
 
 afterEach(() => {
@@ -25,6 +27,11 @@ afterEach(() => {
 const r = (host: string, path = "/", key?: string): RouteSpec => ({ host, path, mode: "snapshot", ...(key === undefined ? {} : { key }) });
 
 let bundleN = 0;
+/**
+ * Deploys as an admin token would (privileged unless told otherwise): first-come claims of names
+ * outside the base domain's account namespaces. What an ordinary account may route (only
+ * ACCOUNT.localhost names and held domains) is tested with `privileged: false`.
+ */
 function deploy(appName: string, accountId: string, routes: RouteSpec[], extra: { privileged?: boolean; manifest?: unknown } = {}): DeploymentInfo {
   bundleN++;
   return store.createDeployment({
@@ -35,7 +42,7 @@ function deploy(appName: string, accountId: string, routes: RouteSpec[], extra: 
     bundleBytes: 1000 + bundleN,
     manifest: extra.manifest ?? { runtime: "php", n: bundleN },
     routes,
-    ...(extra.privileged === undefined ? {} : { privileged: extra.privileged }),
+    privileged: extra.privileged ?? true,
   });
 }
 
@@ -286,7 +293,8 @@ describe("Store: host claims", () => {
   const unavailable = (host: string) => ({
     code: "host_unavailable",
     status: 409,
-    message: `deploy: host "${host}" is not available to this account (another account holds it or a name above it)`,
+    // One message whoever holds the name (or nobody): it names only the asking account's own zone.
+    message: expect.stringMatching(new RegExp(`^deploy: host "${host.replace(/[.*]/g, "\\$&")}" is not available to this account: route names under (\\*\\.(alice|bob)|APP)\\.platform\\.test or a domain the account verified`)),
     details: { host },
   });
 
@@ -311,7 +319,8 @@ describe("Store: host claims", () => {
     }
     // The holder may use them.
     deploy("sub", a, [r("api.shop.localhost"), r("*.shop.localhost")]);
-    expect(claims()).toEqual(["api.shop.localhost=alice/deploy", "shop.localhost=alice/deploy"]);
+    // Names under a held name need no claim of their own.
+    expect(claims()).toEqual(["shop.localhost=alice/deploy"]);
   });
 
   it("a wildcard claims its domain: the name itself and names under it are the holder's", () => {
@@ -322,14 +331,14 @@ describe("Store: host claims", () => {
     deploy("exact", a, [r("x.w.localhost")]);
   });
 
-  it("does not stop an account from claiming a parent of another account's name (only the reverse)", () => {
-    // Observed behaviour, kept visible: bob's api.p.localhost stays his, and alice's wildcard over
-    // p.localhost cannot take its traffic (the router prefers exact hosts), but bob can then no
-    // longer add names under his own api.p.localhost.
+  it("does not stop an account from claiming a parent of another account's name; the nearest held name decides", () => {
+    // bob's api.p.localhost stays his, and alice's wildcard over p.localhost cannot take its
+    // traffic (the router prefers exact hosts); names under api.p.localhost stay bob's to add.
     deploy("api", b, [r("api.p.localhost")]);
     deploy("parent", a, [r("p.localhost"), r("*.p.localhost")]);
     expect(claims()).toEqual(["api.p.localhost=bob/deploy", "p.localhost=alice/deploy"]);
-    expect(thrown(() => deploy("api2", b, [r("v2.api.p.localhost")]))).toMatchObject(unavailable("v2.api.p.localhost"));
+    expect(deploy("api2", b, [r("v2.api.p.localhost")]).version).toBe(1);
+    expect(thrown(() => deploy("grab", a, [r("x.api.p.localhost")]))).toMatchObject(unavailable("x.api.p.localhost"));
   });
 
   it("reserves '*', public suffixes and single labels for admin tokens", () => {
@@ -343,7 +352,7 @@ describe("Store: host claims", () => {
       ["intranet", '"intranet" is a public suffix (no account can hold it)'],
     ];
     for (const [host, why] of reserved) {
-      const e = thrown(() => deploy("grab", a, [r(host)]));
+      const e = thrown(() => deploy("grab", a, [r(host)], { privileged: false }));
       expect(e, host).toBeInstanceOf(ConflictError);
       expect(e, host).toMatchObject({ code: "host_reserved", status: 409, message: `deploy: host "${host}": ${why}`, details: { host } });
     }
@@ -448,5 +457,59 @@ describe("Store: activeRouteEntries", () => {
 
   it("is empty on a new database", () => {
     expect(store.activeRouteEntries()).toEqual([]);
+  });
+});
+
+describe("Store: base domain (APP.ACCOUNT.BASE) and verified domains", () => {
+  let base: Store;
+  let a: string;
+  let b: string;
+  let n = 0;
+  const tenantDeploy = (app: string, account: string, hosts: string[]) =>
+    base.createDeployment({ appName: app, accountId: account, runtime: "php", bundleSha256: createHash("sha256").update(`b${++n}`).digest("hex"), bundleBytes: 1, manifest: {}, routes: hosts.map((h) => r(h)) });
+  beforeEach(() => {
+    base = new Store(db);
+    a = base.createAccount("alice", null).id;
+    b = base.createAccount("bob", null).id;
+  });
+
+  it("an ordinary account routes only names under ACCOUNT.BASE, with no claim stored", () => {
+    expect(tenantDeploy("blog", a, ["blog.alice.localhost", "*.alice.localhost", "a.b.alice.localhost"]).version).toBe(1);
+    expect(base.listHostClaims()).toEqual([]);
+    for (const host of ["x.bob.localhost", "*.bob.localhost", "alice.localhost", "blog.localhost", "x.nobody.localhost", "shop.example", "*.shop.example"]) {
+      expect(thrown(() => tenantDeploy("grab", a, [host])), host).toMatchObject({ code: "host_unavailable", details: { host } });
+    }
+    expect(thrown(() => tenantDeploy("grab", a, ["*.localhost"]))).toMatchObject({ code: "host_reserved" });
+  });
+
+  it("the default account's token routes APP.BASE for its own app only", () => {
+    const d = base.ensureDefaultAccount();
+    expect(tenantDeploy("blog", d, ["blog.localhost"]).version).toBe(1);
+    expect(thrown(() => tenantDeploy("wiki", d, ["other.localhost"]))).toMatchObject({ code: "host_unavailable" });
+  });
+
+  it("a verified domain is the account's: the name, names under it and wildcards in it; never another account's", () => {
+    expect(base.domainUnavailable("shop.example", a)).toBeUndefined();
+    base.grantVerifiedHost("shop.example", a);
+    expect(tenantDeploy("shop", a, ["shop.example", "api.shop.example", "*.shop.example"]).version).toBe(1);
+    const refusal = base.domainUnavailable("shop.example", b);
+    expect(refusal).toBe(base.domainRefusal("shop.example"));
+    expect(base.domainUnavailable("api.shop.example", b)).toBe(base.domainRefusal("api.shop.example"));
+    expect(base.domainUnavailable("x.alice.localhost", a)).toBe(base.domainRefusal("x.alice.localhost"));
+    expect(base.domainUnavailable("co.uk", a)).toBe(base.domainRefusal("co.uk"));
+    expect(() => base.grantVerifiedHost("shop.example", b)).toThrow(ConflictError);
+    for (const host of ["shop.example", "api.shop.example", "*.shop.example"]) {
+      expect(thrown(() => tenantDeploy("grab", b, [host])), host).toMatchObject({ code: "host_unavailable" });
+    }
+    // Released only when no route uses it.
+    expect(() => base.releaseHost("shop.example", a)).toThrow(ConflictError);
+    expect(base.releaseHost("shop.example", b)).toBe(false);
+  });
+
+  it("an account name whose namespace is already routed cannot be created", () => {
+    const d = base.ensureDefaultAccount();
+    base.createDeployment({ appName: "x", accountId: d, runtime: "php", bundleSha256: "0".repeat(64), bundleBytes: 1, manifest: {}, routes: [r("api.later.localhost")], privileged: true });
+    expect(() => base.createAccount("later", null)).toThrow(/already routed/);
+    expect(thrown(() => base.assignHost("x.alice.localhost", b))).toMatchObject({ code: "host_in_use" });
   });
 });
