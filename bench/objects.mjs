@@ -144,7 +144,7 @@ async function main() {
     for (let i = 0; i < o.postRuns; i++) runs.push(await post());
     const pick = (k) => runs.map((r) => r.timing[k]).filter((v) => v !== undefined);
     const row = { program: name, bytes: bytes.length, first: { ready: first.timing.ready, validate: first.timing.validate, total: first.ms, cache: first.timing.validateDesc } };
-    for (const k of ["ready", "validate", "acquire", "run", "body"]) row[k] = { p50: quantile(pick(k), 0.5), p99: quantile(pick(k), 0.99) };
+    for (const k of ["ready", "validate", "read", "acquire", "run", "body"]) row[k] = { p50: quantile(pick(k), 0.5), p99: quantile(pick(k), 0.99) };
     row.client = { p50: quantile(runs.map((r) => r.ms), 0.5), p99: quantile(runs.map((r) => r.ms), 0.99) };
     row.hits = runs.filter((r) => r.timing.validateDesc === "hit").length;
     // Baseline: the same binary spawned natively (fork + exec + its run), per run.
