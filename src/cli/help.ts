@@ -18,6 +18,7 @@ const EXAMPLES: Record<string, string[]> = {
   usage: ["zerocell usage --account alice --from 2026-11-01 --to 2026-11-30"],
   domains: ["zerocell domains add shop.example.com", "zerocell domains list --json", "zerocell domains remove shop.example.com"],
   invoices: ["zerocell invoices --drafts", "zerocell invoices close --period 2026-11"],
+  buckets: ["zerocell buckets usage", "zerocell buckets usage --account alice --json", "zerocell buckets quota --account alice --bytes 10737418240 --objects 100000", "zerocell buckets quota --account alice --bytes default"],
 };
 
 export function addExamples(program: Command): void {

@@ -12,6 +12,7 @@ import { packDirectory, packDirectoryReport, IGNORE_FILE } from "../bundle/index
 import { PACKAGE_ROOT } from "../paths.js";
 import { registerAccessKeyCommands, type CliKit } from "./access-keys.js";
 import { registerBindingCommands } from "./bindings.js";
+import { registerBucketCommands } from "./buckets.js";
 import { registerEnvCommands } from "./env.js";
 import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
 import { registerJobCommands } from "./jobs.js";
@@ -234,12 +235,14 @@ program
   .option("--no-metering", "do not write usage records (for benchmarks)")
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
   .addOption(new Option("--log-format <format>", "server log format (default: pretty when stdout is a terminal, else json: one pino record per line)").choices(["json", "pretty"]))
+  .option("--object-quota-bytes <n>", "bytes of objects an account may store unless an admin set its own quota", parsePositive, 1024 ** 4)
+  .option("--object-quota-objects <n>", "objects an account may store unless an admin set its own quota", parsePositive, 10_000_000)
   .option("--allow-closing-open-periods", "let `invoices close` close the current period (tests and demos; its later usage then goes to the next period)")
   .option("--base-domain <domain>", "the platform's domain: every app gets APP.ACCOUNT.DOMAIN (APP.DOMAIN for the default account)", "localhost")
   .option("--acme-directory <url>", "ACME directory URL for `domains add` (e.g. https://acme-v02.api.letsencrypt.org/directory)")
   .option("--acme-ca-file <file>", "extra CA certificate (PEM) to trust for the ACME directory's HTTPS (a test CA)")
   .option("--acme-renew-check-ms <n>", "how often certificates are checked for renewal", parsePositive, 3_600_000)
-  .action(async (opts: { baseDomain: string; acmeDirectory?: string; acmeCaFile?: string; acmeRenewCheckMs: number; data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat }) => {
+  .action(async (opts: { baseDomain: string; acmeDirectory?: string; acmeCaFile?: string; acmeRenewCheckMs: number; data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; objectQuotaBytes: number; objectQuotaObjects: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat }) => {
     if (opts.logFormat !== undefined) configureLog(opts.logFormat);
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
@@ -256,6 +259,7 @@ program
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
       baseDomain: opts.baseDomain,
       acme: { renewCheckMs: opts.acmeRenewCheckMs, ...(opts.acmeDirectory === undefined ? {} : { directoryUrl: opts.acmeDirectory }), ...(opts.acmeCaFile === undefined ? {} : { caFile: opts.acmeCaFile }) },
+      objects: { quotaBytes: opts.objectQuotaBytes, quotaObjects: opts.objectQuotaObjects },
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, minInstancesPerDeployment: opts.minInstances, memoryBudgetBytes: opts.memoryBudgetMb === undefined ? 0 : parsePositive(opts.memoryBudgetMb) * 1048576, spareHosts: opts.spareHosts },
     });
     log.info(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}`, { urls: server.urls, dataDir });
@@ -660,6 +664,7 @@ program
 const kit: CliKit<ClientTarget> = { findTarget, api, print, table, dataOption, jsonOption, fail: (m) => { throw new CliError(m); } };
 registerAccessKeyCommands(program, kit);
 registerBindingCommands(program, kit);
+registerBucketCommands(program, kit);
 registerEnvCommands(program, kit);
 addAccountLifecycle(accounts, kit);
 registerPlanCommands(program, kit);

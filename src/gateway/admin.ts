@@ -30,6 +30,7 @@ import { LIFECYCLE_ENDPOINTS, registerLifecycleRoutes } from "./admin/lifecycle.
 import { MEMORY_ENDPOINTS, registerMemoryRoutes } from "./admin/memory.js";
 import { ENV_ENDPOINTS, registerEnvRoutes } from "./admin/env.js";
 import { ACCOUNT_ENDPOINTS, registerAccountRoutes } from "./admin/accounts.js";
+import { OBJECT_QUOTA_ENDPOINTS, registerObjectQuotaRoutes } from "./admin/object-quotas.js";
 import { declareEndpoint, ErrorBodySchema, paginate, parseInput, PageQuerySchema, type EndpointIo, type EndpointSpec } from "./admin/openapi.js";
 import { declareDocument } from "./admin/document.js";
 import * as S from "./admin/schemas.js";
@@ -37,7 +38,7 @@ import * as S from "./admin/schemas.js";
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_JSON_BYTES = 1024 * 1024;
 
-type Env = { Variables: { token: TokenInfo; requestId: string } };
+type Env = { Variables: { token: TokenInfo; requestId: string; /** When the request reached the API (performance.timeOrigin based ms): server-timing's origin. */ arrivedAt: number } };
 
 function assertAppName(name: string): void {
   if (!APP_NAME.test(name)) throw new InputError(`app name "${name.slice(0, 80)}" must be 1-63 characters of a-z, 0-9 and "-"`, { code: "bad_app_name" });
@@ -111,6 +112,7 @@ export const ADMIN_ENDPOINTS = {
   ...ENV_ENDPOINTS,
   ...ACCOUNT_ENDPOINTS,
   ...DOMAIN_ENDPOINTS,
+  ...OBJECT_QUOTA_ENDPOINTS,
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -165,6 +167,7 @@ export function createAdminApi(platform: Platform, options: AdminApiOptions = {}
   app.notFound((c) => errorToResponse(new ZerocellError("not_found", 404, `admin: no endpoint ${c.req.method} ${c.req.path}`), c.get("requestId") ?? randomUUID(), "json"));
 
   app.use("*", async (c, next) => {
+    c.set("arrivedAt", performance.timeOrigin + performance.now());
     c.set("requestId", randomUUID());
     await next();
   });
@@ -639,6 +642,7 @@ export function createAdminApi(platform: Platform, options: AdminApiOptions = {}
   registerEnvRoutes({ platform, endpoint, visibleApp, isAdmin });
   registerAccountRoutes({ platform, endpoint });
   registerDomainRoutes({ endpoint, platform, ownAccount, httpsUrl: () => options.httpsUrl?.() });
+  registerObjectQuotaRoutes({ endpoint, platform, ownAccount });
 
   assertRoutesMatchTable(app);
   return app;

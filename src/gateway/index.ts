@@ -15,6 +15,7 @@ import { Hono } from "hono";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { Store, openDb, BlobStore } from "../store/index.js";
 import { detectHostIsolation, type PoolLimits } from "../pool/index.js";
+import type { ObjectLimits } from "../objects/index.js";
 import { Platform } from "../platform/index.js";
 import { CertificateStore } from "./tls.js";
 import { errorToResponse } from "./respond.js";
@@ -42,6 +43,8 @@ export interface GatewayConfig {
   /** Address for the admin API; loopback unless you mean it. */
   adminHost: string;
   pool?: Partial<PoolLimits>;
+  /** Object store limits (default per-account quotas: `--object-quota-bytes`, `--object-quota-objects`). */
+  objects?: Partial<ObjectLimits>;
   /** Node's limits for slow or oversized requests. */
   http?: Partial<HttpLimits>;
   /** Usage records: on by default, flushed every 100 ms. */
@@ -171,7 +174,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
       ...(config.acme?.caFile === undefined ? {} : { caPem: readFileSync(config.acme.caFile, "utf8") }),
     },
     ...(config.acme?.renewCheckMs === undefined ? {} : { domainLimits: { renewCheckMs: config.acme.renewCheckMs } }),
-    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), isolation, ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }) });
+    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), isolation, ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }), ...(config.objects === undefined ? {} : { objectLimits: config.objects }) });
   const p = platform;
   const apps = new AppHandler(p);
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };

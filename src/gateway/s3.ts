@@ -266,7 +266,8 @@ async function getObject(store: ObjectStore, account: string, bucket: string, ke
 }
 
 async function putObject(store: ObjectStore, account: string, bucket: string, key: string, req: IncomingMessage, auth: Authenticated): Promise<S3Response> {
-  if (header(req, "x-amz-copy-source") !== undefined) throw new ObjectStoreError("NotImplemented", "not_implemented", 501, "s3: CopyObject is not implemented");
+  const copySource = header(req, "x-amz-copy-source");
+  if (copySource !== undefined) return copyObject(store, account, bucket, key, copySource, req, auth);
   // Conditional writes (If-None-Match: * = create only; If-Match = replace only that version).
   if (header(req, "if-none-match") !== undefined || header(req, "if-match") !== undefined) {
     const existing = await store.headObject(account, bucket, key).catch((e: unknown) => {
@@ -281,6 +282,36 @@ async function putObject(store: ObjectStore, account: string, bucket: string, ke
   const contentType = header(req, "content-type");
   const info = await store.putObject(account, bucket, key, body, { ...options, metadata: metadataOf(req), ...(contentType === undefined ? {} : { contentType }) });
   return { status: 200, headers: { etag: etagHeader(info.etag) } };
+}
+
+/**
+ * CopyObject: `x-amz-copy-source: [/]BUCKET/KEY` (percent-encoded) of the same account (another
+ * account's bucket is a missing one); metadata and content type copied, or replaced with
+ * `x-amz-metadata-directive: REPLACE`. The key needs "read" as well as "write". Conditional
+ * copies (x-amz-copy-source-if-*) and versions are not implemented (501).
+ */
+async function copyObject(store: ObjectStore, account: string, bucket: string, key: string, source: string, req: IncomingMessage, auth: Authenticated): Promise<S3Response> {
+  if (!auth.key.scopes.includes("read")) throw accessDenied("this access key may not read the copy source");
+  if (source.length > 3 * 1100) throw new ObjectStoreError("InvalidArgument", "bad_copy_source", 400, "s3: x-amz-copy-source is too long");
+  if (Object.keys(req.headers).some((h) => h.startsWith("x-amz-copy-source-if-")) || source.includes("?versionId=")) {
+    throw new ObjectStoreError("NotImplemented", "not_implemented", 501, "s3: conditional and versioned copies are not implemented");
+  }
+  let src: string;
+  try {
+    src = decodeURIComponent(source.startsWith("/") ? source.slice(1) : source);
+  } catch {
+    throw new ObjectStoreError("InvalidArgument", "bad_copy_source", 400, "s3: x-amz-copy-source is not valid percent-encoding");
+  }
+  const slash = src.indexOf("/");
+  if (slash <= 0 || slash === src.length - 1) throw new ObjectStoreError("InvalidArgument", "bad_copy_source", 400, "s3: x-amz-copy-source must be BUCKET/KEY");
+  const directive = (header(req, "x-amz-metadata-directive") ?? "COPY").toUpperCase();
+  if (directive !== "COPY" && directive !== "REPLACE") throw new ObjectStoreError("InvalidArgument", "bad_metadata_directive", 400, "s3: x-amz-metadata-directive must be COPY or REPLACE");
+  const contentType = header(req, "content-type");
+  const replace = directive === "REPLACE" ? { metadata: metadataOf(req), ...(contentType === undefined ? {} : { contentType }) } : undefined;
+  // A copy has no body; whatever was sent is not read.
+  req.resume();
+  const info = await store.copyObject(account, { bucket: src.slice(0, slash), key: src.slice(slash + 1) }, bucket, key, replace);
+  return xml(200, doc("CopyObjectResult", [t("LastModified", isoDate(info.lastModified)), t("ETag", etagHeader(info.etag))]));
 }
 
 async function deleteObjects(store: ObjectStore, account: string, bucket: string, req: IncomingMessage, auth: Authenticated): Promise<S3Response> {

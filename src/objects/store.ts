@@ -31,6 +31,10 @@ export interface ObjectLimits {
   maxListKeys: number;
   /** Multipart uploads in progress per bucket. */
   maxUploadsPerBucket: number;
+  /** Default quota: bytes of objects one account may store (an admin may set another per account). */
+  quotaBytes: number;
+  /** Default quota: objects one account may store (an admin may set another per account). */
+  quotaObjects: number;
 }
 
 export const DEFAULT_OBJECT_LIMITS: ObjectLimits = {
@@ -44,7 +48,25 @@ export const DEFAULT_OBJECT_LIMITS: ObjectLimits = {
   maxBucketsPerAccount: 100,
   maxListKeys: 1000,
   maxUploadsPerBucket: 1000,
+  quotaBytes: 1024 ** 4,
+  quotaObjects: 10_000_000,
 };
+
+/** What an account stores and may store (its quota: its own override, else the server's default). */
+export interface ObjectUsage {
+  /** Bytes of the account's objects (each object counted at its size, shared content included). */
+  bytes: number;
+  objects: number;
+  quota: { bytes: number; objects: number };
+  /** The per-account overrides (null: the server's default applies). */
+  override: { bytes: number | null; objects: number | null };
+}
+
+/** A per-account quota change: a number sets it, null goes back to the default, absent keeps it. */
+export interface QuotaChange {
+  bytes?: number | null;
+  objects?: number | null;
+}
 
 export interface BucketInfo {
   name: string;
@@ -127,6 +149,14 @@ export interface ObjectStore {
   completeMultipartUpload(accountId: string, bucket: string, key: string, uploadId: string, parts: CompletedPart[]): Promise<ObjectInfo>;
   abortMultipartUpload(accountId: string, bucket: string, key: string, uploadId: string): Promise<void>;
 
+  /** Copies an object within the account (S3 CopyObject); metadata and type copied unless given. */
+  copyObject(accountId: string, source: { bucket: string; key: string }, bucket: string, key: string, replace?: Pick<PutOptions, "contentType" | "metadata">): Promise<ObjectInfo>;
+
+  /** The account's stored bytes and objects and its quota. */
+  usage(accountId: string): ObjectUsage;
+  /** Sets (or clears) the account's own quota. */
+  setQuota(accountId: string, change: QuotaChange): ObjectUsage;
+
   close(): Promise<void>;
 }
 
@@ -140,6 +170,15 @@ export class ObjectStoreError extends ZerocellError {
     super(code, status, message, options);
     this.s3Code = s3Code;
   }
+}
+
+/**
+ * A write that would take the account past its quota (S3 answers 403 with this code, as
+ * S3-compatible stores do; the API answers 403 quota_exceeded). Nothing is stored.
+ */
+export function quotaExceeded(what: "bytes" | "objects", used: number, adding: number, limit: number): ObjectStoreError {
+  const message = what === "bytes" ? `objects: storing ${adding} more bytes would exceed the account's quota of ${limit} bytes (${used} in use)` : `objects: one more object would exceed the account's quota of ${limit} objects (${used} stored)`;
+  return new ObjectStoreError("QuotaExceeded", "quota_exceeded", 403, message, { details: { quota: what, limit, used } });
 }
 
 export const noSuchBucket = (name: string): ObjectStoreError => new ObjectStoreError("NoSuchBucket", "no_such_bucket", 404, `objects: no bucket named "${name.slice(0, 63)}"`);

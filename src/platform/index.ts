@@ -18,7 +18,7 @@ import { log } from "../log.js";
 import { randomUUID } from "node:crypto";
 import { DeploymentCatalog } from "./deployments.js";
 import { KeyedRuns } from "./key-data.js";
-import { DiskObjectStore, type ObjectStore } from "../objects/index.js";
+import { DiskObjectStore, type ObjectLimits, type ObjectStore } from "../objects/index.js";
 import { AccessKeys } from "../objects/access-keys.js";
 import { AppEnv } from "./app-env.js";
 import { Bindings } from "../objects/bindings.js";
@@ -44,6 +44,8 @@ export interface PlatformInit {
   certs: CertificateStore;
   isolation: HostIsolation;
   pool?: Partial<PoolLimits>;
+  /** Object store limits over DEFAULT_OBJECT_LIMITS (e.g. the default per-account quotas). */
+  objectLimits?: Partial<ObjectLimits>;
   stripe?: StripeSyncOptions;
   metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
   /** ACME for `domains add` (src/platform/domains.ts); without a directory URL it is refused. */
@@ -105,7 +107,7 @@ export class Platform {
     this.keyed = new KeyedRuns(new KeyQueue(64), this.keys, this.pool);
     this.metrics = new PlatformMetrics(this.pool, this.usage);
     this.logs = new AppLogs(init.db);
-    this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir });
+    this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir, ...(init.objectLimits === undefined ? {} : { limits: init.objectLimits }) });
     this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
     this.bindings = new Bindings(init.db);
     this.jobStore = new JobStore(init.db);

@@ -123,6 +123,23 @@ export const PROGRAM_LIMITS = {
 /** Validation results by program SHA-256 (a program validated once is not decoded again). */
 const validated = new LRUCache<string, { manifest: Manifest; image: Buffer }>({ max: 256 });
 
+/**
+ * Where a POSTed program's time went (ms), for the answer's server-timing header. `readyMs`:
+ * request arrival → the first object's guest starting in its sandbox (the host's clock, clamped).
+ */
+export interface ProgramTiming {
+  /** SHA-256 of the program, and its validation (decode + checks) or the cache lookup. */
+  validateMs: number;
+  cache: "hit" | "miss";
+  /** Reading the first object. */
+  readMs?: number;
+  /** Waiting for a sandbox for the first object. */
+  acquireMs?: number;
+  readyMs?: number;
+  /** Every object's run in its sandbox, summed. */
+  runMs: number;
+}
+
 export interface ProgramRun {
   program: string;
   validation: "cached" | "validated";
@@ -176,14 +193,22 @@ export async function readObjectLimited(p: Platform, accountId: string, bucket: 
  * run once per named object of the account's bucket (the object as stdin), outputs returned.
  * Nothing is stored: the deployment lives in memory only (per account and program).
  */
-export async function runProgram(p: Platform, accountId: string, program: Buffer, bucket: string, keys: string[]): Promise<ProgramRun> {
+export async function runProgram(p: Platform, accountId: string, program: Buffer, bucket: string, keys: string[], timing?: { arrivedAt: number; out?: ProgramTiming }): Promise<ProgramRun> {
+  const v0 = performance.now();
   const { sha, validation, target } = await programTarget(p, accountId, program);
+  const t: ProgramTiming = { validateMs: performance.now() - v0, cache: validation === "cached" ? "hit" : "miss", runMs: 0 };
+  if (timing !== undefined) timing.out = t;
   // 3. run once per object, in order; a failing object is reported, never dropped
   const results: ProgramRun["results"] = [];
   for (const key of keys) {
     try {
+      const r0 = performance.now();
       const got = await readObjectLimited(p, accountId, bucket, key, target.maxBodyBytes);
+      t.readMs ??= performance.now() - r0;
       const r = await runOnObject(p, target, { bucket, ...got });
+      t.runMs += r.runMs;
+      t.acquireMs ??= r.acquireMs;
+      if (t.readyMs === undefined && r.startedAt !== undefined && timing !== undefined) t.readyMs = Math.max(0, r.startedAt - timing.arrivedAt);
       const out = Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength);
       const text = out.toString("utf8");
       const isText = Buffer.from(text, "utf8").equals(out);

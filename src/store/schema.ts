@@ -274,6 +274,19 @@ export const objects = sqliteTable("objects", {
   lastModified: integer("last_modified").notNull(),
 }, (t) => [uniqueIndex("objects_bucket_key_uq").on(t.bucketId, t.key), index("objects_sha256_idx").on(t.sha256)]);
 
+/**
+ * Per account: what the object store holds (bytes, objects), kept in the same transaction as
+ * every `objects` row written or deleted, so a quota check reads exact figures; and the quota an
+ * admin set for the account (null: the server's default).
+ */
+export const objectUsage = sqliteTable("object_usage", {
+  accountId: text("account_id").primaryKey().references(() => accounts.id),
+  bytes: integer("bytes").notNull().default(0),
+  objects: integer("objects").notNull().default(0),
+  quotaBytes: integer("quota_bytes"),
+  quotaObjects: integer("quota_objects"),
+});
+
 /** Multipart uploads in progress; parts are files under DIR/objects/uploads/<id>/. */
 export const objectUploads = sqliteTable("object_uploads", {
   id: text("id").primaryKey(),

@@ -239,5 +239,47 @@ export function runObjectStoreContract(name: string, open: (limits: Partial<Obje
       await expect(s.completeMultipartUpload(a, "alpha", "small", id, [{ partNumber: 1, etag: e1.etag }])).rejects.toMatchObject({ s3Code: "NoSuchUpload" });
       await expect(s.headObject(a, "alpha", "small")).rejects.toMatchObject({ s3Code: "NoSuchKey" });
     });
+
+    it("copies within an account only, with the source's or replaced metadata", async () => {
+      await s.createBucket(a, "copies");
+      await s.putObject(a, "copies", "src", chunks("copy me"), { contentType: "text/plain", metadata: { color: "red" } });
+      const same = await s.copyObject(a, { bucket: "copies", key: "src" }, "copies", "dst");
+      expect(same).toMatchObject({ key: "dst", size: 7, contentType: "text/plain", metadata: { color: "red" } });
+      expect((await readAll((await s.getObject(a, "copies", "dst")).body)).toString()).toBe("copy me");
+      const replaced = await s.copyObject(a, { bucket: "copies", key: "src" }, "copies", "dst2", { contentType: "text/x", metadata: {} });
+      expect(replaced).toMatchObject({ contentType: "text/x", metadata: {} });
+      // The source deleted: the copies keep their bytes.
+      await s.deleteObject(a, "copies", "src");
+      expect((await readAll((await s.getObject(a, "copies", "dst2")).body)).toString()).toBe("copy me");
+      await expect(s.copyObject(a, { bucket: "copies", key: "src" }, "copies", "x")).rejects.toMatchObject({ s3Code: "NoSuchKey" });
+      await s.createBucket(b, "theirs");
+      await s.putObject(b, "theirs", "secret", chunks("s"));
+      await expect(s.copyObject(a, { bucket: "theirs", key: "secret" }, "copies", "stolen")).rejects.toMatchObject({ s3Code: "NoSuchBucket" });
+      await expect(s.copyObject(b, { bucket: "copies", key: "dst" }, "theirs", "stolen")).rejects.toMatchObject({ s3Code: "NoSuchBucket" });
+      for (const k of ["dst", "dst2"]) await s.deleteObject(a, "copies", k);
+      await s.deleteObject(b, "theirs", "secret");
+    });
+
+    it("counts bytes and objects per account and refuses writes past the account's quota", async () => {
+      const before = s.usage(b);
+      expect(before).toMatchObject({ bytes: 0, objects: 0, override: { bytes: null, objects: null } });
+      await s.createBucket(b, "quota");
+      s.setQuota(b, { bytes: 10, objects: 2 });
+      await s.putObject(b, "quota", "one", chunks("123456"));
+      await expect(s.putObject(b, "quota", "two", chunks("12345"))).rejects.toMatchObject({ s3Code: "QuotaExceeded", code: "quota_exceeded", status: 403 });
+      await expect(s.headObject(b, "quota", "two")).rejects.toMatchObject({ s3Code: "NoSuchKey" });
+      await s.putObject(b, "quota", "two", chunks("1234"));
+      await expect(s.putObject(b, "quota", "three", chunks(""))).rejects.toMatchObject({ s3Code: "QuotaExceeded" });
+      await expect(s.copyObject(b, { bucket: "quota", key: "two" }, "quota", "three")).rejects.toMatchObject({ s3Code: "QuotaExceeded" });
+      // Overwrites are charged the difference, deletes give room back.
+      await s.putObject(b, "quota", "one", chunks("1"));
+      expect(s.usage(b)).toMatchObject({ bytes: 5, objects: 2, quota: { bytes: 10, objects: 2 } });
+      await s.deleteObject(b, "quota", "one");
+      await s.deleteObject(b, "quota", "two");
+      expect(s.setQuota(b, { bytes: null, objects: null })).toMatchObject({ bytes: 0, objects: 0, quota: { bytes: s.limits.quotaBytes, objects: s.limits.quotaObjects } });
+      // The other account's usage is its own.
+      expect(s.usage(a).objects).toBeGreaterThan(0);
+      expect(() => s.setQuota(b, { bytes: -1 })).toThrow(/quota/);
+    });
   });
 }

@@ -94,6 +94,14 @@ describe("bucket bindings: GET runs the bound app on the object", () => {
     // The same bytes again: the validation is found by content hash.
     const again = await run(program, ["stdin"]);
     expect(again.json).toMatchObject({ validation: "cached", results: [{ key: "stdin", output: "12345" }] });
+    // The answer's server-timing: the phases from the request's arrival to the program's start.
+    const timed = await fetch(`${server.urls.admin}/v1/objects/run?bucket=mail&key=stdin`, { method: "POST", headers: { authorization: `Bearer ${server.token}`, "content-type": "application/octet-stream" }, body: new Uint8Array(program) });
+    expect(timed.status).toBe(200);
+    const st = timed.headers.get("server-timing") ?? "";
+    expect(st).toMatch(/^body;dur=[\d.]+, validate;desc="hit";dur=[\d.]+, read;dur=[\d.]+, acquire;dur=[\d.]+, ready;dur=[\d.]+, run;dur=[\d.]+, total;dur=[\d.]+$/);
+    const dur = (name: string) => Number(new RegExp(`${name};(?:desc="\\w+";)?dur=([\\d.]+)`).exec(st)![1]);
+    expect(dur("ready")).toBeLessThanOrEqual(dur("total"));
+    expect(dur("validate")).toBeLessThanOrEqual(dur("total"));
     // A program with a privileged instruction is refused exactly as a deploy refuses it.
     const evil = x86Fixture("privileged");
     const refused = await run(evil, ["stdin"]);

@@ -166,6 +166,9 @@ describe("OpenAPI document and real responses", () => {
     expect((await call("POST", "/v1/accounts/carol/disable")).json.disabled).toBe(true);
     expect((await call("POST", "/v1/accounts/carol/enable")).json.disabled).toBe(false);
     expect((await call("POST", "/v1/accounts/nobody/disable")).status).toBe(404);
+    expect((await call("GET", "/v1/objects/usage")).json).toMatchObject({ account: "default", bytes: expect.any(Number) });
+    expect((await call("PUT", "/v1/accounts/carol/object-quota", json({ bytes: 1000, objects: null }))).json.quota.bytes).toBe(1000);
+    expect((await call("PUT", "/v1/accounts/carol/object-quota", json({ bytes: "x" }))).status).toBe(400);
     expect((await call("GET", "/v1/pool/memory")).status).toBe(200);
     expect((await call("GET", "/v1/jobs")).status).toBe(200);
     expect((await call("POST", "/v1/jobs", json({ app: "docs", input: "no-such-bucket/in/", output: "no-such-bucket/out/" }))).status).toBeGreaterThanOrEqual(400);

@@ -8,8 +8,26 @@ import { z } from "@hono/zod-openapi";
 import type { AdminRoutes } from "./kit.js";
 import { ProgramRunSchema } from "./schemas.js";
 import { readStreamLimited } from "../body.js";
-import { runProgram, PROGRAM_LIMITS } from "../../platform/object-runs.js";
+import { runProgram, PROGRAM_LIMITS, type ProgramTiming } from "../../platform/object-runs.js";
 import { InputError, PayloadTooLargeError, ZerocellError } from "../../errors.js";
+
+/**
+ * The phases of a POSTed run, ms: body = arrival → the program read (auth included), validate
+ * (desc: the validation cache's hit or miss), read = the first object, acquire = a sandbox for
+ * it, ready = arrival → its guest starting (the host's clock, clamped), run = every object's run.
+ */
+function serverTiming(t: ProgramTiming | undefined, bodyMs: number, totalMs: number): string {
+  const parts = [`body;dur=${bodyMs.toFixed(3)}`];
+  if (t !== undefined) {
+    parts.push(`validate;desc="${t.cache}";dur=${t.validateMs.toFixed(3)}`);
+    if (t.readMs !== undefined) parts.push(`read;dur=${t.readMs.toFixed(3)}`);
+    if (t.acquireMs !== undefined) parts.push(`acquire;dur=${t.acquireMs.toFixed(3)}`);
+    if (t.readyMs !== undefined) parts.push(`ready;dur=${t.readyMs.toFixed(3)}`);
+    parts.push(`run;dur=${t.runMs.toFixed(3)}`);
+  }
+  parts.push(`total;dur=${totalMs.toFixed(3)}`);
+  return parts.join(", ");
+}
 
 export function registerProgramRunRoutes({ endpoint, platform, ownAccount }: AdminRoutes<"POST /v1/objects/run">): void {
   const spec = {
@@ -38,6 +56,12 @@ export function registerProgramRunRoutes({ endpoint, platform, ownAccount }: Adm
     const body = c.req.raw.body;
     const program = body === null ? Buffer.alloc(0) : await readStreamLimited(body, limit, () => new PayloadTooLargeError(`run: program exceeds the limit of ${limit} bytes`));
     if (program.length === 0) throw new InputError("run: send the program (a static x86-64 ELF) as the body");
-    return c.json(await runProgram(platform, accountId, program, bucket, keys));
+    const arrivedAt = (c.get("arrivedAt") as number | undefined) ?? performance.timeOrigin + performance.now();
+    const bodyMs = performance.timeOrigin + performance.now() - arrivedAt;
+    const timing: { arrivedAt: number; out?: ProgramTiming } = { arrivedAt };
+    const run = await runProgram(platform, accountId, program, bucket, keys, timing);
+    const res = c.json(run);
+    res.headers.set("server-timing", serverTiming(timing.out, bodyMs, performance.timeOrigin + performance.now() - arrivedAt));
+    return res;
   });
 }

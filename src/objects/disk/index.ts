@@ -20,9 +20,9 @@ import { createReadStream, existsSync, mkdirSync, openSync, readdirSync, renameS
 import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform, pipeline } from "node:stream";
-import { and, asc, count, eq, gt, gte, lt } from "drizzle-orm";
+import { and, asc, count, eq, gt, gte, lt, sql } from "drizzle-orm";
 import type { OpenedDb } from "../../store/index.js";
-import { bucketBindings, buckets, objects, objectUploadParts, objectUploads } from "../../store/schema.js";
+import { bucketBindings, buckets, objects, objectUploadParts, objectUploads, objectUsage } from "../../store/schema.js";
 import {
   DEFAULT_OBJECT_LIMITS,
   ObjectStoreError,
@@ -33,6 +33,7 @@ import {
   noSuchKey,
   noSuchUpload,
   prefixEnd,
+  quotaExceeded,
   resolveRange,
   type BucketInfo,
   type CompletedPart,
@@ -43,7 +44,9 @@ import {
   type ObjectLimits,
   type ObjectStore,
   type PutOptions,
+  type QuotaChange,
   type RangeRequest,
+  type ObjectUsage,
 } from "../store.js";
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -227,12 +230,17 @@ export class DiskObjectStore implements ObjectStore {
     }
   }
 
-  /** Records (or replaces) an object row for a stored, pinned blob, then unpins it. */
-  #record(bucketId: string, key: string, r: { sha256: string; size: number; etag: string }, contentType: string, metadata: Record<string, string>): ObjectInfo {
+  /**
+   * Records (or replaces) an object row for a stored, pinned blob, then unpins it. The account's
+   * quota is checked and its usage counted in the same transaction as the row: two writes cannot
+   * both pass a check that only one of them fits (better-sqlite3 transactions are synchronous).
+   */
+  #record(accountId: string, bucketId: string, key: string, r: { sha256: string; size: number; etag: string }, contentType: string, metadata: Record<string, string>): ObjectInfo {
     try {
       const row: ObjectRow = { bucketId, key, sha256: r.sha256, size: r.size, etag: r.etag, contentType, metadata: JSON.stringify(metadata), lastModified: Date.now() };
       const old = this.#o.sqlite.transaction(() => {
-        const prev = this.#db.select({ sha256: objects.sha256 }).from(objects).where(and(eq(objects.bucketId, bucketId), eq(objects.key, key))).get();
+        const prev = this.#db.select({ sha256: objects.sha256, size: objects.size }).from(objects).where(and(eq(objects.bucketId, bucketId), eq(objects.key, key))).get();
+        this.#charge(accountId, r.size - (prev?.size ?? 0), prev === undefined ? 1 : 0);
         this.#db.insert(objects).values(row).onConflictDoUpdate({ target: [objects.bucketId, objects.key], set: { sha256: row.sha256, size: row.size, etag: row.etag, contentType, metadata: row.metadata, lastModified: row.lastModified } }).run();
         return prev?.sha256;
       })();
@@ -246,6 +254,64 @@ export class DiskObjectStore implements ObjectStore {
     }
   }
 
+  // --- usage and quotas ---
+
+  #usageRow(accountId: string) {
+    return this.#db.select().from(objectUsage).where(eq(objectUsage.accountId, accountId)).get();
+  }
+
+  /**
+   * Adds to the account's usage, or throws QuotaExceeded when a growth would pass its quota
+   * (shrinking always passes: an account over a lowered quota can still delete and overwrite
+   * smaller). Call inside the transaction that writes the object rows.
+   */
+  #charge(accountId: string, bytes: number, count: number): void {
+    if (bytes === 0 && count === 0) return;
+    const u = this.#usageRow(accountId);
+    const usedBytes = u?.bytes ?? 0;
+    const usedObjects = u?.objects ?? 0;
+    const quotaBytes = u?.quotaBytes ?? this.limits.quotaBytes;
+    const quotaObjects = u?.quotaObjects ?? this.limits.quotaObjects;
+    if (count > 0 && usedObjects + count > quotaObjects) throw quotaExceeded("objects", usedObjects, count, quotaObjects);
+    if (bytes > 0 && usedBytes + bytes > quotaBytes) throw quotaExceeded("bytes", usedBytes, bytes, quotaBytes);
+    this.#db
+      .insert(objectUsage)
+      .values({ accountId, bytes: Math.max(0, bytes), objects: Math.max(0, count) })
+      .onConflictDoUpdate({ target: objectUsage.accountId, set: { bytes: sql`max(0, ${objectUsage.bytes} + ${bytes})`, objects: sql`max(0, ${objectUsage.objects} + ${count})` } })
+      .run();
+  }
+
+  /** Refuses early (before a body is received) a write of `bytes` that cannot fit; the commit checks again. */
+  #assertRoom(accountId: string, bucketId: string, key: string, bytes: number | undefined): void {
+    if (bytes === undefined) return;
+    const prev = this.#db.select({ size: objects.size }).from(objects).where(and(eq(objects.bucketId, bucketId), eq(objects.key, key))).get();
+    const u = this.usage(accountId);
+    const grow = bytes - (prev?.size ?? 0);
+    if (prev === undefined && u.objects + 1 > u.quota.objects) throw quotaExceeded("objects", u.objects, 1, u.quota.objects);
+    if (grow > 0 && u.bytes + grow > u.quota.bytes) throw quotaExceeded("bytes", u.bytes, grow, u.quota.bytes);
+  }
+
+  usage(accountId: string): ObjectUsage {
+    const u = this.#usageRow(accountId);
+    return {
+      bytes: u?.bytes ?? 0,
+      objects: u?.objects ?? 0,
+      quota: { bytes: u?.quotaBytes ?? this.limits.quotaBytes, objects: u?.quotaObjects ?? this.limits.quotaObjects },
+      override: { bytes: u?.quotaBytes ?? null, objects: u?.quotaObjects ?? null },
+    };
+  }
+
+  setQuota(accountId: string, change: QuotaChange): ObjectUsage {
+    for (const v of [change.bytes, change.objects]) {
+      if (v !== undefined && v !== null && !(Number.isSafeInteger(v) && v >= 0)) throw new ObjectStoreError("InvalidArgument", "bad_quota", 400, "objects: a quota is a whole number of bytes or objects, 0 or more");
+    }
+    const set: { quotaBytes?: number | null; quotaObjects?: number | null } = {};
+    if (change.bytes !== undefined) set.quotaBytes = change.bytes;
+    if (change.objects !== undefined) set.quotaObjects = change.objects;
+    if (Object.keys(set).length > 0) this.#db.insert(objectUsage).values({ accountId, ...set }).onConflictDoUpdate({ target: objectUsage.accountId, set }).run();
+    return this.usage(accountId);
+  }
+
   // --- objects ---
 
   async putObject(accountId: string, bucket: string, key: string, body: AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<ObjectInfo> {
@@ -253,9 +319,26 @@ export class DiskObjectStore implements ObjectStore {
     assertKey(key, this.limits);
     const metadata = options.metadata ?? {};
     assertMetadata(metadata, this.limits);
+    this.#assertRoom(accountId, b.id, key, options.contentLength);
     const r = await this.#receive(body, this.limits.maxObjectBytes, "object", options);
     await this.#storeBlob(r);
-    return this.#record(b.id, key, { sha256: r.sha256, size: r.size, etag: r.md5.toString("hex") }, options.contentType ?? DEFAULT_CONTENT_TYPE, metadata);
+    return this.#record(accountId, b.id, key, { sha256: r.sha256, size: r.size, etag: r.md5.toString("hex") }, options.contentType ?? DEFAULT_CONTENT_TYPE, metadata);
+  }
+
+  async copyObject(accountId: string, source: { bucket: string; key: string }, bucket: string, key: string, replace?: Pick<PutOptions, "contentType" | "metadata">): Promise<ObjectInfo> {
+    const src = this.#objectRow(accountId, source.bucket, source.key);
+    const b = this.#bucketRow(accountId, bucket);
+    assertKey(key, this.limits);
+    const metadata = replace === undefined ? (JSON.parse(src.metadata) as Record<string, string>) : (replace.metadata ?? {});
+    assertMetadata(metadata, this.limits);
+    // The same content: no bytes move. Pinned (synchronously after the lookup) so a delete of the
+    // source in between cannot unlink the blob before the new row refers to it.
+    this.#pin(src.sha256);
+    if (!existsSync(this.#blobPath(src.sha256))) {
+      this.#unpin(src.sha256);
+      throw noSuchKey(source.key);
+    }
+    return this.#record(accountId, b.id, key, { sha256: src.sha256, size: src.size, etag: src.etag }, replace === undefined ? src.contentType : (replace.contentType ?? DEFAULT_CONTENT_TYPE), metadata);
   }
 
   #objectRow(accountId: string, bucket: string, key: string): ObjectRow {
@@ -302,8 +385,11 @@ export class DiskObjectStore implements ObjectStore {
     const b = this.#bucketRow(accountId, bucket);
     assertKey(key, this.limits);
     const prev = this.#o.sqlite.transaction(() => {
-      const row = this.#db.select({ sha256: objects.sha256 }).from(objects).where(and(eq(objects.bucketId, b.id), eq(objects.key, key))).get();
-      if (row !== undefined) this.#db.delete(objects).where(and(eq(objects.bucketId, b.id), eq(objects.key, key))).run();
+      const row = this.#db.select({ sha256: objects.sha256, size: objects.size }).from(objects).where(and(eq(objects.bucketId, b.id), eq(objects.key, key))).get();
+      if (row !== undefined) {
+        this.#db.delete(objects).where(and(eq(objects.bucketId, b.id), eq(objects.key, key))).run();
+        this.#charge(accountId, -row.size, -1);
+      }
       return row?.sha256;
     })();
     if (prev !== undefined) this.#collect([prev]);
@@ -437,6 +523,7 @@ export class DiskObjectStore implements ObjectStore {
       if (i < chosen.length - 1 && s.size < this.limits.minPartBytes) throw new ObjectStoreError("EntityTooSmall", "part_too_small", 400, `objects: part ${s.partNumber} has ${s.size} bytes; every part but the last needs at least ${this.limits.minPartBytes}`);
     }
     if (total > this.limits.maxMultipartObjectBytes) throw tooLarge("object", total, this.limits.maxMultipartObjectBytes);
+    this.#assertRoom(accountId, u.bucketId, key, total);
     this.#completing.add(uploadId);
     try {
       const self = this;
@@ -448,7 +535,7 @@ export class DiskObjectStore implements ObjectStore {
       for (const p of chosen) etagMd5.update(Buffer.from(p.etag, "hex"));
       const etag = `${etagMd5.digest("hex")}-${chosen.length}`;
       await this.#storeBlob(r);
-      const info = this.#record(u.bucketId, key, { sha256: r.sha256, size: r.size, etag }, u.contentType, JSON.parse(u.metadata) as Record<string, string>);
+      const info = this.#record(accountId, u.bucketId, key, { sha256: r.sha256, size: r.size, etag }, u.contentType, JSON.parse(u.metadata) as Record<string, string>);
       this.#dropUpload(uploadId);
       return info;
     } finally {

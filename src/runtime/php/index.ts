@@ -406,6 +406,8 @@ class PhpInstance implements EngineInstance {
     this.#wipeTmp();
     const ex = this.#module.wasmExports;
     this.#streamsAtSnapshot = this.#module.FS.streams.length;
+    // Asyncify's buffer must be allocated in the image (asyncify-data.ts).
+    this.#runtime.asyncify.reserve();
     this.#snapshot = LinearMemorySnapshot.take(ex.memory, this.#sbrkTop(), [ex.__stack_pointer]);
   }
 
@@ -423,7 +425,7 @@ class PhpInstance implements EngineInstance {
         fds.push({ fd, path: st.path, flags: st.flags, position: st.position });
       }
     });
-    return { ...this.#snapshot.export(), extra: { fds } };
+    return { ...this.#snapshot.export(), extra: { fds, asyncifyData: this.#runtime.asyncify.block } };
   }
 
   /**
@@ -433,6 +435,9 @@ class PhpInstance implements EngineInstance {
   async importSnapshot(image: PortableSnapshot): Promise<void> {
     const fds = (image.extra as { fds?: unknown } | null)?.fds ?? [];
     if (!isSnapshotFds(fds)) throw new Error("php: snapshot has a malformed fd table");
+    const asyncifyData = (image.extra as { asyncifyData?: unknown } | null)?.asyncifyData;
+    // Before anything is written: a refused image leaves this instance as it was.
+    this.#runtime.asyncify.adopt(typeof asyncifyData === "number" ? asyncifyData : NaN, image.memory.length);
     // instantiate() already ran the priming request that sets up php-wasm's JS side.
     const ex = this.#module.wasmExports;
     this.#wipeTmp();

@@ -179,7 +179,8 @@ export function validatePhpBundle(manifest: Manifest, image: BundleImage): void 
 }
 
 /** Bump when the engine's init changes in a way that makes old snapshots wrong. */
-const ENGINE_REVISION = 4;
+// 5: snapshots carry the address of Asyncify's buffer (asyncify-data.ts); older ones lack it.
+const ENGINE_REVISION = 5;
 const require = createRequire(import.meta.url);
 
 function packageVersion(name: string): string {

@@ -9,6 +9,7 @@
  */
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import type { AsyncifyData } from "./asyncify-data.js";
 
 /** Emscripten's errno numbers (its ERRNO_CODES table, not Linux's). */
 const EACCES = 2;
@@ -53,9 +54,10 @@ type Fn = (...args: number[]) => number;
 /**
  * A Module.instantiateWasm for php-wasm: compiles (once per process) and instantiates
  * `wasmPath` with the refusing imports. `capBytes` caps heap growth (memory_limit is only
- * php.ini, and ImageMagick's malloc is not counted by it).
+ * php.ini, and ImageMagick's malloc is not counted by it). `asyncify` places Asyncify's buffer
+ * (asyncify-data.ts: it must be part of the snapshot).
  */
-export function walledInstantiate(wasmPath: string, capBytes: number, refused: RefusedImports) {
+export function walledInstantiate(wasmPath: string, capBytes: number, refused: RefusedImports, asyncify: AsyncifyData) {
   return (imports: WebAssembly.Imports, done: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void): void => {
     const env = imports.env as Record<string, unknown> | undefined;
     if (env === undefined) throw new Error("zerocell: php-wasm passed no env imports; cannot wall the module");
@@ -174,7 +176,8 @@ export function walledInstantiate(wasmPath: string, capBytes: number, refused: R
           if (exports[name] === undefined) throw new Error(`zerocell: php.wasm exports no ${name}; cannot report refusals`);
         }
         raw = exports;
-        done(instance, module);
+        // Emscripten reads only `exports` of the instance it is handed (receiveInstance).
+        done({ exports: asyncify.wrapExports(instance.exports) } as WebAssembly.Instance, module);
       })
       // Emscripten's instantiateWasm has no failure path (the loader would wait forever): a
       // build this engine cannot wall ends the host.
