@@ -15,6 +15,7 @@ import { registerBindingCommands } from "./bindings.js";
 import { registerEnvCommands } from "./env.js";
 import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
 import { registerJobCommands } from "./jobs.js";
+import { addObjectBackendOptions, resolveObjectBackend, type ObjectBackendOpts } from "./objects-backend.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 import { apiError, CliError, EXIT, reportError, unreachable } from "./errors.js";
 import { addExamples } from "./help.js";
@@ -210,8 +211,8 @@ function parseNonNegative(v: string): number {
   return n;
 }
 
-program
-  .command("serve")
+addObjectBackendOptions(program
+  .command("serve"))
   .description("start the platform (HTTP, HTTPS and the admin API)")
   .addOption(dataOption())
   .option("--http-port <n>", "HTTP port (0: any free port)", parsePort, 8080)
@@ -234,8 +235,9 @@ program
   .option("--usage-flush-ms <n>", "longest time a usage record waits in memory before it is written", parsePositive, 100)
   .addOption(new Option("--log-format <format>", "server log format (default: pretty when stdout is a terminal, else json: one pino record per line)").choices(["json", "pretty"]))
   .option("--allow-closing-open-periods", "let `invoices close` close the current period (tests and demos; its later usage then goes to the next period)")
-  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat }) => {
+  .action(async (opts: { data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat } & ObjectBackendOpts) => {
     if (opts.logFormat !== undefined) configureLog(opts.logFormat);
+    const objects = await resolveObjectBackend(opts);
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -249,6 +251,7 @@ program
       adminHost: opts.adminHost,
       http: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
+      objects,
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, minInstancesPerDeployment: opts.minInstances, memoryBudgetBytes: opts.memoryBudgetMb === undefined ? 0 : parsePositive(opts.memoryBudgetMb) * 1048576, spareHosts: opts.spareHosts },
     });
     log.info(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}`, { urls: server.urls, dataDir });

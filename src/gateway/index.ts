@@ -16,6 +16,7 @@ import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { Store, openDb, BlobStore } from "../store/index.js";
 import { detectHostIsolation, type PoolLimits } from "../pool/index.js";
 import { Platform } from "../platform/index.js";
+import type { ObjectBackendChoice } from "../objects/index.js";
 import { CertificateStore } from "./tls.js";
 import { errorToResponse } from "./respond.js";
 import { createAdminApi } from "./admin.js";
@@ -45,6 +46,8 @@ export interface GatewayConfig {
   /** Usage records: on by default, flushed every 100 ms. */
   /** allowClosingOpenPeriods: `invoices close` may close the current period (tests, demos; never by default). */
   metering?: { enabled: boolean; flushIntervalMs: number; allowClosingOpenPeriods?: boolean };
+  /** Where objects live (default: local disk under DIR/objects). */
+  objects?: ObjectBackendChoice;
 }
 
 export interface HttpLimits {
@@ -146,6 +149,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     blobs,
     keysDir: join(dataDir, "keys"),
     objectsDir: join(dataDir, "objects"),
+    ...(config.objects === undefined ? {} : { objectsBackend: config.objects }),
     accessKeyFile: join(dataDir, "access-keys.key"),
     secretsKeyFile: join(dataDir, "secrets.key"),
     certs,

@@ -193,6 +193,17 @@ export function assertMetadata(metadata: Record<string, string>, limits: ObjectL
   if (total > limits.maxMetadataBytes) throw new ObjectStoreError("MetadataTooLarge", "metadata_too_large", 400, `objects: user metadata of ${total} bytes exceeds the limit of ${limits.maxMetadataBytes} bytes`);
 }
 
+export function tooLarge(what: string, size: number, limit: number): ObjectStoreError {
+  return new ObjectStoreError("EntityTooLarge", "entity_too_large", 400, `objects: ${what} of ${size} bytes or more exceeds the limit of ${limit} bytes`, { details: { limit } });
+}
+
+/** A received body against what the request declared (length, SHA-256, MD5); a backend stores nothing that fails. */
+export function assertBodyMatches(got: { size: number; sha256: string; md5: Buffer }, options: Pick<PutOptions, "contentLength" | "expectedSha256" | "expectedMd5Base64">): void {
+  if (options.contentLength !== undefined && got.size !== options.contentLength) throw new ObjectStoreError("IncompleteBody", "incomplete_body", 400, `objects: the body has ${got.size} bytes, Content-Length said ${options.contentLength}`);
+  if (options.expectedSha256 !== undefined && options.expectedSha256 !== got.sha256) throw new ObjectStoreError("XAmzContentSHA256Mismatch", "sha256_mismatch", 400, "objects: the body's SHA-256 differs from x-amz-content-sha256");
+  if (options.expectedMd5Base64 !== undefined && options.expectedMd5Base64 !== got.md5.toString("base64")) throw new ObjectStoreError("BadDigest", "md5_mismatch", 400, "objects: the body's MD5 differs from Content-MD5");
+}
+
 /** Resolves a range against an object's size (inclusive bounds), or throws InvalidRange (416). */
 export function resolveRange(range: RangeRequest, size: number): { start: number; end: number } {
   const unsatisfiable = () => new ObjectStoreError("InvalidRange", "invalid_range", 416, `objects: the range is not satisfiable for an object of ${size} bytes`, { details: { size } });
