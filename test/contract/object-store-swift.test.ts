@@ -23,7 +23,7 @@ beforeAll(async () => {
   } catch (e) {
     swiftFailure = e;
   }
-}, 180_000);
+}, 300_000);
 
 afterAll(async () => {
   await swift?.stop();
