@@ -1,6 +1,7 @@
 /**
  * The object store seam: buckets and objects per account, one interface for every backend
- * (disk/ today; S3 later). The S3 API (s3/) and, later, bindings and jobs talk only to this.
+ * (disk/, the default; s3/, a remote S3 API such as Swift's s3api). The S3 API, bindings and jobs
+ * talk only to this.
  * Every call names the account: a backend never lets one account's call touch another's bucket,
  * and a bucket of another account answers exactly like one that does not exist.
  * Must never: trust a name, key, range or metadata value that `assertKey` and friends have not
@@ -106,7 +107,7 @@ export interface CompletedPart {
   etag: string;
 }
 
-/** Buckets and objects per account. Implementations: DiskObjectStore (disk/). */
+/** Buckets and objects per account. Implementations: DiskObjectStore (disk/), S3ObjectStore (s3/). */
 export interface ObjectStore {
   readonly limits: ObjectLimits;
   createBucket(accountId: string, name: string): Promise<BucketInfo>;

@@ -201,6 +201,7 @@ export class Platform {
     closeHostIsolation(this.#isolation);
     this.usage.close();
     this.logs.close();
+    await this.objects.close();
     this.#db.close();
   }
 }

@@ -1,6 +1,6 @@
 /**
- * The object store contract: the same cases run against every backend (disk today, S3/Swift
- * later). A backend passes when an S3 client could not tell it from S3 through these calls.
+ * The object store contract: the same cases run against every backend (disk:
+ * object-store-disk.test.ts; S3 on a real Swift: object-store-swift.test.ts). A backend passes when an S3 client could not tell it from S3 through these calls.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { createHash } from "node:crypto";
