@@ -3,7 +3,11 @@
  * Jobs over many objects (src/platform/jobs.ts) against the same program run natively over the
  * same files in a loop (one process per file, like one sandbox per object), in one run.
  *
- *   node bench/objects.mjs [--objects 1000] [--concurrency 4] [--baseline-sample 300] [--post-runs 200] [--post-only]
+ *   node bench/objects.mjs [--objects 1000] [--concurrency 4] [--baseline-sample 300] [--backend disk|swift] [--post-runs 200] [--post-only]
+ *
+ * --backend swift also runs the x86 job on a second server whose object store is the S3 backend
+ * on a real OpenStack Swift (Debian's, started here on loopback: scripts/swift-local.mjs), with
+ * the same objects: its objects/s and MB/s next to the disk backend's, in the same run.
  *
  * Rows: objects/s of a job with the x86 wordcount program (test/fixtures/x86-exec/wordcount.c,
  * POSTed) vs the same static binary spawned natively per file; a PHP app job vs `php` CLI per
@@ -26,7 +30,7 @@ import { ROOT, gitInfo, installCleanup, logger, renderTable, round, runMain, sta
 const log = logger("objects");
 
 function parseArgs(argv) {
-  const o = { objects: 1000, concurrency: 4, baselineSample: 300, postRuns: 200, postOnly: false };
+  const o = { objects: 1000, concurrency: 4, baselineSample: 300, postRuns: 200, postOnly: false, backend: "disk" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => Number(argv[++i]);
@@ -35,6 +39,10 @@ function parseArgs(argv) {
     else if (a === "--baseline-sample") o.baselineSample = val();
     else if (a === "--post-runs") o.postRuns = val();
     else if (a === "--post-only") o.postOnly = true;
+    else if (a === "--backend") {
+      o.backend = argv[++i];
+      if (o.backend !== "disk" && o.backend !== "swift") throw new Error("--backend is disk or swift");
+    }
     else throw new Error(`unknown argument: ${a}`);
   }
   return o;
@@ -65,16 +73,28 @@ async function main() {
   const result = { bench: "objects", startedAt: new Date().toISOString(), options: o, git: gitInfo(), rows: [], notes: [] };
   execFileSync(join(ROOT, "scripts", "build-x86-exec-fixtures.sh"), { stdio: ["ignore", "ignore", "inherit"] });
   const prog = join(ROOT, "test", "fixtures", "build", "x86-exec", "wordcount");
-  const server = startZerocell({ dataPrefix: "zc-bench-jobs-", args: ["--no-spare-hosts"] });
-  const urls = await server.listening();
-  const key = JSON.parse((await zerocellCli(server.dataDir, ["access-keys", "create", "--json"])).out);
-  const ca = readFileSync(join(server.dataDir, "certs", "ca.pem"), "utf8");
-  const token = readFileSync(join(server.dataDir, "admin-token"), "utf8").trim();
-  const s3 = new S3Client({ endpoint: urls.s3, region: "us-east-1", forcePathStyle: true, credentials: key, requestChecksumCalculation: "WHEN_REQUIRED", responseChecksumValidation: "WHEN_REQUIRED", requestHandler: new NodeHttpHandler({ httpsAgent: new https.Agent({ ca, keepAlive: true, maxSockets: 8 }) }) });
-  await s3.send(new CreateBucketCommand({ Bucket: "mail" }));
-  await s3.send(new CreateBucketCommand({ Bucket: "out" }));
-  log(`putting ${o.objects} objects`);
-  await inParallel(o.objects, 8, (i) => s3.send(new PutObjectCommand({ Bucket: "mail", Key: `in/${String(i).padStart(6, "0")}.eml`, Body: mail(i) })));
+  const totalBytes = Array.from({ length: o.objects }, (_, i) => Buffer.byteLength(mail(i))).reduce((a, b) => a + b, 0);
+  /** A server (extra serve args) with an access key, buckets "mail" (the objects) and "out". */
+  const setUp = async (label, args, env = {}) => {
+    // The remote's credentials go to the server through its environment only (never argv).
+    Object.assign(process.env, env);
+    const server = startZerocell({ dataPrefix: "zc-bench-jobs-", args: ["--no-spare-hosts", ...args] });
+    for (const k of Object.keys(env)) delete process.env[k];
+    const urls = await server.listening();
+    const key = JSON.parse((await zerocellCli(server.dataDir, ["access-keys", "create", "--json"])).out);
+    const ca = readFileSync(join(server.dataDir, "certs", "ca.pem"), "utf8");
+    const token = readFileSync(join(server.dataDir, "admin-token"), "utf8").trim();
+    const s3 = new S3Client({ endpoint: urls.s3, region: "us-east-1", forcePathStyle: true, credentials: key, requestChecksumCalculation: "WHEN_REQUIRED", responseChecksumValidation: "WHEN_REQUIRED", requestHandler: new NodeHttpHandler({ httpsAgent: new https.Agent({ ca, keepAlive: true, maxSockets: 8 }) }) });
+    await s3.send(new CreateBucketCommand({ Bucket: "mail" }));
+    await s3.send(new CreateBucketCommand({ Bucket: "out" }));
+    log(`${label}: putting ${o.objects} objects`);
+    const t0 = performance.now();
+    await inParallel(o.objects, 8, (i) => s3.send(new PutObjectCommand({ Bucket: "mail", Key: `in/${String(i).padStart(6, "0")}.eml`, Body: mail(i) })));
+    const putRate = o.objects / ((performance.now() - t0) / 1000);
+    s3.destroy();
+    return { server, urls, token, putRate };
+  };
+  const { server, urls, token, putRate } = await setUp("disk", []);
   const dir = tempDir("zc-bench-jobs-files-");
   mkdirSync(dir, { recursive: true });
   const files = [];
@@ -83,19 +103,19 @@ async function main() {
     writeFileSync(f, mail(i));
     files.push(f);
   }
-  const api = async (method, path, body, type) => {
-    const r = await fetch(`${urls.admin}${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(type ? { "content-type": type } : {}) }, body });
+  const api = async (method, path, body, type, at = { urls, token }) => {
+    const r = await fetch(`${at.urls.admin}${path}`, { method, headers: { authorization: `Bearer ${at.token}`, ...(type ? { "content-type": type } : {}) }, body });
     const j = await r.json();
     if (r.status >= 400) throw new Error(`${method} ${path}: ${JSON.stringify(j).slice(0, 300)}`);
     return { j, r };
   };
-  const runJob = async (label, start) => {
+  const runJob = async (label, start, at = { urls, token }) => {
     const t0 = performance.now();
     const { j } = await start();
     let job = j.job;
     while (job.status === "running") {
       await new Promise((r) => setTimeout(r, 200));
-      job = (await api("GET", `/v1/jobs/${job.id}`)).j.job;
+      job = (await api("GET", `/v1/jobs/${job.id}`, undefined, undefined, at)).j.job;
     }
     const s = (performance.now() - t0) / 1000;
     if (job.counts.ok !== o.objects) result.notes.push(`${label}: ${JSON.stringify(job.counts)}`);
@@ -107,7 +127,29 @@ async function main() {
   log("x86 job");
   const x86 = await runJob("x86", () => api("POST", `/v1/jobs?input=mail/in/&output=out/x86/&concurrency=${o.concurrency}`, readFileSync(prog), "application/octet-stream"));
   const x86Native = native(files, prog, []);
-  result.rows.push({ what: `x86 wordcount, ${o.objects} objects`, job: x86, baseline: x86Native, base: "native binary, 1 process/file" });
+  result.rows.push({ what: `x86 wordcount, ${o.objects} objects (disk backend)`, job: x86, mbps: (x86 * totalBytes) / o.objects / 1e6, baseline: x86Native, base: "native binary, 1 process/file" });
+  result.notes.push(`disk backend: ${round(putRate, 1)} S3 PUTs/s through the gateway (8 in parallel); ${o.objects} objects, ${round(totalBytes / 1e6, 2)} MB`);
+
+  // 1b. the same job with the objects in Swift (S3 backend), same objects, same run
+  if (o.backend === "swift") {
+    const { startSwift } = await import("../scripts/swift-local.mjs");
+    log("starting Swift (s3api) on loopback");
+    const swift = await startSwift();
+    try {
+      const sw = await setUp("swift", ["--objects-backend", "s3", "--objects-s3-endpoint", swift.endpoint, "--objects-s3-bucket", "zc-bench"], { ZEROCELL_OBJECTS_S3_ACCESS_KEY_ID: swift.accessKeyId, ZEROCELL_OBJECTS_S3_SECRET_ACCESS_KEY: swift.secretAccessKey });
+      try {
+        log("x86 job, Swift backend");
+        const at = { urls: sw.urls, token: sw.token };
+        const x86Swift = await runJob("x86 swift", () => api("POST", `/v1/jobs?input=mail/in/&output=out/x86/&concurrency=${o.concurrency}`, readFileSync(prog), "application/octet-stream", at), at);
+        result.rows.push({ what: `x86 wordcount, ${o.objects} objects (Swift backend)`, job: x86Swift, mbps: (x86Swift * totalBytes) / o.objects / 1e6, baseline: x86, base: "the same job, disk backend" });
+        result.notes.push(`Swift backend: ${round(sw.putRate, 1)} S3 PUTs/s through the gateway (8 in parallel)`);
+      } finally {
+        await stopZerocell(sw.server.child, result);
+      }
+    } finally {
+      await swift.stop();
+    }
+  }
 
   // 2. PHP app vs php CLI
   const php = spawnSync("which", ["php"]).status === 0;
@@ -162,7 +204,7 @@ async function main() {
 
   await stopZerocell(server.child, result);
   result.elapsedS = Math.round((Date.now() - started) / 1000);
-  const table = result.rows.length === 0 ? "(job rows skipped: --post-only)" : renderTable([["what", "job", "baseline", "ratio", "baseline is"], ...result.rows.map((r) => [r.what, String(round(r.job, 1)), String(round(r.baseline, 1)), String(round(r.job / r.baseline, 2)), r.base])]);
+  const table = result.rows.length === 0 ? "(job rows skipped: --post-only)" : renderTable([["what", "job", "job MB/s", "baseline", "ratio", "baseline is"], ...result.rows.map((r) => [r.what, String(round(r.job, 1)), r.mbps === undefined ? "" : String(round(r.mbps, 3)), String(round(r.baseline, 1)), String(round(r.job / r.baseline, 2)), r.base])]);
   const f = (q) => (q === undefined || q.p50 === undefined ? "-" : `${round(q.p50, 2)} / ${round(q.p99, 2)}`);
   const postTable = renderTable([
     ["POST /v1/objects/run, ms p50 / p99", "bytes", "ready (arrival→1st instr.)", "validate", "acquire", "run", "client total", "first POST ready / validate (miss)", "native spawn", "ready / native"],

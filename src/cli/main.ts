@@ -17,6 +17,7 @@ import { registerEnvCommands } from "./env.js";
 import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
 import { registerJobCommands } from "./jobs.js";
 import { registerDomainCommands } from "./domains.js";
+import { addObjectBackendOptions, resolveObjectBackend, type ObjectBackendOpts } from "./objects-backend.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
 import { apiError, CliError, EXIT, reportError, unreachable } from "./errors.js";
 import { addExamples } from "./help.js";
@@ -212,8 +213,8 @@ function parseNonNegative(v: string): number {
   return n;
 }
 
-program
-  .command("serve")
+addObjectBackendOptions(program
+  .command("serve"))
   .description("start the platform (HTTP, HTTPS and the admin API)")
   .addOption(dataOption())
   .option("--http-port <n>", "HTTP port (0: any free port)", parsePort, 8080)
@@ -242,8 +243,9 @@ program
   .option("--acme-directory <url>", "ACME directory URL for `domains add` (e.g. https://acme-v02.api.letsencrypt.org/directory)")
   .option("--acme-ca-file <file>", "extra CA certificate (PEM) to trust for the ACME directory's HTTPS (a test CA)")
   .option("--acme-renew-check-ms <n>", "how often certificates are checked for renewal", parsePositive, 3_600_000)
-  .action(async (opts: { baseDomain: string; acmeDirectory?: string; acmeCaFile?: string; acmeRenewCheckMs: number; data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; objectQuotaBytes: number; objectQuotaObjects: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat }) => {
+  .action(async (opts: { baseDomain: string; acmeDirectory?: string; acmeCaFile?: string; acmeRenewCheckMs: number; data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; objectQuotaBytes: number; objectQuotaObjects: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat } & ObjectBackendOpts) => {
     if (opts.logFormat !== undefined) configureLog(opts.logFormat);
+    const objects = await resolveObjectBackend(opts);
     const { startGateway } = await import("../gateway/index.js");
     const { deployBundle } = await import("../gateway/deploy.js");
     const dataDir = resolve(opts.data ?? process.env.ZEROCELL_DATA ?? ".data");
@@ -259,7 +261,8 @@ program
       metering: { enabled: opts.metering, flushIntervalMs: opts.usageFlushMs, allowClosingOpenPeriods: opts.allowClosingOpenPeriods === true },
       baseDomain: opts.baseDomain,
       acme: { renewCheckMs: opts.acmeRenewCheckMs, ...(opts.acmeDirectory === undefined ? {} : { directoryUrl: opts.acmeDirectory }), ...(opts.acmeCaFile === undefined ? {} : { caFile: opts.acmeCaFile }) },
-      objects: { quotaBytes: opts.objectQuotaBytes, quotaObjects: opts.objectQuotaObjects },
+      objectLimits: { quotaBytes: opts.objectQuotaBytes, quotaObjects: opts.objectQuotaObjects },
+      objects,
       pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, minInstancesPerDeployment: opts.minInstances, memoryBudgetBytes: opts.memoryBudgetMb === undefined ? 0 : parsePositive(opts.memoryBudgetMb) * 1048576, spareHosts: opts.spareHosts },
     });
     log.info(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}`, { urls: server.urls, dataDir });

@@ -17,6 +17,7 @@ import { Store, openDb, BlobStore } from "../store/index.js";
 import { detectHostIsolation, type PoolLimits } from "../pool/index.js";
 import type { ObjectLimits } from "../objects/index.js";
 import { Platform } from "../platform/index.js";
+import type { ObjectBackendChoice } from "../objects/index.js";
 import { CertificateStore } from "./tls.js";
 import { errorToResponse } from "./respond.js";
 import { createAdminApi } from "./admin.js";
@@ -44,7 +45,7 @@ export interface GatewayConfig {
   adminHost: string;
   pool?: Partial<PoolLimits>;
   /** Object store limits (default per-account quotas: `--object-quota-bytes`, `--object-quota-objects`). */
-  objects?: Partial<ObjectLimits>;
+  objectLimits?: Partial<ObjectLimits>;
   /** Node's limits for slow or oversized requests. */
   http?: Partial<HttpLimits>;
   /** Usage records: on by default, flushed every 100 ms. */
@@ -54,6 +55,8 @@ export interface GatewayConfig {
   baseDomain?: string;
   /** ACME for `domains add`: directory URL, an extra CA file (PEM) to trust for it, renewal check period (ms). */
   acme?: { directoryUrl?: string; caFile?: string; renewCheckMs?: number };
+  /** Where objects live (default: local disk under DIR/objects). */
+  objects?: ObjectBackendChoice;
 }
 
 export interface HttpLimits {
@@ -165,6 +168,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
     blobs,
     keysDir: join(dataDir, "keys"),
     objectsDir: join(dataDir, "objects"),
+    ...(config.objects === undefined ? {} : { objectsBackend: config.objects }),
     accessKeyFile: join(dataDir, "access-keys.key"),
     secretsKeyFile: join(dataDir, "secrets.key"),
     certs,
@@ -174,7 +178,7 @@ export async function startGateway(config: GatewayConfig): Promise<RunningServer
       ...(config.acme?.caFile === undefined ? {} : { caPem: readFileSync(config.acme.caFile, "utf8") }),
     },
     ...(config.acme?.renewCheckMs === undefined ? {} : { domainLimits: { renewCheckMs: config.acme.renewCheckMs } }),
-    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), isolation, ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }), ...(config.objects === undefined ? {} : { objectLimits: config.objects }) });
+    ...(stripeKey === undefined || stripeKey === "" ? {} : { stripe: { apiKey: stripeKey, ...(process.env.STRIPE_API_BASE === undefined ? {} : { apiBase: process.env.STRIPE_API_BASE }) } }), isolation, ...(config.pool === undefined ? {} : { pool: config.pool }), ...(config.metering === undefined ? {} : { metering: config.metering }), ...(config.objectLimits === undefined ? {} : { objectLimits: config.objectLimits }) });
   const p = platform;
   const apps = new AppHandler(p);
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };

@@ -1,6 +1,7 @@
 /**
  * The object store seam: buckets and objects per account, one interface for every backend
- * (disk/ today; S3 later). The S3 API (s3/) and, later, bindings and jobs talk only to this.
+ * (disk/, the default; s3/, a remote S3 API such as Swift's s3api). The S3 API, bindings and jobs
+ * talk only to this.
  * Every call names the account: a backend never lets one account's call touch another's bucket,
  * and a bucket of another account answers exactly like one that does not exist.
  * Must never: trust a name, key, range or metadata value that `assertKey` and friends have not
@@ -128,7 +129,7 @@ export interface CompletedPart {
   etag: string;
 }
 
-/** Buckets and objects per account. Implementations: DiskObjectStore (disk/). */
+/** Buckets and objects per account. Implementations: DiskObjectStore (disk/), S3ObjectStore (s3/). */
 export interface ObjectStore {
   readonly limits: ObjectLimits;
   createBucket(accountId: string, name: string): Promise<BucketInfo>;
@@ -230,6 +231,17 @@ export function assertMetadata(metadata: Record<string, string>, limits: ObjectL
     total += Buffer.byteLength(name, "utf8") + Buffer.byteLength(value, "utf8");
   }
   if (total > limits.maxMetadataBytes) throw new ObjectStoreError("MetadataTooLarge", "metadata_too_large", 400, `objects: user metadata of ${total} bytes exceeds the limit of ${limits.maxMetadataBytes} bytes`);
+}
+
+export function tooLarge(what: string, size: number, limit: number): ObjectStoreError {
+  return new ObjectStoreError("EntityTooLarge", "entity_too_large", 400, `objects: ${what} of ${size} bytes or more exceeds the limit of ${limit} bytes`, { details: { limit } });
+}
+
+/** A received body against what the request declared (length, SHA-256, MD5); a backend stores nothing that fails. */
+export function assertBodyMatches(got: { size: number; sha256: string; md5: Buffer }, options: Pick<PutOptions, "contentLength" | "expectedSha256" | "expectedMd5Base64">): void {
+  if (options.contentLength !== undefined && got.size !== options.contentLength) throw new ObjectStoreError("IncompleteBody", "incomplete_body", 400, `objects: the body has ${got.size} bytes, Content-Length said ${options.contentLength}`);
+  if (options.expectedSha256 !== undefined && options.expectedSha256 !== got.sha256) throw new ObjectStoreError("XAmzContentSHA256Mismatch", "sha256_mismatch", 400, "objects: the body's SHA-256 differs from x-amz-content-sha256");
+  if (options.expectedMd5Base64 !== undefined && options.expectedMd5Base64 !== got.md5.toString("base64")) throw new ObjectStoreError("BadDigest", "md5_mismatch", 400, "objects: the body's MD5 differs from Content-MD5");
 }
 
 /** Resolves a range against an object's size (inclusive bounds), or throws InvalidRange (416). */

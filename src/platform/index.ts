@@ -18,7 +18,7 @@ import { log } from "../log.js";
 import { randomUUID } from "node:crypto";
 import { DeploymentCatalog } from "./deployments.js";
 import { KeyedRuns } from "./key-data.js";
-import { DiskObjectStore, type ObjectLimits, type ObjectStore } from "../objects/index.js";
+import { openObjectStore, type ObjectBackendChoice, type ObjectLimits, type ObjectStore } from "../objects/index.js";
 import { AccessKeys } from "../objects/access-keys.js";
 import { AppEnv } from "./app-env.js";
 import { Bindings } from "../objects/bindings.js";
@@ -35,8 +35,10 @@ export interface PlatformInit {
   store: Store;
   blobs: BlobStore;
   keysDir: string;
-  /** The disk object store's directory (DIR/objects). */
+  /** The object store's directory (DIR/objects: disk blobs, or the S3 backend's spool). */
   objectsDir: string;
+  /** Where objects live (default: local disk). */
+  objectsBackend?: ObjectBackendChoice;
   /** The key that encrypts S3 secret access keys at rest (DIR/access-keys.key, 0600). */
   accessKeyFile: string;
   /** The key that encrypts apps' environment variables at rest (DIR/secrets.key, 0600). */
@@ -107,7 +109,7 @@ export class Platform {
     this.keyed = new KeyedRuns(new KeyQueue(64), this.keys, this.pool);
     this.metrics = new PlatformMetrics(this.pool, this.usage);
     this.logs = new AppLogs(init.db);
-    this.objects = new DiskObjectStore({ db: init.db, dir: init.objectsDir, ...(init.objectLimits === undefined ? {} : { limits: init.objectLimits }) });
+    this.objects = openObjectStore(init.objectsBackend ?? { kind: "disk" }, { db: init.db, dir: init.objectsDir, ...(init.objectLimits === undefined ? {} : { limits: init.objectLimits }) });
     this.accessKeys = new AccessKeys(init.db, init.accessKeyFile);
     this.bindings = new Bindings(init.db);
     this.jobStore = new JobStore(init.db);
@@ -210,6 +212,7 @@ export class Platform {
     closeHostIsolation(this.#isolation);
     this.usage.close();
     this.logs.close();
+    await this.objects.close();
     this.#db.close();
   }
 }

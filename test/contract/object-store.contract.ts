@@ -1,6 +1,6 @@
 /**
- * The object store contract: the same cases run against every backend (disk today, S3/Swift
- * later). A backend passes when an S3 client could not tell it from S3 through these calls.
+ * The object store contract: the same cases run against every backend (disk:
+ * object-store-disk.test.ts; S3 on a real Swift: object-store-swift.test.ts). A backend passes when an S3 client could not tell it from S3 through these calls.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { createHash } from "node:crypto";
@@ -30,7 +30,13 @@ const md5 = (b: Buffer | string) => createHash("md5").update(b).digest("hex");
 /** Limits the suite sets so its size cases run fast; every backend must honour them. */
 export const CONTRACT_LIMITS: Partial<ObjectLimits> = { maxObjectBytes: 1024 * 1024, minPartBytes: 256 * 1024, maxListKeys: 1000, maxBucketsPerAccount: 5 };
 
-export function runObjectStoreContract(name: string, open: (limits: Partial<ObjectLimits>) => Promise<ContractTarget>): void {
+/** What a backend offers beyond the common contract. */
+export interface ContractFeatures {
+  /** Per-account quotas (bytes and objects counted on every write); without them usage and setQuota answer 501. */
+  quotas: boolean;
+}
+
+export function runObjectStoreContract(name: string, open: (limits: Partial<ObjectLimits>) => Promise<ContractTarget>, features: ContractFeatures = { quotas: true }): void {
   describe(`object store contract: ${name}`, () => {
     let t: ContractTarget;
     let s: ObjectStore;
@@ -260,7 +266,12 @@ export function runObjectStoreContract(name: string, open: (limits: Partial<Obje
       await s.deleteObject(b, "theirs", "secret");
     });
 
-    it("counts bytes and objects per account and refuses writes past the account's quota", async () => {
+    it.runIf(!features.quotas)("a backend without quotas says so (501 quota_unsupported), never a wrong count", () => {
+      expect(() => s.usage(b)).toThrow(expect.objectContaining({ code: "quota_unsupported", status: 501 }));
+      expect(() => s.setQuota(b, { bytes: 10 })).toThrow(expect.objectContaining({ code: "quota_unsupported", status: 501 }));
+    });
+
+    it.runIf(features.quotas)("counts bytes and objects per account and refuses writes past the account's quota", async () => {
       const before = s.usage(b);
       expect(before).toMatchObject({ bytes: 0, objects: 0, override: { bytes: null, objects: null } });
       await s.createBucket(b, "quota");

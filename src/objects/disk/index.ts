@@ -15,21 +15,22 @@
  * Must never: build a file path from a key, a bucket name or an upload id that is not 32 hex
  * digits (keys are names in SQLite, never paths).
  */
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, unlinkSync, closeSync, fstatSync } from "node:fs";
 import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform, pipeline } from "node:stream";
 import { and, asc, count, eq, gt, gte, lt, sql } from "drizzle-orm";
 import type { OpenedDb } from "../../store/index.js";
-import { bucketBindings, buckets, objects, objectUploadParts, objectUploads, objectUsage } from "../../store/schema.js";
+import { objects, objectUploadParts, objectUploads, objectUsage } from "../../store/schema.js";
+import { BucketRegistry } from "../buckets.js";
 import {
   DEFAULT_OBJECT_LIMITS,
   ObjectStoreError,
-  assertBucketName,
   assertKey,
+  assertBodyMatches,
   assertMetadata,
-  noSuchBucket,
+  tooLarge,
   noSuchKey,
   noSuchUpload,
   prefixEnd,
@@ -89,6 +90,7 @@ async function fsyncDir(dir: string): Promise<void> {
 export class DiskObjectStore implements ObjectStore {
   readonly limits: ObjectLimits;
   readonly #o: OpenedDb;
+  readonly #buckets: BucketRegistry;
   readonly #blobs: string;
   readonly #uploads: string;
   readonly #tmp: string;
@@ -100,6 +102,7 @@ export class DiskObjectStore implements ObjectStore {
   constructor(init: { db: OpenedDb; dir: string; limits?: Partial<ObjectLimits> }) {
     this.#o = init.db;
     this.limits = { ...DEFAULT_OBJECT_LIMITS, ...init.limits };
+    this.#buckets = new BucketRegistry(init.db, this.limits);
     this.#blobs = join(init.dir, "blobs");
     this.#uploads = join(init.dir, "uploads");
     this.#tmp = join(init.dir, "tmp");
@@ -117,20 +120,11 @@ export class DiskObjectStore implements ObjectStore {
   // --- buckets ---
 
   #bucketRow(accountId: string, name: string) {
-    const row = this.#db.select().from(buckets).where(and(eq(buckets.accountId, accountId), eq(buckets.name, name))).get();
-    if (row === undefined) throw noSuchBucket(name);
-    return row;
+    return this.#buckets.row(accountId, name);
   }
 
   async createBucket(accountId: string, name: string): Promise<BucketInfo> {
-    assertBucketName(name);
-    const existing = this.#db.select().from(buckets).where(and(eq(buckets.accountId, accountId), eq(buckets.name, name))).get();
-    if (existing !== undefined) throw new ObjectStoreError("BucketAlreadyOwnedByYou", "bucket_exists", 409, `objects: you already have a bucket named "${name}"`);
-    const n = this.#db.select({ n: count() }).from(buckets).where(eq(buckets.accountId, accountId)).get()?.n ?? 0;
-    if (n >= this.limits.maxBucketsPerAccount) throw new ObjectStoreError("TooManyBuckets", "too_many_buckets", 400, `objects: an account may have at most ${this.limits.maxBucketsPerAccount} buckets`);
-    const createdAt = Date.now();
-    this.#db.insert(buckets).values({ id: `bkt_${randomUUID().replace(/-/g, "").slice(0, 20)}`, accountId, name, createdAt }).run();
-    return { name, createdAt: new Date(createdAt) };
+    return this.#buckets.create(accountId, name);
   }
 
   async deleteBucket(accountId: string, name: string): Promise<void> {
@@ -138,19 +132,15 @@ export class DiskObjectStore implements ObjectStore {
     const hasObject = this.#db.select({ k: objects.key }).from(objects).where(eq(objects.bucketId, b.id)).limit(1).get() !== undefined;
     const hasUpload = this.#db.select({ id: objectUploads.id }).from(objectUploads).where(eq(objectUploads.bucketId, b.id)).limit(1).get() !== undefined;
     if (hasObject || hasUpload) throw new ObjectStoreError("BucketNotEmpty", "bucket_not_empty", 409, `objects: bucket "${name}" is not empty`);
-    this.#o.sqlite.transaction(() => {
-      this.#db.delete(bucketBindings).where(eq(bucketBindings.bucketId, b.id)).run();
-      this.#db.delete(buckets).where(eq(buckets.id, b.id)).run();
-    })();
+    this.#buckets.remove(b.id);
   }
 
   async headBucket(accountId: string, name: string): Promise<BucketInfo> {
-    const b = this.#bucketRow(accountId, name);
-    return { name: b.name, createdAt: new Date(b.createdAt) };
+    return this.#buckets.head(accountId, name);
   }
 
   async listBuckets(accountId: string): Promise<BucketInfo[]> {
-    return this.#db.select().from(buckets).where(eq(buckets.accountId, accountId)).orderBy(asc(buckets.name)).all().map((b) => ({ name: b.name, createdAt: new Date(b.createdAt) }));
+    return this.#buckets.list(accountId);
   }
 
   // --- bytes on disk ---
@@ -184,13 +174,12 @@ export class DiskObjectStore implements ObjectStore {
     }
     await fh.close();
     const r: Received = { tmp, size, sha256: sha.digest("hex"), md5: md5.digest() };
-    const fail = (e: ObjectStoreError): never => {
+    try {
+      assertBodyMatches(r, options);
+    } catch (e) {
       rmSync(tmp, { force: true });
       throw e;
-    };
-    if (options.contentLength !== undefined && size !== options.contentLength) fail(new ObjectStoreError("IncompleteBody", "incomplete_body", 400, `objects: the body has ${size} bytes, Content-Length said ${options.contentLength}`));
-    if (options.expectedSha256 !== undefined && options.expectedSha256 !== r.sha256) fail(new ObjectStoreError("XAmzContentSHA256Mismatch", "sha256_mismatch", 400, "objects: the body's SHA-256 differs from x-amz-content-sha256"));
-    if (options.expectedMd5Base64 !== undefined && options.expectedMd5Base64 !== r.md5.toString("base64")) fail(new ObjectStoreError("BadDigest", "md5_mismatch", 400, "objects: the body's MD5 differs from Content-MD5"));
+    }
     return r;
   }
 
@@ -558,9 +547,6 @@ export class DiskObjectStore implements ObjectStore {
   }
 }
 
-function tooLarge(what: string, size: number, limit: number): ObjectStoreError {
-  return new ObjectStoreError("EntityTooLarge", "entity_too_large", 400, `objects: ${what} of ${size} bytes or more exceeds the limit of ${limit} bytes`, { details: { limit } });
-}
 
 /** Passes bytes through and fails the stream at its end when their SHA-256 is not `expected`. */
 function verifySha256(expected: string): Transform {
