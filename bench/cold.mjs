@@ -190,6 +190,7 @@ runMain(async () => {
   for (const n of phaseNames) rows.push([`cold phase ${n} (mean ms)`, ...RUNTIMES.map((r) => String(result.runtimes[r].phasesMeanMs[n] ?? "-"))]);
   rows.push(["errors", String(errors), ...RUNTIMES.slice(1).map(() => "")]);
   result.errors = errors;
+  result.elapsedS = round((Date.now() - t0) / 1000, 0);
   const text = `cold restore${LABEL === "" ? "" : ` (${LABEL})`}: ${APPS} apps per runtime × ${ROUNDS} rounds, idle TTL ${IDLE_TTL} ms, build ${BUILD.root}\nload average start ${load0.map((x) => x.toFixed(1)).join(" ")}, end ${result.loadavg.end.map((x) => x.toFixed(1)).join(" ")}\nspares taken ${p.spares?.taken ?? "-"}, restores on a spare's pre-instantiated engine ${JSON.stringify(p.restoredWithSpareEngine ?? "-")}\n${renderTable(rows)}`;
   log(`\n${text}`);
   writeResult(result, text, "cold-");
