@@ -4,7 +4,7 @@
  * restored from its stored snapshot on a spare host, next to a warm request in the same run.
  *
  *   node bench/cold.mjs [--apps 6] [--runtimes php,python] [--rounds 2] [--idle-ttl-ms 2000]
- *                       [--build DIR] [--label TEXT]
+ *                       [--build DIR] [--label TEXT] [--settle-ms N]
  *
  * Starts the built server (dist/, or DIR's dist/ and node_modules/ with --build: a before/after
  * pair in the same machine state) with a short --idle-ttl-ms, deploys --apps hello apps per
@@ -43,6 +43,8 @@ const ROUNDS = Number(arg("rounds", 2));
 const IDLE_TTL = Number(arg("idle-ttl-ms", 2000));
 const LABEL = arg("label", "");
 const BUILD_DIR = arg("build", undefined);
+/** Pause after a spare is there (and preloaded, where the build says so) before the cold request, ms. */
+const SETTLE_MS = arg("settle-ms", undefined);
 if (BUILD_DIR !== undefined) Object.assign(BUILD, { root: BUILD_DIR, cli: join(BUILD_DIR, "dist", "src", "cli", "main.js"), copied: true });
 
 const { packDirectory } = await import(pathToFileURL(join(BUILD.root, "dist", "src", "bundle", "pack.js")).href);
@@ -138,9 +140,10 @@ runMain(async () => {
   for (let round_ = 0; round_ < ROUNDS; round_++) {
     await waitFor("every app to scale to zero", async () => ((await pool()).deployments ?? []).every((d) => d.instances === 0 && d.starting === 0));
     for (const a of apps) {
-      await waitFor(`a spare ${a.runtime} host`, async () => ((await pool()).spares?.ready ?? []).some((s) => s.runtime === a.runtime));
-      // A spare just started is still busy preloading (and collecting its garbage): let it settle.
-      await sleep(a.runtime === "python" ? 4000 : 1500);
+      // A spare that finished its preload (older builds do not say: any spare, and a pause).
+      await waitFor(`a spare ${a.runtime} host`, async () => ((await pool()).spares?.ready ?? []).some((s) => s.runtime === a.runtime && s.preloaded !== false));
+      // It collects its garbage 1 s after; Python builds its base image in the background.
+      await sleep(SETTLE_MS !== undefined ? Number(SETTLE_MS) : a.runtime === "python" ? 4000 : 1500);
       const cold = await get(urls, `${a.name}.localhost`);
       const warm = await get(urls, `${a.name}.localhost`);
       for (const [r, kind] of [[cold, "new"], [warm, "reused"]]) {
@@ -161,7 +164,7 @@ runMain(async () => {
     log(`round ${round_ + 1}/${ROUNDS} done`);
   }
   const p = await pool();
-  result.pool = { spares: p.spares, counters: p.counters ?? null, restoredWithSpareEngine: p.restoredWithSpareEngine ?? null };
+  result.pool = { spares: p.spares, restoredOnSpareEngine: p.spares?.restoredOnSpareEngine ?? null };
   result.loadavg.end = loadavg();
 
   // 3. the table
@@ -191,7 +194,7 @@ runMain(async () => {
   rows.push(["errors", String(errors), ...RUNTIMES.slice(1).map(() => "")]);
   result.errors = errors;
   result.elapsedS = round((Date.now() - t0) / 1000, 0);
-  const text = `cold restore${LABEL === "" ? "" : ` (${LABEL})`}: ${APPS} apps per runtime × ${ROUNDS} rounds, idle TTL ${IDLE_TTL} ms, build ${BUILD.root}\nload average start ${load0.map((x) => x.toFixed(1)).join(" ")}, end ${result.loadavg.end.map((x) => x.toFixed(1)).join(" ")}\nspares taken ${p.spares?.taken ?? "-"}, restores on a spare's pre-instantiated engine ${JSON.stringify(p.restoredWithSpareEngine ?? "-")}\n${renderTable(rows)}`;
+  const text = `cold restore${LABEL === "" ? "" : ` (${LABEL})`}: ${APPS} apps per runtime × ${ROUNDS} rounds, idle TTL ${IDLE_TTL} ms, build ${BUILD.root}\nload average start ${load0.map((x) => x.toFixed(1)).join(" ")}, end ${result.loadavg.end.map((x) => x.toFixed(1)).join(" ")}\nspares taken ${p.spares?.taken ?? "-"}, restores on a spare's pre-instantiated engine ${p.spares?.restoredOnSpareEngine ?? "-"}\n${renderTable(rows)}`;
   log(`\n${text}`);
   writeResult(result, text, "cold-");
   await stopChild(server.child, 60_000);

@@ -812,7 +812,7 @@ export class Pool {
 
   /** Waits for in-flight requests, then stops every host. */
   /** Spare hosts waiting now (runtime and pid) and how many were taken so far. */
-  spares(): { ready: Array<{ runtime: string; pid: number }>; taken: number; restoredOnSpareEngine: number } {
+  spares(): { ready: Array<{ runtime: string; pid: number; preloaded: boolean }>; taken: number; restoredOnSpareEngine: number } {
     return { ready: this.#spares?.list() ?? [], taken: this.#spares?.taken ?? 0, restoredOnSpareEngine: this.counters.restoredOnSpareEngine };
   }
 

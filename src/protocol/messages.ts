@@ -66,6 +66,12 @@ export type GatewayMessage = InitMessage | RequestMessage | ExitMessage | Memory
 
 // --- host → gateway ------------------------------------------------------------------------
 
+/**
+ * The line a spare host writes to stderr once its engine is preloaded (and its blank instance
+ * made): before any deployment it has no reply channel, and it has run no tenant code.
+ */
+export const SPARE_PRELOADED_LINE = "zerocell-spare: preloaded";
+
 const count = z.number().int().nonnegative();
 const ms = z.number().nonnegative().finite();
 

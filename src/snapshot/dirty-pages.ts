@@ -145,6 +145,14 @@ export function readSnapshotFile(path: string, bytes: number): Buffer {
   }
 }
 
+/**
+ * Loads koffi and libc now (a spare host, before it is taken: ~50–100 ms a restore would pay).
+ * Returns whether they are usable.
+ */
+export function preloadLibc(): boolean {
+  return loadLibc() !== null;
+}
+
 /** Why the last tracker could not be made (for logs and tests); "" when it could. */
 export function lastTrackerError(): string {
   return libcError;

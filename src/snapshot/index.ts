@@ -293,5 +293,5 @@ export class LinearMemorySnapshot {
   }
 }
 
-export { readSnapshotFile } from "./dirty-pages.js";
+export { readSnapshotFile, preloadLibc } from "./dirty-pages.js";
 export { SnapshotStore, SnapshotMismatchError, encodeSnapshot, decodeSnapshot, type SnapshotImage } from "./store.js";

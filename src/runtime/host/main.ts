@@ -15,6 +15,7 @@ import { decodeImage, healthPaths, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";
 import { isZerocellError } from "../../errors.js";
+import { SPARE_PRELOADED_LINE } from "../../protocol/index.js";
 
 // Emscripten's NODEFS reads fs constants through process.binding, which the permission model
 // refuses; hand it the same constants from the public API and nothing else.
@@ -98,6 +99,9 @@ const preloaded: Promise<Engine> | undefined =
           await e.preload?.();
           // A blank instance ahead (no tenant's bytes): a restore then only maps its snapshot.
           await e.preinstantiate?.();
+          // Told on stderr (a spare has no reply channel yet; SpareHosts reads its stderr).
+          // Not once taken: its stderr is then the deployment's log.
+          if (!initStarted) process.stderr.write(`${SPARE_PRELOADED_LINE}\n`);
         }
         return e;
       });
@@ -113,6 +117,8 @@ if (isSpare) {
 }
 
 let instance: EngineInstance | undefined;
+/** An init message arrived (a spare was taken). */
+let initStarted = false;
 /** The host told the pool its instance passed WORN_AT (told once: the pool starts one successor). */
 let worn = false;
 /** Runs once after the next request is answered (a deferred snapshot send). */
@@ -182,6 +188,7 @@ async function onFrame(frame: Frame): Promise<void> {
   const h = frame.header as unknown as GatewayMessage;
   switch (h.t) {
     case "init": {
+      initStarted = true;
       const init = h;
       const t0 = performance.now();
       // Where the start's time goes (server-timing of the first request; display only).

@@ -17,7 +17,7 @@ import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, p
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { isZerocellError } from "../../errors.js";
-import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
+import { LinearMemorySnapshot, preloadLibc, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
 import { assertIniWalls, PHP_INI_PATH, startPhpRuntime, type EmscriptenModule, type PhpRuntime } from "./runtime.js";
 import { compiledModule } from "./wasm-imports.js";
 import { PhpRequestRunner, type PhpRequestResult, type RequestModule } from "./request.js";
@@ -615,7 +615,10 @@ export class PhpEngine implements Engine<PhpPrepared> {
       const page = Buffer.from("<?php echo 'ok';");
       // prepare() checks a bundle; the blank never gets this one (only php.ini and walls are used).
       const prepared = await this.prepare({ deploymentId: "blank", manifest, image: { entries: [{ path: "index.php", kind: "file", mode: 0o644, data: page }], totalBytes: page.length } });
-      return this.#startPrimed({ ...prepared, loader });
+      const runtime = await this.#startPrimed({ ...prepared, loader });
+      // The libc calls the snapshot's mapping needs, loaded now rather than at the restore.
+      preloadLibc();
+      return runtime;
     })().catch((e: unknown) => {
       process.stderr.write(`php: no blank instance for restores: ${(e as Error).message}\n`);
       return undefined;
