@@ -500,6 +500,16 @@ export class PythonEngine implements Engine<PythonPrepared> {
     });
   }
 
+  /**
+   * A spare host's last step: waits for the base image (preload builds it in the background; the
+   * build holds the host's event loop for seconds, so a restore handed to a spare still building
+   * it waits anyway). The spare then says it is preloaded (GET /v1/pool). No blank Pyodide engine
+   * is made ahead yet: a restore boots Pyodide from the snapshot's bytes.
+   */
+  async preinstantiate(): Promise<void> {
+    await this.#base;
+  }
+
   async prepare(spec: EngineSpec): Promise<PythonPrepared> {
     const settings = validatePythonBundle(spec.manifest, spec.image);
     pyodideFiles();
