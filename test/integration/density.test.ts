@@ -85,8 +85,10 @@ describe("memory budget (real hosts)", () => {
   it("two accounts never share a host process", async () => {
     const other = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "density-other" }), contentType: "application/json" });
     expect(other.status).toBe(201);
-    expect((await deploy(server, "mine", "mine.localhost")).status).toBe(201);
-    expect((await deploy(server, "theirs", "theirs.localhost", other.json.token)).status).toBe(201);
+    const mine0 = await deploy(server, "mine", "mine.localhost");
+    expect(mine0.status, JSON.stringify(mine0.json).slice(0, 2000)).toBe(201);
+    const theirs0 = await deploy(server, "theirs", "theirs.localhost", other.json.token);
+    expect(theirs0.status, JSON.stringify(theirs0.json).slice(0, 2000)).toBe(201);
     expect((await fetchApp(server, "mine.localhost", "/")).text).toBe("hello from mine");
     expect((await fetchApp(server, "theirs.localhost", "/")).text).toBe("hello from theirs");
     const pool = (await admin(server, "GET", "/v1/pool")).json as PoolJson;
