@@ -351,7 +351,7 @@ export function createAdminApi(platform: Platform, options: AdminApiOptions = {}
       responses: {
         200: {
           description: "Pool state",
-          schema: z.object({ deployments: z.array(S.PoolDeploymentSchema), spares: z.object({ ready: z.array(z.object({ runtime: z.string(), pid: z.number().int() })), taken: z.number().int() }).optional(), memory: z.looseObject({ budgetBytes: z.number(), usedBytes: z.number() }).optional().openapi({ description: "The pool's memory budget and its use (admin tokens)" }) }),
+          schema: z.object({ deployments: z.array(S.PoolDeploymentSchema), spares: z.object({ ready: z.array(z.object({ runtime: z.string(), pid: z.number().int(), preloaded: z.boolean() })), taken: z.number().int(), restoredOnSpareEngine: z.number().int().openapi({ description: "Restores from a stored snapshot that used a spare host's pre-instantiated engine" }) }).optional(), memory: z.looseObject({ budgetBytes: z.number(), usedBytes: z.number() }).optional().openapi({ description: "The pool's memory budget and its use (admin tokens)" }) }),
         },
       },
     },

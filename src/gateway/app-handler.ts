@@ -87,7 +87,10 @@ function serverTiming(res: PoolRunResult, arrivedAt: number, totalMs: number): s
   const readyMs = res.startedAt === undefined ? undefined : Math.max(0, res.startedAt - arrivedAt);
   const guest = res.guestMs === undefined ? "" : `, guest;dur=${res.guestMs.toFixed(3)}`;
   const cpu = res.cpuUs === undefined ? "" : `, cpu;dur=${(res.cpuUs / 1000).toFixed(3)}`;
-  return `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}${guest}${cpu}, total;dur=${totalMs.toFixed(3)}`;
+  // A new host's start (its first request only): s-admit, s-snapfetch, s-send, s-engine, s-prepare,
+  // s-instantiate, s-import (src/pool/host.ts startPhases).
+  const start = res.startPhases === undefined ? "" : Object.entries(res.startPhases).map(([k, v]) => `, s-${k};dur=${v.toFixed(3)}`).join("");
+  return `${readyMs === undefined ? "" : `ready;dur=${readyMs.toFixed(3)}, `}acquire;dur=${res.acquireMs.toFixed(3)}, run;dur=${res.runMs.toFixed(3)}${guest}${cpu}, total;dur=${totalMs.toFixed(3)}${start}`;
 }
 
 export class AppHandler {

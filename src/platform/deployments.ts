@@ -8,6 +8,7 @@ import { LRUCache } from "lru-cache";
 import { readBundleArchive, encodeImage, decodeImage, type BundleImage, type Manifest } from "../bundle/index.js";
 import type { BlobStore, Store } from "../store/index.js";
 import type { SnapshotStore } from "../snapshot/store.js";
+import { snapshotFiles } from "../snapshot/files.js";
 import type { AppEnv } from "./app-env.js";
 import type { DeploymentSource } from "../pool/index.js";
 import { engineBuildId } from "../runtime/index.js";
@@ -99,7 +100,8 @@ export class DeploymentCatalog {
       // The env is part of the deployment (an env change is a new deployment), so the snapshot
       // stored under this deployment id was taken with exactly these values.
       env: this.#env.values(d.appId, this.#store.deploymentEnv(d.id)),
-      loadSnapshot: () => this.#snapshots.load(d.id, build),
+      // PHP and Python hosts map the image from a file (decompressed once); x86 gets the bytes.
+      loadSnapshot: () => this.#snapshots.loadForHost(d.id, build, manifest.runtime === "x86" ? undefined : snapshotFiles()),
       hasSnapshot: () => this.#snapshots.has(d.id, build),
       saveSnapshot: (img) => {
         if (img.engineBuild !== build) {

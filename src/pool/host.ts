@@ -13,6 +13,8 @@ import type { SnapshotImage } from "../snapshot/store.js";
 import type { SpareHosts } from "./spares.js";
 import { warmupBootAllowanceMs } from "../runtime/index.js";
 import { hostMemoryCeiling, spawnHost, type HostIsolation, type HostProcess } from "./spawn.js";
+import { readFileSync } from "node:fs";
+import { snapshotFiles } from "../snapshot/files.js";
 
 export interface HostOptions {
   /** The OS layers hosts start in (namespaces, uid, memory cgroup; src/pool/spawn.ts). */
@@ -103,6 +105,14 @@ export class SandboxHost {
   restored = false;
   /** The process was a spare (started and preloaded before this deployment came). */
   fromSpare = false;
+  /** Restored on the engine instance its spare made ahead (no runtime start at handoff). */
+  spareEngine = false;
+  /**
+   * Where a restore's time went, ms (server-timing of its first request): admit (memory budget)
+   * and snapfetch (stored snapshot ready to send) measured by the pool, the rest by the host
+   * (send, engine, prepare, instantiate, import).
+   */
+  startPhases: Record<string, number> = {};
   #onSnapshot: ((img: SnapshotImage) => void) | undefined;
 
   private constructor(proc: HostProcess, opts: HostOptions) {
@@ -190,6 +200,22 @@ export class SandboxHost {
     host.#onSnapshot = init.wantSnapshot ? init.onSnapshot : undefined;
     host.#warmup = { timeoutMs: init.manifest.limits.timeoutMs, bootMs: warmupBootAllowanceMs(runtime), startedAt: undefined, wallStart: 0, timer: undefined };
     const snap = init.cold ? undefined : init.snapshot;
+    // A snapshot in a file (PHP, Python): a hard link in the host's own directory, mapped by the
+    // host (src/snapshot/files.ts), after the spare was taken; otherwise its bytes go in the frame.
+    let file: { path: string; bytes: number } | undefined;
+    let memory = snap?.memory;
+    if (snap?.file !== undefined) {
+      const files = snapshotFiles();
+      try {
+        if (files === undefined) throw new Error("no snapshot files");
+        file = { path: files.link(snap.file, proc.uid), bytes: snap.file.bytes };
+        // A uid of its own: its directory is emptied when it exits (before the uid is reused).
+        // Hosts that share the gateway's uid share one directory of content-addressed links.
+        if (proc.uid !== undefined) proc.child.once("exit", () => files.release(proc.uid));
+      } catch {
+        memory = readFileSync(snap.file.path);
+      }
+    }
     host.#send(
       {
         t: "init",
@@ -198,11 +224,12 @@ export class SandboxHost {
         maxResponseBytes: opts.maxResponseBytes,
         imageBytes: init.image.length,
         env: init.env,
-        ...(snap === undefined ? {} : { snapshot: { engineBuild: snap.engineBuild, globals: snap.globals, extra: snap.extra } }),
+        ...(snap === undefined ? {} : { snapshot: { engineBuild: snap.engineBuild, globals: snap.globals, extra: snap.extra, ...(file === undefined ? {} : { file }) } }),
         wantSnapshot: init.wantSnapshot,
         cold: init.cold,
+        sentAt: performance.timeOrigin + performance.now(),
       },
-      snap === undefined ? init.image : Buffer.concat([init.image, snap.memory]),
+      snap === undefined || file !== undefined || memory === undefined ? init.image : Buffer.concat([init.image, memory]),
     );
     const abort = () => host.#fail(new SandboxError("host_retired", 503, "sandbox: the deployment was retired while its instance was starting"));
     if (init.signal?.aborted === true) abort();
@@ -295,6 +322,8 @@ export class SandboxHost {
         this.#onSnapshot = undefined;
         this.readyMs = performance.now() - this.startedAt;
         this.restored = h.restored === true;
+        this.spareEngine = h.spareEngine === true && this.fromSpare;
+        if (h.phases !== undefined) Object.assign(this.startPhases, h.phases);
         this.#warmupCpuUs = h.warmupCpuUs === undefined ? undefined : Math.min(h.warmupCpuUs, Math.ceil(Math.max(1, performance.now() - (this.#warmup?.wallStart ?? this.startedAt)) * 1000 * 4));
         this.#ready?.resolve();
         this.#ready = undefined;

@@ -96,6 +96,8 @@ export interface DeploymentSource {
 
 export interface PoolRunResult extends HostResponse {
   acquireMs: number;
+  /** The first request of a new host: where its start's time went, ms. */
+  startPhases?: Record<string, number> | undefined;
   /** Whether this request got a host that had served before (reset) or a new one. */
   reused: boolean;
 }
@@ -138,6 +140,10 @@ export interface PoolHost {
   readonly readyMs: number;
   /** Started from a stored snapshot (no init, no warm-up). */
   readonly restored: boolean;
+  /** Restored on the engine instance a spare host made ahead (SandboxHost.spareEngine). */
+  readonly spareEngine?: boolean;
+  /** Where its start's time went, ms (server-timing of its first request; SandboxHost.startPhases). */
+  readonly startPhases?: Record<string, number>;
   /** Its engine state is unknown (or spent): replace it after this request. */
   readonly tainted: boolean;
   /** Close to spent (the engine passed WORN_AT): start its successor, keep serving until it is ready. */
@@ -187,6 +193,8 @@ export interface PoolCounters {
   hostStartFailures: number;
   /** Hosts started from a stored snapshot (no init, no warm-up). */
   restoredFromSnapshot: number;
+  /** Of those, restored on the engine instance a spare host made ahead (no runtime start). */
+  restoredOnSpareEngine: number;
   /** Hosts that exited while serving or idle (crash, kill, memory ceiling), not stopped by the pool. */
   hostExits: number;
   resets: number;
@@ -245,6 +253,7 @@ class DeploymentPool {
       resets: this.resetMs.count,
       evicted: this.evicted,
       restoredFromSnapshot: this.restored,
+      restoredOnSpareEngine: this.restoredOnSpareEngine,
       lastStartError: this.lastStartError,
       /** What the memory budget charges for this pool's hosts (measured PSS or the estimate), bytes. */
       memoryBytes: [...this.#all].reduce((sum, s) => sum + (s.charge?.bytes ?? 0), 0),
@@ -293,12 +302,19 @@ class DeploymentPool {
     const cold = this.mode === "fresh";
     const budget = this.#tracker.budget;
     let charge: Charge | undefined;
+    const phases: Record<string, number> = {};
+    let at = performance.now();
+    const lap = (name: string) => {
+      phases[name] = performance.now() - at;
+      at = performance.now();
+    };
     // The memory budget admits the start first (evicting idle instances of any deployment, LRU).
     return budget
       .admit(this.source.manifest.runtime, this.#abort.signal, speculative)
       .then((c) => {
         charge = c;
-        return cold ? undefined : this.source.loadSnapshot().catch((e: unknown) => {
+        lap("admit");
+        return cold ? undefined : this.source.loadSnapshot().finally(() => lap("snapfetch")).catch((e: unknown) => {
           this.#hostOpts.onLog(`snapshot not usable, rebuilding it: ${(e as Error).message}`);
           return undefined;
         });
@@ -327,7 +343,12 @@ class DeploymentPool {
         if (host.restored) {
           this.restored++;
           this.#tracker.counters.restoredFromSnapshot++;
+          if (host.spareEngine === true) {
+            this.restoredOnSpareEngine++;
+            this.#tracker.counters.restoredOnSpareEngine++;
+          }
         }
+        if (host.startPhases !== undefined) Object.assign(host.startPhases, phases);
         const slot: Slot = { host, served: 0, charge };
         const measured = host.memoryBytes?.();
         if (charge !== undefined && measured !== undefined) budget.measured(charge, measured);
@@ -549,6 +570,8 @@ class DeploymentPool {
   evicted = 0;
   /** Hosts started from a stored snapshot. */
   restored = 0;
+  /** Of those, restored on the engine instance a spare host made ahead. */
+  restoredOnSpareEngine = 0;
 }
 
 export class Pool {
@@ -660,7 +683,7 @@ export class Pool {
     };
   }
 
-  readonly counters: PoolCounters = { hostStarts: 0, hostStartFailures: 0, restoredFromSnapshot: 0, hostExits: 0, resets: 0, evictions: 0, saturated: 0 };
+  readonly counters: PoolCounters = { hostStarts: 0, hostStartFailures: 0, restoredFromSnapshot: 0, restoredOnSpareEngine: 0, hostExits: 0, resets: 0, evictions: 0, saturated: 0 };
   readonly #onLog: (deploymentId: string, line: string, requestId?: string) => void;
   readonly #onWarmup: ((deploymentId: string, usage: WarmupUsage) => void) | undefined;
   readonly #startHost: HostFactory;
@@ -759,7 +782,7 @@ export class Pool {
       pool.cpu.requests++;
       pool.cpu.handleUs += res.cpuUs ?? 0;
       pool.cpu.guestUs += (res.guestMs ?? 0) * 1000;
-      return { ...res, acquireMs, reused };
+      return { ...res, acquireMs, reused, ...(reused ? {} : { startPhases: slot.host.startPhases }) };
     } catch (e) {
       if (e instanceof SandboxError && (e.code === "sandbox_timeout" || e.code === "host_crashed")) slot.host.kill();
       throw e;
@@ -784,8 +807,8 @@ export class Pool {
 
   /** Waits for in-flight requests, then stops every host. */
   /** Spare hosts waiting now (runtime and pid) and how many were taken so far. */
-  spares(): { ready: Array<{ runtime: string; pid: number }>; taken: number } {
-    return { ready: this.#spares?.list() ?? [], taken: this.#spares?.taken ?? 0 };
+  spares(): { ready: Array<{ runtime: string; pid: number; preloaded: boolean }>; taken: number; restoredOnSpareEngine: number } {
+    return { ready: this.#spares?.list() ?? [], taken: this.#spares?.taken ?? 0, restoredOnSpareEngine: this.counters.restoredOnSpareEngine };
   }
 
   /** Set once close() began: no new work is taken. */

@@ -8,6 +8,7 @@
  */
 import type { Manifest } from "../bundle/index.js";
 import { hostMemoryCeiling, spawnHost, type HostIsolation, type HostProcess } from "./spawn.js";
+import { SPARE_PRELOADED_LINE } from "../protocol/index.js";
 
 type Runtime = Manifest["runtime"];
 
@@ -18,7 +19,7 @@ export class SpareHosts {
   readonly #isolation: HostIsolation;
   readonly #maxResponseBytes: number;
   readonly #delayMs: number;
-  readonly #spares = new Map<Runtime, { proc: HostProcess; onExit: () => void; onStderr: (s: string) => void }>();
+  readonly #spares = new Map<Runtime, { proc: HostProcess; onExit: () => void; onStderr: (s: string) => void; preloaded: boolean }>();
   readonly #onLog: (runtime: Runtime, line: string) => void;
   readonly #timers = new Map<Runtime, NodeJS.Timeout>();
   #closed = false;
@@ -64,19 +65,24 @@ export class SpareHosts {
       // would otherwise stall it.
       child.stdout?.resume();
       child.stderr?.setEncoding("utf8");
-      const onStderr = (s: string) => {
-        for (const line of s.split("\n")) if (line.length > 0) this.#onLog(runtime, line.slice(0, 2048));
+      const entry = { proc, onExit, onStderr: (_: string) => {}, preloaded: false };
+      entry.onStderr = (s: string) => {
+        for (const line of s.split("\n")) {
+          // Its engine is loaded and its blank instance made (a spare runs no tenant code).
+          if (line === SPARE_PRELOADED_LINE) entry.preloaded = true;
+          else if (line.length > 0) this.#onLog(runtime, line.slice(0, 2048));
+        }
       };
-      child.stderr?.on("data", onStderr);
-      this.#spares.set(runtime, { proc, onExit, onStderr });
+      child.stderr?.on("data", entry.onStderr);
+      this.#spares.set(runtime, entry);
     }, delayMs);
     timer.unref();
     this.#timers.set(runtime, timer);
   }
 
-  /** Runtimes with a spare ready now, and their pids. */
-  list(): Array<{ runtime: Runtime; pid: number }> {
-    return [...this.#spares].map(([runtime, s]) => ({ runtime, pid: s.proc.child.pid ?? -1 }));
+  /** Runtimes with a spare now, their pids, and whether each has finished its preload. */
+  list(): Array<{ runtime: Runtime; pid: number; preloaded: boolean }> {
+    return [...this.#spares].map(([runtime, s]) => ({ runtime, pid: s.proc.child.pid ?? -1, preloaded: s.preloaded }));
   }
 
   close(): void {

@@ -203,8 +203,12 @@ export class HostProcess {
   #watchdog: NodeJS.Timeout | undefined;
   #overCeiling = false;
 
-  constructor(child: ChildProcess, ceilingBytes: number, cgroup: { dir: string; version: 1 | 2 } | undefined) {
+  /** The uid the host runs as (setpriv), or undefined: the gateway's own. */
+  readonly uid: number | undefined;
+
+  constructor(child: ChildProcess, ceilingBytes: number, cgroup: { dir: string; version: 1 | 2 } | undefined, uid?: number) {
     this.child = child;
+    this.uid = uid;
     this.#ceilingBytes = ceilingBytes;
     this.#cgroupDir = cgroup?.dir;
     this.#cgroupVersion = cgroup?.version;
@@ -506,5 +510,5 @@ export function spawnHost(runtime: Runtime, isolation: HostIsolation, spare: boo
     env: process.env.ZEROCELL_RESET === "compare" ? { ZEROCELL_RESET: "compare" } : {},
     cwd: "/",
   });
-  return new HostProcess(child, ceilingBytes, cgroup);
+  return new HostProcess(child, ceilingBytes, cgroup, isolation.setpriv === undefined ? undefined : uid);
 }

@@ -6,4 +6,4 @@
  */
 export { encodeFrame, FrameDecoder, FrameTooLargeError, type Frame } from "./framing.js";
 export { PROTOCOL_LIMITS, maxHostFrameBytes } from "./limits.js";
-export { parseHostMessage, type GatewayMessage, type HostMessage, type InitMessage, type RequestMessage, type ExitMessage, type ResponseMessage, type MemoryQueryMessage, type HostMemoryReport } from "./messages.js";
+export { parseHostMessage, SPARE_PRELOADED_LINE, type GatewayMessage, type HostMessage, type InitMessage, type RequestMessage, type ExitMessage, type ResponseMessage, type MemoryQueryMessage, type HostMemoryReport } from "./messages.js";

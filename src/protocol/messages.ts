@@ -26,7 +26,13 @@ export interface InitMessage {
   /** Bytes of the encoded image at the start of the body; a snapshot's memory follows. */
   imageBytes: number;
   /** A stored snapshot to start from (its memory is the rest of the body). */
-  snapshot?: { engineBuild: string; globals: string[]; extra: unknown };
+  /**
+   * `file`: the image is not in the frame's body but in a file the host maps (its own private
+   * directory, src/snapshot/files.ts): its path and the bytes of memory it covers.
+   */
+  snapshot?: { engineBuild: string; globals: string[]; extra: unknown; file?: { path: string; bytes: number } };
+  /** When the gateway sent this message, wall-clock ms (performance.timeOrigin based): the handoff phase. */
+  sentAt?: number;
   /** Send the snapshot back after warm-up (none is stored for this deployment yet). */
   wantSnapshot: boolean;
   /** Run init and warm-up, ignore any snapshot (fresh mode). */
@@ -60,6 +66,12 @@ export type GatewayMessage = InitMessage | RequestMessage | ExitMessage | Memory
 
 // --- host → gateway ------------------------------------------------------------------------
 
+/**
+ * The line a spare host writes to stderr once its engine is preloaded (and its blank instance
+ * made): before any deployment it has no reply channel, and it has run no tenant code.
+ */
+export const SPARE_PRELOADED_LINE = "zerocell-spare: preloaded";
+
 const count = z.number().int().nonnegative();
 const ms = z.number().nonnegative().finite();
 
@@ -69,6 +81,13 @@ export const readyMessage = z.object({
   restored: z.boolean().optional(),
   /** CPU the warm-up took, µs (bounded again by the gateway against its own clock). */
   warmupCpuUs: count.optional(),
+  /** Restored on the engine instance a spare host made before it was taken (no instantiate). */
+  spareEngine: z.boolean().optional(),
+  /**
+   * Where the start's time went in the host, ms (display only: server-timing of the first
+   * request): send = init sent → received, engine, prepare, instantiate, import.
+   */
+  phases: z.strictObject({ send: ms.max(3_600_000), engine: ms.max(3_600_000), prepare: ms.max(3_600_000), instantiate: ms.max(3_600_000), import: ms.max(3_600_000) }).partial().optional(),
 });
 
 export const warmupMessage = z.object({ t: z.literal("warmup"), index: count.max(L.maxWarmupIndex) });

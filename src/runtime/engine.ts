@@ -66,9 +66,24 @@ export interface EngineUsage {
 
 /** A snapshot in transit: linear memory, mutable globals, engine-specific extra state. */
 export interface PortableSnapshot {
+  /** The image (empty when `file` holds it). */
   memory: Buffer;
   globals: Array<number | bigint>;
   extra: unknown;
+  /**
+   * The image in a file instead (a sandbox host's import: src/snapshot/files.ts): mapped over the
+   * memory (MAP_PRIVATE) rather than copied. Its path and the bytes of memory it covers.
+   */
+  file?: { path: string; bytes: number };
+}
+
+/** How an instance is made. */
+export interface InstantiateOptions {
+  /**
+   * It will import a snapshot at once (no init, no warm-up): an engine may hand out the instance a
+   * spare host made ahead (preinstantiate), which has never run a tenant's code.
+   */
+  forRestore?: boolean;
 }
 
 /** Largest response body (bytes) when the spec names none: the gateway's default (32 MiB). */
@@ -127,6 +142,8 @@ export interface EngineInstance {
   importSnapshot(snapshot: PortableSnapshot): Promise<void>;
   /** Where this instance's memory goes, bytes (diagnostics: bench/memory.mjs); optional. */
   memoryInfo?(): InstanceMemoryInfo;
+  /** Made ahead by a spare host (preinstantiate) and handed this deployment at instantiate. */
+  readonly spareEngine?: boolean;
   dispose(): void;
 }
 
@@ -149,11 +166,17 @@ export interface Engine<P = unknown> {
   prepare(spec: EngineSpec): Promise<P>;
   /** Everything a snapshot depends on besides the deployment (runtime build, engine revision, config). */
   buildId(manifest: Manifest): string;
-  instantiate(prepared: P): Promise<EngineInstance>;
+  instantiate(prepared: P, options?: InstantiateOptions): Promise<EngineInstance>;
   /**
    * Loads and compiles what every deployment of this runtime needs, before any bundle is known:
    * a spare host does it ahead so a deploy or a scale-up does not wait for it. Touches nothing
    * of any tenant; optional.
    */
   preload?(): Promise<void>;
+  /**
+   * After preload, in a spare host: makes one blank instance ahead (runtime started, nothing of
+   * any tenant: built-in settings only), which the next instantiate(…, { forRestore: true }) of a
+   * compatible deployment takes, so a restore is "map the snapshot, run". Optional.
+   */
+  preinstantiate?(): Promise<void>;
 }

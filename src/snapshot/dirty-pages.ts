@@ -120,6 +120,39 @@ function loadLibc(): Libc | null {
   return libc;
 }
 
+/**
+ * Reads the image file at `path` ([0, bytes) of a snapshot's memory) into a new buffer, through
+ * libc (the file is outside what Node's permission model lets the host read). For engines that
+ * load a snapshot through their own loader (Pyodide) rather than mapping it.
+ */
+export function readSnapshotFile(path: string, bytes: number): Buffer {
+  const c = loadLibc();
+  if (c === null) throw new Error(`snapshot file: libc unavailable (${libcError})`);
+  const fd = c.open(path, O_RDONLY | O_CLOEXEC) as number;
+  if (fd < 0) throw new Error(`snapshot file: open: errno ${c.koffi.errno()}`);
+  try {
+    const out = Buffer.allocUnsafe(bytes);
+    for (let at = 0; at < bytes; ) {
+      const len = Math.min(bytes - at, 64 << 20);
+      // The kernel writes at most `len` bytes into the view of that length.
+      const n = Number(c.pread(fd, out.subarray(at, at + len), len, at));
+      if (n <= 0) throw new Error(`snapshot file: read at ${at}: errno ${c.koffi.errno()}`);
+      at += n;
+    }
+    return out;
+  } finally {
+    c.close(fd);
+  }
+}
+
+/**
+ * Loads koffi and libc now (a spare host, before it is taken: ~50–100 ms a restore would pay).
+ * Returns whether they are usable.
+ */
+export function preloadLibc(): boolean {
+  return loadLibc() !== null;
+}
+
 /** Why the last tracker could not be made (for logs and tests); "" when it could. */
 export function lastTrackerError(): string {
   return libcError;
@@ -157,6 +190,50 @@ export class DirtyPageTracker {
     this.trackedBytes = trackedBytes;
     this.#limits = limits;
     this.#entries = new Uint32Array((trackedBytes / PAGE_BYTES) * 2);
+  }
+
+  /**
+   * Maps the image file at `path` (the memory's bytes [0, bytes) of a snapshot; src/snapshot/files.ts)
+   * over the memory in place, MAP_PRIVATE: the memory then reads the snapshot without a byte
+   * copied, its clean pages are the file's page-cache pages (shared by every host mapping it) and
+   * a page becomes private when written. The part past the last whole page is read into the
+   * memory (< 4 KiB). The memory must be at least `bytes` long. Undefined when anything is
+   * missing; `error` then says whether the memory may be half-written (the caller must not use it).
+   * Must never: map a file the gateway did not hand this host (the path comes from the gateway's
+   * init message; the host's directory holds only its deployment's images).
+   */
+  static mapFile(memory: WebAssembly.Memory, path: string, bytes: number, limits: DirtyPageLimits = DEFAULT_DIRTY_PAGE_LIMITS): DirtyPageTracker | undefined {
+    const buffer = memory.buffer;
+    if (bytes > buffer.byteLength) return fail(`image of ${bytes} bytes does not fit a memory of ${buffer.byteLength} bytes`);
+    const trackedBytes = Math.floor(bytes / PAGE_BYTES) * PAGE_BYTES;
+    const c = loadLibc();
+    if (c === null) return undefined;
+    const base = c.addressOf(buffer);
+    if (base === 0 || base % PAGE_BYTES !== 0) return fail(`memory at ${base} is not page-aligned`);
+    const fd = c.open(path, O_RDONLY | O_CLOEXEC) as number;
+    if (fd < 0) return fail(`open snapshot file: errno ${c.koffi.errno()}`);
+    let image: { pointer: unknown; buffer: ArrayBuffer } | undefined;
+    try {
+      // 1. The tail past the whole pages, read into the memory (the kernel writes at most its length).
+      const tail = bytes - trackedBytes;
+      if (tail > 0 && Number(c.pread(fd, new Uint8Array(buffer, trackedBytes, tail), tail, trackedBytes)) !== tail) return fail(`read snapshot file tail: errno ${c.koffi.errno()}`);
+      if (trackedBytes === 0) return undefined;
+      // 2. The whole pages, over the memory in place (same address; V8 keeps its view).
+      const at = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
+      if (at !== base) return fail(`mmap snapshot file over the memory: errno ${c.koffi.errno()}`);
+      // 3. The image, read-only and shared (no copy): what restore() compares with.
+      const pointer = c.mmapPointer(0, trackedBytes, PROT_READ, MAP_SHARED, fd, 0);
+      const address = c.koffi.address(pointer) as bigint;
+      if (address !== 0n && address !== 2n ** 64n - 1n) image = { pointer, buffer: c.koffi.view(pointer, trackedBytes) };
+    } finally {
+      c.close(fd);
+    }
+    c.madvise(base, trackedBytes, MADV_NOHUGEPAGE);
+    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, image);
+    const before = tracker.writtenRanges();
+    if (before === undefined || before.length !== 0) return tracker.#failed(`self-check: ${before === undefined ? "pagemap unreadable" : `${before.length} ranges written right after mapping`}`);
+    libcError = "";
+    return tracker;
   }
 
   /**

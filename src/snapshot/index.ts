@@ -16,7 +16,7 @@
  * Must never: restore into a memory of another module build, or leave a page of the previous request.
  */
 
-import { DirtyPageTracker, resetModeFromEnv, lastTrackerError, type DirtyPageLimits, DEFAULT_DIRTY_PAGE_LIMITS } from "./dirty-pages.js";
+import { DirtyPageTracker, readSnapshotFile, resetModeFromEnv, lastTrackerError, type DirtyPageLimits, DEFAULT_DIRTY_PAGE_LIMITS } from "./dirty-pages.js";
 
 /** The fallback was reported in this process (once: every snapshot of a host falls back alike). */
 let fallbackReported = false;
@@ -88,14 +88,14 @@ export class LinearMemorySnapshot {
   /** The kernel's list of written pages of [0, tracker.trackedBytes); undefined: compare all. */
   #tracker: DirtyPageTracker | undefined;
 
-  private constructor(memory: WebAssembly.Memory, image: Uint8Array, globals: Array<[WebAssembly.Global, number | bigint]>, options: SnapshotOptions) {
+  private constructor(memory: WebAssembly.Memory, image: Uint8Array, globals: Array<[WebAssembly.Global, number | bigint]>, options: SnapshotOptions, mapped?: DirtyPageTracker) {
     this.#memory = memory;
     this.#size = image.length;
     this.#globals = globals;
-    // 1. The memory holds the image now (take: it is the image; load: it was just written):
-    // map it from a memfd where the kernel allows.
+    // 1. The memory holds the image now (take: it is the image; load: it was just written, or
+    // `mapped` from the image's file): map it from a memfd where the kernel allows.
     const mode = options.reset ?? resetModeFromEnv();
-    this.#tracker = mode === "compare" ? undefined : DirtyPageTracker.create(memory, this.#size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS);
+    this.#tracker = mapped ?? (mode === "compare" ? undefined : DirtyPageTracker.create(memory, this.#size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS));
     if (mode !== "compare" && this.#tracker === undefined && !fallbackReported) {
       fallbackReported = true;
       process.stderr.write(`snapshot: dirty-page reset unavailable (${lastTrackerError() || "image smaller than a page"}); resets compare the whole image\n`);
@@ -173,7 +173,8 @@ export class LinearMemorySnapshot {
    * globals, then returns a snapshot of that state. Only for an instance of the same module
    * build, prepared the same way; the caller checks the build id.
    */
-  static load(memory: WebAssembly.Memory, image: { memory: Buffer; globals: Array<number | bigint> }, globals: WebAssembly.Global[], currentTop: number, options: SnapshotOptions = {}): LinearMemorySnapshot {
+  static load(memory: WebAssembly.Memory, image: { memory: Buffer; globals: Array<number | bigint>; file?: { path: string; bytes: number } | undefined }, globals: WebAssembly.Global[], currentTop: number, options: SnapshotOptions = {}): LinearMemorySnapshot {
+    if (image.file !== undefined) return LinearMemorySnapshot.#loadFile(memory, { ...image, file: image.file }, globals, currentTop, options);
     if (memory.buffer.byteLength < image.memory.length) throw new Error(`snapshot: image of ${image.memory.length} bytes does not fit a memory of ${memory.buffer.byteLength} bytes`);
     if (globals.length !== image.globals.length) throw new Error("snapshot: global count mismatch");
     const live = new Uint8Array(memory.buffer);
@@ -181,6 +182,24 @@ export class LinearMemorySnapshot {
     if (currentTop > image.memory.length) zeroFill(live, image.memory.length, Math.min(currentTop, live.length));
     globals.forEach((g, i) => (g.value = image.globals[i]!));
     return new LinearMemorySnapshot(memory, image.memory, globals.map((g, i) => [g, image.globals[i]!]), options);
+  }
+
+  /**
+   * load() of an image in a file (src/snapshot/files.ts): mapped over the memory, not copied
+   * (the dirty-page reset then tracks it as it would a memfd of its own); where mapping is not
+   * possible, read and copied as load() does.
+   */
+  static #loadFile(memory: WebAssembly.Memory, image: { globals: Array<number | bigint>; file: { path: string; bytes: number } }, globals: WebAssembly.Global[], currentTop: number, options: SnapshotOptions): LinearMemorySnapshot {
+    const size = image.file.bytes;
+    if (memory.buffer.byteLength < size) throw new Error(`snapshot: image of ${size} bytes does not fit a memory of ${memory.buffer.byteLength} bytes`);
+    if (globals.length !== image.globals.length) throw new Error("snapshot: global count mismatch");
+    const mode = options.reset ?? resetModeFromEnv();
+    const tracker = mode === "compare" ? undefined : DirtyPageTracker.mapFile(memory, image.file.path, size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS);
+    if (tracker === undefined) return LinearMemorySnapshot.load(memory, { memory: readSnapshotFile(image.file.path, size), globals: image.globals }, globals, currentTop, options);
+    const live = new Uint8Array(memory.buffer);
+    if (currentTop > size) zeroFill(live, size, Math.min(currentTop, live.length));
+    globals.forEach((g, i) => (g.value = image.globals[i]!));
+    return new LinearMemorySnapshot(memory, new Uint8Array(memory.buffer, 0, size), globals.map((g, i) => [g, image.globals[i]!]), options, tracker);
   }
 
   /** Puts memory and globals back to the image. `currentTop` is the allocator's top now. */
@@ -274,4 +293,5 @@ export class LinearMemorySnapshot {
   }
 }
 
+export { readSnapshotFile, preloadLibc } from "./dirty-pages.js";
 export { SnapshotStore, SnapshotMismatchError, encodeSnapshot, decodeSnapshot, type SnapshotImage } from "./store.js";

@@ -14,6 +14,7 @@ import type { OpenedDb, BlobStore } from "../store/index.js";
 import { snapshots } from "../store/schema.js";
 import { ZerocellError } from "../errors.js";
 import type { SecretBox } from "../store/secret-box.js";
+import type { SnapshotFile, SnapshotFiles } from "./files.js";
 
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);
@@ -27,6 +28,11 @@ export interface SnapshotImage {
   /** Engine-specific extra state (e.g. open device files), JSON. */
   extra: unknown;
   memory: Buffer;
+  /**
+   * Where the memory is on disk, decompressed (a host maps it; files.ts). When set, `memory` is
+   * empty: the bytes are only in the file.
+   */
+  file?: SnapshotFile;
 }
 
 export class SnapshotMismatchError extends ZerocellError {
@@ -103,6 +109,33 @@ export class SnapshotStore {
       this.#cache.delete(key);
       this.#db.db.delete(snapshots).where(eq(snapshots.id, row.id)).run();
       throw e;
+    }
+  }
+
+  /** Headers (globals, extra) of the images in `files`, by content address. */
+  readonly #headers = new LRUCache<string, Omit<SnapshotImage, "memory" | "file">>({ max: 4096 });
+
+  /**
+   * The stored snapshot as a file a host maps (decompressed once per snapshot, files.ts), or, when
+   * `files` is undefined or cannot take it, as load() gives it.
+   */
+  async loadForHost(deploymentId: string, engineBuild: string, files: SnapshotFiles | undefined): Promise<SnapshotImage | undefined> {
+    if (files === undefined) return this.load(deploymentId, engineBuild);
+    const row = this.#db.db.select().from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get();
+    if (row === undefined) return undefined;
+    const header = this.#headers.get(row.sha256);
+    const file = files.get(row.sha256);
+    if (header !== undefined && file !== undefined && header.engineBuild === engineBuild) return { ...header, memory: Buffer.alloc(0), file };
+    const img = await this.load(deploymentId, engineBuild);
+    if (img === undefined) return undefined;
+    try {
+      const made = files.put(row.sha256, img.memory);
+      const { memory: _memory, ...rest } = img;
+      this.#headers.set(row.sha256, rest);
+      return { ...rest, memory: Buffer.alloc(0), file: made };
+    } catch {
+      // No room on disk (or no temp dir): the bytes travel through the pipe.
+      return img;
     }
   }
 

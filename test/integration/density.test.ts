@@ -108,3 +108,54 @@ describe("memory budget (real hosts)", () => {
     expect(new Set(all).size).toBe(all.length);
   }, 300_000);
 });
+
+type ColdPoolJson = PoolJson & { spares: { ready: Array<{ runtime: string; pid: number }>; taken: number; restoredOnSpareEngine: number } };
+
+describe("cold restore on a spare host (real hosts)", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer(["--idle-ttl-ms", "1500", "--max-instances", "1"]);
+  });
+  afterAll(async () => {
+    expect(await server.stop()).toBe(0);
+  });
+
+  it("an app scaled to zero is restored from its snapshot on the next request, on the spare's pre-instantiated engine, with its env and state", async () => {
+    const page = `<?php echo 'hello from cold ', getenv('GREETING') === false ? '-' : getenv('GREETING'), ' ', ini_get('memory_limit'), ' ', file_exists('/app/public/index.php') ? 'image' : 'no-image';`;
+    const archive = await packDirectory(phpBundle("cold.localhost", { "index.php": page }, "[limits]\nmemory_mb = 96\n"));
+    expect((await admin(server, "POST", "/v1/apps/cold/deployments?host=cold.localhost", { body: archive, contentType: "application/gzip" })).status).toBe(201);
+    // memory_limit comes from limits.memory_mb (the blank engine had the default's): the restored
+    // instance must run with the snapshot's settings, not the blank's.
+    // The env is part of the deployment: the new version's snapshot holds it in guest memory.
+    const env = await admin(server, "POST", "/v1/apps/cold/env", { body: JSON.stringify({ set: [{ name: "GREETING", value: "bonjour" }] }), contentType: "application/json" });
+    expect(env.status).toBe(201);
+    const want = "hello from cold bonjour 96M image";
+    expect((await fetchApp(server, "cold.localhost", "/")).text).toBe(want);
+    // The new version's snapshot stored (sent after the first request, gzip'd off the event loop).
+    const id = String(env.json.deployment.id);
+    await expect.poll(() => server.output().split("\n").some((l) => l.includes('"snapshot stored"') && l.includes(id)), { timeout: 60_000, interval: 200 }).toBe(true);
+    const pool = async () => (await admin(server, "GET", "/v1/pool")).json as ColdPoolJson;
+    const cold = (p: ColdPoolJson) => p.deployments.filter((d) => d.app === "cold");
+    for (let round = 0; round < 2; round++) {
+      // Scaled to zero (idle TTL), and a spare PHP host waiting.
+      await expect.poll(async () => cold(await pool()).reduce((n, d) => n + d.instances, 0), { timeout: 60_000, interval: 200 }).toBe(0);
+      await expect.poll(async () => (await pool()).spares.ready.some((s) => s.runtime === "php"), { timeout: 60_000, interval: 200 }).toBe(true);
+      const before = await pool();
+      const r = await fetchApp(server, "cold.localhost", "/");
+      expect(r.status).toBe(200);
+      expect(r.text).toBe(want);
+      expect(r.headers["x-zerocell-instance"]).toMatch(/new/);
+      // The start's phases are in server-timing (the host's import among them).
+      expect(String(r.headers["server-timing"]), server.output().split("\n").filter((l) => /snapshot|restor|cold|blank|fail/i.test(l)).slice(-20).join("\n")).toMatch(/s-import;dur=/);
+      const after = await pool();
+      const restored = (p: ColdPoolJson) => cold(p).reduce((n, d) => n + d.restoredFromSnapshot, 0);
+      expect(restored(after), server.output().split("\n").filter((l) => /snapshot|restor|cold|blank/i.test(l)).slice(-20).join("\n")).toBe(restored(before) + 1);
+      // The restore used the engine the spare instantiated before it had any tenant.
+      expect(after.spares.restoredOnSpareEngine).toBe(before.spares.restoredOnSpareEngine + 1);
+      // The restored instance resets and serves again like any other.
+      const again = await fetchApp(server, "cold.localhost", "/");
+      expect(again.text).toBe(want);
+      expect(again.headers["x-zerocell-instance"]).toMatch(/reused/);
+    }
+  }, 300_000);
+});

@@ -5,7 +5,9 @@
  * back; and a forced fallback restores the same state by comparing everything.
  */
 import { describe, it, expect } from "vitest";
-import { openSync, readSync, closeSync } from "node:fs";
+import { openSync, readSync, closeSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { LinearMemorySnapshot } from "../../src/snapshot/index.js";
 import { lastTrackerError } from "../../src/snapshot/dirty-pages.js";
 
@@ -112,6 +114,36 @@ describe("dirty-page reset", () => {
     snapB.restore(16 * WASM_PAGE);
     expect(snapB.differingPages()).toBe(0);
     expect(new Uint8Array(b.memory.buffer)[9 * 4096]).toBe(new Uint8Array(a.memory.buffer)[9 * 4096]);
+  });
+
+  it("a snapshot loaded from an image file is mapped, not copied: same bytes, the tail read, above it zeroed, written pages tracked", () => {
+    const a = makeModule(16);
+    const size = 10 * WASM_PAGE + 1000; // a partial last page: read into the memory, not mapped
+    const exported = LinearMemorySnapshot.take(a.memory, size, [a.sp], { reset: "compare" }).export();
+    const dir = mkdtempSync(join(tmpdir(), "zc-dirty-file-"));
+    try {
+      const path = join(dir, "image");
+      writeFileSync(path, exported.memory);
+      const b = makeModule(16);
+      new Uint8Array(b.memory.buffer).fill(3); // the blank's own state, everywhere
+      b.sp.value = 1;
+      const snap = LinearMemorySnapshot.load(b.memory, { memory: Buffer.alloc(0), globals: exported.globals, file: { path, bytes: size } }, [b.sp], 12 * WASM_PAGE, { reset: "auto" });
+      expect(snap.method, lastTrackerError()).toBe("dirty-pages");
+      // Mapped: the image's pages are the file's (nothing held in JS but the partial last block).
+      expect(snap.heldBytes).toBeLessThan(WASM_PAGE);
+      const live = new Uint8Array(b.memory.buffer);
+      expect(Buffer.from(live.subarray(0, size)).equals(exported.memory)).toBe(true);
+      expect(live.subarray(size, 12 * WASM_PAGE).every((x) => x === 0)).toBe(true);
+      expect(b.sp.value).toBe(1234);
+      b.store(3 * 4096 + 5, 77);
+      live[size - 10] = 9;
+      const stats = snap.restore(12 * WASM_PAGE);
+      expect(stats.writtenPages).toBe(1);
+      expect(snap.differingPages()).toBe(0);
+      expect(Buffer.from(live.subarray(0, size)).equals(exported.memory)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("keeps the image once, in the memfd (no JS copy beyond the partial last block); the compare keeps a JS copy", () => {

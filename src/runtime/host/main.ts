@@ -15,6 +15,7 @@ import { decodeImage, healthPaths, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";
 import { isZerocellError } from "../../errors.js";
+import { SPARE_PRELOADED_LINE } from "../../protocol/index.js";
 
 // Emscripten's NODEFS reads fs constants through process.binding, which the permission model
 // refuses; hand it the same constants from the public API and nothing else.
@@ -94,7 +95,14 @@ const preloaded: Promise<Engine> | undefined =
   startRuntime === undefined
     ? undefined
     : loadEngine(startRuntime).then(async (e) => {
-        if (isSpare) await e.preload?.();
+        if (isSpare) {
+          await e.preload?.();
+          // A blank instance ahead (no tenant's bytes): a restore then only maps its snapshot.
+          await e.preinstantiate?.();
+          // Told on stderr (a spare has no reply channel yet; SpareHosts reads its stderr).
+          // Not once taken: its stderr is then the deployment's log.
+          if (!initStarted) process.stderr.write(`${SPARE_PRELOADED_LINE}\n`);
+        }
         return e;
       });
 // A failure shows at init (as a "fail" reply), not as an unhandled rejection now.
@@ -109,6 +117,8 @@ if (isSpare) {
 }
 
 let instance: EngineInstance | undefined;
+/** An init message arrived (a spare was taken). */
+let initStarted = false;
 /** The host told the pool its instance passed WORN_AT (told once: the pool starts one successor). */
 let worn = false;
 /** Runs once after the next request is answered (a deferred snapshot send). */
@@ -178,28 +188,43 @@ async function onFrame(frame: Frame): Promise<void> {
   const h = frame.header as unknown as GatewayMessage;
   switch (h.t) {
     case "init": {
+      initStarted = true;
       const init = h;
       const t0 = performance.now();
+      // Where the start's time goes (server-timing of the first request; display only).
+      const phases: { send?: number; engine?: number; prepare?: number; instantiate?: number; import?: number } = {};
+      if (init.sentAt !== undefined) phases.send = Math.max(0, performance.timeOrigin + t0 - init.sentAt);
+      let spareEngine = false;
       try {
         const engine = preloaded !== undefined && init.manifest.runtime === startRuntime ? await preloaded : await loadEngine(init.manifest.runtime);
+        const t1 = performance.now();
+        phases.engine = t1 - t0;
         // A copy of the image's bytes: the decoded entries are views into it and engines keep them
         // (realm rebuilds, x86's file tree); views into the frame would pin the snapshot after it too.
         const image = decodeImage(Buffer.from(frame.body.subarray(0, init.imageBytes)));
         const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image, env: init.env ?? {}, maxResponseBytes: init.maxResponseBytes });
-        instance = await engine.instantiate(prepared);
-        maxResponseBytes = init.maxResponseBytes;
+        const t2 = performance.now();
+        phases.prepare = t2 - t1;
         const build = engine.buildId(init.manifest);
+        const restoring = !init.cold && init.snapshot !== undefined && init.snapshot.engineBuild === build;
+        instance = await engine.instantiate(prepared, { forRestore: restoring });
+        const t3 = performance.now();
+        phases.instantiate = t3 - t2;
+        maxResponseBytes = init.maxResponseBytes;
         let restored = false;
-        if (!init.cold && init.snapshot !== undefined && init.snapshot.engineBuild === build) {
+        if (restoring && init.snapshot !== undefined) {
           try {
-            await instance.importSnapshot({ memory: frame.body.subarray(init.imageBytes), globals: init.snapshot.globals.map(Number), extra: init.snapshot.extra });
+            const file = init.snapshot.file;
+            await instance.importSnapshot({ memory: file === undefined ? frame.body.subarray(init.imageBytes) : Buffer.alloc(0), globals: init.snapshot.globals.map(Number), extra: init.snapshot.extra, ...(file === undefined ? {} : { file }) });
             restored = true;
+            spareEngine = instance.spareEngine === true;
           } catch (e) {
             // A snapshot that does not load: start cold (a fresh instance, the snapshot is not reused).
             process.stderr.write(`snapshot import failed, starting cold: ${(e as Error).message}\n`);
             instance.dispose();
             instance = await engine.instantiate(prepared);
           }
+          phases.import = performance.now() - t3;
         }
         const cpu0 = process.cpuUsage();
         if (!restored) await warmUp(instance, init.manifest, !init.cold);
@@ -212,7 +237,7 @@ async function onFrame(frame: Frame): Promise<void> {
           const snap = instance.exportSnapshot();
           send({ t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
         }
-        send({ t: "ready", ms: performance.now() - t0, restored, ...(restored ? {} : { warmupCpuUs: cpu.user + cpu.system }) });
+        send({ t: "ready", ms: performance.now() - t0, restored, ...(restored ? { spareEngine, phases } : { warmupCpuUs: cpu.user + cpu.system }) });
         collectSoon();
       } catch (e) {
         // A failed warm-up leaves an instance nobody may use: the host exits after saying why.

@@ -12,12 +12,12 @@
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 import { createManifestParser } from "../../bundle/index.js";
 import { phpManifest } from "./manifest.js";
-import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type PortableSnapshot } from "../engine.js";
+import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type InstantiateOptions, type PortableSnapshot } from "../engine.js";
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, phpEngineBuild, phpIniWalls, validatePhpBundle, type OpcacheSizing } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
 import { isZerocellError } from "../../errors.js";
-import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
+import { LinearMemorySnapshot, preloadLibc, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
 import { assertIniWalls, PHP_INI_PATH, startPhpRuntime, type EmscriptenModule, type PhpRuntime } from "./runtime.js";
 import { compiledModule } from "./wasm-imports.js";
 import { PhpRequestRunner, type PhpRequestResult, type RequestModule } from "./request.js";
@@ -182,7 +182,11 @@ class PhpInstance implements EngineInstance {
   /** What the last reset put back (benchmarks, tests). */
   lastRestore: RestoreStats | undefined;
 
-  constructor(runtime: PhpRuntime, prepared: PhpPrepared) {
+  /** Made ahead by a spare host (PhpEngine.preinstantiate), not started for this deployment. */
+  readonly spareEngine: boolean;
+
+  constructor(runtime: PhpRuntime, prepared: PhpPrepared, spareEngine = false) {
+    this.spareEngine = spareEngine;
     this.#prepared = prepared;
     this.#runtime = runtime;
     this.#runner = new PhpRequestRunner(runtime.module as unknown as RequestModule);
@@ -441,7 +445,7 @@ class PhpInstance implements EngineInstance {
     // instantiate() already ran the priming request that sets up php-wasm's JS side.
     const ex = this.#module.wasmExports;
     this.#wipeTmp();
-    this.#growTo(image.memory.length);
+    this.#growTo(image.file?.bytes ?? image.memory.length);
     this.#snapshot = LinearMemorySnapshot.load(ex.memory, image, [ex.__stack_pointer], this.#sbrkTop());
     const fs = this.#module.FS;
     for (const want of fds) {
@@ -599,7 +603,36 @@ export class PhpEngine implements Engine<PhpPrepared> {
     };
   }
 
-  async instantiate(prepared: PhpPrepared): Promise<EngineInstance> {
+  /** The blank instance a spare host made ahead (preinstantiate); taken once. */
+  #blank: Promise<PhpRuntime | undefined> | undefined;
+
+  /**
+   * A spare host's blank instance: the default PHP version's runtime started and primed with the
+   * built-in php.ini of a manifest with no settings (its walls checked), no image, no
+   * environment — nothing of any tenant. A deployment's restore takes it (instantiate with
+   * forRestore): the snapshot's memory replaces all of PHP's state, so only what lives in JS
+   * (the FS, the heap cap, the output limit) is set for the deployment at handoff.
+   */
+  async preinstantiate(): Promise<void> {
+    this.#blank ??= (async () => {
+      const loader = await importLoader(DEFAULT_PHP_VERSION);
+      const manifest = createManifestParser({ php: phpManifest }).parse(`runtime = "php"\n`);
+      const page = Buffer.from("<?php echo 'ok';");
+      // prepare() checks a bundle; the blank never gets this one (only php.ini and walls are used).
+      const prepared = await this.prepare({ deploymentId: "blank", manifest, image: { entries: [{ path: "index.php", kind: "file", mode: 0o644, data: page }], totalBytes: page.length } });
+      const runtime = await this.#startPrimed({ ...prepared, loader });
+      // The libc calls the snapshot's mapping needs, loaded now rather than at the restore.
+      preloadLibc();
+      return runtime;
+    })().catch((e: unknown) => {
+      process.stderr.write(`php: no blank instance for restores: ${(e as Error).message}\n`);
+      return undefined;
+    });
+    await this.#blank;
+  }
+
+  /** The runtime with its walls, php.ini written and primed by one empty request, walls read back. */
+  async #startPrimed(prepared: PhpPrepared): Promise<PhpRuntime> {
     const limits = prepared.spec.manifest.limits;
     // 1. the runtime with its import and output walls
     const runtime = await startPhpRuntime(prepared.loader, {
@@ -620,6 +653,30 @@ export class PhpEngine implements Engine<PhpPrepared> {
     php.unlink(PRIME_SCRIPT);
     // 3. the walls php.ini promised, read back from PHP itself
     assertIniWalls(module, prepared.walls, "instantiate");
+    return runtime;
+  }
+
+  /** The blank instance, if one was made, is unused and fits `prepared` (taken: never twice). */
+  async #takeBlank(prepared: PhpPrepared): Promise<PhpRuntime | undefined> {
+    const blank = this.#blank;
+    if (blank === undefined || prepared.spec.manifest.php.version !== DEFAULT_PHP_VERSION) return undefined;
+    this.#blank = undefined;
+    return blank;
+  }
+
+  async instantiate(prepared: PhpPrepared, options: InstantiateOptions = {}): Promise<EngineInstance> {
+    const limits = prepared.spec.manifest.limits;
+    const blank = options.forRestore === true ? await this.#takeBlank(prepared) : undefined;
+    let runtime: PhpRuntime;
+    if (blank !== undefined) {
+      // Becomes this deployment's: its heap cap, and its php.ini in the FS (PHP read the blank's at
+      // its start; the snapshot's memory brings the deployment's parsed settings, and
+      // importSnapshot reads the walls back from it).
+      runtime = blank;
+      runtime.heapCap.bytes = heapCapBytes(limits.memoryMb, prepared.opcache.memoryMb);
+      runtime.php.writeFile(PHP_INI_PATH, prepared.phpIni);
+    } else runtime = await this.#startPrimed(prepared);
+    const { php, module } = runtime;
     // 4. the image, then the FS walls
     writeImage(php, prepared.spec.image);
     lockFileSystem(module.FS, [TMP_DIR, DATA_DIR]);
@@ -628,6 +685,6 @@ export class PhpEngine implements Engine<PhpPrepared> {
       { dir: DATA_DIR, bytes: limits.dataMb * 1024 * 1024 },
     ]);
     php.chdir(prepared.documentRoot);
-    return new PhpInstance(runtime, prepared);
+    return new PhpInstance(runtime, prepared, blank !== undefined);
   }
 }

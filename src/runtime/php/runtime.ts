@@ -10,7 +10,7 @@ import { loadPHPRuntime, PHP, __private__dont__use } from "@php-wasm/universal";
 import { createSpawnHandler } from "@php-wasm/util";
 import { SandboxError } from "../../errors.js";
 import { OutputGuard } from "./output.js";
-import { walledInstantiate, type RefusedImports } from "./wasm-imports.js";
+import { walledInstantiate, type HeapCap, type RefusedImports } from "./wasm-imports.js";
 import type { WalledFs } from "./fs-walls.js";
 import { AsyncifyData } from "./asyncify-data.js";
 
@@ -73,6 +73,8 @@ export interface PhpRuntime {
   module: EmscriptenModule;
   output: OutputGuard;
   refused: RefusedImports;
+  /** The wasm heap's cap (the deployment's; settable until the instance serves). */
+  heapCap: HeapCap;
   /** Set when php-wasm's spawn handler was reached (it should not be: the imports refuse first). */
   spawn: { attempted: boolean };
   /** Where Asyncify's buffer lives (part of the snapshot: asyncify-data.ts). */
@@ -94,6 +96,7 @@ export async function startPhpRuntime(loader: unknown, options: PhpRuntimeOption
   const output = new OutputGuard(options.maxResponseBytes);
   const spawn = { attempted: false };
   const asyncify = new AsyncifyData();
+  const heapCap: HeapCap = { bytes: options.heapCapBytes };
   const runtimeId = await loadPHPRuntime(loader as Parameters<typeof loadPHPRuntime>[0], {
     processId: 1,
     // Emscripten's socket layer would open a WebSocket to the requested address (the "ws"
@@ -111,7 +114,7 @@ export async function startPhpRuntime(loader: unknown, options: PhpRuntimeOption
     // Emscripten's default environment has "_" = the host script's path; drop it. The app's
     // variables join the defaults (USER, PATH, HOME, LANG…: their names are reserved for apps).
     ENV: { ...options.env, _: undefined } as unknown as Record<string, string>,
-    instantiateWasm: walledInstantiate((loader as { dependencyFilename: string }).dependencyFilename, options.heapCapBytes, refused, asyncify),
+    instantiateWasm: walledInstantiate((loader as { dependencyFilename: string }).dependencyFilename, heapCap, refused, asyncify),
   });
   const php = new PHP(runtimeId);
   const module = (php as unknown as Record<symbol, EmscriptenModule>)[__private__dont__use]!;
@@ -129,7 +132,7 @@ export async function startPhpRuntime(loader: unknown, options: PhpRuntimeOption
   module.FS.mkdirTree(MAGICK_CONFIG_DIR);
   module.FS.writeFile(`${MAGICK_CONFIG_DIR}/policy.xml`, MAGICK_POLICY);
   module.FS.writeFile(`${MAGICK_CONFIG_DIR}/delegates.xml`, MAGICK_DELEGATES);
-  return { php, module, output, refused, spawn, asyncify };
+  return { php, module, output, refused, spawn, asyncify, heapCap };
 }
 
 /**

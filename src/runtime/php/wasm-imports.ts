@@ -52,12 +52,20 @@ export interface RefusedImports {
 type Fn = (...args: number[]) => number;
 
 /**
+ * The wasm heap's cap, bytes: read at every growth, so a runtime a spare host started before its
+ * deployment was known takes the deployment's cap at handoff.
+ */
+export interface HeapCap {
+  bytes: number;
+}
+
+/**
  * A Module.instantiateWasm for php-wasm: compiles (once per process) and instantiates
  * `wasmPath` with the refusing imports. `capBytes` caps heap growth (memory_limit is only
  * php.ini, and ImageMagick's malloc is not counted by it). `asyncify` places Asyncify's buffer
  * (asyncify-data.ts: it must be part of the snapshot).
  */
-export function walledInstantiate(wasmPath: string, capBytes: number, refused: RefusedImports, asyncify: AsyncifyData) {
+export function walledInstantiate(wasmPath: string, cap: HeapCap, refused: RefusedImports, asyncify: AsyncifyData) {
   return (imports: WebAssembly.Imports, done: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void): void => {
     const env = imports.env as Record<string, unknown> | undefined;
     if (env === undefined) throw new Error("zerocell: php-wasm passed no env imports; cannot wall the module");
@@ -69,7 +77,7 @@ export function walledInstantiate(wasmPath: string, capBytes: number, refused: R
     let raw: RawExports | undefined;
 
     const grow = original("emscripten_resize_heap");
-    env.emscripten_resize_heap = (size: number) => (size >>> 0 > capBytes ? 0 : grow(size));
+    env.emscripten_resize_heap = (size: number) => (size >>> 0 > cap.bytes ? 0 : grow(size));
 
     // Safety of the memory accesses below: `raw` is the instance's own exports, set before any
     // guest code runs; errno and the exit-code byte are addresses the C caller handed us, written

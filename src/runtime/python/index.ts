@@ -24,7 +24,7 @@ import type { Manifest } from "../../bundle/index.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type PortableSnapshot } from "../engine.js";
 import { SandboxError, isZerocellError } from "../../errors.js";
-import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
+import { LinearMemorySnapshot, readSnapshotFile, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
 import { PyRealm, pyodideFiles, type BootOptions, type LogSink } from "./realm.js";
 import { driverInstallCode } from "./driver.js";
 import { DATA_DIR, TMP_DIR, pythonEngineBuild, validatePythonBundle, type PythonSettings } from "./validate.js";
@@ -441,7 +441,8 @@ export class PythonInstance implements EngineInstance {
   async importSnapshot(snapshot: PortableSnapshot): Promise<void> {
     if (this.#state !== "new") throw new Error("python: importSnapshot() needs a fresh instance");
     const cap = heapCapBytes(this.#prepared.spec.manifest.limits.memoryMb);
-    const memory = Buffer.isBuffer(snapshot.memory) ? snapshot.memory : Buffer.from(snapshot.memory);
+    // A file the host was handed (src/snapshot/files.ts): Pyodide's loader takes bytes, so read.
+    const memory = snapshot.file !== undefined ? readSnapshotFile(snapshot.file.path, snapshot.file.bytes) : Buffer.isBuffer(snapshot.memory) ? snapshot.memory : Buffer.from(snapshot.memory);
     if (!isSnapshotExtra(snapshot.extra, memory.length, cap)) throw new Error("python: snapshot metadata is malformed");
     const extra = snapshot.extra;
     const t0 = performance.now();
@@ -497,6 +498,16 @@ export class PythonEngine implements Engine<PythonPrepared> {
       this.#log("stderr", `python: base image not built, apps boot cold: ${(e as Error).message}`);
       return undefined;
     });
+  }
+
+  /**
+   * A spare host's last step: waits for the base image (preload builds it in the background; the
+   * build holds the host's event loop for seconds, so a restore handed to a spare still building
+   * it waits anyway). The spare then says it is preloaded (GET /v1/pool). No blank Pyodide engine
+   * is made ahead yet: a restore boots Pyodide from the snapshot's bytes.
+   */
+  async preinstantiate(): Promise<void> {
+    await this.#base;
   }
 
   async prepare(spec: EngineSpec): Promise<PythonPrepared> {

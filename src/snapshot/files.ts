@@ -1,0 +1,167 @@
+/**
+ * Snapshot images as files a sandbox host maps (gateway side): a stored snapshot's memory is
+ * decompressed once into a file (per snapshot blob, content-addressed), and a host that restores
+ * it maps that file over its wasm memory (MAP_PRIVATE: the clean pages are the page cache's,
+ * shared by every host of the deployment) instead of receiving 30+ MB through its pipe.
+ *
+ * Who may read what (hosts run as a uid of their own, HOST_UID_BASE + n, no groups; the mapping
+ * is done with libc's open(), which Node's permission model does not see, so Unix permissions are
+ * the wall):
+ *   ROOT/            0711, the gateway's (a temp dir: disk-backed page cache, gone at exit)
+ *   ROOT/m/<sha>     0700 directory / 0444 files: every decompressed image; no host can enter
+ *   ROOT/h<uid>/     root:<uid> 0750: only the host running as that uid can enter (and not
+ *                    write: it is not the owner); holds hard links to the images handed to it
+ * A hard link is made when a host of a deployment is handed that deployment's snapshot (after
+ * the spare is taken, so a spare never holds any tenant's bytes), and the host's directory is
+ * emptied when it exits and before its uid is used again.
+ * Must never: link an image into the directory of a host of another deployment, or leave a
+ * host's directory readable by any other uid.
+ */
+import { chmodSync, chownSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LRUCache } from "lru-cache";
+
+/** A decompressed snapshot image on disk: what a host maps. */
+export interface SnapshotFile {
+  /** The image's path in the gateway's store (never sent to a host). */
+  path: string;
+  /** Bytes of linear memory the image covers. */
+  bytes: number;
+  /** Content address of the stored (gzip'd) snapshot it was made from. */
+  sha256: string;
+}
+
+export interface SnapshotFileLimits {
+  /** Disk the decompressed images may take; the least recently used are unlinked past it, bytes. */
+  maxBytes: number;
+}
+
+export const DEFAULT_SNAPSHOT_FILE_LIMITS: SnapshotFileLimits = { maxBytes: 4 * 1024 * 1024 * 1024 };
+
+const SHA = /^[0-9a-f]{64}$/;
+
+export class SnapshotFiles {
+  readonly root: string;
+  readonly #images: string;
+  readonly #lru: LRUCache<string, SnapshotFile>;
+  /** Whether hosts run as uids of their own (root only): per-host directories are chown'd. */
+  readonly #isRoot = process.getuid?.() === 0;
+
+  constructor(limits: SnapshotFileLimits = DEFAULT_SNAPSHOT_FILE_LIMITS, parent = tmpdir()) {
+    this.root = mkdtempSync(join(parent, "zerocell-snapshots-"));
+    chmodSync(this.root, 0o711);
+    this.#images = join(this.root, "m");
+    mkdirSync(this.#images, { mode: 0o700 });
+    this.#lru = new LRUCache<string, SnapshotFile>({
+      maxSize: limits.maxBytes,
+      sizeCalculation: (f) => Math.max(1, f.bytes),
+      // A host that maps it keeps the inode; only the name goes.
+      dispose: (f) => tryUnlink(f.path),
+    });
+  }
+
+  /** The image made from stored snapshot `sha256`, if it is on disk. */
+  get(sha256: string): SnapshotFile | undefined {
+    const f = this.#lru.get(sha256);
+    if (f !== undefined && !existsSync(f.path)) {
+      this.#lru.delete(sha256);
+      return undefined;
+    }
+    return f;
+  }
+
+  /** Writes `memory` as the image of stored snapshot `sha256` (once; temp file + rename). */
+  put(sha256: string, memory: Uint8Array): SnapshotFile {
+    if (!SHA.test(sha256)) throw new Error("snapshot files: bad content address");
+    const have = this.get(sha256);
+    if (have !== undefined) return have;
+    const path = join(this.#images, sha256);
+    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+    const fd = openSync(tmp, "wx", 0o444);
+    try {
+      for (let at = 0; at < memory.length; ) at += writeSync(fd, memory, at, Math.min(memory.length - at, 64 << 20));
+      // Not for durability (the images are a cache, rebuilt from the blob store): so a host never
+      // maps a file whose pages are still being written back.
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+    const file: SnapshotFile = { path, bytes: memory.length, sha256 };
+    this.#lru.set(sha256, file);
+    return file;
+  }
+
+  /** The directory of the host running as `uid` (made empty and private to that uid). */
+  #hostDir(uid: number): string {
+    if (!Number.isInteger(uid) || uid < 0) throw new Error("snapshot files: bad uid");
+    return join(this.root, `h${uid}`);
+  }
+
+  /**
+   * Hands `file` to the host running as `uid` (undefined: hosts run as the gateway's own uid):
+   * a hard link in that host's private directory. Returns the path the host opens.
+   */
+  link(file: SnapshotFile, uid: number | undefined): string {
+    const dir = this.#hostDir(uid ?? process.getuid?.() ?? 0);
+    if (!existsSync(dir)) {
+      mkdirSync(dir, { mode: 0o700 });
+      if (this.#isRoot && uid !== undefined) {
+        chownSync(dir, 0, uid);
+        chmodSync(dir, 0o750);
+      }
+    }
+    const target = join(dir, file.sha256);
+    if (!existsSync(target)) linkSync(file.path, target);
+    return target;
+  }
+
+  /** Empties the directory of the host that ran as `uid` (it exited, or its uid is reused). */
+  release(uid: number | undefined): void {
+    const dir = this.#hostDir(uid ?? process.getuid?.() ?? 0);
+    try {
+      for (const name of readdirSync(dir)) tryUnlink(join(dir, name));
+    } catch {
+      // never made
+    }
+  }
+
+  /** Bytes of images on disk now (diagnostics). */
+  stats(): { files: number; bytes: number } {
+    return { files: this.#lru.size, bytes: this.#lru.calculatedSize };
+  }
+
+  /** Removes everything (gateway stop). */
+  close(): void {
+    this.#lru.clear();
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+function tryUnlink(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // gone already
+  }
+}
+
+let shared: SnapshotFiles | null | undefined;
+
+/**
+ * The gateway process's snapshot files (made on first use; removed at exit), or undefined where
+ * the temp dir cannot hold them (then snapshots travel through the pipe as before).
+ */
+export function snapshotFiles(): SnapshotFiles | undefined {
+  if (shared !== undefined) return shared ?? undefined;
+  try {
+    const files = new SnapshotFiles();
+    shared = files;
+    process.once("exit", () => files.close());
+    return files;
+  } catch {
+    shared = null;
+    return undefined;
+  }
+}

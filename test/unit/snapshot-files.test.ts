@@ -1,0 +1,88 @@
+/**
+ * Snapshot images as files hosts map (src/snapshot/files.ts): written once per stored snapshot,
+ * handed to one host's uid through a hard link in a directory only that uid can enter, bounded on
+ * disk, and gone when the host is.
+ */
+import { describe, it, expect, afterEach } from "vitest";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SnapshotFiles } from "../../src/snapshot/files.js";
+
+const SHA_A = "a".repeat(64);
+const SHA_B = "b".repeat(64);
+const isRoot = process.getuid?.() === 0;
+const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+
+/** Whether `uid` (no groups but its own gid) can read `path`. */
+function canRead(uid: number, path: string): boolean {
+  const r = spawnSync(setpriv!, [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "cat", path], { stdio: ["ignore", "ignore", "ignore"] });
+  return r.status === 0;
+}
+
+describe("snapshot files", () => {
+  const made: SnapshotFiles[] = [];
+  const parents: string[] = [];
+  const files = (maxBytes = 1 << 20) => {
+    const parent = mkdtempSync(join(tmpdir(), "zc-snapfiles-"));
+    parents.push(parent);
+    // As the system's temp dir is: hosts may pass through it (mkdtemp made it 0700).
+    chmodSync(parent, 0o711);
+    const f = new SnapshotFiles({ maxBytes }, parent);
+    made.push(f);
+    return f;
+  };
+  afterEach(() => {
+    for (const f of made.splice(0)) f.close();
+    for (const p of parents.splice(0)) rmSync(p, { recursive: true, force: true });
+  });
+
+  it("writes an image once, read-only, in a directory no host can enter", () => {
+    const f = files();
+    const image = f.put(SHA_A, Buffer.from("snapshot bytes"));
+    expect(readFileSync(image.path, "utf8")).toBe("snapshot bytes");
+    expect(image.bytes).toBe(14);
+    expect(statSync(image.path).mode & 0o777).toBe(0o444);
+    expect(statSync(join(f.root, "m")).mode & 0o777).toBe(0o700);
+    expect(statSync(f.root).mode & 0o777).toBe(0o711);
+    // Once: the same content address gives the same file.
+    expect(f.put(SHA_A, Buffer.from("other"))).toEqual(image);
+    expect(() => f.put("../x", Buffer.from("x"))).toThrow(/content address/);
+  });
+
+  it("hands an image to one host's uid only, and takes it back when the host is gone", () => {
+    const f = files();
+    const image = f.put(SHA_A, Buffer.from("tenant A's memory"));
+    const path = f.link(image, 200_123);
+    expect(path).toBe(join(f.root, "h200123", SHA_A));
+    // A hard link: the same bytes, no copy.
+    expect(statSync(path).ino).toBe(statSync(image.path).ino);
+    const dir = statSync(join(f.root, "h200123"));
+    expect(dir.mode & 0o777).toBe(isRoot ? 0o750 : 0o700);
+    if (isRoot) {
+      expect(dir.uid).toBe(0);
+      expect(dir.gid).toBe(200_123);
+    }
+    if (isRoot && setpriv !== undefined) {
+      expect(canRead(200_123, path)).toBe(true);
+      // Another host's uid reaches neither the link nor the store.
+      expect(canRead(200_124, path)).toBe(false);
+      expect(canRead(200_123, image.path)).toBe(false);
+    }
+    f.release(200_123);
+    expect(readdirSync(join(f.root, "h200123"))).toEqual([]);
+    // The store's file stays for the next host.
+    expect(existsSync(image.path)).toBe(true);
+  });
+
+  it("keeps at most maxBytes of images (least recently used go first)", () => {
+    const f = files(20);
+    const a = f.put(SHA_A, Buffer.alloc(12, 1));
+    const b = f.put(SHA_B, Buffer.alloc(12, 2));
+    expect(existsSync(a.path)).toBe(false);
+    expect(f.get(SHA_A)).toBeUndefined();
+    expect(f.get(SHA_B)).toEqual(b);
+    expect(f.stats()).toEqual({ files: 1, bytes: 12 });
+  });
+});
