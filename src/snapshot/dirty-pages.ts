@@ -218,13 +218,10 @@ export class DirtyPageTracker {
       const tail = bytes - trackedBytes;
       if (tail > 0 && Number(c.pread(fd, new Uint8Array(buffer, trackedBytes, tail), tail, trackedBytes)) !== tail) return fail(`read snapshot file tail: errno ${c.koffi.errno()}`);
       if (trackedBytes === 0) return undefined;
-      // 2. The whole pages, over the memory in place (same address; V8 keeps its view).
-      const at = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
-      if (at !== base) return fail(`mmap snapshot file over the memory: errno ${c.koffi.errno()}`);
-      // 3. The image, read-only and shared (no copy): what restore() compares with.
-      const pointer = c.mmapPointer(0, trackedBytes, PROT_READ, MAP_SHARED, fd, 0);
-      const address = c.koffi.address(pointer) as bigint;
-      if (address !== 0n && address !== 2n ** 64n - 1n) image = { pointer, buffer: c.koffi.view(pointer, trackedBytes) };
+      // 2–3. The whole pages over the memory, and the read-only view.
+      const mapped = mapImage(c, base, trackedBytes, fd);
+      if (typeof mapped === "string") return fail(mapped);
+      image = mapped.image;
     } finally {
       c.close(fd);
     }
@@ -261,13 +258,10 @@ export class DirtyPageTracker {
         at += n;
       }
       if ((c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) as number) !== 0) return fail(`seal memfd: errno ${c.koffi.errno()}`);
-      // 2. Over the memory, in place: same address, same bytes; V8 keeps its view and can grow past it.
-      const at = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
-      if (at !== base) return fail(`mmap over the memory: errno ${c.koffi.errno()}`);
-      // 3. The image, read-only and shared (no copy): what restore() compares with.
-      const pointer = c.mmapPointer(0, trackedBytes, PROT_READ, MAP_SHARED, fd, 0);
-      const address = c.koffi.address(pointer) as bigint;
-      if (address !== 0n && address !== 2n ** 64n - 1n) image = { pointer, buffer: c.koffi.view(pointer, trackedBytes) };
+      // 2–3. Over the memory, in place (same bytes), and the read-only view.
+      const mapped = mapImage(c, base, trackedBytes, fd);
+      if (typeof mapped === "string") return fail(mapped);
+      image = mapped.image;
     } finally {
       // The mapping keeps the file alive.
       c.close(fd);
@@ -351,6 +345,20 @@ export class DirtyPageTracker {
     }
     return true;
   }
+}
+
+/**
+ * 2. `fd`'s first `trackedBytes` over the memory at `base`, in place and private (same address:
+ * V8 keeps its view and can grow past it; a written page becomes this process's copy). 3. The same
+ * bytes read-only and shared (no copy): what restore() compares with (undefined when that second
+ * mapping failed; see `image`). A message when step 2 failed.
+ */
+function mapImage(c: Libc, base: number, trackedBytes: number, fd: number): { image: { pointer: unknown; buffer: ArrayBuffer } | undefined } | string {
+  const at = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
+  if (at !== base) return `mmap over the memory: errno ${c.koffi.errno()}`;
+  const pointer = c.mmapPointer(0, trackedBytes, PROT_READ, MAP_SHARED, fd, 0);
+  const address = c.koffi.address(pointer) as bigint;
+  return { image: address !== 0n && address !== 2n ** 64n - 1n ? { pointer, buffer: c.koffi.view(pointer, trackedBytes) } : undefined };
 }
 
 function fail(why: string): undefined {
