@@ -364,6 +364,13 @@ class DeploymentPool {
         this.#starting--;
         if (charge !== undefined) budget.release(charge);
         const noMemory = e instanceof InstanceUnavailableError && e.details?.reason === "memory_budget";
+        if (speculative && noMemory) {
+          // A prewarm that found no free room is skipped quietly; a request that came meanwhile
+          // gets a start of its own (which may evict), not this refusal.
+          if (!this.retiring && this.#waiters.length > 0 && this.#all.size + this.#starting === 0) void this.#grow().catch(() => {});
+          this.#checkDrained();
+          throw e;
+        }
         // No room in the memory budget is the platform's state, not the deployment's failure.
         if (!this.#abort.signal.aborted && !noMemory) {
           this.#tracker.counters.hostStartFailures++;
