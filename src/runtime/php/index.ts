@@ -440,12 +440,14 @@ class PhpInstance implements EngineInstance {
     const fds = (image.extra as { fds?: unknown } | null)?.fds ?? [];
     if (!isSnapshotFds(fds)) throw new Error("php: snapshot has a malformed fd table");
     const asyncifyData = (image.extra as { asyncifyData?: unknown } | null)?.asyncifyData;
-    // Before anything is written: a refused image leaves this instance as it was.
-    this.#runtime.asyncify.adopt(typeof asyncifyData === "number" ? asyncifyData : NaN, image.memory.length);
+    // Before anything is written: a refused image leaves this instance as it was. (A snapshot
+    // mapped from a file carries no bytes in `memory`: its size is the file's.)
+    const imageBytes = image.file?.bytes ?? image.memory.length;
+    this.#runtime.asyncify.adopt(typeof asyncifyData === "number" ? asyncifyData : NaN, imageBytes);
     // instantiate() already ran the priming request that sets up php-wasm's JS side.
     const ex = this.#module.wasmExports;
     this.#wipeTmp();
-    this.#growTo(image.file?.bytes ?? image.memory.length);
+    this.#growTo(imageBytes);
     this.#snapshot = LinearMemorySnapshot.load(ex.memory, image, [ex.__stack_pointer], this.#sbrkTop());
     const fs = this.#module.FS;
     for (const want of fds) {
