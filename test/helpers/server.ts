@@ -195,6 +195,16 @@ export async function admin(server: TestServer, method: string, path: string, op
   return { status, json };
 }
 
+/** An admin API body of JSON: `admin(server, "POST", path, json({ … }))`. */
+export const json = (o: unknown): { body: string; contentType: string } => ({ body: JSON.stringify(o), contentType: "application/json" });
+
+/** Creates an account through the admin API (as the server's admin) and returns its token. */
+export async function createAccount(server: TestServer, name: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const r = await admin(server, "POST", "/v1/accounts", json({ name, ...extra }));
+  if (r.status !== 201 || typeof r.json?.token !== "string") throw new Error(`createAccount ${name}: ${r.status} ${JSON.stringify(r.json).slice(0, 300)}`);
+  return r.json.token as string;
+}
+
 export function cleanup(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -4,18 +4,8 @@
  * and `plans list|create` through the CLI, against the real server.
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
-import { startServer, fetchApp, admin as adminOnce, phpBundle, isAlive, type TestServer } from "../helpers/server.js";
+import { createAccount, startServer, fetchApp, admin, phpBundle, isAlive, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/index.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
-const admin: typeof adminOnce = async (...args) => {
-  try {
-    return await adminOnce(...args);
-  } catch (e) {
-    if (!(e instanceof TypeError && e.message === "fetch failed")) throw e;
-    return adminOnce(...args);
-  }
-};
 
 describe("account lifecycle", () => {
   let server: TestServer;
@@ -24,8 +14,8 @@ describe("account lifecycle", () => {
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    alice = (await admin(server, "POST", "/v1/accounts", json({ name: "alice" }))).json.token;
-    mallory = (await admin(server, "POST", "/v1/accounts", json({ name: "mallory" }))).json.token;
+    alice = await createAccount(server, "alice");
+    mallory = await createAccount(server, "mallory");
   }, 60_000);
   afterAll(async () => {
     expect(await server.stop()).toBe(0);

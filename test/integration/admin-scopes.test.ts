@@ -8,10 +8,8 @@ import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import Database from "better-sqlite3";
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { startServer, fetchApp, admin, writeBundle, type TestServer } from "../helpers/server.js";
+import { createAccount, json, startServer, fetchApp, admin, writeBundle, type TestServer } from "../helpers/server.js";
 import { ADMIN_ENDPOINTS, type AdminEndpoint } from "../../src/gateway/admin.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 /** A keyed PHP app: /k/:id writes a secret into that key's /data. */
 function keyedBundle(host: string, secret: string): string {
@@ -59,7 +57,7 @@ describe("admin API: scopes, account isolation, no pids for tenants", () => {
     tokens.both = alice.json.token;
     tokens.deployOnly = (await admin(server, "POST", "/v1/tokens", json({ account: "alice", scopes: ["deploy"] }))).json.token;
     tokens.usageOnly = (await admin(server, "POST", "/v1/tokens", json({ account: "alice", scopes: ["read-usage"] }))).json.token;
-    tokens.bob = (await admin(server, "POST", "/v1/accounts", json({ name: "bob" }))).json.token;
+    tokens.bob = await createAccount(server, "bob");
     bobAccountId = (await admin(server, "GET", "/v1/accounts")).json.accounts.find((a: { name: string }) => a.name === "bob").id;
     // A token with neither scope cannot be made through the API (it needs at least one); it is
     // what a token of a scope added later looks like to these endpoints.

@@ -1,10 +1,9 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import Database from "better-sqlite3";
 import { join } from "node:path";
-import { startServer, phpBundle, fetchApp, admin, type TestServer } from "../helpers/server.js";
+import { json, startServer, phpBundle, fetchApp, admin, type TestServer } from "../helpers/server.js";
 
 const PERIOD = new Date().toISOString().slice(0, 7);
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 /** Waits until the app's usage counts `requests` requests (records are written in batches). */
 async function waitUsage(server: TestServer, token: string, app: string, requests: number): Promise<void> {

@@ -10,10 +10,9 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { startServer, phpBundle, fetchApp, admin, cleanup, CLI, ROOT, type TestServer } from "../helpers/server.js";
+import { createAccount, startServer, phpBundle, fetchApp, admin, cleanup, CLI, ROOT, type TestServer } from "../helpers/server.js";
 
 const SHOTS = join(ROOT, "test", "fixtures", "build");
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 const WIDTHS = [390, 1280] as const;
 
 interface Bucket {
@@ -54,7 +53,7 @@ describe("dashboard pages in a real browser", () => {
       failedId = String(r.headers["x-request-id"]);
     }
     // A tenant with its own app and token.
-    tenant = (await admin(server, "POST", "/v1/accounts", json({ name: "acme" }))).json.token;
+    tenant = await createAccount(server, "acme");
     const shop = phpBundle("shop.acme.localhost", { "index.php": "<?php echo 'shop';" });
     bundles.push(shop);
     execFileSync(process.execPath, [CLI, "deploy", shop, "--app", "acme-shop"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: tenant, ZEROCELL_DATA: "" } });

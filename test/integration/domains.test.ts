@@ -10,12 +10,10 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import tls from "node:tls";
 import { X509Certificate } from "node:crypto";
-import { startServer, fetchApp, admin, phpBundle, type TestServer } from "../helpers/server.js";
+import { createAccount, json, startServer, fetchApp, admin, phpBundle, type TestServer } from "../helpers/server.js";
 import { preparePebble, startDnsResponder, type Pebble } from "../helpers/pebble.js";
 import { packDirectory } from "../../src/bundle/index.js";
 import { DomainSchema } from "../../src/gateway/admin/domains.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 /** The certificate the gateway serves for `servername`, verified against `ca`. */
 function servedCertificate(server: TestServer, servername: string, ca: string): Promise<{ authorized: boolean; error?: string; serial: string; validTo: string }> {
@@ -42,8 +40,8 @@ describe("domains: ACME HTTP-01 against pebble, certificates installed and renew
     const prepared = await preparePebble();
     server = await startServer(["--no-spare-hosts", "--acme-directory", prepared.directoryUrl, "--acme-ca-file", prepared.tlsCaFile, "--acme-renew-check-ms", "1000"]);
     pebble = await prepared.start({ validationHttpPort: server.httpPort, dnsPort: dns.port, certValiditySeconds: 30 });
-    alice = (await admin(server, "POST", "/v1/accounts", json({ name: "alice" }))).json.token;
-    mallory = (await admin(server, "POST", "/v1/accounts", json({ name: "mallory" }))).json.token;
+    alice = await createAccount(server, "alice");
+    mallory = await createAccount(server, "mallory");
   }, 120_000);
   afterAll(async () => {
     expect(await server.stop()).toBe(0);

@@ -11,19 +11,9 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import Database from "better-sqlite3";
-import { startServer, fetchApp, admin as adminOnce, phpBundle, writeBundle, ROOT, type TestServer } from "../helpers/server.js";
+import { createAccount, json, startServer, fetchApp, admin, phpBundle, writeBundle, ROOT, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/index.js";
 import { SecretBox } from "../../src/store/secret-box.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
-const admin: typeof adminOnce = async (...args) => {
-  try {
-    return await adminOnce(...args);
-  } catch (e) {
-    if (!(e instanceof TypeError && e.message === "fetch failed")) throw e;
-    return adminOnce(...args);
-  }
-};
 
 const SECRET = "s3cr3t-Hunter2-" + Math.random().toString(36).slice(2);
 
@@ -61,8 +51,8 @@ describe("app environment variables and secrets", () => {
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    alice = (await admin(server, "POST", "/v1/accounts", json({ name: "alice" }))).json.token;
-    mallory = (await admin(server, "POST", "/v1/accounts", json({ name: "mallory" }))).json.token;
+    alice = await createAccount(server, "alice");
+    mallory = await createAccount(server, "mallory");
     execFileSync(join(ROOT, "scripts", "build-x86-exec-fixtures.sh"), { stdio: "ignore" });
   }, 120_000);
   afterAll(async () => {

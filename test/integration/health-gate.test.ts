@@ -7,10 +7,8 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import Database from "better-sqlite3";
 import { join } from "node:path";
-import { startServer, fetchApp, admin, writeBundle, phpBundle, type TestServer } from "../helpers/server.js";
+import { createAccount, json, startServer, fetchApp, admin, writeBundle, phpBundle, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/index.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 describe("health-gated deploys", () => {
   let server: TestServer;
@@ -19,7 +17,7 @@ describe("health-gated deploys", () => {
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    token = (await admin(server, "POST", "/v1/accounts", json({ name: "gated" }))).json.token;
+    token = await createAccount(server, "gated");
   });
   afterAll(async () => {
     expect(await server.stop()).toBe(0);

@@ -7,10 +7,8 @@
  * the answer a name nobody has gets, and the victim's traffic keeps reaching the victim.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { startServer, fetchApp, admin, writeBundle, type TestServer } from "../helpers/server.js";
+import { createAccount, json, startServer, fetchApp, admin, writeBundle, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/index.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 function bundle(who: string, routes: Array<{ host: string; path: string; key?: string }>): string {
   const toml = routes.map((r) => `[[routes]]\nhost = "${r.host}"\npath = "${r.path}"\n${r.key === undefined ? "" : `key = "${r.key}"\n`}`).join("");
@@ -37,8 +35,8 @@ describe("hostile tenant: no claim, shadow or probe of another account's hosts a
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    victim = (await admin(server, "POST", "/v1/accounts", json({ name: "victim" }))).json.token;
-    attacker = (await admin(server, "POST", "/v1/accounts", json({ name: "attacker" }))).json.token;
+    victim = await createAccount(server, "victim");
+    attacker = await createAccount(server, "attacker");
     // The victim's app on its own base name (no routes: APP.ACCOUNT.BASE) ...
     const first = await deploy(server, victim, "vshop", bundle("victim", []));
     expect(first.status, JSON.stringify(first.json)).toBe(201);

@@ -8,23 +8,8 @@ import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import Database from "better-sqlite3";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { startServer, fetchApp, admin as adminOnce, phpBundle, writeBundle, isAlive, ROOT, type TestServer } from "../helpers/server.js";
+import { createAccount, json, startServer, fetchApp, admin, phpBundle, writeBundle, isAlive, ROOT, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/index.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
-
-/**
- * The admin helper, tried again once when fetch's pooled connection was closed by the server's
- * keep-alive timeout while a synchronous CLI call blocked this process ("other side closed").
- */
-const admin: typeof adminOnce = async (...args) => {
-  try {
-    return await adminOnce(...args);
-  } catch (e) {
-    if (!(e instanceof TypeError && e.message === "fetch failed")) throw e;
-    return adminOnce(...args);
-  }
-};
 
 describe("app and token lifecycle", () => {
   let server: TestServer;
@@ -43,8 +28,8 @@ describe("app and token lifecycle", () => {
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    alice = (await admin(server, "POST", "/v1/accounts", json({ name: "alice" }))).json.token;
-    mallory = (await admin(server, "POST", "/v1/accounts", json({ name: "mallory" }))).json.token;
+    alice = await createAccount(server, "alice");
+    mallory = await createAccount(server, "mallory");
   });
   afterAll(async () => {
     expect(await server.stop()).toBe(0);

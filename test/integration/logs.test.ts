@@ -5,9 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { spawn } from "node:child_process";
-import { startServer, fetchApp, admin, writeBundle, CLI, type TestServer } from "../helpers/server.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
+import { createAccount, startServer, fetchApp, admin, writeBundle, CLI, type TestServer } from "../helpers/server.js";
 
 interface Line {
   id: number;
@@ -23,7 +21,7 @@ describe("per-app logs", () => {
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    tenant = (await admin(server, "POST", "/v1/accounts", json({ name: "stranger" }))).json.token;
+    tenant = await createAccount(server, "stranger");
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\n[[routes]]\nhost = "plog.localhost"\npath = "/"\n`, "index.php": "<?php error_log('php-said ' . ($_GET['m'] ?? '-')); if (isset($_GET['fail'])) undefined_function(); echo 'ok';" }), "--app", "plog"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 30000\n[[routes]]\nhost = "pylog.localhost"\npath = "/"\n`, "app.py": "import sys\ndef application(environ, start_response):\n    print('py-said', environ.get('QUERY_STRING'), file=sys.stderr)\n    if 'fail' in environ.get('QUERY_STRING', ''):\n        raise ValueError('py-broke')\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n" }), "--app", "pylog"]);
   }, 180_000);

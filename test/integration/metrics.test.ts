@@ -5,9 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import http from "node:http";
-import { startServer, fetchApp, admin, writeBundle, type TestServer } from "../helpers/server.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
+import { createAccount, startServer, fetchApp, writeBundle, type TestServer } from "../helpers/server.js";
 
 function get(server: TestServer, path: string, token?: string): Promise<{ status: number; text: string; type: string }> {
   return new Promise((resolve, reject) => {
@@ -36,7 +34,7 @@ describe("operations: /metrics and /readyz", () => {
   let tenant = "";
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    tenant = (await admin(server, "POST", "/v1/accounts", json({ name: "watcher" }))).json.token;
+    tenant = await createAccount(server, "watcher");
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\n[[routes]]\nhost = "m.localhost"\npath = "/"\n`, "index.php": "<?php echo 'metered';" }), "--app", "m"]);
   }, 120_000);
   afterAll(async () => {

@@ -7,10 +7,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { CreateBucketCommand, PutObjectCommand, CopyObjectCommand, GetObjectCommand, DeleteObjectCommand, CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand, HeadObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { startServer, admin, cleanup, phpBundle, type TestServer } from "../helpers/server.js";
+import { createAccount, json, startServer, admin, cleanup, phpBundle, type TestServer } from "../helpers/server.js";
 import { s3Client, failure, type Key } from "../helpers/s3.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 describe("object store quotas", () => {
   let server: TestServer;
@@ -100,7 +98,7 @@ describe("object store quotas", () => {
   });
 
   it("the API: usage for the account's own token only, quotas set by admins only, the one error shape; the CLI", async () => {
-    const alice = (await admin(server, "POST", "/v1/accounts", json({ name: "alice" }))).json.token as string;
+    const alice = await createAccount(server, "alice");
     expect((await usage(undefined, alice))).toMatchObject({ account: "alice", bytes: 0, objects: 0, quota: { bytes: 10_000, objects: 5 } });
     const other = await admin(server, "GET", "/v1/objects/usage?account=default", { token: alice });
     expect(other.status).toBe(404);

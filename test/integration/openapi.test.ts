@@ -9,10 +9,9 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import { Validator } from "@seriousme/openapi-schema-validator";
-import { startServer, fetchApp, admin, writeBundle, phpBundle, type TestServer } from "../helpers/server.js";
+import { json, startServer, fetchApp, admin, writeBundle, phpBundle, type TestServer } from "../helpers/server.js";
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => void;
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 async function packed(dir: string): Promise<Buffer> {
   const { packDirectory } = await import("../../src/bundle/index.js");

@@ -1,9 +1,8 @@
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
-import { startServer, phpBundle, fetchApp, admin, type TestServer } from "../helpers/server.js";
+import { json, startServer, phpBundle, fetchApp, admin, type TestServer } from "../helpers/server.js";
 import { startStripeServer, type StripeServer } from "../helpers/stripe-server.js";
 
 const PERIOD = new Date().toISOString().slice(0, 7);
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 /** Polls `fn` until it gives a value (bounds generous for a loaded machine). */
 function until<T>(fn: () => Promise<T | undefined>, ms = 30_000, every = 50): Promise<T> {

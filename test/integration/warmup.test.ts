@@ -8,10 +8,8 @@
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import Database from "better-sqlite3";
 import { join } from "node:path";
-import { startServer, fetchApp, admin, writeBundle, isAlive, type TestServer } from "../helpers/server.js";
+import { createAccount, startServer, fetchApp, admin, writeBundle, isAlive, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/index.js";
-
-const json = (o: unknown) => ({ body: JSON.stringify(o), contentType: "application/json" });
 
 function app(host: string, warmupPhp: string, timeoutMs: number): string {
   return writeBundle({
@@ -56,7 +54,7 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
   let accountId = "";
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    token = (await admin(server, "POST", "/v1/accounts", json({ name: "warmer" }))).json.token;
+    token = await createAccount(server, "warmer");
     accountId = (await admin(server, "GET", "/v1/accounts")).json.accounts.find((a: { name: string }) => a.name === "warmer").id;
   });
   afterAll(async () => {
