@@ -14,6 +14,10 @@
  * A hard link is made when a host of a deployment is handed that deployment's snapshot (after
  * the spare is taken, so a spare never holds any tenant's bytes), and the host's directory is
  * emptied when it exits and before its uid is used again.
+ * The root is named after the gateway's pid (`zerocell-snapshots-<pid>-XXXXXX`): images are
+ * guest memory in plaintext (decrypted from the sealed store), so a gateway that starts removes
+ * the roots of gateways that died without cleaning up (kill -9, a crash, a power cut on a
+ * disk-backed temp dir) — any whose pid no longer runs.
  * Must never: link an image into the directory of a host of another deployment, or leave a
  * host's directory readable by any other uid.
  */
@@ -49,7 +53,8 @@ export class SnapshotFiles {
   readonly #isRoot = process.getuid?.() === 0;
 
   constructor(limits: SnapshotFileLimits = DEFAULT_SNAPSHOT_FILE_LIMITS, parent = tmpdir()) {
-    this.root = mkdtempSync(join(parent, "zerocell-snapshots-"));
+    removeOrphanRoots(parent);
+    this.root = mkdtempSync(join(parent, `${ROOT_PREFIX}${process.pid}-`));
     chmodSync(this.root, 0o711);
     this.#images = join(this.root, "m");
     mkdirSync(this.#images, { mode: 0o700 });
@@ -137,6 +142,47 @@ export class SnapshotFiles {
     this.#lru.clear();
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+const ROOT_PREFIX = "zerocell-snapshots-";
+const ROOT_NAME = /^zerocell-snapshots-(\d{1,10})-[A-Za-z0-9]{6}$/;
+
+/** Whether a process with this pid exists (EPERM: it does, as another user). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Removes the snapshot roots in `parent` left by gateways that are gone: named by a pid that no
+ * longer runs. Roots of running gateways (other servers on the machine) are left alone; a pid
+ * reused by another process only delays the removal to a later start.
+ */
+export function removeOrphanRoots(parent: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = ROOT_NAME.exec(name);
+    if (m === null) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || pidAlive(pid)) continue;
+    try {
+      rmSync(join(parent, name), { recursive: true, force: true });
+      removed.push(name);
+    } catch {
+      // another gateway removed it first, or it is not ours to remove
+    }
+  }
+  return removed;
 }
 
 function tryUnlink(path: string): void {

@@ -4,11 +4,11 @@
  * disk, and gone when the host is.
  */
 import { describe, it, expect, afterEach } from "vitest";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SnapshotFiles } from "../../src/snapshot/files.js";
+import { SnapshotFiles, removeOrphanRoots } from "../../src/snapshot/files.js";
 
 const SHA_A = "a".repeat(64);
 const SHA_B = "b".repeat(64);
@@ -36,6 +36,30 @@ describe("snapshot files", () => {
   afterEach(() => {
     for (const f of made.splice(0)) f.close();
     for (const p of parents.splice(0)) rmSync(p, { recursive: true, force: true });
+  });
+
+  it("removes the plaintext images of a gateway that died without cleaning up, and only those", () => {
+    const parent = mkdtempSync(join(tmpdir(), "zc-snapfiles-"));
+    parents.push(parent);
+    // A pid that ran and is gone: a child that exited.
+    const dead = spawnSync(process.execPath, ["-e", "0"]).pid!;
+    const orphan = join(parent, `zerocell-snapshots-${dead}-AbC123`);
+    mkdirSync(join(orphan, "m"), { recursive: true });
+    writeFileSync(join(orphan, "m", SHA_A), "tenant memory");
+    // A running gateway's root (this process stands in for it), and names that are not roots.
+    const live = join(parent, `zerocell-snapshots-${process.ppid}-XyZ789`);
+    mkdirSync(live);
+    const other = join(parent, "zerocell-snapshots-notapid");
+    mkdirSync(other);
+    const f = new SnapshotFiles({ maxBytes: 1 << 20 }, parent);
+    made.push(f);
+    expect(existsSync(orphan)).toBe(false);
+    expect(existsSync(live)).toBe(true);
+    expect(existsSync(other)).toBe(true);
+    // Its own root is named after its pid, and is not removed by another gateway's sweep.
+    expect(f.root).toMatch(new RegExp(`zerocell-snapshots-${process.pid}-[A-Za-z0-9]{6}$`));
+    expect(removeOrphanRoots(parent)).toEqual([]);
+    expect(existsSync(f.root)).toBe(true);
   });
 
   it("writes an image once, read-only, in a directory no host can enter", () => {
