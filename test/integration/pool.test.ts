@@ -189,7 +189,8 @@ describe("spare hosts: a preloaded host per runtime in use, taken by the next de
     expect(server.cli(["pool"]).stdout).toMatch(new RegExp(`spare hosts ready: .*php \\(pid ${next}\\)`));
     // Each app still sees only itself.
     expect((await fetchApp(server, "spare-a.localhost", "/")).text).toBe("a");
-  });
+    // Two deploys and two spare starts (up to 30 s each when the machine is loaded).
+  }, 240_000);
 
   it("shows spares to admins only", async () => {
     const acct = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "spare-viewer" }), contentType: "application/json" });
