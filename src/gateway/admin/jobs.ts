@@ -1,8 +1,11 @@
 /**
  * Admin API: jobs (src/platform/jobs.ts) — a deployed app or a POSTed x86-64 program run once per
  * object of a bucket prefix, outputs written under an output prefix.
- *   POST /v1/jobs                       JSON { app, input: "BUCKET/PREFIX", output: "BUCKET/PREFIX", concurrency? }
- *   POST /v1/jobs?input=…&output=…      a static x86-64 ELF as the body (application/octet-stream)
+ *   POST /v1/jobs                       JSON { app, input: "BUCKET/PREFIX", output?: "BUCKET/PREFIX", concurrency?, args?,
+ *                                       okExitCodes?, reduce?: { app, args? } }
+ *   POST /v1/jobs                       multipart/form-data: part "job" (the JSON above without app, plus io?),
+ *                                       part "program" (a static x86-64 ELF), optional part "reduce" (another ELF)
+ *   POST /v1/jobs?input=…&output=…      a static x86-64 ELF as the body (application/octet-stream, CGI mode)
  *   GET  /v1/jobs                       the account's jobs, newest first
  *   GET  /v1/jobs/:id?items=all|failed|ok|pending&after=SEQ&limit=N   counts, and items when asked
  *   POST /v1/jobs/:id/cancel
@@ -18,6 +21,7 @@ import { readStreamLimited } from "../body.js";
 import { jobsOf } from "../../platform/jobs.js";
 import { PROGRAM_LIMITS } from "../../platform/object-runs.js";
 import { InputError, PayloadTooLargeError, ZerocellError } from "../../errors.js";
+import { parseInput } from "./openapi.js";
 
 type Endpoint = "POST /v1/jobs" | "GET /v1/jobs" | "GET /v1/jobs/:id" | "POST /v1/jobs/:id/cancel";
 
@@ -31,7 +35,72 @@ export function parseLocation(s: string, what: string): { bucket: string; prefix
 }
 
 const Location = z.string().min(3).max(1100);
-const JobBody = z.object({ app: z.string().min(1).max(63), input: Location, output: Location, concurrency: z.number().int().optional(), account: z.string().max(63).optional() }).strict();
+// Arguments and exit codes are checked by the job service (codes bad_args, bad_ok_exit_codes); the body's size bounds them first.
+const Args = z.array(z.unknown()).openapi({ description: "argv after argv[0] of a stdio program (≤ 128 arguments, ≤ 4 KiB each, ≤ 16 KiB in all, no NUL)" });
+const JobFields = {
+  input: Location,
+  output: Location.optional().openapi({ description: "Default: the input bucket, prefix _jobs/<job id>/" }),
+  concurrency: z.number().int().optional(),
+  args: Args.optional(),
+  okExitCodes: z.array(z.unknown()).optional().openapi({ description: "Exit codes of a stdio program that make an item ok (default [0])" }),
+  account: z.string().max(63).optional(),
+};
+const JobBody = z.object({ app: z.string().min(1).max(63), ...JobFields, reduce: z.object({ app: z.string().min(1).max(63), args: Args.optional() }).strict().optional() }).strict();
+/** The "job" part of a multipart body: the program (and a reduce program) are parts of their own. */
+const JobPart = z.object({ ...JobFields, io: z.enum(["cgi", "stdio"]).optional(), reduce: z.object({ app: z.string().min(1).max(63).optional(), args: Args.optional() }).strict().optional() }).strict();
+
+/** The fields the JSON body and the multipart "job" part share, as a JobSpec's. */
+function commonSpec(b: { input: string; output?: string | undefined; concurrency?: number | undefined; args?: unknown[] | undefined; okExitCodes?: unknown[] | undefined }) {
+  return {
+    input: parseLocation(b.input, "input"),
+    ...(b.output === undefined ? {} : { output: parseLocation(b.output, "output") }),
+    ...(b.concurrency === undefined ? {} : { concurrency: b.concurrency }),
+    // Checked by the job service (bad_args, bad_ok_exit_codes) with its limits.
+    ...(b.args === undefined ? {} : { args: b.args as string[] }),
+    ...(b.okExitCodes === undefined ? {} : { okExitCodes: b.okExitCodes as number[] }),
+  };
+}
+
+/** Largest multipart job body: two programs and the JSON part. */
+const MAX_MULTIPART_BYTES = 2 * PROGRAM_LIMITS.maxProgramBytes + 1024 * 1024;
+const MAX_JOB_PART_BYTES = 256 * 1024;
+
+/**
+ * A multipart job: parts "job" (JSON), "program" (the ELF) and "reduce" (an ELF), read under
+ * MAX_MULTIPART_BYTES and parsed by undici's FormData parser (Node's fetch Response).
+ * Must never: hold more than the limit of an untrusted body, or accept a part over its own limit.
+ */
+async function readMultipartJob(c: Context, type: string): Promise<{ job: z.output<typeof JobPart>; program: Buffer; reduce: Buffer | undefined }> {
+  const declared = c.req.header("content-length");
+  if (declared !== undefined && Number(declared) > MAX_MULTIPART_BYTES) throw new PayloadTooLargeError(`jobs: body of ${declared} bytes exceeds the limit of ${MAX_MULTIPART_BYTES} bytes`);
+  const raw = c.req.raw.body;
+  const bytes = raw === null ? Buffer.alloc(0) : await readStreamLimited(raw, MAX_MULTIPART_BYTES, () => new PayloadTooLargeError(`jobs: body exceeds the limit of ${MAX_MULTIPART_BYTES} bytes`));
+  let form: FormData;
+  try {
+    form = await new Response(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) as Uint8Array<ArrayBuffer>, { headers: { "content-type": type } }).formData();
+  } catch {
+    throw new InputError("jobs: the body is not valid multipart/form-data", { code: "bad_multipart" });
+  }
+  const part = async (name: string, limit: number): Promise<Buffer | undefined> => {
+    const v = form.get(name);
+    if (v === null) return undefined;
+    const b = typeof v === "string" ? Buffer.from(v) : Buffer.from(await v.arrayBuffer());
+    if (b.length > limit) throw new PayloadTooLargeError(`jobs: part "${name}" of ${b.length} bytes exceeds the limit of ${limit} bytes`);
+    return b;
+  };
+  for (const name of form.keys()) if (!["job", "program", "reduce"].includes(name)) throw new InputError(`jobs: unknown multipart part "${name.slice(0, 40)}" (parts: job, program, reduce)`, { code: "bad_multipart" });
+  const jobText = await part("job", MAX_JOB_PART_BYTES);
+  const program = await part("program", PROGRAM_LIMITS.maxProgramBytes);
+  const reduce = await part("reduce", PROGRAM_LIMITS.maxProgramBytes);
+  if (jobText === undefined || program === undefined || program.length === 0) throw new InputError('jobs: a multipart job has a "job" part (JSON) and a "program" part (a static x86-64 ELF)', { code: "bad_multipart" });
+  let data: unknown;
+  try {
+    data = JSON.parse(jobText.toString("utf8"));
+  } catch {
+    throw new InputError('jobs: the "job" part is not valid JSON', { code: "bad_multipart" });
+  }
+  return { job: parseInput(JobPart, data, "job part"), program, reduce };
+}
 
 const JobSchema = z.looseObject({ id: z.string(), status: z.string() });
 
@@ -52,7 +121,7 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
     tag: "objects",
     summary: "Run a deployed app (JSON body) or a POSTed static x86-64 program (the body, with ?input=&output=) once per object of a bucket prefix",
     body: JobBody,
-    rawBody: { contentTypes: ["application/octet-stream"], description: "A static x86-64 ELF" },
+    rawBody: { contentTypes: ["application/octet-stream", "multipart/form-data"], description: 'A static x86-64 ELF (octet-stream, CGI mode), or multipart/form-data with parts "job" (JSON), "program" (ELF) and optionally "reduce" (ELF)' },
     responses: { 201: { description: "The job, started", schema: z.object({ job: JobSchema }) } },
   };
   endpoint("POST /v1/jobs", createSpec, async (c: Context, token, io) => {
@@ -60,7 +129,23 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
     if (type.startsWith("application/json")) {
       const body = (await io.body())!;
       const accountId = accountOf(token, body.account);
-      const spec = { app: body.app, input: parseLocation(body.input, "input"), output: parseLocation(body.output, "output"), ...(body.concurrency === undefined ? {} : { concurrency: body.concurrency }) };
+      const spec = {
+        app: body.app,
+        ...commonSpec(body),
+        ...(body.reduce === undefined ? {} : { reduce: { app: body.reduce.app, args: body.reduce.args as string[] | undefined } }),
+      };
+      return c.json({ job: await jobs().create(accountId, spec) }, 201);
+    }
+    if (type.startsWith("multipart/form-data")) {
+      const { job, program, reduce } = await readMultipartJob(c, type);
+      const accountId = accountOf(token, job.account);
+      if (job.reduce !== undefined && (job.reduce.app === undefined) === (reduce === undefined)) throw new InputError('jobs: a reduce step names an app ("reduce": { "app" }) or sends a "reduce" part (one of them)', { code: "bad_reduce" });
+      const spec = {
+        program,
+        ...commonSpec(job),
+        ...(job.io === undefined ? {} : { io: job.io }),
+        ...(job.reduce === undefined && reduce === undefined ? {} : { reduce: { app: job.reduce?.app, program: reduce, args: job.reduce?.args as string[] | undefined } }),
+      };
       return c.json({ job: await jobs().create(accountId, spec) }, 201);
     }
     const input = c.req.query("input");
