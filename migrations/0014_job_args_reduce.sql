@@ -2,6 +2,7 @@ CREATE TABLE `job_reduces` (
 	`job_id` text PRIMARY KEY NOT NULL,
 	`app_id` text,
 	`program_sha256` text,
+	`program_name` text,
 	`args` text NOT NULL,
 	`status` text NOT NULL,
 	`output_key` text,
@@ -19,4 +20,5 @@ CREATE TABLE `job_reduces` (
 ALTER TABLE `job_items` ADD `exit_code` integer;--> statement-breakpoint
 ALTER TABLE `jobs` ADD `io` text;--> statement-breakpoint
 ALTER TABLE `jobs` ADD `args` text;--> statement-breakpoint
-ALTER TABLE `jobs` ADD `ok_exit_codes` text;
+ALTER TABLE `jobs` ADD `ok_exit_codes` text;--> statement-breakpoint
+ALTER TABLE `jobs` ADD `program_name` text;

@@ -39,7 +39,7 @@ export async function runReduce(p: Platform, job: JobRow, limits: JobRetryLimits
   let bytesIn: number | undefined;
   let result: JobReduceResult;
   try {
-    const target = await jobTarget(p, job.accountId, { appId: red.appId, programSha256: red.programSha256, io: "stdio", args: JSON.parse(red.args) as string[] | null }, cache);
+    const target = await jobTarget(p, job.accountId, { appId: red.appId, programSha256: red.programSha256, io: "stdio", args: JSON.parse(red.args) as string[] | null, name: red.programName }, cache);
     const max = Math.min(REDUCE_LIMITS.maxInputBytes, target.maxBodyBytes);
     // 1. the ok outputs, in item (key) order, bounded as they are read
     const parts: Buffer[] = [];

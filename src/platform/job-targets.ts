@@ -33,6 +33,8 @@ export interface JobProgram {
   io: "cgi" | "stdio" | null;
   /** Replaces the program's arguments (null: a POSTed program has none, an app keeps its own). */
   args: string[] | null;
+  /** A POSTed program's file name (argv[0] /app/bin/<name>); null: "app". */
+  name: string | null;
 }
 
 /** Checks a job's `args` (400 bad_args with the reason). */
@@ -85,7 +87,7 @@ export async function jobTarget(p: Platform, accountId: string, prog: JobProgram
   }
   cache.program ??= p.blobs.get(prog.programSha256!);
   const io = prog.io ?? "cgi";
-  return (await programTarget(p, accountId, cache.program, prog.programSha256!, { io, args: io === "stdio" ? (prog.args ?? []) : [] })).target;
+  return (await programTarget(p, accountId, cache.program, prog.programSha256!, { io, args: io === "stdio" ? (prog.args ?? []) : [], name: prog.name ?? undefined })).target;
 }
 
 /** A stdio run's exit code (0–255) and the head of its stderr, or undefined for a CGI/PHP/Python answer or a crash. */

@@ -69,6 +69,8 @@ export interface JobSpec {
   app?: string;
   /** …or a single static x86-64 ELF, validated like a deployment and kept in the blob store. */
   program?: Buffer;
+  /** The program's file name: argv[0] is /app/bin/<name> (busybox picks its applet by it); default "app". */
+  programName?: string | undefined;
   input: { bucket: string; prefix: string };
   /** Default: the input bucket, prefix `_jobs/<job id>/`. */
   output?: { bucket: string; prefix: string } | undefined;
@@ -80,7 +82,7 @@ export interface JobSpec {
   /** Exit codes of a stdio program that make an item ok (default [0]; `grep` exits 1 when nothing matched). */
   okExitCodes?: number[] | undefined;
   /** Run once after every item finished, in stdio mode, the ok outputs concatenated on stdin. */
-  reduce?: { app?: string | undefined; program?: Buffer | undefined; args?: string[] | undefined } | undefined;
+  reduce?: { app?: string | undefined; program?: Buffer | undefined; programName?: string | undefined; args?: string[] | undefined } | undefined;
 }
 
 export interface JobReduceView {
@@ -225,7 +227,7 @@ export class Jobs {
       if (spec.args !== undefined) assertAppTakesArgs(this.#p, accountId, appId);
       else this.#appTarget(accountId, appId);
     } else {
-      const { sha } = await programTarget(this.#p, accountId, spec.program!, undefined, { io: io!, args: spec.args ?? [] });
+      const { sha } = await programTarget(this.#p, accountId, spec.program!, undefined, { io: io!, args: spec.args ?? [], name: spec.programName });
       this.#p.blobs.put(spec.program!);
       programSha256 = sha;
     }
@@ -246,7 +248,7 @@ export class Jobs {
     }
     // 5. store
     const row = store.create(
-      { id, accountId, appId, programSha256, inputBucket: spec.input.bucket, inputPrefix: spec.input.prefix, outputBucket: output.bucket, outputPrefix: output.prefix, concurrency, createdAt: Date.now(), io, args: spec.args === undefined ? null : JSON.stringify(spec.args), okExitCodes: spec.okExitCodes === undefined ? null : JSON.stringify(spec.okExitCodes) },
+      { id, accountId, appId, programSha256, inputBucket: spec.input.bucket, inputPrefix: spec.input.prefix, outputBucket: output.bucket, outputPrefix: output.prefix, concurrency, createdAt: Date.now(), io, args: spec.args === undefined ? null : JSON.stringify(spec.args), okExitCodes: spec.okExitCodes === undefined ? null : JSON.stringify(spec.okExitCodes), programName: spec.program === undefined ? null : (spec.programName ?? null) },
       keys,
       reduce,
     );
@@ -257,7 +259,7 @@ export class Jobs {
   }
 
   /** The reduce step's program: an app of the account (x86 stdio when given args) or a POSTed program (stdio), validated now. */
-  async #resolveReduce(accountId: string, r: NonNullable<JobSpec["reduce"]>): Promise<{ appId: string | null; programSha256: string | null; args: string }> {
+  async #resolveReduce(accountId: string, r: NonNullable<JobSpec["reduce"]>): Promise<{ appId: string | null; programSha256: string | null; programName: string | null; args: string }> {
     if ((r.app === undefined) === (r.program === undefined)) throw new InputError("jobs: the reduce step names an app or sends a program (not both)", { code: "bad_reduce" });
     if (r.args !== undefined) assertJobArgs(r.args, "reduce.args");
     if (r.app !== undefined) {
@@ -265,11 +267,11 @@ export class Jobs {
       if (app === undefined) throw new ZerocellError("app_not_found", 404, `no app named "${r.app.slice(0, 80)}"`);
       if (r.args !== undefined) assertAppTakesArgs(this.#p, accountId, app.id);
       else this.#appTarget(accountId, app.id);
-      return { appId: app.id, programSha256: null, args: JSON.stringify(r.args ?? null) };
+      return { appId: app.id, programSha256: null, programName: null, args: JSON.stringify(r.args ?? null) };
     }
-    const { sha } = await programTarget(this.#p, accountId, r.program!, undefined, { io: "stdio", args: r.args ?? [] });
+    const { sha } = await programTarget(this.#p, accountId, r.program!, undefined, { io: "stdio", args: r.args ?? [], name: r.programName });
     this.#p.blobs.put(r.program!);
-    return { appId: null, programSha256: sha, args: JSON.stringify(r.args ?? []) };
+    return { appId: null, programSha256: sha, programName: r.programName ?? null, args: JSON.stringify(r.args ?? []) };
   }
 
   /** Starts every job a previous process left running (its pending items run; finished ones do not). */
@@ -422,7 +424,7 @@ export class Jobs {
     // A program is read from the blob store once per process (validated again after a restart);
     // each item touches its in-memory deployment so it stays registered while the job runs.
     const row = r.row;
-    return jobTarget(this.#p, row.accountId, { appId: row.appId, programSha256: row.programSha256, io: row.io === "stdio" ? "stdio" : row.io === "cgi" ? "cgi" : null, args: row.args === null ? null : (JSON.parse(row.args) as string[]) }, r);
+    return jobTarget(this.#p, row.accountId, { appId: row.appId, programSha256: row.programSha256, io: row.io === "stdio" ? "stdio" : row.io === "cgi" ? "cgi" : null, args: row.args === null ? null : (JSON.parse(row.args) as string[]), name: row.programName }, r);
   }
 
   /**

@@ -16,7 +16,7 @@ import type { BindingInfo } from "../objects/bindings.js";
 import type { ObjectInfo } from "../objects/index.js";
 import type { PoolRunResult } from "../pool/index.js";
 import type { EngineRequest } from "../runtime/engine.js";
-import { ZerocellError } from "../errors.js";
+import { InputError, ZerocellError } from "../errors.js";
 
 export interface BoundRun {
   binding: BindingInfo;
@@ -125,7 +125,12 @@ export const PROGRAM_LIMITS = {
 export interface ProgramIo {
   io: "cgi" | "stdio";
   args: string[];
+  /** The program's file name in its one-file bundle (argv[0] is /app/bin/<name>; default "app"). */
+  name?: string | undefined;
 }
+
+/** A program's file name: what argv[0] ends with (busybox picks its applet by it). */
+export const PROGRAM_NAME = /^(?!\.\.?$)[A-Za-z0-9._-]{1,64}$/;
 
 /** Validation results by program SHA-256 (and io + args) (a program validated once is not decoded again). */
 const validated = new LRUCache<string, { manifest: Manifest; image: Buffer }>({ max: 256 });
@@ -164,17 +169,19 @@ export async function programTarget(p: Platform, accountId: string, program: Buf
   const sha = knownSha256 ?? createHash("sha256").update(program).digest("hex");
   // A stdio program's arguments are part of its manifest (and of its entry snapshot): each set
   // of arguments is a deployment of its own, named by their hash.
-  const variant = run.io === "cgi" ? "" : createHash("sha256").update(JSON.stringify([run.io, run.args])).digest("hex").slice(0, 16);
+  const name = run.name ?? "app";
+  if (!PROGRAM_NAME.test(name)) throw new InputError("objects: a program name is 1 to 64 of A-Z a-z 0-9 . _ - (not . or ..)", { code: "bad_program_name" });
+  const variant = run.io === "cgi" && name === "app" ? "" : createHash("sha256").update(JSON.stringify([run.io, run.args, name])).digest("hex").slice(0, 16);
   const cacheKey = variant === "" ? sha : `${sha}:${variant}`;
   let v = validated.get(cacheKey);
   const validation = v === undefined ? "validated" : "cached";
   if (v === undefined) {
-    const x86 = run.io === "cgi" ? { program: "bin/app" } : { program: "bin/app", io: run.io, args: run.args };
+    const x86 = run.io === "cgi" ? { program: `bin/${name}` } : { program: `bin/${name}`, io: run.io, args: run.args };
     const text = stringifyToml({ runtime: "x86", x86, limits: { timeout_ms: PROGRAM_LIMITS.timeoutMs, memory_mb: PROGRAM_LIMITS.memoryMb, max_body_bytes: PROGRAM_LIMITS.maxObjectBytes } }) + "\n";
     const image: BundleImage = {
       entries: [
         { path: "bin", kind: "dir", mode: 0o755 },
-        { path: "bin/app", kind: "file", mode: 0o755, data: program },
+        { path: `bin/${name}`, kind: "file", mode: 0o755, data: program },
         { path: MANIFEST_FILE, kind: "file", mode: 0o644, data: Buffer.from(text) },
       ],
       totalBytes: program.length + text.length,

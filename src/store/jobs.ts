@@ -30,6 +30,8 @@ export interface JobRow {
   args: string | null;
   /** Exit codes that count as ok, a JSON array; null: [0]. */
   okExitCodes: string | null;
+  /** A POSTed program's file name (argv[0] /app/bin/<name>); null: "app". */
+  programName: string | null;
 }
 
 export type JobReduceStatus = "pending" | "ok" | "failed";
@@ -39,7 +41,8 @@ export interface JobReduceRow {
   jobId: string;
   appId: string | null;
   programSha256: string | null;
-  /** JSON array of strings. */
+  programName: string | null;
+  /** JSON array of strings, or "null" (an app's own arguments). */
   args: string;
   status: JobReduceStatus;
   outputKey: string | null;
@@ -101,10 +104,10 @@ export interface JobCounts {
 
 const JOB_COLUMNS = `id, account_id AS accountId, app_id AS appId, program_sha256 AS programSha256, input_bucket AS inputBucket, input_prefix AS inputPrefix,
   output_bucket AS outputBucket, output_prefix AS outputPrefix, concurrency, status, total, created_at AS createdAt, finished_at AS finishedAt,
-  io, args, ok_exit_codes AS okExitCodes`;
+  io, args, ok_exit_codes AS okExitCodes, program_name AS programName`;
 const ITEM_COLUMNS = `seq, key, status, output_key AS outputKey, error_code AS errorCode, error_message AS errorMessage, http_status AS httpStatus,
   bytes_in AS bytesIn, bytes_out AS bytesOut, wall_us AS wallUs, finished_at AS finishedAt, exit_code AS exitCode`;
-const REDUCE_COLUMNS = `job_id AS jobId, app_id AS appId, program_sha256 AS programSha256, args, status, output_key AS outputKey, output_head AS outputHead,
+const REDUCE_COLUMNS = `job_id AS jobId, app_id AS appId, program_sha256 AS programSha256, program_name AS programName, args, status, output_key AS outputKey, output_head AS outputHead,
   output_bytes AS outputBytes, exit_code AS exitCode, error_code AS errorCode, error_message AS errorMessage, bytes_in AS bytesIn, wall_us AS wallUs, finished_at AS finishedAt`;
 
 export class JobStore {
@@ -115,9 +118,9 @@ export class JobStore {
     this.#o = o;
     const q = (sql: string) => o.sqlite.prepare(sql);
     this.#s = {
-      insertJob: q(`INSERT INTO jobs (id, account_id, app_id, program_sha256, input_bucket, input_prefix, output_bucket, output_prefix, concurrency, status, total, created_at, io, args, ok_exit_codes)
-        VALUES (@id, @accountId, @appId, @programSha256, @inputBucket, @inputPrefix, @outputBucket, @outputPrefix, @concurrency, @status, @total, @createdAt, @io, @args, @okExitCodes)`),
-      insertReduce: q("INSERT INTO job_reduces (job_id, app_id, program_sha256, args, status) VALUES (@jobId, @appId, @programSha256, @args, 'pending')"),
+      insertJob: q(`INSERT INTO jobs (id, account_id, app_id, program_sha256, input_bucket, input_prefix, output_bucket, output_prefix, concurrency, status, total, created_at, io, args, ok_exit_codes, program_name)
+        VALUES (@id, @accountId, @appId, @programSha256, @inputBucket, @inputPrefix, @outputBucket, @outputPrefix, @concurrency, @status, @total, @createdAt, @io, @args, @okExitCodes, @programName)`),
+      insertReduce: q("INSERT INTO job_reduces (job_id, app_id, program_sha256, program_name, args, status) VALUES (@jobId, @appId, @programSha256, @programName, @args, 'pending')"),
       getReduce: q(`SELECT ${REDUCE_COLUMNS} FROM job_reduces WHERE job_id = ?`),
       finishReduce: q(`UPDATE job_reduces SET status = @status, output_key = @outputKey, output_head = @outputHead, output_bytes = @outputBytes, exit_code = @exitCode,
         error_code = @errorCode, error_message = @errorMessage, bytes_in = @bytesIn, wall_us = @wallUs, finished_at = @finishedAt WHERE job_id = @jobId AND status = 'pending'`),
@@ -135,7 +138,7 @@ export class JobStore {
   }
 
   /** The job, one pending item per key and its pending reduce step (if any), in one transaction. */
-  create(job: Omit<JobRow, "status" | "total" | "finishedAt">, keys: string[], reduce?: Pick<JobReduceRow, "appId" | "programSha256" | "args">): JobRow {
+  create(job: Omit<JobRow, "status" | "total" | "finishedAt">, keys: string[], reduce?: Pick<JobReduceRow, "appId" | "programSha256" | "programName" | "args">): JobRow {
     const row: JobRow = { ...job, status: "running", total: keys.length, finishedAt: null };
     this.#o.sqlite.transaction(() => {
       const { finishedAt: _f, ...cols } = row;

@@ -362,6 +362,8 @@ export const jobs = sqliteTable("jobs", {
   args: text("args"),
   /** Exit codes of a stdio program that count as ok, a JSON array; null: [0]. */
   okExitCodes: text("ok_exit_codes"),
+  /** A POSTed program's file name (argv[0] is /app/bin/<name>: busybox picks its applet by it); null: "app". */
+  programName: text("program_name"),
 }, (t) => [index("jobs_account_idx").on(t.accountId, t.createdAt), index("jobs_status_idx").on(t.status)]);
 
 /**
@@ -398,6 +400,7 @@ export const jobReduces = sqliteTable("job_reduces", {
   jobId: text("job_id").primaryKey().references(() => jobs.id),
   appId: text("app_id"),
   programSha256: text("program_sha256"),
+  programName: text("program_name"),
   args: text("args").notNull(),
   status: text("status").notNull(),
   outputKey: text("output_key"),

@@ -3,8 +3,8 @@
  * object of a bucket prefix, outputs written under an output prefix.
  *   POST /v1/jobs                       JSON { app, input: "BUCKET/PREFIX", output?: "BUCKET/PREFIX", concurrency?, args?,
  *                                       okExitCodes?, reduce?: { app, args? } }
- *   POST /v1/jobs                       multipart/form-data: part "job" (the JSON above without app, plus io?),
- *                                       part "program" (a static x86-64 ELF), optional part "reduce" (another ELF)
+ *   POST /v1/jobs                       multipart/form-data: part "job" (the JSON above, plus io?), part "program"
+ *                                       (a static x86-64 ELF) unless it names an app, optional part "reduce" (an ELF)
  *   POST /v1/jobs?input=…&output=…      a static x86-64 ELF as the body (application/octet-stream, CGI mode)
  *   GET  /v1/jobs                       the account's jobs, newest first
  *   GET  /v1/jobs/:id?items=all|failed|ok|pending&after=SEQ&limit=N   counts, and items when asked
@@ -47,7 +47,10 @@ const JobFields = {
 };
 const JobBody = z.object({ app: z.string().min(1).max(63), ...JobFields, reduce: z.object({ app: z.string().min(1).max(63), args: Args.optional() }).strict().optional() }).strict();
 /** The "job" part of a multipart body: the program (and a reduce program) are parts of their own. */
-const JobPart = z.object({ ...JobFields, io: z.enum(["cgi", "stdio"]).optional(), reduce: z.object({ app: z.string().min(1).max(63).optional(), args: Args.optional() }).strict().optional() }).strict();
+const ProgramName = z.string().max(64).optional().openapi({ description: 'The program file\'s name: argv[0] is /app/bin/<name> (busybox picks its applet by it); default "app"' });
+const JobPart = z
+  .object({ ...JobFields, app: z.string().min(1).max(63).optional(), io: z.enum(["cgi", "stdio"]).optional(), programName: ProgramName, reduce: z.object({ app: z.string().min(1).max(63).optional(), args: Args.optional(), programName: ProgramName }).strict().optional() })
+  .strict();
 
 /** The fields the JSON body and the multipart "job" part share, as a JobSpec's. */
 function commonSpec(b: { input: string; output?: string | undefined; concurrency?: number | undefined; args?: unknown[] | undefined; okExitCodes?: unknown[] | undefined }) {
@@ -61,6 +64,9 @@ function commonSpec(b: { input: string; output?: string | undefined; concurrency
   };
 }
 
+/** An item's output shown by ?outputs=1, bytes (the whole output is the object). */
+const MAX_ITEM_OUTPUT_BYTES = 64 * 1024;
+
 /** Largest multipart job body: two programs and the JSON part. */
 const MAX_MULTIPART_BYTES = 2 * PROGRAM_LIMITS.maxProgramBytes + 1024 * 1024;
 const MAX_JOB_PART_BYTES = 256 * 1024;
@@ -70,7 +76,7 @@ const MAX_JOB_PART_BYTES = 256 * 1024;
  * MAX_MULTIPART_BYTES and parsed by undici's FormData parser (Node's fetch Response).
  * Must never: hold more than the limit of an untrusted body, or accept a part over its own limit.
  */
-async function readMultipartJob(c: Context, type: string): Promise<{ job: z.output<typeof JobPart>; program: Buffer; reduce: Buffer | undefined }> {
+async function readMultipartJob(c: Context, type: string): Promise<{ job: z.output<typeof JobPart>; program: Buffer | undefined; reduce: Buffer | undefined }> {
   const declared = c.req.header("content-length");
   if (declared !== undefined && Number(declared) > MAX_MULTIPART_BYTES) throw new PayloadTooLargeError(`jobs: body of ${declared} bytes exceeds the limit of ${MAX_MULTIPART_BYTES} bytes`);
   const raw = c.req.raw.body;
@@ -92,14 +98,16 @@ async function readMultipartJob(c: Context, type: string): Promise<{ job: z.outp
   const jobText = await part("job", MAX_JOB_PART_BYTES);
   const program = await part("program", PROGRAM_LIMITS.maxProgramBytes);
   const reduce = await part("reduce", PROGRAM_LIMITS.maxProgramBytes);
-  if (jobText === undefined || program === undefined || program.length === 0) throw new InputError('jobs: a multipart job has a "job" part (JSON) and a "program" part (a static x86-64 ELF)', { code: "bad_multipart" });
+  if (jobText === undefined) throw new InputError('jobs: a multipart job has a "job" part (JSON)', { code: "bad_multipart" });
   let data: unknown;
   try {
     data = JSON.parse(jobText.toString("utf8"));
   } catch {
     throw new InputError('jobs: the "job" part is not valid JSON', { code: "bad_multipart" });
   }
-  return { job: parseInput(JobPart, data, "job part"), program, reduce };
+  const job = parseInput(JobPart, data, "job part");
+  if ((job.app === undefined) === (program === undefined || program.length === 0)) throw new InputError('jobs: a multipart job names an app in its "job" part or sends a "program" part (a static x86-64 ELF), one of them', { code: "bad_multipart" });
+  return { job, program, reduce };
 }
 
 const JobSchema = z.looseObject({ id: z.string(), status: z.string() });
@@ -141,10 +149,10 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
       const accountId = accountOf(token, job.account);
       if (job.reduce !== undefined && (job.reduce.app === undefined) === (reduce === undefined)) throw new InputError('jobs: a reduce step names an app ("reduce": { "app" }) or sends a "reduce" part (one of them)', { code: "bad_reduce" });
       const spec = {
-        program,
+        ...(job.app === undefined ? { program, programName: job.programName } : { app: job.app }),
         ...commonSpec(job),
         ...(job.io === undefined ? {} : { io: job.io }),
-        ...(job.reduce === undefined && reduce === undefined ? {} : { reduce: { app: job.reduce?.app, program: reduce, args: job.reduce?.args as string[] | undefined } }),
+        ...(job.reduce === undefined && reduce === undefined ? {} : { reduce: { app: job.reduce?.app, program: reduce, programName: job.reduce?.programName, args: job.reduce?.args as string[] | undefined } }),
       };
       return c.json({ job: await jobs().create(accountId, spec) }, 201);
     }
@@ -166,7 +174,29 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
 
   endpoint("GET /v1/jobs", { tag: "objects", summary: "The account's jobs, newest first", responses: { 200: { description: "Jobs", schema: z.object({ jobs: z.array(JobSchema) }) } } }, (c, token) => c.json({ jobs: jobs().list(scopeOf(token)) }));
 
-  endpoint("GET /v1/jobs/:id", { tag: "objects", summary: "A job's counts, and its items with ?items=all|ok|failed|pending", responses: { 200: { description: "The job", schema: z.object({ job: JobSchema, items: z.array(z.looseObject({ seq: z.number().int(), key: z.string(), status: z.string() })).optional() }) } } }, (c, token) => {
+  /** An item's output object: its head as UTF-8 text, or base64 when it is not text. */
+  const itemOutput = async (accountId: string, bucket: string, key: string | null): Promise<{ output: string | null; encoding: "utf8" | "base64" | null; truncated: boolean }> => {
+    if (key === null) return { output: null, encoding: null, truncated: false };
+    let got;
+    try {
+      got = await platform.objects.getObject(accountId, bucket, key, { start: 0, end: MAX_ITEM_OUTPUT_BYTES });
+    } catch (e) {
+      // Deleted by its owner since: reported as no output.
+      if (e instanceof ZerocellError && e.status === 404) return { output: null, encoding: null, truncated: false };
+      // An empty object has no byte 0 (416): its output is "".
+      if (e instanceof ZerocellError && e.status === 416) return { output: "", encoding: "utf8", truncated: false };
+      throw e;
+    }
+    const parts: Buffer[] = [];
+    for await (const chunk of got.body) parts.push(chunk as Buffer);
+    const all = Buffer.concat(parts);
+    const head = all.subarray(0, MAX_ITEM_OUTPUT_BYTES);
+    const text = head.toString("utf8");
+    const isText = Buffer.from(text, "utf8").equals(head);
+    return { output: isText ? text : head.toString("base64"), encoding: isText ? "utf8" : "base64", truncated: got.info.size > head.length };
+  };
+
+  endpoint("GET /v1/jobs/:id", { tag: "objects", summary: "A job's counts, and its items with ?items=all|ok|failed|pending (and each one's output with &outputs=1)", responses: { 200: { description: "The job", schema: z.object({ job: JobSchema, items: z.array(z.looseObject({ seq: z.number().int(), key: z.string(), status: z.string() })).optional() }) } } }, async (c, token) => {
     const id = c.req.param("id") ?? "";
     const job = jobs().get(id, scopeOf(token));
     const which = c.req.query("items");
@@ -176,7 +206,13 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
     const limit = Number(c.req.query("limit") ?? "1000");
     if (!Number.isInteger(after) || !Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new InputError("jobs: ?after= is an item seq, ?limit= 1 to 10000");
     const items = jobs().items(id, scopeOf(token), { ...(which === "all" ? {} : { status: which as "ok" | "failed" | "pending" }), afterSeq: after, limit });
-    return c.json({ job, items });
+    if (c.req.query("outputs") !== "1") return c.json({ job, items });
+    // Each item's output (its first MAX_ITEM_OUTPUT_BYTES), read from the job's own output bucket.
+    if (limit > 1000) throw new InputError("jobs: ?outputs=1 lists at most 1000 items a page (?limit=)");
+    const accountId = platform.jobStore.get(id, scopeOf(token))!.accountId;
+    const withOutputs = [];
+    for (const item of items) withOutputs.push({ ...item, ...(await itemOutput(accountId, job.output.bucket, item.outputKey)) });
+    return c.json({ job, items: withOutputs });
   });
 
   endpoint("POST /v1/jobs/:id/cancel", { tag: "objects", summary: "Cancel a job: no new item starts", responses: { 200: { description: "The job", schema: z.object({ job: JobSchema }) } } }, (c, token) => c.json({ job: jobs().cancel(c.req.param("id") ?? "", scopeOf(token)) }));
