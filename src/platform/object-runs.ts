@@ -177,7 +177,8 @@ export async function programTarget(p: Platform, accountId: string, program: Buf
   const validation = v === undefined ? "validated" : "cached";
   if (v === undefined) {
     const x86 = run.io === "cgi" ? { program: `bin/${name}` } : { program: `bin/${name}`, io: run.io, args: run.args };
-    const text = stringifyToml({ runtime: "x86", x86, limits: { timeout_ms: PROGRAM_LIMITS.timeoutMs, memory_mb: PROGRAM_LIMITS.memoryMb, max_body_bytes: PROGRAM_LIMITS.maxObjectBytes } }) + "\n";
+    // A Unix tool may exit non-zero on empty input (grep): a stdio program's hosts start without the "/" health request.
+    const text = stringifyToml({ runtime: "x86", ...(run.io === "stdio" ? { health: [] } : {}), x86, limits: { timeout_ms: PROGRAM_LIMITS.timeoutMs, memory_mb: PROGRAM_LIMITS.memoryMb, max_body_bytes: PROGRAM_LIMITS.maxObjectBytes } }) + "\n";
     const image: BundleImage = {
       entries: [
         { path: "bin", kind: "dir", mode: 0o755 },
