@@ -13,12 +13,14 @@ import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } fro
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { startServer, admin, cleanup, phpBundle, writeBundle, CLI, type TestServer } from "../helpers/server.js";
 import { s3Client, type Key } from "../helpers/s3.js";
 import { x86Fixture } from "../helpers/x86.js";
 
 const BUSYBOX = "/bin/busybox";
+const execFileAsync = promisify(execFile);
 const N = 300;
 const POISON_N = 30;
 const POISONED = 17;
@@ -57,16 +59,17 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
     }
   };
   /** `zerocell job run …` (the helper's --data goes before "--": after it, it would be an argument). */
-  const jobRun = (args: string[], opts: { allowFail?: boolean } = {}): { code: number; stdout: string; stderr: string } => {
+  // Asynchronous: a job over hundreds of objects must not block the test worker's event loop.
+  const jobRun = async (args: string[], opts: { allowFail?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> => {
     const at = args.indexOf("--");
     const argv = at === -1 ? [...args, "--data", server.dataDir] : [...args.slice(0, at), "--data", server.dataDir, ...args.slice(at)];
     try {
-      const stdout = execFileSync(process.execPath, [CLI, ...argv], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" }, maxBuffer: 64 << 20 });
-      return { code: 0, stdout, stderr: "" };
+      const { stdout, stderr } = await execFileAsync(process.execPath, [CLI, ...argv], { encoding: "utf8", env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" }, maxBuffer: 64 << 20 });
+      return { code: 0, stdout, stderr };
     } catch (e) {
-      const err = e as { status: number; stdout: string; stderr: string };
-      if (opts.allowFail !== true) throw new Error(`zerocell ${argv.join(" ")} failed (${err.status}):\n${err.stderr}\n${err.stdout}`);
-      return { code: err.status, stdout: err.stdout, stderr: err.stderr };
+      const err = e as { code: number; stdout: string; stderr: string };
+      if (opts.allowFail !== true) throw new Error(`zerocell ${argv.join(" ")} failed (${err.code}):\n${err.stderr}\n${err.stdout}`);
+      return { code: err.code, stdout: err.stdout, stderr: err.stderr };
     }
   };
   const output = async (bucket: string, k: string) => (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: k }))).Body!.transformToString();
@@ -105,13 +108,13 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
     cleanup(tools);
   });
 
-  it("job run --program grep --reduce awk -- -c PATTERN prints the exact total", () => {
-    const r = jobRun(["job", "run", "--program", grep, "--input", "mail/inbox/", "--out", "out/grep/", "--reduce", awk, "--reduce-arg", "{s+=$1} END {print s}", "--ok-exit", "0,1", "--concurrency", "4", "--", "-c", "needle"]);
+  it("job run --program grep --reduce awk -- -c PATTERN prints the exact total", async () => {
+    const r = await jobRun(["job", "run", "--program", grep, "--input", "mail/inbox/", "--out", "out/grep/", "--reduce", awk, "--reduce-arg", "{s+=$1} END {print s}", "--ok-exit", "0,1", "--concurrency", "4", "--", "-c", "needle"]);
     expect(r.stdout).toBe(`${TOTAL}\n`);
   }, 300_000);
 
   it("--json: { job, tasks: [{ key, status, output }], reduce }; exit 1 of grep is program_exit with its stdout, outputs under the default prefix", async () => {
-    const r = jobRun(["job", "run", "--program", busybox, "--input", "mail/inbox/", "--json", "--", "grep", "-c", "needle"], { allowFail: true });
+    const r = await jobRun(["job", "run", "--program", busybox, "--input", "mail/inbox/", "--json", "--", "grep", "-c", "needle"], { allowFail: true });
     // Tasks where nothing matched failed (grep exits 1): exit status 2.
     expect(r.code, r.stderr).toBe(2);
     const res = JSON.parse(r.stdout) as { job: string; tasks: TaskJson[]; reduce: unknown };
@@ -128,14 +131,14 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
     // Without --out: <input bucket>/_jobs/<job id>/<key without the input prefix>.
     expect(await output("mail", `_jobs/${res.job}/0005.eml`)).toBe(`${needles(5)}\n`);
     // Without --json and without a reduce: KEY:OUTPUT lines, like grep -c over files.
-    const plain = jobRun(["job", "run", "--program", grep, "--input", "mail/inbox/00", "--ok-exit", "0,1", "--", "-c", "needle"]);
+    const plain = await jobRun(["job", "run", "--program", grep, "--input", "mail/inbox/00", "--ok-exit", "0,1", "--", "-c", "needle"]);
     expect(plain.stdout.split("\n").slice(0, 3)).toEqual([`${keyOf(0)}:0`, `${keyOf(1)}:1`, `${keyOf(2)}:2`]);
   }, 300_000);
 
-  it("one poisoned object (the program faults on it) is reported alone; every other one is ok", () => {
+  it("one poisoned object (the program faults on it) is reported alone; every other one is ok", async () => {
     const wc = join(tools, "wordcount");
     writeFileSync(wc, x86Fixture("wordcount"), { mode: 0o755 });
-    const r = jobRun(["job", "run", "--program", wc, "--input", "mail/poison/", "--out", "out/poison/", "--json"], { allowFail: true });
+    const r = await jobRun(["job", "run", "--program", wc, "--input", "mail/poison/", "--out", "out/poison/", "--json"], { allowFail: true });
     expect(r.code, r.stderr).toBe(2);
     const res = JSON.parse(r.stdout) as { tasks: TaskJson[] };
     const failed = res.tasks.filter((t) => t.status !== "ok");
@@ -185,7 +188,7 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
   }, 300_000);
 
   it("a job whose map finished and whose reduce did not runs the reduce after a restart, once", async () => {
-    const r = jobRun(["job", "run", "--program", grep, "--input", "mail/inbox/", "--out", "out/restart/", "--reduce", awk, "--reduce-arg", "{s+=$1} END {print s}", "--ok-exit", "0,1", "--json", "--", "-c", "needle"]);
+    const r = await jobRun(["job", "run", "--program", grep, "--input", "mail/inbox/", "--out", "out/restart/", "--reduce", awk, "--reduce-arg", "{s+=$1} END {print s}", "--ok-exit", "0,1", "--json", "--", "-c", "needle"]);
     const id = (JSON.parse(r.stdout) as { job: string }).job;
     expect(JSON.parse(r.stdout).reduce).toBe(`${TOTAL}\n`);
     // The state of a server killed after the map and before the reduce finished: job running, reduce pending.
