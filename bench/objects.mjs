@@ -227,7 +227,10 @@ async function main() {
     ["POST /v1/objects/run, ms p50 / p99", "bytes", "ready (arrival→1st instr.)", "validate", "acquire", "run", "client total", "first POST ready / validate (miss)", "native spawn", "ready / native"],
     ...postRows.map((r) => [r.program, String(r.bytes), f(r.ready), f(r.validate), f(r.acquire), f(r.run), f(r.client), `${round(r.first.ready ?? NaN, 2)} / ${round(r.first.validate ?? NaN, 2)}`, f(r.nativeSpawn), String(round((r.ready.p50 ?? NaN) / r.nativeSpawn.p50, 2))]),
   ]);
-  writeResult(result, `${grepTable}jobs (objects/s) vs the same program natively over the same files (ratio = job / baseline)\n\n${table}\n\n${o.postRuns} cached POSTs per program after a first validated one (target: ready p50 ≤ 5 ms, validation included)\n\n${postTable}${result.notes.length ? "\n\n" + result.notes.join("\n") : ""}`, "objects-");
+  const loadavg = (await import("node:os")).loadavg().map((x) => round(x, 1)).join(" ");
+  result.notes.push(`load average at the end: ${loadavg} (2 cores)`);
+  const rest = o.grepOnly ? "" : `jobs (objects/s) vs the same program natively over the same files (ratio = job / baseline)\n\n${table}\n\n${o.postRuns} cached POSTs per program after a first validated one (target: ready p50 ≤ 5 ms, validation included)\n\n${postTable}`;
+  writeResult(result, `${grepTable}${rest}${result.notes.length ? "\n\n" + result.notes.join("\n") : ""}`, "objects-");
   return 0;
 }
 
