@@ -37,7 +37,7 @@ export const x86Manifest = defineManifestSection({
     const problem = argsProblem(t.args);
     if (problem !== undefined) throw ctx.fail(["args"], problem);
     if (t.args.length > 0 && t.io !== "stdio") throw ctx.fail(["args"], 'needs io = "stdio" (a CGI program gets no arguments)');
-    return { program: t.program, io: t.io, args: t.args };
+    return t.io === "stdio" ? { program: t.program, io: t.io, args: t.args } : { program: t.program };
   },
 });
 

@@ -16,13 +16,13 @@ import { DEFAULT_ELF_LIMITS } from "./elf.js";
  */
 export type X86Io = "cgi" | "stdio";
 
-/** The [x86] table of the manifest. */
+/** The [x86] table of the manifest (io and args only for a stdio program: a CGI one's table is as it always was). */
 export interface X86ManifestSection {
   program: string;
-  /** Default "cgi" (manifests stored before the field existed read as "cgi"). */
-  io: X86Io;
+  /** Absent: "cgi" (the default, and every manifest stored before the field existed). */
+  io?: X86Io;
   /** argv after argv[0] (stdio mode only). */
-  args: string[];
+  args?: string[];
 }
 
 /** Limits of a program's arguments (the manifest's `[x86] args`, a job's `args`). */
@@ -58,7 +58,7 @@ export function argsProblem(args: readonly unknown[]): string | undefined {
   return undefined;
 }
 
-export function x86Section(manifest: Manifest): X86ManifestSection | undefined {
+export function x86Section(manifest: Manifest): Required<X86ManifestSection> | undefined {
   const x = (manifest as unknown as { x86?: { program?: unknown; io?: unknown; args?: unknown } }).x86;
   if (x === undefined || typeof x.program !== "string") return undefined;
   const io: X86Io = x.io === "stdio" ? "stdio" : "cgi";
