@@ -2,62 +2,19 @@
  * `zerocell jobs run|status|list|cancel`: a deployed app or a static x86-64 program run once per
  * object of a bucket prefix, outputs written under an output prefix (the admin API's /v1/jobs).
  * `run --wait` (and `status --wait`) polls the job and draws a progress bar with objects/s and ETA
- * on a terminal.
+ * on a terminal. `zerocell job run` (job-run.ts) is the Unix-tool form: argv, stdin, stdout, reduce.
  */
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import cliProgress from "cli-progress";
 import type { CliKit } from "./access-keys.js";
-
-interface JobJson {
-  id: string;
-  status: "running" | "done" | "cancelled";
-  app: string | null;
-  program: string | null;
-  input: { bucket: string; prefix: string };
-  output: { bucket: string; prefix: string };
-  concurrency: number;
-  total: number;
-  counts: { pending: number; ok: number; failed: number };
-  createdAt: string;
-  finishedAt: string | null;
-}
-
-interface ItemJson {
-  seq: number;
-  key: string;
-  status: string;
-  outputKey: string | null;
-  error: { code: string; message: string } | null;
-}
-
-const POLL_MS = 500;
-
-function summary(j: JobJson): string {
-  return `${j.id}  ${j.status}  ${j.counts.ok + j.counts.failed}/${j.total} done (ok ${j.counts.ok}, failed ${j.counts.failed}, pending ${j.counts.pending})`;
-}
+import { jobSummary as summary, waitForJob, type ItemJson, type JobJson } from "./job-wait.js";
+import { registerJobRunCommand } from "./job-run.js";
 
 export function registerJobCommands<T extends { url: string; token: string }>(program: Command, kit: CliKit<T>): void {
+  registerJobRunCommand(program, kit);
   const jobs = program.command("jobs").description("run an app or an x86-64 program once per object of a bucket prefix");
 
-  /** Polls until the job stops running; a progress bar on a terminal. */
-  const wait = async (target: T, job: JobJson): Promise<JobJson> => {
-    const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: "{bar} {value}/{total} objects | {rate} objects/s | ETA {eta_formatted} | failed {failed}", stream: process.stderr, hideCursor: true, etaBuffer: 20 }, cliProgress.Presets.shades_classic) : undefined;
-    const t0 = Date.now();
-    const done0 = job.counts.ok + job.counts.failed;
-    bar?.start(job.total, done0, { rate: "0", failed: job.counts.failed });
-    try {
-      while (job.status === "running") {
-        await new Promise((r) => setTimeout(r, POLL_MS));
-        job = ((await kit.api(target, "GET", `/v1/jobs/${encodeURIComponent(job.id)}`)) as { job: JobJson }).job;
-        const done = job.counts.ok + job.counts.failed;
-        bar?.update(done, { rate: ((done - done0) / Math.max(0.001, (Date.now() - t0) / 1000)).toFixed(1), failed: job.counts.failed });
-      }
-    } finally {
-      bar?.stop();
-    }
-    return job;
-  };
+  const wait = (target: T, job: JobJson): Promise<JobJson> => waitForJob(kit, target, job);
 
   /** The job and, when it had failures, each failed object with its error. */
   const report = async (target: T, job: JobJson, json: boolean): Promise<void> => {

@@ -29,7 +29,7 @@ export class DeploymentCatalog {
    * Deployments that exist only in memory (a POSTed program run against objects): never in the
    * store, no snapshot stored. Bounded; the pool retires one when it leaves (onEphemeralGone).
    */
-  readonly #ephemeral: LRUCache<string, { appName: string; manifest: Manifest; image: Buffer }>;
+  readonly #ephemeral: LRUCache<string, { appName: string; manifest: Manifest; image: Buffer; env?: Record<string, string> }>;
   onEphemeralGone: () => void = () => {};
 
   constructor(store: Store, blobs: BlobStore, snapshots: SnapshotStore, env: AppEnv) {
@@ -48,6 +48,18 @@ export class DeploymentCatalog {
   /** Registers (or touches) an in-memory deployment; `image` is encodeImage() of its bundle. */
   addEphemeral(id: string, appName: string, manifest: Manifest, image: Buffer): void {
     if (this.#ephemeral.get(id) === undefined) this.#ephemeral.set(id, { appName, manifest, image });
+  }
+
+  /**
+   * Registers (or touches) an in-memory copy of a stored deployment with another manifest (a
+   * job's arguments for a stdio program): the same bundle and env. False when `from` is gone.
+   */
+  deriveEphemeral(id: string, from: string, manifest: Manifest): boolean {
+    if (this.#ephemeral.get(id) !== undefined) return true;
+    const d = this.#store.getDeployment(from);
+    if (d === undefined) return false;
+    this.#ephemeral.set(id, { appName: d.app, manifest, image: this.#encodedImage(d.bundleSha256), env: this.#env.values(d.appId, this.#store.deploymentEnv(d.id)) });
+    return true;
   }
 
   ephemeralIds(): string[] {
@@ -85,7 +97,7 @@ export class DeploymentCatalog {
     const e = this.#ephemeral.get(id);
     if (e !== undefined) {
       // Nothing is stored for these: hosts start cold and keep their snapshot to themselves.
-      return { deploymentId: id, appName: e.appName, manifest: e.manifest, image: e.image, env: {}, loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
+      return { deploymentId: id, appName: e.appName, manifest: e.manifest, image: e.image, env: e.env ?? {}, loadSnapshot: async () => undefined, hasSnapshot: () => true, saveSnapshot: () => {} };
     }
     const d = this.#store.getDeployment(id);
     if (d === undefined) throw new SandboxError("deployment_missing", 500, `pool: deployment ${id} not found`);

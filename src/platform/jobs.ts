@@ -13,14 +13,21 @@
  * Sharing: an item takes an instance through the pool's normal acquire path (the deployment's
  * FIFO queue, with web requests), a job holds at most `concurrency` places in it, and all jobs
  * together run at most `maxRunningItems` items (JobLimits), so jobs never take every core.
+ * stdio programs (job-targets.ts): a POSTed program with `args`, or an x86 app in stdio mode,
+ * runs as a Unix tool (the object on stdin, `args` as argv, stdout the output); its exit code
+ * decides: one of `okExitCodes` (default [0]) is ok, another fails the item with `program_exit`
+ * (its stdout still stored). A reduce step (job-reduce.ts) runs once after every item finished.
+ *
  * Must never: read or write a bucket of another account than the job's, run an app of another
  * account, or count an item's usage twice.
  */
 import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import type { Platform } from "./index.js";
-import { programTarget, readObjectLimited, runOnObject, type RunTarget } from "./object-runs.js";
-import type { JobCounts, JobItemRow, JobRow } from "../store/jobs.js";
+import { programTarget, readObjectLimited, type RunTarget } from "./object-runs.js";
+import { assertAppTakesArgs, assertJobArgs, assertOkExitCodes, jobTarget, programExit, runJobRun } from "./job-targets.js";
+import { reduceOutputKey, runReduce } from "./job-reduce.js";
+import type { JobCounts, JobItemRow, JobReduceRow, JobRow } from "../store/jobs.js";
 import { InputError, ZerocellError } from "../errors.js";
 import { log } from "../log.js";
 
@@ -62,9 +69,35 @@ export interface JobSpec {
   app?: string;
   /** …or a single static x86-64 ELF, validated like a deployment and kept in the blob store. */
   program?: Buffer;
+  /** The program's file name: argv[0] is /app/bin/<name> (busybox picks its applet by it); default "app". */
+  programName?: string | undefined;
   input: { bucket: string; prefix: string };
-  output: { bucket: string; prefix: string };
+  /** Default: the input bucket, prefix `_jobs/<job id>/`. */
+  output?: { bucket: string; prefix: string } | undefined;
   concurrency?: number;
+  /** A POSTed program's mode: "stdio" (the default when `args` is given) or "cgi" (the default otherwise). */
+  io?: "cgi" | "stdio" | undefined;
+  /** argv after argv[0] of a stdio program (a POSTed one, or an x86 app in stdio mode: they replace its own). */
+  args?: string[] | undefined;
+  /** Exit codes of a stdio program that make an item ok (default [0]; `grep` exits 1 when nothing matched). */
+  okExitCodes?: number[] | undefined;
+  /** Run once after every item finished, in stdio mode, the ok outputs concatenated on stdin. */
+  reduce?: { app?: string | undefined; program?: Buffer | undefined; programName?: string | undefined; args?: string[] | undefined } | undefined;
+}
+
+export interface JobReduceView {
+  status: JobReduceRow["status"];
+  app: string | null;
+  program: string | null;
+  args: string[] | null;
+  outputKey: string | null;
+  /** The output's first bytes (UTF-8 text, or base64 with encoding "base64"), null before it ran. */
+  output: string | null;
+  encoding: "utf8" | "base64" | null;
+  outputBytes: number | null;
+  truncated: boolean;
+  exitCode: number | null;
+  error: { code: string; message: string } | null;
 }
 
 export interface JobView {
@@ -79,6 +112,10 @@ export interface JobView {
   counts: JobCounts;
   createdAt: string;
   finishedAt: string | null;
+  io: "cgi" | "stdio" | null;
+  args: string[] | null;
+  okExitCodes: number[];
+  reduce: JobReduceView | null;
 }
 
 export interface JobItemView {
@@ -91,6 +128,7 @@ export interface JobItemView {
   bytesIn: number | null;
   bytesOut: number | null;
   wallMs: number | null;
+  exitCode: number | null;
 }
 
 const jobNotFound = (id: string) => new ZerocellError("job_not_found", 404, `no job ${id.slice(0, 40)}`);
@@ -128,6 +166,8 @@ interface Running {
   done: Promise<void>;
   /** The program's bytes (POSTed programs), once read from the blob store. */
   program?: Buffer;
+  /** Exit codes that make an item ok. */
+  okExitCodes: number[];
 }
 
 export class Jobs {
@@ -156,14 +196,25 @@ export class Jobs {
     const concurrency = spec.concurrency ?? l.defaultConcurrency;
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > l.maxConcurrencyPerJob) throw new InputError(`jobs: concurrency must be 1 to ${l.maxConcurrencyPerJob}`, { code: "bad_concurrency" });
     if ((spec.app === undefined) === (spec.program === undefined)) throw new InputError("jobs: name an app or send a program (not both)");
+    if (spec.args !== undefined) assertJobArgs(spec.args);
+    if (spec.okExitCodes !== undefined) assertOkExitCodes(spec.okExitCodes);
+    if (spec.io !== undefined && spec.io !== "cgi" && spec.io !== "stdio") throw new InputError('jobs: io is "cgi" or "stdio"', { code: "bad_io" });
+    // A POSTed program with arguments is a stdio program; a CGI program takes none.
+    const io = spec.program === undefined ? null : (spec.io ?? (spec.args !== undefined ? "stdio" : "cgi"));
+    if (io === "cgi" && spec.args !== undefined && spec.args.length > 0) throw new InputError('jobs: arguments need io = "stdio"', { code: "args_need_stdio" });
+    if (spec.app !== undefined && spec.io !== undefined) throw new InputError("jobs: io applies to a POSTed program (an app runs as its manifest says)", { code: "bad_io" });
+    const id = `job_${randomUUID().replace(/-/g, "").slice(0, 20)}`;
+    // Without an output location the outputs go next to the input: `<input bucket>/_jobs/<job id>/`.
+    const output = spec.output ?? { bucket: spec.input.bucket, prefix: `_jobs/${id}/` };
     // 2. buckets: another account's bucket answers like a missing one (no_such_bucket)
     await this.#p.objects.headBucket(accountId, spec.input.bucket);
-    await this.#p.objects.headBucket(accountId, spec.output.bucket);
-    for (const prefix of [spec.input.prefix, spec.output.prefix]) {
+    await this.#p.objects.headBucket(accountId, output.bucket);
+    for (const prefix of [spec.input.prefix, output.prefix]) {
       if (Buffer.byteLength(prefix) > 1024 || prefix.includes("\0")) throw new InputError("jobs: a prefix is at most 1,024 bytes, without NUL", { code: "bad_prefix" });
     }
     // Outputs under the input prefix would overwrite inputs (or become inputs of the same listing).
-    if (spec.input.bucket === spec.output.bucket && (spec.output.prefix.startsWith(spec.input.prefix) || spec.input.prefix.startsWith(spec.output.prefix))) {
+    // The default output prefix holds this job's fresh id: no input key can be under it.
+    if (spec.output !== undefined && spec.input.bucket === output.bucket && (output.prefix.startsWith(spec.input.prefix) || spec.input.prefix.startsWith(output.prefix))) {
       throw new InputError("jobs: the output prefix must not overlap the input prefix in the same bucket", { code: "output_overlaps_input" });
     }
     // 3. program
@@ -173,12 +224,14 @@ export class Jobs {
       const app = this.#p.store.listApps(accountId).find((a) => a.name === spec.app);
       if (app === undefined) throw new ZerocellError("app_not_found", 404, `no app named "${spec.app.slice(0, 80)}"`);
       appId = app.id;
-      this.#appTarget(accountId, appId);
+      if (spec.args !== undefined) assertAppTakesArgs(this.#p, accountId, appId);
+      else this.#appTarget(accountId, appId);
     } else {
-      const { sha } = await programTarget(this.#p, accountId, spec.program!);
+      const { sha } = await programTarget(this.#p, accountId, spec.program!, undefined, { io: io!, args: spec.args ?? [], name: spec.programName });
       this.#p.blobs.put(spec.program!);
       programSha256 = sha;
     }
+    const reduce = spec.reduce === undefined ? undefined : await this.#resolveReduce(accountId, spec.reduce);
     // 4. list (every key now: the job covers the objects that exist when it starts)
     const keys: string[] = [];
     let after: string | undefined;
@@ -189,13 +242,36 @@ export class Jobs {
       if (!page.isTruncated || page.nextAfter === undefined) break;
       after = page.nextAfter;
     }
+    // The reduce output must not be the output of an item.
+    if (reduce !== undefined && keys.some((k) => output.prefix + k.slice(spec.input.prefix.length) === reduceOutputKey(output.prefix))) {
+      throw new InputError(`jobs: the input key "${(spec.input.prefix + "_reduce").slice(0, 200)}" would overwrite the reduce output; use another output prefix`, { code: "output_overlaps_input" });
+    }
     // 5. store
-    const id = `job_${randomUUID().replace(/-/g, "").slice(0, 20)}`;
-    const row = store.create({ id, accountId, appId, programSha256, inputBucket: spec.input.bucket, inputPrefix: spec.input.prefix, outputBucket: spec.output.bucket, outputPrefix: spec.output.prefix, concurrency, createdAt: Date.now() }, keys);
-    log.info("job created", { job: id, objects: keys.length, app: spec.app ?? null, program: programSha256?.slice(0, 16) ?? null, concurrency });
+    const row = store.create(
+      { id, accountId, appId, programSha256, inputBucket: spec.input.bucket, inputPrefix: spec.input.prefix, outputBucket: output.bucket, outputPrefix: output.prefix, concurrency, createdAt: Date.now(), io, args: spec.args === undefined ? null : JSON.stringify(spec.args), okExitCodes: spec.okExitCodes === undefined ? null : JSON.stringify(spec.okExitCodes), programName: spec.program === undefined ? null : (spec.programName ?? null) },
+      keys,
+      reduce,
+    );
+    log.info("job created", { job: id, objects: keys.length, app: spec.app ?? null, program: programSha256?.slice(0, 16) ?? null, concurrency, reduce: reduce !== undefined });
     // 6. start
     this.#start(row);
     return this.view(row);
+  }
+
+  /** The reduce step's program: an app of the account (x86 stdio when given args) or a POSTed program (stdio), validated now. */
+  async #resolveReduce(accountId: string, r: NonNullable<JobSpec["reduce"]>): Promise<{ appId: string | null; programSha256: string | null; programName: string | null; args: string }> {
+    if ((r.app === undefined) === (r.program === undefined)) throw new InputError("jobs: the reduce step names an app or sends a program (not both)", { code: "bad_reduce" });
+    if (r.args !== undefined) assertJobArgs(r.args, "reduce.args");
+    if (r.app !== undefined) {
+      const app = this.#p.store.listApps(accountId).find((a) => a.name === r.app);
+      if (app === undefined) throw new ZerocellError("app_not_found", 404, `no app named "${r.app.slice(0, 80)}"`);
+      if (r.args !== undefined) assertAppTakesArgs(this.#p, accountId, app.id);
+      else this.#appTarget(accountId, app.id);
+      return { appId: app.id, programSha256: null, programName: null, args: JSON.stringify(r.args ?? null) };
+    }
+    const { sha } = await programTarget(this.#p, accountId, r.program!, undefined, { io: "stdio", args: r.args ?? [], name: r.programName });
+    this.#p.blobs.put(r.program!);
+    return { appId: null, programSha256: sha, programName: r.programName ?? null, args: JSON.stringify(r.args ?? []) };
   }
 
   /** Starts every job a previous process left running (its pending items run; finished ones do not). */
@@ -238,6 +314,7 @@ export class Jobs {
       bytesIn: i.bytesIn,
       bytesOut: i.bytesOut,
       wallMs: i.wallUs === null ? null : i.wallUs / 1000,
+      exitCode: i.exitCode,
     }));
   }
 
@@ -255,6 +332,31 @@ export class Jobs {
       counts: this.#p.jobStore.counts(row.id),
       createdAt: new Date(row.createdAt).toISOString(),
       finishedAt: row.finishedAt === null ? null : new Date(row.finishedAt).toISOString(),
+      io: row.io === "cgi" || row.io === "stdio" ? row.io : null,
+      args: row.args === null ? null : (JSON.parse(row.args) as string[]),
+      okExitCodes: okExitCodesOf(row),
+      reduce: this.#reduceView(row),
+    };
+  }
+
+  #reduceView(row: JobRow): JobReduceView | null {
+    const r = this.#p.jobStore.reduce(row.id);
+    if (r === undefined) return null;
+    const head = r.outputHead === null ? null : Buffer.from(r.outputHead, "base64");
+    const text = head?.toString("utf8");
+    const isText = head !== null && Buffer.from(text!, "utf8").equals(head);
+    return {
+      status: r.status,
+      app: r.appId === null ? null : (this.#p.store.listApps(row.accountId).find((a) => a.id === r.appId)?.name ?? r.appId),
+      program: r.programSha256,
+      args: JSON.parse(r.args) as string[] | null,
+      outputKey: r.outputKey,
+      output: head === null ? null : isText ? text! : head.toString("base64"),
+      encoding: head === null ? null : isText ? "utf8" : "base64",
+      outputBytes: r.outputBytes,
+      truncated: head !== null && r.outputBytes !== null && r.outputBytes > head.length,
+      exitCode: r.exitCode,
+      error: r.errorCode === null ? null : { code: r.errorCode, message: r.errorMessage ?? "" },
     };
   }
 
@@ -266,15 +368,21 @@ export class Jobs {
 
   #start(row: JobRow): void {
     if (this.#running.has(row.id) || this.#stopping) return;
-    const r: Running = { row, cancelled: false, queue: [], fetchedTo: -1, done: Promise.resolve() };
+    const r: Running = { row, cancelled: false, queue: [], fetchedTo: -1, done: Promise.resolve(), okExitCodes: okExitCodesOf(row) };
     this.#running.set(row.id, r);
     const workers = Array.from({ length: row.concurrency }, () => this.#work(r));
-    r.done = Promise.all(workers).then(() => {
-      this.#running.delete(row.id);
-      if (r.cancelled || this.#stopping) return;
-      const counts = this.#p.jobStore.counts(row.id);
-      if (counts.pending === 0 && this.#p.jobStore.setStatus(row.id, "done")) log.info("job done", { job: row.id, ...counts });
-    });
+    r.done = Promise.all(workers)
+      .then(async () => {
+        if (r.cancelled || this.#stopping) return;
+        const counts = this.#p.jobStore.counts(row.id);
+        if (counts.pending !== 0) return;
+        // Every item finished: the reduce step (if any, and not yet run) before the job is done.
+        await runReduce(this.#p, row, this.limits, () => r.cancelled || this.#stopping, {});
+        if (r.cancelled || this.#stopping || this.#p.jobStore.reduce(row.id)?.status === "pending") return;
+        if (this.#p.jobStore.setStatus(row.id, "done")) log.info("job done", { job: row.id, ...counts });
+      })
+      .catch((e: unknown) => log.error("job stopped by an error", { job: row.id, err: (e as Error).message.slice(0, 2000) }))
+      .finally(() => this.#running.delete(row.id));
   }
 
   /** The next pending item of a job (fetched from the store in pages), or undefined when none is left. */
@@ -313,11 +421,10 @@ export class Jobs {
   }
 
   async #target(r: Running): Promise<RunTarget> {
-    if (r.row.appId !== null) return this.#appTarget(r.row.accountId, r.row.appId);
-    // A program: read from the blob store once per process (validated again after a restart);
+    // A program is read from the blob store once per process (validated again after a restart);
     // each item touches its in-memory deployment so it stays registered while the job runs.
-    r.program ??= this.#p.blobs.get(r.row.programSha256!);
-    return (await programTarget(this.#p, r.row.accountId, r.program, r.row.programSha256!)).target;
+    const row = r.row;
+    return jobTarget(this.#p, row.accountId, { appId: row.appId, programSha256: row.programSha256, io: row.io === "stdio" ? "stdio" : row.io === "cgi" ? "cgi" : null, args: row.args === null ? null : (JSON.parse(row.args) as string[]), name: row.programName }, r);
   }
 
   /**
@@ -334,28 +441,12 @@ export class Jobs {
       // 1. read
       const object = await readObjectLimited(this.#p, job.accountId, job.inputBucket, item.key, Math.min(this.limits.maxObjectBytes, target.maxBodyBytes));
       bytesIn = object.body.length;
-      // 2. run; no free instance (web traffic has the pool) is waited out, not a failure, and a
-      // sandbox that broke under the item (engine failure, host crash) gets one more try
-      let result;
-      let crashes = 0;
-      for (let attempt = 1; ; attempt++) {
-        try {
-          result = await runOnObject(this.#p, target, { bucket: job.inputBucket, ...object }, { mode: "job", requestId: `job-${job.id}-${item.seq}${attempt === 1 ? "" : `-r${attempt}`}` });
-          break;
-        } catch (e) {
-          const code = e instanceof ZerocellError ? e.code : "";
-          const busy = code === "pool_saturated" || code === "instance_unavailable";
-          const broke = code === "guest_error" || code === "host_crashed";
-          if (broke) {
-            crashes++;
-            log.warn("job item retried", { job: job.id, seq: item.seq, code, err: (e as Error).message.slice(0, 500) });
-          }
-          if ((!busy && !broke) || attempt >= this.limits.maxTriesWhenBusy || crashes > this.limits.maxRetriesOnCrash || r.cancelled || this.#stopping) throw e;
-          if (busy) await new Promise((res) => setTimeout(res, 250 * 2 ** attempt));
-        }
-      }
+      // 2. run (busy pools waited out, a broken sandbox tried once more: runJobRun)
+      const result = await runJobRun(this.#p, target, { bucket: job.inputBucket, ...object }, `job-${job.id}-${item.seq}`, this.limits, () => r.cancelled || this.#stopping, { job: job.id, seq: item.seq });
       const out = Buffer.from(result.body.buffer, result.body.byteOffset, result.body.byteLength);
-      if (result.status >= 400) {
+      // A stdio program's exit code decides (its stdout is stored either way); otherwise the status.
+      const exit = programExit(result);
+      if (exit === undefined && result.status >= 400) {
         const text = out.subarray(0, 200).toString("utf8").replace(/[\u0000-\u001f]+/g, " ").trim();
         this.#p.usage.flush();
         this.#p.jobStore.finishItem(job.id, item.seq, { status: "failed", errorCode: "program_failed", errorMessage: `the program answered status ${result.status}${text === "" ? "" : `: ${text}`}`, httpStatus: result.status, bytesIn, bytesOut: out.length, wallUs: wallUs() });
@@ -368,7 +459,12 @@ export class Jobs {
       // 4. record: the item's usage is written first (a crash in between runs the item again,
       // and its usage record, under the same request id, is not counted twice)
       this.#p.usage.flush();
-      this.#p.jobStore.finishItem(job.id, item.seq, { status: "ok", outputKey, httpStatus: result.status, bytesIn, bytesOut: out.length, wallUs: wallUs() });
+      if (exit !== undefined && !r.okExitCodes.includes(exit.code)) {
+        const errorMessage = `the program exited with status ${exit.code}${exit.stderr === "" ? "" : `: ${exit.stderr}`}`;
+        this.#p.jobStore.finishItem(job.id, item.seq, { status: "failed", errorCode: "program_exit", errorMessage, exitCode: exit.code, outputKey, httpStatus: result.status, bytesIn, bytesOut: out.length, wallUs: wallUs() });
+        return;
+      }
+      this.#p.jobStore.finishItem(job.id, item.seq, { status: "ok", outputKey, httpStatus: result.status, bytesIn, bytesOut: out.length, wallUs: wallUs(), ...(exit === undefined ? {} : { exitCode: exit.code }) });
     } catch (e) {
       // A server shutting down cuts items in flight: they stay pending and run after the restart.
       if (this.#stopping || this.#p.pool.closed) return;
@@ -381,6 +477,11 @@ export class Jobs {
       this.#p.jobStore.finishItem(job.id, item.seq, { status: "failed", errorCode: code, errorMessage: message.slice(0, 1000), ...(bytesIn === undefined ? {} : { bytesIn }), wallUs: wallUs() });
     }
   }
+}
+
+/** The exit codes that make an item of this job ok (default [0]). */
+function okExitCodesOf(row: JobRow): number[] {
+  return row.okExitCodes === null ? [0] : (JSON.parse(row.okExitCodes) as number[]);
 }
 
 /** The job service of a platform (one per platform, made on first use). */

@@ -8,6 +8,7 @@
  */
 import { createHash, randomUUID } from "node:crypto";
 import { LRUCache } from "lru-cache";
+import { stringify as stringifyToml } from "smol-toml";
 import { MANIFEST_FILE, encodeImage, type BundleImage, type Manifest } from "../bundle/index.js";
 import { parseManifest, validateBundle } from "../runtime/index.js";
 import type { Platform } from "./index.js";
@@ -15,7 +16,7 @@ import type { BindingInfo } from "../objects/bindings.js";
 import type { ObjectInfo } from "../objects/index.js";
 import type { PoolRunResult } from "../pool/index.js";
 import type { EngineRequest } from "../runtime/engine.js";
-import { ZerocellError } from "../errors.js";
+import { InputError, ZerocellError } from "../errors.js";
 
 export interface BoundRun {
   binding: BindingInfo;
@@ -120,8 +121,21 @@ export const PROGRAM_LIMITS = {
   maxObjectBytes: 10 * 1024 * 1024,
 };
 
-/** Validation results by program SHA-256 (a program validated once is not decoded again). */
+/** How a POSTed program runs: CGI (the default), or stdio with these arguments (checked by the manifest parser). */
+export interface ProgramIo {
+  io: "cgi" | "stdio";
+  args: string[];
+  /** The program's file name in its one-file bundle (argv[0] is /app/bin/<name>; default "app"). */
+  name?: string | undefined;
+}
+
+/** A program's file name: what argv[0] ends with (busybox picks its applet by it). */
+export const PROGRAM_NAME = /^(?!\.\.?$)[A-Za-z0-9._-]{1,64}$/;
+
+/** Validation results by program SHA-256 (and io + args) (a program validated once is not decoded again). */
 const validated = new LRUCache<string, { manifest: Manifest; image: Buffer }>({ max: 256 });
+/** Programs (SHA-256) the static validator accepted. */
+const validPrograms = new LRUCache<string, true>({ max: 1024 });
 
 /**
  * Where a POSTed program's time went (ms), for the answer's server-timing header. `readyMs`:
@@ -150,27 +164,37 @@ export interface ProgramRun {
  * 1. validate a POSTed program (or find its validation by content hash), 2. register an
  * in-memory deployment per account and program (a host never serves two accounts).
  */
-export async function programTarget(p: Platform, accountId: string, program: Buffer, knownSha256?: string): Promise<{ sha: string; validation: "cached" | "validated"; target: RunTarget }> {
+export async function programTarget(p: Platform, accountId: string, program: Buffer, knownSha256?: string, run: ProgramIo = { io: "cgi", args: [] }): Promise<{ sha: string; validation: "cached" | "validated"; target: RunTarget }> {
   // `knownSha256`: the caller read the program from the content-addressed blob store by this hash.
   const sha = knownSha256 ?? createHash("sha256").update(program).digest("hex");
-  let v = validated.get(sha);
+  // A stdio program's arguments are part of its manifest (and of its entry snapshot): each set
+  // of arguments is a deployment of its own, named by their hash.
+  const name = run.name ?? "app";
+  if (!PROGRAM_NAME.test(name)) throw new InputError("objects: a program name is 1 to 64 of A-Z a-z 0-9 . _ - (not . or ..)", { code: "bad_program_name" });
+  const variant = run.io === "cgi" && name === "app" ? "" : createHash("sha256").update(JSON.stringify([run.io, run.args, name])).digest("hex").slice(0, 16);
+  const cacheKey = variant === "" ? sha : `${sha}:${variant}`;
+  let v = validated.get(cacheKey);
   const validation = v === undefined ? "validated" : "cached";
   if (v === undefined) {
-    const text = `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = ${PROGRAM_LIMITS.timeoutMs}\nmemory_mb = ${PROGRAM_LIMITS.memoryMb}\nmax_body_bytes = ${PROGRAM_LIMITS.maxObjectBytes}\n`;
+    const x86 = run.io === "cgi" ? { program: `bin/${name}` } : { program: `bin/${name}`, io: run.io, args: run.args };
+    // A Unix tool may exit non-zero on empty input (grep): a stdio program's hosts start without the "/" health request.
+    const text = stringifyToml({ runtime: "x86", ...(run.io === "stdio" ? { health: [] } : {}), x86, limits: { timeout_ms: PROGRAM_LIMITS.timeoutMs, memory_mb: PROGRAM_LIMITS.memoryMb, max_body_bytes: PROGRAM_LIMITS.maxObjectBytes } }) + "\n";
     const image: BundleImage = {
       entries: [
         { path: "bin", kind: "dir", mode: 0o755 },
-        { path: "bin/app", kind: "file", mode: 0o755, data: program },
+        { path: `bin/${name}`, kind: "file", mode: 0o755, data: program },
         { path: MANIFEST_FILE, kind: "file", mode: 0o644, data: Buffer.from(text) },
       ],
       totalBytes: program.length + text.length,
     };
     const manifest = parseManifest(text);
-    await validateBundle(manifest, image);
+    // The program's own checks (the static validator) ran once per program, whatever its arguments.
+    if (validPrograms.get(sha) === undefined) await validateBundle(manifest, image);
+    validPrograms.set(sha, true);
     v = { manifest, image: encodeImage(image) };
-    validated.set(sha, v);
+    validated.set(cacheKey, v);
   }
-  const deploymentId = `prog_${sha.slice(0, 24)}_${accountId}`;
+  const deploymentId = `prog_${sha.slice(0, 24)}${variant === "" ? "" : `_${variant}`}_${accountId}`;
   p.deployments.addEphemeral(deploymentId, `program-${sha.slice(0, 12)}`, v.manifest, v.image);
   return { sha, validation, target: { deploymentId, accountId, appId: `program:${sha.slice(0, 24)}`, maxBodyBytes: PROGRAM_LIMITS.maxObjectBytes, timeoutMs: PROGRAM_LIMITS.timeoutMs, memoryMb: PROGRAM_LIMITS.memoryMb } };
 }

@@ -24,6 +24,49 @@ export interface JobRow {
   total: number;
   createdAt: number;
   finishedAt: number | null;
+  /** How a POSTed program meets each object ("cgi" | "stdio"); null: cgi, or the app's own. */
+  io: string | null;
+  /** The program's arguments as a JSON array (stdio mode); null: none, or the app's own. */
+  args: string | null;
+  /** Exit codes that count as ok, a JSON array; null: [0]. */
+  okExitCodes: string | null;
+  /** A POSTed program's file name (argv[0] /app/bin/<name>); null: "app". */
+  programName: string | null;
+}
+
+export type JobReduceStatus = "pending" | "ok" | "failed";
+
+/** A job's reduce step (table job_reduces). */
+export interface JobReduceRow {
+  jobId: string;
+  appId: string | null;
+  programSha256: string | null;
+  programName: string | null;
+  /** JSON array of strings, or "null" (an app's own arguments). */
+  args: string;
+  status: JobReduceStatus;
+  outputKey: string | null;
+  /** The first bytes of the output, base64. */
+  outputHead: string | null;
+  outputBytes: number | null;
+  exitCode: number | null;
+  errorCode: string | null;
+  errorMessage: string | null;
+  bytesIn: number | null;
+  wallUs: number | null;
+  finishedAt: number | null;
+}
+
+export interface JobReduceResult {
+  status: "ok" | "failed";
+  outputKey?: string;
+  outputHead?: string;
+  outputBytes?: number;
+  exitCode?: number;
+  errorCode?: string;
+  errorMessage?: string;
+  bytesIn?: number;
+  wallUs: number;
 }
 
 export interface JobItemRow {
@@ -38,6 +81,7 @@ export interface JobItemRow {
   bytesOut: number | null;
   wallUs: number | null;
   finishedAt: number | null;
+  exitCode: number | null;
 }
 
 export interface JobItemResult {
@@ -49,6 +93,7 @@ export interface JobItemResult {
   bytesIn?: number;
   bytesOut?: number;
   wallUs: number;
+  exitCode?: number;
 }
 
 export interface JobCounts {
@@ -58,25 +103,32 @@ export interface JobCounts {
 }
 
 const JOB_COLUMNS = `id, account_id AS accountId, app_id AS appId, program_sha256 AS programSha256, input_bucket AS inputBucket, input_prefix AS inputPrefix,
-  output_bucket AS outputBucket, output_prefix AS outputPrefix, concurrency, status, total, created_at AS createdAt, finished_at AS finishedAt`;
+  output_bucket AS outputBucket, output_prefix AS outputPrefix, concurrency, status, total, created_at AS createdAt, finished_at AS finishedAt,
+  io, args, ok_exit_codes AS okExitCodes, program_name AS programName`;
 const ITEM_COLUMNS = `seq, key, status, output_key AS outputKey, error_code AS errorCode, error_message AS errorMessage, http_status AS httpStatus,
-  bytes_in AS bytesIn, bytes_out AS bytesOut, wall_us AS wallUs, finished_at AS finishedAt`;
+  bytes_in AS bytesIn, bytes_out AS bytesOut, wall_us AS wallUs, finished_at AS finishedAt, exit_code AS exitCode`;
+const REDUCE_COLUMNS = `job_id AS jobId, app_id AS appId, program_sha256 AS programSha256, program_name AS programName, args, status, output_key AS outputKey, output_head AS outputHead,
+  output_bytes AS outputBytes, exit_code AS exitCode, error_code AS errorCode, error_message AS errorMessage, bytes_in AS bytesIn, wall_us AS wallUs, finished_at AS finishedAt`;
 
 export class JobStore {
   readonly #o: OpenedDb;
-  readonly #s: Record<"insertJob" | "insertItem" | "get" | "pending" | "finish" | "status" | "counts" | "running" | "active" | "all", Statement>;
+  readonly #s: Record<"insertJob" | "insertItem" | "get" | "pending" | "finish" | "status" | "counts" | "running" | "active" | "all" | "insertReduce" | "getReduce" | "finishReduce", Statement>;
 
   constructor(o: OpenedDb) {
     this.#o = o;
     const q = (sql: string) => o.sqlite.prepare(sql);
     this.#s = {
-      insertJob: q(`INSERT INTO jobs (id, account_id, app_id, program_sha256, input_bucket, input_prefix, output_bucket, output_prefix, concurrency, status, total, created_at)
-        VALUES (@id, @accountId, @appId, @programSha256, @inputBucket, @inputPrefix, @outputBucket, @outputPrefix, @concurrency, @status, @total, @createdAt)`),
+      insertJob: q(`INSERT INTO jobs (id, account_id, app_id, program_sha256, input_bucket, input_prefix, output_bucket, output_prefix, concurrency, status, total, created_at, io, args, ok_exit_codes, program_name)
+        VALUES (@id, @accountId, @appId, @programSha256, @inputBucket, @inputPrefix, @outputBucket, @outputPrefix, @concurrency, @status, @total, @createdAt, @io, @args, @okExitCodes, @programName)`),
+      insertReduce: q("INSERT INTO job_reduces (job_id, app_id, program_sha256, program_name, args, status) VALUES (@jobId, @appId, @programSha256, @programName, @args, 'pending')"),
+      getReduce: q(`SELECT ${REDUCE_COLUMNS} FROM job_reduces WHERE job_id = ?`),
+      finishReduce: q(`UPDATE job_reduces SET status = @status, output_key = @outputKey, output_head = @outputHead, output_bytes = @outputBytes, exit_code = @exitCode,
+        error_code = @errorCode, error_message = @errorMessage, bytes_in = @bytesIn, wall_us = @wallUs, finished_at = @finishedAt WHERE job_id = @jobId AND status = 'pending'`),
       insertItem: q("INSERT INTO job_items (job_id, seq, key, status) VALUES (?, ?, ?, 'pending')"),
       get: q(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`),
       pending: q("SELECT seq, key FROM job_items WHERE job_id = ? AND status = 'pending' AND seq > ? ORDER BY seq LIMIT ?"),
       finish: q(`UPDATE job_items SET status = @status, output_key = @outputKey, error_code = @errorCode, error_message = @errorMessage, http_status = @httpStatus,
-        bytes_in = @bytesIn, bytes_out = @bytesOut, wall_us = @wallUs, finished_at = @finishedAt WHERE job_id = @jobId AND seq = @seq AND status = 'pending'`),
+        bytes_in = @bytesIn, bytes_out = @bytesOut, wall_us = @wallUs, finished_at = @finishedAt, exit_code = @exitCode WHERE job_id = @jobId AND seq = @seq AND status = 'pending'`),
       status: q("UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? AND status = 'running'"),
       counts: q("SELECT status, COUNT(*) AS n FROM job_items WHERE job_id = ? GROUP BY status"),
       running: q(`SELECT ${JOB_COLUMNS} FROM jobs WHERE status = 'running' ORDER BY created_at`),
@@ -85,15 +137,40 @@ export class JobStore {
     };
   }
 
-  /** The job and one pending item per key, in one transaction. */
-  create(job: Omit<JobRow, "status" | "total" | "finishedAt">, keys: string[]): JobRow {
+  /** The job, one pending item per key and its pending reduce step (if any), in one transaction. */
+  create(job: Omit<JobRow, "status" | "total" | "finishedAt">, keys: string[], reduce?: Pick<JobReduceRow, "appId" | "programSha256" | "programName" | "args">): JobRow {
     const row: JobRow = { ...job, status: "running", total: keys.length, finishedAt: null };
     this.#o.sqlite.transaction(() => {
       const { finishedAt: _f, ...cols } = row;
       this.#s.insertJob.run(cols);
       keys.forEach((k, i) => this.#s.insertItem.run(job.id, i, k));
+      if (reduce !== undefined) this.#s.insertReduce.run({ jobId: job.id, ...reduce });
     })();
     return row;
+  }
+
+  /** A job's reduce step, if it has one. */
+  reduce(jobId: string): JobReduceRow | undefined {
+    return this.#s.getReduce.get(jobId) as JobReduceRow | undefined;
+  }
+
+  /** Records the reduce step once (false when it was no longer pending). */
+  finishReduce(jobId: string, r: JobReduceResult): boolean {
+    return (
+      this.#s.finishReduce.run({
+        jobId,
+        status: r.status,
+        outputKey: r.outputKey ?? null,
+        outputHead: r.outputHead ?? null,
+        outputBytes: r.outputBytes ?? null,
+        exitCode: r.exitCode ?? null,
+        errorCode: r.errorCode ?? null,
+        errorMessage: r.errorMessage ?? null,
+        bytesIn: r.bytesIn ?? null,
+        wallUs: r.wallUs,
+        finishedAt: Date.now(),
+      }).changes === 1
+    );
   }
 
   /** A job, if it exists and (when `accountId` is given) belongs to that account. */
@@ -127,6 +204,7 @@ export class JobStore {
         bytesOut: r.bytesOut ?? null,
         wallUs: r.wallUs,
         finishedAt: Date.now(),
+        exitCode: r.exitCode ?? null,
       }).changes === 1
     );
   }

@@ -356,6 +356,14 @@ export const jobs = sqliteTable("jobs", {
   total: integer("total").notNull(),
   createdAt: integer("created_at").notNull(),
   finishedAt: integer("finished_at"),
+  /** How a POSTed program meets each object: "cgi" or "stdio" (null: cgi, or the app's own). */
+  io: text("io"),
+  /** The program's arguments (stdio mode), a JSON array of strings; null: none / the app's own. */
+  args: text("args"),
+  /** Exit codes of a stdio program that count as ok, a JSON array; null: [0]. */
+  okExitCodes: text("ok_exit_codes"),
+  /** A POSTed program's file name (argv[0] is /app/bin/<name>: busybox picks its applet by it); null: "app". */
+  programName: text("program_name"),
 }, (t) => [index("jobs_account_idx").on(t.accountId, t.createdAt), index("jobs_status_idx").on(t.status)]);
 
 /**
@@ -377,4 +385,31 @@ export const jobItems = sqliteTable("job_items", {
   bytesOut: integer("bytes_out"),
   wallUs: integer("wall_us"),
   finishedAt: integer("finished_at"),
+  /** A stdio program's exit code. */
+  exitCode: integer("exit_code"),
 }, (t) => [uniqueIndex("job_items_pk").on(t.jobId, t.seq), index("job_items_status_idx").on(t.jobId, t.status, t.seq)]);
+
+/**
+ * A job's reduce step (src/platform/job-reduce.ts): once every item finished, one run of this
+ * program (`app_id`, or `program_sha256` in the blob store) in stdio mode with `args`, the ok
+ * items' outputs concatenated in key order on stdin. status: "pending" (not run, or cut by a
+ * restart: run again), "ok" (stdout stored as `output_key`, its head in `output_head`, base64),
+ * "failed" (error_code, error_message). A job is done only after its reduce finished.
+ */
+export const jobReduces = sqliteTable("job_reduces", {
+  jobId: text("job_id").primaryKey().references(() => jobs.id),
+  appId: text("app_id"),
+  programSha256: text("program_sha256"),
+  programName: text("program_name"),
+  args: text("args").notNull(),
+  status: text("status").notNull(),
+  outputKey: text("output_key"),
+  outputHead: text("output_head"),
+  outputBytes: integer("output_bytes"),
+  exitCode: integer("exit_code"),
+  errorCode: text("error_code"),
+  errorMessage: text("error_message"),
+  bytesIn: integer("bytes_in"),
+  wallUs: integer("wall_us"),
+  finishedAt: integer("finished_at"),
+});

@@ -10,10 +10,10 @@ import type { BundleImage, Manifest } from "../../bundle/index.js";
 import { defineManifestSection, str } from "../../bundle/manifest.js";
 import { BundleError } from "../../errors.js";
 import { ElfLoadError, parseStaticElf } from "./elf-load.js";
-import { programEntry, x86Section, type X86ManifestSection } from "./program.js";
+import { argsProblem, programEntry, X86_ARGS_LIMITS, x86Section, type X86ManifestSection } from "./program.js";
 import { unicornBuildTag } from "./library-path.js";
 
-export { programEntry, x86Section, type X86ManifestSection } from "./program.js";
+export { argsProblem, programEntry, X86_ARGS_LIMITS, x86Section, type X86Io, type X86ManifestSection } from "./program.js";
 
 declare module "../../bundle/manifest.js" {
   interface RuntimeSections {
@@ -25,8 +25,20 @@ declare module "../../bundle/manifest.js" {
 export const ENGINE_REVISION = "x86-1";
 
 export const x86Manifest = defineManifestSection({
-  schema: z.strictObject({ program: str().default("bin/app") }, { error: "must be a table" }),
-  resolve: (t): X86ManifestSection => ({ program: t.program }),
+  schema: z.strictObject(
+    {
+      program: str().default("bin/app"),
+      io: z.enum(["cgi", "stdio"], { error: 'must be "cgi" or "stdio"' }).default("cgi"),
+      args: z.array(str(), { error: "must be an array of strings" }).max(X86_ARGS_LIMITS.maxArgs, { error: `at most ${X86_ARGS_LIMITS.maxArgs} arguments` }).default([]),
+    },
+    { error: "must be a table" },
+  ),
+  resolve: (t, ctx): X86ManifestSection => {
+    const problem = argsProblem(t.args);
+    if (problem !== undefined) throw ctx.fail(["args"], problem);
+    if (t.args.length > 0 && t.io !== "stdio") throw ctx.fail(["args"], 'needs io = "stdio" (a CGI program gets no arguments)');
+    return t.io === "stdio" ? { program: t.program, io: t.io, args: t.args } : { program: t.program };
+  },
 });
 
 /** The bundle's program, checked to be a file of the bundle that loads as a static ELF. */
@@ -52,7 +64,11 @@ export async function validateX86Bundle(manifest: Manifest, image: BundleImage):
 export function x86EngineBuild(manifest: Manifest, options: { meter: string; stackBytes: number } = { meter: "block", stackBytes: 8 * 1024 * 1024 }): string {
   const h = createHash("sha256");
   // The Unicorn build snapshots are made with (2.1.1 where setup installed it, else 2.0.1).
-  h.update(JSON.stringify([ENGINE_REVISION, unicornBuildTag(), options.meter, options.stackBytes, manifest.limits.memoryMb, x86Section(manifest)?.program ?? null]));
+  const sec = x86Section(manifest);
+  const parts: unknown[] = [ENGINE_REVISION, unicornBuildTag(), options.meter, options.stackBytes, manifest.limits.memoryMb, sec?.program ?? null];
+  // A stdio program's entry snapshot holds its argv (CGI builds hash as before: their stored snapshots stay valid).
+  if (sec?.io === "stdio") parts.push("stdio", sec.args);
+  h.update(JSON.stringify(parts));
   return `x86-${h.digest("hex").slice(0, 24)}`;
 }
 

@@ -17,6 +17,15 @@
  *                which parks it for the next request of a daemon-mode instance).
  *   reset        restores CPU context, writable memory, mappings, /tmp and descriptors in place.
  *
+ * stdio mode (`[x86] io = "stdio"`, a Unix tool such as busybox grep): no init probe and no
+ * CGI. The entry snapshot holds argv = [program, ...args] and the app's environment; every
+ * request restores it and runs the program from its entry with the request body on stdin, and
+ * its stdout is the response body as is (STDIO_HEADERS): exit 0 → 200, another exit code → 500,
+ * both with `x-zerocell-exit-code` (and, for a non-zero one, the head of stderr in
+ * `x-zerocell-stderr`, percent-encoded). The gateway drops x-zerocell-* headers before a
+ * response leaves, so only the platform (jobs) reads them. Faults, signals, the budget, the
+ * output limit and the wall clock end a stdio run as they end a CGI one.
+ *
  * Statuses: exit 0 (or the trap) → the parsed CGI response; malformed CGI output → 502; a
  * non-zero exit, a fault (segfault, #GP from a privileged instruction, …) or a signal → 500;
  * the per-request meter budget → 500; the wall-clock limit → 504. A response past
@@ -36,7 +45,7 @@ import { Machine, type MachineSnapshot, type RunResult, type StopReason } from "
 import { GuestFs, LinuxSyscalls, newIo, type FsSnapshot } from "./syscalls/index.js";
 import { PROT_WRITE, X86_REG, type MeterKind } from "./unicorn.js";
 import { assertValidProgram } from "./validate.js";
-import { ENGINE_REVISION, loadableProgram, programEntry, x86EngineBuild } from "./checks.js";
+import { ENGINE_REVISION, loadableProgram, programEntry, x86EngineBuild, x86Section, type X86Io } from "./checks.js";
 
 export { x86Section, type X86ManifestSection } from "./checks.js";
 
@@ -351,6 +360,17 @@ interface X86Prepared {
 
 const TEXT: Array<[string, string]> = [["content-type", "text/plain; charset=utf-8"]];
 
+/** Headers of a stdio-mode response (read by src/platform/jobs.ts; dropped by the gateway). */
+export const STDIO_HEADERS = {
+  /** The program's exit code, 0–255. */
+  exitCode: "x-zerocell-exit-code",
+  /** The first STDERR_HEAD_BYTES of stderr after a non-zero exit, percent-encoded UTF-8. */
+  stderr: "x-zerocell-stderr",
+  /** Why a run that did not exit stopped: fault, signal, budget, timeout. */
+  stop: "x-zerocell-stop",
+} as const;
+const STDERR_HEAD_BYTES = 256;
+
 function errorResponse(status: number, text: string): EngineResponse {
   return { status, headers: [...TEXT], body: Buffer.from(text + "\n") };
 }
@@ -366,6 +386,7 @@ class X86Instance implements EngineInstance {
   /** Usage of the last handle(). */
   lastUsage: X86Usage | undefined;
   readonly #label: string;
+  readonly #io: X86Io;
 
   constructor(p: X86Prepared) {
     this.#p = p;
@@ -378,9 +399,12 @@ class X86Instance implements EngineInstance {
       tmpQuota: m.limits.memoryMb * 1024 * 1024,
       log: p.options.log,
     });
+    const sec = x86Section(m);
+    this.#io = sec?.io ?? "cgi";
     try {
       // The app's variables are the whole entry environment: init code (before the ready trap) sees them.
-      this.#proc.enter([this.#proc.argv0], this.#appEnv());
+      // A stdio program's arguments are part of its entry state (the manifest fixes them).
+      this.#proc.enter([this.#proc.argv0, ...(this.#io === "stdio" ? (sec?.args ?? []) : [])], this.#appEnv());
       this.#entry = this.#capture("entry");
     } catch (e) {
       this.#proc.dispose();
@@ -407,6 +431,12 @@ class X86Instance implements EngineInstance {
   /** Runs the program's init up to the ready trap (once per instance), or detects that it has none. */
   #ensureInit(): void {
     if (this.#mode !== "unknown") return;
+    if (this.#io === "stdio") {
+      // A Unix tool has no init to keep: every run starts at its entry (argv already on the stack).
+      this.#mode = "entry";
+      this.#base = this.#entry;
+      return;
+    }
     const { budget, timeoutMs } = this.#limits();
     const r = this.#proc.run("init", new Uint8Array(0), 1024 * 1024, undefined, false, budget, timeoutMs);
     if (r.stderr.length > 0) this.#p.options.log(`${this.#label}: init stderr: ${r.stderr.toString("utf8", 0, 2000).trimEnd()}`);
@@ -429,6 +459,7 @@ class X86Instance implements EngineInstance {
   }
 
   async handle(request: EngineRequest): Promise<EngineResponse> {
+    if (this.#io === "stdio") return this.#handleStdio(request);
     this.#ensureInit();
     const base = this.#base!;
     // A finished (exited) program cannot take another request: start it again from the
@@ -476,6 +507,44 @@ class X86Instance implements EngineInstance {
       throw new SandboxError("response_too_large", 502, `x86: ${this.#label}: response body of ${parsed.response.body.byteLength} bytes exceeds the limit of ${maxBody} bytes`);
     }
     return data === undefined ? { ...parsed.response, usage } : { ...parsed.response, data, usage };
+  }
+
+  /** One stdio run: the body on stdin from the entry snapshot, stdout as the body, the exit code in a header. */
+  #handleStdio(request: EngineRequest): EngineResponse {
+    this.#ensureInit();
+    if (!this.#parked) this.#restore(this.#base!, true);
+    const proc = this.#proc;
+    const m = this.#p.spec.manifest;
+    const before = request.data === undefined ? undefined : proc.fs.mountData(request.data, m.limits.dataMb * 1024 * 1024);
+    // Whatever stops it, the run is over: the next request starts again from the entry snapshot.
+    this.#parked = false;
+    const { budget, timeoutMs } = this.#limits();
+    const maxBody = this.#p.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    const c0 = process.cpuUsage();
+    const run = proc.run("request", request.body, maxBody, this.#appEnv(), false, budget, timeoutMs);
+    const cpu = process.cpuUsage(c0);
+    const { result, stdout, stderr, syscalls } = run;
+    const data = before !== undefined && result.stop.kind !== "error" ? proc.fs.changedData(before) : undefined;
+    if (before !== undefined) proc.fs.unmountData();
+    this.lastUsage = { events: result.events, meter: this.#p.options.meter, codeBytes: result.codeBytes, instructions: result.instructions, syscalls, ms: result.ms };
+    const usage = { instructions: Number(result.instructions), guestMs: (cpu.user + cpu.system) / 1000 };
+    const what = `${this.#label} ${request.method} ${request.url.slice(0, 200)}`;
+    if (stderr.length > 0) this.#p.options.log(`${what}: stderr: ${stderr.toString("utf8", 0, 4000).trimEnd()}`);
+    const stop = result.stop;
+    if (stop.kind === "error") throw new Error(`${this.#label}: ${describeStop(stop)}`);
+    if (stop.kind === "limit") throw new SandboxError("response_too_large", 502, `x86: ${this.#label}: the program wrote more than ${maxBody} bytes to stdout; stopped`);
+    // A second zerocell_ready ends a stdio run like exit(0).
+    const code = stop.kind === "exit" ? stop.code : stop.kind === "ready" ? 0 : undefined;
+    if (code === undefined) {
+      this.#p.options.log(`${what}: ${describeStop(stop)}`);
+      const stopHeader: [string, string] = [STDIO_HEADERS.stop, stop.kind];
+      if (stop.kind === "timeout") return { ...errorResponse(504, "504 gateway timeout: the program ran longer than its time limit"), headers: [...TEXT, stopHeader], usage };
+      return { ...errorResponse(500, `500 internal server error: the program was stopped (${stop.kind})`), headers: [...TEXT, stopHeader], usage };
+    }
+    const headers: Array<[string, string]> = [["content-type", "application/octet-stream"], [STDIO_HEADERS.exitCode, String(code)]];
+    if (code !== 0 && stderr.length > 0) headers.push([STDIO_HEADERS.stderr, encodeURIComponent(stderr.toString("utf8", 0, Math.min(stderr.length, STDERR_HEAD_BYTES)))]);
+    const res: EngineResponse = { status: code === 0 ? 200 : 500, headers, body: stdout, usage };
+    return data === undefined ? res : { ...res, data };
   }
 
   snapshot(): void {

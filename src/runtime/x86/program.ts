@@ -9,15 +9,61 @@ import { MANIFEST_FILE, MAX_MANIFEST_BYTES, type BundleImage, type Manifest } fr
 import { BundleError } from "../../errors.js";
 import { DEFAULT_ELF_LIMITS } from "./elf.js";
 
-/** The [x86] table of the manifest. */
+/**
+ * How a program meets a request: `cgi` (CGI/1.1: meta-variables in its environment, the body
+ * on stdin, a CGI response on stdout) or `stdio` (a Unix tool: argv = [program, ...args], the
+ * body on stdin, stdout is the response body as is, the exit code in `x-zerocell-exit-code`).
+ */
+export type X86Io = "cgi" | "stdio";
+
+/** The [x86] table of the manifest (io and args only for a stdio program: a CGI one's table is as it always was). */
 export interface X86ManifestSection {
   program: string;
+  /** Absent: "cgi" (the default, and every manifest stored before the field existed). */
+  io?: X86Io;
+  /** argv after argv[0] (stdio mode only). */
+  args?: string[];
 }
 
-export function x86Section(manifest: Manifest): X86ManifestSection | undefined {
-  const x = (manifest as unknown as { x86?: { program?: unknown } }).x86;
+/** Limits of a program's arguments (the manifest's `[x86] args`, a job's `args`). */
+export const X86_ARGS_LIMITS = {
+  /** Arguments after argv[0]. */
+  maxArgs: 128,
+  /** One argument, UTF-8 bytes. */
+  maxArgBytes: 4096,
+  /** All arguments together, UTF-8 bytes (plus one NUL each). */
+  maxTotalBytes: 16 * 1024,
+} as const;
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Why these arguments are refused, or undefined when they are fine: too many, too long, a NUL
+ * (it would cut the C string), or text that is not well-formed Unicode (a lone surrogate).
+ */
+export function argsProblem(args: readonly unknown[]): string | undefined {
+  const l = X86_ARGS_LIMITS;
+  if (args.length > l.maxArgs) return `at most ${l.maxArgs} arguments (got ${args.length})`;
+  let total = 0;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (typeof a !== "string") return `argument ${i} must be a string`;
+    if (a.includes("\0")) return `argument ${i} contains a NUL byte`;
+    if (LONE_SURROGATE.test(a)) return `argument ${i} is not well-formed Unicode (a lone surrogate)`;
+    const bytes = Buffer.byteLength(a);
+    if (bytes > l.maxArgBytes) return `argument ${i} is ${bytes} bytes (limit ${l.maxArgBytes})`;
+    total += bytes + 1;
+  }
+  if (total > l.maxTotalBytes) return `the arguments take ${total} bytes (limit ${l.maxTotalBytes})`;
+  return undefined;
+}
+
+export function x86Section(manifest: Manifest): Required<X86ManifestSection> | undefined {
+  const x = (manifest as unknown as { x86?: { program?: unknown; io?: unknown; args?: unknown } }).x86;
   if (x === undefined || typeof x.program !== "string") return undefined;
-  return { program: x.program };
+  const io: X86Io = x.io === "stdio" ? "stdio" : "cgi";
+  const args = io === "stdio" && Array.isArray(x.args) ? x.args.filter((a): a is string => typeof a === "string") : [];
+  return { program: x.program, io, args };
 }
 
 /** The program's path inside the bundle ("bin/app"): relative, no "..", no empty segment. */
