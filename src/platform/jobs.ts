@@ -23,6 +23,7 @@ import { programTarget, readObjectLimited, runOnObject, type RunTarget } from ".
 import type { JobCounts, JobItemRow, JobRow } from "../store/jobs.js";
 import { InputError, ZerocellError } from "../errors.js";
 import { log } from "../log.js";
+import { estimateJob, estimateTarget, jobCost, type JobCost, type JobEstimate } from "./job-costs.js";
 
 export interface JobLimits {
   /** Objects one job may cover (its prefix listed at creation), objects. */
@@ -79,6 +80,10 @@ export interface JobView {
   counts: JobCounts;
   createdAt: string;
   finishedAt: string | null;
+  /** Made before the job started (job-costs.ts); null for jobs older than estimates. */
+  estimate: JobEstimate | null;
+  /** The sum of the job's usage records so far, priced (final once the job stopped and its items in flight finished). */
+  cost: JobCost;
 }
 
 export interface JobItemView {
@@ -91,6 +96,16 @@ export interface JobItemView {
   bytesIn: number | null;
   bytesOut: number | null;
   wallMs: number | null;
+}
+
+/** A stored estimate (JSON written by create); null when missing or unreadable. */
+function parseEstimate(text: string | null): JobEstimate | null {
+  if (text === null) return null;
+  try {
+    return JSON.parse(text) as JobEstimate;
+  } catch {
+    return null;
+  }
 }
 
 const jobNotFound = (id: string) => new ZerocellError("job_not_found", 404, `no job ${id.slice(0, 40)}`);
@@ -145,9 +160,23 @@ export class Jobs {
 
   /**
    * 1. check the account's limits, 2. check both buckets (the account's own), 3. resolve the
-   * program, 4. list the input prefix, 5. store the job and its items, 6. start it.
+   * program, 4. list the input prefix and estimate, 5. store the job and its items, 6. start it.
    */
   async create(accountId: string, spec: JobSpec): Promise<JobView> {
+    return (await this.#create(accountId, spec, false)).view!;
+  }
+
+  /** A dry run: every check `create` makes, the listing and the estimate; nothing is stored or started. */
+  async estimate(accountId: string, spec: JobSpec): Promise<JobEstimate> {
+    return (await this.#create(accountId, spec, true)).estimate;
+  }
+
+  /** Items of the job still running in this process (a cancelled job's items in flight finish after the cancel). */
+  isActive(id: string): boolean {
+    return this.#running.has(id);
+  }
+
+  async #create(accountId: string, spec: JobSpec, dryRun: boolean): Promise<{ estimate: JobEstimate; view?: JobView }> {
     const store = this.#p.jobStore;
     const l = this.limits;
     // 1. limits
@@ -176,26 +205,32 @@ export class Jobs {
       this.#appTarget(accountId, appId);
     } else {
       const { sha } = await programTarget(this.#p, accountId, spec.program!);
-      this.#p.blobs.put(spec.program!);
       programSha256 = sha;
     }
     // 4. list (every key now: the job covers the objects that exist when it starts)
     const keys: string[] = [];
+    let bytes = 0;
     let after: string | undefined;
     for (;;) {
       const page = await this.#p.objects.listObjects(accountId, spec.input.bucket, { prefix: spec.input.prefix, ...(after === undefined ? {} : { after }), maxKeys: 1000 });
-      for (const o of page.objects) keys.push(o.key);
+      for (const o of page.objects) {
+        keys.push(o.key);
+        bytes += o.size;
+      }
       if (keys.length > l.maxObjectsPerJob) throw new ZerocellError("job_too_large", 400, `jobs: more than ${l.maxObjectsPerJob} objects under the input prefix (limit ${l.maxObjectsPerJob} per job)`);
       if (!page.isTruncated || page.nextAfter === undefined) break;
       after = page.nextAfter;
     }
-    // 5. store
+    const estimate = estimateJob(this.#p, accountId, estimateTarget(this.#p, accountId, { appId, programSha256 }), keys.length, bytes);
+    if (dryRun) return { estimate };
+    // 5. store (a POSTed program in the blob store too, for a restart)
+    if (spec.program !== undefined) this.#p.blobs.put(spec.program);
     const id = `job_${randomUUID().replace(/-/g, "").slice(0, 20)}`;
-    const row = store.create({ id, accountId, appId, programSha256, inputBucket: spec.input.bucket, inputPrefix: spec.input.prefix, outputBucket: spec.output.bucket, outputPrefix: spec.output.prefix, concurrency, createdAt: Date.now() }, keys);
+    const row = store.create({ id, accountId, appId, programSha256, inputBucket: spec.input.bucket, inputPrefix: spec.input.prefix, outputBucket: spec.output.bucket, outputPrefix: spec.output.prefix, concurrency, createdAt: Date.now() }, keys, JSON.stringify(estimate));
     log.info("job created", { job: id, objects: keys.length, app: spec.app ?? null, program: programSha256?.slice(0, 16) ?? null, concurrency });
     // 6. start
     this.#start(row);
-    return this.view(row);
+    return { estimate, view: this.view(row) };
   }
 
   /** Starts every job a previous process left running (its pending items run; finished ones do not). */
@@ -255,6 +290,8 @@ export class Jobs {
       counts: this.#p.jobStore.counts(row.id),
       createdAt: new Date(row.createdAt).toISOString(),
       finishedAt: row.finishedAt === null ? null : new Date(row.finishedAt).toISOString(),
+      estimate: parseEstimate(this.#p.jobStore.estimateOf(row.id)),
+      cost: jobCost(this.#p, row),
     };
   }
 

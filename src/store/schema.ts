@@ -356,6 +356,8 @@ export const jobs = sqliteTable("jobs", {
   total: integer("total").notNull(),
   createdAt: integer("created_at").notNull(),
   finishedAt: integer("finished_at"),
+  /** The cost estimate made before the job started (JSON of JobEstimate, src/platform/job-costs.ts). */
+  estimate: text("estimate"),
 }, (t) => [index("jobs_account_idx").on(t.accountId, t.createdAt), index("jobs_status_idx").on(t.status)]);
 
 /**
@@ -377,4 +379,6 @@ export const jobItems = sqliteTable("job_items", {
   bytesOut: integer("bytes_out"),
   wallUs: integer("wall_us"),
   finishedAt: integer("finished_at"),
-}, (t) => [uniqueIndex("job_items_pk").on(t.jobId, t.seq), index("job_items_status_idx").on(t.jobId, t.status, t.seq)]);
+  /** The order items finished in, per job, from 1 (the progress stream's event id); null while pending. */
+  finishNo: integer("finish_no"),
+}, (t) => [uniqueIndex("job_items_pk").on(t.jobId, t.seq), index("job_items_status_idx").on(t.jobId, t.status, t.seq), index("job_items_finish_idx").on(t.jobId, t.finishNo)]);

@@ -3,6 +3,7 @@
  * object of a bucket prefix, outputs written under an output prefix.
  *   POST /v1/jobs                       JSON { app, input: "BUCKET/PREFIX", output: "BUCKET/PREFIX", concurrency? }
  *   POST /v1/jobs?input=…&output=…      a static x86-64 ELF as the body (application/octet-stream)
+ *   POST /v1/jobs?dry_run=1 (or "estimate": true in the JSON)   the estimate only: nothing is created
  *   GET  /v1/jobs                       the account's jobs, newest first
  *   GET  /v1/jobs/:id?items=all|failed|ok|pending&after=SEQ&limit=N   counts, and items when asked
  *   POST /v1/jobs/:id/cancel
@@ -15,7 +16,7 @@ import { z } from "@hono/zod-openapi";
 import type { AdminRoutes } from "./kit.js";
 import type { TokenInfo } from "../../store/index.js";
 import { readStreamLimited } from "../body.js";
-import { jobsOf } from "../../platform/jobs.js";
+import { jobsOf, type JobSpec } from "../../platform/jobs.js";
 import { PROGRAM_LIMITS } from "../../platform/object-runs.js";
 import { InputError, PayloadTooLargeError, ZerocellError } from "../../errors.js";
 
@@ -31,7 +32,7 @@ export function parseLocation(s: string, what: string): { bucket: string; prefix
 }
 
 const Location = z.string().min(3).max(1100);
-const JobBody = z.object({ app: z.string().min(1).max(63), input: Location, output: Location, concurrency: z.number().int().optional(), account: z.string().max(63).optional() }).strict();
+const JobBody = z.object({ app: z.string().min(1).max(63), input: Location, output: Location, concurrency: z.number().int().optional(), account: z.string().max(63).optional(), estimate: z.boolean().optional() }).strict();
 
 const JobSchema = z.looseObject({ id: z.string(), status: z.string() });
 
@@ -53,15 +54,20 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
     summary: "Run a deployed app (JSON body) or a POSTed static x86-64 program (the body, with ?input=&output=) once per object of a bucket prefix",
     body: JobBody,
     rawBody: { contentTypes: ["application/octet-stream"], description: "A static x86-64 ELF" },
-    responses: { 201: { description: "The job, started", schema: z.object({ job: JobSchema }) } },
+    query: z.object({ input: z.string().optional(), output: z.string().optional(), concurrency: z.string().optional(), account: z.string().optional(), dry_run: z.string().optional().openapi({ description: "1 or true: answer 200 with the estimate only (objects, bytes, usage, cost and its basis); nothing is created" }) }),
+    responses: { 201: { description: "The job, started (with its estimate)", schema: z.object({ job: JobSchema }) }, 200: { description: "A dry run's estimate", schema: z.object({ estimate: z.looseObject({ objects: z.number().int(), bytesIn: z.number().int() }) }) } },
   };
+  /** A dry run (?dry_run=1, or "estimate": true in a JSON body) answers the estimate; a job is created otherwise. */
+  const dryRun = (c: Context, body?: { estimate?: boolean | undefined }) => body?.estimate === true || ["1", "true"].includes(c.req.query("dry_run") ?? "");
+  const createOrEstimate = async (c: Context, dry: boolean, accountId: string, spec: JobSpec) =>
+    dry ? c.json({ estimate: await jobs().estimate(accountId, spec) }, 200) : c.json({ job: await jobs().create(accountId, spec) }, 201);
   endpoint("POST /v1/jobs", createSpec, async (c: Context, token, io) => {
     const type = c.req.header("content-type") ?? "";
     if (type.startsWith("application/json")) {
       const body = (await io.body())!;
       const accountId = accountOf(token, body.account);
       const spec = { app: body.app, input: parseLocation(body.input, "input"), output: parseLocation(body.output, "output"), ...(body.concurrency === undefined ? {} : { concurrency: body.concurrency }) };
-      return c.json({ job: await jobs().create(accountId, spec) }, 201);
+      return createOrEstimate(c, dryRun(c, body), accountId, spec);
     }
     const input = c.req.query("input");
     const output = c.req.query("output");
@@ -76,7 +82,7 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
     const program = raw === null ? Buffer.alloc(0) : await readStreamLimited(raw, limit, () => new PayloadTooLargeError(`jobs: program exceeds the limit of ${limit} bytes`));
     if (program.length === 0) throw new InputError("jobs: send a static x86-64 ELF as the body, or JSON naming an app");
     const spec = { program, input: parseLocation(input, "input"), output: parseLocation(output, "output"), ...(concurrency === undefined ? {} : { concurrency }) };
-    return c.json({ job: await jobs().create(accountId, spec) }, 201);
+    return createOrEstimate(c, dryRun(c), accountId, spec);
   });
 
   endpoint("GET /v1/jobs", { tag: "objects", summary: "The account's jobs, newest first", responses: { 200: { description: "Jobs", schema: z.object({ jobs: z.array(JobSchema) }) } } }, (c, token) => c.json({ jobs: jobs().list(scopeOf(token)) }));
