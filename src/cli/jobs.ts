@@ -1,13 +1,17 @@
 /**
  * `zerocell jobs run|status|list|cancel`: a deployed app or a static x86-64 program run once per
  * object of a bucket prefix, outputs written under an output prefix (the admin API's /v1/jobs).
- * `run --wait` (and `status --wait`) polls the job and draws a progress bar with objects/s and ETA
- * on a terminal.
+ * `run --wait` (and `status --wait`) follows the job's progress stream (server-sent events,
+ * job-events.ts; polling when the stream cannot be had) and draws a progress bar with objects/s
+ * and ETA on a terminal. `run --dry-run` prints the estimate only; `status` shows the estimate
+ * and the cost (job-costs.ts).
  */
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import cliProgress from "cli-progress";
 import type { CliKit } from "./access-keys.js";
+import { followJob } from "./job-events.js";
+import { costLine, estimateLine, type CostJson, type EstimateJson } from "./job-costs.js";
 
 interface JobJson {
   id: string;
@@ -21,6 +25,8 @@ interface JobJson {
   counts: { pending: number; ok: number; failed: number };
   createdAt: string;
   finishedAt: string | null;
+  estimate?: EstimateJson | null;
+  cost?: CostJson;
 }
 
 interface ItemJson {
@@ -34,24 +40,36 @@ interface ItemJson {
 const POLL_MS = 500;
 
 function summary(j: JobJson): string {
-  return `${j.id}  ${j.status}  ${j.counts.ok + j.counts.failed}/${j.total} done (ok ${j.counts.ok}, failed ${j.counts.failed}, pending ${j.counts.pending})`;
+  const lines = [`${j.id}  ${j.status}  ${j.counts.ok + j.counts.failed}/${j.total} done (ok ${j.counts.ok}, failed ${j.counts.failed}, pending ${j.counts.pending})`];
+  if (j.estimate != null) lines.push(`  ${estimateLine(j.estimate)}`);
+  if (j.cost !== undefined) lines.push(`  ${costLine(j.cost)}${j.status === "running" ? " (so far)" : ""}`);
+  return lines.join("\n");
 }
 
 export function registerJobCommands<T extends { url: string; token: string }>(program: Command, kit: CliKit<T>): void {
   const jobs = program.command("jobs").description("run an app or an x86-64 program once per object of a bucket prefix");
 
-  /** Polls until the job stops running; a progress bar on a terminal. */
+  /** Follows the job's progress stream (else polls) until it is done; a progress bar on a terminal. */
   const wait = async (target: T, job: JobJson): Promise<JobJson> => {
-    const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: "{bar} {value}/{total} objects | {rate} objects/s | ETA {eta_formatted} | failed {failed}", stream: process.stderr, hideCursor: true, etaBuffer: 20 }, cliProgress.Presets.shades_classic) : undefined;
+    const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: "{bar} {value}/{total} objects | {rate} objects/s | ETA {eta} | failed {failed}", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
     const t0 = Date.now();
     const done0 = job.counts.ok + job.counts.failed;
-    bar?.start(job.total, done0, { rate: "0", failed: job.counts.failed });
+    bar?.start(job.total, done0, { rate: "0", eta: "?", failed: job.counts.failed });
     try {
+      if (job.status === "running") {
+        try {
+          // The server's rate (over its last items) and ETA.
+          return await followJob<JobJson>(target, job.id, (p) => bar?.update(p.done, { rate: (p.rate ?? 0).toFixed(1), eta: p.etaSeconds === null ? "?" : `${p.etaSeconds}s`, failed: p.counts.failed }));
+        } catch (e) {
+          if (process.env.ZEROCELL_DEBUG !== undefined) process.stderr.write(`${(e as Error).message}; polling\n`);
+        }
+      }
       while (job.status === "running") {
         await new Promise((r) => setTimeout(r, POLL_MS));
         job = ((await kit.api(target, "GET", `/v1/jobs/${encodeURIComponent(job.id)}`)) as { job: JobJson }).job;
         const done = job.counts.ok + job.counts.failed;
-        bar?.update(done, { rate: ((done - done0) / Math.max(0.001, (Date.now() - t0) / 1000)).toFixed(1), failed: job.counts.failed });
+        const rate = (done - done0) / Math.max(0.001, (Date.now() - t0) / 1000);
+        bar?.update(done, { rate: rate.toFixed(1), eta: rate > 0 ? `${Math.round(job.counts.pending / rate)}s` : "?", failed: job.counts.failed });
       }
     } finally {
       bar?.stop();
@@ -75,12 +93,19 @@ export function registerJobCommands<T extends { url: string; token: string }>(pr
     .requiredOption("--output <bucket/prefix>", "where each output goes: <output prefix><key without the input prefix>")
     .option("--concurrency <n>", "objects in flight at once", (v) => Number(v))
     .option("--wait", "wait for the job to finish (a progress bar on a terminal)")
+    .option("--dry-run", "print the estimate (objects, bytes, usage, cost and its basis); start nothing")
     .addOption(kit.dataOption())
     .addOption(kit.jsonOption())
-    .action(async (opts: { app?: string; program?: string; input: string; output: string; concurrency?: number; wait?: boolean; data?: string; json?: boolean }) => {
+    .action(async (opts: { app?: string; program?: string; input: string; output: string; concurrency?: number; wait?: boolean; dryRun?: boolean; data?: string; json?: boolean }) => {
       if ((opts.app === undefined) === (opts.program === undefined)) kit.fail("name --app or --program (one of them)");
       const target = kit.findTarget(opts);
       let res: { job: JobJson };
+      if (opts.dryRun === true) {
+        const est = (await (opts.app !== undefined
+          ? kit.api(target, "POST", "/v1/jobs", Buffer.from(JSON.stringify({ app: opts.app, input: opts.input, output: opts.output, estimate: true })), "application/json")
+          : kit.api(target, "POST", `/v1/jobs?${new URLSearchParams({ input: opts.input, output: opts.output, dry_run: "1" }).toString()}`, readFileSync(opts.program!), "application/octet-stream"))) as { estimate: EstimateJson };
+        return kit.print(opts.json === true, est, () => estimateLine(est.estimate));
+      }
       if (opts.app !== undefined) {
         const body = { app: opts.app, input: opts.input, output: opts.output, ...(opts.concurrency === undefined ? {} : { concurrency: opts.concurrency }) };
         res = (await kit.api(target, "POST", "/v1/jobs", Buffer.from(JSON.stringify(body)), "application/json")) as { job: JobJson };

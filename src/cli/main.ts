@@ -16,6 +16,7 @@ import { registerBucketCommands } from "./buckets.js";
 import { registerEnvCommands } from "./env.js";
 import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
 import { registerJobCommands } from "./jobs.js";
+import { printJobUsage } from "./job-costs.js";
 import { registerDomainCommands } from "./domains.js";
 import { addObjectBackendOptions, resolveObjectBackend, type ObjectBackendOpts } from "./objects-backend.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
@@ -580,9 +581,11 @@ program
   .option("--app <name>")
   .option("--from <day>", "YYYY-MM-DD")
   .option("--to <day>", "YYYY-MM-DD")
+  .option("--jobs", "per job instead: objects, bytes read, estimated and actual cost")
   .addOption(dataOption())
   .addOption(jsonOption())
-  .action(async (opts: { account?: string; app?: string; from?: string; to?: string; data?: string; json?: boolean }) => {
+  .action(async (opts: { account?: string; app?: string; from?: string; to?: string; jobs?: boolean; data?: string; json?: boolean }) => {
+    if (opts.jobs === true) return printJobUsage(kit, findTarget(opts), opts);
     const qs = new URLSearchParams();
     for (const k of ["account", "app", "from", "to"] as const) if (opts[k] !== undefined) qs.set(k, opts[k]!);
     const res = (await api(findTarget(opts), "GET", `/v1/usage${qs.size > 0 ? "?" + qs.toString() : ""}`)) as { usage: Array<{ day: string; account: string; app: string; requests: number; errors: number; gbSeconds: number; wallMs: number; instructions: number; bytesIn: number; bytesOut: number }> };
