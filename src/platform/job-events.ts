@@ -17,7 +17,7 @@
  * Must never: stream another account's job (the gateway checks before opening), or keep a
  * stream (and its slot) after its client went away.
  */
-import { Gauge } from "prom-client";
+import { Counter, Gauge } from "prom-client";
 import type { Platform } from "./index.js";
 import type { JobRow } from "../store/jobs.js";
 import { jobsOf, type JobView } from "./jobs.js";
@@ -87,6 +87,7 @@ export class JobEvents {
   readonly #subscribers = new Map<string, Set<() => void>>();
   readonly #perAccount = new Map<string, number>();
   #open = 0;
+  #opened = 0;
 
   constructor(p: Platform, limits: Partial<JobEventLimits> = {}) {
     this.#p = p;
@@ -103,6 +104,20 @@ export class JobEvents {
         this.set(self.openStreams);
       },
     });
+    new Counter({
+      name: "zerocell_job_event_streams_opened_total",
+      help: "Job progress streams opened since the server started",
+      registers: [p.metrics.registry],
+      collect() {
+        this.reset();
+        this.inc(self.openedStreams);
+      },
+    });
+  }
+
+  /** Streams opened since start. */
+  get openedStreams(): number {
+    return this.#opened;
   }
 
   /** Streams open now (each holds one subscriber). */
@@ -123,6 +138,7 @@ export class JobEvents {
     if (this.#open >= l.maxStreams) throw new ZerocellError("too_many_streams", 429, `jobs: ${this.#open} progress streams open on this server (limit ${l.maxStreams}); try again later`);
     this.#perAccount.set(accountId, mine + 1);
     this.#open++;
+    this.#opened++;
     let dirty = false;
     let wakeWaiter: (() => void) | undefined;
     let closed = false;

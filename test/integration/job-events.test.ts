@@ -12,6 +12,8 @@ import Database from "better-sqlite3";
 import { join } from "node:path";
 import { writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
+import http from "node:http";
+import { Readable } from "node:stream";
 import { createHash } from "node:crypto";
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import { CreateBucketCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
@@ -74,29 +76,40 @@ describe("jobs: progress over SSE, estimate and cost", () => {
     }
   };
   const job = async (id: string) => (await admin(server, "GET", `/v1/jobs/${id}`)).json.job as JobJson;
-  const openStreams = async () => {
-    const m = await fetch(`${server.urls.admin}/metrics`, { headers: { authorization: `Bearer ${server.token}` } });
-    const line = (await m.text()).split("\n").find((l) => l.startsWith("zerocell_job_event_streams "));
+  const metric = async (name: string) => {
+    const m = await admin(server, "GET", "/metrics");
+    const line = String(m.json).split("\n").find((l) => l.startsWith(`${name} `));
     return Number(line?.split(" ")[1] ?? NaN);
   };
+  const openStreams = () => metric("zerocell_job_event_streams");
 
-  /** Opens GET /v1/jobs/:id/events and collects its events in the background. */
+  /**
+   * Opens GET /v1/jobs/:id/events and collects its events in the background. A connection of its
+   * own (agent: false): a kept-alive socket the server closed while a synchronous CLI run blocked
+   * this process would fail the request.
+   */
   const stream = async (id: string, opts: { token?: string; lastEventId?: string } = {}): Promise<Stream> => {
-    const ac = new AbortController();
     const headers: Record<string, string> = { authorization: `Bearer ${opts.token ?? server.token}`, accept: "text/event-stream" };
     if (opts.lastEventId !== undefined) headers["last-event-id"] = opts.lastEventId;
-    const res = await fetch(`${server.urls.admin}/v1/jobs/${id}/events`, { headers, signal: ac.signal });
-    const s: Stream = { status: res.status, events: [], ended: Promise.resolve(), close: () => ac.abort(), body: "" };
-    if (res.status !== 200) {
-      s.body = await res.text();
+    const req = http.request(`${server.urls.admin}/v1/jobs/${id}/events`, { headers, agent: false });
+    let closed = false;
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      req.on("response", resolve);
+      req.on("error", reject);
+      req.end();
+    });
+    const s: Stream = { status: res.statusCode ?? 0, events: [], ended: Promise.resolve(), close: () => ((closed = true), req.destroy()), body: "" };
+    if (s.status !== 200) {
+      for await (const c of res) s.body += String(c);
       return s;
     }
-    expect(res.headers.get("content-type")).toContain("text/event-stream");
+    expect(res.headers["content-type"]).toContain("text/event-stream");
     s.ended = (async () => {
       try {
-        for await (const e of res.body!.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream()) as unknown as AsyncIterable<SseEvent>) s.events.push(e);
+        const web = Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>;
+        for await (const e of web.pipeThrough(new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>).pipeThrough(new EventSourceParserStream()) as unknown as AsyncIterable<SseEvent>) s.events.push(e);
       } catch (e) {
-        if (!ac.signal.aborted) throw e;
+        if (!closed) throw e;
       }
     })();
     return s;
@@ -144,8 +157,11 @@ describe("jobs: progress over SSE, estimate and cost", () => {
   }, 120_000);
 
   it("after a job its cost is the sum of its items' usage records; `zerocell usage --jobs` and `jobs status` show it; the next estimate uses the history", async () => {
+    const opened = await metric("zerocell_job_event_streams_opened_total");
     const r = server.cli(["jobs", "run", "--program", programFile, "--input", "mail/inbox/", "--output", "out/x86/", "--concurrency", "2", "--wait", "--json"], { allowFail: true });
     expect(r.code, r.stderr).toBe(2);
+    // --wait followed the job's progress stream (not polling).
+    expect(await metric("zerocell_job_event_streams_opened_total")).toBe(opened + 1);
     const id = (JSON.parse(r.stdout) as { job: JobJson }).job.id;
     const j = await job(id);
     expect(j.counts).toEqual({ ok: N - 1, failed: 1, pending: 0 });
@@ -237,20 +253,34 @@ describe("jobs: progress over SSE, estimate and cost", () => {
     const seen = itemsOf(first);
     const lastId = first.events.filter((e) => e.id !== undefined).at(-1)!.id!;
 
-    // 2. the stream limit: 8 per account; the 9th is 429, and a stream that hangs up frees its slot
-    const held: Stream[] = [];
-    for (let i = 0; i < 8; i++) held.push(await stream(id));
+    // 2. a reconnect with the last id seen, while the job runs: it gets the rest (checked below)
+    const rest = await stream(id, { lastEventId: lastId });
+    expect(rest.status).toBe(200);
+    // 3. the stream limit: 8 per account (the reconnect is one); the 9th is 429
+    const held: Stream[] = [rest];
+    for (let i = 0; i < 7; i++) held.push(await stream(id));
     expect(held.map((h) => h.status)).toEqual(Array(8).fill(200));
     expect(await openStreams()).toBe(8);
     const ninth = await stream(id);
     expect(ninth.status).toBe(429);
     expect(JSON.parse(ninth.body).error.code).toBe("too_many_streams");
+    // A stream that hangs up frees its slot at once: a new one gets it.
     held.pop()!.close();
     await vi.waitFor(async () => expect(await openStreams()).toBe(7), { timeout: 30_000, interval: 100 });
-    // 3. a reconnect with the last id seen gets the rest: nothing twice, nothing lost
-    const rest = await stream(id, { lastEventId: lastId });
-    expect(rest.status).toBe(200);
-    await rest.ended;
+    const again = await stream(id);
+    expect(again.status).toBe(200);
+    held.push(again);
+    // The CLI's --wait cannot have a stream now (429): it polls, and still reports the finished job.
+    expect((await job(id)).status).toBe("running");
+    const opened = await metric("zerocell_job_event_streams_opened_total");
+    const waited = JSON.parse(server.cli(["jobs", "status", id, "--wait", "--json"]).stdout) as { job: JobJson };
+    expect(waited.job).toMatchObject({ status: "done", counts: { ok: SLOW, failed: 0, pending: 0 } });
+    expect(await metric("zerocell_job_event_streams_opened_total")).toBe(opened);
+    // The held streams end with the job (each with `done`); every slot is free again.
+    await Promise.all(held.map((h) => h.ended));
+    expect(held.every((h) => h.events.at(-1)?.event === "done")).toBe(true);
+    await vi.waitFor(async () => expect(await openStreams()).toBe(0), { timeout: 30_000, interval: 100 });
+    // 4. the reconnect got the rest: nothing twice, nothing lost
     const after = itemsOf(rest);
     const all = [...seen, ...after].map((i) => i.seq).sort((a, b) => a - b);
     expect(all).toEqual(Array.from({ length: SLOW }, (_, i) => i));
@@ -258,10 +288,6 @@ describe("jobs: progress over SSE, estimate and cost", () => {
     expect(rest.events.at(-1)!.event).toBe("done");
     expect(done.job.counts).toEqual((await job(id)).counts);
     expect(done.job.counts).toEqual({ ok: SLOW, failed: 0, pending: 0 });
-    // The held streams end with the job too; every slot is free again.
-    await Promise.all(held.map((h) => h.ended));
-    expect(held.every((h) => h.events.at(-1)?.event === "done")).toBe(true);
-    await vi.waitFor(async () => expect(await openStreams()).toBe(0), { timeout: 30_000, interval: 100 });
   }, 240_000);
 
   it("a client that goes away mid-job releases its stream at once", async () => {
