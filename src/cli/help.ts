@@ -15,7 +15,7 @@ const EXAMPLES: Record<string, string[]> = {
   pool: ["zerocell pool", "zerocell pool myapp --json"],
   accounts: ["zerocell accounts create alice --plan standard", "zerocell accounts list"],
   tokens: ["zerocell tokens create --account alice --scope deploy", "zerocell tokens list", "zerocell tokens revoke tok_..."],
-  usage: ["zerocell usage --account alice --from 2026-11-01 --to 2026-11-30"],
+  usage: ["zerocell usage --account alice --from 2026-11-01 --to 2026-11-30", "zerocell usage --jobs        # per job: objects, estimated and actual cost"],
   domains: ["zerocell domains add shop.example.com", "zerocell domains list --json", "zerocell domains remove shop.example.com"],
   invoices: ["zerocell invoices --drafts", "zerocell invoices close --period 2026-11"],
   buckets: ["zerocell buckets usage", "zerocell buckets usage --account alice --json", "zerocell buckets quota --account alice --bytes 10737418240 --objects 100000", "zerocell buckets quota --account alice --bytes default"],

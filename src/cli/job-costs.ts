@@ -31,7 +31,7 @@ export function money(r: RatedJson): string {
 }
 
 export function estimateLine(e: EstimateJson): string {
-  const basis = e.basis.kind === "history" ? `from ${e.basis.runs ?? 0} past runs of this program` : "default per-object and per-byte rates (no past runs)";
+  const basis = e.basis.kind === "history" ? `basis: ${e.basis.runs ?? 0} past runs of this program` : "basis: default rates, no past runs";
   return `estimate: ${e.objects} objects, ${e.bytesIn} bytes, ${e.usage.billedMs} billed ms, ${e.usage.instructions} instructions → ${money(e.cost)} (${basis})`;
 }
 

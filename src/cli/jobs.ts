@@ -51,15 +51,15 @@ export function registerJobCommands<T extends { url: string; token: string }>(pr
 
   /** Follows the job's progress stream (else polls) until it is done; a progress bar on a terminal. */
   const wait = async (target: T, job: JobJson): Promise<JobJson> => {
-    const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: "{bar} {value}/{total} objects | {rate} objects/s | ETA {eta} | failed {failed}", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
+    const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: "{bar} {value}/{total} objects | {rate} objects/s | ETA {etaText} | failed {failed}", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
     const t0 = Date.now();
     const done0 = job.counts.ok + job.counts.failed;
-    bar?.start(job.total, done0, { rate: "0", eta: "?", failed: job.counts.failed });
+    bar?.start(job.total, done0, { rate: "0", etaText: "?", failed: job.counts.failed });
     try {
       if (job.status === "running") {
         try {
           // The server's rate (over its last items) and ETA.
-          return await followJob<JobJson>(target, job.id, (p) => bar?.update(p.done, { rate: (p.rate ?? 0).toFixed(1), eta: p.etaSeconds === null ? "?" : `${p.etaSeconds}s`, failed: p.counts.failed }));
+          return await followJob<JobJson>(target, job.id, (p) => bar?.update(p.done, { rate: (p.rate ?? 0).toFixed(1), etaText: p.etaSeconds === null ? "?" : `${p.etaSeconds}s`, failed: p.counts.failed }));
         } catch (e) {
           if (process.env.ZEROCELL_DEBUG !== undefined) process.stderr.write(`${(e as Error).message}; polling\n`);
         }
@@ -69,7 +69,7 @@ export function registerJobCommands<T extends { url: string; token: string }>(pr
         job = ((await kit.api(target, "GET", `/v1/jobs/${encodeURIComponent(job.id)}`)) as { job: JobJson }).job;
         const done = job.counts.ok + job.counts.failed;
         const rate = (done - done0) / Math.max(0.001, (Date.now() - t0) / 1000);
-        bar?.update(done, { rate: rate.toFixed(1), eta: rate > 0 ? `${Math.round(job.counts.pending / rate)}s` : "?", failed: job.counts.failed });
+        bar?.update(done, { rate: rate.toFixed(1), etaText: rate > 0 ? `${Math.round(job.counts.pending / rate)}s` : "?", failed: job.counts.failed });
       }
     } finally {
       bar?.stop();
