@@ -40,7 +40,10 @@ export interface UsageHistory {
 
 /**
  * Sums the records whose request id starts with `prefix`, of one account. The range
- * [prefix, prefix + U+FFFF) walks the unique request-id index (LIKE would scan the table).
+ * [prefix, prefix + U+FFFF) walks the unique request-id index (LIKE would scan the table). The
+ * account test is written `account_id || '' = ?` so the planner cannot pick the account's index
+ * instead (it did: every record of the account scanned, 45 ms for a job of 1,000 items among
+ * 300,000 records; bench/job-cost.mjs).
  */
 export function usageOfRequests(db: Database, accountId: string, prefix: string): UsageTotals {
   const row = db
@@ -48,7 +51,7 @@ export function usageOfRequests(db: Database, accountId: string, prefix: string)
       `SELECT COUNT(*) AS records, COALESCE(SUM(mode != 'warmup'), 0) AS requests, COALESCE(SUM(status >= 500), 0) AS errors,
         COALESCE(SUM(((wall_us + 999) / 1000) * memory_mb), 0) AS mbMs, COALESCE(SUM(wall_us), 0) AS wallUs, COALESCE(SUM(cpu_us), 0) AS cpuUs,
         COALESCE(SUM(instructions), 0) AS instructions, COALESCE(SUM(bytes_in), 0) AS bytesIn, COALESCE(SUM(bytes_out), 0) AS bytesOut
-       FROM usage_records WHERE request_id >= ? AND request_id < ? AND account_id = ?`,
+       FROM usage_records WHERE request_id >= ? AND request_id < ? AND account_id || '' = ?`,
     )
     .get(prefix, `${prefix}\uffff`, accountId) as UsageTotals;
   return row;

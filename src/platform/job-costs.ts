@@ -13,6 +13,7 @@
  * from the records every time (src/billing/job-usage.ts), never a counter of its own.
  * Must never: use another account's runs for an estimate, or count a record outside the job.
  */
+import { LRUCache } from "lru-cache";
 import type { Platform } from "./index.js";
 import type { JobRow } from "../store/jobs.js";
 import { PROGRAM_LIMITS } from "./object-runs.js";
@@ -126,10 +127,26 @@ export function estimateJob(p: Platform, accountId: string, target: EstimateTarg
   return { objects, bytesIn: bytes, basis, usage, cost, madeAt: new Date().toISOString() };
 }
 
-/** The job's usage records summed and priced with the account's plan (items still running count once their record is written). */
-export function jobCost(p: Platform, row: Pick<JobRow, "id" | "accountId">): JobCost {
+/**
+ * Sums of finished jobs (stopped a minute ago or more, no item in flight): their records never
+ * change again (request ids are unique, written once; each item's record is flushed before the
+ * item is marked, and the minute covers a flush that failed and is retried), so the query's
+ * answer is kept rather than run again (~75 ms for 100,000 records on this machine). The price is
+ * applied each time (a plan may change).
+ */
+const finishedTotals = new LRUCache<string, UsageTotals>({ max: 10_000 });
+
+/** How long after a job stopped its sums are taken as final, ms. */
+const FINAL_AFTER_MS = 60_000;
+
+/**
+ * The job's usage records summed and priced with the account's plan (items still running count
+ * once their record is written). `stopped`: the job is not running and none of its items is in flight.
+ */
+export function jobCost(p: Platform, row: Pick<JobRow, "id" | "accountId" | "finishedAt">, stopped = false): JobCost {
   // The trailing "-" keeps job_x from matching job_xy (ids have a fixed length anyway).
-  const u = p.billing.usageOfRequests(row.accountId, `job-${row.id}-`);
+  const u = finishedTotals.get(row.id) ?? p.billing.usageOfRequests(row.accountId, `job-${row.id}-`);
+  if (stopped && row.finishedAt !== null && Date.now() - row.finishedAt >= FINAL_AFTER_MS) finishedTotals.set(row.id, u);
   const cost = rateUsage(p.billing.planOf(row.accountId), { requests: u.requests, mbMs: u.mbMs, instructions: u.instructions });
   return { usage: { ...u, gbSeconds: u.mbMs / 1024 / 1000 }, cost };
 }

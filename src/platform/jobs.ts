@@ -291,7 +291,7 @@ export class Jobs {
       createdAt: new Date(row.createdAt).toISOString(),
       finishedAt: row.finishedAt === null ? null : new Date(row.finishedAt).toISOString(),
       estimate: parseEstimate(this.#p.jobStore.estimateOf(row.id)),
-      cost: jobCost(this.#p, row),
+      cost: jobCost(this.#p, row, row.status !== "running" && !this.#running.has(row.id)),
     };
   }
 
