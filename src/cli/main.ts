@@ -17,6 +17,7 @@ import { registerEnvCommands } from "./env.js";
 import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
 import { registerJobCommands } from "./jobs.js";
 import { printJobUsage } from "./job-costs.js";
+import { EventSourceParserStream } from "eventsource-parser/stream";
 import { registerDomainCommands } from "./domains.js";
 import { addObjectBackendOptions, resolveObjectBackend, type ObjectBackendOpts } from "./objects-backend.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
@@ -465,20 +466,13 @@ program
     if (!res.ok || res.body === null) {
       throw await responseError(res);
     }
-    const decoder = new TextDecoder();
-    let buf = "";
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buf += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buf.indexOf("\n\n")) !== -1) {
-        const event = buf.slice(0, end);
-        buf = buf.slice(end + 2);
-        const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
-        if (data === "") continue;
-        if (/^event:\s*overflow$/m.test(event)) throw new CliError("logs: the server dropped this follower (it fell behind); run the command again");
-        const line = JSON.parse(data) as LogLineJson;
-        process.stdout.write(opts.json === true ? JSON.stringify(line) + "\n" : fmtLog(line) + "\n");
-      }
+    // Parsed by eventsource-parser, as the jobs' progress stream is (src/cli/job-events.ts).
+    const events = res.body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+    for await (const e of events as unknown as AsyncIterable<{ event?: string; data: string }>) {
+      if (e.event === "overflow") throw new CliError("logs: the server dropped this follower (it fell behind); run the command again");
+      if (e.data === "") continue;
+      const line = JSON.parse(e.data) as LogLineJson;
+      process.stdout.write(opts.json === true ? JSON.stringify(line) + "\n" : fmtLog(line) + "\n");
     }
   });
 
