@@ -125,11 +125,6 @@ export class JobEvents {
     return this.#open;
   }
 
-  /** Jobs with at least one open stream. */
-  get watchedJobs(): number {
-    return this.#subscribers.size;
-  }
-
   /** Takes a stream slot for the account or throws 429 too_many_streams; the slot is freed by the subscription's close. */
   #subscribe(accountId: string, jobId: string): Subscription {
     const l = this.limits;
