@@ -166,4 +166,5 @@ export class UsageRecorder {
 export { Billing, type InvoiceInfo, type UsageRow } from "./service.js";
 export { SERIES_LIMITS, type Series, type SeriesBucket, type SeriesLimits } from "./series.js";
 export { StripeSync, type StripeSyncOptions } from "./stripe-sync.js";
-export { DEFAULT_PLAN, ratePeriod, currentPeriod, periodDays, type PricePlan } from "./rating.js";
+export { DEFAULT_PLAN, ratePeriod, rateUsage, currentPeriod, periodDays, type PricePlan, type RatedUsage } from "./rating.js";
+export type { UsageHistory, UsageTotals } from "./job-usage.js";

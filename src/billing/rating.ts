@@ -74,43 +74,70 @@ function fmt(n: number | bigint): string {
   return BigInt(n).toLocaleString("en-US");
 }
 
+/** One metric of some usage: its quantity in the metric's smallest unit, and that unit per billed unit. */
+interface MetricQuantity {
+  metric: Metric;
+  /** The whole quantity, in the smallest unit (requests, MB-ms, instructions). */
+  total: bigint;
+  /** What is billed: the total less the free allowance (when one applies). */
+  billable: bigint;
+  /** Smallest units per priced unit (1 request, 1 GB-s = 1,024,000 MB-ms, 10⁹ instructions). */
+  perUnit: bigint;
+  /** The free allowance, in priced units. */
+  free: number;
+  unitPriceMicros: number;
+}
+
+/** The quantities rating prices (instructions only when there are some); `free`: subtract the plan's allowances. */
+function metricQuantities(plan: PricePlan, usage: PeriodUsage, free: boolean): MetricQuantity[] {
+  const q = (metric: Metric, total: bigint, perUnit: bigint, freeUnits: number, unitPriceMicros: number): MetricQuantity => {
+    const allowance = free ? BigInt(freeUnits) * perUnit : 0n;
+    return { metric, total, billable: total > allowance ? total - allowance : 0n, perUnit, free: freeUnits, unitPriceMicros };
+  };
+  const out = [q("requests", BigInt(usage.requests), 1n, plan.freeRequests, plan.requestPriceMicros), q("compute", BigInt(usage.mbMs), MB_MS_PER_GB_S, plan.freeGbSeconds, plan.gbSecondPriceMicros)];
+  if (usage.instructions > 0) out.push(q("instructions", BigInt(usage.instructions), GIGA, plan.freeGigaInstructions, plan.gigaInstructionPriceMicros));
+  return out;
+}
+
 export function ratePeriod(plan: PricePlan, usage: PeriodUsage): RatedLine[] {
-  const lines: RatedLine[] = [];
-  // Requests
-  const req = BigInt(usage.requests);
-  const reqBillable = req > BigInt(plan.freeRequests) ? req - BigInt(plan.freeRequests) : 0n;
-  lines.push({
-    metric: "requests",
-    description: `Requests: ${fmt(req)} (${fmt(plan.freeRequests)} free)`,
-    quantity: reqBillable.toString(),
-    unitPriceMicros: plan.requestPriceMicros,
-    amount: Number(divRound(reqBillable * BigInt(plan.requestPriceMicros), MICROS)),
+  return metricQuantities(plan, usage, true).map((m) => {
+    const amount = Number(divRound(m.billable * BigInt(m.unitPriceMicros), m.perUnit * MICROS));
+    switch (m.metric) {
+      case "requests":
+        return { metric: m.metric, description: `Requests: ${fmt(m.total)} (${fmt(m.free)} free)`, quantity: m.billable.toString(), unitPriceMicros: m.unitPriceMicros, amount };
+      case "compute":
+        return { metric: m.metric, description: `Compute: ${decimal(m.total, m.perUnit, 6)} GB-s (${fmt(m.free)} GB-s free)`, quantity: decimal(m.billable, m.perUnit, 6), unitPriceMicros: m.unitPriceMicros, amount };
+      case "instructions":
+        return { metric: m.metric, description: `Guest instructions: ${decimal(m.total, m.perUnit, 3)} billion (${fmt(m.free)} billion free)`, quantity: decimal(m.billable, m.perUnit, 9), unitPriceMicros: m.unitPriceMicros, amount };
+    }
   });
-  // Compute: GB-seconds
-  const mbMs = BigInt(usage.mbMs);
-  const freeMbMs = BigInt(plan.freeGbSeconds) * MB_MS_PER_GB_S;
-  const mbMsBillable = mbMs > freeMbMs ? mbMs - freeMbMs : 0n;
-  lines.push({
-    metric: "compute",
-    description: `Compute: ${decimal(mbMs, MB_MS_PER_GB_S, 6)} GB-s (${fmt(plan.freeGbSeconds)} GB-s free)`,
-    quantity: decimal(mbMsBillable, MB_MS_PER_GB_S, 6),
-    unitPriceMicros: plan.gbSecondPriceMicros,
-    amount: Number(divRound(mbMsBillable * BigInt(plan.gbSecondPriceMicros), MB_MS_PER_GB_S * MICROS)),
-  });
-  // Instructions (x86 guests)
-  if (usage.instructions > 0) {
-    const ins = BigInt(usage.instructions);
-    const freeIns = BigInt(plan.freeGigaInstructions) * GIGA;
-    const insBillable = ins > freeIns ? ins - freeIns : 0n;
-    lines.push({
-      metric: "instructions",
-      description: `Guest instructions: ${decimal(ins, GIGA, 3)} billion (${fmt(plan.freeGigaInstructions)} billion free)`,
-      quantity: decimal(insBillable, GIGA, 9),
-      unitPriceMicros: plan.gigaInstructionPriceMicros,
-      amount: Number(divRound(insBillable * BigInt(plan.gigaInstructionPriceMicros), GIGA * MICROS)),
-    });
-  }
-  return lines;
+}
+
+/** Some usage priced at a plan's unit prices, free allowances left out (a job's share of a bill). */
+export interface RatedUsage {
+  currency: string;
+  plan: string;
+  lines: Array<{ metric: Metric; quantity: string; unitPriceMicros: number; amountMicros: number }>;
+  /** Micro minor units (millionths of a cent for USD), each line rounded half-up once. */
+  totalMicros: number;
+  /** Minor units (cents), the micro total rounded half-up. */
+  total: number;
+}
+
+/**
+ * Rates a slice of usage (one job's items) with the same quantities and prices as an invoice,
+ * without free allowances (they belong to the period, not to a job); amounts in micro minor
+ * units, since one job often costs less than a cent.
+ */
+export function rateUsage(plan: PricePlan, usage: PeriodUsage): RatedUsage {
+  const lines = metricQuantities(plan, usage, false).map((m) => ({
+    metric: m.metric,
+    quantity: m.perUnit === 1n ? m.billable.toString() : decimal(m.billable, m.perUnit, 9),
+    unitPriceMicros: m.unitPriceMicros,
+    amountMicros: Number(divRound(m.billable * BigInt(m.unitPriceMicros), m.perUnit)),
+  }));
+  const totalMicros = lines.reduce((s, l) => s + l.amountMicros, 0);
+  return { currency: plan.currency, plan: plan.name, lines, totalMicros, total: Number(divRound(BigInt(totalMicros), MICROS)) };
 }
 
 const PERIOD = /^(\d{4})-(0[1-9]|1[0-2])$/;

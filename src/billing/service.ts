@@ -10,6 +10,7 @@ import { accounts, apps, invoiceLines, invoices, pricePlans, usageDaily } from "
 import { DEFAULT_PLAN, currentPeriod, periodDays, ratePeriod, type PricePlan, type RatedLine } from "./rating.js";
 import { InputError, NotFoundError, ConflictError } from "../errors.js";
 import { querySeries, type Series, type SeriesQuery } from "./series.js";
+import { usageHistory, usageOfRequests, type UsageHistory, type UsageTotals } from "./job-usage.js";
 
 export interface UsageRow {
   day: string;
@@ -109,6 +110,16 @@ export class Billing {
     return querySeries(this.#o.sqlite, q);
   }
 
+  /** Totals of an account's usage records whose request id starts with `prefix` (a job's items: job-usage.ts). */
+  usageOfRequests(accountId: string, prefix: string): UsageTotals {
+    return usageOfRequests(this.#o.sqlite, accountId, prefix);
+  }
+
+  /** The sums an estimate fits to: an app's (or program's) newest `limit` runs on objects (job-usage.ts). */
+  usageHistory(accountId: string, appId: string, limit: number): UsageHistory {
+    return usageHistory(this.#o.sqlite, accountId, appId, limit);
+  }
+
   usage(filter: { accountId?: string; app?: string; from?: string; to?: string }): UsageRow[] {
     const conds = [];
     if (filter.accountId !== undefined) conds.push(eq(usageDaily.accountId, filter.accountId));
@@ -128,7 +139,8 @@ export class Billing {
         day: d.day,
         accountId: d.accountId,
         account,
-        app: app ?? "(deleted)",
+        // A POSTed program's runs (jobs, /v1/objects/run) are metered under "program:<sha>", no app row.
+        app: app ?? (d.appId.startsWith("program:") ? d.appId : "(deleted)"),
         requests: d.requests,
         errors: d.errors,
         gbSeconds: d.mbMs / 1024 / 1000,

@@ -15,7 +15,7 @@ const EXAMPLES: Record<string, string[]> = {
   pool: ["zerocell pool", "zerocell pool myapp --json"],
   accounts: ["zerocell accounts create alice --plan standard", "zerocell accounts list"],
   tokens: ["zerocell tokens create --account alice --scope deploy", "zerocell tokens list", "zerocell tokens revoke tok_..."],
-  usage: ["zerocell usage --account alice --from 2026-11-01 --to 2026-11-30"],
+  usage: ["zerocell usage --account alice --from 2026-11-01 --to 2026-11-30", "zerocell usage --jobs        # per job: objects, estimated and actual cost"],
   domains: ["zerocell domains add shop.example.com", "zerocell domains list --json", "zerocell domains remove shop.example.com"],
   invoices: ["zerocell invoices --drafts", "zerocell invoices close --period 2026-11"],
   job: ["ln -s /bin/busybox grep; ln -s /bin/busybox awk   # busybox picks its applet by the file name", "zerocell job run --program ./grep --input mail/inbox/ --reduce ./awk --reduce-arg '{s+=$1} END {print s}' --ok-exit 0,1 -- -c needle", "zerocell job run --program ./grep --input mail/inbox/ --out results/counts/ --ok-exit 0,1 --json -- -c needle"],

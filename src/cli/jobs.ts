@@ -1,14 +1,18 @@
 /**
  * `zerocell jobs run|status|list|cancel`: a deployed app or a static x86-64 program run once per
  * object of a bucket prefix, outputs written under an output prefix (the admin API's /v1/jobs).
- * `run --wait` (and `status --wait`) polls the job and draws a progress bar with objects/s and ETA
- * on a terminal. `zerocell job run` (job-run.ts) is the Unix-tool form: argv, stdin, stdout, reduce.
+ * `run --wait` (and `status --wait`) follows the job's progress stream (server-sent events,
+ * job-events.ts; polling when the stream cannot be had) and draws a progress bar with objects/s
+ * and ETA on a terminal (job-wait.ts). `run --dry-run` prints the estimate only; `status` shows
+ * the estimate and the cost (job-costs.ts). `zerocell job run` (job-run.ts) is the Unix-tool
+ * form: argv, stdin, stdout, reduce.
  */
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import type { CliKit } from "./access-keys.js";
 import { jobSummary as summary, waitForJob, type ItemJson, type JobJson } from "./job-wait.js";
 import { registerJobRunCommand } from "./job-run.js";
+import { estimateLine, type EstimateJson } from "./job-costs.js";
 
 export function registerJobCommands<T extends { url: string; token: string }>(program: Command, kit: CliKit<T>): void {
   registerJobRunCommand(program, kit);
@@ -32,12 +36,19 @@ export function registerJobCommands<T extends { url: string; token: string }>(pr
     .requiredOption("--output <bucket/prefix>", "where each output goes: <output prefix><key without the input prefix>")
     .option("--concurrency <n>", "objects in flight at once", (v) => Number(v))
     .option("--wait", "wait for the job to finish (a progress bar on a terminal)")
+    .option("--dry-run", "print the estimate (objects, bytes, usage, cost and its basis); start nothing")
     .addOption(kit.dataOption())
     .addOption(kit.jsonOption())
-    .action(async (opts: { app?: string; program?: string; input: string; output: string; concurrency?: number; wait?: boolean; data?: string; json?: boolean }) => {
+    .action(async (opts: { app?: string; program?: string; input: string; output: string; concurrency?: number; wait?: boolean; dryRun?: boolean; data?: string; json?: boolean }) => {
       if ((opts.app === undefined) === (opts.program === undefined)) kit.fail("name --app or --program (one of them)");
       const target = kit.findTarget(opts);
       let res: { job: JobJson };
+      if (opts.dryRun === true) {
+        const est = (await (opts.app !== undefined
+          ? kit.api(target, "POST", "/v1/jobs", Buffer.from(JSON.stringify({ app: opts.app, input: opts.input, output: opts.output, estimate: true })), "application/json")
+          : kit.api(target, "POST", `/v1/jobs?${new URLSearchParams({ input: opts.input, output: opts.output, dry_run: "1" }).toString()}`, readFileSync(opts.program!), "application/octet-stream"))) as { estimate: EstimateJson };
+        return kit.print(opts.json === true, est, () => estimateLine(est.estimate));
+      }
       if (opts.app !== undefined) {
         const body = { app: opts.app, input: opts.input, output: opts.output, ...(opts.concurrency === undefined ? {} : { concurrency: opts.concurrency }) };
         res = (await kit.api(target, "POST", "/v1/jobs", Buffer.from(JSON.stringify(body)), "application/json")) as { job: JobJson };

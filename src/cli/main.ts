@@ -16,6 +16,8 @@ import { registerBucketCommands } from "./buckets.js";
 import { registerEnvCommands } from "./env.js";
 import { addAccountLifecycle, registerPlanCommands } from "./accounts.js";
 import { registerJobCommands } from "./jobs.js";
+import { printJobUsage } from "./job-costs.js";
+import { EventSourceParserStream } from "eventsource-parser/stream";
 import { registerDomainCommands } from "./domains.js";
 import { addObjectBackendOptions, resolveObjectBackend, type ObjectBackendOpts } from "./objects-backend.js";
 import { addAppsDelete, runTokensAction, type CliContext } from "./lifecycle.js";
@@ -464,20 +466,13 @@ program
     if (!res.ok || res.body === null) {
       throw await responseError(res);
     }
-    const decoder = new TextDecoder();
-    let buf = "";
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buf += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buf.indexOf("\n\n")) !== -1) {
-        const event = buf.slice(0, end);
-        buf = buf.slice(end + 2);
-        const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
-        if (data === "") continue;
-        if (/^event:\s*overflow$/m.test(event)) throw new CliError("logs: the server dropped this follower (it fell behind); run the command again");
-        const line = JSON.parse(data) as LogLineJson;
-        process.stdout.write(opts.json === true ? JSON.stringify(line) + "\n" : fmtLog(line) + "\n");
-      }
+    // Parsed by eventsource-parser, as the jobs' progress stream is (src/cli/job-events.ts).
+    const events = res.body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+    for await (const e of events as unknown as AsyncIterable<{ event?: string; data: string }>) {
+      if (e.event === "overflow") throw new CliError("logs: the server dropped this follower (it fell behind); run the command again");
+      if (e.data === "") continue;
+      const line = JSON.parse(e.data) as LogLineJson;
+      process.stdout.write(opts.json === true ? JSON.stringify(line) + "\n" : fmtLog(line) + "\n");
     }
   });
 
@@ -580,9 +575,11 @@ program
   .option("--app <name>")
   .option("--from <day>", "YYYY-MM-DD")
   .option("--to <day>", "YYYY-MM-DD")
+  .option("--jobs", "per job instead: objects, bytes read, estimated and actual cost")
   .addOption(dataOption())
   .addOption(jsonOption())
-  .action(async (opts: { account?: string; app?: string; from?: string; to?: string; data?: string; json?: boolean }) => {
+  .action(async (opts: { account?: string; app?: string; from?: string; to?: string; jobs?: boolean; data?: string; json?: boolean }) => {
+    if (opts.jobs === true) return printJobUsage(kit, findTarget(opts), opts);
     const qs = new URLSearchParams();
     for (const k of ["account", "app", "from", "to"] as const) if (opts[k] !== undefined) qs.set(k, opts[k]!);
     const res = (await api(findTarget(opts), "GET", `/v1/usage${qs.size > 0 ? "?" + qs.toString() : ""}`)) as { usage: Array<{ day: string; account: string; app: string; requests: number; errors: number; gbSeconds: number; wallMs: number; instructions: number; bytesIn: number; bytesOut: number }> };

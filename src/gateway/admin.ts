@@ -31,6 +31,7 @@ import { MEMORY_ENDPOINTS, registerMemoryRoutes } from "./admin/memory.js";
 import { ENV_ENDPOINTS, registerEnvRoutes } from "./admin/env.js";
 import { ACCOUNT_ENDPOINTS, registerAccountRoutes } from "./admin/accounts.js";
 import { OBJECT_QUOTA_ENDPOINTS, registerObjectQuotaRoutes } from "./admin/object-quotas.js";
+import { JOB_EVENT_ENDPOINTS, registerJobEventRoutes } from "./admin/job-events.js";
 import { declareEndpoint, ErrorBodySchema, paginate, parseInput, PageQuerySchema, type EndpointIo, type EndpointSpec } from "./admin/openapi.js";
 import { declareDocument } from "./admin/document.js";
 import * as S from "./admin/schemas.js";
@@ -113,6 +114,7 @@ export const ADMIN_ENDPOINTS = {
   ...ACCOUNT_ENDPOINTS,
   ...DOMAIN_ENDPOINTS,
   ...OBJECT_QUOTA_ENDPOINTS,
+  ...JOB_EVENT_ENDPOINTS,
 } as const satisfies Record<string, readonly [Scope, ...Scope[]]>;
 
 export type AdminEndpoint = keyof typeof ADMIN_ENDPOINTS;
@@ -643,6 +645,7 @@ export function createAdminApi(platform: Platform, options: AdminApiOptions = {}
   registerAccountRoutes({ platform, endpoint });
   registerDomainRoutes({ endpoint, platform, ownAccount, httpsUrl: () => options.httpsUrl?.() });
   registerObjectQuotaRoutes({ endpoint, platform, ownAccount });
+  registerJobEventRoutes({ endpoint, platform, ownAccount });
 
   assertRoutesMatchTable(app);
   return app;

@@ -30,6 +30,7 @@ import { reduceOutputKey, runReduce } from "./job-reduce.js";
 import type { JobCounts, JobItemRow, JobReduceRow, JobRow } from "../store/jobs.js";
 import { InputError, ZerocellError } from "../errors.js";
 import { log } from "../log.js";
+import { estimateJob, estimateTarget, jobCost, type JobCost, type JobEstimate } from "./job-costs.js";
 
 export interface JobLimits {
   /** Objects one job may cover (its prefix listed at creation), objects. */
@@ -116,6 +117,10 @@ export interface JobView {
   args: string[] | null;
   okExitCodes: number[];
   reduce: JobReduceView | null;
+  /** Made before the job started (job-costs.ts); null for jobs older than estimates. */
+  estimate: JobEstimate | null;
+  /** The sum of the job's usage records so far, priced (final once the job stopped and its items in flight finished). */
+  cost: JobCost;
 }
 
 export interface JobItemView {
@@ -129,6 +134,16 @@ export interface JobItemView {
   bytesOut: number | null;
   wallMs: number | null;
   exitCode: number | null;
+}
+
+/** A stored estimate (JSON written by create); null when missing or unreadable. */
+function parseEstimate(text: string | null): JobEstimate | null {
+  if (text === null) return null;
+  try {
+    return JSON.parse(text) as JobEstimate;
+  } catch {
+    return null;
+  }
 }
 
 const jobNotFound = (id: string) => new ZerocellError("job_not_found", 404, `no job ${id.slice(0, 40)}`);
@@ -185,9 +200,23 @@ export class Jobs {
 
   /**
    * 1. check the account's limits, 2. check both buckets (the account's own), 3. resolve the
-   * program, 4. list the input prefix, 5. store the job and its items, 6. start it.
+   * program, 4. list the input prefix and estimate, 5. store the job and its items, 6. start it.
    */
   async create(accountId: string, spec: JobSpec): Promise<JobView> {
+    return (await this.#create(accountId, spec, false)).view!;
+  }
+
+  /** A dry run: every check `create` makes, the listing and the estimate; nothing is stored or started. */
+  async estimate(accountId: string, spec: JobSpec): Promise<JobEstimate> {
+    return (await this.#create(accountId, spec, true)).estimate;
+  }
+
+  /** Items of the job still running in this process (a cancelled job's items in flight finish after the cancel). */
+  isActive(id: string): boolean {
+    return this.#running.has(id);
+  }
+
+  async #create(accountId: string, spec: JobSpec, dryRun: boolean): Promise<{ estimate: JobEstimate; view?: JobView }> {
     const store = this.#p.jobStore;
     const l = this.limits;
     // 1. limits
@@ -228,16 +257,19 @@ export class Jobs {
       else this.#appTarget(accountId, appId);
     } else {
       const { sha } = await programTarget(this.#p, accountId, spec.program!, undefined, { io: io!, args: spec.args ?? [], name: spec.programName });
-      this.#p.blobs.put(spec.program!);
       programSha256 = sha;
     }
     const reduce = spec.reduce === undefined ? undefined : await this.#resolveReduce(accountId, spec.reduce);
     // 4. list (every key now: the job covers the objects that exist when it starts)
     const keys: string[] = [];
+    let bytes = 0;
     let after: string | undefined;
     for (;;) {
       const page = await this.#p.objects.listObjects(accountId, spec.input.bucket, { prefix: spec.input.prefix, ...(after === undefined ? {} : { after }), maxKeys: 1000 });
-      for (const o of page.objects) keys.push(o.key);
+      for (const o of page.objects) {
+        keys.push(o.key);
+        bytes += o.size;
+      }
       if (keys.length > l.maxObjectsPerJob) throw new ZerocellError("job_too_large", 400, `jobs: more than ${l.maxObjectsPerJob} objects under the input prefix (limit ${l.maxObjectsPerJob} per job)`);
       if (!page.isTruncated || page.nextAfter === undefined) break;
       after = page.nextAfter;
@@ -246,16 +278,21 @@ export class Jobs {
     if (reduce !== undefined && keys.some((k) => output.prefix + k.slice(spec.input.prefix.length) === reduceOutputKey(output.prefix))) {
       throw new InputError(`jobs: the input key "${(spec.input.prefix + "_reduce").slice(0, 200)}" would overwrite the reduce output; use another output prefix`, { code: "output_overlaps_input" });
     }
-    // 5. store
+    const estimate = estimateJob(this.#p, accountId, estimateTarget(this.#p, accountId, { appId, programSha256 }), keys.length, bytes);
+    if (dryRun) return { estimate };
+    // 5. store (a POSTed program in the blob store too, for a restart)
+    if (spec.program !== undefined) this.#p.blobs.put(spec.program);
+    if (spec.reduce?.program !== undefined) this.#p.blobs.put(spec.reduce.program);
     const row = store.create(
       { id, accountId, appId, programSha256, inputBucket: spec.input.bucket, inputPrefix: spec.input.prefix, outputBucket: output.bucket, outputPrefix: output.prefix, concurrency, createdAt: Date.now(), io, args: spec.args === undefined ? null : JSON.stringify(spec.args), okExitCodes: spec.okExitCodes === undefined ? null : JSON.stringify(spec.okExitCodes), programName: spec.program === undefined ? null : (spec.programName ?? null) },
       keys,
       reduce,
+      JSON.stringify(estimate),
     );
     log.info("job created", { job: id, objects: keys.length, app: spec.app ?? null, program: programSha256?.slice(0, 16) ?? null, concurrency, reduce: reduce !== undefined });
     // 6. start
     this.#start(row);
-    return this.view(row);
+    return { estimate, view: this.view(row) };
   }
 
   /** The reduce step's program: an app of the account (x86 stdio when given args) or a POSTed program (stdio), validated now. */
@@ -269,8 +306,8 @@ export class Jobs {
       else this.#appTarget(accountId, app.id);
       return { appId: app.id, programSha256: null, programName: null, args: JSON.stringify(r.args ?? null) };
     }
+    // Kept in the blob store by create's step 5 (not by a dry run).
     const { sha } = await programTarget(this.#p, accountId, r.program!, undefined, { io: "stdio", args: r.args ?? [], name: r.programName });
-    this.#p.blobs.put(r.program!);
     return { appId: null, programSha256: sha, programName: r.programName ?? null, args: JSON.stringify(r.args ?? []) };
   }
 
@@ -332,6 +369,8 @@ export class Jobs {
       counts: this.#p.jobStore.counts(row.id),
       createdAt: new Date(row.createdAt).toISOString(),
       finishedAt: row.finishedAt === null ? null : new Date(row.finishedAt).toISOString(),
+      estimate: parseEstimate(this.#p.jobStore.estimateOf(row.id)),
+      cost: jobCost(this.#p, row, row.status !== "running" && !this.#running.has(row.id)),
       io: row.io === "cgi" || row.io === "stdio" ? row.io : null,
       args: row.args === null ? null : (JSON.parse(row.args) as string[]),
       okExitCodes: okExitCodesOf(row),

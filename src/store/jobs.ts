@@ -1,7 +1,8 @@
 /**
  * Jobs and their items (tables `jobs`, `job_items`): what src/platform/jobs.ts runs and resumes.
  * An item is written once when it finishes (ok or failed); one still "pending" after a restart
- * is run again, one that finished never is.
+ * is run again, one that finished never is. Each finished item gets the next `finish_no` of its job
+ * (1, 2, …) in the same statement: the progress stream's event ids (src/platform/job-events.ts).
  * Must never: return a job of another account to a call that names an account.
  */
 import type { Statement } from "better-sqlite3";
@@ -96,6 +97,15 @@ export interface JobItemResult {
   exitCode?: number;
 }
 
+/** A finished item, in the order items finished (`no` = its finish_no). */
+export interface FinishedItem {
+  no: number;
+  seq: number;
+  key: string;
+  status: "ok" | "failed";
+  errorCode: string | null;
+}
+
 export interface JobCounts {
   pending: number;
   ok: number;
@@ -128,7 +138,8 @@ export class JobStore {
       get: q(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`),
       pending: q("SELECT seq, key FROM job_items WHERE job_id = ? AND status = 'pending' AND seq > ? ORDER BY seq LIMIT ?"),
       finish: q(`UPDATE job_items SET status = @status, output_key = @outputKey, error_code = @errorCode, error_message = @errorMessage, http_status = @httpStatus,
-        bytes_in = @bytesIn, bytes_out = @bytesOut, wall_us = @wallUs, finished_at = @finishedAt, exit_code = @exitCode WHERE job_id = @jobId AND seq = @seq AND status = 'pending'`),
+        bytes_in = @bytesIn, bytes_out = @bytesOut, wall_us = @wallUs, finished_at = @finishedAt, exit_code = @exitCode,
+        finish_no = (SELECT COALESCE(MAX(finish_no), 0) + 1 FROM job_items WHERE job_id = @jobId) WHERE job_id = @jobId AND seq = @seq AND status = 'pending'`),
       status: q("UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? AND status = 'running'"),
       counts: q("SELECT status, COUNT(*) AS n FROM job_items WHERE job_id = ? GROUP BY status"),
       running: q(`SELECT ${JOB_COLUMNS} FROM jobs WHERE status = 'running' ORDER BY created_at`),
@@ -137,14 +148,15 @@ export class JobStore {
     };
   }
 
-  /** The job, one pending item per key and its pending reduce step (if any), in one transaction. */
-  create(job: Omit<JobRow, "status" | "total" | "finishedAt">, keys: string[], reduce?: Pick<JobReduceRow, "appId" | "programSha256" | "programName" | "args">): JobRow {
+  /** The job, one pending item per key, its pending reduce step (if any) and its cost estimate (JSON), in one transaction. */
+  create(job: Omit<JobRow, "status" | "total" | "finishedAt">, keys: string[], reduce?: Pick<JobReduceRow, "appId" | "programSha256" | "programName" | "args">, estimate?: string): JobRow {
     const row: JobRow = { ...job, status: "running", total: keys.length, finishedAt: null };
     this.#o.sqlite.transaction(() => {
       const { finishedAt: _f, ...cols } = row;
       this.#s.insertJob.run(cols);
       keys.forEach((k, i) => this.#s.insertItem.run(job.id, i, k));
       if (reduce !== undefined) this.#s.insertReduce.run({ jobId: job.id, ...reduce });
+      if (estimate !== undefined) this.#o.sqlite.prepare("UPDATE jobs SET estimate = ? WHERE id = ?").run(estimate, job.id);
     })();
     return row;
   }
@@ -173,6 +185,48 @@ export class JobStore {
     );
   }
 
+  /** The estimate stored when the job was created (JSON), if any. */
+  estimateOf(jobId: string): string | null {
+    return ((this.#o.sqlite.prepare("SELECT estimate FROM jobs WHERE id = ?").get(jobId) as { estimate: string | null } | undefined)?.estimate) ?? null;
+  }
+
+  // --- changes: the progress stream is woken by these, then reads the rows ---
+
+  readonly #listeners = new Set<(jobId: string) => void>();
+
+  /** Calls `fn` after an item of a job finished or the job stopped running (committed). */
+  onChange(fn: (jobId: string) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  #changed(jobId: string): void {
+    // A listener's failure is its own: the item is recorded whatever a stream does.
+    for (const fn of this.#listeners) {
+      try {
+        fn(jobId);
+      } catch {
+        // ignored
+      }
+    }
+  }
+
+  /** Items finished after finish_no `afterNo`, in the order they finished. */
+  finishedAfter(jobId: string, afterNo: number, limit: number): FinishedItem[] {
+    return (this.#finishedAfter ??= this.#o.sqlite.prepare(
+      "SELECT finish_no AS no, seq, key, status, error_code AS errorCode FROM job_items WHERE job_id = ? AND finish_no > ? ORDER BY finish_no LIMIT ?",
+    )).all(jobId, afterNo, Math.floor(limit)) as FinishedItem[];
+  }
+  #finishedAfter: Statement | undefined;
+
+  /** The highest finish_no of a job (0: none finished) and when the item `back` places before it finished (ms). */
+  finishMark(jobId: string, back: number): { lastNo: number; backNo: number; backAt: number | null } {
+    const lastNo = (this.#o.sqlite.prepare("SELECT COALESCE(MAX(finish_no), 0) AS n FROM job_items WHERE job_id = ?").get(jobId) as { n: number }).n;
+    const backNo = Math.max(1, lastNo - back);
+    const at = this.#o.sqlite.prepare("SELECT finished_at AS at FROM job_items WHERE job_id = ? AND finish_no = ?").get(jobId, backNo) as { at: number | null } | undefined;
+    return { lastNo, backNo, backAt: at?.at ?? null };
+  }
+
   /** A job, if it exists and (when `accountId` is given) belongs to that account. */
   get(id: string, accountId: string | undefined): JobRow | undefined {
     const row = this.#s.get.get(id) as JobRow | undefined;
@@ -191,7 +245,7 @@ export class JobStore {
 
   /** Records a finished item once (false when it was no longer pending). */
   finishItem(jobId: string, seq: number, r: JobItemResult): boolean {
-    return (
+    const changed =
       this.#s.finish.run({
         jobId,
         seq,
@@ -205,13 +259,16 @@ export class JobStore {
         wallUs: r.wallUs,
         finishedAt: Date.now(),
         exitCode: r.exitCode ?? null,
-      }).changes === 1
-    );
+      }).changes === 1;
+    if (changed) this.#changed(jobId);
+    return changed;
   }
 
   /** Ends a running job (false when it was not running). */
   setStatus(jobId: string, status: Exclude<JobStatus, "running">): boolean {
-    return this.#s.status.run(status, Date.now(), jobId).changes === 1;
+    const changed = this.#s.status.run(status, Date.now(), jobId).changes === 1;
+    if (changed) this.#changed(jobId);
+    return changed;
   }
 
   counts(jobId: string): JobCounts {

@@ -364,6 +364,8 @@ export const jobs = sqliteTable("jobs", {
   okExitCodes: text("ok_exit_codes"),
   /** A POSTed program's file name (argv[0] is /app/bin/<name>: busybox picks its applet by it); null: "app". */
   programName: text("program_name"),
+  /** The cost estimate made before the job started (JSON of JobEstimate, src/platform/job-costs.ts). */
+  estimate: text("estimate"),
 }, (t) => [index("jobs_account_idx").on(t.accountId, t.createdAt), index("jobs_status_idx").on(t.status)]);
 
 /**
@@ -387,7 +389,9 @@ export const jobItems = sqliteTable("job_items", {
   finishedAt: integer("finished_at"),
   /** A stdio program's exit code. */
   exitCode: integer("exit_code"),
-}, (t) => [uniqueIndex("job_items_pk").on(t.jobId, t.seq), index("job_items_status_idx").on(t.jobId, t.status, t.seq)]);
+  /** The order items finished in, per job, from 1 (the progress stream's event id); null while pending. */
+  finishNo: integer("finish_no"),
+}, (t) => [uniqueIndex("job_items_pk").on(t.jobId, t.seq), index("job_items_status_idx").on(t.jobId, t.status, t.seq), index("job_items_finish_idx").on(t.jobId, t.finishNo)]);
 
 /**
  * A job's reduce step (src/platform/job-reduce.ts): once every item finished, one run of this

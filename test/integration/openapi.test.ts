@@ -174,6 +174,9 @@ describe("OpenAPI document and real responses", () => {
     expect((await call("POST", "/v1/jobs", json({ app: 7 }))).status).toBe(400);
     expect((await call("GET", "/v1/jobs/job_nope")).status).toBe(404);
     expect((await call("POST", "/v1/jobs/job_nope/cancel")).status).toBe(404);
+    expect((await call("GET", "/v1/jobs/job_nope/events")).status).toBe(404);
+    expect((await call("GET", "/v1/usage/jobs")).json.jobs).toEqual([]);
+    expect((await call("GET", "/v1/usage/jobs?account=nobody")).status).toBe(404);
 
     // domains: this server has no ACME directory, so add is refused (the ACME round trip against
     // pebble, with its 201, is test/integration/domains.test.ts)

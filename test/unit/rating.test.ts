@@ -2,7 +2,7 @@ import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_PLAN, ratePeriod, periodDays, currentPeriod, type PricePlan, type RatedLine } from "../../src/billing/rating.js";
+import { DEFAULT_PLAN, ratePeriod, rateUsage, periodDays, currentPeriod, type PricePlan, type RatedLine } from "../../src/billing/rating.js";
 import { Billing, UsageRecorder, billedMbMs, type UsageRecord } from "../../src/billing/index.js";
 import { openDb, Store, type OpenedDb } from "../../src/store/index.js";
 
@@ -27,6 +27,30 @@ function plan(p: Partial<PricePlan>): PricePlan {
 const line = (lines: RatedLine[], metric: RatedLine["metric"]) => lines.find((l) => l.metric === metric);
 const amounts = (lines: RatedLine[]) => Object.fromEntries(lines.map((l) => [l.metric, l.amount]));
 const total = (lines: RatedLine[]) => lines.reduce((s, l) => s + l.amount, 0);
+
+describe("rating: a job's usage (rateUsage)", () => {
+  it("prices at the unit prices without free allowances, exact in micro minor units", () => {
+    // 1,000 requests (20 µ¢ each), 2,048,000 MB-ms = 2 GB-s (1,667 µ¢ each), 3 billion instructions (1,000,000 µ¢ each).
+    const r = rateUsage(DEFAULT_PLAN, { requests: 1000, mbMs: 2 * GB_S, instructions: 3e9 });
+    expect(r.lines.map((l) => [l.metric, l.quantity, l.amountMicros])).toEqual([
+      ["requests", "1000", 20_000],
+      ["compute", "2.000000000", 3334],
+      ["instructions", "3.000000000", 3_000_000],
+    ]);
+    expect(r).toMatchObject({ currency: "usd", plan: "standard", totalMicros: 3_023_334, total: 3 });
+    // The same usage inside the period's free allowance is an invoice of 0: a job's cost ignores it.
+    expect(total(ratePeriod(DEFAULT_PLAN, { requests: 1000, mbMs: 2 * GB_S, instructions: 3e9 }))).toBe(0);
+  });
+
+  it("one MB-ms rounds half-up to micro units; no instructions line without instructions", () => {
+    const r = rateUsage(plan({ gbSecondPriceMicros: 1_024_000 * 3 + 512_000 }), { requests: 0, mbMs: 1, instructions: 0 });
+    // 3.5 µ per MB-ms → 4 (half-up)
+    expect(r.lines.map((l) => [l.metric, l.amountMicros])).toEqual([
+      ["requests", 0],
+      ["compute", 4],
+    ]);
+  });
+});
 
 describe("rating: the standard plan", () => {
   it("has the prices and free allowances docs/billing.md lists", () => {

@@ -6,6 +6,7 @@
  *   POST /v1/jobs                       multipart/form-data: part "job" (the JSON above, plus io?), part "program"
  *                                       (a static x86-64 ELF) unless it names an app, optional part "reduce" (an ELF)
  *   POST /v1/jobs?input=…&output=…      a static x86-64 ELF as the body (application/octet-stream, CGI mode)
+ *   POST /v1/jobs?dry_run=1 (or "estimate": true in the JSON)   the estimate only: nothing is created
  *   GET  /v1/jobs                       the account's jobs, newest first
  *   GET  /v1/jobs/:id?items=all|failed|ok|pending&after=SEQ&limit=N   counts, and items when asked
  *   POST /v1/jobs/:id/cancel
@@ -18,7 +19,7 @@ import { z } from "@hono/zod-openapi";
 import type { AdminRoutes } from "./kit.js";
 import type { TokenInfo } from "../../store/index.js";
 import { readStreamLimited } from "../body.js";
-import { jobsOf } from "../../platform/jobs.js";
+import { jobsOf, type JobSpec } from "../../platform/jobs.js";
 import { PROGRAM_LIMITS } from "../../platform/object-runs.js";
 import { InputError, PayloadTooLargeError, ZerocellError } from "../../errors.js";
 import { parseInput } from "./openapi.js";
@@ -44,6 +45,7 @@ const JobFields = {
   args: Args.optional(),
   okExitCodes: z.array(z.unknown()).optional().openapi({ description: "Exit codes of a stdio program that make an item ok (default [0])" }),
   account: z.string().max(63).optional(),
+  estimate: z.boolean().optional().openapi({ description: "true: answer 200 with the estimate only; nothing is created" }),
 };
 const JobBody = z.object({ app: z.string().min(1).max(63), ...JobFields, reduce: z.object({ app: z.string().min(1).max(63), args: Args.optional() }).strict().optional() }).strict();
 /** The "job" part of a multipart body: the program (and a reduce program) are parts of their own. */
@@ -130,8 +132,13 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
     summary: "Run a deployed app (JSON body) or a POSTed static x86-64 program (the body, with ?input=&output=) once per object of a bucket prefix",
     body: JobBody,
     rawBody: { contentTypes: ["application/octet-stream", "multipart/form-data"], description: 'A static x86-64 ELF (octet-stream, CGI mode), or multipart/form-data with parts "job" (JSON), "program" (ELF) and optionally "reduce" (ELF)' },
-    responses: { 201: { description: "The job, started", schema: z.object({ job: JobSchema }) } },
+    query: z.object({ input: z.string().optional(), output: z.string().optional(), concurrency: z.string().optional(), account: z.string().optional(), dry_run: z.string().optional().openapi({ description: "1 or true: answer 200 with the estimate only (objects, bytes, usage, cost and its basis); nothing is created" }) }),
+    responses: { 201: { description: "The job, started (with its estimate)", schema: z.object({ job: JobSchema }) }, 200: { description: "A dry run's estimate", schema: z.object({ estimate: z.looseObject({ objects: z.number().int(), bytesIn: z.number().int() }) }) } },
   };
+  /** A dry run (?dry_run=1, or "estimate": true in a JSON body) answers the estimate; a job is created otherwise. */
+  const dryRun = (c: Context, body?: { estimate?: boolean | undefined }) => body?.estimate === true || ["1", "true"].includes(c.req.query("dry_run") ?? "");
+  const createOrEstimate = async (c: Context, dry: boolean, accountId: string, spec: JobSpec) =>
+    dry ? c.json({ estimate: await jobs().estimate(accountId, spec) }, 200) : c.json({ job: await jobs().create(accountId, spec) }, 201);
   endpoint("POST /v1/jobs", createSpec, async (c: Context, token, io) => {
     const type = c.req.header("content-type") ?? "";
     if (type.startsWith("application/json")) {
@@ -142,7 +149,7 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
         ...commonSpec(body),
         ...(body.reduce === undefined ? {} : { reduce: { app: body.reduce.app, args: body.reduce.args as string[] | undefined } }),
       };
-      return c.json({ job: await jobs().create(accountId, spec) }, 201);
+      return createOrEstimate(c, dryRun(c, body), accountId, spec);
     }
     if (type.startsWith("multipart/form-data")) {
       const { job, program, reduce } = await readMultipartJob(c, type);
@@ -154,7 +161,7 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
         ...(job.io === undefined ? {} : { io: job.io }),
         ...(job.reduce === undefined && reduce === undefined ? {} : { reduce: { app: job.reduce?.app, program: reduce, programName: job.reduce?.programName, args: job.reduce?.args as string[] | undefined } }),
       };
-      return c.json({ job: await jobs().create(accountId, spec) }, 201);
+      return createOrEstimate(c, dryRun(c, job), accountId, spec);
     }
     const input = c.req.query("input");
     const output = c.req.query("output");
@@ -169,7 +176,7 @@ export function registerJobRoutes({ endpoint, platform, ownAccount }: AdminRoute
     const program = raw === null ? Buffer.alloc(0) : await readStreamLimited(raw, limit, () => new PayloadTooLargeError(`jobs: program exceeds the limit of ${limit} bytes`));
     if (program.length === 0) throw new InputError("jobs: send a static x86-64 ELF as the body, or JSON naming an app");
     const spec = { program, input: parseLocation(input, "input"), output: parseLocation(output, "output"), ...(concurrency === undefined ? {} : { concurrency }) };
-    return c.json({ job: await jobs().create(accountId, spec) }, 201);
+    return createOrEstimate(c, dryRun(c), accountId, spec);
   });
 
   endpoint("GET /v1/jobs", { tag: "objects", summary: "The account's jobs, newest first", responses: { 200: { description: "Jobs", schema: z.object({ jobs: z.array(JobSchema) }) } } }, (c, token) => c.json({ jobs: jobs().list(scopeOf(token)) }));
