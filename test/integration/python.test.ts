@@ -78,6 +78,8 @@ describe("Python WSGI apps through the platform", () => {
     server.cli(["deploy", join(ROOT, "examples", "wsgi-hello"), "--app", "wsgi-hello"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "pyesc.localhost"\n`, "app.py": ESCAPE_APP }), "--app", "pyesc"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 3000\nmemory_mb = 64\n[[routes]]\nhost = "pyhostile.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pyhostile"]);
+    // The same app with room to allocate: at load 18 a 64 MB bomb took longer than 3 s to reach the cap.
+    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 60000\nmemory_mb = 64\n[[routes]]\nhost = "pybomb.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pybomb"]);
     server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 30000\n[[routes]]\nhost = "pykeys.localhost"\npath = "/k/:id"\nkey = "id"\n`, "app.py": KEYED_JS_APP }), "--app", "pykeys"]);
   }, 180_000);
   afterAll(async () => {
@@ -108,10 +110,11 @@ describe("Python WSGI apps through the platform", () => {
     expect(ms).toBeGreaterThanOrEqual(2900);
     expect(ms).toBeLessThan(12_000);
     // A memory bomb ends in a clear 500 under the heap cap (MemoryError), not a dead server
-    // (timeout_ms is 3 s so a loaded machine's slow allocation is not mistaken for a loop).
-    const bomb = await fetchApp(server, "pyhostile.localhost", "/bomb");
+    // (in an app whose timeout_ms is 60 s, so a loaded machine's slow allocation is not taken for a loop).
+    const bomb = await fetchApp(server, "pybomb.localhost", "/bomb");
     expect(bomb.status).toBe(500);
-    // The app is served again (by a new or reset host), and so is everyone else.
+    // The apps are served again (by a new or reset host), and so is everyone else.
+    expect((await fetchApp(server, "pybomb.localhost", "/")).text).toBe("hostile-ok");
     expect((await fetchApp(server, "pyhostile.localhost", "/")).text).toBe("hostile-ok");
     expect((await fetchApp(server, "wsgi-hello.localhost", "/")).status).toBe(200);
   }, 120_000);
