@@ -385,8 +385,12 @@ export class SandboxHost {
         // Answers to memory() in order; one nobody asked for is ignored (display only).
         this.#memoryWaiters.shift()?.(h);
         return;
-      case "res":
-        return this.#pending.get(h.id)?.slot.onMessage(h, f) ?? this.fail(new SandboxError("host_protocol", 502, "sandbox: reply to an unknown request"));
+      case "res": {
+        const p = this.#pending.get(h.id);
+        if (p === undefined) return this.fail(new SandboxError("host_protocol", 502, "sandbox: reply to an unknown request"));
+        p.slot.onMessage(h, f);
+        return;
+      }
       case "fail":
         if (h.id !== undefined) {
           this.#pending.get(h.id)?.slot.onMessage(h, f);
