@@ -53,9 +53,12 @@ export class HostSlots {
   /** Opens the instance: in the reserved slot, or in a new process (which later starts may share). */
   async start(init: HostInit, opts: HostOptions, reservation: SlotReservation | undefined): Promise<HostSlot> {
     if (reservation !== undefined) {
-      this.#consume.get(reservation)?.();
       // Its process may have exited meanwhile (a crash): then a new one.
-      if (reservation.host.accepting && reservation.host.accountId === init.accountId) return reservation.host.openSlot(init, opts);
+      if (reservation.host.accepting && reservation.host.accountId === init.accountId) {
+        this.#consume.get(reservation)?.();
+        return reservation.host.openSlot(init, opts);
+      }
+      reservation.release();
     }
     const host = SandboxHost.spawn(init, opts);
     if (this.#maxSlots > 1 && init.accountId !== undefined) {
