@@ -9,7 +9,8 @@
  * then disposed; then instances are restored from that file one by one the way a host restores
  * (instantiate + importSnapshot({ file })), each answers a few requests (snapshot mode: reset
  * after each), and the process's PSS (smaps_rollup) is read after 1 and after N instances.
- * Marginal = (PSS(N) − PSS(1)) / (N − 1). The baseline in the same run is a 2nd *process*
+ * Marginal = (PSS(N) − PSS(1)) / (N − 1). Then a second app (another example) is started cold in
+ * the same process: what a new deployment of the same account costs on a shared host runtime. The baseline in the same run is a 2nd *process*
  * (bench/memory.mjs measured ~178 MB PHP, ~194 MB Python): the ratio printed is against the
  * 1-instance process's PSS, which is what a 2nd host process costs at least.
  *
@@ -32,6 +33,8 @@ const opt = (name, dflt) => {
 const N = Number(opt("n", 5));
 const REQUESTS = Number(opt("requests", 3));
 const EXAMPLES = { php: "php-hello", python: "wsgi-hello" };
+/** A second app of the same account, for "a new deployment on a shared host runtime". */
+const OTHER_EXAMPLES = { php: "php-blog", python: "wsgi-vendored" };
 const dist = (p) => join(ROOT, "dist", "src", p);
 
 function rollupKb() {
@@ -82,11 +85,28 @@ async function child(runtime) {
     rows.push({ instances: k, restoreMs: Math.round(restoreMs), status, ...rollupKb(), heapMb: Math.round(process.memoryUsage().heapTotal / 1048576) });
   }
   const wallMs = performance.now() - t0;
-  // 3. isolation smoke check: every instance still answers
+  // 3. a new deployment of the same account in the same process (another example app): it
+  //    starts cold (init + warm-up + snapshot, like a host's first start) on the shared runtime.
+  const otherDir = join(ROOT, "examples", OTHER_EXAMPLES[runtime]);
+  const otherImage = bundle.readBundleArchive(await bundle.packDirectory(otherDir));
+  const otherManifest = parseManifest(otherImage.entries.find((e) => e.path === "zerocell.toml").data.toString());
+  const beforeOther = rollupKb();
+  const otherPrepared = await engine.prepare({ deploymentId: "bench-other", manifest: otherManifest, image: otherImage });
+  const other = await engine.instantiate(otherPrepared);
+  for (let i = 0; i < 3; i++) await other.handle(req());
+  other.snapshot();
+  await other.reset();
+  gc?.();
+  await new Promise((r) => setTimeout(r, 200));
+  gc?.();
+  const afterOther = rollupKb();
+  instances.push(other);
+  const newDeployment = { app: OTHER_EXAMPLES[runtime], pssBefore: beforeOther.pss, pssAfter: afterOther.pss };
+  // 4. isolation smoke check: every instance still answers
   for (const inst of instances) if ((await inst.handle(req())).status !== 200) throw new Error("an instance stopped answering");
   for (const inst of instances) inst.dispose();
   rmSync(dir, { recursive: true, force: true });
-  process.stdout.write(JSON.stringify({ runtime, rows, wallMs }) + "\n");
+  process.stdout.write(JSON.stringify({ runtime, rows, wallMs, newDeployment }) + "\n");
   process.exit(0);
 }
 
@@ -115,6 +135,8 @@ async function main() {
     console.log(`marginal PSS per added instance: ${mb(marginal)} MB; 1-instance process ${mb(one.pss)} MB (a 2nd process costs about that): ratio ${(marginal / one.pss).toFixed(3)}`);
     const second = r.rows[1];
     if (second !== undefined && r.rows.length > 2) console.log(`  1→2: ${mb(second.pss - one.pss)} MB; steady (2→${r.rows.length}): ${mb((last.pss - second.pss) / (r.rows.length - 2))} MB per instance`);
+    const nd = r.newDeployment;
+    if (nd !== undefined) console.log(`a new deployment (${nd.app}, cold: init + warm-up + snapshot) in the same process: +${mb(nd.pssAfter - nd.pssBefore)} MB PSS`);
   }
   console.log("\nJSON " + JSON.stringify(results));
 }
