@@ -105,8 +105,11 @@ export class SandboxHost {
   #reserved = 0;
   /** Per slot number, the memory ceiling its deployment adds, bytes. */
   readonly #ceilings = new Map<number, number>();
-  /** Deployments whose image this process has (a later slot of one is sent without it). */
-  readonly #images = new Set<string>();
+  /**
+   * Open slots per deployment, as the host counts them (from its ready to the close sent): the
+   * host keeps a deployment's prepared image while one is open, so a later slot is sent without it.
+   */
+  readonly #images = new Map<string, number>();
   #exited = false;
   #exitReason: ZerocellError | undefined;
   /** The slot whose request or start made the process exit (a timeout): the others see a crash. */
@@ -217,7 +220,12 @@ export class SandboxHost {
 
   /** Whether this process has the deployment's image (a slot of it is or was open). */
   hasDeployment(deploymentId: string): boolean {
-    return this.#images.has(deploymentId);
+    return (this.#images.get(deploymentId) ?? 0) > 0;
+  }
+
+  /** The host opened `slot` (it said ready): it holds the slot's deployment's image now. */
+  opened(slot: HostSlot): void {
+    this.#images.set(slot.deploymentId, (this.#images.get(slot.deploymentId) ?? 0) + 1);
   }
 
   /** Slots still free under `max`, counting reservations (none once it is shutting down). */
@@ -267,7 +275,6 @@ export class SandboxHost {
       if (this.#current !== slot) this.#dropSlot(slot);
       throw e;
     }
-    this.#images.add(init.deploymentId);
     return slot;
   }
 
@@ -350,6 +357,11 @@ export class SandboxHost {
     if (this.#slots.get(slot.slot) !== slot) return;
     this.#slots.delete(slot.slot);
     this.#ceilings.delete(slot.slot);
+    if (slot.isOpen) {
+      const n = (this.#images.get(slot.deploymentId) ?? 1) - 1;
+      if (n <= 0) this.#images.delete(slot.deploymentId);
+      else this.#images.set(slot.deploymentId, n);
+    }
     this.jobDone(slot);
     this.send({ t: "close", slot: slot.slot });
     this.#exitIfEmpty();
@@ -468,6 +480,8 @@ export class HostSlot {
   readonly #opts: HostOptions;
   readonly deploymentId: string;
   #closed = false;
+  /** The host opened it (said ready): it holds an instance until the slot is closed. */
+  isOpen = false;
   #ready: { resolve: () => void; reject: (e: unknown) => void } | undefined;
   #exitListeners: Array<() => void> = [];
   /** The host said its engine state is unknown (JS error in the engine): replace it. */
@@ -688,6 +702,8 @@ export class HostSlot {
         this.spareEngine = h.spareEngine === true && this.fromSpare;
         if (h.phases !== undefined) Object.assign(this.startPhases, h.phases);
         this.#warmupCpuUs = h.warmupCpuUs === undefined ? undefined : Math.min(h.warmupCpuUs, Math.ceil(Math.max(1, performance.now() - (this.#warmup?.wallStart ?? this.startedAt)) * 1000 * 4));
+        this.isOpen = true;
+        host.opened(this);
         host.jobDone(this);
         if (this.#ready === undefined) {
           // Its start was abandoned (the pool retired) while the host ran it: close it.

@@ -6,7 +6,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { readFileSync } from "node:fs";
-import { startServer, phpBundle, fetchApp, admin, childPids, type TestServer } from "../helpers/server.js";
+import { startServer, phpBundle, fetchApp, admin, childPids, writeBundle, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/pack.js";
 
 const MiB = 1048576;
@@ -109,6 +109,25 @@ describe("host slots (real hosts, --instances-per-host 4)", () => {
     // The memory budget held (measured from outside; 20% for growth between two samples).
     expect(peak).toBeLessThanOrEqual(BUDGET_MB * MiB * 1.2);
     expect(p.memory.usedBytes).toBeLessThanOrEqual(p.memory.budgetBytes);
+  }, 300_000);
+
+  it("daemon-mode keys of one app share host processes, each key's instance keeping its own state", async () => {
+    const dir = writeBundle({
+      "zerocell.toml": `runtime = "php"\n[php]\ndocument_root = "public"\nfront_controller = "index.php"\n[[routes]]\nhost = "keyd.localhost"\npath = "/k/:name"\nkey = "name"\nmode = "daemon"\n`,
+      "public/index.php": `<?php
+$tmp = @file_get_contents('/tmp/mem') ?: '';
+if ($_SERVER['REQUEST_METHOD'] === 'POST') { file_put_contents('/tmp/mem', $tmp . $_SERVER['REQUEST_URI'] . ';'); }
+echo $tmp;`,
+    });
+    server.cli(["deploy", dir, "--app", "keyd"]);
+    const keys = ["a", "b", "c", "d", "e"];
+    for (const k of keys) expect((await fetchApp(server, "keyd.localhost", `/k/${k}`, { method: "POST" })).status).toBe(200);
+    // Daemon mode keeps each key's instance state; no key sees another's, though they share processes.
+    for (const k of keys) expect((await fetchApp(server, "keyd.localhost", `/k/${k}`)).text).toBe(`/k/${k};`);
+    const p = await pool();
+    const keyPids = p.deployments.filter((d) => d.app === "keyd" && d.mode === "daemon").flatMap((d) => d.pids);
+    expect(keyPids).toHaveLength(keys.length);
+    expect(new Set(keyPids).size).toBeLessThan(keys.length);
   }, 300_000);
 
   it("a guest that overruns its time kills its process: its request 504, the other slots' in-flight requests fail as a crash, and the app recovers", async () => {
