@@ -152,3 +152,34 @@ echo $tmp;`,
     expect((await fetchApp(server, "their1.slots-other.localhost", "/")).text).toBe("their1 seen=none x=1");
   }, 300_000);
 });
+
+describe("host slots: an instance replaced in a shared process (real hosts)", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer(["--instances-per-host", "4", "--max-instances", "1", "--max-response-bytes", "1048576"]);
+  }, 120_000);
+  afterAll(async () => {
+    expect(await server.stop()).toBe(0);
+  });
+
+  it("a slot whose instance is spent (response over the limit) is closed and its deployment opens a new slot, the process's other slots serving on", async () => {
+    await deploy(server, "calm", "calm.localhost", { "index.php": `<?php echo 'calm';` });
+    await deploy(server, "big", "big.localhost", { "index.php": `<?php echo str_repeat('x', (int)($_GET['n'] ?? 1));` });
+    expect((await fetchApp(server, "calm.localhost", "/")).text).toBe("calm");
+    expect((await fetchApp(server, "big.localhost", "/?n=10")).text).toBe("x".repeat(10));
+    const pids = async (app: string) => ((await admin(server, "GET", "/v1/pool")).json as PoolJson).deployments.filter((d) => d.app === app).flatMap((d) => d.pids);
+    const calmPid = (await pids("calm"))[0];
+    expect(await pids("big")).toContain(calmPid);
+    for (let round = 0; round < 3; round++) {
+      const r = await fetchApp(server, "big.localhost", "/?n=2000000");
+      expect(r.status).toBe(502);
+      // Its replacement: a new slot of the same deployment (the host dropped what it had prepared
+      // for it with the closed slot, so the image is sent again), in the same process.
+      const ok = await fetchApp(server, "big.localhost", "/?n=10");
+      expect(ok.status, ok.text).toBe(200);
+      expect(ok.text).toBe("x".repeat(10));
+      expect((await fetchApp(server, "calm.localhost", "/")).text).toBe("calm");
+    }
+    expect((await pids("calm"))[0]).toBe(calmPid);
+  }, 300_000);
+});
