@@ -4,7 +4,7 @@
  *
  *   node bench/density.mjs [--apps 1000] [--hot 100] [--rounds 3] [--budget-mb 6144]
  *                          [--mix php=0.6,python=0.2,x86=0.2] [--deploy-concurrency 3]
- *                          [--concurrency 4] [--idle-ttl-ms 600000]
+ *                          [--concurrency 4] [--idle-ttl-ms 600000] [--instances-per-host N]
  *
  * Starts the built server (dist/) with `--memory-budget-mb`, deploys --apps hello apps (a mix of
  * PHP, Python WSGI and x86 CGI; every second app in an account of its own, created through the
@@ -45,6 +45,8 @@ const BUDGET_MB = Number(arg("budget-mb", 6144));
 const DEPLOY_C = Number(arg("deploy-concurrency", 3));
 const C = Number(arg("concurrency", 4));
 const IDLE_TTL = Number(arg("idle-ttl-ms", 600_000));
+/** Host slots: instances of one account per host process (serve --instances-per-host; 1 = off). */
+const SLOTS = Number(arg("instances-per-host", 1));
 const MIX = Object.fromEntries(arg("mix", "php=0.6,python=0.2,x86=0.2").split(",").map((kv) => kv.split("=")).map(([k, v]) => [k, Number(v)]));
 
 const { packDirectory } = await import(pathToFileURL(join(ROOT, "dist", "src", "bundle", "pack.js")).href);
@@ -133,11 +135,11 @@ function get(urls, host) {
 
 runMain(async () => {
   const t0 = Date.now();
-  const server = startZerocell({ dataPrefix: "zc-bench-density-", args: ["--memory-budget-mb", String(BUDGET_MB), "--idle-ttl-ms", String(IDLE_TTL), "--max-queue", "4096"] });
+  const server = startZerocell({ dataPrefix: "zc-bench-density-", args: ["--memory-budget-mb", String(BUDGET_MB), "--idle-ttl-ms", String(IDLE_TTL), "--max-queue", "4096", ...(SLOTS > 1 ? ["--instances-per-host", String(SLOTS)] : [])] });
   const urls = await server.listening();
   const admin = readFileSync(join(server.dataDir, "admin-token"), "utf8").trim();
   const templates = makeTemplates(tempDir("zc-bench-density-apps-"));
-  const result = { bench: "density", startedAt: new Date(t0).toISOString(), elapsedS: 0, git: gitInfo(), args: { APPS, HOT, ROUNDS, BUDGET_MB, DEPLOY_C, C, IDLE_TTL, MIX }, deploy: {}, loop: {}, memory: {}, pool: null, notes: [] };
+  const result = { bench: "density", startedAt: new Date(t0).toISOString(), elapsedS: 0, git: gitInfo(), args: { APPS, HOT, ROUNDS, BUDGET_MB, DEPLOY_C, C, IDLE_TTL, MIX, SLOTS }, deploy: {}, loop: {}, memory: {}, pool: null, notes: [] };
   let peak = { rssMb: 0, pssMb: 0 };
   const sampler = setInterval(() => {
     const m = platformMemory(server.child.proc.pid);

@@ -36,9 +36,9 @@ import { BUILD, ROOT, readRollup, readSmaps, splitSmaps, cleaningUp, finishRun, 
 const log = logger("memory");
 installCleanup(log);
 
-const USAGE = "usage: node bench/memory.mjs [--apps php,python,x86,wordpress] [--requests N] [--settle SECONDS] [--no-second] [--build DIR] [--label TEXT]\n";
+const USAGE = "usage: node bench/memory.mjs [--apps php,python,x86,wordpress] [--requests N] [--settle SECONDS] [--no-second] [--instances-per-host N] [--build DIR] [--label TEXT]\n";
 function parseArgs(argv) {
-  const o = { apps: "php,python,x86,wordpress", requests: 3, second: true, build: undefined, label: "", settle: 10 };
+  const o = { apps: "php,python,x86,wordpress", requests: 3, second: true, build: undefined, label: "", settle: 10, instancesPerHost: 1 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -54,6 +54,7 @@ function parseArgs(argv) {
     else if (a === "--no-second") o.second = false;
     else if (a === "--settle") o.settle = Math.max(0, Number(value()) || 0);
     else if (a === "--build") o.build = value();
+    else if (a === "--instances-per-host") o.instancesPerHost = Math.max(1, Number(value()) || 1);
     else if (a === "--label") o.label = value();
     else if (a === "-h" || a === "--help") {
       process.stdout.write(USAGE);
@@ -171,7 +172,10 @@ async function main() {
   const result = { bench: "memory", label: OPTS.label, startedAt: new Date().toISOString(), env: { ...machineEnv(), ...gitInfo(), build: BUILD.root }, rows: [], second: [], notes: [] };
   const apps = await appDirs(OPTS.apps.split(","));
   result.rows.push(await bareNode());
-  const server = startZerocell({ dataPrefix: "zc-mem-data-", args: ["--idle-ttl-ms", "1800000"] });
+  // --instances-per-host N > 1: instances of one account share host processes (slots); the
+  // "2nd host" step then measures a 2nd slot (rows are per process, not per instance).
+  result.instancesPerHost = OPTS.instancesPerHost;
+  const server = startZerocell({ dataPrefix: "zc-mem-data-", args: ["--idle-ttl-ms", "1800000", ...(OPTS.instancesPerHost > 1 ? ["--instances-per-host", String(OPTS.instancesPerHost)] : [])] });
   try {
     const urls = await server.listening();
     const token = readFileSync(join(server.dataDir, "admin-token"), "utf8").trim();
@@ -192,8 +196,10 @@ async function main() {
     // Let the first hosts send their snapshots (1 s after their first request) and settle.
     await sleep(Math.max(3, OPTS.settle) * 1000);
     const mem = await poolMemory(urls, token);
+    const seen = new Set();
     for (const h of mem.hosts) {
-      if (h.nodePid === null) continue;
+      if (h.nodePid === null || seen.has(h.nodePid)) continue;
+      seen.add(h.nodePid);
       result.rows.push(processRow(`${h.app} ${h.mode}`, h.nodePid, h.report, { app: h.app, mode: h.mode }));
     }
     for (const s of mem.spares.ready ?? []) {
@@ -218,7 +224,8 @@ async function main() {
         if (cleaningUp) return;
         const host = `${app.name}-snapshot${HOST_SUFFIX}`;
         const mine = async () => (await poolMemory(urls, token)).hosts.filter((h) => h.app === app.name && h.mode === "snapshot" && h.nodePid !== null);
-        const totalOf = (hosts) => hosts.reduce((n, h) => n + processRow("", h.nodePid).total, 0);
+        // Per process: slots of one process (--instances-per-host) list the same pid.
+        const totalOf = (hosts) => [...new Set(hosts.map((h) => h.nodePid))].reduce((n, pid) => n + processRow("", pid).total, 0);
         let before = await mine();
         if (before.length > 1) {
           // The pool grew already (a request while the host sent its snapshot): keep the first.
@@ -247,7 +254,7 @@ async function main() {
         const row = newHost === undefined ? null : processRow(`${app.name} snapshot, 2nd host`, newHost.nodePid, newHost.report, { app: app.name, mode: "snapshot-2nd" });
         if (row !== null) result.rows.push(row);
         const totalAfter = totalOf(after);
-        result.second.push({ app: app.name, hosts: after.length, totalBefore: pssBefore, totalAfter, marginal: (totalAfter - pssBefore) / (after.length - 1) });
+        result.second.push({ app: app.name, hosts: after.length, processes: new Set(after.map((h) => h.nodePid)).size, totalBefore: pssBefore, totalAfter, marginal: (totalAfter - pssBefore) / (after.length - 1) });
       }
     }
   } finally {
@@ -267,8 +274,8 @@ function report(result) {
     ]),
   );
   if (result.second.length) {
-    lines.push("", "marginal memory of a 2nd ready host of a running deployment (snapshot mode; (PSS + memfd+ of its hosts after − the first host's before) per added host, MB");
-    lines.push(renderTable([["app", "hosts", "before", "after", "marginal"], ...result.second.map((s) => [s.app, s.hosts, f(s.totalBefore), f(s.totalAfter), f(s.marginal)])]));
+    lines.push("", `marginal memory of a 2nd ready instance of a running deployment (snapshot mode; instances per host ${result.instancesPerHost ?? 1}; (PSS + memfd+ of its host processes after − the first's before) per added instance, MB`);
+    lines.push(renderTable([["app", "instances", "processes", "before", "after", "marginal"], ...result.second.map((s) => [s.app, s.hosts, s.processes ?? s.hosts, f(s.totalBefore), f(s.totalAfter), f(s.marginal)])]));
   }
   const gw = result.rows.find((r) => r.app === "gateway")?.gateway;
   if (gw?.v8) lines.push("", `gateway: V8 heap ${f(gw.v8.totalPhysicalSize)} MB, ArrayBuffers ${f(gw.process.arrayBuffers)} MB, gzip'd snapshot cache ${gw.snapshotCache.entries} entries ${f(gw.snapshotCache.bytes)} MB`);

@@ -233,6 +233,7 @@ addObjectBackendOptions(program
   .option("--max-response-bytes <n>", "largest response body an app may send", parsePositive, 32 * 1024 * 1024)
   .option("--idle-ttl-ms <n>", "stop instances idle this long (an idle app scales to zero; its next request starts from its snapshot)", parsePositive, 300_000)
   .option("--min-instances <n>", "instances each deployment and mode keeps even when idle", parseNonNegative, 0)
+  .option("--instances-per-host <n>", "instances one sandbox host process may carry, all of one account (1: a process per instance)", parsePositive, 1)
   .option("--memory-budget-mb <n>", "memory all sandbox hosts together may use, MiB (default: 60% of the machine's); idle instances are evicted (LRU) to stay under it")
   .option("--no-spare-hosts", "do not keep a preloaded spare sandbox host per runtime in use")
   .option("--no-metering", "do not write usage records (for benchmarks)")
@@ -245,7 +246,7 @@ addObjectBackendOptions(program
   .option("--acme-directory <url>", "ACME directory URL for `domains add` (e.g. https://acme-v02.api.letsencrypt.org/directory)")
   .option("--acme-ca-file <file>", "extra CA certificate (PEM) to trust for the ACME directory's HTTPS (a test CA)")
   .option("--acme-renew-check-ms <n>", "how often certificates are checked for renewal", parsePositive, 3_600_000)
-  .action(async (opts: { baseDomain: string; acmeDirectory?: string; acmeCaFile?: string; acmeRenewCheckMs: number; data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; objectQuotaBytes: number; objectQuotaObjects: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat } & ObjectBackendOpts) => {
+  .action(async (opts: { baseDomain: string; acmeDirectory?: string; acmeCaFile?: string; acmeRenewCheckMs: number; data?: string; httpPort: number; httpsPort: number; adminPort: number; s3Port: number; host: string; adminHost: string; examples?: boolean; headersTimeoutMs: number; requestTimeoutMs: number; maxInstances: number; instancesPerHost: number; maxQueue: number; maxResponseBytes: number; idleTtlMs: number; minInstances: number; memoryBudgetMb?: string; spareHosts: boolean; metering: boolean; usageFlushMs: number; objectQuotaBytes: number; objectQuotaObjects: number; allowClosingOpenPeriods?: boolean; logFormat?: LogFormat } & ObjectBackendOpts) => {
     if (opts.logFormat !== undefined) configureLog(opts.logFormat);
     const objects = await resolveObjectBackend(opts);
     const { startGateway } = await import("../gateway/index.js");
@@ -265,7 +266,7 @@ addObjectBackendOptions(program
       acme: { renewCheckMs: opts.acmeRenewCheckMs, ...(opts.acmeDirectory === undefined ? {} : { directoryUrl: opts.acmeDirectory }), ...(opts.acmeCaFile === undefined ? {} : { caFile: opts.acmeCaFile }) },
       objectLimits: { quotaBytes: opts.objectQuotaBytes, quotaObjects: opts.objectQuotaObjects },
       objects,
-      pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, minInstancesPerDeployment: opts.minInstances, memoryBudgetBytes: opts.memoryBudgetMb === undefined ? 0 : parsePositive(opts.memoryBudgetMb) * 1048576, spareHosts: opts.spareHosts },
+      pool: { maxInstancesPerDeployment: opts.maxInstances, maxQueue: opts.maxQueue, maxResponseBytes: opts.maxResponseBytes, idleTtlMs: opts.idleTtlMs, minInstancesPerDeployment: opts.minInstances, instancesPerHost: opts.instancesPerHost, memoryBudgetBytes: opts.memoryBudgetMb === undefined ? 0 : parsePositive(opts.memoryBudgetMb) * 1048576, spareHosts: opts.spareHosts },
     });
     log.info(`zerocell listening: http ${server.urls.http}  https ${server.urls.https}  admin ${server.urls.admin}  s3 ${server.urls.s3}`, { urls: server.urls, dataDir });
     if (opts.examples === true) {

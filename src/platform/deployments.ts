@@ -107,6 +107,8 @@ export class DeploymentCatalog {
     return {
       deploymentId: d.id,
       appName: d.app,
+      // Instances of one account may share a host process (--instances-per-host); never two accounts'.
+      accountId: d.accountId,
       manifest,
       image,
       // The env is part of the deployment (an env change is a new deployment), so the snapshot

@@ -18,6 +18,11 @@ export interface MemoryBudgetOptions {
   budgetBytes: number;
   /** What one host of a runtime is assumed to cost before any was measured, bytes. */
   defaultEstimateBytes: (runtime: BudgetRuntime) => number;
+  /**
+   * What one more instance in a slot of a running host process costs (`--instances-per-host`),
+   * bytes: its engine's private memory, not a runtime (bench/multi-instance.mjs, docs/memory.md).
+   */
+  slotEstimateBytes?: (runtime: BudgetRuntime) => number;
   /** Longest a start waits for memory before it fails with 503, ms. */
   maxWaitMs: number;
 }
@@ -25,6 +30,8 @@ export interface MemoryBudgetOptions {
 /** An admitted start or a running host: what it is charged. */
 export interface Charge {
   readonly runtime: BudgetRuntime;
+  /** A whole host process, or one more slot in a running one. */
+  readonly kind: "host" | "slot";
   bytes: number;
   /** Measured (true) or still the estimate. */
   measured: boolean;
@@ -32,6 +39,7 @@ export interface Charge {
 
 interface MemoryWaiter {
   runtime: BudgetRuntime;
+  kind: "host" | "slot";
   resolve: (c: Charge) => void;
   reject: (e: unknown) => void;
   timer: NodeJS.Timeout;
@@ -84,11 +92,11 @@ export class MemoryBudget {
    * idle instances if needed), or rejects with 503 `memory_budget` after the wait bound or when
    * `signal` aborts. The caller must `release()` the charge when the host is gone (or its start failed).
    */
-  admit(runtime: BudgetRuntime, signal?: AbortSignal, speculative = false): Promise<Charge> {
+  admit(runtime: BudgetRuntime, signal?: AbortSignal, speculative = false, kind: "host" | "slot" = "host"): Promise<Charge> {
     // A speculative start (a prewarm, a replacement nobody waits for) only takes free room: it
     // never evicts another app's idle instance and never waits, or starts ahead of demand would
     // evict each other in turn (every deploy prewarmed every app).
-    const now = this.#tryAdmit(runtime, speculative);
+    const now = this.#tryAdmit(runtime, kind, speculative);
     if (now !== undefined) return Promise.resolve(now);
     if (speculative) {
       this.stats.skippedSpeculative++;
@@ -98,6 +106,7 @@ export class MemoryBudget {
     return new Promise<Charge>((resolve, reject) => {
       const waiter: MemoryWaiter = {
         runtime,
+        kind,
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -134,27 +143,33 @@ export class MemoryBudget {
     return this.usedBytes + bytes <= this.#opts.budgetBytes;
   }
 
-  #tryAdmit(runtime: BudgetRuntime, noEviction = false): Charge | undefined {
+  #tryAdmit(runtime: BudgetRuntime, kind: "host" | "slot", noEviction = false): Charge | undefined {
     // A start reserves at least the runtime's default: while it boots, warms up and captures its
-    // snapshot it peaks above what hosts settle to (what the learned estimate measured).
-    const bytes = Math.max(this.estimate(runtime), this.#opts.defaultEstimateBytes(runtime));
+    // snapshot it peaks above what hosts settle to (what the learned estimate measured). A slot
+    // in a running process reserves the marginal cost of an instance.
+    const slotBytes = kind === "slot" ? this.#opts.slotEstimateBytes?.(runtime) : undefined;
+    const bytes = slotBytes ?? Math.max(this.estimate(runtime), this.#opts.defaultEstimateBytes(runtime));
     // Nothing else charged: one host is always admitted, however small the budget (a budget
     // below one host would otherwise serve nothing at all).
     while (!this.#fits(bytes) && this.#charges.size > 0) {
       if (noEviction || !this.evictOne()) return undefined;
       this.stats.evictionsForBudget++;
     }
-    const charge: Charge = { runtime, bytes, measured: false };
+    const charge: Charge = { runtime, kind: slotBytes === undefined ? "host" : "slot", bytes, measured: false };
     this.#charges.add(charge);
     this.stats.admitted++;
     return charge;
   }
 
-  /** The host of `charge` measured `bytes` (PSS); the runtime's estimate learns from it. */
-  measured(charge: Charge, bytes: number): void {
+  /**
+   * The host of `charge` measured `bytes` (PSS, or its share of a process it shares with other
+   * slots); the runtime's estimate of a whole host learns only from hosts alone in their process.
+   */
+  measured(charge: Charge, bytes: number, wholeHost = true): void {
     if (!this.#charges.has(charge) || !(bytes > 0)) return;
     charge.bytes = bytes;
     charge.measured = true;
+    if (!wholeHost) return;
     const prev = this.#learned.get(charge.runtime);
     // Biased up: a start's peak (warm-up, snapshot capture) is above what it settles to, and an
     // estimate too low lets the budget be overrun until the next sample.
@@ -172,7 +187,7 @@ export class MemoryBudget {
   wake(): void {
     while (this.#waiters.length > 0) {
       const w = this.#waiters[0]!;
-      const c = this.#tryAdmit(w.runtime);
+      const c = this.#tryAdmit(w.runtime, w.kind);
       if (c === undefined) return;
       this.#waiters.shift();
       clearTimeout(w.timer);

@@ -3,7 +3,8 @@
  * Acquire is O(1) when a host is idle; otherwise the request waits in a bounded FIFO queue while
  * the pool grows up to its per-deployment maximum. A host serves one request at a time, is reset
  * (snapshot mode) or replaced (fresh mode) after each, and is killed when it overruns its
- * wall-clock limit. A host only ever holds one deployment, hence one account.
+ * wall-clock limit. A host process holds one instance, or with `instancesPerHost` > 1 several
+ * instances (slots) of ONE account (src/pool/slots.ts): an instance is then (process, slot).
  * Must never: block the gateway's event loop on guest code, or let one deployment's failure
  * touch another's hosts.
  */
@@ -18,6 +19,8 @@ import { InstanceUnavailableError, PoolSaturatedError, SandboxError, ZerocellErr
 import { totalmem } from "node:os";
 import { MemoryBudget, defaultBudgetBytes, type Charge } from "./budget.js";
 import { treeMemoryBytes } from "./spawn.js";
+import { HostSlots, type SlotReservation } from "./slots.js";
+import { PROTOCOL_LIMITS } from "../protocol/index.js";
 
 export type { WarmupUsage, HostInit, HostOptions, HostResponse } from "./host.js";
 export { hostNodeArgs, detectHostIsolation, closeHostIsolation, NO_ISOLATION, HOST_UID, type HostIsolation } from "./spawn.js";
@@ -59,10 +62,23 @@ export interface PoolLimits {
   memoryBudgetBytes: number;
   /** How often the hosts' memory is read from /proc for the budget, ms. */
   memorySampleMs: number;
+  /**
+   * Instances (slots) one host process may carry, all of one account (default 1: a process per
+   * instance). Above 1 a new instance prefers a free slot in a process of its account — same
+   * deployment first — over a new process, and is charged a slot's marginal memory; the slots
+   * of a process run their requests one at a time (one thread). At most PROTOCOL_LIMITS.maxSlotsPerHost.
+   */
+  instancesPerHost: number;
 }
 
 /** What one host of a runtime is assumed to cost until one was measured, bytes (PSS, measured at main). */
 const DEFAULT_HOST_ESTIMATE_BYTES: Record<string, number> = { php: 256 * 1048576, python: 320 * 1048576, x86: 128 * 1048576 };
+/**
+ * What one more instance in a running process is charged at its start, bytes (measured marginals,
+ * bench/multi-instance.mjs and bench/memory.mjs: PHP ~7–12 MB, Python ~35–65 MB; biased up for a
+ * start's peak). The sampled share of the process's PSS replaces it once the slot is ready.
+ */
+const DEFAULT_SLOT_ESTIMATE_BYTES: Record<string, number> = { php: 32 * 1048576, python: 128 * 1048576, x86: 48 * 1048576 };
 
 export const DEFAULT_POOL_LIMITS: PoolLimits = {
   maxInstancesPerDeployment: 2,
@@ -76,12 +92,15 @@ export const DEFAULT_POOL_LIMITS: PoolLimits = {
   maxAcquireWaitMs: 60_000,
   memoryBudgetBytes: 0,
   memorySampleMs: 5_000,
+  instancesPerHost: 1,
 };
 
 /** What the pool needs to start a deployment's hosts (loaded from the store on demand). */
 export interface DeploymentSource {
   deploymentId: string;
   appName: string;
+  /** Its account: instances of one account may share a host process; undefined never shares. */
+  accountId?: string | undefined;
   manifest: Manifest;
   /** encodeImage() of the bundle. */
   image: Buffer;
@@ -162,6 +181,8 @@ export interface PoolHost {
   memory?(): Promise<HostMemoryReport | undefined>;
   /** The node process's pid inside the wrappers (its memory is the host's). */
   readonly nodePid?: number | undefined;
+  /** Other instances share its process: memoryBytes() is its share, not what a host costs. */
+  readonly sharesProcess?: boolean;
 }
 
 /** Starts a host loaded with a deployment; resolves once it is ready for requests. */
@@ -185,6 +206,8 @@ interface IdleTracker {
   /** The pool-wide totals every deployment's pool adds to. */
   readonly counters: PoolCounters;
   readonly budget: MemoryBudget;
+  /** Where instances go when processes carry several (undefined: one process per instance). */
+  readonly slots: HostSlots | undefined;
 }
 
 /** Pool-wide totals since start (monotonic; /metrics exports them as counters). */
@@ -269,7 +292,7 @@ class DeploymentPool {
   sampleMemory(budget: MemoryBudget): void {
     for (const s of this.#all) {
       const bytes = s.host.memoryBytes?.();
-      if (s.charge !== undefined && bytes !== undefined) budget.measured(s.charge, bytes);
+      if (s.charge !== undefined && bytes !== undefined) budget.measured(s.charge, bytes, s.host.sharesProcess !== true);
     }
   }
 
@@ -308,9 +331,14 @@ class DeploymentPool {
       phases[name] = performance.now() - at;
       at = performance.now();
     };
+    // A free slot in a process of the same account, if processes carry several (fresh mode: a
+    // process of its own, init included). Reserved before the budget's wait, so it is charged
+    // as a slot.
+    const placer = this.#tracker.slots;
+    const reservation: SlotReservation | undefined = cold ? undefined : placer?.reserve(this.source.accountId, this.source.deploymentId, this.source.manifest.runtime);
     // The memory budget admits the start first (evicting idle instances of any deployment, LRU).
     return budget
-      .admit(this.source.manifest.runtime, this.#abort.signal, speculative)
+      .admit(this.source.manifest.runtime, this.#abort.signal, speculative, reservation === undefined ? "host" : "slot")
       .then((c) => {
         charge = c;
         lap("admit");
@@ -319,10 +347,10 @@ class DeploymentPool {
           return undefined;
         });
       })
-      .then((snap) =>
-        this.#startHost(
-          {
+      .then((snap) => {
+        const init: HostInit = {
             deploymentId: this.source.deploymentId,
+            accountId: this.source.accountId,
             manifest: this.source.manifest,
             image: this.source.image,
             env: this.source.env,
@@ -331,10 +359,9 @@ class DeploymentPool {
             cold,
             onSnapshot: (img) => this.source.saveSnapshot(img),
             signal: this.#abort.signal,
-          },
-          this.#hostOpts,
-        ),
-      )
+        };
+        return placer !== undefined && !cold ? placer.start(init, this.#hostOpts, reservation) : this.#startHost(init, this.#hostOpts);
+      })
       .then((host) => {
         this.#starting--;
         this.lastStartError = undefined;
@@ -351,7 +378,7 @@ class DeploymentPool {
         if (host.startPhases !== undefined) Object.assign(host.startPhases, phases);
         const slot: Slot = { host, served: 0, charge };
         const measured = host.memoryBytes?.();
-        if (charge !== undefined && measured !== undefined) budget.measured(charge, measured);
+        if (charge !== undefined && measured !== undefined) budget.measured(charge, measured, host.sharesProcess !== true);
         this.#all.add(slot);
         host.onExit(() => {
           if (this.#all.has(slot)) this.#tracker.counters.hostExits++;
@@ -362,6 +389,7 @@ class DeploymentPool {
       })
       .catch((e: unknown) => {
         this.#starting--;
+        reservation?.release();
         if (charge !== undefined) budget.release(charge);
         const noMemory = e instanceof InstanceUnavailableError && e.details?.reason === "memory_budget";
         if (speculative && noMemory) {
@@ -593,6 +621,7 @@ export class Pool {
   readonly #idleCache: LRUCache<Slot, DeploymentPool>;
   readonly #tracker: IdleTracker;
   readonly #budget: MemoryBudget;
+  readonly #slots: HostSlots | undefined;
   readonly #sampler: NodeJS.Timeout;
   #sampleCount = 0;
   /** The spare hosts' memory at the last sample, by pid, bytes. */
@@ -629,9 +658,15 @@ export class Pool {
         if (reason === "expire" || reason === "evict") pool.evict(slot, reason);
       },
     });
+    if (!(Number.isInteger(this.#limits.instancesPerHost) && this.#limits.instancesPerHost >= 1 && this.#limits.instancesPerHost <= PROTOCOL_LIMITS.maxSlotsPerHost)) {
+      throw new RangeError(`pool: instancesPerHost must be an integer from 1 to ${PROTOCOL_LIMITS.maxSlotsPerHost} (got ${this.#limits.instancesPerHost})`);
+    }
+    // Slots need the real host processes (an injected startHost knows nothing of them).
+    this.#slots = this.#limits.instancesPerHost > 1 && options.startHost === undefined ? new HostSlots(this.#limits.instancesPerHost) : undefined;
     this.#budget = new MemoryBudget({
       budgetBytes: this.#limits.memoryBudgetBytes > 0 ? this.#limits.memoryBudgetBytes : defaultBudgetBytes(totalmem()),
       defaultEstimateBytes: (runtime) => DEFAULT_HOST_ESTIMATE_BYTES[runtime] ?? DEFAULT_HOST_ESTIMATE_BYTES.php!,
+      slotEstimateBytes: (runtime) => DEFAULT_SLOT_ESTIMATE_BYTES[runtime] ?? DEFAULT_SLOT_ESTIMATE_BYTES.php!,
       maxWaitMs: this.#limits.maxAcquireWaitMs,
     });
     // Room for a start is made by evicting the least recently used idle instance of any deployment
@@ -661,6 +696,7 @@ export class Pool {
       busy: (slot) => this.#idleCache.delete(slot),
       counters: this.counters,
       budget: this.#budget,
+      slots: this.#slots,
     };
     this.#sampler = setInterval(() => this.#sampleMemory(), 500);
     this.#sampler.unref();
@@ -680,9 +716,10 @@ export class Pool {
   }
 
   /** The memory budget and what uses it (GET /v1/pool, `zerocell pool`, /metrics). */
-  memory(): { budgetBytes: number; usedBytes: number; waitingStarts: number; estimateBytes: Record<string, number>; admitted: number; waited: number; refused: number; evictionsForBudget: number; skippedSpeculative: number } {
+  memory(): { budgetBytes: number; usedBytes: number; waitingStarts: number; estimateBytes: Record<string, number>; instancesPerHost: number; admitted: number; waited: number; refused: number; evictionsForBudget: number; skippedSpeculative: number } {
     return {
       budgetBytes: this.#budget.budgetBytes,
+      instancesPerHost: this.#limits.instancesPerHost,
       usedBytes: this.#budget.usedBytes,
       waitingStarts: this.#budget.waiting,
       estimateBytes: Object.fromEntries(Object.keys(DEFAULT_HOST_ESTIMATE_BYTES).map((r) => [r, this.#budget.estimate(r)])),
@@ -805,6 +842,11 @@ export class Pool {
 
   stats(): Array<{ deploymentId: string; app: string; mode: RouteMode; key: string | null } & DeploymentPool["stats"]> {
     return [...this.#pools.values()].map((p) => ({ deploymentId: p.source.deploymentId, app: p.source.appName, mode: p.mode, key: p.instanceKey ?? null, ...p.stats }));
+  }
+
+  /** Host processes that carry slots, with their account and open slots (admin diagnostics, tests). */
+  hostProcesses(): Array<{ pid: number; accountId: string | undefined; slots: number }> {
+    return this.#slots?.list() ?? [];
   }
 
   /** Every host of every deployment's pool, with what it serves (diagnostics: GET /v1/pool/memory). */

@@ -24,6 +24,11 @@ export const PROTOCOL_LIMITS = {
   /** Snapshot globals (wasm mutable globals as decimal strings). */
   maxSnapshotGlobals: 16,
   maxEngineBuildChars: 256,
+  /**
+   * Instances (slots) one host process may carry (`serve --instances-per-host` is bounded by
+   * it); slot numbers are 0 … maxSlotsPerHost − 1.
+   */
+  maxSlotsPerHost: 64,
   /** More guest instructions than one request can execute in its time limit at any speed. */
   maxInstructions: 2 ** 52,
 } as const;

@@ -1,7 +1,9 @@
 /**
  * Every message on the gateway↔host pipe, one vocabulary for both sides.
  *
- * gateway → host (trusted, built by src/pool/host.ts): init, req, exit — plain types.
+ * gateway → host (trusted, built by src/pool/host.ts): init, req, close, exit — plain types.
+ * A host process carries one or more instances (slots) of ONE account: init opens a slot,
+ * req names it, close frees it; the host's replies name the slot they concern (absent = 0).
  * host → gateway (untrusted: a guest may one day escape into its host): zod schemas that carry
  * every bound, parsed by the gateway before anything else reads them (`parseHostMessage`).
  * Must never: let a host message through whose numbers, strings or arrays are unbounded.
@@ -15,6 +17,19 @@ import { PROTOCOL_LIMITS as L } from "./limits.js";
 
 export interface InitMessage {
   t: "init";
+  /** The slot this init opens (default 0); it must not be open. */
+  slot?: number;
+  /**
+   * The deployment's account. A host refuses an init of another account than its first one's:
+   * Must never: carry two accounts' instances in one process (the gateway places slots by
+   * account; this is the host's own check of it).
+   */
+  accountId?: string;
+  /**
+   * The host already has this deployment's image (another slot was opened with it): none is in
+   * the body (imageBytes 0) and the host reuses what it prepared then.
+   */
+  sameImage?: boolean;
   deploymentId: string;
   manifest: Manifest;
   maxResponseBytes: number;
@@ -42,6 +57,8 @@ export interface InitMessage {
 export interface RequestMessage {
   t: "req";
   id: number;
+  /** The slot whose instance runs it (default 0). */
+  slot?: number;
   req: Omit<EngineRequest, "body" | "data">;
   /** Reset the instance after this request (snapshot mode). */
   reset: boolean;
@@ -54,6 +71,12 @@ export interface ExitMessage {
   t: "exit";
 }
 
+/** Frees a slot's instance (its pool stopped it); the host exits on `exit`, not on this. */
+export interface CloseSlotMessage {
+  t: "close";
+  slot: number;
+}
+
 /**
  * A diagnostic: the host answers with a `mem` message (its V8 heap, code, linear memory and the
  * snapshot bytes it holds), for bench/memory.mjs and operators; queued behind any request.
@@ -62,7 +85,7 @@ export interface MemoryQueryMessage {
   t: "mem";
 }
 
-export type GatewayMessage = InitMessage | RequestMessage | ExitMessage | MemoryQueryMessage;
+export type GatewayMessage = InitMessage | RequestMessage | ExitMessage | CloseSlotMessage | MemoryQueryMessage;
 
 // --- host → gateway ------------------------------------------------------------------------
 
@@ -74,9 +97,12 @@ export const SPARE_PRELOADED_LINE = "zerocell-spare: preloaded";
 
 const count = z.number().int().nonnegative();
 const ms = z.number().nonnegative().finite();
+/** The slot a host message concerns (absent: slot 0). */
+const slot = count.max(L.maxSlotsPerHost - 1).optional();
 
 export const readyMessage = z.object({
   t: z.literal("ready"),
+  slot,
   ms: ms.optional(),
   restored: z.boolean().optional(),
   /** CPU the warm-up took, µs (bounded again by the gateway against its own clock). */
@@ -90,7 +116,7 @@ export const readyMessage = z.object({
   phases: z.strictObject({ send: ms.max(3_600_000), engine: ms.max(3_600_000), prepare: ms.max(3_600_000), instantiate: ms.max(3_600_000), import: ms.max(3_600_000) }).partial().optional(),
 });
 
-export const warmupMessage = z.object({ t: z.literal("warmup"), index: count.max(L.maxWarmupIndex) });
+export const warmupMessage = z.object({ t: z.literal("warmup"), slot, index: count.max(L.maxWarmupIndex) });
 
 export const responseMessage = z.object({
   t: z.literal("res"),
@@ -111,14 +137,16 @@ export const responseMessage = z.object({
 
 export const failMessage = z.object({
   t: z.literal("fail"),
-  /** The request that failed; absent: the host itself failed (init). */
+  /** The request that failed; absent: the slot's init failed. */
   id: count.optional(),
+  slot,
   code: z.string().transform((s) => s.slice(0, L.maxFailCodeChars)),
   message: z.string().transform((s) => s.slice(0, L.maxFailMessageChars)),
 });
 
 export const snapshotMessage = z.object({
   t: z.literal("snapshot"),
+  slot,
   engine: z.string().max(64),
   engineBuild: z.string().max(L.maxEngineBuildChars),
   globals: z.array(z.string().regex(/^-?\d{1,20}$/)).max(L.maxSnapshotGlobals),
@@ -139,12 +167,14 @@ export const memoryMessage = z.object({
   code: z.object({ codeAndMetadata: bytes, bytecodeAndMetadata: bytes, externalScriptSource: bytes }),
   /** EngineInstance.memoryInfo(), when the engine has one. */
   instance: z.object({ linearBytes: bytes, snapshotBytes: bytes, snapshotHeldBytes: bytes, otherHeldBytes: bytes }).partial().optional(),
+  /** Slots open in the host (their instances' figures are summed in `instance`). */
+  slots: count.max(L.maxSlotsPerHost).optional(),
 });
 
-export const taintedMessage = z.object({ t: z.literal("tainted") });
+export const taintedMessage = z.object({ t: z.literal("tainted"), slot });
 /** The engine passed WORN_AT of what only a new instance frees (sent once): start its successor. */
-export const wornMessage = z.object({ t: z.literal("worn") });
-export const idleMessage = z.object({ t: z.literal("idle"), resetMs: ms.optional(), resetCpuUs: count.optional() });
+export const wornMessage = z.object({ t: z.literal("worn"), slot });
+export const idleMessage = z.object({ t: z.literal("idle"), slot, resetMs: ms.optional(), resetCpuUs: count.optional() });
 
 export const hostMessage = z.discriminatedUnion("t", [readyMessage, warmupMessage, responseMessage, failMessage, snapshotMessage, taintedMessage, wornMessage, idleMessage, memoryMessage]);
 

@@ -33,7 +33,10 @@ export interface TestServer {
 export async function startServer(extraArgs: string[] = [], opts: { dataDir?: string } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "zc-test-"));
   rmSync(join(dataDir, "run", "server.json"), { force: true });
-  const proc = spawn(process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--s3-port", "0", ...extraArgs], {
+  // ZC_TEST_INSTANCES_PER_HOST=N runs a suite's servers with host slots (unless the test sets its own).
+  const slots = process.env.ZC_TEST_INSTANCES_PER_HOST;
+  const slotArgs = slots !== undefined && !extraArgs.includes("--instances-per-host") ? ["--instances-per-host", slots] : [];
+  const proc = spawn(process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--s3-port", "0", ...slotArgs, ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env },
   });

@@ -111,3 +111,18 @@ describe("host messages (untrusted)", () => {
     }
   });
 });
+
+describe("host slots in the protocol", () => {
+  it("a host message names a slot within the limit, or is refused", () => {
+    const last = PROTOCOL_LIMITS.maxSlotsPerHost - 1;
+    for (const t of ["idle", "tainted", "worn"]) {
+      expect(parseHostMessage({ t, slot: last }).ok).toBe(true);
+      expect(parseHostMessage({ t, slot: last + 1 }).ok).toBe(false);
+      expect(parseHostMessage({ t, slot: -1 }).ok).toBe(false);
+      expect(parseHostMessage({ t, slot: 1.5 }).ok).toBe(false);
+    }
+    expect(parseHostMessage({ t: "ready", slot: 3, restored: true }).ok).toBe(true);
+    expect(parseHostMessage({ t: "fail", slot: last + 1, code: "x", message: "y" }).ok).toBe(false);
+    expect(parseHostMessage({ t: "mem", process: { rss: 1, heapTotal: 1, heapUsed: 1, external: 1, arrayBuffers: 1 }, v8: { totalPhysicalSize: 1, mallocedMemory: 1, peakMallocedMemory: 1 }, code: { codeAndMetadata: 1, bytecodeAndMetadata: 1, externalScriptSource: 1 }, slots: PROTOCOL_LIMITS.maxSlotsPerHost + 1 }).ok).toBe(false);
+  });
+});

@@ -37,6 +37,7 @@ export function registerMemoryRoutes({ endpoint, platform }: AdminRoutes<keyof t
       v8: { totalPhysicalSize: h.total_physical_size, mallocedMemory: h.malloced_memory },
       snapshotCache: platform.snapshots.cacheStats(),
     };
-    return c.json({ gateway, hosts, spares: platform.pool.spares() });
+    // With --instances-per-host > 1: each process, its account and its open slots.
+    return c.json({ gateway, hosts, spares: platform.pool.spares(), processes: platform.pool.hostProcesses() });
   });
 }

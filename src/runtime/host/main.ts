@@ -1,6 +1,9 @@
 /**
- * Sandbox host process: holds engine instances of one deployment (so never two accounts) and
- * runs guest code off the gateway's event loop. Started by src/pool with Node's permission model
+ * Sandbox host process: holds engine instances (slots) of one account — of one deployment, or
+ * with `serve --instances-per-host N` up to N of that account's deployments and keys — and runs
+ * guest code off the gateway's event loop, one request at a time across all its slots (one
+ * thread), each slot reset to its own snapshot after its request.
+ * Must never: open a slot for an account other than its first slot's. Started by src/pool with Node's permission model
  * (reads limited to the platform's code, no child processes, no workers) and, where possible,
  * in an empty network namespace. Reads framed requests on stdin, writes framed replies on fd 3;
  * stdout and stderr are only logs.
@@ -112,18 +115,37 @@ preloaded?.catch(() => {});
 if (isSpare) {
   void preloaded?.then(() => {
     // Not once it serves a deployment: its own collection comes after its first request.
-    for (const ms of [GC_DELAY_MS, SPARE_LATE_GC_MS]) setTimeout(() => instance === undefined && collectGarbage?.(), ms).unref();
+    for (const ms of [GC_DELAY_MS, SPARE_LATE_GC_MS]) setTimeout(() => !initStarted && collectGarbage?.(), ms).unref();
   });
 }
 
-let instance: EngineInstance | undefined;
+/** One open slot: an engine instance of one deployment. */
+interface Slot {
+  instance: EngineInstance;
+  deploymentId: string;
+  maxResponseBytes: number;
+  /** The host told the pool this instance passed WORN_AT (told once: the pool starts one successor). */
+  worn: boolean;
+}
+const slots = new Map<number, Slot>();
+/** The account of the first slot: every later slot must be of the same one. */
+let account: string | undefined;
+/** What was prepared per deployment (engine, prepared image), for more slots of it (`sameImage`). */
+const preparedByDeployment = new Map<string, { engine: Engine; prepared: unknown; slots: number }>();
 /** An init message arrived (a spare was taken). */
 let initStarted = false;
-/** The host told the pool its instance passed WORN_AT (told once: the pool starts one successor). */
-let worn = false;
 /** Runs once after the next request is answered (a deferred snapshot send). */
 let afterRequest: (() => void) | undefined;
-let maxResponseBytes = 0;
+
+/** Disposes a slot's instance and forgets what was prepared for its deployment once no slot uses it. */
+function closeSlot(n: number): void {
+  const s = slots.get(n);
+  if (s === undefined) return;
+  slots.delete(n);
+  s.instance.dispose();
+  const p = preparedByDeployment.get(s.deploymentId);
+  if (p !== undefined && --p.slots <= 0) preparedByDeployment.delete(s.deploymentId);
+}
 
 /** Lines the guest's runtime logged while a warm-up request ran (bounded), for the failure message. */
 const WARMUP_LOG_TAIL_CHARS = 2048;
@@ -152,14 +174,14 @@ class WarmupFailedError extends Error {
  * fails with the request, its status and the last lines the runtime logged (PHP's "Parse error
  * ... in /public/index.php on line 3", Python's traceback): a new deployment is then refused.
  */
-async function warmUp(inst: EngineInstance, manifest: Manifest, precompile: boolean): Promise<void> {
+async function warmUp(inst: EngineInstance, manifest: Manifest, precompile: boolean, slot: number | undefined): Promise<void> {
   const warm = manifest.warmup;
   const paths = [...warm, ...healthPaths(manifest).filter((p) => !warm.includes(p))];
   const host = manifest.routes[0]?.host.replace(/^\*\.?/, "") || "localhost";
   for (const [index, url] of paths.entries()) {
     // Tenant code runs now: the gateway bounds each warm-up request by timeout_ms (the first also
     // by the runtime's boot allowance: Python imports the app in it) and bills the time.
-    send({ t: "warmup", index });
+    send({ t: "warmup", index, ...(slot === undefined ? {} : { slot }) });
     capture = [];
     let failure: string | undefined;
     try {
@@ -177,7 +199,7 @@ async function warmUp(inst: EngineInstance, manifest: Manifest, precompile: bool
   }
   // The engine's precompile step gets its own timeout_ms, like one more warm-up request.
   if (precompile && inst.precompile !== undefined) {
-    send({ t: "warmup", index: paths.length });
+    send({ t: "warmup", index: paths.length, ...(slot === undefined ? {} : { slot }) });
     process.stderr.write(`precompile: ${JSON.stringify(await inst.precompile())}\n`);
   }
   inst.snapshot();
@@ -190,6 +212,21 @@ async function onFrame(frame: Frame): Promise<void> {
     case "init": {
       initStarted = true;
       const init = h;
+      // Replies name the slot only when it is not 0 (a one-slot host speaks as before).
+      const sn = init.slot ?? 0;
+      const tag = sn === 0 ? {} : { slot: sn };
+      if (sn < 0 || sn >= PROTOCOL_LIMITS.maxSlotsPerHost || slots.has(sn)) {
+        send({ t: "fail", ...tag, code: "bad_slot", message: `init: slot ${sn} is open or out of range` });
+        return;
+      }
+      // Must never: an instance of a second account in this process.
+      const acct = init.accountId ?? `deployment:${init.deploymentId}`;
+      if (account !== undefined && account !== acct) {
+        send({ t: "fail", ...tag, code: "account_mismatch", message: "init: this host carries another account's instances" });
+        return;
+      }
+      account = acct;
+      let instance: EngineInstance | undefined;
       const t0 = performance.now();
       // Where the start's time goes (server-timing of the first request; display only).
       const phases: { send?: number; engine?: number; prepare?: number; instantiate?: number; import?: number } = {};
@@ -199,10 +236,15 @@ async function onFrame(frame: Frame): Promise<void> {
         const engine = preloaded !== undefined && init.manifest.runtime === startRuntime ? await preloaded : await loadEngine(init.manifest.runtime);
         const t1 = performance.now();
         phases.engine = t1 - t0;
+        // Another slot of this deployment was prepared already: its image and checks are reused.
+        const known = init.sameImage === true ? preparedByDeployment.get(init.deploymentId) : undefined;
+        if (init.sameImage === true && known === undefined) throw new Error(`no prepared image of ${init.deploymentId} in this host`);
         // A copy of the image's bytes: the decoded entries are views into it and engines keep them
         // (realm rebuilds, x86's file tree); views into the frame would pin the snapshot after it too.
-        const image = decodeImage(Buffer.from(frame.body.subarray(0, init.imageBytes)));
-        const prepared = await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image, env: init.env ?? {}, maxResponseBytes: init.maxResponseBytes });
+        const prepared =
+          known !== undefined
+            ? known.prepared
+            : await engine.prepare({ deploymentId: init.deploymentId, manifest: init.manifest, image: decodeImage(Buffer.from(frame.body.subarray(0, init.imageBytes))), env: init.env ?? {}, maxResponseBytes: init.maxResponseBytes });
         const t2 = performance.now();
         phases.prepare = t2 - t1;
         const build = engine.buildId(init.manifest);
@@ -210,7 +252,6 @@ async function onFrame(frame: Frame): Promise<void> {
         instance = await engine.instantiate(prepared, { forRestore: restoring });
         const t3 = performance.now();
         phases.instantiate = t3 - t2;
-        maxResponseBytes = init.maxResponseBytes;
         let restored = false;
         if (restoring && init.snapshot !== undefined) {
           try {
@@ -227,7 +268,7 @@ async function onFrame(frame: Frame): Promise<void> {
           phases.import = performance.now() - t3;
         }
         const cpu0 = process.cpuUsage();
-        if (!restored) await warmUp(instance, init.manifest, !init.cold);
+        if (!restored) await warmUp(instance, init.manifest, !init.cold, init.slot);
         const cpu = process.cpuUsage(cpu0);
         if (!restored && init.wantSnapshot && !init.cold) {
           // Captured and sent before "ready" (the state every reset returns to): a host that is
@@ -235,26 +276,39 @@ async function onFrame(frame: Frame): Promise<void> {
           // losing its deployment's snapshot. The gateway gzips it off its event loop; the frame
           // (30–100 MB) costs the start tens of ms.
           const snap = instance.exportSnapshot();
-          send({ t: "snapshot", engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
+          send({ t: "snapshot", ...tag, engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
         }
-        send({ t: "ready", ms: performance.now() - t0, restored, ...(restored ? { spareEngine, phases } : { warmupCpuUs: cpu.user + cpu.system }) });
-        collectSoon();
+        slots.set(sn, { instance, deploymentId: init.deploymentId, maxResponseBytes: init.maxResponseBytes, worn: false });
+        const p = preparedByDeployment.get(init.deploymentId);
+        if (p === undefined) preparedByDeployment.set(init.deploymentId, { engine, prepared, slots: 1 });
+        else p.slots++;
+        send({ t: "ready", ...tag, ms: performance.now() - t0, restored, ...(restored ? { spareEngine, phases } : { warmupCpuUs: cpu.user + cpu.system }) });
+        if (slots.size === 1) collectSoon();
       } catch (e) {
         // A failed warm-up leaves an instance nobody may use: the host exits after saying why.
-        if (e instanceof WarmupFailedError) {
+        // The slot is not opened; the gateway closes the host if no other slot is open.
+        try {
           instance?.dispose();
-          instance = undefined;
-          send({ t: "fail", code: e.code, message: `warm-up: ${e.message}` });
-        } else send({ t: "fail", code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${describeError(e)}` });
+        } catch {
+          // half-made: nothing more to free
+        }
+        if (e instanceof WarmupFailedError) {
+          send({ t: "fail", ...tag, code: e.code, message: `warm-up: ${e.message}` });
+        } else send({ t: "fail", ...tag, code: isZerocellError(e) ? e.code : "init_failed", message: `init: ${describeError(e)}` });
       }
       return;
     }
     case "req": {
       const r = h;
-      if (instance === undefined) {
-        send({ t: "fail", id: r.id, code: "not_ready", message: "host: request before init" });
+      const sn = r.slot ?? 0;
+      const tag = sn === 0 ? {} : { slot: sn };
+      const slot = slots.get(sn);
+      if (slot === undefined) {
+        send({ t: "fail", id: r.id, code: "not_ready", message: `host: request for slot ${sn}, which is not open` });
+        send({ t: "idle", ...tag });
         return;
       }
+      const { instance, maxResponseBytes } = slot;
       const t0 = performance.now();
       const cpu0 = process.cpuUsage();
       try {
@@ -280,7 +334,7 @@ async function onFrame(frame: Frame): Promise<void> {
         // failure inside the engine, or the engine stopping the guest at one of its own limits):
         // it may be mid-call with state a reset does not undo. Ask to be replaced; the pool
         // stops it (it was never snapshotted: the snapshot is taken before any request).
-        send({ t: "tainted" });
+        send({ t: "tainted", ...tag });
       }
       let resetMs: number | undefined;
       let resetCpuUs: number | undefined;
@@ -294,17 +348,17 @@ async function onFrame(frame: Frame): Promise<void> {
           resetCpuUs = c.user + c.system;
         } catch (e) {
           process.stderr.write(`reset failed: ${(e as Error).message}\n`);
-          send({ t: "tainted" });
+          send({ t: "tainted", ...tag });
         }
       }
       // An engine may run out of something only a new instance frees (daemon mode: what only a
       // reset frees; any mode: a runtime stopped mid-request).
-      if (instance.exhausted?.() === true) send({ t: "tainted" });
-      else if (!worn && (instance.wear?.() ?? 0) >= WORN_AT) {
-        worn = true;
-        send({ t: "worn" });
+      if (instance.exhausted?.() === true) send({ t: "tainted", ...tag });
+      else if (!slot.worn && (instance.wear?.() ?? 0) >= WORN_AT) {
+        slot.worn = true;
+        send({ t: "worn", ...tag });
       }
-      send({ t: "idle", ...(resetMs === undefined ? {} : { resetMs }), ...(resetCpuUs === undefined ? {} : { resetCpuUs }) });
+      send({ t: "idle", ...tag, ...(resetMs === undefined ? {} : { resetMs }), ...(resetCpuUs === undefined ? {} : { resetCpuUs }) });
       const after = afterRequest;
       afterRequest = undefined;
       after?.();
@@ -319,17 +373,33 @@ async function onFrame(frame: Frame): Promise<void> {
         process: { rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers },
         v8: { totalPhysicalSize: h.total_physical_size, mallocedMemory: h.malloced_memory, peakMallocedMemory: h.peak_malloced_memory },
         code: { codeAndMetadata: c.code_and_metadata_size, bytecodeAndMetadata: c.bytecode_and_metadata_size, externalScriptSource: c.external_script_source_size },
-        ...(instance?.memoryInfo === undefined ? {} : { instance: instance.memoryInfo() }),
+        ...memoryOfSlots(),
       });
       return;
     }
+    case "close":
+      closeSlot(h.slot);
+      return;
     case "exit":
-      instance?.dispose();
+      for (const n of [...slots.keys()]) closeSlot(n);
       out.end(() => process.exit(0));
       return;
     default:
       process.stderr.write(`host: unknown message ${String((h as { t?: unknown }).t)}\n`);
   }
+}
+
+/** The slots' instances' memory figures, summed (diagnostics). */
+function memoryOfSlots(): { instance?: Record<string, number>; slots: number } {
+  const sum: Record<string, number> = {};
+  let any = false;
+  for (const s of slots.values()) {
+    const info = s.instance.memoryInfo?.();
+    if (info === undefined) continue;
+    any = true;
+    for (const [k, v] of Object.entries(info)) if (typeof v === "number") sum[k] = (sum[k] ?? 0) + v;
+  }
+  return { ...(any ? { instance: sum } : {}), slots: slots.size };
 }
 
 const decoder = new FrameDecoder(PROTOCOL_LIMITS.maxGatewayFrameBytes);

@@ -1,0 +1,40 @@
+/**
+ * The memory budget with host slots: a start in a free slot of a running process is charged the
+ * slot's marginal estimate, not a whole host's, and a shared process's share does not teach the
+ * budget what a whole host costs.
+ */
+import { describe, it, expect } from "vitest";
+import { MemoryBudget } from "../../src/pool/budget.js";
+
+const MB = 1048576;
+
+describe("memory budget: slots", () => {
+  const make = () => new MemoryBudget({ budgetBytes: 1000 * MB, defaultEstimateBytes: () => 256 * MB, slotEstimateBytes: () => 32 * MB, maxWaitMs: 1000 });
+
+  it("charges a slot's estimate for a slot start and a host's for a process start", async () => {
+    const b = make();
+    const host = await b.admit("php");
+    const slot = await b.admit("php", undefined, false, "slot");
+    expect(host.kind).toBe("host");
+    expect(host.bytes).toBe(256 * MB);
+    expect(slot.kind).toBe("slot");
+    expect(slot.bytes).toBe(32 * MB);
+    expect(b.usedBytes).toBe(288 * MB);
+    // Twenty more slots fit where three more hosts would not.
+    for (let i = 0; i < 20; i++) await b.admit("php", undefined, true, "slot");
+    expect(b.usedBytes).toBe((288 + 20 * 32) * MB);
+    await expect(b.admit("php", undefined, true)).rejects.toThrow(/memory budget/);
+    b.close();
+  });
+
+  it("learns a host's cost only from hosts alone in their process", async () => {
+    const b = make();
+    const c = await b.admit("php");
+    b.measured(c, 60 * MB, false);
+    expect(c.bytes).toBe(60 * MB);
+    expect(b.estimate("php")).toBe(256 * MB);
+    b.measured(c, 180 * MB, true);
+    expect(b.estimate("php")).toBe(180 * MB);
+    b.close();
+  });
+});
