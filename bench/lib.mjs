@@ -735,10 +735,14 @@ export async function makeBuildCopy(result, prefix, log) {
  * listening() }: listening() waits (30 s) for run/server.json and the "zerocell listening" line
  * and resolves the server's URLs; its errors name the server `label`.
  */
-export function startZerocell({ dataPrefix, args = [], name = "zerocell serve", label = "zerocell server", stopOnCleanup = false }) {
-  const dataDir = tempDir(dataPrefix);
+export function startZerocell({ dataPrefix, dataDir: reuse, args = [], name = "zerocell serve", label = "zerocell server", stopOnCleanup = false }) {
+  // reuse: the data dir of a server started earlier (a restart); else a new temp dir.
+  const dataDir = reuse ?? tempDir(dataPrefix);
   const logPath = join(dataDir, "..", `${basename(dataDir)}-server.log`);
   tempDirs.add(logPath);
+  // A restart on the same data dir: what the previous server wrote does not say this one listens.
+  const logFrom = existsSync(logPath) ? statSync(logPath).size : 0;
+  if (reuse !== undefined) rmSync(join(dataDir, "run", "server.json"), { force: true });
   const fd = openSync(logPath, "a");
   const child = startChild(name, process.execPath, [BUILD.cli, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--s3-port", "0", ...args], {
     stdio: ["ignore", fd, fd],
@@ -755,8 +759,8 @@ export function startZerocell({ dataPrefix, args = [], name = "zerocell serve", 
   };
   const listening = async () => {
     const serverJson = join(dataDir, "run", "server.json");
-    const end = Date.now() + 30_000;
-    while (!existsSync(serverJson) || !readFileSync(logPath, "utf8").includes("zerocell listening")) {
+    const end = Date.now() + 90_000;
+    while (!existsSync(serverJson) || !readFileSync(logPath).subarray(logFrom).toString("utf8").includes("zerocell listening")) {
       if (child.exited) throw new Error(`${label} exited early (${child.code}):\n${logTail()}`);
       if (Date.now() > end) throw new Error(`${label} did not start:\n${logTail()}`);
       if (stopOnCleanup && cleaningUp) throw new Error("interrupted");
