@@ -272,6 +272,24 @@ export class HostProcess {
     return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
   }
 
+  /**
+   * CPU time (user + system) of the node host's main thread so far, ms: where guest code runs
+   * (wasm, Pyodide, Unicorn all run on it). V8's background threads (wasm tier-up compiling
+   * php.wasm, concurrent GC) are not counted: a new host's first requests overlap seconds of
+   * that, which is the platform's work, not the tenant's. Undefined once the host is gone.
+   */
+  mainThreadCpuMs(): number | undefined {
+    const pid = this.nodePid();
+    if (pid === undefined) return undefined;
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Memory of the host's processes now (PSS), bytes; undefined once it is gone. */
   memoryBytes(): number | undefined {
     const pid = this.child.pid;

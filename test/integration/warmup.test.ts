@@ -25,12 +25,13 @@ interface Row {
   wall_us: number;
   cpu_us: number | null;
   mode: string;
+  app: string | null;
 }
 
 function warmupRows(server: TestServer): Row[] {
   const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
   try {
-    return db.prepare("SELECT account_id, status, wall_us, cpu_us, mode FROM usage_records WHERE mode = 'warmup'").all() as Row[];
+    return db.prepare("SELECT u.account_id, u.status, u.wall_us, u.cpu_us, u.mode, a.name AS app FROM usage_records u LEFT JOIN apps a ON a.id = u.app_id WHERE u.mode = 'warmup'").all() as Row[];
   } finally {
     db.close();
   }
@@ -105,7 +106,8 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
     const r = await fetchApp(server, "calm.warmer.localhost", "/");
     expect(r.status).toBe(200);
     expect(r.text).toBe("served");
-    const row = await waitFor("the warm-up usage record", () => warmupRows(server).find((x) => x.status === 200));
+    // This app's record (an earlier test's "other" app was warmed up too).
+    const row = await waitFor("the warm-up usage record", () => warmupRows(server).find((x) => x.status === 200 && x.app === "calm"));
     expect(row.account_id).toBe(accountId);
     expect(row.wall_us).toBeGreaterThanOrEqual(200_000);
     expect(row.cpu_us).not.toBeNull();
