@@ -9,6 +9,7 @@ import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import https from "node:https";
 import http from "node:http";
+import Database from "better-sqlite3";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const CLI = join(ROOT, "dist", "src", "cli", "main.js");
@@ -206,6 +207,31 @@ export async function createAccount(server: TestServer, name: string, extra: Rec
   const r = await admin(server, "POST", "/v1/accounts", json({ name, ...extra }));
   if (r.status !== 201 || typeof r.json?.token !== "string") throw new Error(`createAccount ${name}: ${r.status} ${JSON.stringify(r.json).slice(0, 300)}`);
   return r.json.token as string;
+}
+
+/** Rows of a read-only query on the server's SQLite file (what the platform stored). */
+export function queryDb<T>(server: TestServer, sql: string, ...args: unknown[]): T[] {
+  const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
+  try {
+    return db.prepare(sql).all(...args) as T[];
+  } finally {
+    db.close();
+  }
+}
+
+/** PSS of every process under the server (hosts, spares, their wrappers), bytes. */
+export function hostsPss(server: TestServer): number {
+  let sum = 0;
+  // childPids lists every descendant.
+  for (const c of childPids(server.proc.pid!)) {
+    try {
+      const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${c}/smaps_rollup`, "utf8"));
+      if (m !== null) sum += Number(m[1]) * 1024;
+    } catch {
+      // gone
+    }
+  }
+  return sum;
 }
 
 export function cleanup(dir: string): void {

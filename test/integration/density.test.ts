@@ -5,26 +5,12 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { readFileSync } from "node:fs";
-import { startServer, phpBundle, fetchApp, admin, childPids, type TestServer } from "../helpers/server.js";
+import { hostsPss, startServer, phpBundle, fetchApp, admin, childPids, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/pack.js";
 
 const MiB = 1048576;
 const BUDGET_MB = 700;
 
-/** PSS of every process under the server (hosts, spares, their wrappers), bytes. */
-function hostsPss(server: TestServer): number {
-  let sum = 0;
-  // childPids lists every descendant.
-  for (const c of childPids(server.proc.pid!)) {
-    try {
-      const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${c}/smaps_rollup`, "utf8"));
-      if (m !== null) sum += Number(m[1]) * 1024;
-    } catch {
-      // gone
-    }
-  }
-  return sum;
-}
 
 function uidOf(pid: number): number | undefined {
   try {

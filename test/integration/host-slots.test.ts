@@ -5,8 +5,7 @@
  * the crash errors and the pool replaces them; the memory budget holds.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { readFileSync } from "node:fs";
-import { startServer, phpBundle, fetchApp, admin, childPids, writeBundle, type TestServer } from "../helpers/server.js";
+import { hostsPss, startServer, phpBundle, fetchApp, admin, writeBundle, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/pack.js";
 
 const MiB = 1048576;
@@ -18,19 +17,6 @@ type PoolJson = {
 };
 type MemoryJson = { processes: Array<{ pid: number; accountId: string | null; slots: number }> };
 
-/** PSS of every process under the server (hosts, spares, their wrappers), bytes. */
-function hostsPss(server: TestServer): number {
-  let sum = 0;
-  for (const c of childPids(server.proc.pid!)) {
-    try {
-      const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${c}/smaps_rollup`, "utf8"));
-      if (m !== null) sum += Number(m[1]) * 1024;
-    } catch {
-      // gone
-    }
-  }
-  return sum;
-}
 
 async function deploy(server: TestServer, app: string, host: string, files: Record<string, string>, token?: string, manifestExtra = ""): Promise<void> {
   const archive = await packDirectory(phpBundle(host, files, manifestExtra));

@@ -8,7 +8,6 @@
  * them), and `zerocell usage --jobs` and `jobs status` show estimate and cost.
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
-import Database from "better-sqlite3";
 import { join } from "node:path";
 import { writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,7 +16,7 @@ import { Readable } from "node:stream";
 import { createHash } from "node:crypto";
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import { CreateBucketCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { startServer, admin, cleanup, phpBundle, type TestServer } from "../helpers/server.js";
+import { queryDb, startServer, admin, cleanup, phpBundle, type TestServer } from "../helpers/server.js";
 import { s3Client, type Key } from "../helpers/s3.js";
 import { x86Fixture } from "../helpers/x86.js";
 import { DEFAULT_PLAN, rateUsage } from "../../src/billing/rating.js";
@@ -67,14 +66,7 @@ describe("jobs: progress over SSE, estimate and cost", () => {
   let programFile = "";
   const totalBytes = Array.from({ length: N }, (_, i) => Buffer.byteLength(mail(i))).reduce((a, b) => a + b, 0);
 
-  const query = <T>(sql: string, ...args: unknown[]): T[] => {
-    const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
-    try {
-      return db.prepare(sql).all(...args) as T[];
-    } finally {
-      db.close();
-    }
-  };
+  const query = <T>(sql: string, ...args: unknown[]): T[] => queryDb<T>(server, sql, ...args);
   const job = async (id: string) => (await admin(server, "GET", `/v1/jobs/${id}`)).json.job as JobJson;
   const metric = async (name: string) => {
     const m = await admin(server, "GET", "/metrics");

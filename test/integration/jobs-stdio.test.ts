@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { startServer, admin, cleanup, phpBundle, writeBundle, CLI, type TestServer } from "../helpers/server.js";
+import { queryDb, startServer, admin, cleanup, phpBundle, writeBundle, CLI, type TestServer } from "../helpers/server.js";
 import { s3Client, type Key } from "../helpers/s3.js";
 import { x86Fixture } from "../helpers/x86.js";
 
@@ -50,14 +50,7 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
   const grep = join(tools, "grep");
   const awk = join(tools, "awk");
   const busybox = join(tools, "busybox");
-  const query = <T>(sql: string, ...args: unknown[]): T[] => {
-    const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
-    try {
-      return db.prepare(sql).all(...args) as T[];
-    } finally {
-      db.close();
-    }
-  };
+  const query = <T>(sql: string, ...args: unknown[]): T[] => queryDb<T>(server, sql, ...args);
   /** `zerocell job run …` (the helper's --data goes before "--": after it, it would be an argument). */
   // Asynchronous: a job over hundreds of objects must not block the test worker's event loop.
   const jobRun = async (args: string[], opts: { allowFail?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> => {

@@ -6,12 +6,11 @@
  * our app, nor our jobs.
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
-import Database from "better-sqlite3";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { startServer, admin, cleanup, phpBundle, isAlive, type TestServer } from "../helpers/server.js";
+import { queryDb, startServer, admin, cleanup, phpBundle, isAlive, type TestServer } from "../helpers/server.js";
 import { s3Client, type Key } from "../helpers/s3.js";
 import { x86Fixture } from "../helpers/x86.js";
 
@@ -40,14 +39,7 @@ describe("jobs: a program over every object of a prefix", () => {
   let otherToken = "";
   let key: Key;
 
-  const query = <T>(sql: string, ...args: unknown[]): T[] => {
-    const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
-    try {
-      return db.prepare(sql).all(...args) as T[];
-    } finally {
-      db.close();
-    }
-  };
+  const query = <T>(sql: string, ...args: unknown[]): T[] => queryDb<T>(server, sql, ...args);
   const job = async (id: string, token?: string) => (await admin(server, "GET", `/v1/jobs/${id}`, token === undefined ? {} : { token })).json.job as JobJson;
   const output = async (bucket: string, key: string) => (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString();
 

@@ -5,10 +5,9 @@
  * list or revoke another account's apps or tokens, nor learn that they exist.
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
-import Database from "better-sqlite3";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { createAccount, json, startServer, fetchApp, admin, phpBundle, writeBundle, isAlive, ROOT, type TestServer } from "../helpers/server.js";
+import { queryDb, createAccount, json, startServer, fetchApp, admin, phpBundle, writeBundle, isAlive, ROOT, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/index.js";
 
 describe("app and token lifecycle", () => {
@@ -17,14 +16,7 @@ describe("app and token lifecycle", () => {
   let mallory = "";
   const deploy = async (token: string, app: string, dir: string) => admin(server, "POST", `/v1/apps/${app}/deployments`, { token, body: await packDirectory(dir), contentType: "application/gzip" });
   const blobPath = (sha: string) => join(server.dataDir, "blobs", "sha256", sha.slice(0, 2), sha.slice(2));
-  const query = <T>(sql: string, ...args: unknown[]): T[] => {
-    const db = new Database(join(server.dataDir, "zerocell.db"), { readonly: true });
-    try {
-      return db.prepare(sql).all(...args) as T[];
-    } finally {
-      db.close();
-    }
-  };
+  const query = <T>(sql: string, ...args: unknown[]): T[] => queryDb<T>(server, sql, ...args);
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
