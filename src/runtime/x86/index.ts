@@ -478,15 +478,8 @@ class X86Instance implements EngineInstance {
     // The response limit is enforced while the guest writes: stdout may hold the body limit
     // plus the CGI headers, and a write past that stops the guest (see OutputBuffer).
     const maxBody = this.#p.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
-    const c0 = process.cpuUsage();
-    const run = proc.run("request", request.body, maxBody + MAX_HEADER_BYTES, env, this.#mode === "ready", budget, timeoutMs);
-    const cpu = process.cpuUsage(c0);
-    const { result, stdout, stderr, syscalls } = run;
-    // A key's /data is only visible to its own request.
-    const data = before !== undefined && result.stop.kind !== "error" ? proc.fs.changedData(before) : undefined;
-    if (before !== undefined) proc.fs.unmountData();
-    this.lastUsage = { events: result.events, meter: this.#p.options.meter, codeBytes: result.codeBytes, instructions: result.instructions, syscalls, ms: result.ms };
-    const usage = { instructions: Number(result.instructions), guestMs: (cpu.user + cpu.system) / 1000 };
+    const { run, data, usage } = this.#runRequest(request.body, before, maxBody + MAX_HEADER_BYTES, env, this.#mode === "ready", budget, timeoutMs);
+    const { result, stdout, stderr } = run;
     this.#parked = result.stop.kind === "ready";
     if (stderr.length > 0) this.#p.options.log(`${this.#label} ${request.method} ${request.url.slice(0, 200)}: stderr: ${stderr.toString("utf8", 0, 4000).trimEnd()}`);
     const stop = result.stop;
@@ -509,6 +502,24 @@ class X86Instance implements EngineInstance {
     return data === undefined ? { ...parsed.response, usage } : { ...parsed.response, data, usage };
   }
 
+  /**
+   * Runs one request's guest code (CGI or stdio) and what both do around it: the key's /data
+   * read back and unmounted (a key's /data is only visible to its own request), the metering
+   * record and the request's usage.
+   */
+  #runRequest(body: Uint8Array, before: Map<string, Buffer> | undefined, maxOut: number, env: string[], park: boolean, budget: bigint, timeoutMs: number) {
+    const proc = this.#proc;
+    const c0 = process.cpuUsage();
+    const run = proc.run("request", body, maxOut, env, park, budget, timeoutMs);
+    const cpu = process.cpuUsage(c0);
+    const { result, syscalls } = run;
+    const data = before !== undefined && result.stop.kind !== "error" ? proc.fs.changedData(before) : undefined;
+    if (before !== undefined) proc.fs.unmountData();
+    this.lastUsage = { events: result.events, meter: this.#p.options.meter, codeBytes: result.codeBytes, instructions: result.instructions, syscalls, ms: result.ms };
+    const usage = { instructions: Number(result.instructions), guestMs: (cpu.user + cpu.system) / 1000 };
+    return { run, data, usage };
+  }
+
   /** One stdio run: the body on stdin from the entry snapshot, stdout as the body, the exit code in a header. */
   #handleStdio(request: EngineRequest): EngineResponse {
     this.#ensureInit();
@@ -520,14 +531,8 @@ class X86Instance implements EngineInstance {
     this.#parked = false;
     const { budget, timeoutMs } = this.#limits();
     const maxBody = this.#p.spec.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
-    const c0 = process.cpuUsage();
-    const run = proc.run("request", request.body, maxBody, this.#appEnv(), false, budget, timeoutMs);
-    const cpu = process.cpuUsage(c0);
-    const { result, stdout, stderr, syscalls } = run;
-    const data = before !== undefined && result.stop.kind !== "error" ? proc.fs.changedData(before) : undefined;
-    if (before !== undefined) proc.fs.unmountData();
-    this.lastUsage = { events: result.events, meter: this.#p.options.meter, codeBytes: result.codeBytes, instructions: result.instructions, syscalls, ms: result.ms };
-    const usage = { instructions: Number(result.instructions), guestMs: (cpu.user + cpu.system) / 1000 };
+    const { run, data, usage } = this.#runRequest(request.body, before, maxBody, this.#appEnv(), false, budget, timeoutMs);
+    const { result, stdout, stderr } = run;
     const what = `${this.#label} ${request.method} ${request.url.slice(0, 200)}`;
     if (stderr.length > 0) this.#p.options.log(`${what}: stderr: ${stderr.toString("utf8", 0, 4000).trimEnd()}`);
     const stop = result.stop;
