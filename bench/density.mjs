@@ -117,6 +117,32 @@ function platformMemory(serverPid) {
   return { procs: procs.length, rssMb: rssKb / 1024, pssMb: pss / 1024 };
 }
 
+/**
+ * Where the deploys' time went, p50 ms per part, from the server's "deployed" log records:
+ * beforeCheck (bundle checks, blob, record), check (the health check: the host's start), its
+ * start phases (admit = the memory budget, snapfetch, spawn…), and the host's own spawn → ready.
+ */
+function deployBreakdown(logPath) {
+  const parts = {};
+  const add = (k, v) => typeof v === "number" && (parts[k] ??= []).push(v);
+  for (const line of readFileSync(logPath, "utf8").split("\n")) {
+    if (!line.includes('"deployed"')) continue;
+    let rec;
+    try {
+      rec = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (rec.msg !== "deployed") continue;
+    add("total", rec.ms);
+    add("beforeCheck", rec.beforeCheckMs);
+    add("check", rec.checkMs);
+    add("hostReady", rec.hostReadyMs);
+    for (const [k, v] of Object.entries(rec.startPhases ?? {})) add(`phase:${k}`, v);
+  }
+  return Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, round(percentile(v.sort((a, b) => a - b), 50), 0)]));
+}
+
 const agent = new http.Agent({ keepAlive: true, maxSockets: C });
 
 function get(urls, host) {
@@ -185,6 +211,7 @@ runMain(async () => {
   const deploySeconds = (performance.now() - tDeploy) / 1000;
   deployMs.sort((a, b) => a - b);
   result.deploy = { apps: APPS, failed, seconds: round(deploySeconds, 1), perSecond: round(APPS / deploySeconds, 2), p50Ms: round(percentile(deployMs, 50), 0), p99Ms: round(percentile(deployMs, 99), 0) };
+  result.deploy.breakdownP50Ms = deployBreakdown(server.logPath);
   result.memory.afterDeploy = platformMemory(server.child.proc.pid);
   log(`deployed ${APPS} apps in ${round(deploySeconds, 0)} s (${failed} failed)`);
 
@@ -234,6 +261,7 @@ runMain(async () => {
     ["", "value"],
     ["apps deployed (failed)", `${APPS} (${failed})`],
     ["deploys per second (p50 / p99 ms each)", `${result.deploy.perSecond} (${result.deploy.p50Ms} / ${result.deploy.p99Ms})`],
+    ["deploy p50 by part (ms, server log)", Object.entries(result.deploy.breakdownP50Ms ?? {}).map(([k, v]) => `${k} ${v}`).join(", ") || "-"],
     ["memory budget (MiB)", String(BUDGET_MB)],
     ["ready instances at the end", String(ready)],
     ["platform RSS / PSS at the end (MB)", `${mb(end.rssMb)} / ${mb(end.pssMb)}`],

@@ -61,7 +61,7 @@ export class MemoryBudget {
   /** Frees memory by evicting one idle instance; false when none is idle. */
   evictOne: () => boolean = () => false;
 
-  readonly stats = { admitted: 0, waited: 0, refused: 0, evictionsForBudget: 0, skippedSpeculative: 0 };
+  readonly stats = { admitted: 0, waited: 0, refused: 0, evictionsForBudget: 0, evictionsOverBudget: 0, skippedSpeculative: 0 };
 
   constructor(opts: MemoryBudgetOptions) {
     this.#opts = opts;
@@ -174,6 +174,22 @@ export class MemoryBudget {
     // Biased up: a start's peak (warm-up, snapshot capture) is above what it settles to, and an
     // estimate too low lets the budget be overrun until the next sample.
     this.#learned.set(charge.runtime, prev === undefined ? bytes : Math.max(bytes, Math.round(prev * 0.8 + bytes * 0.2)));
+  }
+
+  /**
+   * After a sample: hosts grow past what they were admitted at (a request's heap, a slot's share
+   * of a process rising as its other slots close), so the charges can pass the budget without
+   * any start. Evicts idle instances, least recently used first, until they fit again or none is
+   * idle; returns how many it evicted. What is busy stays over until it idles (the next sample).
+   */
+  enforce(): number {
+    let n = 0;
+    while (this.usedBytes > this.#opts.budgetBytes && this.#charges.size > 1 && this.evictOne()) {
+      n++;
+      this.stats.evictionsForBudget++;
+      this.stats.evictionsOverBudget++;
+    }
+    return n;
   }
 
   /** The host is gone (or never started): its memory is free; waiting starts get their turn. */

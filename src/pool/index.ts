@@ -320,7 +320,7 @@ class DeploymentPool {
    * otherwise cold, asking it for its snapshot so the next ones can skip init. Fresh mode always
    * starts cold: that is its point.
    */
-  #grow(speculative = false): Promise<void> {
+  #grow(speculative = false): Promise<PoolHost> {
     this.#starting++;
     const cold = this.mode === "fresh";
     const budget = this.#tracker.budget;
@@ -386,6 +386,7 @@ class DeploymentPool {
           this.#forget(slot);
         });
         this.#release(slot);
+        return host;
       })
       .catch((e: unknown) => {
         this.#starting--;
@@ -425,7 +426,7 @@ class DeploymentPool {
    * Starts one host and resolves once it is ready (it then serves like any other), or rejects
    * with why it failed: the deploy's health check.
    */
-  start(): Promise<void> {
+  start(): Promise<PoolHost> {
     return this.#grow();
   }
 
@@ -713,10 +714,12 @@ export class Pool {
     const spares = new Map<number, number>();
     for (const s of this.#spares?.list() ?? []) if (s.pid > 0) spares.set(s.pid, treeMemoryBytes(s.pid));
     this.#spareBytes = spares;
+    // Measured past the budget (hosts grew after their admission): idle instances go, LRU first.
+    this.#budget.enforce();
   }
 
   /** The memory budget and what uses it (GET /v1/pool, `zerocell pool`, /metrics). */
-  memory(): { budgetBytes: number; usedBytes: number; waitingStarts: number; estimateBytes: Record<string, number>; instancesPerHost: number; admitted: number; waited: number; refused: number; evictionsForBudget: number; skippedSpeculative: number } {
+  memory(): { budgetBytes: number; usedBytes: number; waitingStarts: number; estimateBytes: Record<string, number>; instancesPerHost: number; admitted: number; waited: number; refused: number; evictionsForBudget: number; evictionsOverBudget: number; skippedSpeculative: number } {
     return {
       budgetBytes: this.#budget.budgetBytes,
       instancesPerHost: this.#limits.instancesPerHost,
@@ -767,12 +770,13 @@ export class Pool {
    * host stays in the pool for `mode` (the deployment's first requests use it) unless `keep` is
    * false; a failed deployment's hosts are all stopped.
    */
-  async probe(deploymentId: string, mode: RouteMode, keep = true): Promise<void> {
+  async probe(deploymentId: string, mode: RouteMode, keep = true): Promise<{ readyMs: number; phases: Record<string, number> }> {
     this.#probing.set(deploymentId, (this.#probing.get(deploymentId) ?? 0) + 1);
     const key = `${deploymentId}/${mode}`;
     try {
-      await this.#poolFor(deploymentId, mode).start();
+      const host = await this.#poolFor(deploymentId, mode).start();
       if (!keep) this.#retireKey(key);
+      return { readyMs: host.readyMs, phases: { ...host.startPhases } };
     } catch (e) {
       this.#retireKey(key);
       throw e;

@@ -60,6 +60,15 @@ export class HostSlots {
       }
       reservation.release();
     }
+    // Starts race: one that found no free slot when it began (before its wait for the budget and
+    // its snapshot) may find one now in a process another start spawned meanwhile. Its charge
+    // stays a whole host's until the next sample measures its share: over, never under.
+    const late = this.reserve(init.accountId, init.deploymentId, init.manifest.runtime);
+    if (late !== undefined && late.host.accepting) {
+      this.#consume.get(late)?.();
+      return late.host.openSlot(init, opts);
+    }
+    late?.release();
     const host = SandboxHost.spawn(init, opts);
     if (this.#maxSlots > 1 && init.accountId !== undefined) {
       this.#hosts.add(host);

@@ -111,9 +111,10 @@ export const readyMessage = z.object({
   spareEngine: z.boolean().optional(),
   /**
    * Where the start's time went in the host, ms (display only: server-timing of the first
-   * request): send = init sent → received, engine, prepare, instantiate, import.
+   * request, the deploy's log record): send = init sent → received (a new process's boot included),
+   * engine, prepare, instantiate, then import (restored) or warmup and snapshot (cold).
    */
-  phases: z.strictObject({ send: ms.max(3_600_000), engine: ms.max(3_600_000), prepare: ms.max(3_600_000), instantiate: ms.max(3_600_000), import: ms.max(3_600_000) }).partial().optional(),
+  phases: z.strictObject({ send: ms.max(3_600_000), engine: ms.max(3_600_000), prepare: ms.max(3_600_000), instantiate: ms.max(3_600_000), import: ms.max(3_600_000), warmup: ms.max(3_600_000), snapshot: ms.max(3_600_000) }).partial().optional(),
 });
 
 export const warmupMessage = z.object({ t: z.literal("warmup"), slot, index: count.max(L.maxWarmupIndex) });

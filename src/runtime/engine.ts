@@ -136,6 +136,14 @@ export interface EngineInstance {
    * successor while this one serves on.
    */
   wear?(): number;
+  /**
+   * Daemon mode (no reset between requests): true when what the instance used up is what a reset
+   * gives back (PHP: its descriptor table), and nothing else is wrong with it. The host then
+   * returns it to its snapshot after the request — as php-fpm's pm.max_requests recycles a
+   * worker, state kept between requests starts over — instead of the pool starting a new host.
+   * False for an instance that must be replaced (stopped mid-call, memory that never shrinks).
+   */
+  recycleDue?(): boolean;
   /** The snapshot as bytes, to store and load into other instances of the same build. */
   exportSnapshot(): PortableSnapshot;
   /** Becomes an instance in the exported state, without running init or warm-up again. */

@@ -23,5 +23,5 @@ runEngineContract("php", async () => {
   const image = readBundleArchive(await packDirectory(writeBundle({ "zerocell.toml": manifestText, "public/index.php": APP })));
   const manifest = parseManifest(manifestText);
   const invalidManifest = parseManifest(`runtime = "php"\n[php]\ndocument_root = "missing"\n`);
-  return { engine: new PhpEngine(), manifest, image, invalid: { manifest: invalidManifest, image: image as BundleImage }, daemonExhausts: true };
+  return { engine: new PhpEngine(), manifest, image, invalid: { manifest: invalidManifest, image: image as BundleImage }, daemonExhausts: true, daemonRecycles: true };
 });

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { startServer, writeBundle, fetchApp, isAlive, type TestServer } from "../helpers/server.js";
+import { startServer, writeBundle, fetchApp, isAlive, admin, type TestServer } from "../helpers/server.js";
 
 /** A bundle with one route per mode, all served by the same PHP code. */
 function modeBundle(): string {
@@ -94,6 +94,34 @@ describe("modes: snapshot resets every request, daemon keeps state, fresh starts
     expect(carried).toBe(true);
     expect(hitsGrew).toBe(true);
   });
+
+  it("daemon: an instance that used up its descriptor table is recycled to its snapshot in its own process, not replaced by a new host", async () => {
+    // php-wasm opens two descriptors per request and never closes them; at half the table
+    // (~900 requests) the host resets the instance to its snapshot, as php-fpm's pm.max_requests
+    // recycles a worker: the kept state starts over, the process and its instance stay.
+    server.cli(["deploy", writeBundle({
+      "zerocell.toml": `runtime = "php"\n[php]\ndocument_root = "public"\n[[routes]]\nhost = "recycle.localhost"\nmode = "daemon"\n`,
+      "public/index.php": `<?php $n = (int)@file_get_contents('/tmp/n') + 1; file_put_contents('/tmp/n', (string)$n); echo $n;`,
+    }), "--app", "recycle"]);
+    const pool = async () => (await admin(server, "GET", "/v1/pool")).json.deployments.filter((d: { app: string; mode: string }) => d.app === "recycle" && d.mode === "daemon");
+    const counts: number[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const r = await fetchApp(server, "recycle.localhost", "/", { scheme: "http" });
+      expect(r.status, r.text).toBe(200);
+      counts.push(Number(r.text));
+    }
+    const d = (await pool())[0];
+    // Up to two instances served (the next request may come before the previous one's instance
+    // is idle again), each from a host started once: ~1,000 requests each, past its ~900.
+    const starts = d.instanceStartMs.count as number;
+    expect(starts, JSON.stringify(d)).toBeLessThanOrEqual(2);
+    expect(d.pids.length).toBe(d.instances);
+    // Each start counts from 1, and so does each recycle: more 1s than starts.
+    const ones = counts.filter((n) => n === 1).length;
+    expect(ones, JSON.stringify(d)).toBeGreaterThan(starts);
+    // No instance kept its state past the recycle point.
+    expect(Math.max(...counts)).toBeLessThan(1000);
+  }, 240_000);
 
   it("fresh: every request gets a new instance", async () => {
     const r1 = await fetchApp(server, "fresh.localhost", "/a");

@@ -37,4 +37,45 @@ describe("memory budget: slots", () => {
     expect(b.estimate("php")).toBe(180 * MB);
     b.close();
   });
+
+  it("evicts idle instances, least recently used first, when measured charges pass the budget, and keeps the last one", async () => {
+    const b = make();
+    const charges = [await b.admit("php"), await b.admit("php"), await b.admit("php")];
+    // Three idle instances, LRU order 0, 1, 2; evicting one frees its charge (as the pool does).
+    const idle = [...charges];
+    const evicted: number[] = [];
+    b.evictOne = () => {
+      const c = idle.shift();
+      if (c === undefined) return false;
+      evicted.push(charges.indexOf(c));
+      b.release(c);
+      return true;
+    };
+    expect(b.enforce()).toBe(0); // 768 of 1000: nothing to do
+    // The hosts grew after admission: 3 × 400 = 1200 > 1000.
+    for (const c of charges) b.measured(c, 400 * MB);
+    expect(b.usedBytes).toBe(1200 * MB);
+    expect(b.enforce()).toBe(1);
+    expect(evicted).toEqual([0]);
+    expect(b.usedBytes).toBe(800 * MB);
+    // One instance alone over the budget is never evicted for it (it is all the pool serves).
+    b.measured(charges[1]!, 1500 * MB);
+    b.measured(charges[2]!, 1500 * MB);
+    expect(b.enforce()).toBe(1);
+    expect(evicted).toEqual([0, 1]);
+    expect(b.enforce()).toBe(0);
+    expect(b.usedBytes).toBe(1500 * MB);
+    expect(b.stats.evictionsOverBudget).toBe(2);
+    b.close();
+  });
+
+  it("stops when nothing idle is left to evict (busy instances stay over until they idle)", async () => {
+    const b = make();
+    const charges = [await b.admit("php"), await b.admit("php")];
+    for (const c of charges) b.measured(c, 700 * MB);
+    b.evictOne = () => false;
+    expect(b.enforce()).toBe(0);
+    expect(b.usedBytes).toBe(1400 * MB);
+    b.close();
+  });
 });

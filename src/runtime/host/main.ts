@@ -229,7 +229,7 @@ async function onFrame(frame: Frame): Promise<void> {
       let instance: EngineInstance | undefined;
       const t0 = performance.now();
       // Where the start's time goes (server-timing of the first request; display only).
-      const phases: { send?: number; engine?: number; prepare?: number; instantiate?: number; import?: number } = {};
+      const phases: { send?: number; engine?: number; prepare?: number; instantiate?: number; import?: number; warmup?: number; snapshot?: number } = {};
       if (init.sentAt !== undefined) phases.send = Math.max(0, performance.timeOrigin + t0 - init.sentAt);
       let spareEngine = false;
       try {
@@ -268,8 +268,10 @@ async function onFrame(frame: Frame): Promise<void> {
           phases.import = performance.now() - t3;
         }
         const cpu0 = process.cpuUsage();
+        const t4 = performance.now();
         if (!restored) await warmUp(instance, init.manifest, !init.cold, init.slot);
         const cpu = process.cpuUsage(cpu0);
+        if (!restored) phases.warmup = performance.now() - t4;
         if (!restored && init.wantSnapshot && !init.cold) {
           // Captured and sent before "ready" (the state every reset returns to): a host that is
           // ready owes nothing, so the pool may evict it for the memory budget at once without
@@ -277,12 +279,13 @@ async function onFrame(frame: Frame): Promise<void> {
           // (30–100 MB) costs the start tens of ms.
           const snap = instance.exportSnapshot();
           send({ t: "snapshot", ...tag, engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra }, snap.memory);
+          phases.snapshot = performance.now() - t4 - (phases.warmup ?? 0);
         }
         slots.set(sn, { instance, deploymentId: init.deploymentId, maxResponseBytes: init.maxResponseBytes, worn: false });
         const p = preparedByDeployment.get(init.deploymentId);
         if (p === undefined) preparedByDeployment.set(init.deploymentId, { engine, prepared, slots: 1 });
         else p.slots++;
-        send({ t: "ready", ...tag, ms: performance.now() - t0, restored, ...(restored ? { spareEngine, phases } : { warmupCpuUs: cpu.user + cpu.system }) });
+        send({ t: "ready", ...tag, ms: performance.now() - t0, restored, phases, ...(restored ? { spareEngine } : { warmupCpuUs: cpu.user + cpu.system }) });
         if (slots.size === 1) collectSoon();
       } catch (e) {
         // A failed warm-up leaves an instance nobody may use: the host exits after saying why.
@@ -348,6 +351,17 @@ async function onFrame(frame: Frame): Promise<void> {
           resetCpuUs = c.user + c.system;
         } catch (e) {
           process.stderr.write(`reset failed: ${(e as Error).message}\n`);
+          send({ t: "tainted", ...tag });
+        }
+      }
+      // Daemon mode: an instance that used up what a reset gives back goes back to its snapshot
+      // here (~0.1 ms) rather than being replaced by a new host (~1 s of CPU): a worker recycled
+      // as php-fpm's pm.max_requests does, its kept state starting over.
+      if (!r.reset && instance.recycleDue?.() === true) {
+        try {
+          await instance.reset();
+        } catch (e) {
+          process.stderr.write(`recycle failed: ${(e as Error).message}\n`);
           send({ t: "tainted", ...tag });
         }
       }

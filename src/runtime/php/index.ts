@@ -12,7 +12,7 @@
 import type { Manifest, BundleImage } from "../../bundle/index.js";
 import { createManifestParser } from "../../bundle/index.js";
 import { phpManifest } from "./manifest.js";
-import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type InstantiateOptions, type PortableSnapshot } from "../engine.js";
+import { DEFAULT_MAX_RESPONSE_BYTES, WORN_AT, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type InstantiateOptions, type PortableSnapshot } from "../engine.js";
 import { APP_ROOT, DATA_DIR, TMP_DIR, buildPhpIni, isPhpSource, opcacheSizing, phpEngineBuild, phpIniWalls, validatePhpBundle, type OpcacheSizing } from "./validate.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { dispatch, mimeTypeOf } from "./dispatch.js";
@@ -216,6 +216,15 @@ class PhpInstance implements EngineInstance {
    */
   wear(): number {
     return this.#module.FS.streams.length / MAX_OPEN_STREAMS;
+  }
+
+  /**
+   * Daemon mode: past WORN_AT of the descriptor table the host resets the instance to its
+   * snapshot (which closes the request pipes: reset()) instead of having it replaced — unless a
+   * script was stopped mid-call or a spawn was attempted (then only a new instance is safe).
+   */
+  recycleDue(): boolean {
+    return !this.#stopped && !this.#runtime.spawn.attempted && this.#snapshot !== undefined && this.wear() >= WORN_AT;
   }
 
   /**
@@ -502,6 +511,9 @@ class PhpInstance implements EngineInstance {
         }
       }
     }
+    // The table as long as at the snapshot again (daemon mode grew it by two per request; the
+    // free slots above are reused lowest first either way): wear() counts its length.
+    if (fs.streams.length > this.#streamsAtSnapshot && fs.streams.slice(this.#streamsAtSnapshot).every((x) => x === null || x === undefined)) fs.streams.length = this.#streamsAtSnapshot;
     this.lastRestore = this.#snapshot.restore(this.#sbrkTop());
   }
 
