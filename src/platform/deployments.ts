@@ -7,7 +7,7 @@
 import { LRUCache } from "lru-cache";
 import { readBundleArchive, encodeImage, decodeImage, type BundleImage, type Manifest } from "../bundle/index.js";
 import type { BlobStore, Store } from "../store/index.js";
-import type { SnapshotStore } from "../snapshot/store.js";
+import { imageBytes, type SnapshotStore } from "../snapshot/store.js";
 import { snapshotFiles } from "../snapshot/files.js";
 import type { AppEnv } from "./app-env.js";
 import type { DeploymentSource } from "../pool/index.js";
@@ -123,7 +123,7 @@ export class DeploymentCatalog {
           return;
         }
         this.#snapshots.save(d.id, img).then(
-          (r) => log.info("snapshot stored", { deploymentId: d.id, app: d.app, bytes: r.bytes, memoryBytes: img.memory.length, sha256: r.sha256 }),
+          (r) => log.info("snapshot stored", { deploymentId: d.id, app: d.app, bytes: r.bytes, memoryBytes: imageBytes(img), sha256: r.sha256 }),
           (e: unknown) => log.error("snapshot store failed", { deploymentId: d.id, err: (e as Error).message }),
         );
       },

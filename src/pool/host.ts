@@ -506,6 +506,8 @@ export class HostSlot {
    * (send, engine, prepare, instantiate, import).
    */
   startPhases: Record<string, number> = {};
+  /** When its init went to the host (performance.now()), for the start's phases. */
+  #initSentAt: number | undefined;
   #onSnapshot: ((img: SnapshotImage) => void) | undefined;
   #idleWaiter: ((resetMs: number | undefined) => void) | undefined;
   /** CPU time of the last reset, µs (what the host reported, bounded). */
@@ -641,7 +643,7 @@ export class HostSlot {
           ...(snap === undefined ? {} : { snapshot: { engineBuild: snap.engineBuild, globals: snap.globals, extra: snap.extra, ...(file === undefined ? {} : { file }) } }),
           wantSnapshot: init.wantSnapshot,
           cold: init.cold,
-          sentAt: performance.timeOrigin + performance.now(),
+          sentAt: performance.timeOrigin + (this.#initSentAt = performance.now()),
         },
         snap === undefined || file !== undefined || memory === undefined ? image : Buffer.concat([image, memory]),
       );
@@ -666,8 +668,9 @@ export class HostSlot {
         const cb = this.#onSnapshot;
         this.#onSnapshot = undefined;
         if (cb === undefined) return host.fail(new SandboxError("host_protocol", 502, "sandbox: unexpected snapshot from host"));
-        if (f.body.length > PROTOCOL_LIMITS.maxSnapshotBytes) return host.fail(new SandboxError("host_protocol", 502, "sandbox: snapshot too large"));
-        cb({ engine: h.engine, engineBuild: h.engineBuild, globals: h.globals, extra: h.extra, memory: f.body });
+        if (f.bodyBytes > PROTOCOL_LIMITS.maxSnapshotBytes) return host.fail(new SandboxError("host_protocol", 502, "sandbox: snapshot too large"));
+        // A large image stays in the chunks it arrived in (the store gzips them as a stream).
+        cb({ engine: h.engine, engineBuild: h.engineBuild, globals: h.globals, extra: h.extra, ...(f.bodyChunks === undefined ? { memory: f.body } : { memory: Buffer.alloc(0), memoryParts: f.bodyChunks, memoryBytes: f.bodyBytes }) });
         return;
       }
       case "warmup": {
@@ -708,6 +711,13 @@ export class HostSlot {
         this.restored = h.restored === true;
         this.spareEngine = h.spareEngine === true && this.fromSpare;
         if (h.phases !== undefined) Object.assign(this.startPhases, h.phases);
+        if (this.#initSentAt !== undefined) {
+          // The gateway's side of the start: waiting for the process (slot created → init sent),
+          // and what the host's own phases do not cover (ready sent → received here: mostly the
+          // snapshot frame crossing the pipe before it).
+          this.startPhases.queue = this.#initSentAt - this.startedAt;
+          if (h.ms !== undefined) this.startPhases.transit = Math.max(0, performance.now() - this.#initSentAt - (h.phases?.send ?? 0) - h.ms);
+        }
         this.#warmupCpuUs = h.warmupCpuUs === undefined ? undefined : Math.min(h.warmupCpuUs, Math.ceil(Math.max(1, performance.now() - (this.#warmup?.wallStart ?? this.startedAt)) * 1000 * 4));
         this.isOpen = true;
         host.opened(this);

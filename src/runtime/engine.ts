@@ -146,6 +146,12 @@ export interface EngineInstance {
   recycleDue?(): boolean;
   /** The snapshot as bytes, to store and load into other instances of the same build. */
   exportSnapshot(): PortableSnapshot;
+  /**
+   * The same snapshot with its image as the snapshot's own immutable chunks, in order (`memory`
+   * empty): the host writes them to the gateway without a copy. `keep` must stay referenced until
+   * they are written (it owns the mapping they view). Optional: exportSnapshot otherwise.
+   */
+  exportSnapshotChunks?(): PortableSnapshot & { chunks: Uint8Array[]; keep: object };
   /** Becomes an instance in the exported state, without running init or warm-up again. */
   importSnapshot(snapshot: PortableSnapshot): Promise<void>;
   /** Where this instance's memory goes, bytes (diagnostics: bench/memory.mjs); optional. */

@@ -159,6 +159,17 @@ export class LinearMemorySnapshot {
     return this.#imageBlocks.reduce((n, b) => n + (b?.length ?? 0), 0);
   }
 
+  /**
+   * The image as the snapshot's own blocks, without copying it (a 30 MB copy costs ~200 ms of page
+   * faults in this VM): views of the memfd's read-only mapping, the kept JS copies, and one shared
+   * zero block for zero blocks. None is ever written again, so they may be written to a pipe
+   * asynchronously — as long as the caller holds this snapshot (its collection unmaps the memfd).
+   */
+  exportChunks(): { chunks: Uint8Array[]; bytes: number; globals: Array<number | bigint> } {
+    const chunks = this.#imageBlocks.map((b, i) => b ?? ZERO_BLOCK.subarray(0, Math.min(BLOCK, this.#size - i * BLOCK)));
+    return { chunks, bytes: this.#size, globals: this.#globals.map(([, v]) => v) };
+  }
+
   /** The image (a new buffer) and global values, to store or to load into another instance of the same build. */
   export(): { memory: Buffer; globals: Array<number | bigint> } {
     const memory = Buffer.alloc(this.#size);

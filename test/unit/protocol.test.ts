@@ -4,7 +4,7 @@
  * host could send to the gateway.
  */
 import { describe, it, expect } from "vitest";
-import { encodeFrame, FrameDecoder, parseHostMessage, PROTOCOL_LIMITS, maxHostFrameBytes } from "../../src/protocol/index.js";
+import { encodeFrame, encodeFrameChunks, FrameDecoder, parseHostMessage, PROTOCOL_LIMITS, maxHostFrameBytes } from "../../src/protocol/index.js";
 
 const okRes = { t: "res", id: 7, status: 200, headers: [["content-type", "text/plain"]], runMs: 1.5, startedAt: 1.7e12, bodyBytes: 2, cpuUs: 900 };
 
@@ -33,6 +33,36 @@ describe("framing", () => {
     expect(() => new FrameDecoder(100).push(bad)).toThrow(/not JSON/);
     const arr = encodeFrame([1, 2]);
     expect(() => new FrameDecoder(100).push(arr)).toThrow(/not an object/);
+  });
+
+  it("keeps a large body (≥ 1 MiB) in the chunks it arrived in, whole and in order, with the frames around it intact", () => {
+    const big = Buffer.alloc(3 * 1024 * 1024 + 17);
+    for (let i = 0; i < big.length; i += 4093) big[i] = (i / 4093) & 0xff;
+    const header = { t: "snapshot", engine: "php", engineBuild: "b", globals: ["1"], extra: { pad: "x".repeat(200) } };
+    const all = Buffer.concat([encodeFrame({ t: "idle" }), encodeFrameChunks(header, [big.subarray(0, 1000), big.subarray(1000)]).reduce((a, b) => Buffer.concat([a, b])), encodeFrame(okRes, Buffer.from("hi"))]);
+    // Chunk sizes that split the prefix, the header and the body anywhere.
+    for (const size of [3, 65536, 100_003]) {
+      const d = new FrameDecoder(8 * 1024 * 1024);
+      const frames = [];
+      for (let at = 0; at < all.length; at += size) frames.push(...d.push(all.subarray(at, at + size)));
+      expect(frames.map((f) => f.header.t)).toEqual(["idle", "snapshot", "res"]);
+      const snap = frames[1]!;
+      expect(snap.header).toEqual(header);
+      expect(snap.bodyBytes).toBe(big.length);
+      expect(snap.bodyChunks!.length).toBeGreaterThan(1);
+      expect(Buffer.concat(snap.bodyChunks!).equals(big)).toBe(true);
+      expect(snap.body.equals(big)).toBe(true);
+      expect(frames[2]!.body.toString()).toBe("hi");
+    }
+  });
+
+  it("refuses a large frame whose header length does not fit it", () => {
+    const frame = encodeFrame({ t: "snapshot" }, Buffer.alloc(2 * 1024 * 1024));
+    frame.writeUInt32BE(frame.length, 4);
+    const d = new FrameDecoder(8 * 1024 * 1024);
+    expect(() => {
+      for (let at = 0; at < frame.length; at += 65536) d.push(frame.subarray(at, at + 65536));
+    }).toThrow(/malformed message header length/);
   });
 
   it("sizes the host's frames from the response limit and the snapshot limit", () => {

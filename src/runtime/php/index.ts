@@ -430,6 +430,18 @@ class PhpInstance implements EngineInstance {
 
   exportSnapshot(): PortableSnapshot {
     if (this.#snapshot === undefined) throw new Error("php: no snapshot taken");
+    return { ...this.#snapshot.export(), extra: this.#snapshotExtra() };
+  }
+
+  /** exportSnapshot's image as the snapshot's own blocks, not a copy (the host sends them as they are). */
+  exportSnapshotChunks(): PortableSnapshot & { chunks: Uint8Array[]; keep: object } {
+    if (this.#snapshot === undefined) throw new Error("php: no snapshot taken");
+    const snapshot = this.#snapshot;
+    const { chunks, globals } = snapshot.exportChunks();
+    return { memory: Buffer.alloc(0), globals, chunks, keep: snapshot, extra: this.#snapshotExtra() };
+  }
+
+  #snapshotExtra(): { fds: SnapshotFd[]; asyncifyData: number } {
     // Files PHP keeps open between requests (e.g. /dev/urandom for random_bytes) are numbers in
     // linear memory; the importing instance must have the same files at the same numbers.
     const fds: SnapshotFd[] = [];
@@ -438,7 +450,7 @@ class PhpInstance implements EngineInstance {
         fds.push({ fd, path: st.path, flags: st.flags, position: st.position });
       }
     });
-    return { ...this.#snapshot.export(), extra: { fds, asyncifyData: this.#runtime.asyncify.block } };
+    return { fds, asyncifyData: this.#runtime.asyncify.block };
   }
 
   /**
