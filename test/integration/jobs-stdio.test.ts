@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { queryDb, startServer, admin, cleanup, phpBundle, writeBundle, CLI, type TestServer } from "../helpers/server.js";
+import { queryDb, startServer, admin, cleanup, phpBundle, writeBundle, fetchApp, CLI, type TestServer } from "../helpers/server.js";
 import { s3Client, type Key } from "../helpers/s3.js";
 import { x86Fixture } from "../helpers/x86.js";
 
@@ -178,6 +178,15 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
     expect((await admin(server, "GET", `/v1/jobs/${id}`)).json.job.counts).toEqual({ ok: 10, failed: 0, pending: 0 });
     // <output prefix><key without the input prefix "inbox/001">
     for (const i of [10, 11, 13]) expect(await output("out", `app/${i - 10}.eml`)).toBe(`${needles(i)}\n`);
+    // Served to a visitor: the body is grep's stdout, and the platform's own headers (the exit
+    // code, the head of stderr) never leave the gateway.
+    // (grep's exit 1, no line matched, is a 500 with its stdout.)
+    for (const [body, count, status] of [["a line\nno\nline two\n", "2", 200], ["nothing here\n", "0", 500]] as const) {
+      const r = await fetchApp(server, "grep.localhost", "/", { method: "POST", body });
+      expect(r.status, r.text).toBe(status);
+      expect(r.text).toBe(`${count}\n`);
+      expect(Object.keys(r.headers).filter((h) => h.startsWith("x-zerocell-") && h !== "x-zerocell-instance")).toEqual([]);
+    }
   }, 300_000);
 
   it("a job whose map finished and whose reduce did not runs the reduce after a restart, once", async () => {

@@ -111,6 +111,35 @@ echo count(preg_split('/\\s+/', trim($body), -1, PREG_SPLIT_NO_EMPTY)), "\\n";
     expect((await post({ app: "wc", input: "nobucket/x", output: "out/a/" })).json.error.code).toBe("no_such_bucket");
   });
 
+  it("refuses hostile multipart job bodies with a code, and creates no job for them", async () => {
+    const before = (await admin(server, "GET", "/v1/jobs")).json.jobs.length as number;
+    const B = "zcboundary";
+    const part = (name: string, body: string | Buffer, file = false) =>
+      Buffer.concat([Buffer.from(`--${B}\r\ncontent-disposition: form-data; name="${name}"${file ? '; filename="p"' : ""}\r\ncontent-type: ${file ? "application/octet-stream" : "application/json"}\r\n\r\n`), Buffer.from(body), Buffer.from("\r\n")]);
+    const post = (parts: Buffer[], raw?: Buffer) =>
+      admin(server, "POST", "/v1/jobs", { body: raw ?? Buffer.concat([...parts, Buffer.from(`--${B}--\r\n`)]), contentType: `multipart/form-data; boundary=${B}` });
+    const job = JSON.stringify({ input: "mail/inbox/", output: "out/mp/" });
+    const cases: Array<[string, Promise<{ status: number; json: any }>, number, string]> = [
+      ["not multipart at all", post([], Buffer.from("\x00\x01garbage without a boundary")), 400, "bad_multipart"],
+      ["an unknown part", post([part("job", job), part("extra", "x")]), 400, "bad_multipart"],
+      ["no job part", post([part("program", x86Fixture("wordcount"), true)]), 400, "bad_multipart"],
+      ["a job part that is not JSON", post([part("job", "{nope"), part("program", x86Fixture("wordcount"), true)]), 400, "bad_multipart"],
+      ["neither an app nor a program", post([part("job", job)]), 400, "bad_multipart"],
+      ["a job part over its limit", post([part("job", JSON.stringify({ input: "mail/inbox/", output: "out/mp/", pad: "x".repeat(300 * 1024) })), part("program", x86Fixture("wordcount"), true)]), 413, ""],
+      ["a program that is not an ELF", post([part("job", job), part("program", "#!/bin/sh\necho hi\n", true)]), 400, ""],
+    ];
+    for (const [what, res, status, code] of cases) {
+      const r = await res;
+      expect(r.status, `${what}: ${JSON.stringify(r.json)}`).toBe(status);
+      if (code !== "") expect(r.json.error.code, what).toBe(code);
+      expect(typeof r.json.error.message, what).toBe("string");
+    }
+    // Nothing was created, and the server still takes a good multipart job.
+    expect((await admin(server, "GET", "/v1/jobs")).json.jobs.length).toBe(before);
+    const ok = await post([part("job", JSON.stringify({ input: "mail/inbox/", output: "out/mp-ok/", estimate: true })), part("program", x86Fixture("wordcount"), true)]);
+    expect(ok.status, JSON.stringify(ok.json)).toBeLessThan(300);
+  });
+
   it("another account can neither run against our buckets or app nor see or cancel our jobs", async () => {
     const mine = (await admin(server, "GET", "/v1/jobs")).json.jobs as JobJson[];
     expect(mine.length).toBeGreaterThan(0);
