@@ -275,8 +275,8 @@ async function onFrame(frame: Frame): Promise<void> {
         if (!restored && init.wantSnapshot && !init.cold) {
           // Captured and sent before "ready" (the state every reset returns to): a host that is
           // ready owes nothing, so the pool may evict it for the memory budget at once without
-          // losing its deployment's snapshot. The gateway gzips it off its event loop; the frame
-          // (30–100 MB) costs the start tens of ms.
+          // losing its deployment's snapshot. The gateway keeps the frame's chunks as they come
+          // and gzips them off its event loop.
           const header = (snap: PortableSnapshot): HostMessage => ({ t: "snapshot", ...tag, engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra });
           const chunked = instance.exportSnapshotChunks?.();
           if (chunked !== undefined) {
