@@ -34,6 +34,16 @@ function parseHeader(bytes: Buffer): Record<string, unknown> {
   return header as Record<string, unknown>;
 }
 
+/** The first `n` bytes of a list of chunks, joined (only the chunks that hold them are read). */
+function headBytes(chunks: readonly Buffer[], n: number): Buffer {
+  const few: Buffer[] = [];
+  for (let i = 0, got = 0; got < n && i < chunks.length; i++) {
+    few.push(chunks[i]!);
+    got += chunks[i]!.length;
+  }
+  return Buffer.concat(few).subarray(0, n);
+}
+
 /** Bodies from this size on are kept as their chunks (joined only if `body` is read). */
 const LARGE_BODY_BYTES = 1 << 20;
 
@@ -126,19 +136,9 @@ export class FrameDecoder {
     this.#chunks = rest === undefined ? this.#chunks.slice(i) : [rest, ...this.#chunks.slice(i)];
     this.#buffered -= n;
     // The prefix and header (≤ MAX_HEADER_BYTES) joined; the body stays in parts.
-    const headOf = (bytes: number): Buffer => {
-      const out: Buffer[] = [];
-      let got = 0;
-      for (const p of parts) {
-        if (got >= bytes) break;
-        out.push(p.subarray(0, bytes - got));
-        got += Math.min(p.length, bytes - got);
-      }
-      return Buffer.concat(out, bytes);
-    };
-    const hlen = headOf(8).readUInt32BE(4);
+    const hlen = headBytes(parts, 8).readUInt32BE(4);
     if (hlen > n - 8 || hlen > MAX_HEADER_BYTES) throw new ZerocellError("frame_malformed", 502, "sandbox: malformed message header length");
-    const header = parseHeader(headOf(8 + hlen).subarray(8));
+    const header = parseHeader(headBytes(parts, 8 + hlen).subarray(8));
     const bodyChunks: Buffer[] = [];
     let skip = 8 + hlen;
     for (const p of parts) {
@@ -163,12 +163,7 @@ export class FrameDecoder {
 
   #peek(n: number): Buffer {
     if (this.#chunks[0]!.length >= n) return this.#chunks[0]!.subarray(0, n);
-    const few: Buffer[] = [];
-    for (let i = 0, got = 0; got < n && i < this.#chunks.length; i++) {
-      few.push(this.#chunks[i]!);
-      got += this.#chunks[i]!.length;
-    }
-    return Buffer.concat(few).subarray(0, n);
+    return headBytes(this.#chunks, n);
   }
 
   #take(n: number): Buffer {

@@ -528,9 +528,9 @@ class PhpInstance implements EngineInstance {
         }
       }
     }
-    // The table as long as at the snapshot again (daemon mode grew it by two per request; the
-    // free slots above are reused lowest first either way): wear() counts its length.
-    if (fs.streams.length > this.#streamsAtSnapshot && fs.streams.slice(this.#streamsAtSnapshot).every((x) => x === null || x === undefined)) fs.streams.length = this.#streamsAtSnapshot;
+    // Every slot above the snapshot's is free now (closed or nulled just above): the table as long
+    // as at the snapshot again (daemon mode grew it by two per request), which wear() counts.
+    if (fs.streams.length > this.#streamsAtSnapshot) fs.streams.length = this.#streamsAtSnapshot;
     this.lastRestore = this.#snapshot.restore(this.#sbrkTop());
   }
 
