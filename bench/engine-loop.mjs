@@ -5,7 +5,10 @@
  * prints per request the wall and CPU time of each step. What this shows is the floor a sandbox
  * host can reach; bench/run.mjs, python.mjs and x86.mjs compare the served path with it.
  *
- *   node bench/engine-loop.mjs [php|python|x86] [--n 2000] [--json] [--daemon]
+ *   node bench/engine-loop.mjs [php|python|x86] [--n 2000] [--json] [--daemon] [--dir APP_DIR]
+ *
+ * --dir runs another app directory of that runtime (bench/run.mjs passes its generated big page:
+ * the "bare engine" ceiling its CPU-bound row is compared with).
  *   node --cpu-prof --cpu-prof-dir=/tmp/prof bench/engine-loop.mjs php   # where the time goes
  *
  * Not a test; the figures vary with the machine's load (it has 2 cores and other work).
@@ -16,7 +19,7 @@ import { join } from "node:path";
 import { ROOT } from "./lib.mjs";
 
 const args = process.argv.slice(2);
-const runtime = args.find((a) => !a.startsWith("--")) ?? "php";
+const runtime = args.find((a, i) => !a.startsWith("--") && !(i > 0 && ["--n", "--dir"].includes(args[i - 1]))) ?? "php";
 const flag = (name, dflt) => {
   const i = args.indexOf(`--${name}`);
   return i === -1 ? dflt : Number(args[i + 1]);
@@ -24,13 +27,13 @@ const flag = (name, dflt) => {
 const N = flag("n", 2000);
 const daemon = args.includes("--daemon");
 const asJson = args.includes("--json");
+const dirArg = args.includes("--dir") ? args[args.indexOf("--dir") + 1] : undefined;
 
 const EXAMPLES = { php: "php-hello", python: "wsgi-hello", x86: "x86-cgi" };
 const dist = (p) => join(ROOT, "dist", "src", p);
 
 /** Runs `handle` (+ `reset`) N times; per request wall and CPU µs of each step. */
-export async function engineLoop(runtimeName, n, { reset = true } = {}) {
-  const dir = join(ROOT, "examples", EXAMPLES[runtimeName]);
+export async function engineLoop(runtimeName, n, { reset = true, dir = join(ROOT, "examples", EXAMPLES[runtimeName]) } = {}) {
   if (runtimeName === "x86" && !existsSync(join(dir, "bin", "app"))) execFileSync(process.execPath, [join(ROOT, "scripts", "build-examples.mjs")], { stdio: "inherit" });
   const bundle = await import(dist("bundle/index.js"));
   const { loadEngine } = await import(dist("runtime/load.js"));
@@ -85,6 +88,7 @@ export async function engineLoop(runtimeName, n, { reset = true } = {}) {
   };
   return {
     runtime: runtimeName,
+    app: dir,
     requests: n,
     status,
     bytes,
@@ -97,10 +101,10 @@ export async function engineLoop(runtimeName, n, { reset = true } = {}) {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const r = await engineLoop(runtime, N, { reset: !daemon });
+  const r = await engineLoop(runtime, N, { reset: !daemon, ...(dirArg ? { dir: dirArg } : {}) });
   if (asJson) console.log(JSON.stringify(r));
   else {
-    console.log(`${r.runtime} ${EXAMPLES[r.runtime]} in-process, ${r.requests} requests (${daemon ? "daemon: no reset" : "handle + reset"}), status ${r.status}, ${r.bytes} B`);
+    console.log(`${r.runtime} ${dirArg ?? EXAMPLES[r.runtime]} in-process, ${r.requests} requests (${daemon ? "daemon: no reset" : "handle + reset"}), status ${r.status}, ${r.bytes} B`);
     console.log(`  ${r.reqPerS} req/s on one core, ${r.cpuUsPerReq} µs CPU per request`);
     console.log(`  handle p50 ${r.handle.p50Us} µs (CPU ${r.handle.cpuP50Us}), p99 ${r.handle.p99Us} µs`);
     if (r.reset) console.log(`  reset  p50 ${r.reset.p50Us} µs (CPU ${r.reset.cpuP50Us}), p99 ${r.reset.p99Us} µs`);

@@ -419,6 +419,13 @@ export class SandboxHost {
     return this.#exited ? undefined : this.#process.memoryBytes();
   }
 
+  /** memoryBytes() read off the event loop (the pool's periodic sampler). */
+  async memoryBytesAsync(): Promise<number | undefined> {
+    if (this.#exited) return undefined;
+    const bytes = await this.#process.memoryBytesAsync();
+    return this.#exited ? undefined : bytes;
+  }
+
   cpuTimeMs(): number | undefined {
     return this.#process.cpuTimeMs();
   }
@@ -840,6 +847,12 @@ export class HostSlot {
     if (!this.alive) return undefined;
     const bytes = this.#host.memoryBytes();
     return bytes === undefined ? undefined : Math.round(bytes / Math.max(1, this.#host.slotCount));
+  }
+
+  async memoryBytesAsync(): Promise<number | undefined> {
+    if (!this.alive) return undefined;
+    const bytes = await this.#host.memoryBytesAsync();
+    return bytes === undefined || !this.alive ? undefined : Math.round(bytes / Math.max(1, this.#host.slotCount));
   }
 
   /** The process's report (shared by its slots). */

@@ -18,7 +18,7 @@ import { LRUCache } from "lru-cache";
 import { InstanceUnavailableError, PoolSaturatedError, SandboxError, ZerocellError } from "../errors.js";
 import { totalmem } from "node:os";
 import { MemoryBudget, defaultBudgetBytes, type Charge } from "./budget.js";
-import { treeMemoryBytes } from "./spawn.js";
+import { treeMemoryBytesAsync } from "./spawn.js";
 import { HostSlots, type SlotReservation } from "./slots.js";
 import { PROTOCOL_LIMITS } from "../protocol/index.js";
 
@@ -172,6 +172,8 @@ export interface PoolHost {
   readonly lastResetCpuUs?: number | undefined;
   /** Memory the host uses now (PSS of its processes), bytes; undefined when unknown or gone. */
   memoryBytes?(): number | undefined;
+  /** memoryBytes() read without blocking the event loop; the sampler prefers it. */
+  memoryBytesAsync?(): Promise<number | undefined>;
   onExit(listener: () => void): void;
   /** One request; `idle` resolves when the host can take the next (after its reset), or when it exits. */
   request(req: EngineRequest, reset: boolean, timeoutMs: number, appName: string): { response: Promise<HostResponse>; idle: Promise<number | undefined> };
@@ -288,12 +290,15 @@ class DeploymentPool {
     };
   }
 
-  /** Reads each host's memory (PSS) into the budget. */
-  sampleMemory(budget: MemoryBudget): void {
-    for (const s of this.#all) {
-      const bytes = s.host.memoryBytes?.();
-      if (s.charge !== undefined && bytes !== undefined) budget.measured(s.charge, bytes, s.host.sharesProcess !== true);
-    }
+  /** Reads each host's memory (PSS) into the budget, off the event loop where the host can. */
+  async sampleMemory(budget: MemoryBudget): Promise<void> {
+    await Promise.all(
+      [...this.#all].map(async (s) => {
+        const bytes = s.host.memoryBytesAsync !== undefined ? await s.host.memoryBytesAsync() : s.host.memoryBytes?.();
+        // Gone meanwhile: its charge was released with it.
+        if (s.charge !== undefined && bytes !== undefined && this.#all.has(s)) budget.measured(s.charge, bytes, s.host.sharesProcess !== true);
+      }),
+    );
   }
 
   /** Every host of this pool now (idle, busy). */
@@ -707,15 +712,32 @@ export class Pool {
   #sampleMemory(): void {
     this.#sampleCount++;
     // Starts waiting for memory try again twice a second (a host that owed its snapshot may be
-    // evictable now); /proc is read only every memorySampleMs.
+    // evictable now); /proc is read only every memorySampleMs, one sample at a time.
     if (this.#budget.waiting > 0) this.#budget.wake();
-    if (this.#sampleCount % Math.max(1, Math.round(this.#limits.memorySampleMs / 500)) !== 0) return;
-    for (const p of this.#pools.values()) p.sampleMemory(this.#budget);
-    const spares = new Map<number, number>();
-    for (const s of this.#spares?.list() ?? []) if (s.pid > 0) spares.set(s.pid, treeMemoryBytes(s.pid));
-    this.#spareBytes = spares;
-    // Measured past the budget (hosts grew after their admission): idle instances go, LRU first.
-    this.#budget.enforce();
+    if (this.#sampleCount % Math.max(1, Math.round(this.#limits.memorySampleMs / 500)) !== 0 || this.#sampling) return;
+    this.#sampling = true;
+    void this.#readMemory().finally(() => {
+      this.#sampling = false;
+    });
+  }
+
+  /** A memory sample in progress (/proc read on libuv's threads). */
+  #sampling = false;
+
+  async #readMemory(): Promise<void> {
+    try {
+      const spareList = (this.#spares?.list() ?? []).filter((s) => s.pid > 0);
+      const [, spareBytes] = await Promise.all([
+        Promise.all([...this.#pools.values()].map((p) => p.sampleMemory(this.#budget))),
+        Promise.all(spareList.map((s) => treeMemoryBytesAsync(s.pid))),
+      ]);
+      this.#spareBytes = new Map(spareList.map((s, i) => [s.pid, spareBytes[i]!]));
+      // Measured past the budget (hosts grew after their admission): idle instances go, LRU first.
+      this.#budget.enforce();
+    } catch (e) {
+      // Every read above turns a vanished process into 0 or undefined: this is a bug, not a race.
+      process.stderr.write(`pool: memory sample failed: ${(e as Error).stack ?? String(e)}\n`);
+    }
   }
 
   /** The memory budget and what uses it (GET /v1/pool, `zerocell pool`, /metrics). */

@@ -20,6 +20,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { readFile, readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Manifest } from "../bundle/index.js";
 import { DIST_DIR, NODE_MODULES_DIR, PACKAGE_ROOT } from "../paths.js";
@@ -297,6 +298,23 @@ export class HostProcess {
     return treeMemoryBytes(pid);
   }
 
+  /** The host's processes, found once and again every TREE_TTL_MS (a host cannot start processes). */
+  #tree: { pids: number[]; at: number } | undefined;
+
+  /**
+   * memoryBytes() without blocking the event loop: /proc is read on libuv's threads (the kernel
+   * walks the page tables for smaps_rollup: ~5–15 ms per host here, which the pool's sampler paid
+   * on the gateway's loop for every host, every sample).
+   */
+  async memoryBytesAsync(): Promise<number | undefined> {
+    const pid = this.child.pid;
+    const gone = () => pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null;
+    if (gone()) return undefined;
+    if (this.#tree === undefined || Date.now() - this.#tree.at > TREE_TTL_MS) this.#tree = { pids: await treePidsAsync(pid!), at: Date.now() };
+    const bytes = (await Promise.all(this.#tree.pids.map(processMemoryBytesAsync))).reduce((a, b) => a + b, 0);
+    return gone() ? undefined : bytes;
+  }
+
   /**
    * The node host's pid: the innermost process under the wrappers (unshare forks it, setpriv
    * execs into it), or the child itself without wrappers; undefined once it is gone.
@@ -418,12 +436,15 @@ export interface ProcessRollup {
 
 export function readRollup(pid: number): ProcessRollup | undefined {
   try {
-    const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
-    return { rss: kb("Rss"), pss: kb("Pss"), uss: kb("Private_Clean") + kb("Private_Dirty"), pssAnon: kb("Pss_Anon"), pssFile: kb("Pss_File"), pssShmem: kb("Pss_Shmem") };
+    return parseRollup(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
   } catch {
     return undefined;
   }
+}
+
+function parseRollup(text: string): ProcessRollup {
+  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+  return { rss: kb("Rss"), pss: kb("Pss"), uss: kb("Private_Clean") + kb("Private_Dirty"), pssAnon: kb("Pss_Anon"), pssFile: kb("Pss_File"), pssShmem: kb("Pss_Shmem") };
 }
 
 /**
@@ -437,10 +458,82 @@ export function readRollup(pid: number): ProcessRollup | undefined {
 export function treeMemoryBytes(pid: number): number {
   return sumOverTree(pid, (p) => {
     const rollup = readRollup(p);
-    const status = readFileSync(`/proc/${p}/status`, "utf8");
-    const kb = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
-    return (rollup?.pss ?? kb("VmRSS")) + Math.max(0, memfdBytes(p) - kb("RssShmem"));
+    return processBytes(rollup, readFileSync(`/proc/${p}/status`, "utf8"), memfdBytes(p));
   });
+}
+
+/** One process's share for treeMemoryBytes: PSS (or RSS) plus its memfds' pages not resident in it. */
+function processBytes(rollup: ProcessRollup | undefined, status: string, memfd: number): number {
+  const kb = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+  return (rollup?.pss ?? kb("VmRSS")) + Math.max(0, memfd - kb("RssShmem"));
+}
+
+/** How long HostProcess keeps the list of its processes (the wrappers, then node). */
+const TREE_TTL_MS = 30_000;
+
+/** A process and its descendants (at most 64), read without blocking the event loop. */
+async function treePidsAsync(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0 && out.length < 64) {
+    const p = queue.shift()!;
+    if (out.includes(p)) continue;
+    out.push(p);
+    try {
+      for (const t of await readdir(`/proc/${p}/task`)) {
+        for (const c of (await readFile(`/proc/${p}/task/${t}/children`, "utf8")).split(" ")) if (c.trim() !== "") queue.push(Number(c));
+      }
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** treeMemoryBytes without blocking the event loop (spares: the pool's sampler). */
+export async function treeMemoryBytesAsync(pid: number): Promise<number> {
+  return (await Promise.all((await treePidsAsync(pid)).map(processMemoryBytesAsync))).reduce((a, b) => a + b, 0);
+}
+
+/** processBytes of one process through fs/promises; 0 once gone. */
+async function processMemoryBytesAsync(p: number): Promise<number> {
+  try {
+    const [rollup, status, memfd] = await Promise.all([
+      readFile(`/proc/${p}/smaps_rollup`, "utf8").then(parseRollup, () => undefined),
+      readFile(`/proc/${p}/status`, "utf8"),
+      memfdBytesAsync(p),
+    ]);
+    return processBytes(rollup, status, memfd);
+  } catch {
+    return 0;
+  }
+}
+
+/** memfdBytes through fs/promises. */
+async function memfdBytesAsync(pid: number): Promise<number> {
+  let maps: string;
+  try {
+    maps = await readFile(`/proc/${pid}/maps`, "utf8");
+  } catch {
+    return 0;
+  }
+  const ranges = memfdRanges(maps);
+  const sizes = await Promise.all(ranges.map((range) => stat(`/proc/${pid}/map_files/${range}`).then((st) => st.blocks * 512, () => 0)));
+  return sizes.reduce((a, b) => a + b, 0);
+}
+
+/** The address range of one mapping per memfd in a /proc/PID/maps text (at most 16 memfds). */
+function memfdRanges(maps: string): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const line of maps.split("\n")) {
+    if (!line.includes("/memfd:")) continue;
+    const [range, , , , inode] = line.split(/\s+/);
+    if (range === undefined || inode === undefined || seen.has(inode) || seen.size >= 16) continue;
+    seen.add(inode);
+    out.push(range);
+  }
+  return out;
 }
 
 /**
@@ -451,12 +544,7 @@ export function treeMemoryBytes(pid: number): number {
 function memfdBytes(pid: number): number {
   let sum = 0;
   try {
-    const seen = new Set<string>();
-    for (const line of readFileSync(`/proc/${pid}/maps`, "utf8").split("\n")) {
-      if (!line.includes("/memfd:")) continue;
-      const [range, , , , inode] = line.split(/\s+/);
-      if (range === undefined || inode === undefined || seen.has(inode) || seen.size >= 16) continue;
-      seen.add(inode);
+    for (const range of memfdRanges(readFileSync(`/proc/${pid}/maps`, "utf8"))) {
       try {
         sum += statSync(`/proc/${pid}/map_files/${range}`).blocks * 512;
       } catch {
