@@ -676,6 +676,12 @@ export class HostSlot {
         this.#onSnapshot = undefined;
         if (cb === undefined) return host.fail(new SandboxError("host_protocol", 502, "sandbox: unexpected snapshot from host"));
         if (f.bodyBytes > PROTOCOL_LIMITS.maxSnapshotBytes) return host.fail(new SandboxError("host_protocol", 502, "sandbox: snapshot too large"));
+        if (h.encoding === "gzip") {
+          // Stored as it came; the load inflates at most memoryBytes and refuses any other length.
+          if (h.memoryBytes === undefined) return host.fail(new SandboxError("host_protocol", 502, "sandbox: gzip'd snapshot without its memoryBytes"));
+          cb({ engine: h.engine, engineBuild: h.engineBuild, globals: h.globals, extra: h.extra, memory: Buffer.alloc(0), memoryGzip: f.bodyChunks ?? [f.body], memoryBytes: h.memoryBytes });
+          return;
+        }
         // A large image stays in the chunks it arrived in (the store gzips them as a stream).
         cb({ engine: h.engine, engineBuild: h.engineBuild, globals: h.globals, extra: h.extra, ...(f.bodyChunks === undefined ? { memory: f.body } : { memory: Buffer.alloc(0), memoryParts: f.bodyChunks, memoryBytes: f.bodyBytes }) });
         return;

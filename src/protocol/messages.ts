@@ -152,6 +152,13 @@ export const snapshotMessage = z.object({
   engineBuild: z.string().max(L.maxEngineBuildChars),
   globals: z.array(z.string().regex(/^-?\d{1,20}$/)).max(L.maxSnapshotGlobals),
   extra: z.unknown(),
+  /**
+   * "gzip": the body is the memory gzip'd (the gateway stores it as it is; a body that does not
+   * inflate to memoryBytes is refused when the snapshot is loaded). Absent: the memory itself.
+   */
+  encoding: z.literal("gzip").optional(),
+  /** With encoding "gzip": the memory's length, bytes. */
+  memoryBytes: count.max(L.maxSnapshotBytes).optional(),
 });
 
 /** Bytes as a host reports them (untrusted, display only): at most 256 TiB. */

@@ -305,4 +305,4 @@ export class LinearMemorySnapshot {
 }
 
 export { readSnapshotFile, preloadLibc } from "./dirty-pages.js";
-export { SnapshotStore, SnapshotMismatchError, encodeSnapshot, decodeSnapshot, type SnapshotImage } from "./store.js";
+export { SnapshotStore, SnapshotMismatchError, decodeSnapshot, type SnapshotImage } from "./store.js";

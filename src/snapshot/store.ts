@@ -13,6 +13,7 @@ import { LRUCache } from "lru-cache";
 import type { OpenedDb, BlobStore } from "../store/index.js";
 import { snapshots } from "../store/schema.js";
 import { ZerocellError } from "../errors.js";
+import { PROTOCOL_LIMITS } from "../protocol/limits.js";
 import type { SecretBox } from "../store/secret-box.js";
 import type { SnapshotFile, SnapshotFiles } from "./files.js";
 
@@ -29,8 +30,14 @@ export interface SnapshotImage {
   memory: Buffer;
   /** The memory as parts in order instead (`memory` empty): an image as it came from a host, not joined. */
   memoryParts?: readonly Buffer[];
-  /** With memoryParts: their length in all, bytes. */
+  /** With memoryParts or memoryGzip: the memory's length, bytes. */
   memoryBytes?: number;
+  /**
+   * The memory gzip'd instead (`memory` empty), as a host sent it: stored as it is after a gzip
+   * member of the header. Untrusted until loaded: load() inflates at most the largest image and
+   * refuses one whose length is not the header's memoryBytes.
+   */
+  memoryGzip?: readonly Buffer[];
   /**
    * Where the memory is on disk, decompressed (a host maps it; files.ts). When set, `memory` is
    * empty: the bytes are only in the file.
@@ -47,12 +54,13 @@ export class SnapshotMismatchError extends ZerocellError {
 const MAGIC = "zerocell-snapshot/1";
 /** Largest header we accept when reading a snapshot back. */
 const MAX_HEADER = 1024 * 1024;
+/**
+ * Largest image inflated when reading a snapshot back: the largest a host may send, plus its
+ * header (a stored gzip the host made that inflates further is refused, not inflated).
+ */
+const MAX_STORED_IMAGE_BYTES = PROTOCOL_LIMITS.maxSnapshotBytes + MAX_HEADER + 64;
 
-export function encodeSnapshot(img: SnapshotImage): Buffer {
-  return Buffer.concat(encodeSnapshotParts(img));
-}
-
-/** encodeSnapshot as its two parts (prefix + header, then the memory itself), without copying the memory. */
+/** A stored image before gzip: its two parts (prefix + header, then the memory itself), without copying the memory. */
 function encodeSnapshotParts(img: SnapshotImage): Buffer[] {
   const header = Buffer.from(
     // No hash of the memory here: the blob store's sha256 of the stored bytes already covers it,
@@ -66,6 +74,7 @@ function encodeSnapshotParts(img: SnapshotImage): Buffer[] {
 
 /** The image's memory length, bytes (in parts or in one buffer). */
 export function imageBytes(img: SnapshotImage): number {
+  if (img.memoryGzip !== undefined) return img.memoryBytes ?? 0;
   return img.memoryParts === undefined ? img.memory.length : (img.memoryBytes ?? img.memoryParts.reduce((n, p) => n + p.length, 0));
 }
 
@@ -129,7 +138,7 @@ export class SnapshotStore {
     if (row === undefined) return undefined;
     try {
       const packed = this.#cache.get(key) ?? this.#unseal(key, this.#blobs.get(row.sha256));
-      const img = decodeSnapshot(await gunzipAsync(packed, { maxOutputLength: 4 * 1024 * 1024 * 1024 - 1 }));
+      const img = decodeSnapshot(await gunzipAsync(packed, { maxOutputLength: MAX_STORED_IMAGE_BYTES }));
       if (img.engineBuild !== engineBuild) throw new SnapshotMismatchError(`snapshot: built by ${img.engineBuild}, engine is ${engineBuild}`);
       this.#cache.set(key, packed);
       return img;
@@ -178,7 +187,8 @@ export class SnapshotStore {
     const key = `${deploymentId}/${img.engineBuild}`;
     this.#writing.add(key);
     try {
-      const packed = await gzipParts(encodeSnapshotParts(img), 1);
+      // gzip members in a row inflate as one stream: the header's member, then the host's own.
+      const packed = img.memoryGzip !== undefined ? Buffer.concat([await gzipParts([encodeSnapshotParts(img)[0]!], 1), ...img.memoryGzip]) : await gzipParts(encodeSnapshotParts(img), 1);
       const sha256 = this.#blobs.put(this.#box === undefined ? packed : this.#box.seal(this.#aad(key), packed));
       this.#db.db
         .insert(snapshots)

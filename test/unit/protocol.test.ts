@@ -4,7 +4,7 @@
  * host could send to the gateway.
  */
 import { describe, it, expect } from "vitest";
-import { encodeFrame, encodeFrameChunks, FrameDecoder, parseHostMessage, PROTOCOL_LIMITS, maxHostFrameBytes } from "../../src/protocol/index.js";
+import { encodeFrame, FrameDecoder, parseHostMessage, PROTOCOL_LIMITS, maxHostFrameBytes } from "../../src/protocol/index.js";
 
 const okRes = { t: "res", id: 7, status: 200, headers: [["content-type", "text/plain"]], runMs: 1.5, startedAt: 1.7e12, bodyBytes: 2, cpuUs: 900 };
 
@@ -39,7 +39,7 @@ describe("framing", () => {
     const big = Buffer.alloc(3 * 1024 * 1024 + 17);
     for (let i = 0; i < big.length; i += 4093) big[i] = (i / 4093) & 0xff;
     const header = { t: "snapshot", engine: "php", engineBuild: "b", globals: ["1"], extra: { pad: "x".repeat(200) } };
-    const all = Buffer.concat([encodeFrame({ t: "idle" }), encodeFrameChunks(header, [big.subarray(0, 1000), big.subarray(1000)]).reduce((a, b) => Buffer.concat([a, b])), encodeFrame(okRes, Buffer.from("hi"))]);
+    const all = Buffer.concat([encodeFrame({ t: "idle" }), encodeFrame(header, big), encodeFrame(okRes, Buffer.from("hi"))]);
     // Chunk sizes that split the prefix, the header and the body anywhere.
     for (const size of [3, 65536, 100_003]) {
       const d = new FrameDecoder(8 * 1024 * 1024);
@@ -80,6 +80,7 @@ describe("host messages (untrusted)", () => {
       { t: "fail", id: 3, code: "guest_error", message: "boom" },
       { t: "fail", code: "init_failed", message: "init: x" },
       { t: "snapshot", engine: "php", engineBuild: "php-wasm-3.1.54/x", globals: ["123", "-4"], extra: { fds: [] } },
+      { t: "snapshot", engine: "php", engineBuild: "b", globals: [], extra: null, encoding: "gzip", memoryBytes: 30 * 1024 * 1024 },
       { t: "tainted" },
       { t: "worn" },
       { t: "idle", resetMs: 0.4 },
@@ -115,6 +116,9 @@ describe("host messages (untrusted)", () => {
       { t: "snapshot", engine: "php", engineBuild: "x".repeat(257), globals: [], extra: null },
       { t: "snapshot", engine: "php", engineBuild: "b", globals: ["1e3"], extra: null },
       { t: "snapshot", engine: "php", engineBuild: "b", globals: Array.from({ length: 17 }, () => "1"), extra: null },
+      { t: "snapshot", engine: "php", engineBuild: "b", globals: [], extra: null, encoding: "br", memoryBytes: 1 },
+      { t: "snapshot", engine: "php", engineBuild: "b", globals: [], extra: null, encoding: "gzip", memoryBytes: PROTOCOL_LIMITS.maxSnapshotBytes + 1 },
+      { t: "snapshot", engine: "php", engineBuild: "b", globals: [], extra: null, encoding: "gzip", memoryBytes: -1 },
       { t: "fail", id: 1, code: 5, message: "x" },
       { t: "ready", warmupCpuUs: -1 },
       { t: "idle", resetMs: -1 },

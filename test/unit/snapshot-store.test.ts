@@ -1,0 +1,84 @@
+/**
+ * The snapshot store with images as hosts send them: the memory gzip'd by the host (stored as it
+ * came, after a gzip member of the header) or raw in parts (gzip'd here). Both load back to the
+ * same bytes; a host's gzip that does not inflate to the memoryBytes it claimed, or that is not
+ * gzip at all, is refused at load and forgotten (the next instance takes a new snapshot).
+ */
+import { describe, it, expect, beforeEach, afterEach } from "vitest";
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { BlobStore, openDb, Store, type OpenedDb } from "../../src/store/index.js";
+import { SecretBox } from "../../src/store/secret-box.js";
+import { SnapshotStore, type SnapshotImage } from "../../src/snapshot/index.js";
+
+let dir: string;
+let db: OpenedDb;
+let snapshots: SnapshotStore;
+let deploymentId: string;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "zerocell-snapstore-"));
+  db = openDb(join(dir, "zerocell.db"));
+  const store = new Store(db, { baseDomain: "platform.test" });
+  deploymentId = store.createDeployment({
+    appName: "snap",
+    accountId: store.ensureDefaultAccount(),
+    runtime: "php",
+    bundleSha256: createHash("sha256").update("bundle").digest("hex"),
+    bundleBytes: 10,
+    manifest: { runtime: "php" },
+    routes: [{ host: "snap.localhost", path: "/", mode: "snapshot" }],
+    privileged: true,
+  }).id;
+  snapshots = new SnapshotStore(db, new BlobStore(join(dir, "blobs")), 64 * 1024 * 1024, new SecretBox(join(dir, "secrets.key")));
+});
+
+afterEach(() => {
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A 3 MiB image: zero blocks and patterned ones, as a wasm heap looks. */
+function memory(): Buffer {
+  const m = Buffer.alloc(3 * 1024 * 1024);
+  for (let i = 0; i < m.length / 2; i += 7) m[i] = (i * 31) & 0xff;
+  return m;
+}
+
+const base = (m: Partial<SnapshotImage>): SnapshotImage => ({ engine: "php", engineBuild: "build-1", globals: ["1", "-2"], extra: { fds: [] }, memory: Buffer.alloc(0), ...m });
+
+describe("snapshot store: images as hosts send them", () => {
+  it("stores a host's gzip as it came and loads it back byte for byte", async () => {
+    const m = memory();
+    const gz = gzipSync(m, { level: 1 });
+    const saved = await snapshots.save(deploymentId, base({ memoryGzip: [gz.subarray(0, 1000), gz.subarray(1000)], memoryBytes: m.length }));
+    expect(saved.bytes).toBeLessThan(gz.length + 1024);
+    const img = await snapshots.load(deploymentId, "build-1");
+    expect(img!.memory.equals(m)).toBe(true);
+    expect(img!.globals).toEqual(["1", "-2"]);
+    expect(img!.extra).toEqual({ fds: [] });
+  });
+
+  it("stores a raw image in parts and loads it back", async () => {
+    const m = memory();
+    await snapshots.save(deploymentId, base({ memoryParts: [m.subarray(0, 12345), m.subarray(12345)], memoryBytes: m.length }));
+    expect((await snapshots.load(deploymentId, "build-1"))!.memory.equals(m)).toBe(true);
+  });
+
+  it("refuses, then forgets, a host's gzip that inflates to another length than it claimed", async () => {
+    const m = memory();
+    await snapshots.save(deploymentId, base({ memoryGzip: [gzipSync(m)], memoryBytes: m.length + 4096 }));
+    await expect(snapshots.load(deploymentId, "build-1")).rejects.toThrow(/memory is \d+ bytes, header says/);
+    expect(snapshots.has(deploymentId, "build-1")).toBe(false);
+    expect(await snapshots.load(deploymentId, "build-1")).toBeUndefined();
+  });
+
+  it("refuses, then forgets, a host's 'gzip' that is not gzip", async () => {
+    await snapshots.save(deploymentId, base({ memoryGzip: [Buffer.from("not gzip at all, just bytes")], memoryBytes: 27 }));
+    await expect(snapshots.load(deploymentId, "build-1")).rejects.toThrow();
+    expect(snapshots.has(deploymentId, "build-1")).toBe(false);
+  });
+});
