@@ -59,6 +59,20 @@ export function encodeFrame(header: unknown, body: Uint8Array = new Uint8Array(0
   return out;
 }
 
+/**
+ * A frame whose body is a list of chunks, as buffers to write in order (the chunks themselves,
+ * not copies): the length prefix and header, then each chunk. For large immutable bodies.
+ */
+export function encodeFrameChunks(header: unknown, chunks: readonly Uint8Array[]): Uint8Array[] {
+  const h = Buffer.from(JSON.stringify(header), "utf8");
+  const bodyBytes = chunks.reduce((n, c) => n + c.byteLength, 0);
+  const head = Buffer.allocUnsafe(8 + h.length);
+  head.writeUInt32BE(4 + h.length + bodyBytes, 0);
+  head.writeUInt32BE(h.length, 4);
+  h.copy(head, 8);
+  return [head, ...chunks];
+}
+
 export class FrameTooLargeError extends ZerocellError {
   constructor(size: number, limit: number) {
     super("frame_too_large", 502, `sandbox: message of ${size} bytes exceeds the limit of ${limit} bytes`);

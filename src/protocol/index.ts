@@ -4,6 +4,6 @@
  * both sides derive their checks from. Imported by src/pool (gateway side) and
  * src/runtime/host (host side); imports nothing of either.
  */
-export { encodeFrame, FrameDecoder, FrameTooLargeError, type Frame } from "./framing.js";
+export { encodeFrame, encodeFrameChunks, FrameDecoder, FrameTooLargeError, type Frame } from "./framing.js";
 export { PROTOCOL_LIMITS, maxHostFrameBytes } from "./limits.js";
 export { parseHostMessage, SPARE_PRELOADED_LINE, type GatewayMessage, type HostMessage, type InitMessage, type RequestMessage, type ExitMessage, type ResponseMessage, type MemoryQueryMessage, type HostMemoryReport } from "./messages.js";

@@ -4,7 +4,7 @@
  * host could send to the gateway.
  */
 import { describe, it, expect } from "vitest";
-import { encodeFrame, FrameDecoder, parseHostMessage, PROTOCOL_LIMITS, maxHostFrameBytes } from "../../src/protocol/index.js";
+import { encodeFrame, encodeFrameChunks, FrameDecoder, parseHostMessage, PROTOCOL_LIMITS, maxHostFrameBytes } from "../../src/protocol/index.js";
 
 const okRes = { t: "res", id: 7, status: 200, headers: [["content-type", "text/plain"]], runMs: 1.5, startedAt: 1.7e12, bodyBytes: 2, cpuUs: 900 };
 
@@ -39,7 +39,7 @@ describe("framing", () => {
     const big = Buffer.alloc(3 * 1024 * 1024 + 17);
     for (let i = 0; i < big.length; i += 4093) big[i] = (i / 4093) & 0xff;
     const header = { t: "snapshot", engine: "php", engineBuild: "b", globals: ["1"], extra: { pad: "x".repeat(200) } };
-    const all = Buffer.concat([encodeFrame({ t: "idle" }), encodeFrame(header, big), encodeFrame(okRes, Buffer.from("hi"))]);
+    const all = Buffer.concat([encodeFrame({ t: "idle" }), encodeFrameChunks(header, [big.subarray(0, 1000), big.subarray(1000)]).reduce((a, b) => Buffer.concat([a, b])), encodeFrame(okRes, Buffer.from("hi"))]);
     // Chunk sizes that split the prefix, the header and the body anywhere.
     for (const size of [3, 65536, 100_003]) {
       const d = new FrameDecoder(8 * 1024 * 1024);

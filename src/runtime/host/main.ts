@@ -13,7 +13,7 @@ import { createGzip } from "node:zlib";
 import net from "node:net";
 import v8 from "node:v8";
 import vm from "node:vm";
-import { encodeFrame, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMessage } from "../../protocol/index.js";
+import { encodeFrame, encodeFrameChunks, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMessage } from "../../protocol/index.js";
 import { WORN_AT, type Engine, type EngineInstance } from "../engine.js";
 import { decodeImage, healthPaths, type Manifest } from "../../bundle/index.js";
 import { loadEngine } from "../load.js";
@@ -77,13 +77,13 @@ function send(header: HostMessage, body?: Uint8Array): void {
   out.write(encodeFrame(header, body));
 }
 
-/** gzip (level 1) of `blocks` in order, as one stream on libuv's threads. */
-function gzipBlocks(blocks: readonly Uint8Array[]): Promise<Buffer> {
+/** gzip (level 1) of `blocks` in order, as one stream on libuv's threads; its output pieces. */
+function gzipBlocks(blocks: readonly Uint8Array[]): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
-    const z = createGzip({ level: 1 });
+    const z = createGzip({ level: 1, chunkSize: 64 * 1024 });
     const out: Buffer[] = [];
     z.on("data", (d: Buffer) => out.push(d));
-    z.once("end", () => resolve(Buffer.concat(out)));
+    z.once("end", () => resolve(out));
     z.once("error", reject);
     for (const b of blocks) z.write(b);
     z.end();
@@ -301,7 +301,10 @@ async function onFrame(frame: Frame): Promise<void> {
           const memoryBytes = blocks.reduce((n, b) => n + b.byteLength, 0);
           const gz = await gzipBlocks(blocks);
           void chunked?.keep;
-          send({ t: "snapshot", ...tag, engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra, encoding: "gzip", memoryBytes }, gz);
+          // The gzip's own pieces, corked into one writev (no joined copy of them).
+          out.cork();
+          for (const part of encodeFrameChunks({ t: "snapshot", ...tag, engine: engine.runtime, engineBuild: build, globals: snap.globals.map(String), extra: snap.extra, encoding: "gzip", memoryBytes }, gz)) out.write(part);
+          out.uncork();
           phases.snapshot = performance.now() - t4 - (phases.warmup ?? 0);
         }
         slots.set(sn, { instance, deploymentId: init.deploymentId, maxResponseBytes: init.maxResponseBytes, worn: false });
