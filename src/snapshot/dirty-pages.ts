@@ -62,6 +62,8 @@ interface Libc {
   munmap: Fn;
   madvise: Fn;
   pread: Fn;
+  pwrite: Fn;
+  ftruncate: Fn;
   open: Fn;
   /** /proc/self/pagemap, opened once per process (never closed). */
   pagemapFd: number;
@@ -83,6 +85,9 @@ const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MADV_DONTNEED = 4;
 const MADV_NOHUGEPAGE = 15;
+/** The unit create() looks for zeros in: LinearMemorySnapshot's block. */
+export const ZERO_RUN_BYTES = 64 * 1024;
+const ZERO_RUN = Buffer.alloc(ZERO_RUN_BYTES);
 
 let libc: Libc | null | undefined;
 let libcError = "";
@@ -110,6 +115,8 @@ function loadLibc(): Libc | null {
       munmap: c.func("int munmap(void *addr, size_t length)") as Fn,
       madvise: c.func("int madvise(uintptr_t addr, size_t length, int advice)") as Fn,
       pread: c.func("intptr_t pread(int fd, void *buf, size_t n, int64_t offset)") as Fn,
+      pwrite: c.func("intptr_t pwrite(int fd, void *buf, size_t n, int64_t offset)") as Fn,
+      ftruncate: c.func("int ftruncate(int fd, int64_t length)") as Fn,
       open,
       pagemapFd,
     };
@@ -182,8 +189,9 @@ export class DirtyPageTracker {
    */
   #image: { pointer: unknown; buffer: ArrayBuffer } | undefined;
 
-  private constructor(c: Libc, memory: WebAssembly.Memory, base: number, trackedBytes: number, limits: DirtyPageLimits, image: { pointer: unknown; buffer: ArrayBuffer } | undefined) {
+  private constructor(c: Libc, memory: WebAssembly.Memory, base: number, trackedBytes: number, limits: DirtyPageLimits, image: { pointer: unknown; buffer: ArrayBuffer } | undefined, zeroBlocks?: Uint8Array) {
     this.#image = image;
+    this.#zeroBlocks = zeroBlocks;
     this.#c = c;
     this.#memory = memory;
     this.#base = base;
@@ -250,12 +258,35 @@ export class DirtyPageTracker {
     const fd = c.memfdCreate("zerocell-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING) as number;
     if (fd < 0) return fail(`memfd_create: errno ${c.koffi.errno()}`);
     let image: { pointer: unknown; buffer: ArrayBuffer } | undefined;
+    // Blocks of zeros are not written: they stay holes of the memfd (no page of memory until
+    // something reads them), ~40% of a PHP or Python image, and the copy's page faults with them.
+    const zeroBlocks = new Uint8Array(Math.ceil(trackedBytes / ZERO_RUN_BYTES));
     try {
       const live = new Uint8Array(buffer, 0, trackedBytes);
-      for (let at = 0; at < trackedBytes; ) {
-        const n = Number(c.write(fd, live.subarray(at, Math.min(trackedBytes, at + (64 << 20))), Math.min(trackedBytes - at, 64 << 20)));
-        if (n <= 0) return fail(`write to memfd: errno ${c.koffi.errno()}`);
-        at += n;
+      if ((c.ftruncate(fd, trackedBytes) as number) !== 0) return fail(`ftruncate memfd: errno ${c.koffi.errno()}`);
+      const isZero = (i: number) => {
+        const lo = i * ZERO_RUN_BYTES;
+        const n = Math.min(trackedBytes, lo + ZERO_RUN_BYTES) - lo;
+        return Buffer.from(buffer, lo, n).equals(ZERO_RUN.subarray(0, n));
+      };
+      for (let i = 0; i < zeroBlocks.length; ) {
+        if (isZero(i)) {
+          zeroBlocks[i++] = 1;
+          continue;
+        }
+        // One pwrite per run of blocks that are not zero (at most 64 MiB each).
+        let j = i + 1;
+        let zeroAtJ = false;
+        while (j < zeroBlocks.length && j - i < 1024 && !(zeroAtJ = isZero(j))) j++;
+        const lo = i * ZERO_RUN_BYTES;
+        const hi = Math.min(trackedBytes, j * ZERO_RUN_BYTES);
+        for (let at = lo; at < hi; ) {
+          const n = Number(c.pwrite(fd, live.subarray(at, hi), hi - at, at));
+          if (n <= 0) return fail(`write to memfd: errno ${c.koffi.errno()}`);
+          at += n;
+        }
+        if (zeroAtJ) zeroBlocks[j++] = 1;
+        i = j;
       }
       if ((c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) as number) !== 0) return fail(`seal memfd: errno ${c.koffi.errno()}`);
       // 2–3. Over the memory, in place (same bytes), and the read-only view.
@@ -269,7 +300,7 @@ export class DirtyPageTracker {
     // Transparent huge pages would make a 2 MiB "page" of one written byte. Not pre-faulted:
     // pages nobody reads stay without a page-table entry, which the pagemap read skips quickly.
     c.madvise(base, trackedBytes, MADV_NOHUGEPAGE);
-    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, image);
+    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, image, zeroBlocks);
     // 3. Self-check: nothing is written yet; rewriting one byte with its own value is seen.
     const before = tracker.writtenRanges();
     if (before === undefined || before.length !== 0) return tracker.#failed(`self-check: ${before === undefined ? "pagemap unreadable" : `${before.length} ranges written right after mapping`}`);
@@ -284,6 +315,18 @@ export class DirtyPageTracker {
   #failed(why: string): undefined {
     this.close();
     return fail(why);
+  }
+
+  /** create(): which ZERO_RUN_BYTES blocks of the image were zeros (holes of the memfd). */
+  readonly #zeroBlocks: Uint8Array | undefined;
+
+  /**
+   * Whether block `i` (64 KiB, ZERO_RUN_BYTES) of the image is known to be zeros: a hole of the
+   * memfd, which its owner reads as its own zero block rather than through the mapping (a read
+   * there would give the hole a page). False when unknown (an image mapped from a file).
+   */
+  isZeroBlock(i: number): boolean {
+    return this.#zeroBlocks?.[i] === 1;
   }
 
   /**

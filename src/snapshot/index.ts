@@ -111,7 +111,8 @@ export class LinearMemorySnapshot {
     for (let lo = 0; lo < image.length; lo += BLOCK) {
       const hi = Math.min(image.length, lo + BLOCK);
       if (shared !== undefined && hi <= shared.byteLength) {
-        blocks.push(new Uint8Array(shared, lo, hi - lo));
+        // A block of zeros is a hole of the memfd: compared with the shared zero block instead.
+        blocks.push(this.#tracker!.isZeroBlock(lo / BLOCK) ? null : new Uint8Array(shared, lo, hi - lo));
         fromMapping.push(true);
         continue;
       }
