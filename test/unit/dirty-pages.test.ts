@@ -5,7 +5,7 @@
  * back; and a forced fallback restores the same state by comparing everything.
  */
 import { describe, it, expect } from "vitest";
-import { openSync, readSync, closeSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { openSync, readSync, closeSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LinearMemorySnapshot } from "../../src/snapshot/index.js";
@@ -158,6 +158,50 @@ describe("dirty-page reset", () => {
     const b = makeModule(64);
     const copied = LinearMemorySnapshot.take(b.memory, top, [b.sp], { reset: "compare" });
     expect(copied.heldBytes).toBeGreaterThan(top / 2);
+  });
+
+  it("leaves the image's zero blocks out of the memfd (holes), and restores writes into them, copied or dropped", () => {
+    const withZeroBlocks = () => {
+      const m = makeModule(32);
+      // Blocks 4–9 (64 KiB each) all zeros: 6 of the image's 32 blocks.
+      new Uint8Array(m.memory.buffer).fill(0, 4 * WASM_PAGE, 10 * WASM_PAGE);
+      return m;
+    };
+    const top = 32 * WASM_PAGE;
+    const memfdBytes = () => {
+      let n = 0;
+      for (const line of readFileSync("/proc/self/maps", "utf8").split("\n")) {
+        if (!line.includes("/memfd:zerocell-snapshot") || !line.includes(" r--s ")) continue;
+        n += statSync(`/proc/self/map_files/${line.split(" ")[0]}`).blocks * 512;
+      }
+      return n;
+    };
+    for (const trimAbovePages of [1000, 8]) {
+      const { memory, sp, store } = withZeroBlocks();
+      const u8 = new Uint8Array(memory.buffer);
+      const before = memfdBytes();
+      const snap = LinearMemorySnapshot.take(memory, top, [sp], { reset: "auto", limits: { trimAbovePages } });
+      expect(snap.method, lastTrackerError()).toBe("dirty-pages");
+      const held = memfdBytes() - before;
+      expect(held).toBeGreaterThan(0);
+      expect(held).toBeLessThanOrEqual(top - 6 * WASM_PAGE);
+      // Its export still has them, as zeros.
+      expect(snap.export().memory.equals(Buffer.from(memory.buffer, 0, top))).toBe(true);
+      snap.restore(top);
+      // Written by JS and by wasm inside the zero blocks (read elsewhere in them: no write).
+      for (let p = 0; p < 16 * 6; p += 2) u8[4 * WASM_PAGE + p * 4096 + 5] = 0xaa;
+      store(7 * WASM_PAGE + 4096 * 3, 200);
+      expect(u8[9 * WASM_PAGE + 4096 + 77]).toBe(0);
+      const stats = snap.restore(top);
+      // 49 written; the page read may count too: a read of a hole maps the kernel's zero page,
+      // which pagemap reports like a written one (compared, found equal, not copied).
+      expect(stats.writtenPages).toBeGreaterThanOrEqual(49);
+      expect(stats.writtenPages).toBeLessThanOrEqual(50);
+      if (trimAbovePages === 8) expect(stats.droppedPages).toBe(stats.writtenPages);
+      else expect(stats.copiedBytes).toBe(49 * 4096);
+      expect(snap.differingPages()).toBe(0);
+      expect(u8.subarray(4 * WASM_PAGE, 10 * WASM_PAGE).every((b) => b === 0)).toBe(true);
+    }
   });
 
   it("loading an image zeroes what lies above it up to the allocator's top", () => {
