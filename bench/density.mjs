@@ -16,7 +16,7 @@
  * 200 with the app's own text.
  *
  * Prints: apps deployed and deploy rate; ready instances at the end; RSS and PSS of the whole
- * platform (gateway + every descendant: hosts, spares, wrappers) sampled every second (max and
+ * platform (gateway + every descendant: hosts, spares, wrappers) sampled every 3 s (max and
  * end), per ready instance; requests, errors; latency p50/p99 for requests that got a warm
  * instance (`x-zerocell-instance: …; reused`) and for those that started one ("new": a cold
  * restore from the stored snapshot, or a start after eviction), with the server-timing `ready`
@@ -24,10 +24,11 @@
  */
 import http from "node:http";
 import { mkdirSync, readFileSync, writeFileSync, copyFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import {
-  ROOT, descendants, installCleanup, logger, parseServerTiming, percentile, psRows, pssKb, renderTable, round, runMain, startZerocell, stopChild, tempDir, writeResult, gitInfo,
+  ROOT, descendants, installCleanup, logger, parseServerTiming, percentile, psRows, renderTable, round, runMain, startZerocell, stopChild, tempDir, writeResult, gitInfo,
 } from "./lib.mjs";
 
 const log = logger("density");
@@ -47,6 +48,8 @@ const C = Number(arg("concurrency", 4));
 const IDLE_TTL = Number(arg("idle-ttl-ms", 600_000));
 /** Host slots: instances of one account per host process (serve --instances-per-host; 1 = off). */
 const SLOTS = Number(arg("instances-per-host", 1));
+/** How often the platform's peak RSS/PSS is sampled (every process's smaps_rollup: not free). */
+const PEAK_SAMPLE_MS = 3000;
 const MIX = Object.fromEntries(arg("mix", "php=0.6,python=0.2,x86=0.2").split(",").map((kv) => kv.split("=")).map(([k, v]) => [k, Number(v)]));
 
 const { packDirectory } = await import(pathToFileURL(join(ROOT, "dist", "src", "bundle", "pack.js")).href);
@@ -105,17 +108,18 @@ async function api(urls, token, method, path, body, type = "application/json") {
   return { status: r.status, json };
 }
 
-function platformMemory(serverPid) {
+/**
+ * RSS and PSS of the gateway and every descendant, read without blocking this process's event
+ * loop (it drives the deploys and the loop): smaps_rollup costs the kernel ~5–15 ms per host process, so a
+ * synchronous read of hundreds of them every second took most of a core from the platform.
+ */
+async function platformMemoryAsync(serverPid) {
   const rows = psRows();
   const procs = [rows.find((r) => r.pid === serverPid), ...descendants(serverPid, rows)].filter(Boolean);
-  let rssKb = 0;
-  let pss = 0;
-  for (const p of procs) {
-    rssKb += p.rssKb ?? 0;
-    pss += pssKb(p.pid) ?? 0;
-  }
-  return { procs: procs.length, rssMb: rssKb / 1024, pssMb: pss / 1024 };
+  const pss = await Promise.all(procs.map((p) => readFile(`/proc/${p.pid}/smaps_rollup`, "utf8").then((t) => Number(/^Pss:\s+(\d+)\s+kB/m.exec(t)?.[1] ?? 0), () => 0)));
+  return { procs: procs.length, rssMb: procs.reduce((n, p) => n + (p.rssKb ?? 0), 0) / 1024, pssMb: pss.reduce((a, b) => a + b, 0) / 1024 };
 }
+
 
 /**
  * Where the deploys' time went, p50 ms per part, from the server's "deployed" log records:
@@ -167,11 +171,15 @@ runMain(async () => {
   const templates = makeTemplates(tempDir("zc-bench-density-apps-"));
   const result = { bench: "density", startedAt: new Date(t0).toISOString(), elapsedS: 0, git: gitInfo(), args: { APPS, HOT, ROUNDS, BUDGET_MB, DEPLOY_C, C, IDLE_TTL, MIX, SLOTS }, deploy: {}, loop: {}, memory: {}, pool: null, notes: [] };
   let peak = { rssMb: 0, pssMb: 0 };
+  let sampling = false;
   const sampler = setInterval(() => {
-    const m = platformMemory(server.child.proc.pid);
-    if (m.rssMb > peak.rssMb) peak = { ...peak, rssMb: m.rssMb };
-    if (m.pssMb > peak.pssMb) peak = { ...peak, pssMb: m.pssMb };
-  }, 1000);
+    if (sampling) return;
+    sampling = true;
+    platformMemoryAsync(server.child.proc.pid).then((m) => {
+      if (m.rssMb > peak.rssMb) peak = { ...peak, rssMb: m.rssMb };
+      if (m.pssMb > peak.pssMb) peak = { ...peak, pssMb: m.pssMb };
+    }).finally(() => (sampling = false));
+  }, PEAK_SAMPLE_MS);
 
   // 1. deploy
   // An ordinary account routes only names under its own ACCOUNT.localhost (the base-domain policy).
@@ -202,7 +210,7 @@ runMain(async () => {
       }
       const done = deployMs.length;
       if (done % 50 === 0) {
-        const m = platformMemory(server.child.proc.pid);
+        const m = await platformMemoryAsync(server.child.proc.pid);
         log(`deployed ${done}/${APPS} (${round(done / ((performance.now() - tDeploy) / 1000), 2)}/s), platform RSS ${round(m.rssMb, 0)} MB, PSS ${round(m.pssMb, 0)} MB, ${m.procs} processes`);
       }
     }
@@ -212,7 +220,7 @@ runMain(async () => {
   deployMs.sort((a, b) => a - b);
   result.deploy = { apps: APPS, failed, seconds: round(deploySeconds, 1), perSecond: round(APPS / deploySeconds, 2), p50Ms: round(percentile(deployMs, 50), 0), p99Ms: round(percentile(deployMs, 99), 0) };
   result.deploy.breakdownP50Ms = deployBreakdown(server.logPath);
-  result.memory.afterDeploy = platformMemory(server.child.proc.pid);
+  result.memory.afterDeploy = await platformMemoryAsync(server.child.proc.pid);
   log(`deployed ${APPS} apps in ${round(deploySeconds, 0)} s (${failed} failed)`);
 
   // 2. the rotating loop over the hot apps
@@ -248,7 +256,7 @@ runMain(async () => {
   for (const xs of [warm, cold, warmReady, coldReady]) xs.sort((a, b) => a - b);
   const q = (xs) => (xs.length === 0 ? { n: 0, p50: null, p99: null } : { n: xs.length, p50: round(percentile(xs, 50), 1), p99: round(percentile(xs, 99), 1) });
   result.loop = { requests: order.length, errors, errorSamples, seconds: round(loopS, 1), reqPerS: round(order.length / loopS, 1), warm: q(warm), cold: q(cold), warmReadyMs: q(warmReady), coldReadyMs: q(coldReady) };
-  const end = platformMemory(server.child.proc.pid);
+  const end = await platformMemoryAsync(server.child.proc.pid);
   const pool = (await api(urls, admin, "GET", "/v1/pool")).json;
   const ready = (pool.deployments ?? []).reduce((n, d) => n + d.instances, 0);
   result.pool = { readyInstances: ready, memory: pool.memory, spares: pool.spares?.ready?.length ?? 0 };
