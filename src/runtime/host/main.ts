@@ -289,8 +289,7 @@ async function onFrame(frame: Frame): Promise<void> {
         if (!restored && init.wantSnapshot && !init.cold) {
           // Captured and sent before "ready" (the state every reset returns to): a host that is
           // ready owes nothing, so the pool may evict it for the memory budget at once without
-          // losing its deployment's snapshot. The gateway keeps the frame's chunks as they come
-          // and gzips them off its event loop.
+          // losing its deployment's snapshot.
           // Sent gzip'd (level 1, on libuv's threads: ~28 MB of a PHP hello image → ~4 MB): the
           // gateway stores it as it comes instead of receiving the whole image through the pipe
           // (fresh pages, its GC) and compressing it itself. `keep` (the snapshot, which owns the
