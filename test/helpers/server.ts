@@ -2,7 +2,7 @@
  * Test harness: starts the real server (the built CLI, `zerocell serve`) on random ports with a
  * fresh data dir, and talks to it over real HTTPS with the server's own CA.
  */
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, existsSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
@@ -26,7 +26,8 @@ export interface TestServer {
   /** SIGTERM, wait for exit; returns the exit code. */
   stop(): Promise<number | null>;
   /** Runs the CLI against this server. */
-  cli(args: string[], opts?: { allowFail?: boolean }): { code: number; stdout: string; stderr: string };
+  /** The CLI against this server's data dir; async, so a slow deploy never blocks the test worker's event loop (vitest's worker RPC times out after 60 s). */
+  cli(args: string[], opts?: { allowFail?: boolean }): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Pids of sandbox host processes whose parent is this server. */
   hostPids(): number[];
 }
@@ -72,14 +73,18 @@ export async function startServer(extraArgs: string[] = [], opts: { dataDir?: st
       clearTimeout(timer);
       return code;
     },
-    cli(args, opts = {}) {
+    async cli(args, opts = {}) {
       try {
-        const stdout = execFileSync(process.execPath, [CLI, ...args, "--data", dataDir], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" } });
+        const stdout = await new Promise<string>((resolveRun, reject) => {
+          const child = execFile(process.execPath, [CLI, ...args, "--data", dataDir], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024, env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" } }, (err, out, errOut) => (err ? reject(Object.assign(err, { stdout: out, stderr: errOut })) : resolveRun(out)));
+          child.stdin?.end(); // as stdio "ignore" did: the CLI never waits for input
+        });
         return { code: 0, stdout, stderr: "" };
       } catch (e) {
-        const err = e as { status: number; stdout: string; stderr: string };
-        if (opts.allowFail !== true) throw new Error(`zerocell ${args.join(" ")} failed (${err.status}):\n${err.stderr}\n${err.stdout}`);
-        return { code: err.status, stdout: err.stdout, stderr: err.stderr };
+        const err = e as { code: number | string; stdout: string; stderr: string };
+        const status = typeof err.code === "number" ? err.code : 1;
+        if (opts.allowFail !== true) throw new Error(`zerocell ${args.join(" ")} failed (${status}):\n${err.stderr}\n${err.stdout}`);
+        return { code: status, stdout: err.stdout, stderr: err.stderr };
       }
     },
     hostPids() {

@@ -36,7 +36,7 @@ describe("account lifecycle", () => {
     }
     expect((await admin(server, "POST", "/v1/accounts/nobody/disable")).status).toBe(404);
 
-    const off = server.cli(["accounts", "disable", "alice"]);
+    const off = await server.cli(["accounts", "disable", "alice"]);
     expect(off.stdout).toContain("alice is now disabled");
     expect((await admin(server, "GET", "/v1/apps", { token: alice })).status).toBe(401);
     expect((await admin(server, "GET", "/v1/tokens", { token: alice })).status).toBe(401);
@@ -48,26 +48,26 @@ describe("account lifecycle", () => {
     expect((await fetchApp(server, "other.mallory.localhost", "/")).text).toBe("other");
     const grab = await admin(server, "POST", "/v1/apps/grab/deployments", { token: mallory, body: await packDirectory(phpBundle("shop.alice.localhost", { "index.php": "<?php echo 'stolen';" })), contentType: "application/gzip" });
     expect(grab.status).toBeGreaterThanOrEqual(400);
-    expect(server.cli(["accounts", "list"]).stdout).toMatch(/alice\s+\S+\s+\S+\s+\S+\s+\d{4}-/);
-    expect(server.cli(["accounts", "disable", "alice"]).stdout).toContain("alice was already disabled");
+    expect((await server.cli(["accounts", "list"])).stdout).toMatch(/alice\s+\S+\s+\S+\s+\S+\s+\d{4}-/);
+    expect((await server.cli(["accounts", "disable", "alice"])).stdout).toContain("alice was already disabled");
 
-    expect(server.cli(["accounts", "enable", "alice"]).stdout).toContain("alice is now enabled");
+    expect((await server.cli(["accounts", "enable", "alice"])).stdout).toContain("alice is now enabled");
     expect((await admin(server, "GET", "/v1/apps", { token: alice })).status).toBe(200);
     await vi.waitFor(async () => expect((await fetchApp(server, "shop.alice.localhost", "/")).text).toBe("open"), { timeout: 60_000, interval: 500 });
   }, 180_000);
 
   it("plans: list and create through the CLI; creating is for admins, listing for every token", async () => {
-    const created = server.cli(["plans", "create", "gold", "--currency", "eur", "--request-price-micros", "150000", "--gb-second-price-micros", "10000", "--giga-instruction-price-micros", "900000", "--free-requests", "5000"]);
+    const created = await server.cli(["plans", "create", "gold", "--currency", "eur", "--request-price-micros", "150000", "--gb-second-price-micros", "10000", "--giga-instruction-price-micros", "900000", "--free-requests", "5000"]);
     expect(created.stdout).toMatch(/created plan gold/);
-    const list = server.cli(["plans", "list"]).stdout;
+    const list = (await server.cli(["plans", "list"])).stdout;
     expect(list).toMatch(/gold\s+eur\s+150000\s+10000\s+900000\s+5000\s+0\s+0/);
-    const json = JSON.parse(server.cli(["plans", "list", "--json"]).stdout) as { plans: Array<{ name: string }> };
+    const json = JSON.parse((await server.cli(["plans", "list", "--json"])).stdout) as { plans: Array<{ name: string }> };
     expect(json.plans.map((p) => p.name)).toContain("gold");
     expect((await admin(server, "GET", "/v1/plans", { token: mallory })).json.plans.map((p: { name: string }) => p.name)).toContain("gold");
     const denied = await admin(server, "POST", "/v1/plans", { token: mallory, body: JSON.stringify({ name: "free4me", currency: "usd", requestPriceMicros: 0, gbSecondPriceMicros: 0, gigaInstructionPriceMicros: 0 }), contentType: "application/json" });
     expect(denied.status).toBe(403);
-    const bad = server.cli(["plans", "create", "x", "--request-price-micros", "-1", "--gb-second-price-micros", "0", "--giga-instruction-price-micros", "0"], { allowFail: true });
+    const bad = await server.cli(["plans", "create", "x", "--request-price-micros", "-1", "--gb-second-price-micros", "0", "--giga-instruction-price-micros", "0"], { allowFail: true });
     expect(bad.code).not.toBe(0);
-    expect(server.cli(["accounts", "create", "carol", "--plan", "gold"]).stdout).toContain("created account carol");
+    expect((await server.cli(["accounts", "create", "carol", "--plan", "gold"])).stdout).toContain("created account carol");
   }, 60_000);
 });

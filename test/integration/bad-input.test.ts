@@ -418,7 +418,7 @@ describe("B. hostile HTTP to the app port", () => {
       "zerocell.toml": manifestText("b.localhost", { limits: "max_body_bytes = 1024" }),
       "public/index.php": "<?php header('Content-Type: text/plain'); echo strlen(file_get_contents('php://input')), ' ', $_SERVER['REQUEST_URI'];",
     });
-    server.cli(["deploy", dir, "--app", "b"]);
+    await server.cli(["deploy", dir, "--app", "b"]);
     await expectServing();
   });
   afterAll(async () => {

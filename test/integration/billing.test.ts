@@ -29,7 +29,7 @@ describe("billing: accounts, usage, invoices", () => {
     const alice = await admin(server, "POST", "/v1/accounts", json({ name: "alice", plan: "test" }));
     expect(alice.status).toBe(201);
     aliceToken = alice.json.token;
-    const bob = server.cli(["accounts", "create", "bob", "--json"]);
+    const bob = await server.cli(["accounts", "create", "bob", "--json"]);
     bobToken = JSON.parse(bob.stdout).token;
   });
   afterAll(async () => {
@@ -64,15 +64,15 @@ describe("billing: accounts, usage, invoices", () => {
     await waitUsage(server, bobToken, "bob-app", 3);
     const aliceUsage = await admin(server, "GET", "/v1/usage", { token: aliceToken });
     expect(aliceUsage.json.usage.map((u: { app: string }) => u.app)).toEqual(["alice-app"]);
-    const cli = server.cli(["usage", "--account", "alice"]);
+    const cli = await server.cli(["usage", "--account", "alice"]);
     expect(cli.stdout).toMatch(/alice\s+alice-app\s+7\s+0\s/);
   });
 
   it("closes a period into invoices whose totals equal their lines and a hand calculation; closing again is a no-op", async () => {
-    const close = server.cli(["invoices", "close", "--period", PERIOD, "--json"]);
+    const close = await server.cli(["invoices", "close", "--period", PERIOD, "--json"]);
     const closed = JSON.parse(close.stdout);
     expect(closed.created.length).toBeGreaterThanOrEqual(2);
-    const again = JSON.parse(server.cli(["invoices", "close", "--period", PERIOD, "--json"]).stdout);
+    const again = JSON.parse((await server.cli(["invoices", "close", "--period", PERIOD, "--json"])).stdout);
     expect(again.created).toEqual([]);
     expect(again.existing).toBe(closed.created.length);
 
@@ -105,7 +105,7 @@ describe("billing: accounts, usage, invoices", () => {
     expect(inv.total).toBe(7 + Math.round((mbMs * 360) / 1024 / 1000));
 
     // The CLI shows the same invoice; other accounts' invoices stay invisible to alice.
-    const shown = server.cli(["invoice", inv.id]);
+    const shown = await server.cli(["invoice", inv.id]);
     expect(shown.stdout).toContain(`total $${(inv.total / 100).toFixed(2)}`);
     const bobs = await admin(server, "GET", "/v1/invoices", { token: bobToken });
     expect((await admin(server, "GET", `/v1/invoices/${inv.id}`, { token: bobToken })).status).toBe(404);

@@ -45,7 +45,7 @@ describe("dashboard pages in a real browser", () => {
     // The default account's app: 6 good requests and 2 that fail (500) after logging a marker.
     const dash = phpBundle("dash.localhost", { "index.php": "<?php if (isset($_GET['boom'])) { error_log('boom-marker ' . $_GET['boom'] . ' <img src=x id=injected>'); http_response_code(500); echo 'no'; exit; } echo 'hello';" });
     bundles.push(dash);
-    server.cli(["deploy", dash, "--app", "dash"]);
+    await server.cli(["deploy", dash, "--app", "dash"]);
     for (let i = 0; i < 6; i++) expect((await fetchApp(server, "dash.localhost", "/")).status).toBe(200);
     for (let i = 0; i < 2; i++) {
       const r = await fetchApp(server, "dash.localhost", `/?boom=${i}`);

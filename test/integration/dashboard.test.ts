@@ -57,7 +57,7 @@ describe("billing dashboard in a real browser", () => {
     // The default account: an app deployed with the CLI, ten requests, then the period closed.
     const app = phpBundle("dash.localhost", { "index.php": "<?php echo 'hello ' . intdiv(6 * 7, 1);" });
     bundles.push(app);
-    server.cli(["deploy", app, "--app", "dash"]);
+    await server.cli(["deploy", app, "--app", "dash"]);
     for (let i = 0; i < 10; i++) expect((await fetchApp(server, "dash.localhost", "/")).status).toBe(200);
     await waitUsage(server, "dash", 10);
     const closed = await admin(server, "POST", "/v1/invoices/close", { body: JSON.stringify({ period }), contentType: "application/json" });

@@ -65,7 +65,7 @@ describe("memory budget (real hosts)", () => {
     // Every app of the burst still answers (each may be restored in turn).
     for (let i = 0; i < 5; i++) expect((await fetchApp(server, `burst${i}.localhost`, "/")).text).toBe(`hello from burst${i}`);
     // `zerocell pool` shows the budget and its use.
-    expect(server.cli(["pool"]).stdout).toMatch(/memory budget: \d+ of 700 MiB in use/);
+    expect((await server.cli(["pool"])).stdout).toMatch(/memory budget: \d+ of 700 MiB in use/);
   }, 300_000);
 
   it("two accounts never share a host process", async () => {

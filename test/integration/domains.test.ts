@@ -150,11 +150,11 @@ describe("domains: ACME HTTP-01 against pebble, certificates installed and renew
     const root = await pebble.root();
     expect((await servedCertificate(server, "shop.test", root)).authorized).toBe(false);
     // The CLI lists (empty) without error, and fails with the CLI's exit codes and --json shape.
-    expect(server.cli(["domains", "list"]).stdout).toContain("HOST");
-    const missing = server.cli(["domains", "remove", "nothing.test", "--json"], { allowFail: true });
+    expect((await server.cli(["domains", "list"])).stdout).toContain("HOST");
+    const missing = await server.cli(["domains", "remove", "nothing.test", "--json"], { allowFail: true });
     expect(missing.code).toBe(3);
     expect(JSON.parse(missing.stdout).error.code).toBe("domain_not_found");
-    const taken = server.cli(["domains", "add", "x.alice.localhost"], { allowFail: true });
+    const taken = await server.cli(["domains", "add", "x.alice.localhost"], { allowFail: true });
     expect(taken.code).toBe(6);
     expect(taken.stderr).toContain("domain_unavailable");
   }, 120_000);

@@ -130,7 +130,7 @@ describe("app environment variables and secrets", () => {
     expect(list.status).toBe(200);
     expect(JSON.stringify(list.json)).not.toContain(SECRET);
     expect(list.json.env.find((v: { name: string }) => v.name === "DB_PASSWORD")).toEqual({ name: "DB_PASSWORD", secret: true, value: null });
-    const cli = server.cli(["env", "list", "envphp"]);
+    const cli = await server.cli(["env", "list", "envphp"]);
     expect(cli.stdout).toMatch(/DB_PASSWORD\s+\(secret\)/);
     expect(cli.stdout).toMatch(/GREETING\s+hello world/);
     expect(cli.stdout).not.toContain(SECRET);
@@ -160,19 +160,19 @@ describe("app environment variables and secrets", () => {
     expect(key).toBe("600");
   });
 
-  it("the CLI sets, lists and unsets; a value read from stdin for --secret", () => {
-    server.cli(["deploy", phpBundle("envcli.localhost", { "index.php": "<?php echo getenv('A'), '|', getenv('TOKEN');" }), "--app", "envcli"]);
-    expect(server.cli(["env", "set", "envcli", "A=1=2"]).stdout).toMatch(/envcli v2 is live with 1 variable/);
+  it("the CLI sets, lists and unsets; a value read from stdin for --secret", async () => {
+    await server.cli(["deploy", phpBundle("envcli.localhost", { "index.php": "<?php echo getenv('A'), '|', getenv('TOKEN');" }), "--app", "envcli"]);
+    expect((await server.cli(["env", "set", "envcli", "A=1=2"])).stdout).toMatch(/envcli v2 is live with 1 variable/);
     const out = execFileSync(process.execPath, [join(ROOT, "dist", "src", "cli", "main.js"), "env", "set", "envcli", "TOKEN", "--secret", "--data", server.dataDir], { input: "from-stdin\n", encoding: "utf8", env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "" } });
     expect(out).toMatch(/v3 is live with 2 variable/);
     return fetchApp(server, "envcli.localhost", "/").then(async (r) => {
       expect(r.text).toBe("1=2|from-stdin");
-      const list = server.cli(["env", "list", "envcli"]).stdout;
+      const list = (await server.cli(["env", "list", "envcli"])).stdout;
       expect(list).toMatch(/TOKEN\s+\(secret\)/);
       expect(list).not.toContain("from-stdin");
-      server.cli(["env", "unset", "envcli", "A"]);
+      await server.cli(["env", "unset", "envcli", "A"]);
       expect((await fetchApp(server, "envcli.localhost", "/")).text).toBe("|from-stdin");
-      const bad = server.cli(["env", "set", "envcli", "HTTP_HOST=evil"], { allowFail: true });
+      const bad = await server.cli(["env", "set", "envcli", "HTTP_HOST=evil"], { allowFail: true });
       expect(bad.code).not.toBe(0);
       expect(bad.stderr).toContain("reserved");
     });

@@ -58,9 +58,9 @@ describe("guest failures stay guest failures", () => {
   beforeAll(async () => {
     // A small response limit, so a request can be aborted on purpose (response_too_large).
     server = await startServer(["--no-spare-hosts", "--max-response-bytes", "200000"]);
-    server.cli(["deploy", phpBundle("gf-php.localhost", { "index.php": PHP_PAGE, "big.php": "<?php echo str_repeat('x', 300000);" }), "--app", "gf-php"]);
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "gf-py.localhost"\n`, "app.py": PY_APP }), "--app", "gf-py"]);
-    server.cli([
+    await server.cli(["deploy", phpBundle("gf-php.localhost", { "index.php": PHP_PAGE, "big.php": "<?php echo str_repeat('x', 300000);" }), "--app", "gf-php"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "gf-py.localhost"\n`, "app.py": PY_APP }), "--app", "gf-py"]);
+    await server.cli([
       "deploy",
       writeBundle({
         "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "gf-pybig.localhost"\n`,

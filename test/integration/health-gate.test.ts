@@ -54,9 +54,9 @@ describe("health-gated deploys", () => {
     expect(rb.status).toBe(409);
   });
 
-  it("the CLI prints the error and exits non-zero", () => {
+  it("the CLI prints the error and exits non-zero", async () => {
     const dir = phpBundle("gate-cli.localhost", { "index.php": "<?php\n$x = ;\n" });
-    const r = server.cli(["deploy", dir, "--app", "gate-cli"], { allowFail: true });
+    const r = await server.cli(["deploy", dir, "--app", "gate-cli"], { allowFail: true });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("failed its health check");
     expect(r.stderr).toMatch(/index\.php on line 2/);

@@ -134,7 +134,7 @@ describe("hostile tenant: no claim, shadow or probe of another account's hosts a
     // The wildcard covers only the attacker's names: the victim's stay the victim's.
     expect((await fetchApp(server, "vshop.victim.localhost", "/")).text).toBe("victim:GET:");
     // A CLI deploy prints the app's URL.
-    const cli = server.cli(["deploy", bundle("platform", []), "--app", "plain"]);
+    const cli = await server.cli(["deploy", bundle("platform", []), "--app", "plain"]);
     expect(cli.stdout).toContain(`https://plain.localhost:${server.httpsPort}/`);
   });
 

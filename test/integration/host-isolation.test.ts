@@ -35,7 +35,7 @@ describe.skipIf(!isRoot)("sandbox host processes run inside every OS layer", () 
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    server.cli(["deploy", phpBundle("iso.localhost", { "index.php": "<?php echo 'iso ok';" }, "[limits]\nmemory_mb = 64\n"), "--app", "iso"]);
+    await server.cli(["deploy", phpBundle("iso.localhost", { "index.php": "<?php echo 'iso ok';" }, "[limits]\nmemory_mb = 64\n"), "--app", "iso"]);
   });
   afterAll(async () => {
     const pids = server.hostPids();
@@ -50,7 +50,7 @@ describe.skipIf(!isRoot)("sandbox host processes run inside every OS layer", () 
     expect(r.status).toBe(200);
     expect(r.text).toBe("iso ok");
     // A second app: its host must run as another uid.
-    server.cli(["deploy", phpBundle("iso2.localhost", { "index.php": "<?php echo 'iso2 ok';" }), "--app", "iso2"]);
+    await server.cli(["deploy", phpBundle("iso2.localhost", { "index.php": "<?php echo 'iso2 ok';" }), "--app", "iso2"]);
     expect((await fetchApp(server, "iso2.localhost", "/")).text).toBe("iso2 ok");
     const pids = hostNodePids(server);
     expect(pids.length).toBeGreaterThan(1);

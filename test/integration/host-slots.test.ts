@@ -129,7 +129,7 @@ $tmp = @file_get_contents('/tmp/mem') ?: '';
 if ($_SERVER['REQUEST_METHOD'] === 'POST') { file_put_contents('/tmp/mem', $tmp . $_SERVER['REQUEST_URI'] . ';'); }
 echo $tmp;`,
     });
-    server.cli(["deploy", dir, "--app", "keyd"]);
+    await server.cli(["deploy", dir, "--app", "keyd"]);
     const keys = ["a", "b", "c", "d", "e"];
     // The budget (1.6 GB, still holding the previous test's instances) may answer 503 +
     // Retry-After while it evicts: a client waits and tries again, as the contract says.

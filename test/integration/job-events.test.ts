@@ -110,9 +110,9 @@ describe("jobs: progress over SSE, estimate and cost", () => {
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    key = JSON.parse(server.cli(["access-keys", "create", "--json"]).stdout) as Key;
+    key = JSON.parse((await server.cli(["access-keys", "create", "--json"])).stdout) as Key;
     s3 = s3Client(server, key);
-    server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php usleep(200000); echo strlen(file_get_contents('php://input'));" }), "--app", "slow"]);
+    await server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php usleep(200000); echo strlen(file_get_contents('php://input'));" }), "--app", "slow"]);
     await s3.send(new CreateBucketCommand({ Bucket: "mail" }));
     await s3.send(new CreateBucketCommand({ Bucket: "out" }));
     for (let i = 0; i < N; i++) await s3.send(new PutObjectCommand({ Bucket: "mail", Key: keyOf(i), Body: mail(i) }));
@@ -140,7 +140,7 @@ describe("jobs: progress over SSE, estimate and cost", () => {
     expect(app.status, JSON.stringify(app.json)).toBe(200);
     expect(app.json.estimate).toMatchObject({ objects: SLOW, bytesIn: Array.from({ length: SLOW }, (_, i) => `object ${i}`.length).reduce((a, b) => a + b, 0), basis: { kind: "default" } });
     // The CLI's --dry-run prints it.
-    expect(server.cli(["jobs", "run", "--program", programFile, "--input", "mail/inbox/", "--output", "out/x86/", "--dry-run"]).stdout).toMatch(new RegExp(`estimate: ${N} objects, ${totalBytes} bytes`));
+    expect((await server.cli(["jobs", "run", "--program", programFile, "--input", "mail/inbox/", "--output", "out/x86/", "--dry-run"])).stdout).toMatch(new RegExp(`estimate: ${N} objects, ${totalBytes} bytes`));
     // Nothing created: no job, no item, no stored program.
     expect((await admin(server, "GET", "/v1/jobs")).json.jobs).toEqual([]);
     expect(query<{ n: number }>("SELECT COUNT(*) AS n FROM job_items")[0]!.n).toBe(0);
@@ -150,7 +150,7 @@ describe("jobs: progress over SSE, estimate and cost", () => {
 
   it("after a job its cost is the sum of its items' usage records; `zerocell usage --jobs` and `jobs status` show it; the next estimate uses the history", async () => {
     const opened = await metric("zerocell_job_event_streams_opened_total");
-    const r = server.cli(["jobs", "run", "--program", programFile, "--input", "mail/inbox/", "--output", "out/x86/", "--concurrency", "2", "--wait", "--json"], { allowFail: true });
+    const r = await server.cli(["jobs", "run", "--program", programFile, "--input", "mail/inbox/", "--output", "out/x86/", "--concurrency", "2", "--wait", "--json"], { allowFail: true });
     expect(r.code, r.stderr).toBe(2);
     // --wait followed the job's progress stream (not polling).
     expect(await metric("zerocell_job_event_streams_opened_total")).toBe(opened + 1);
@@ -180,13 +180,13 @@ describe("jobs: progress over SSE, estimate and cost", () => {
     expect(j.cost.cost.totalMicros).toBe(rateUsage(DEFAULT_PLAN, { requests: row!.requests, mbMs, instructions: row!.instructions }).totalMicros);
     expect(j.cost.cost.totalMicros).toBeGreaterThan(0);
     // zerocell usage --jobs
-    const listed = (JSON.parse(server.cli(["usage", "--jobs", "--json"]).stdout) as { jobs: JobJson[] }).jobs.find((x) => x.id === id);
+    const listed = (JSON.parse((await server.cli(["usage", "--jobs", "--json"])).stdout) as { jobs: JobJson[] }).jobs.find((x) => x.id === id);
     expect(listed).toMatchObject({ estimate: j.estimate, cost: j.cost });
-    const text = server.cli(["usage", "--jobs"]).stdout;
+    const text = (await server.cli(["usage", "--jobs"])).stdout;
     expect(text).toContain(id);
     expect(text).toContain((j.cost.cost.totalMicros / 1e8).toFixed(6));
     // jobs status shows the estimate and the cost
-    const status = server.cli(["jobs", "status", id], { allowFail: true }).stdout;
+    const status = (await server.cli(["jobs", "status", id], { allowFail: true })).stdout;
     expect(status).toContain(`estimate: ${N} objects, ${totalBytes} bytes`);
     expect(status).toContain(`cost: ${rec.n} runs`);
     // Another account sees no job usage of ours.
@@ -265,7 +265,7 @@ describe("jobs: progress over SSE, estimate and cost", () => {
     // The CLI's --wait cannot have a stream now (429): it polls, and still reports the finished job.
     expect((await job(id)).status).toBe("running");
     const opened = await metric("zerocell_job_event_streams_opened_total");
-    const waited = JSON.parse(server.cli(["jobs", "status", id, "--wait", "--json"]).stdout) as { job: JobJson };
+    const waited = JSON.parse((await server.cli(["jobs", "status", id, "--wait", "--json"])).stdout) as { job: JobJson };
     expect(waited.job).toMatchObject({ status: "done", counts: { ok: SLOW, failed: 0, pending: 0 } });
     expect(await metric("zerocell_job_event_streams_opened_total")).toBe(opened);
     // The held streams end with the job (each with `done`); every slot is free again.

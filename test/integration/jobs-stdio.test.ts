@@ -82,7 +82,7 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
     symlinkSync(BUSYBOX, awk);
     symlinkSync(BUSYBOX, busybox);
     server = await startServer(["--no-spare-hosts"]);
-    key = JSON.parse(server.cli(["access-keys", "create", "--json"]).stdout) as Key;
+    key = JSON.parse((await server.cli(["access-keys", "create", "--json"])).stdout) as Key;
     s3 = s3Client(server, key);
     await s3.send(new CreateBucketCommand({ Bucket: "mail" }));
     await s3.send(new CreateBucketCommand({ Bucket: "out" }));
@@ -158,7 +158,7 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
     expect(await code({ args: ["grep"], io: "cgi" })).toBe("400 args_need_stdio");
     expect(await code({ args: ["grep"], programName: "../x" })).toBe("400 bad_program_name");
     // A PHP app takes no arguments.
-    server.cli(["deploy", phpBundle("echo.localhost", { "index.php": "<?php echo 1;" }), "--app", "echo"]);
+    await server.cli(["deploy", phpBundle("echo.localhost", { "index.php": "<?php echo 1;" }), "--app", "echo"]);
     const php = await admin(server, "POST", "/v1/jobs", { body: JSON.stringify({ app: "echo", input: "mail/inbox/", output: "out/php/", args: ["x"] }), contentType: "application/json" });
     expect(`${php.status} ${php.json.error.code}`).toBe("400 args_need_stdio");
     // No job was created by any of these.
@@ -170,7 +170,7 @@ describe.skipIf(!existsSync(BUSYBOX))("jobs: a real Unix tool over every object 
       "zerocell.toml": 'runtime = "x86"\nhealth = []\n[x86]\nprogram = "bin/grep"\nio = "stdio"\nargs = ["-c", "line"]\n[[routes]]\nhost = "grep.localhost"\n',
       "bin/grep": readFileSync(BUSYBOX),
     });
-    server.cli(["deploy", dir, "--app", "grepper"]);
+    await server.cli(["deploy", dir, "--app", "grepper"]);
     const started = await admin(server, "POST", "/v1/jobs", { body: JSON.stringify({ app: "grepper", input: "mail/inbox/001", output: "out/app/", args: ["-c", "needle"], okExitCodes: [0, 1] }), contentType: "application/json" });
     expect(started.status, JSON.stringify(started.json)).toBe(201);
     const id = started.json.job.id as string;

@@ -45,7 +45,7 @@ describe("jobs: a program over every object of a prefix", () => {
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    key = JSON.parse(server.cli(["access-keys", "create", "--json"]).stdout) as Key;
+    key = JSON.parse((await server.cli(["access-keys", "create", "--json"])).stdout) as Key;
     s3 = s3Client(server, key);
     const wc = `<?php
 $body = file_get_contents('php://input');
@@ -53,8 +53,8 @@ if (strpos($body, 'POISON') !== false) { http_response_code(500); echo "poisoned
 header('Content-Type: text/plain');
 echo count(preg_split('/\\s+/', trim($body), -1, PREG_SPLIT_NO_EMPTY)), "\\n";
 `;
-    server.cli(["deploy", phpBundle("wc.localhost", { "index.php": wc }), "--app", "wc"]);
-    server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php usleep(250000); echo strlen(file_get_contents('php://input'));" }), "--app", "slow"]);
+    await server.cli(["deploy", phpBundle("wc.localhost", { "index.php": wc }), "--app", "wc"]);
+    await server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php usleep(250000); echo strlen(file_get_contents('php://input'));" }), "--app", "slow"]);
     await s3.send(new CreateBucketCommand({ Bucket: "mail" }));
     await s3.send(new CreateBucketCommand({ Bucket: "out" }));
     for (let i = 0; i < N; i++) await s3.send(new PutObjectCommand({ Bucket: "mail", Key: keyOf(i), Body: mail(i), ContentType: "message/rfc822" }));
@@ -67,7 +67,7 @@ echo count(preg_split('/\\s+/', trim($body), -1, PREG_SPLIT_NO_EMPTY)), "\\n";
   });
 
   it("runs a PHP app once per object: outputs under the output prefix, the poisoned object failed, each item metered once", async () => {
-    const r = server.cli(["jobs", "run", "--app", "wc", "--input", "mail/inbox/", "--output", "out/wc/", "--concurrency", "4", "--wait", "--json"], { allowFail: true });
+    const r = await server.cli(["jobs", "run", "--app", "wc", "--input", "mail/inbox/", "--output", "out/wc/", "--concurrency", "4", "--wait", "--json"], { allowFail: true });
     // Exit status 2: the job finished with failed items.
     expect(r.code, r.stderr).toBe(2);
     const res = JSON.parse(r.stdout) as { job: JobJson; failed: Array<{ key: string; error: { code: string; message: string } }> };
@@ -83,8 +83,8 @@ echo count(preg_split('/\\s+/', trim($body), -1, PREG_SPLIT_NO_EMPTY)), "\\n";
     const usage = query<{ n: number; accounts: number; ids: number }>("SELECT COUNT(*) AS n, COUNT(DISTINCT account_id) AS accounts, COUNT(DISTINCT request_id) AS ids FROM usage_records WHERE mode = 'job' AND request_id LIKE ?", `job-${res.job.id}-%`);
     expect(usage[0]).toEqual({ n: N, accounts: 1, ids: N });
     // status and list
-    expect(JSON.parse(server.cli(["jobs", "list", "--json"]).stdout).jobs[0]).toMatchObject({ id: res.job.id, status: "done" });
-    const items = JSON.parse(server.cli(["jobs", "status", res.job.id, "--items", "all", "--json"]).stdout) as { items: Array<{ key: string; status: string; outputKey: string | null }> };
+    expect(JSON.parse((await server.cli(["jobs", "list", "--json"])).stdout).jobs[0]).toMatchObject({ id: res.job.id, status: "done" });
+    const items = JSON.parse((await server.cli(["jobs", "status", res.job.id, "--items", "all", "--json"])).stdout) as { items: Array<{ key: string; status: string; outputKey: string | null }> };
     expect(items.items).toHaveLength(N);
     expect(items.items[0]).toMatchObject({ key: keyOf(0), status: "ok", outputKey: "wc/0000.eml" });
   }, 240_000);
@@ -92,7 +92,7 @@ echo count(preg_split('/\\s+/', trim($body), -1, PREG_SPLIT_NO_EMPTY)), "\\n";
   it("runs a POSTed x86 program the same way", async () => {
     const file = join(tmpdir(), `wordcount-${process.pid}`);
     writeFileSync(file, x86Fixture("wordcount"), { mode: 0o755 });
-    const r = server.cli(["jobs", "run", "--program", file, "--input", "mail/inbox/", "--output", "out/x86/", "--concurrency", "2", "--wait", "--json"], { allowFail: true });
+    const r = await server.cli(["jobs", "run", "--program", file, "--input", "mail/inbox/", "--output", "out/x86/", "--concurrency", "2", "--wait", "--json"], { allowFail: true });
     expect(r.code, r.stderr).toBe(2);
     const res = JSON.parse(r.stdout) as { job: JobJson; failed: Array<{ key: string; error: { code: string } }> };
     expect(res.job.counts).toEqual({ ok: N - 1, failed: 1, pending: 0 });
@@ -162,7 +162,7 @@ echo count(preg_split('/\\s+/', trim($body), -1, PREG_SPLIT_NO_EMPTY)), "\\n";
     expect(started.status, JSON.stringify(started.json)).toBe(201);
     const id = started.json.job.id as string;
     await vi.waitFor(async () => expect((await job(id)).counts.ok).toBeGreaterThanOrEqual(2), { timeout: 60_000, interval: 100 });
-    const cancelled = JSON.parse(server.cli(["jobs", "cancel", id, "--json"]).stdout).job as JobJson;
+    const cancelled = JSON.parse((await server.cli(["jobs", "cancel", id, "--json"])).stdout).job as JobJson;
     expect(cancelled.status).toBe("cancelled");
     // The item in flight may still finish; then nothing more does.
     await new Promise((r) => setTimeout(r, 1500));

@@ -22,7 +22,7 @@ describe("per-key instances: each blog post has its own storage, one request at 
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer(["--idle-ttl-ms", "800"]);
-    server.cli(["deploy", BLOG, "--app", "blog"]);
+    await server.cli(["deploy", BLOG, "--app", "blog"]);
   });
   afterAll(async () => {
     await server?.stop();
@@ -63,7 +63,7 @@ describe("per-key instances: each blog post has its own storage, one request at 
     const keys = list.json.keys.map((k: { key: string }) => k.key).sort();
     expect(keys).toEqual(["1", "2"]);
     expect(list.json.keys[0].bytes).toBeGreaterThan(0);
-    const out = server.cli(["keys", "blog"]);
+    const out = await server.cli(["keys", "blog"]);
     expect(out.stdout).toMatch(/KEY\s+BYTES\s+VERSION/);
     const exp = await fetch(`${server.urls.admin}/v1/apps/blog/keys/2/export`, { headers: { authorization: `Bearer ${server.token}` } });
     expect(exp.status).toBe(200);
@@ -91,7 +91,7 @@ describe("per-key instances: each blog post has its own storage, one request at 
     server.proc.kill("SIGKILL");
     await new Promise((r) => server.proc.once("exit", r));
     server = await startServer([], { dataDir });
-    server.cli(["deploy", BLOG, "--app", "blog"]);
+    await server.cli(["deploy", BLOG, "--app", "blog"]);
     const list = await comments(server, 1);
     expect(list.at(-1)?.body).toBe("before the crash");
     expect(list.length).toBe(24);
@@ -110,7 +110,7 @@ $data = @file_get_contents('/data/store') ?: '';
 if ($_SERVER['REQUEST_METHOD'] === 'POST') { file_put_contents('/tmp/mem', $tmp . 'm'); file_put_contents('/data/store', $data . 'd'); }
 echo json_encode(['tmp' => $tmp, 'data' => $data, 'uri' => $_SERVER['REQUEST_URI']]);`,
     });
-    server.cli(["deploy", dir, "--app", "keyd"]);
+    await server.cli(["deploy", dir, "--app", "keyd"]);
   });
   afterAll(async () => {
     await server?.stop();

@@ -27,9 +27,9 @@ describe("app and token lifecycle", () => {
     expect(await server.stop()).toBe(0);
   });
 
-  it("zerocell --version prints the package version", () => {
+  it("zerocell --version prints the package version", async () => {
     const version = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
-    expect(server.cli(["--version"]).stdout.trim()).toBe(version);
+    expect((await server.cli(["--version"])).stdout.trim()).toBe(version);
   });
 
   it("deletes an app: it stops serving, its instances stop, its rows and unshared blobs go; another account cannot", async () => {
@@ -76,11 +76,11 @@ describe("app and token lifecycle", () => {
     });
     expect((await deploy(alice, "notes", dir)).status).toBe(201);
     expect((await fetchApp(server, "notes.alice.localhost", "/k/one", { method: "POST", body: "" })).text).toBe("kept");
-    const refused = server.cli(["apps", "delete", "notes"], { allowFail: true });
+    const refused = await server.cli(["apps", "delete", "notes"], { allowFail: true });
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain("app_has_data");
     expect((await fetchApp(server, "notes.alice.localhost", "/k/one")).text).toBe("kept");
-    const ok = server.cli(["apps", "delete", "notes", "--delete-data"]);
+    const ok = await server.cli(["apps", "delete", "notes", "--delete-data"]);
     expect(ok.stdout).toContain("deleted app notes");
     expect(ok.stdout).toContain("1 key(s) of data");
     expect(query("SELECT 1 FROM app_keys")).toHaveLength(0);
@@ -109,10 +109,10 @@ describe("app and token lifecycle", () => {
     expect((await admin(server, "GET", "/v1/apps", { token: second })).status).toBe(200);
 
     // Revoked through the CLI (admin): the next request with it is refused.
-    const out = server.cli(["tokens", "revoke", created.json.id]);
+    const out = await server.cli(["tokens", "revoke", created.json.id]);
     expect(out.stdout).toContain("stops working now");
     expect((await admin(server, "GET", "/v1/apps", { token: second })).status).toBe(401);
-    expect(server.cli(["tokens", "list"]).stdout).toMatch(new RegExp(`${created.json.id}.*alice.*deploy.*\\d{4}-\\d\\d-\\d\\dT.*\\d{4}-\\d\\d-\\d\\dT`));
+    expect((await server.cli(["tokens", "list"])).stdout).toMatch(new RegExp(`${created.json.id}.*alice.*deploy.*\\d{4}-\\d\\d-\\d\\dT.*\\d{4}-\\d\\d-\\d\\dT`));
     // An account token may revoke itself.
     const own = (await admin(server, "GET", "/v1/tokens", { token: mallory })).json.tokens[0].id as string;
     expect((await admin(server, "DELETE", `/v1/tokens/${own}`, { token: mallory })).status).toBe(200);
@@ -128,7 +128,7 @@ describe("app and token lifecycle", () => {
       expect(r.status, period).toBe(409);
       expect(r.json.error.code).toBe("period_open");
     }
-    const cli = server.cli(["invoices", "close", "--period", current], { allowFail: true });
+    const cli = await server.cli(["invoices", "close", "--period", current], { allowFail: true });
     expect(cli.code).not.toBe(0);
     expect(cli.stderr).toContain("still open");
   });

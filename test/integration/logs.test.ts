@@ -17,13 +17,13 @@ interface Line {
 describe("per-app logs", () => {
   let server: TestServer;
   let tenant = "";
-  const logs = (app: string, ...args: string[]) => (JSON.parse(server.cli(["logs", app, "--json", ...args]).stdout) as { logs: Line[] }).logs;
+  const logs = async (app: string, ...args: string[]) => (JSON.parse((await server.cli(["logs", app, "--json", ...args])).stdout) as { logs: Line[] }).logs;
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
     tenant = await createAccount(server, "stranger");
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\n[[routes]]\nhost = "plog.localhost"\npath = "/"\n`, "index.php": "<?php error_log('php-said ' . ($_GET['m'] ?? '-')); if (isset($_GET['fail'])) undefined_function(); echo 'ok';" }), "--app", "plog"]);
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 30000\n[[routes]]\nhost = "pylog.localhost"\npath = "/"\n`, "app.py": "import sys\ndef application(environ, start_response):\n    print('py-said', environ.get('QUERY_STRING'), file=sys.stderr)\n    if 'fail' in environ.get('QUERY_STRING', ''):\n        raise ValueError('py-broke')\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n" }), "--app", "pylog"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\n[[routes]]\nhost = "plog.localhost"\npath = "/"\n`, "index.php": "<?php error_log('php-said ' . ($_GET['m'] ?? '-')); if (isset($_GET['fail'])) undefined_function(); echo 'ok';" }), "--app", "plog"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 30000\n[[routes]]\nhost = "pylog.localhost"\npath = "/"\n`, "app.py": "import sys\ndef application(environ, start_response):\n    print('py-said', environ.get('QUERY_STRING'), file=sys.stderr)\n    if 'fail' in environ.get('QUERY_STRING', ''):\n        raise ValueError('py-broke')\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n" }), "--app", "pylog"]);
   }, 180_000);
   afterAll(async () => {
     expect(await server.stop()).toBe(0);
@@ -36,26 +36,26 @@ describe("per-app logs", () => {
     const failed = await fetchApp(server, "plog.localhost", "/?m=hello-2&fail=1");
     expect(failed.status).toBe(500);
     const failedId = String(failed.headers["x-request-id"]);
-    await expect.poll(() => logs("plog").some((l) => l.requestId === failedId && /undefined_function/.test(l.line)), { timeout: 15_000 }).toBe(true);
-    const lines = logs("plog");
+    await expect.poll(async () => (await logs("plog")).some((l) => l.requestId === failedId && /undefined_function/.test(l.line)), { timeout: 15_000 }).toBe(true);
+    const lines = await logs("plog");
     expect(lines.filter((l) => l.line.includes("php-said hello-1")).map((l) => l.requestId)).toEqual([id]);
     expect(lines.filter((l) => l.line.includes("php-said hello-2")).map((l) => l.requestId)).toEqual([failedId]);
     // The text form names the request too.
-    expect(server.cli(["logs", "plog"]).stdout).toContain(`[${id.slice(0, 8)}] `);
+    expect((await server.cli(["logs", "plog"])).stdout).toContain(`[${id.slice(0, 8)}] `);
   });
 
   it("Python: stderr and the traceback of a failed request carry its request id", async () => {
     const r = await fetchApp(server, "pylog.localhost", "/?fail=1");
     expect(r.status).toBe(500);
     const id = String(r.headers["x-request-id"]);
-    await expect.poll(() => logs("pylog").some((l) => l.requestId === id && l.line.includes("ValueError: py-broke")), { timeout: 15_000 }).toBe(true);
-    expect(logs("pylog").some((l) => l.requestId === id && l.line.includes("py-said fail=1"))).toBe(true);
+    await expect.poll(async () => (await logs("pylog")).some((l) => l.requestId === id && l.line.includes("ValueError: py-broke")), { timeout: 15_000 }).toBe(true);
+    expect((await logs("pylog")).some((l) => l.requestId === id && l.line.includes("py-said fail=1"))).toBe(true);
   }, 60_000);
 
   it("--since and --limit narrow the answer", async () => {
-    expect(logs("plog", "--since", new Date(Date.now() + 3_600_000).toISOString())).toEqual([]);
-    expect(logs("plog", "--limit", "1")).toHaveLength(1);
-    const bad = server.cli(["logs", "plog", "--since", "yesterday-ish"], { allowFail: true });
+    expect(await logs("plog", "--since", new Date(Date.now() + 3_600_000).toISOString())).toEqual([]);
+    expect(await logs("plog", "--limit", "1")).toHaveLength(1);
+    const bad = await server.cli(["logs", "plog", "--since", "yesterday-ish"], { allowFail: true });
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("bad_since");
   });

@@ -35,7 +35,7 @@ describe("operations: /metrics and /readyz", () => {
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
     tenant = await createAccount(server, "watcher");
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\n[[routes]]\nhost = "m.localhost"\npath = "/"\n`, "index.php": "<?php echo 'metered';" }), "--app", "m"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\n[[routes]]\nhost = "m.localhost"\npath = "/"\n`, "index.php": "<?php echo 'metered';" }), "--app", "m"]);
   }, 120_000);
   afterAll(async () => {
     expect(await server.stop()).toBe(0);
@@ -80,7 +80,7 @@ describe("operations: /metrics and /readyz", () => {
   });
 
   it("counts a failed host start (a deploy whose warm-up never ends fails its health check)", async () => {
-    const bad = server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\nwarmup = ["/w.php"]\n[limits]\ntimeout_ms = 500\n[[routes]]\nhost = "bad.localhost"\npath = "/"\n`, "w.php": "<?php while (true) {}", "index.php": "<?php echo 1;" }), "--app", "bad"], { allowFail: true });
+    const bad = await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\nwarmup = ["/w.php"]\n[limits]\ntimeout_ms = 500\n[[routes]]\nhost = "bad.localhost"\npath = "/"\n`, "w.php": "<?php while (true) {}", "index.php": "<?php echo 1;" }), "--app", "bad"], { allowFail: true });
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("health_check_failed");
     const t = (await get(server, "/metrics", server.token)).text;

@@ -39,7 +39,7 @@ describe("modes: snapshot resets every request, daemon keeps state, fresh starts
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer();
-    server.cli(["deploy", modeBundle(), "--app", "modes"]);
+    await server.cli(["deploy", modeBundle(), "--app", "modes"]);
   });
   afterAll(async () => {
     const pids = server.hostPids();
@@ -99,7 +99,7 @@ describe("modes: snapshot resets every request, daemon keeps state, fresh starts
     // php-wasm opens two descriptors per request and never closes them; at half the table
     // (~900 requests) the host resets the instance to its snapshot, as php-fpm's pm.max_requests
     // recycles a worker: the kept state starts over, the process and its instance stay.
-    server.cli(["deploy", writeBundle({
+    await server.cli(["deploy", writeBundle({
       "zerocell.toml": `runtime = "php"\n[php]\ndocument_root = "public"\n[[routes]]\nhost = "recycle.localhost"\nmode = "daemon"\n`,
       "public/index.php": `<?php $n = (int)@file_get_contents('/tmp/n') + 1; file_put_contents('/tmp/n', (string)$n); echo $n;`,
     }), "--app", "recycle"]);

@@ -21,8 +21,8 @@ describe("bucket bindings: GET runs the bound app on the object", () => {
 
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    key = JSON.parse(server.cli(["access-keys", "create", "--json"]).stdout) as Key;
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = 20000\nmemory_mb = 32\nmax_body_bytes = 65536\n[[routes]]\nhost = "cgi.localhost"\n`, "bin/app": x86Fixture("cgi-test") }), "--app", "cgi"]);
+    key = JSON.parse((await server.cli(["access-keys", "create", "--json"])).stdout) as Key;
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = 20000\nmemory_mb = 32\nmax_body_bytes = 65536\n[[routes]]\nhost = "cgi.localhost"\n`, "bin/app": x86Fixture("cgi-test") }), "--app", "cgi"]);
     const s3 = s3Client(server, key);
     await s3.send(new CreateBucketCommand({ Bucket: "mail" }));
     await s3.send(new PutObjectCommand({ Bucket: "mail", Key: "stdin", Body: Buffer.alloc(12_345, 0x61) }));
@@ -39,11 +39,11 @@ describe("bucket bindings: GET runs the bound app on the object", () => {
   });
 
   it("binds a bucket; another account can neither bind our app nor see the binding", async () => {
-    const out = JSON.parse(server.cli(["bindings", "create", "--bucket", "mail", "--app", "cgi", "--json"]).stdout) as { binding: { id: string; app: string } };
+    const out = JSON.parse((await server.cli(["bindings", "create", "--bucket", "mail", "--app", "cgi", "--json"])).stdout) as { binding: { id: string; app: string } };
     expect(out.binding.app).toBe("cgi");
     bindingId = out.binding.id;
     // A prefix binding: "plain/stdin" is outside "x/", so it stays a plain object.
-    server.cli(["bindings", "create", "--bucket", "plain", "--prefix", "x/", "--app", "cgi"]);
+    await server.cli(["bindings", "create", "--bucket", "plain", "--prefix", "x/", "--app", "cgi"]);
     const theirs = await admin(server, "POST", "/v1/bindings", { token: otherToken, ...json({ bucket: "mail", prefix: "", app: "cgi" }) });
     const missing = await admin(server, "POST", "/v1/bindings", { token: otherToken, ...json({ bucket: "mail", prefix: "", app: "nope" }) });
     expect(theirs.status).toBe(404);
@@ -117,7 +117,7 @@ describe("bucket bindings: GET runs the bound app on the object", () => {
   });
 
   it("after the binding is deleted, the GET returns the bytes again", async () => {
-    server.cli(["bindings", "delete", bindingId]);
+    await server.cli(["bindings", "delete", bindingId]);
     const r = await rawS3(server, { method: "GET", path: "/mail/env", key });
     expect(r.status).toBe(200);
     expect(r.text).toBe("0123456789");

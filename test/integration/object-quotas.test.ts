@@ -20,7 +20,7 @@ describe("object store quotas", () => {
   beforeAll(async () => {
     // Server-wide defaults from the flags: 10,000 bytes and 5 objects per account.
     server = await startServer(["--object-quota-bytes", "10000", "--object-quota-objects", "5"]);
-    s3 = s3Client(server, JSON.parse(server.cli(["access-keys", "create", "--json"]).stdout) as Key);
+    s3 = s3Client(server, JSON.parse((await server.cli(["access-keys", "create", "--json"])).stdout) as Key);
     await s3.send(new CreateBucketCommand({ Bucket: "qqq" }));
   }, 120_000);
 
@@ -109,15 +109,15 @@ describe("object store quotas", () => {
     const bad = await setQuota({ bytes: -1 });
     expect(bad.status).toBe(400);
     expect((await setQuota({ bytes: 1 }, "nobody")).status).toBe(404);
-    const cli = JSON.parse(server.cli(["buckets", "quota", "--account", "alice", "--bytes", "777", "--json"]).stdout);
+    const cli = JSON.parse((await server.cli(["buckets", "quota", "--account", "alice", "--bytes", "777", "--json"])).stdout);
     expect(cli).toMatchObject({ account: "alice", quota: { bytes: 777, objects: 5 }, override: { bytes: 777, objects: null } });
-    const text = server.cli(["buckets", "usage", "--account", "default"]).stdout;
+    const text = (await server.cli(["buckets", "usage", "--account", "default"])).stdout;
     expect(text).toMatch(/bytes\s+5000 of 10000 \(50\.0%; quota: default\)/);
     expect(text).toMatch(/objects\s+2 of 5/);
   });
 
   it("job outputs are charged: items past the quota fail with quota_exceeded, the rest are stored", async () => {
-    server.cli(["deploy", phpBundle("echo.localhost", { "index.php": "<?php echo file_get_contents('php://input');" }), "--app", "echo"]);
+    await server.cli(["deploy", phpBundle("echo.localhost", { "index.php": "<?php echo file_get_contents('php://input');" }), "--app", "echo"]);
     await s3.send(new CreateBucketCommand({ Bucket: "inb" }));
     // 2 objects in q + 3 inputs = 5: no output fits the default quota of 5 objects...
     for (let i = 0; i < 3; i++) await put(`in/${i}`, 100, "inb");

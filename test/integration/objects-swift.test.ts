@@ -48,7 +48,7 @@ describe("S3 API and jobs with the Swift backend", () => {
       delete process.env.ZEROCELL_OBJECTS_S3_ACCESS_KEY_ID;
       delete process.env.ZEROCELL_OBJECTS_S3_SECRET_ACCESS_KEY;
     }
-    s3 = s3Client(server, JSON.parse(server.cli(["access-keys", "create", "--json"]).stdout) as Key);
+    s3 = s3Client(server, JSON.parse((await server.cli(["access-keys", "create", "--json"])).stdout) as Key);
     direct = new S3Client({ endpoint: swift.endpoint, region: swift.region, forcePathStyle: true, credentials: { accessKeyId: swift.accessKeyId, secretAccessKey: swift.secretAccessKey }, requestChecksumCalculation: "WHEN_REQUIRED", responseChecksumValidation: "WHEN_REQUIRED" });
   }, 400_000);
 
@@ -102,7 +102,7 @@ describe("S3 API and jobs with the Swift backend", () => {
     for (let i = 0; i < N; i++) await s3.send(new PutObjectCommand({ Bucket: "mail", Key: keyOf(i), Body: mail(i), ContentType: "message/rfc822" }));
     const file = join(tmpdir(), `wordcount-swift-${process.pid}`);
     writeFileSync(file, x86Fixture("wordcount"), { mode: 0o755 });
-    const r = server.cli(["jobs", "run", "--program", file, "--input", "mail/inbox/", "--output", "mail/out/", "--concurrency", "4", "--wait", "--json"], { allowFail: true });
+    const r = await server.cli(["jobs", "run", "--program", file, "--input", "mail/inbox/", "--output", "mail/out/", "--concurrency", "4", "--wait", "--json"], { allowFail: true });
     expect(r.code, r.stderr + r.stdout).toBe(0);
     const res = JSON.parse(r.stdout) as { job: { status: string; counts: { ok: number; failed: number; pending: number } } };
     expect(res.job).toMatchObject({ status: "done", counts: { ok: N, failed: 0, pending: 0 } });

@@ -44,7 +44,7 @@ describe("opcache holds the whole bundle before the snapshot", () => {
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    server.cli(["deploy", writeBundle(FILES), "--app", "opc"]);
+    await server.cli(["deploy", writeBundle(FILES), "--app", "opc"]);
   });
   afterAll(async () => {
     expect(await server.stop()).toBe(0);

@@ -46,9 +46,9 @@ describe("PHP escape attempts from a sandboxed app", () => {
   let connections = 0;
   let requests = 0;
 
-  function deploy(dir: string, app: string): void {
+  async function deploy(dir: string, app: string): Promise<void> {
     bundles.push(dir);
-    server.cli(["deploy", dir, "--app", app]);
+    await server.cli(["deploy", dir, "--app", app]);
   }
 
   async function expectCanary(): Promise<void> {
@@ -107,8 +107,8 @@ describe("PHP escape attempts from a sandboxed app", () => {
     process.env.ZC_SECRET_TEST = ENV_SECRET;
     server = await startServer();
 
-    deploy(phpBundle(CANARY, { "index.php": "<?php echo 'canary-ok';" }), "canary");
-    deploy(
+    await deploy(phpBundle(CANARY, { "index.php": "<?php echo 'canary-ok';" }), "canary");
+    await deploy(
       writeBundle({
         "zerocell.toml": runnerManifest(ESC, "", TOML_MARKER),
         "secret.txt": `${SECRET_MARKER}\n`,
@@ -129,11 +129,11 @@ echo json_encode($r);`,
       }),
       "esc",
     );
-    deploy(
+    await deploy(
       phpBundle(LOOP, { "index.php": "<?php if (($_GET['x'] ?? '') === 'loop') { while (true) {} } if (($_GET['x'] ?? '') === 'sleep') { sleep(30); } echo 'loop-app-ok';" }, "[limits]\ntimeout_ms = 1000"),
       "loop",
     );
-    deploy(writeBundle({ "zerocell.toml": runnerManifest(MEM, "[limits]\nmemory_mb = 64"), "public/run.php": RUNNER }), "mem");
+    await deploy(writeBundle({ "zerocell.toml": runnerManifest(MEM, "[limits]\nmemory_mb = 64"), "public/run.php": RUNNER }), "mem");
     await expectCanary();
   });
 

@@ -53,10 +53,10 @@ describe("PHP walls through the platform", () => {
   let counter: CountingServer | undefined;
   let counterPort = 0;
 
-  function deploy(files: Record<string, string | Buffer>, app: string): void {
+  async function deploy(files: Record<string, string | Buffer>, app: string): Promise<void> {
     const dir = writeBundle(files);
     bundles.push(dir);
-    server.cli(["deploy", dir, "--app", app]);
+    await server.cli(["deploy", dir, "--app", app]);
   }
 
   function run(host: string, code: string): Promise<Res> {
@@ -74,9 +74,9 @@ describe("PHP walls through the platform", () => {
     counterPort = counter.port;
     server = await startServer();
     wallsManifest = runnerManifest(WALLS, `${ADVERSARIAL_INI}\n[limits]\nmemory_mb = 64`);
-    deploy({ "zerocell.toml": wallsManifest, "public/run.php": RUNNER }, "walls");
-    deploy({ "zerocell.toml": runnerManifest(DAEMON, "", "one host, state kept in /tmp", "daemon"), "public/run.php": RUNNER }, "daemon");
-    deploy({ "zerocell.toml": runnerManifest(SMALL, "[limits]\nmemory_mb = 64"), "public/run.php": RUNNER }, "small");
+    await deploy({ "zerocell.toml": wallsManifest, "public/run.php": RUNNER }, "walls");
+    await deploy({ "zerocell.toml": runnerManifest(DAEMON, "", "one host, state kept in /tmp", "daemon"), "public/run.php": RUNNER }, "daemon");
+    await deploy({ "zerocell.toml": runnerManifest(SMALL, "[limits]\nmemory_mb = 64"), "public/run.php": RUNNER }, "small");
   }, 120_000);
 
   afterAll(async () => {
@@ -99,10 +99,10 @@ describe("PHP walls through the platform", () => {
       ['"session.save_handler" = "files"', 'php.ini["session.save_handler"]'],
       ['"xdebug.mode" = "debug"', 'php.ini["xdebug.mode"]'],
     ];
-    it.each(refused)("deploy refuses %s, naming the field", (line, field) => {
+    it.each(refused)("deploy refuses %s, naming the field", async (line, field) => {
       const dir = writeBundle({ "zerocell.toml": `runtime = "php"\n[php.ini]\n${line}\n[[routes]]\nhost = "refused.localhost"\n`, "index.php": "<?php echo 1;" });
       bundles.push(dir);
-      const r = server.cli(["deploy", dir, "--app", "refused"], { allowFail: true });
+      const r = await server.cli(["deploy", dir, "--app", "refused"], { allowFail: true });
       expect(r.code).not.toBe(0);
       expect(`${r.stderr}${r.stdout}`).toContain(`manifest: ${field}: `);
     });

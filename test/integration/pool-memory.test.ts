@@ -12,7 +12,7 @@ describe("pool memory report", () => {
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer();
-    server.cli(["deploy", phpBundle("mem.localhost", { "index.php": "<?php echo 'hello';" }), "--app", "mem"]);
+    await server.cli(["deploy", phpBundle("mem.localhost", { "index.php": "<?php echo 'hello';" }), "--app", "mem"]);
   }, 180_000);
   afterAll(async () => {
     const pids = server.hostPids();

@@ -17,9 +17,9 @@ describe("pool limits: queue, response size, crashes, drain on deploy", () => {
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer(["--max-instances", "1", "--max-queue", "2", "--max-response-bytes", "1048576"]);
-    server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php usleep((int)($_GET['ms'] ?? 500) * 1000); echo 'slept';" }), "--app", "slow"]);
-    server.cli(["deploy", phpBundle("big.localhost", { "index.php": "<?php echo str_repeat('x', (int)$_GET['n']);" }), "--app", "big"]);
-    server.cli(["deploy", phpBundle("other.localhost", { "index.php": "<?php echo 'other ok';" }), "--app", "other"]);
+    await server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php usleep((int)($_GET['ms'] ?? 500) * 1000); echo 'slept';" }), "--app", "slow"]);
+    await server.cli(["deploy", phpBundle("big.localhost", { "index.php": "<?php echo str_repeat('x', (int)$_GET['n']);" }), "--app", "big"]);
+    await server.cli(["deploy", phpBundle("other.localhost", { "index.php": "<?php echo 'other ok';" }), "--app", "other"]);
   });
   afterAll(async () => {
     const pids = server.hostPids();
@@ -45,7 +45,7 @@ describe("pool limits: queue, response size, crashes, drain on deploy", () => {
     // php-wasm leaks two descriptors per request without a reset: an instance would be spent after
     // ~1,800 requests; at about half of them the host resets it to its snapshot (a recycled
     // worker) instead of the pool starting a new host. 1,100 requests pass that point once.
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\nhealth = []\n[[routes]]\nhost = "wear.localhost"\npath = "/"\nmode = "daemon"\n`, "index.php": "<?php echo 'w';" }), "--app", "wear"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "php"\nhealth = []\n[[routes]]\nhost = "wear.localhost"\npath = "/"\nmode = "daemon"\n`, "index.php": "<?php echo 'w';" }), "--app", "wear"]);
     const wearPool = async () => (await admin(server, "GET", "/v1/pool")).json.deployments.find((x: { app: string; mode: string }) => x.app === "wear" && x.mode === "daemon") as { pids: number[]; instanceStartMs: { count: number } } | undefined;
     expect((await fetchApp(server, "wear.localhost", "/")).text).toBe("w");
     const first = (await wearPool())!.pids;
@@ -98,7 +98,7 @@ describe("pool limits: queue, response size, crashes, drain on deploy", () => {
       const pool = await admin(server, "GET", "/v1/pool");
       expect(pool.json.deployments.find((x: { app: string }) => x.app === "slow")?.busy).toBe(1);
     }, { timeout: 15_000, interval: 20 });
-    server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php echo 'v-next';" }), "--app", "slow"]);
+    await server.cli(["deploy", phpBundle("slow.localhost", { "index.php": "<?php echo 'v-next';" }), "--app", "slow"]);
     expect((await fetchApp(server, "slow.localhost", "/")).text).toBe("v-next");
     const old = await inflight;
     expect(old.status).toBe(200);
@@ -118,7 +118,7 @@ describe("pool growth and idle eviction", () => {
   beforeAll(async () => {
     server = await startServer(["--max-instances", "2", "--idle-ttl-ms", "2000"]);
     // Requests of 1 s: six sent at once overlap even when a loaded machine spreads their arrival.
-    server.cli(["deploy", phpBundle("grow.localhost", { "index.php": "<?php usleep(1000000); echo 'ok';" }), "--app", "grow"]);
+    await server.cli(["deploy", phpBundle("grow.localhost", { "index.php": "<?php usleep(1000000); echo 'ok';" }), "--app", "grow"]);
   });
   afterAll(async () => {
     expect(await server.stop()).toBe(0);
@@ -169,12 +169,12 @@ describe("spare hosts: a preloaded host per runtime in use, taken by the next de
 
   it("keeps one for PHP once a PHP app runs, hands it to the next deployment, and starts another", async () => {
     expect((await spares()).ready).toEqual([]); // nothing in use yet: no spare
-    server.cli(["deploy", phpBundle("spare-a.localhost", { "index.php": "<?php echo 'a';" }), "--app", "spare-a"]);
+    await server.cli(["deploy", phpBundle("spare-a.localhost", { "index.php": "<?php echo 'a';" }), "--app", "spare-a"]);
     expect((await fetchApp(server, "spare-a.localhost", "/")).text).toBe("a");
     const sparePid = await waitForSpare("php");
     const takenBefore = (await spares()).taken;
 
-    server.cli(["deploy", phpBundle("spare-b.localhost", { "index.php": "<?php echo 'b ' . getmypid();" }), "--app", "spare-b"]);
+    await server.cli(["deploy", phpBundle("spare-b.localhost", { "index.php": "<?php echo 'b ' . getmypid();" }), "--app", "spare-b"]);
     expect((await fetchApp(server, "spare-b.localhost", "/")).text).toMatch(/^b /);
     const pool = await admin(server, "GET", "/v1/pool");
     const b = pool.json.deployments.find((d: { app: string }) => d.app === "spare-b");
@@ -183,7 +183,7 @@ describe("spare hosts: a preloaded host per runtime in use, taken by the next de
     expect((await spares()).taken).toBe(takenBefore + 1);
     const next = await waitForSpare("php");
     expect(next).not.toBe(sparePid);
-    expect(server.cli(["pool"]).stdout).toMatch(new RegExp(`spare hosts ready: .*php \\(pid ${next}\\)`));
+    expect((await server.cli(["pool"])).stdout).toMatch(new RegExp(`spare hosts ready: .*php \\(pid ${next}\\)`));
     // Each app still sees only itself.
     expect((await fetchApp(server, "spare-a.localhost", "/")).text).toBe("a");
     // Two deploys and two spare starts (up to 30 s each when the machine is loaded).

@@ -75,12 +75,12 @@ describe("Python WSGI apps through the platform", () => {
   beforeAll(async () => {
     // One instance per deployment: every request of a deployment (keys included) meets the same host.
     server = await startServer(["--max-instances", "1"]);
-    server.cli(["deploy", join(ROOT, "examples", "wsgi-hello"), "--app", "wsgi-hello"]);
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "pyesc.localhost"\n`, "app.py": ESCAPE_APP }), "--app", "pyesc"]);
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 3000\nmemory_mb = 64\n[[routes]]\nhost = "pyhostile.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pyhostile"]);
+    await server.cli(["deploy", join(ROOT, "examples", "wsgi-hello"), "--app", "wsgi-hello"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[[routes]]\nhost = "pyesc.localhost"\n`, "app.py": ESCAPE_APP }), "--app", "pyesc"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 3000\nmemory_mb = 64\n[[routes]]\nhost = "pyhostile.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pyhostile"]);
     // The same app with room to allocate: at load 18 a 64 MB bomb took longer than 3 s to reach the cap.
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 60000\nmemory_mb = 64\n[[routes]]\nhost = "pybomb.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pybomb"]);
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 30000\n[[routes]]\nhost = "pykeys.localhost"\npath = "/k/:id"\nkey = "id"\n`, "app.py": KEYED_JS_APP }), "--app", "pykeys"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 60000\nmemory_mb = 64\n[[routes]]\nhost = "pybomb.localhost"\n`, "app.py": HOSTILE_APP }), "--app", "pybomb"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\ntimeout_ms = 30000\n[[routes]]\nhost = "pykeys.localhost"\npath = "/k/:id"\nkey = "id"\n`, "app.py": KEYED_JS_APP }), "--app", "pykeys"]);
   }, 180_000);
   afterAll(async () => {
     const pids = server.hostPids();

@@ -46,7 +46,7 @@ const raw = (opts: Parameters<typeof rawS3>[1]) => rawS3(server, opts);
 describe("S3 API", () => {
   beforeAll(async () => {
     server = await startServer(["--no-spare-hosts"]);
-    main = JSON.parse(server.cli(["access-keys", "create", "--json"]).stdout) as Key;
+    main = JSON.parse((await server.cli(["access-keys", "create", "--json"])).stdout) as Key;
     const acct = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "other" }), contentType: "application/json" });
     expect(acct.status).toBe(201);
     // An account token creates keys for its own account only.
@@ -56,7 +56,7 @@ describe("S3 API", () => {
     other = own.json as Key;
     const foreign = await admin(server, "POST", "/v1/access-keys", { token: acct.json.token, body: JSON.stringify({ account: "default" }), contentType: "application/json" });
     expect(foreign.status).toBe(404);
-    readOnly = JSON.parse(server.cli(["access-keys", "create", "--read-only", "--json"]).stdout) as Key;
+    readOnly = JSON.parse((await server.cli(["access-keys", "create", "--read-only", "--json"])).stdout) as Key;
     await client(main).send(new CreateBucketCommand({ Bucket: "data" }));
   }, 120_000);
 
@@ -208,9 +208,9 @@ describe("S3 API", () => {
     expect(anon.text).toContain("<Code>AccessDenied</Code>");
     expect(await failure(client(readOnly).send(new PutObjectCommand({ Bucket: "data", Key: "ro", Body: "x" })))).toMatchObject({ name: "AccessDenied", status: 403 });
     expect(await (await client(readOnly).send(new GetObjectCommand({ Bucket: "data", Key: "digits" }))).Body!.transformToString()).toBe("0123456789");
-    const temp = JSON.parse(server.cli(["access-keys", "create", "--json"]).stdout) as Key;
+    const temp = JSON.parse((await server.cli(["access-keys", "create", "--json"])).stdout) as Key;
     await client(temp).send(new ListBucketsCommand({}));
-    server.cli(["access-keys", "revoke", temp.accessKeyId]);
+    await server.cli(["access-keys", "revoke", temp.accessKeyId]);
     expect(await failure(client(temp).send(new ListBucketsCommand({})))).toMatchObject({ name: "InvalidAccessKeyId", status: 403 });
   });
 

@@ -45,7 +45,7 @@ echo json_encode([
   'cookie' => $_COOKIE, 'ua' => $_SERVER['HTTP_USER_AGENT'] ?? null, 'raw' => file_get_contents('php://input'),
 ]);`,
     });
-    const out = server.cli(["deploy", dir, "--app", "skel", "--host", "skel2.localhost"]);
+    const out = await server.cli(["deploy", dir, "--app", "skel", "--host", "skel2.localhost"]);
     expect(out.stdout).toMatch(/deployed skel v1 \(dep_/);
     expect(out.stdout).toContain("skel.localhost/");
     const res = await fetchApp(server, "skel.localhost", "/index.php?x=1&y=two", {
@@ -69,7 +69,7 @@ echo json_encode([
   });
 
   it("frames responses itself: an app's Content-Length and hop-by-hop headers are dropped, HEAD has no body", async () => {
-    server.cli(["deploy", phpBundle("framing.localhost", { "index.php": "<?php header('Content-Length: 3'); header('Connection: upgrade'); header('X-Zerocell-Instance: forged'); header('X-App: yes'); echo 'hello world';" }), "--app", "framing"]);
+    await server.cli(["deploy", phpBundle("framing.localhost", { "index.php": "<?php header('Content-Length: 3'); header('Connection: upgrade'); header('X-Zerocell-Instance: forged'); header('X-App: yes'); echo 'hello world';" }), "--app", "framing"]);
     const get = await fetchApp(server, "framing.localhost", "/");
     expect(get.status).toBe(200);
     expect(get.text).toBe("hello world");
@@ -109,33 +109,33 @@ echo json_encode([
 
   it("lists apps, deployments and routes, and rolls back", async () => {
     const v2 = phpBundle("skel.localhost", { "index.php": "<?php echo 'version two';" });
-    server.cli(["deploy", v2, "--app", "skel"]);
+    await server.cli(["deploy", v2, "--app", "skel"]);
     expect((await fetchApp(server, "skel.localhost", "/")).text).toBe("version two");
     // v2 has no --host route: skel2.localhost is gone.
     expect((await fetchApp(server, "skel2.localhost", "/")).status).toBe(404);
 
-    const apps = JSON.parse(server.cli(["apps", "--json"]).stdout);
+    const apps = JSON.parse((await server.cli(["apps", "--json"])).stdout);
     expect(apps.apps.find((a: { name: string }) => a.name === "skel").activeVersion).toBe(2);
-    const deps = JSON.parse(server.cli(["deployments", "skel", "--json"]).stdout);
+    const deps = JSON.parse((await server.cli(["deployments", "skel", "--json"])).stdout);
     expect(deps.deployments.map((d: { version: number; active: boolean }) => [d.version, d.active])).toEqual([[2, true], [1, false]]);
-    const routes = JSON.parse(server.cli(["routes", "--json"]).stdout);
+    const routes = JSON.parse((await server.cli(["routes", "--json"])).stdout);
     expect(routes.routes).toContainEqual(expect.objectContaining({ host: "skel.localhost", path: "/", app: "skel" }));
-    expect(server.cli(["routes"]).stdout).toMatch(/HOST\s+PATH\s+APP/);
+    expect((await server.cli(["routes"])).stdout).toMatch(/HOST\s+PATH\s+APP/);
 
-    const rb = server.cli(["rollback", "skel"]);
+    const rb = await server.cli(["rollback", "skel"]);
     expect(rb.stdout).toContain("rolled back skel to v1");
     const res = await fetchApp(server, "skel.localhost", "/index.php");
     expect(JSON.parse(res.text).uri).toBe("/index.php");
-    server.cli(["rollback", "skel", "v2"]);
+    await server.cli(["rollback", "skel", "v2"]);
     expect((await fetchApp(server, "skel.localhost", "/")).text).toBe("version two");
-    const bad = server.cli(["rollback", "skel", "9"], { allowFail: true });
+    const bad = await server.cli(["rollback", "skel", "9"], { allowFail: true });
     expect(bad.code).toBe(3); // not found (src/cli/errors.ts)
     expect(bad.stderr).toContain('app "skel" has no version 9');
   });
 
   it("refuses a second app that claims the same host and path", async () => {
     const dir = phpBundle("skel.localhost", { "index.php": "<?php echo 'intruder';" });
-    const r = server.cli(["deploy", dir, "--app", "intruder"], { allowFail: true });
+    const r = await server.cli(["deploy", dir, "--app", "intruder"], { allowFail: true });
     expect(r.code).toBe(6); // conflict
     expect(r.stderr).toContain('route skel.localhost/ of app "intruder" is already served by app "skel"');
     expect((await fetchApp(server, "skel.localhost", "/")).text).toBe("version two");
@@ -153,7 +153,7 @@ echo json_encode([
 
   it("drains on SIGTERM, exits 0 and leaves no sandbox process behind", async () => {
     const slow = phpBundle("slow.localhost", { "index.php": "<?php usleep(1000000); echo 'done';" });
-    server.cli(["deploy", slow, "--app", "slow"]);
+    await server.cli(["deploy", slow, "--app", "slow"]);
     expect((await fetchApp(server, "slow.localhost", "/")).text).toBe("done");
     const hosts = server.hostPids();
     expect(hosts.length).toBeGreaterThan(0);

@@ -69,8 +69,8 @@ describe("snapshot restored after a restart", () => {
     server = await startServer();
     const dataDir = server.dataDir;
     const empty = `0 ${createHash("md5").update("").digest("hex")}`;
-    server.cli(["deploy", phpBundle("bodies.localhost", { "index.php": APP }, `[limits]\nmax_body_bytes = 2097152\n`), "--app", "bodies"]);
-    server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\nmax_body_bytes = 2097152\n[[routes]]\nhost = "pybodies.localhost"\n`, "app.py": PY_APP }), "--app", "pybodies"]);
+    await server.cli(["deploy", phpBundle("bodies.localhost", { "index.php": APP }, `[limits]\nmax_body_bytes = 2097152\n`), "--app", "bodies"]);
+    await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "python"\n[python]\napp = "app:application"\n[limits]\nmax_body_bytes = 2097152\n[[routes]]\nhost = "pybodies.localhost"\n`, "app.py": PY_APP }), "--app", "pybodies"]);
     expect((await fetchApp(server, "bodies.localhost", "/")).text).toBe(empty);
     expect((await fetchApp(server, "pybodies.localhost", "/")).text).toBe(empty);
     await vi.waitFor(() => expect(server!.output().split('"msg":"snapshot stored"').length).toBeGreaterThanOrEqual(3), { timeout: 120_000, interval: 200 });

@@ -46,7 +46,7 @@ describe("snapshots are stored at deploy and survive a restart", () => {
   it("stores a snapshot after the first instance's warm-up, and restores from it after a restart", async () => {
     server = await startServer();
     const dataDir = server.dataDir;
-    server.cli(["deploy", phpBundle("snap.localhost", { "index.php": APP, "lib.php": LIB }), "--app", "snap"]);
+    await server.cli(["deploy", phpBundle("snap.localhost", { "index.php": APP, "lib.php": LIB }), "--app", "snap"]);
     const first = JSON.parse((await fetchApp(server, "snap.localhost", "/")).text);
     expect(first.v).toBe(42);
     const rows = await waitFor(() => (snapshotRows(dataDir).length > 0 ? snapshotRows(dataDir) : undefined));

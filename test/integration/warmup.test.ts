@@ -83,9 +83,9 @@ describe("warm-up is bounded by timeout_ms and billed", () => {
     // The host that ran it is gone (no CPU burnt after the limit).
     await waitFor("the spinning host to be gone", () => (server.hostPids().every((p) => !isAlive(p)) ? true : undefined));
     // `zerocell deployments` shows it failed; deploying another app does not start it again.
-    expect(server.cli(["deployments", "spinner"]).stdout).toMatch(/v1 .* failed/);
+    expect((await server.cli(["deployments", "spinner"])).stdout).toMatch(/v1 .* failed/);
     expect((await admin(server, "POST", "/v1/apps/other/deployments", { token, body: await packDirectory(app("other.warmer.localhost", "<?php usleep(200000); echo 'warm';", 5000)), contentType: "application/gzip" })).status).toBe(201);
-    const after = JSON.parse(server.cli(["pool", "spinner", "--json"]).stdout) as { deployments: unknown[] };
+    const after = JSON.parse((await server.cli(["pool", "spinner", "--json"])).stdout) as { deployments: unknown[] };
     expect(after.deployments).toHaveLength(0);
   });
 

@@ -42,7 +42,7 @@ describe.skipIf(missing)("WordPress on SQLite", () => {
     mkdirSync(join(SITE, "wp-content", "mu-plugins"), { recursive: true });
     writeFileSync(join(SITE, "wp-content", "mu-plugins", "zc-opcache-probe.php"), PROBE);
     server = await startServer(["--no-spare-hosts"]);
-    server.cli(["deploy", SITE, "--app", "wordpress"]);
+    await server.cli(["deploy", SITE, "--app", "wordpress"]);
   }, 180_000);
   afterAll(async () => {
     if (server !== undefined) expect(await server.stop()).toBe(0);

@@ -22,7 +22,7 @@ describe("native x86-64 CGI apps through the platform", () => {
   });
 
   it("deploys examples/x86-cgi (validated at deploy) and serves it over HTTPS in snapshot mode", async () => {
-    server.cli(["deploy", join(ROOT, "examples", "x86-cgi"), "--app", "x86-cgi"]);
+    await server.cli(["deploy", join(ROOT, "examples", "x86-cgi"), "--app", "x86-cgi"]);
     for (const n of [12, 999]) {
       const r = await fetchApp(server, "x86.localhost", `/sq?${n}`);
       expect(r.status).toBe(200);
@@ -95,9 +95,9 @@ describe("native x86-64 CGI apps through the platform", () => {
     const fixture = (name: string) => readFileSync(join(ROOT, "test", "fixtures", "build", "x86-exec", name));
     const deploy = (name: string, limits: string) =>
       server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\nhealth = []\n[x86]\nprogram = "bin/app"\n[limits]\n${limits}\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
-    for (const name of ["infinite-loop", "syscall-flood", "mmap-exec", "open-passwd"]) deploy(name, "timeout_ms = 1500\nmemory_mb = 64");
+    for (const name of ["infinite-loop", "syscall-flood", "mmap-exec", "open-passwd"]) await deploy(name, "timeout_ms = 1500\nmemory_mb = 64");
     // Filling memory takes the emulator a while (every guest store is slow in libunicorn 2.0.1).
-    deploy("memory-bomb", "timeout_ms = 20000\nmemory_mb = 16");
+    await deploy("memory-bomb", "timeout_ms = 20000\nmemory_mb = 16");
     // Loops (with or without system calls) end at timeout_ms with 504; the example answers meanwhile.
     for (const name of ["infinite-loop", "syscall-flood"]) {
       const t0 = Date.now();
@@ -129,7 +129,7 @@ describe("native x86-64 CGI apps through the platform", () => {
   it("a response flood is stopped while it writes (502 response_too_large), host pages crash (500), quotas hold", async () => {
     const fixture = (name: string) => readFileSync(join(ROOT, "test", "fixtures", "build", "x86-exec", name));
     for (const name of ["output-flood", "host-pages", "tmp-quota"]) {
-      server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\nhealth = []\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = 20000\nmemory_mb = 32\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
+      await server.cli(["deploy", writeBundle({ "zerocell.toml": `runtime = "x86"\nhealth = []\n[x86]\nprogram = "bin/app"\n[limits]\ntimeout_ms = 20000\nmemory_mb = 32\n[[routes]]\nhost = "${name}.localhost"\n`, "bin/app": fixture(name) }), "--app", `x86-${name}`]);
     }
     // 1 MiB blocks forever: the gateway's response limit (32 MiB by default) stops the guest.
     const t0 = Date.now();
