@@ -25,8 +25,7 @@ export interface TestServer {
   output: () => string;
   /** SIGTERM, wait for exit; returns the exit code. */
   stop(): Promise<number | null>;
-  /** Runs the CLI against this server. */
-  /** The CLI against this server's data dir; async, so a slow deploy never blocks the test worker's event loop (vitest's worker RPC times out after 60 s). */
+  /** Runs the CLI against this server's data dir; async, so a slow deploy never blocks the test worker's event loop (vitest's worker RPC times out after 60 s). */
   cli(args: string[], opts?: { allowFail?: boolean }): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Pids of sandbox host processes whose parent is this server. */
   hostPids(): number[];
