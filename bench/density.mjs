@@ -120,7 +120,6 @@ async function platformMemoryAsync(serverPid) {
   return { procs: procs.length, rssMb: procs.reduce((n, p) => n + (p.rssKb ?? 0), 0) / 1024, pssMb: pss.reduce((a, b) => a + b, 0) / 1024 };
 }
 
-
 /**
  * Where the deploys' time went, p50 ms per part, from the server's "deployed" log records:
  * beforeCheck (bundle checks, blob, record), check (the health check: the host's start), its

@@ -53,7 +53,6 @@ interface Libc {
   /** Address of an ArrayBuffer / typed array (memmove(p, p, 0) returns p). */
   addressOf: (buf: ArrayBuffer | ArrayBufferView) => number;
   memfdCreate: Fn;
-  write: Fn;
   close: Fn;
   fcntl: Fn;
   mmap: Fn;
@@ -85,8 +84,8 @@ const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MADV_DONTNEED = 4;
 const MADV_NOHUGEPAGE = 15;
-/** The unit create() looks for zeros in: LinearMemorySnapshot's block. */
-export const ZERO_RUN_BYTES = 64 * 1024;
+/** The unit create() looks for zeros in (LinearMemorySnapshot's block). */
+const ZERO_RUN_BYTES = 64 * 1024;
 const ZERO_RUN = Buffer.alloc(ZERO_RUN_BYTES);
 
 let libc: Libc | null | undefined;
@@ -107,7 +106,6 @@ function loadLibc(): Libc | null {
       koffi,
       addressOf: (buf) => Number(memmove(buf, buf, 0)),
       memfdCreate: c.func("int memfd_create(const char *name, unsigned int flags)") as Fn,
-      write: c.func("intptr_t write(int fd, void *buf, size_t n)") as Fn,
       close: c.func("int close(int fd)") as Fn,
       fcntl: c.func("int fcntl(int fd, int cmd, int arg)") as Fn,
       mmap: c.func("uintptr_t mmap(uintptr_t addr, size_t length, int prot, int flags, int fd, int64_t offset)") as Fn,
@@ -321,12 +319,15 @@ export class DirtyPageTracker {
   readonly #zeroBlocks: Uint8Array | undefined;
 
   /**
-   * Whether block `i` (64 KiB, ZERO_RUN_BYTES) of the image is known to be zeros: a hole of the
-   * memfd, which its owner reads as its own zero block rather than through the mapping (a read
-   * there would give the hole a page). False when unknown (an image mapped from a file).
+   * Whether bytes [lo, hi) of the image are known to be zeros: holes of the memfd, which its
+   * owner reads as its own zero block rather than through the mapping (a read there would give
+   * the hole a page). False when unknown (an image mapped from a file) or only partly zeros.
    */
-  isZeroBlock(i: number): boolean {
-    return this.#zeroBlocks?.[i] === 1;
+  isZeroRange(lo: number, hi: number): boolean {
+    const z = this.#zeroBlocks;
+    if (z === undefined || hi <= lo) return false;
+    for (let i = Math.floor(lo / ZERO_RUN_BYTES); i * ZERO_RUN_BYTES < hi; i++) if (z[i] !== 1) return false;
+    return true;
   }
 
   /**

@@ -112,7 +112,7 @@ export class LinearMemorySnapshot {
       const hi = Math.min(image.length, lo + BLOCK);
       if (shared !== undefined && hi <= shared.byteLength) {
         // A block of zeros is a hole of the memfd: compared with the shared zero block instead.
-        blocks.push(this.#tracker!.isZeroBlock(lo / BLOCK) ? null : new Uint8Array(shared, lo, hi - lo));
+        blocks.push(this.#tracker!.isZeroRange(lo, hi) ? null : new Uint8Array(shared, lo, hi - lo));
         fromMapping.push(true);
         continue;
       }

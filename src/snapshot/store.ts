@@ -6,7 +6,7 @@
  * build differs from the running engine's is refused; a corrupt one (hash mismatch) is dropped
  * so the next instance rebuilds it.
  */
-import { createGzip, gunzip } from "node:zlib";
+import { gunzip } from "node:zlib";
 import { promisify } from "node:util";
 import { and, eq } from "drizzle-orm";
 import { LRUCache } from "lru-cache";
@@ -16,6 +16,7 @@ import { ZerocellError } from "../errors.js";
 import { PROTOCOL_LIMITS } from "../protocol/limits.js";
 import type { SecretBox } from "../store/secret-box.js";
 import type { SnapshotFile, SnapshotFiles } from "./files.js";
+import { gzipPieces } from "./gzip.js";
 
 const gunzipAsync = promisify(gunzip);
 
@@ -76,22 +77,6 @@ function encodeSnapshotParts(img: SnapshotImage): Buffer[] {
 export function imageBytes(img: SnapshotImage): number {
   if (img.memoryGzip !== undefined) return img.memoryBytes ?? 0;
   return img.memoryParts === undefined ? img.memory.length : (img.memoryBytes ?? img.memoryParts.reduce((n, p) => n + p.length, 0));
-}
-
-/**
- * gzip of the parts in order, as one stream (off the event loop): no concatenated copy of a
- * 30–100 MB image first (fresh pages cost ~7 ms/MB of faults in this VM).
- */
-function gzipParts(parts: readonly Buffer[], level: number): Promise<Buffer[]> {
-  return new Promise((resolve, reject) => {
-    const z = createGzip({ level, chunkSize: 64 * 1024 });
-    const out: Buffer[] = [];
-    z.on("data", (c: Buffer) => out.push(c));
-    z.once("error", reject);
-    z.once("end", () => resolve(out));
-    for (const p of parts) z.write(p);
-    z.end();
-  });
 }
 
 export function decodeSnapshot(raw: Buffer): SnapshotImage {
@@ -190,7 +175,7 @@ export class SnapshotStore {
       // gzip members in a row inflate as one stream: the header's member, then the host's own.
       // Kept in pieces through the seal and the write: a joined multi-MB copy costs more than
       // the write here (fresh pages fault slowly), and the first load fills the cache.
-      const packed = img.memoryGzip !== undefined ? [...(await gzipParts([encodeSnapshotParts(img)[0]!], 1)), ...img.memoryGzip] : await gzipParts(encodeSnapshotParts(img), 1);
+      const packed = img.memoryGzip !== undefined ? [...(await gzipPieces([encodeSnapshotParts(img)[0]!], 1)), ...img.memoryGzip] : await gzipPieces(encodeSnapshotParts(img), 1);
       const sha256 = await this.#blobs.putParts(this.#box === undefined ? packed : this.#box.sealParts(this.#aad(key), packed));
       const bytes = packed.reduce((n, p) => n + p.length, 0);
       this.#db.db

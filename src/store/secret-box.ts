@@ -42,11 +42,7 @@ export class SecretBox {
 
   /** iv ‖ tag ‖ ciphertext of `plaintext` (bytes: snapshot blobs). */
   seal(aad: string, plaintext: Uint8Array): Buffer {
-    const iv = randomBytes(12);
-    const c = createCipheriv("aes-256-gcm", this.#key, iv);
-    c.setAAD(Buffer.from(aad));
-    const ct = Buffer.concat([c.update(plaintext), c.final()]);
-    return Buffer.concat([iv, c.getAuthTag(), ct]);
+    return Buffer.concat(this.sealParts(aad, [plaintext]));
   }
 
   /**

@@ -9,13 +9,13 @@
  * stdout and stderr are only logs.
  */
 import fs from "node:fs";
-import { createGzip } from "node:zlib";
 import net from "node:net";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { encodeFrame, encodeFrameChunks, FrameDecoder, PROTOCOL_LIMITS, type Frame, type GatewayMessage, type HostMessage } from "../../protocol/index.js";
 import { WORN_AT, type Engine, type EngineInstance } from "../engine.js";
 import { decodeImage, healthPaths, type Manifest } from "../../bundle/index.js";
+import { gzipPieces } from "../../snapshot/gzip.js";
 import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";
 import { isZerocellError } from "../../errors.js";
@@ -75,19 +75,6 @@ const SPARE_LATE_GC_MS = 15_000;
 
 function send(header: HostMessage, body?: Uint8Array): void {
   out.write(encodeFrame(header, body));
-}
-
-/** gzip (level 1) of `blocks` in order, as one stream on libuv's threads; its output pieces. */
-function gzipBlocks(blocks: readonly Uint8Array[]): Promise<Buffer[]> {
-  return new Promise((resolve, reject) => {
-    const z = createGzip({ level: 1, chunkSize: 64 * 1024 });
-    const out: Buffer[] = [];
-    z.on("data", (d: Buffer) => out.push(d));
-    z.once("end", () => resolve(out));
-    z.once("error", reject);
-    for (const b of blocks) z.write(b);
-    z.end();
-  });
 }
 
 /** A readable message for anything thrown (Emscripten throws ErrnoError objects, not Errors). */
@@ -298,7 +285,7 @@ async function onFrame(frame: Frame): Promise<void> {
           const snap = chunked ?? instance.exportSnapshot();
           const blocks = chunked?.chunks ?? [snap.memory];
           const memoryBytes = blocks.reduce((n, b) => n + b.byteLength, 0);
-          const gz = await gzipBlocks(blocks);
+          const gz = await gzipPieces(blocks, 1);
           void chunked?.keep;
           // The gzip's own pieces, corked into one writev (no joined copy of them).
           out.cork();
