@@ -191,6 +191,12 @@ export function hostNodeArgs(runtime: Runtime = "php", spare = false): string[] 
   ];
 }
 
+/**
+ * glibc's heap in a host: one arena, not one per V8 background thread (whose freed chunks glibc
+ * keeps: ~70 MB of a PHP host's ~140). The host trims it when idle (src/runtime/host/malloc.ts).
+ */
+export const HOST_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "1" };
+
 let nextHostId = 1;
 let nextHostUid = 0;
 const WATCHDOG_INTERVAL_MS = 200;
@@ -612,8 +618,9 @@ export function spawnHost(runtime: Runtime, isolation: HostIsolation, spare: boo
   const child = spawn(argv[0]!, argv.slice(1), {
     stdio: ["pipe", "pipe", "pipe", "pipe"],
     // Nothing of the gateway's environment (tokens, keys) reaches the sandbox, except the
-    // operator's switch back to the full-compare reset (a fixed value, ADR 002).
-    env: process.env.ZEROCELL_RESET === "compare" ? { ZEROCELL_RESET: "compare" } : {},
+    // operator's switch back to the full-compare reset (a fixed value, ADR 002). glibc's heap:
+    // one arena (src/runtime/host/malloc.ts).
+    env: { ...HOST_MALLOC_ENV, ...(process.env.ZEROCELL_RESET === "compare" ? { ZEROCELL_RESET: "compare" } : {}) },
     cwd: "/",
   });
   return new HostProcess(child, ceilingBytes, cgroup, isolation.setpriv === undefined ? undefined : uid);

@@ -43,6 +43,21 @@ describe("pool memory report", () => {
     expect(json.gateway.rollup.pss).toBeGreaterThan(0);
   }, 120_000);
 
+  it("gives the host's freed heap back to the kernel: one malloc arena, trimmed once idle", async () => {
+    expect((await fetchApp(server, "mem.localhost", "/")).status).toBe(200);
+    const hostOf = async () => (await admin(server, "GET", "/v1/pool/memory")).json.hosts.find((h: { app: string }) => h.app === "mem");
+    const host = await hostOf();
+    // glibc reads MALLOC_ARENA_MAX at the host's start (HOST_MALLOC_ENV, src/pool/spawn.ts).
+    const environ = readFileSync(`/proc/${host.nodePid}/environ`, "utf8").split("\0");
+    expect(environ).toContain("MALLOC_ARENA_MAX=1");
+    // The host trims after its boot collection and again ~2 s after its last request.
+    await expect.poll(async () => (await hostOf()).report.mallocTrims ?? 0, { timeout: 30_000, interval: 500 }).toBeGreaterThanOrEqual(2);
+    // A PHP hello host was ~180 MB of PSS with an arena per V8 thread and no trim (docs/memory.md);
+    // ~80–100 MB with one arena, trimmed. The bound leaves room for a machine's variance.
+    const after = await hostOf();
+    expect(after.rollup.pss).toBeLessThan(140 * 1024 * 1024);
+  }, 60_000);
+
   it("is for admin tokens only", async () => {
     const account = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "memtenant" }), contentType: "application/json" });
     expect(account.status).toBe(201);

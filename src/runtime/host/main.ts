@@ -20,6 +20,7 @@ import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";
 import { isZerocellError } from "../../errors.js";
 import { SPARE_PRELOADED_LINE } from "../../protocol/index.js";
+import { mallocTrims, trimMalloc, trimWhenIdle } from "./malloc.js";
 
 // Emscripten's NODEFS reads fs constants through process.binding, which the permission model
 // refuses; hand it the same constants from the public API and nothing else.
@@ -60,6 +61,7 @@ function collectSoon(): void {
     done = true;
     clearTimeout(timer);
     collectGarbage();
+    trimMalloc();
   };
   const timer = setTimeout(run, GC_DELAY_MS);
   const previous = afterRequest;
@@ -116,7 +118,13 @@ preloaded?.catch(() => {});
 if (isSpare) {
   void preloaded?.then(() => {
     // Not once it serves a deployment: its own collection comes after its first request.
-    for (const ms of [GC_DELAY_MS, SPARE_LATE_GC_MS]) setTimeout(() => !initStarted && collectGarbage?.(), ms).unref();
+    for (const ms of [GC_DELAY_MS, SPARE_LATE_GC_MS]) {
+      setTimeout(() => {
+        if (initStarted) return;
+        collectGarbage?.();
+        trimMalloc();
+      }, ms).unref();
+    }
   });
 }
 
@@ -388,6 +396,8 @@ async function onFrame(frame: Frame): Promise<void> {
       const after = afterRequest;
       afterRequest = undefined;
       after?.();
+      // The heap the request's compile and GC threads freed goes back to the kernel once quiet.
+      trimWhenIdle();
       return;
     }
     case "mem": {
@@ -400,6 +410,7 @@ async function onFrame(frame: Frame): Promise<void> {
         v8: { totalPhysicalSize: h.total_physical_size, mallocedMemory: h.malloced_memory, peakMallocedMemory: h.peak_malloced_memory },
         code: { codeAndMetadata: c.code_and_metadata_size, bytecodeAndMetadata: c.bytecode_and_metadata_size, externalScriptSource: c.external_script_source_size },
         ...memoryOfSlots(),
+        mallocTrims: mallocTrims(),
       });
       return;
     }
