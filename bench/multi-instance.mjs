@@ -24,6 +24,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ROOT } from "./lib.mjs";
+import { HOST_MALLOC_ENV } from "../dist/src/pool/spawn.js";
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -62,8 +63,13 @@ async function child(runtime) {
   writeFileSync(path, snap.memory, { mode: 0o444 });
   const portable = { globals: snap.globals, extra: snap.extra, bytes: snap.memory.length };
   first.dispose();
-  const gc = globalThis.gc;
-  gc?.();
+  // As a host does (src/runtime/host/malloc.ts): a full collection, then glibc's free pages back.
+  const { trimMalloc } = await import(dist("runtime/host/malloc.js"));
+  const gc = () => {
+    globalThis.gc?.();
+    trimMalloc();
+  };
+  gc();
   // 2. instances restored from the file, one after the other, each answering requests
   const instances = [];
   const rows = [];
@@ -79,9 +85,9 @@ async function child(runtime) {
       await inst.reset();
     }
     instances.push(inst);
-    gc?.();
+    gc();
     await new Promise((r) => setTimeout(r, 200));
-    gc?.();
+    gc();
     rows.push({ instances: k, restoreMs: Math.round(restoreMs), status, ...rollupKb(), heapMb: Math.round(process.memoryUsage().heapTotal / 1048576) });
   }
   const wallMs = performance.now() - t0;
@@ -96,9 +102,9 @@ async function child(runtime) {
   for (let i = 0; i < 3; i++) await other.handle(req());
   other.snapshot();
   await other.reset();
-  gc?.();
+  gc();
   await new Promise((r) => setTimeout(r, 200));
-  gc?.();
+  gc();
   const afterOther = rollupKb();
   instances.push(other);
   const newDeployment = { app: OTHER_EXAMPLES[runtime], pssBefore: beforeOther.pss, pssAfter: afterOther.pss };
@@ -115,8 +121,9 @@ async function main() {
   const results = [];
   for (const runtime of runtimes) {
     const out = await new Promise((resolve, reject) => {
-      // The host's memory flags (src/pool/spawn.ts hostNodeArgs), plus gc for stable readings.
-      const c = spawn(process.execPath, ["--max-semi-space-size=4", "--max-old-space-size=2048", "--expose-gc", fileURLToPath(import.meta.url), "--child", runtime, "--n", String(N), "--requests", String(REQUESTS)], { stdio: ["ignore", "pipe", "inherit"] });
+      // The host's memory flags and malloc environment (src/pool/spawn.ts hostNodeArgs,
+      // HOST_MALLOC_ENV), plus gc for stable readings.
+      const c = spawn(process.execPath, ["--max-semi-space-size=4", "--max-old-space-size=2048", "--expose-gc", fileURLToPath(import.meta.url), "--child", runtime, "--n", String(N), "--requests", String(REQUESTS)], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...HOST_MALLOC_ENV } });
       let s = "";
       c.stdout.on("data", (d) => (s += d));
       c.on("exit", (code) => (code === 0 ? resolve(s) : reject(new Error(`${runtime} child exited ${code}: ${s.slice(-500)}`))));

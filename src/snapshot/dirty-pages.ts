@@ -169,6 +169,26 @@ export function lastTrackerError(): string {
  * Written pages of one memory's [0, trackedBytes), page-aligned byte ranges relative to the
  * memory's start.
  */
+/**
+ * memfds that instances of this process share (`create(…, shareKey)`): an instance whose image is
+ * the same as one already made, but for a few pages, maps that memfd and keeps only those pages
+ * of its own. Kept while a tracker maps it; the fd stays open for the next instance.
+ */
+interface SharedMemfd {
+  readonly key: string;
+  readonly fd: number;
+  readonly trackedBytes: number;
+  readonly zeroBlocks: Uint8Array;
+  users: number;
+}
+const sharedMemfds = new Map<string, SharedMemfd>();
+/**
+ * Most pages an image may differ from a shared memfd by, pages (1 MiB): its own pages are private
+ * from the start, so every reset compares them; past this the image gets a memfd of its own.
+ * (Two Python instances booted from one snapshot file differ by ~8 pages.)
+ */
+const SHARE_MAX_OWN_PAGES = 256;
+
 export class DirtyPageTracker {
   readonly #c: Libc;
   readonly #memory: WebAssembly.Memory;
@@ -187,7 +207,17 @@ export class DirtyPageTracker {
    */
   #image: { pointer: unknown; buffer: ArrayBuffer } | undefined;
 
-  private constructor(c: Libc, memory: WebAssembly.Memory, base: number, trackedBytes: number, limits: DirtyPageLimits, image: { pointer: unknown; buffer: ArrayBuffer } | undefined, zeroBlocks?: Uint8Array) {
+  /** The process-wide memfd this tracker maps (create with a share key), released at close(). */
+  #shared: SharedMemfd | undefined;
+  /**
+   * Pages of this instance's image that differ from the shared memfd it maps (written over the
+   * mapping: private from the start), as page-aligned [lo, hi) ranges; empty when the memfd is its own.
+   */
+  readonly ownRanges: ReadonlyArray<readonly [number, number]>;
+
+  private constructor(c: Libc, memory: WebAssembly.Memory, base: number, trackedBytes: number, limits: DirtyPageLimits, image: { pointer: unknown; buffer: ArrayBuffer } | undefined, zeroBlocks?: Uint8Array, shared?: { memfd: SharedMemfd; ownRanges: Array<[number, number]> }) {
+    this.#shared = shared?.memfd;
+    this.ownRanges = shared?.ownRanges ?? [];
     this.#image = image;
     this.#zeroBlocks = zeroBlocks;
     this.#c = c;
@@ -244,7 +274,7 @@ export class DirtyPageTracker {
    * length) over the memory in place. Undefined (and the memory as it was or unchanged in
    * content) when anything is missing.
    */
-  static create(memory: WebAssembly.Memory, imageBytes: number, limits: DirtyPageLimits = DEFAULT_DIRTY_PAGE_LIMITS): DirtyPageTracker | undefined {
+  static create(memory: WebAssembly.Memory, imageBytes: number, limits: DirtyPageLimits = DEFAULT_DIRTY_PAGE_LIMITS, shareKey?: string): DirtyPageTracker | undefined {
     const trackedBytes = Math.floor(Math.min(imageBytes, memory.buffer.byteLength) / PAGE_BYTES) * PAGE_BYTES;
     if (trackedBytes === 0) return undefined;
     const c = loadLibc();
@@ -252,10 +282,18 @@ export class DirtyPageTracker {
     const buffer = memory.buffer;
     const base = c.addressOf(buffer);
     if (base === 0 || base % PAGE_BYTES !== 0) return fail(`memory at ${base} is not page-aligned`);
+    if (shareKey !== undefined) {
+      const existing = sharedMemfds.get(shareKey);
+      if (existing !== undefined && existing.trackedBytes === trackedBytes) {
+        const t = DirtyPageTracker.#mapShared(c, memory, base, existing, limits);
+        if (t !== undefined) return t;
+      }
+    }
     // 1. A sealed memfd with the memory's bytes as they are now.
     const fd = c.memfdCreate("zerocell-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING) as number;
     if (fd < 0) return fail(`memfd_create: errno ${c.koffi.errno()}`);
     let image: { pointer: unknown; buffer: ArrayBuffer } | undefined;
+    let memfd: SharedMemfd | undefined;
     // Blocks of zeros are not written: they stay holes of the memfd (no page of memory until
     // something reads them), ~40% of a PHP or Python image, and the copy's page faults with them.
     const zeroBlocks = new Uint8Array(Math.ceil(trackedBytes / ZERO_RUN_BYTES));
@@ -292,13 +330,15 @@ export class DirtyPageTracker {
       if (typeof mapped === "string") return fail(mapped);
       image = mapped.image;
     } finally {
-      // The mapping keeps the file alive.
-      c.close(fd);
+      // The mapping keeps the file alive; a shared one keeps its fd for the next instance.
+      if (image === undefined || shareKey === undefined || sharedMemfds.has(shareKey)) c.close(fd);
+      else sharedMemfds.set(shareKey, (memfd = { key: shareKey, fd, trackedBytes, zeroBlocks, users: 0 }));
     }
     // Transparent huge pages would make a 2 MiB "page" of one written byte. Not pre-faulted:
     // pages nobody reads stay without a page-table entry, which the pagemap read skips quickly.
     c.madvise(base, trackedBytes, MADV_NOHUGEPAGE);
-    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, image, zeroBlocks);
+    if (memfd !== undefined) memfd.users++;
+    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, image, zeroBlocks, memfd === undefined ? undefined : { memfd, ownRanges: [] });
     // 3. Self-check: nothing is written yet; rewriting one byte with its own value is seen.
     const before = tracker.writtenRanges();
     if (before === undefined || before.length !== 0) return tracker.#failed(`self-check: ${before === undefined ? "pagemap unreadable" : `${before.length} ranges written right after mapping`}`);
@@ -310,9 +350,72 @@ export class DirtyPageTracker {
     return tracker;
   }
 
+  /**
+   * create() for an image that another instance of this process already put in a shared memfd
+   * (same share key): the pages where the memory differs from that memfd are copied aside, the
+   * memfd is mapped over the memory (MAP_PRIVATE) and those pages are written back — so the
+   * memory's bytes are exactly what they were, the common pages are the memfd's (one copy for all
+   * the instances), and only the differing pages are this instance's (its `ownRanges`). Undefined
+   * (the memory untouched) when more than SHARE_MAX_OWN_PAGES pages differ or a step fails
+   * before the mapping.
+   */
+  static #mapShared(c: Libc, memory: WebAssembly.Memory, base: number, memfd: SharedMemfd, limits: DirtyPageLimits): DirtyPageTracker | undefined {
+    const { trackedBytes, fd } = memfd;
+    const pointer = c.mmapPointer(0, trackedBytes, PROT_READ, MAP_SHARED, fd, 0);
+    const address = c.koffi.address(pointer) as bigint;
+    if (address === 0n || address === 2n ** 64n - 1n) return undefined;
+    const view = Buffer.from(c.koffi.view(pointer, trackedBytes) as ArrayBuffer);
+    const live = Buffer.from(memory.buffer, 0, trackedBytes);
+    // 1. Which pages differ. A zero block of the memfd is a hole: compared with zeros, not read
+    // through the view (that would give the hole a page).
+    const own: Array<[number, number]> = [];
+    const limit = SHARE_MAX_OWN_PAGES;
+    let pages = 0;
+    for (let lo = 0; lo < trackedBytes && pages <= limit; lo += PAGE_BYTES) {
+      const zero = memfd.zeroBlocks[Math.floor(lo / ZERO_RUN_BYTES)] === 1;
+      const a = live.subarray(lo, lo + PAGE_BYTES);
+      if (a.equals(zero ? ZERO_RUN.subarray(0, PAGE_BYTES) : view.subarray(lo, lo + PAGE_BYTES))) continue;
+      pages++;
+      const last = own[own.length - 1];
+      if (last !== undefined && last[1] === lo) last[1] = lo + PAGE_BYTES;
+      else own.push([lo, lo + PAGE_BYTES]);
+    }
+    if (pages > limit) {
+      c.munmap(pointer, trackedBytes);
+      return undefined;
+    }
+    // 2. Those pages aside, the memfd over the memory, the pages back.
+    const aside = Buffer.allocUnsafe(pages * PAGE_BYTES);
+    let at = 0;
+    for (const [lo, hi] of own) at += live.copy(aside, at, lo, hi);
+    const mapped = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
+    if (mapped !== base) {
+      c.munmap(pointer, trackedBytes);
+      // MAP_FIXED failing leaves the range as it was (the kernel checks before it unmaps).
+      return fail(`mmap shared memfd over the memory: errno ${c.koffi.errno()}`);
+    }
+    at = 0;
+    for (const [lo, hi] of own) at += aside.copy(live, lo, at, at + (hi - lo));
+    c.madvise(base, trackedBytes, MADV_NOHUGEPAGE);
+    memfd.users++;
+    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, { pointer, buffer: view.buffer as ArrayBuffer }, memfd.zeroBlocks, { memfd, ownRanges: own });
+    // 3. Self-check: the pages written are exactly this instance's own.
+    const written = tracker.writtenRanges();
+    const same = written !== undefined && written.length === own.length && written.every(([lo, hi], i) => lo === own[i]![0] && hi === own[i]![1]);
+    if (!same) return tracker.#failed(`self-check: ${written === undefined ? "pagemap unreadable" : `${written.length} written ranges after mapping a shared memfd, ${own.length} expected`}`);
+    libcError = "";
+    return tracker;
+  }
+
   #failed(why: string): undefined {
     this.close();
     return fail(why);
+  }
+
+  /** Whether [lo, hi) holds a page of this instance's own (not the shared memfd's). */
+  ownsPageIn(lo: number, hi: number): boolean {
+    for (const [a, b] of this.ownRanges) if (a < hi && lo < b) return true;
+    return false;
   }
 
   /** create(): which ZERO_RUN_BYTES blocks of the image were zeros (holes of the memfd). */
@@ -325,7 +428,7 @@ export class DirtyPageTracker {
    */
   isZeroRange(lo: number, hi: number): boolean {
     const z = this.#zeroBlocks;
-    if (z === undefined || hi <= lo) return false;
+    if (z === undefined || hi <= lo || this.ownsPageIn(lo, hi)) return false;
     for (let i = Math.floor(lo / ZERO_RUN_BYTES); i * ZERO_RUN_BYTES < hi; i++) if (z[i] !== 1) return false;
     return true;
   }
@@ -346,6 +449,13 @@ export class DirtyPageTracker {
     const image = this.#image;
     this.#image = undefined;
     if (image !== undefined) this.#c.munmap(image.pointer, this.trackedBytes);
+    const shared = this.#shared;
+    this.#shared = undefined;
+    if (shared !== undefined && --shared.users === 0 && sharedMemfds.get(shared.key) === shared) {
+      // The last instance that maps it is gone: the next one of this image makes its own again.
+      sharedMemfds.delete(shared.key);
+      this.#c.close(shared.fd);
+    }
   }
 
   /** The memory still lives at the address that was mapped (a moved buffer is not tracked). */

@@ -31,6 +31,13 @@ export interface SnapshotOptions {
   /** "compare" forces the full compare (default: dirty pages where the kernel allows, ZEROCELL_RESET=compare in the environment also forces it). */
   reset?: "auto" | "compare";
   limits?: DirtyPageLimits;
+  /**
+   * take(): instances of this process whose images are the same but for a few pages (Python
+   * instances booted from one snapshot file) share one memfd: the first makes it, the others map
+   * it and keep only their differing pages (DirtyPageTracker.create). The key names the image
+   * (the file's path); never one that another account's instance could use (a host holds one account).
+   */
+  shareKey?: string;
 }
 
 export interface RestoreStats {
@@ -95,7 +102,7 @@ export class LinearMemorySnapshot {
     // 1. The memory holds the image now (take: it is the image; load: it was just written, or
     // `mapped` from the image's file): map it from a memfd where the kernel allows.
     const mode = options.reset ?? resetModeFromEnv();
-    this.#tracker = mapped ?? (mode === "compare" ? undefined : DirtyPageTracker.create(memory, this.#size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS));
+    this.#tracker = mapped ?? (mode === "compare" ? undefined : DirtyPageTracker.create(memory, this.#size, options.limits ?? DEFAULT_DIRTY_PAGE_LIMITS, options.shareKey));
     if (mode !== "compare" && this.#tracker === undefined && !fallbackReported) {
       fallbackReported = true;
       process.stderr.write(`snapshot: dirty-page reset unavailable (${lastTrackerError() || "image smaller than a page"}); resets compare the whole image\n`);
@@ -110,7 +117,8 @@ export class LinearMemorySnapshot {
     let keep = 0;
     for (let lo = 0; lo < image.length; lo += BLOCK) {
       const hi = Math.min(image.length, lo + BLOCK);
-      if (shared !== undefined && hi <= shared.byteLength) {
+      // A block with pages of this instance's own (a shared memfd's differing pages) is copied.
+      if (shared !== undefined && hi <= shared.byteLength && !this.#tracker!.ownsPageIn(lo, hi)) {
         // A block of zeros is a hole of the memfd: compared with the shared zero block instead.
         blocks.push(this.#tracker!.isZeroRange(lo, hi) ? null : new Uint8Array(shared, lo, hi - lo));
         fromMapping.push(true);
@@ -239,8 +247,11 @@ export class LinearMemorySnapshot {
       method = "dirty-pages";
       const tracker = this.#tracker;
       for (const [lo, hi] of ranges) written += (hi - lo) / PAGE;
-      if (tracker.shouldDrop(written) && tracker.drop(ranges)) dropped = written;
-      else for (const [lo, hi] of ranges) copied += this.#restoreRange(lo, hi);
+      if (tracker.shouldDrop(written) && tracker.drop(ranges)) {
+        dropped = written;
+        // Dropped pages read the memfd again: this instance's own pages of a shared one go back.
+        for (const [lo, hi] of tracker.ownRanges) copied += this.#restoreRange(lo, hi);
+      } else for (const [lo, hi] of ranges) copied += this.#restoreRange(lo, hi);
       // The partial page above the tracked pages (the image's length is not page-aligned).
       copied += this.#restoreRange(tracker.trackedBytes, this.#size);
     } else {

@@ -204,6 +204,66 @@ describe("dirty-page reset", () => {
     }
   });
 
+  it("shares one memfd between images of one share key: each keeps only its differing pages, and resets to its own image", () => {
+    const top = 32 * WASM_PAGE;
+    const memfdMappings = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:zerocell-snapshot"));
+    const inodes = () => new Set(memfdMappings().map((l) => l.trim().split(/\s+/)[4]));
+    const before = inodes();
+    // The first image makes the memfd; blocks 4–9 are zeros (holes of it).
+    const a = makeModule(32);
+    new Uint8Array(a.memory.buffer).fill(0, 4 * WASM_PAGE, 10 * WASM_PAGE);
+    const snapA = LinearMemorySnapshot.take(a.memory, top, [a.sp], { reset: "auto", shareKey: "image-1" });
+    expect(snapA.method, lastTrackerError()).toBe("dirty-pages");
+    // The second: the same bytes but for 3 pages (one of them inside a zero block of the first).
+    const b = makeModule(32);
+    const ub = new Uint8Array(b.memory.buffer);
+    ub.fill(0, 4 * WASM_PAGE, 10 * WASM_PAGE);
+    ub[2 * 4096 + 9] = 0x77;
+    ub[3 * 4096 + 9] = 0x78;
+    ub[5 * WASM_PAGE + 4096 + 1] = 0x79;
+    const imageB = Buffer.from(ub.subarray(0, top));
+    const snapB = LinearMemorySnapshot.take(b.memory, top, [b.sp], { reset: "auto", shareKey: "image-1" });
+    expect(snapB.method, lastTrackerError()).toBe("dirty-pages");
+    // One memfd for both (a new inode only for the first), and B's memory reads its own bytes.
+    const added = [...inodes()].filter((i) => !before.has(i));
+    expect(added.length).toBe(1);
+    expect(Buffer.from(ub.subarray(0, top)).equals(imageB)).toBe(true);
+    expect(snapB.differingPages()).toBe(0);
+    expect(snapB.export().memory.equals(imageB)).toBe(true);
+    // B's own pages are the only ones it wrote; a reset keeps them as they are.
+    let stats = snapB.restore(top);
+    expect(stats.writtenPages).toBe(3);
+    expect(stats.copiedBytes).toBe(0);
+    // Writes in each memory stay in it, and each resets to its own image, copied or dropped.
+    b.store(2 * 4096 + 9, 1);
+    b.store(20 * 4096, 0xfe);
+    a.store(20 * 4096, 0xfd);
+    expect(new Uint8Array(a.memory.buffer)[2 * 4096 + 9]).not.toBe(1);
+    stats = snapB.restore(top);
+    expect(stats.copiedBytes).toBe(2 * 4096);
+    expect(Buffer.from(ub.subarray(0, top)).equals(imageB)).toBe(true);
+    snapA.restore(top);
+    expect(snapA.differingPages()).toBe(0);
+    const dropping = makeModule(32);
+    const ud = new Uint8Array(dropping.memory.buffer);
+    ud.fill(0, 4 * WASM_PAGE, 10 * WASM_PAGE);
+    ud[3 * 4096 + 9] = 0x55;
+    const imageD = Buffer.from(ud.subarray(0, top));
+    const snapD = LinearMemorySnapshot.take(dropping.memory, top, [dropping.sp], { reset: "auto", shareKey: "image-1", limits: { trimAbovePages: 8 } });
+    for (let p = 1; p < 60; p += 2) ud[p * 4096 + 1] = 0xff - ud[p * 4096 + 1]!;
+    stats = snapD.restore(top);
+    expect(stats.droppedPages).toBe(stats.writtenPages);
+    // Dropped pages read the shared memfd again: the own page was put back from the image.
+    expect(Buffer.from(ud.subarray(0, top)).equals(imageD)).toBe(true);
+    // An image too different for sharing gets a memfd of its own.
+    const c = makeModule(32);
+    new Uint8Array(c.memory.buffer).fill(9, 0, 2 * 1024 * 1024);
+    const snapC = LinearMemorySnapshot.take(c.memory, top, [c.sp], { reset: "auto", shareKey: "image-1" });
+    expect(snapC.method).toBe("dirty-pages");
+    expect([...inodes()].filter((i) => !before.has(i)).length).toBe(2);
+    expect(snapC.differingPages()).toBe(0);
+  });
+
   it("loading an image zeroes what lies above it up to the allocator's top", () => {
     const a = makeModule(16);
     const snapA = LinearMemorySnapshot.take(a.memory, 8 * WASM_PAGE, [a.sp], { reset: "compare" });

@@ -365,19 +365,23 @@ export class PythonInstance implements EngineInstance {
     return true;
   }
 
-  /** A new realm booted from a Pyodide memory image: seal, lock, watch, take the snapshot. */
-  async #bootFromImage(memory: Buffer, extra: SnapshotExtra): Promise<void> {
+  /**
+   * A new realm booted from a Pyodide memory image: seal, lock, watch, take the snapshot.
+   * `shareKey`: the image's file, when it came from one (the instances of this process booted from
+   * the same file then share their snapshot's memfd but for the few pages where they differ).
+   */
+  async #bootFromImage(memory: Buffer, extra: SnapshotExtra, shareKey?: string): Promise<void> {
     await this.#realm.boot(this.#bootOptions(extra.memoryBytes), pyodideSnapshotBlob(extra, memory));
     this.#realm.bindDriver();
     this.#afterBoot();
     this.#realm.armWatch();
     this.#realm.call("presnap");
-    this.#take();
+    this.#take(shareKey);
   }
 
-  #take(): void {
+  #take(shareKey?: string): void {
     const realm = this.#realm;
-    this.#snapshot = LinearMemorySnapshot.take(realm.memory, realm.sbrkTop(), [realm.stackPointer]);
+    this.#snapshot = LinearMemorySnapshot.take(realm.memory, realm.sbrkTop(), [realm.stackPointer], shareKey === undefined ? {} : { shareKey });
     this.#snapshotMemoryBytes = realm.memoryBytes();
     realm.recordState();
     try {
@@ -446,7 +450,7 @@ export class PythonInstance implements EngineInstance {
     if (!isSnapshotExtra(snapshot.extra, memory.length, cap)) throw new Error("python: snapshot metadata is malformed");
     const extra = snapshot.extra;
     const t0 = performance.now();
-    await this.#track(this.#bootFromImage(memory, extra));
+    await this.#track(this.#bootFromImage(memory, extra, snapshot.file === undefined ? undefined : `${snapshot.file.path}:${snapshot.file.bytes}`));
     this.stats.bootMs = performance.now() - t0;
     this.stats.restoredFromSnapshot = true;
   }
