@@ -166,10 +166,6 @@ export function lastTrackerError(): string {
 // ---- the tracker ----------------------------------------------------------------------------
 
 /**
- * Written pages of one memory's [0, trackedBytes), page-aligned byte ranges relative to the
- * memory's start.
- */
-/**
  * memfds that instances of this process share (`create(…, shareKey)`): an instance whose image is
  * the same as one already made, but for a few pages, maps that memfd and keeps only those pages
  * of its own. Kept while a tracker maps it; the fd stays open for the next instance.
@@ -189,6 +185,10 @@ const sharedMemfds = new Map<string, SharedMemfd>();
  */
 const SHARE_MAX_OWN_PAGES = 256;
 
+/**
+ * Written pages of one memory's [0, trackedBytes), page-aligned byte ranges relative to the
+ * memory's start.
+ */
 export class DirtyPageTracker {
   readonly #c: Libc;
   readonly #memory: WebAssembly.Memory;
@@ -391,7 +391,8 @@ export class DirtyPageTracker {
     const mapped = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
     if (mapped !== base) {
       c.munmap(pointer, trackedBytes);
-      // MAP_FIXED failing leaves the range as it was (the kernel checks before it unmaps).
+      // MAP_FIXED fails before it replaces the range for every error but running out of memory
+      // (as create()'s own mapping).
       return fail(`mmap shared memfd over the memory: errno ${c.koffi.errno()}`);
     }
     at = 0;
