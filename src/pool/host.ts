@@ -65,6 +65,8 @@ export interface HostInit {
   wantSnapshot: boolean;
   /** Fresh mode: full init, no snapshot. */
   cold: boolean;
+  /** The process may get another slot after this one: the host makes a blank instance ahead (InitMessage). */
+  blankAhead?: boolean;
   onSnapshot: (img: SnapshotImage) => void;
   /** Aborted when nobody needs the host any more (its pool retired): a start in progress is killed. */
   signal?: AbortSignal;
@@ -650,6 +652,7 @@ export class HostSlot {
           ...(snap === undefined ? {} : { snapshot: { engineBuild: snap.engineBuild, globals: snap.globals, extra: snap.extra, ...(file === undefined ? {} : { file }) } }),
           wantSnapshot: init.wantSnapshot,
           cold: init.cold,
+          ...(init.blankAhead === true ? { blankAhead: true } : {}),
           sentAt: performance.timeOrigin + (this.#initSentAt = performance.now()),
         },
         snap === undefined || file !== undefined || memory === undefined ? image : Buffer.concat([image, memory]),
@@ -722,7 +725,8 @@ export class HostSlot {
         this.#onSnapshot = undefined;
         this.readyMs = performance.now() - this.startedAt;
         this.restored = h.restored === true;
-        this.spareEngine = h.spareEngine === true && this.fromSpare;
+        // A spare's blank, or (a later slot) one its process made ahead (InitMessage.blankAhead).
+        this.spareEngine = h.spareEngine === true && (this.fromSpare || this.slot > 0);
         if (h.phases !== undefined) Object.assign(this.startPhases, h.phases);
         if (this.#initSentAt !== undefined) {
           // The gateway's side of the start: waiting for the process (slot created → init sent),

@@ -159,7 +159,7 @@ export interface PoolHost {
   readonly readyMs: number;
   /** Started from a stored snapshot (no init, no warm-up). */
   readonly restored: boolean;
-  /** Restored on the engine instance a spare host made ahead (SandboxHost.spareEngine). */
+  /** Restored on a blank engine instance made ahead: a spare host's, or one its process made for a later slot. */
   readonly spareEngine?: boolean;
   /** Where its start's time went, ms (server-timing of its first request; SandboxHost.startPhases). */
   readonly startPhases?: Record<string, number>;

@@ -56,7 +56,7 @@ export class HostSlots {
       // Its process may have exited meanwhile (a crash): then a new one.
       if (reservation.host.accepting && reservation.host.accountId === init.accountId) {
         this.#consume.get(reservation)?.();
-        return reservation.host.openSlot(init, opts);
+        return reservation.host.openSlot(this.#withBlankAhead(init, reservation.host), opts);
       }
       reservation.release();
     }
@@ -66,15 +66,21 @@ export class HostSlots {
     const late = this.reserve(init.accountId, init.deploymentId, init.manifest.runtime);
     if (late !== undefined && late.host.accepting) {
       this.#consume.get(late)?.();
-      return late.host.openSlot(init, opts);
+      return late.host.openSlot(this.#withBlankAhead(init, late.host), opts);
     }
     late?.release();
     const host = SandboxHost.spawn(init, opts);
     if (this.#maxSlots > 1 && init.accountId !== undefined) {
       this.#hosts.add(host);
       host.onExit(() => this.#hosts.delete(host));
+      return host.openSlot(this.#withBlankAhead(init, host), opts);
     }
     return host.openSlot(init, opts);
+  }
+
+  /** Whether the process may take another slot after this one (its host then makes a blank instance ahead). */
+  #withBlankAhead(init: HostInit, host: SandboxHost): HostInit {
+    return host.slotCount + 1 < this.#maxSlots ? { ...init, blankAhead: true } : init;
   }
 
   /** Processes that carry slots now, with their account (diagnostics, tests). */

@@ -52,6 +52,11 @@ export interface InitMessage {
   wantSnapshot: boolean;
   /** Run init and warm-up, ignore any snapshot (fresh mode). */
   cold: boolean;
+  /**
+   * The process may be handed another slot: once idle, make a blank instance ahead for it (the
+   * engine's preinstantiate, as a spare does), so that slot's restore only maps its snapshot.
+   */
+  blankAhead?: boolean;
 }
 
 export interface RequestMessage {

@@ -20,7 +20,7 @@ import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";
 import { isZerocellError } from "../../errors.js";
 import { SPARE_PRELOADED_LINE } from "../../protocol/index.js";
-import { mallocTrims, trimMalloc, trimWhenIdle } from "./malloc.js";
+import { mallocTrims, trimMalloc } from "./malloc.js";
 
 // Emscripten's NODEFS reads fs constants through process.binding, which the permission model
 // refuses; hand it the same constants from the public API and nothing else.
@@ -126,6 +126,41 @@ if (isSpare) {
       }, ms).unref();
     }
   });
+}
+
+/** The engine to make a blank instance ahead with, for this process's next slot (InitMessage.blankAhead), once idle. */
+let blankAheadFor: Engine | undefined;
+/** Quiet time after a request or a start before the idle work, ms. */
+const IDLE_WORK_MS = 2_000;
+let idleTimer: NodeJS.Timeout | undefined;
+/**
+ * Called after every start and request: the idle work runs once the host has been quiet for
+ * IDLE_WORK_MS (one timer, pushed back by each request, so a busy host never does it between
+ * requests).
+ */
+function whenIdle(): void {
+  if (idleTimer === undefined) {
+    idleTimer = setTimeout(() => void idleWork(), IDLE_WORK_MS);
+    idleTimer.unref();
+  } else {
+    idleTimer.refresh();
+  }
+}
+/**
+ * A blank instance ahead where one is wanted (a PHP slot restored on it only maps its snapshot:
+ * no php-wasm start), then glibc's freed heap back to the kernel (malloc.ts).
+ */
+async function idleWork(): Promise<void> {
+  const engine = blankAheadFor;
+  blankAheadFor = undefined;
+  if (engine?.preinstantiate !== undefined) {
+    try {
+      await engine.preinstantiate();
+    } catch (e) {
+      process.stderr.write(`blank instance ahead: ${describeError(e)}\n`);
+    }
+  }
+  trimMalloc();
 }
 
 /** One open slot: an engine instance of one deployment. */
@@ -307,6 +342,8 @@ async function onFrame(frame: Frame): Promise<void> {
         else p.slots++;
         send({ t: "ready", ...tag, ms: performance.now() - t0, restored, phases, ...(restored ? { spareEngine } : { warmupCpuUs: cpu.user + cpu.system }) });
         if (slots.size === 1) collectSoon();
+        if (init.blankAhead === true && engine.preinstantiate !== undefined) blankAheadFor = engine;
+        whenIdle();
       } catch (e) {
         // A failed warm-up leaves an instance nobody may use: the host exits after saying why.
         // The slot is not opened; the gateway closes the host if no other slot is open.
@@ -396,8 +433,7 @@ async function onFrame(frame: Frame): Promise<void> {
       const after = afterRequest;
       afterRequest = undefined;
       after?.();
-      // The heap the request's compile and GC threads freed goes back to the kernel once quiet.
-      trimWhenIdle();
+      whenIdle();
       return;
     }
     case "mem": {

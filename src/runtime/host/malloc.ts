@@ -1,7 +1,7 @@
 /**
  * glibc's heap in a sandbox host: one arena (the pool starts hosts with MALLOC_ARENA_MAX=1,
  * `HOST_MALLOC_ENV` in src/pool/spawn.ts) and its free pages handed back to the kernel
- * (malloc_trim) once the host has booted and whenever it goes idle after serving.
+ * (malloc_trim) once the host has booted and whenever it goes idle after serving (main.ts).
  *
  * Why (docs/memory.md, "malloc arenas"): V8 decodes and compiles php.wasm / Pyodide and collects
  * on background threads, and glibc gives every such thread an arena of its own (64 MiB-aligned)
@@ -10,9 +10,6 @@
  * Must never: run a trim during a request (it walks the heap: 5–20 ms on the host's one thread).
  */
 import { createRequire } from "node:module";
-
-/** Quiet time after a request before the heap is trimmed, ms. */
-export const IDLE_TRIM_MS = 2_000;
 
 type TrimFn = (pad: number) => number;
 let trimFn: TrimFn | null | undefined;
@@ -42,19 +39,4 @@ export function trimMalloc(): void {
 /** How many trims ran (diagnostics: the host's memory report). */
 export function mallocTrims(): number {
   return trims;
-}
-
-let idleTimer: NodeJS.Timeout | undefined;
-
-/**
- * Called after every request: trims once the host has been quiet for IDLE_TRIM_MS (one timer,
- * pushed back by each request, so a busy host never trims between requests).
- */
-export function trimWhenIdle(): void {
-  if (idleTimer === undefined) {
-    idleTimer = setTimeout(trimMalloc, IDLE_TRIM_MS);
-    idleTimer.unref();
-  } else {
-    idleTimer.refresh();
-  }
 }
