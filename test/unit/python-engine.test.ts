@@ -922,6 +922,10 @@ describe("python engine", () => {
       expect(inRealm(`(() => { try { return __zcInternals.Module.constructor.constructor("return process")(); } catch (e) { return e.name; } })()`)).toBe("EvalError");
     });
 
+    it("keeps no copy of Pyodide's wasm binary once booted (its loader, which holds the bytes, is dropped)", () => {
+      expect(inRealm("typeof __zcInternals.Module.instantiateWasm")).toBe("undefined");
+    });
+
     it("import() and WebAssembly streaming (whose errors would be host objects) are gone", async () => {
       inRealm(`globalThis.__r = undefined; __zcImport("node:fs").then(null, (e) => { globalThis.__r = [e instanceof Error, e.message]; });`);
       await new Promise((ok) => setTimeout(ok, 20));

@@ -172,6 +172,8 @@ interface PyModule {
   __hiwire_get(i: number): unknown;
   __hiwire_set(i: number, v: unknown): void;
   __hiwire_immortal_get(i: number): unknown;
+  /** Pyodide's wasm loader (Emscripten's Module.instantiateWasm): used once, at boot. */
+  instantiateWasm?: unknown;
 }
 interface PyApi {
   config: { BUILD_ID: string; _loadSnapshot?: Uint8Array };
@@ -608,6 +610,9 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
     // The snapshot blob is loaded into memory now; do not keep a second copy alive.
     cfg._loadSnapshot = undefined;
     if (API.config) API.config._loadSnapshot = undefined;
+    // Pyodide's instantiateWasm closes over a promise of the wasm binary's bytes (9.6 MB, one
+    // copy per realm) for the realm's life; the instance exists now, so the bytes may go.
+    M.instantiateWasm = undefined;
     FS = M.FS;
     hiwireGet = M.__hiwire_get;
     hiwireSet = M.__hiwire_set;
