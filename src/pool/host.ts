@@ -317,9 +317,14 @@ export class SandboxHost {
     return this.#current === slot || this.#jobs.some((j) => j.slot === slot);
   }
 
-  /** Whether this process holds more than one slot (opening ones included). */
+  /**
+   * Whether this process serves more than one slot: open or opening ones, and ones promised to
+   * starts waiting for the memory budget (reserve). Such a process is not killed for one slot's
+   * sake (an evicted idle slot is closed): a start the budget admits by evicting an idle slot of
+   * the very process it reserved in would otherwise find that process killed.
+   */
   get shared(): boolean {
-    return this.#slots.size > 1;
+    return this.#slots.size > 1 || (this.#slots.size > 0 && this.#reserved > 0);
   }
 
   send(header: GatewayMessage, body?: Uint8Array): void {

@@ -3,9 +3,10 @@
  * fresh data dir, and talks to it over real HTTPS with the server's own CA.
  */
 import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, existsSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, existsSync, writeFileSync, mkdirSync, rmSync, appendFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, dirname, resolve } from "node:path";
+import { join, dirname, resolve, basename } from "node:path";
 import { fileURLToPath } from "node:url";
 import https from "node:https";
 import http from "node:http";
@@ -42,8 +43,16 @@ export async function startServer(extraArgs: string[] = [], opts: { dataDir?: st
     env: { ...process.env },
   });
   let out = "";
-  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  // ZC_TEST_SERVER_LOG=DIR also writes each server's output to DIR/<data dir's name>.log (for a
+  // failure whose test does not print it).
+  const logDir = process.env.ZC_TEST_SERVER_LOG;
+  const logFile = logDir === undefined ? undefined : join(logDir, `${basename(dataDir)}.log`);
+  const keep = (d: Buffer) => {
+    out += d.toString();
+    if (logFile !== undefined) appendFileSync(logFile, d);
+  };
+  proc.stdout!.on("data", keep);
+  proc.stderr!.on("data", keep);
   const serverJson = join(dataDir, "run", "server.json");
   const deadline = Date.now() + 30_000;
   while (!existsSync(serverJson) || !out.includes("zerocell listening")) {
@@ -223,19 +232,52 @@ export function queryDb<T>(server: TestServer, sql: string, ...args: unknown[]):
   }
 }
 
-/** PSS of every process under the server (hosts, spares, their wrappers), bytes. */
-export function hostsPss(server: TestServer): number {
-  let sum = 0;
-  // childPids lists every descendant.
-  for (const c of childPids(server.proc.pid!)) {
-    try {
-      const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${c}/smaps_rollup`, "utf8"));
-      if (m !== null) sum += Number(m[1]) * 1024;
-    } catch {
-      // gone
+/** PSS of the server's descendants (hosts, spares, wrappers), bytes; ps and /proc read asynchronously. */
+export async function hostsPssAsync(server: TestServer): Promise<number> {
+  const text = await new Promise<string>((ok) => execFile("ps", ["-e", "-o", "pid=,ppid="], { encoding: "utf8" }, (err, out) => ok(err ? "" : out)));
+  const rows = text.trim().split("\n").map((l) => l.trim().split(/\s+/).map(Number) as [number, number]);
+  const pids: number[] = [];
+  const walk = (p: number) => {
+    for (const [c, pp] of rows) if (pp === p) {
+      pids.push(c);
+      walk(c);
     }
-  }
-  return sum;
+  };
+  walk(server.proc.pid!);
+  const pss = await Promise.all(
+    pids.map(async (c) => {
+      try {
+        const m = /^Pss:\s+(\d+) kB/m.exec(await readFile(`/proc/${c}/smaps_rollup`, "utf8"));
+        return m === null ? 0 : Number(m[1]) * 1024;
+      } catch {
+        return 0; // gone
+      }
+    }),
+  );
+  return pss.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * The peak of the platform's hosts' PSS, sampled every `intervalMs` (one sample at a time,
+ * asynchronously: a synchronous ps every 100 ms starved the test worker's event loop on a loaded
+ * machine, and vitest's 60 s worker RPC timed out). `stop()` resolves to the peak.
+ */
+export function watchPeakPss(server: TestServer, intervalMs = 250): { stop(): Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      peak = Math.max(peak, await hostsPssAsync(server));
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return peak;
+    },
+  };
 }
 
 export function cleanup(dir: string): void {

@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { readFileSync } from "node:fs";
-import { hostsPss, startServer, phpBundle, fetchApp, admin, childPids, type TestServer } from "../helpers/server.js";
+import { watchPeakPss, startServer, phpBundle, fetchApp, admin, childPids, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/pack.js";
 
 const MiB = 1048576;
@@ -41,10 +41,9 @@ describe("memory budget (real hosts)", () => {
     // A first app, answered once, then idle: the least recently used when the burst comes.
     expect((await deploy(server, "first", "first.localhost")).status).toBe(201);
     expect((await fetchApp(server, "first.localhost", "/")).text).toBe("hello from first");
-    let peak = 0;
-    const watch = setInterval(() => (peak = Math.max(peak, hostsPss(server))), 100);
+    const watch = watchPeakPss(server);
     const burst = await Promise.all(Array.from({ length: 5 }, (_, i) => deploy(server, `burst${i}`, `burst${i}.localhost`)));
-    clearInterval(watch);
+    const peak = await watch.stop();
     expect(burst.map((r) => r.status)).toEqual([201, 201, 201, 201, 201]);
     // Measured from outside: the hosts and spares together stayed within the budget (20% for
     // what a host grows past its estimate between two samples, and a spare starting).

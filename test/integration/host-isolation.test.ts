@@ -40,7 +40,7 @@ describe.skipIf(!isRoot)("sandbox host processes run inside every OS layer", () 
   afterAll(async () => {
     const pids = server.hostPids();
     expect(await server.stop()).toBe(0);
-    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+    for (const pid of pids) await vi.waitFor(() => expect(isAlive(pid)).toBe(false), { timeout: 10_000, interval: 100 });
     // The gateway's cgroup directory goes with it.
     expect(existsSync(`/sys/fs/cgroup/memory/zerocell/g${server.proc.pid}`)).toBe(false);
   });

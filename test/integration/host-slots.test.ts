@@ -5,7 +5,7 @@
  * the crash errors and the pool replaces them; the memory budget holds.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { hostsPss, startServer, phpBundle, fetchApp, admin, writeBundle, type TestServer } from "../helpers/server.js";
+import { watchPeakPss, startServer, phpBundle, fetchApp, admin, writeBundle, type TestServer } from "../helpers/server.js";
 import { packDirectory } from "../../src/bundle/pack.js";
 
 const MiB = 1048576;
@@ -60,8 +60,7 @@ describe("host slots (real hosts, --instances-per-host 4)", () => {
       accountOf.set(app, "other");
     }
     const host = (app: string) => (accountOf.get(app) === "other" ? `${app}.slots-other.localhost` : `${app}.localhost`);
-    let peak = 0;
-    const watch = setInterval(() => (peak = Math.max(peak, hostsPss(server))), 100);
+    const watch = watchPeakPss(server);
     // Whether slots were used at some point: more instances than processes (the end state alone
     // depends on what the budget and the idle cache closed meanwhile).
     let shared = 0;
@@ -86,7 +85,7 @@ describe("host slots (real hosts, --instances-per-host 4)", () => {
         expect(r.text).toBe(`${app} seen=none x=1`);
       }
     }
-    clearInterval(watch);
+    const peak = await watch.stop();
     polling = false;
     await poller;
     const p = await pool();

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { startServer, writeBundle, fetchApp, isAlive, admin, type TestServer } from "../helpers/server.js";
 
 /** A bundle with one route per mode, all served by the same PHP code. */
@@ -44,7 +44,7 @@ describe("modes: snapshot resets every request, daemon keeps state, fresh starts
   afterAll(async () => {
     const pids = server.hostPids();
     expect(await server.stop()).toBe(0);
-    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+    for (const pid of pids) await vi.waitFor(() => expect(isAlive(pid)).toBe(false), { timeout: 10_000, interval: 100 });
   });
 
   async function twice(host: string): Promise<[any, any]> {

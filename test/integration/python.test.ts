@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { join } from "node:path";
 import { startServer, fetchApp, writeBundle, isAlive, ROOT, type TestServer } from "../helpers/server.js";
 
@@ -85,7 +85,7 @@ describe("Python WSGI apps through the platform", () => {
   afterAll(async () => {
     const pids = server.hostPids();
     expect(await server.stop()).toBe(0);
-    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+    for (const pid of pids) await vi.waitFor(() => expect(isAlive(pid)).toBe(false), { timeout: 10_000, interval: 100 });
   });
 
   it("deploys examples/wsgi-hello and serves it over HTTPS with a truthful environ", async () => {

@@ -170,6 +170,6 @@ echo json_encode([
     expect(res.text).toBe("done");
     const { execFileSync } = await import("node:child_process");
     for (const pid of hosts) if (isAlive(pid)) console.log("ALIVE", pid, execFileSync("ps", ["-o", "pid,ppid,stat,cmd", "-p", String(pid)], { encoding: "utf8" }));
-    for (const pid of hosts) expect(isAlive(pid)).toBe(false);
+    for (const pid of hosts) await vi.waitFor(() => expect(isAlive(pid)).toBe(false), { timeout: 10_000, interval: 100 });
   });
 });
