@@ -10,9 +10,12 @@ import { treeMemoryBytes, treeMemoryBytesAsync } from "../../src/pool/spawn.js";
 const MB = 1048576;
 const started: ChildProcess[] = [];
 
-/** A node process under `sh` (a tree of two) that touches `mb` MB and says so. */
+/**
+ * A node process under `sh` (a tree of two) that touches `mb` MB and says so; in a process group
+ * of its own, which killTree ends (killing sh alone would leave the node process running).
+ */
 async function holder(mb: number): Promise<ChildProcess> {
-  const child = spawn("/bin/sh", ["-c", `exec_node() { "$@"; }; exec_node "${process.execPath}" -e 'const b = Buffer.alloc(${mb} * 1048576, 1); console.log("ready", b.length); setInterval(() => b[0]++, 1000)'`], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn("/bin/sh", ["-c", `exec_node() { "$@"; }; exec_node "${process.execPath}" -e 'const b = Buffer.alloc(${mb} * 1048576, 1); console.log("ready", b.length); setInterval(() => b[0]++, 1000)'`], { stdio: ["ignore", "pipe", "inherit"], detached: true });
   started.push(child);
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
@@ -21,8 +24,16 @@ async function holder(mb: number): Promise<ChildProcess> {
   return child;
 }
 
+function killTree(c: ChildProcess): void {
+  try {
+    process.kill(-c.pid!, "SIGKILL");
+  } catch {
+    // gone
+  }
+}
+
 afterEach(() => {
-  for (const c of started.splice(0)) c.kill("SIGKILL");
+  for (const c of started.splice(0)) killTree(c);
 });
 
 describe("pool memory sampling", () => {
@@ -39,8 +50,9 @@ describe("pool memory sampling", () => {
   it("reads 0 for a process that is gone", async () => {
     const child = await holder(1);
     const pid = child.pid!;
-    child.kill("SIGKILL");
-    await new Promise((r) => child.once("exit", r));
+    const exited = new Promise((r) => child.once("exit", r));
+    killTree(child);
+    await exited;
     expect(await treeMemoryBytesAsync(pid)).toBe(0);
     expect(treeMemoryBytes(pid)).toBe(0);
   });
