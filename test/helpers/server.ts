@@ -110,7 +110,12 @@ export function childPids(pid: number): number[] {
   } catch {
     return [];
   }
-  const rows = text.trim().split("\n").map((l) => l.trim().split(/\s+/).map(Number) as [number, number]);
+  return descendantsIn(text, pid);
+}
+
+/** Every descendant of `pid` in `ps -e -o pid=,ppid=` output. */
+function descendantsIn(psText: string, pid: number): number[] {
+  const rows = psText.trim().split("\n").map((l) => l.trim().split(/\s+/).map(Number) as [number, number]);
   const out: number[] = [];
   const walk = (p: number) => {
     for (const [c, pp] of rows) if (pp === p) {
@@ -235,15 +240,7 @@ export function queryDb<T>(server: TestServer, sql: string, ...args: unknown[]):
 /** PSS of the server's descendants (hosts, spares, wrappers), bytes; ps and /proc read asynchronously. */
 export async function hostsPssAsync(server: TestServer): Promise<number> {
   const text = await new Promise<string>((ok) => execFile("ps", ["-e", "-o", "pid=,ppid="], { encoding: "utf8" }, (err, out) => ok(err ? "" : out)));
-  const rows = text.trim().split("\n").map((l) => l.trim().split(/\s+/).map(Number) as [number, number]);
-  const pids: number[] = [];
-  const walk = (p: number) => {
-    for (const [c, pp] of rows) if (pp === p) {
-      pids.push(c);
-      walk(c);
-    }
-  };
-  walk(server.proc.pid!);
+  const pids = descendantsIn(text, server.proc.pid!);
   const pss = await Promise.all(
     pids.map(async (c) => {
       try {
