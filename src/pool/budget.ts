@@ -144,11 +144,13 @@ export class MemoryBudget {
   }
 
   #tryAdmit(runtime: BudgetRuntime, kind: "host" | "slot", noEviction = false): Charge | undefined {
-    // A start reserves at least the runtime's default: while it boots, warms up and captures its
-    // snapshot it peaks above what hosts settle to (what the learned estimate measured). A slot
-    // in a running process reserves the marginal cost of an instance.
+    // A start reserves what its runtime's hosts were measured at, biased up to their peaks
+    // (`measured`: a start's warm-up and snapshot capture peak above what hosts settle to), or
+    // the runtime's default before any was measured. (It reserved at least the default, which
+    // stayed 2–3× a host once hosts shrank: every start evicted two or three idle instances.)
+    // A slot in a running process reserves the marginal cost of an instance.
     const slotBytes = kind === "slot" ? this.#opts.slotEstimateBytes?.(runtime) : undefined;
-    const bytes = slotBytes ?? Math.max(this.estimate(runtime), this.#opts.defaultEstimateBytes(runtime));
+    const bytes = slotBytes ?? this.estimate(runtime);
     // Nothing else charged: one host is always admitted, however small the budget (a budget
     // below one host would otherwise serve nothing at all).
     while (!this.#fits(bytes) && this.#charges.size > 0) {

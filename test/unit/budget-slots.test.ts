@@ -38,6 +38,20 @@ describe("memory budget: slots", () => {
     b.close();
   });
 
+  it("reserves a start at what its runtime's hosts were measured at (their peaks), the default only before", async () => {
+    const b = make();
+    const first = await b.admit("php");
+    expect(first.bytes).toBe(256 * MB);
+    // Hosts measured at 90 MB, one start peaking at 120 MB: the next start reserves the peak.
+    b.measured(first, 90 * MB);
+    const second = await b.admit("php");
+    b.measured(second, 120 * MB);
+    expect((await b.admit("php")).bytes).toBe(120 * MB);
+    // Another runtime has learned nothing yet: its default.
+    expect((await b.admit("python")).bytes).toBe(256 * MB);
+    b.close();
+  });
+
   it("evicts idle instances, least recently used first, when measured charges pass the budget, and keeps the last one", async () => {
     const b = make();
     const charges = [await b.admit("php"), await b.admit("php"), await b.admit("php")];
