@@ -361,10 +361,9 @@ export class DirtyPageTracker {
    */
   static #mapShared(c: Libc, memory: WebAssembly.Memory, base: number, memfd: SharedMemfd, limits: DirtyPageLimits): DirtyPageTracker | undefined {
     const { trackedBytes, fd } = memfd;
-    const pointer = c.mmapPointer(0, trackedBytes, PROT_READ, MAP_SHARED, fd, 0);
-    const address = c.koffi.address(pointer) as bigint;
-    if (address === 0n || address === 2n ** 64n - 1n) return undefined;
-    const view = Buffer.from(c.koffi.view(pointer, trackedBytes) as ArrayBuffer);
+    const image = mapReadOnlyView(c, trackedBytes, fd);
+    if (image === undefined) return undefined;
+    const view = Buffer.from(image.buffer);
     const live = Buffer.from(memory.buffer, 0, trackedBytes);
     // 1. Which pages differ. A zero block of the memfd is a hole: compared with zeros, not read
     // through the view (that would give the hole a page).
@@ -381,25 +380,25 @@ export class DirtyPageTracker {
       else own.push([lo, lo + PAGE_BYTES]);
     }
     if (pages > limit) {
-      c.munmap(pointer, trackedBytes);
+      c.munmap(image.pointer, trackedBytes);
       return undefined;
     }
     // 2. Those pages aside, the memfd over the memory, the pages back.
     const aside = Buffer.allocUnsafe(pages * PAGE_BYTES);
     let at = 0;
     for (const [lo, hi] of own) at += live.copy(aside, at, lo, hi);
-    const mapped = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
-    if (mapped !== base) {
-      c.munmap(pointer, trackedBytes);
+    const failed = mapPrivateOver(c, base, trackedBytes, fd);
+    if (failed !== undefined) {
+      c.munmap(image.pointer, trackedBytes);
       // MAP_FIXED fails before it replaces the range for every error but running out of memory
       // (as create()'s own mapping).
-      return fail(`mmap shared memfd over the memory: errno ${c.koffi.errno()}`);
+      return fail(`shared memfd: ${failed}`);
     }
     at = 0;
     for (const [lo, hi] of own) at += aside.copy(live, lo, at, at + (hi - lo));
     c.madvise(base, trackedBytes, MADV_NOHUGEPAGE);
     memfd.users++;
-    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, { pointer, buffer: view.buffer as ArrayBuffer }, memfd.zeroBlocks, { memfd, ownRanges: own });
+    const tracker = new DirtyPageTracker(c, memory, base, trackedBytes, limits, image, memfd.zeroBlocks, { memfd, ownRanges: own });
     // 3. Self-check: the pages written are exactly this instance's own.
     const written = tracker.writtenRanges();
     const same = written !== undefined && written.length === own.length && written.every(([lo, hi], i) => lo === own[i]![0] && hi === own[i]![1]);
@@ -509,11 +508,22 @@ export class DirtyPageTracker {
  * mapping failed; see `image`). A message when step 2 failed.
  */
 function mapImage(c: Libc, base: number, trackedBytes: number, fd: number): { image: { pointer: unknown; buffer: ArrayBuffer } | undefined } | string {
+  const failed = mapPrivateOver(c, base, trackedBytes, fd);
+  if (failed !== undefined) return failed;
+  return { image: mapReadOnlyView(c, trackedBytes, fd) };
+}
+
+/** `fd`'s first `trackedBytes` over the memory at `base`, MAP_FIXED | MAP_PRIVATE; a message if it failed. */
+function mapPrivateOver(c: Libc, base: number, trackedBytes: number, fd: number): string | undefined {
   const at = c.mmap(base, trackedBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0) as number;
-  if (at !== base) return `mmap over the memory: errno ${c.koffi.errno()}`;
+  return at === base ? undefined : `mmap over the memory: errno ${c.koffi.errno()}`;
+}
+
+/** `fd`'s first `trackedBytes` read-only and shared (no copy), or undefined when mmap failed. */
+function mapReadOnlyView(c: Libc, trackedBytes: number, fd: number): { pointer: unknown; buffer: ArrayBuffer } | undefined {
   const pointer = c.mmapPointer(0, trackedBytes, PROT_READ, MAP_SHARED, fd, 0);
   const address = c.koffi.address(pointer) as bigint;
-  return { image: address !== 0n && address !== 2n ** 64n - 1n ? { pointer, buffer: c.koffi.view(pointer, trackedBytes) } : undefined };
+  return address !== 0n && address !== 2n ** 64n - 1n ? { pointer, buffer: c.koffi.view(pointer, trackedBytes) } : undefined;
 }
 
 function fail(why: string): undefined {

@@ -52,6 +52,11 @@ const collectGarbage = ((): (() => void) | undefined => {
     v8.setFlagsFromString("--no-expose-gc");
   }
 })();
+/** One full collection, then what it freed back to the kernel (malloc.ts). */
+function collectAndTrim(): void {
+  collectGarbage?.();
+  trimMalloc();
+}
 /** Runs one full collection once the host is past its start: after its first request (or after 1 s). */
 function collectSoon(): void {
   if (collectGarbage === undefined) return;
@@ -60,8 +65,7 @@ function collectSoon(): void {
     if (done) return;
     done = true;
     clearTimeout(timer);
-    collectGarbage();
-    trimMalloc();
+    collectAndTrim();
   };
   const timer = setTimeout(run, GC_DELAY_MS);
   const previous = afterRequest;
@@ -119,11 +123,7 @@ if (isSpare) {
   void preloaded?.then(() => {
     // Not once it serves a deployment: its own collection comes after its first request.
     for (const ms of [GC_DELAY_MS, SPARE_LATE_GC_MS]) {
-      setTimeout(() => {
-        if (initStarted) return;
-        collectGarbage?.();
-        trimMalloc();
-      }, ms).unref();
+      setTimeout(() => !initStarted && collectAndTrim(), ms).unref();
     }
   });
 }
