@@ -63,12 +63,14 @@ interface Libc {
   pread: Fn;
   pwrite: Fn;
   ftruncate: Fn;
+  lseek: Fn;
   open: Fn;
   /** /proc/self/pagemap, opened once per process (never closed). */
   pagemapFd: number;
 }
 
 const O_RDONLY = 0;
+const SEEK_END = 2;
 const O_CLOEXEC = 0x80000;
 const MFD_CLOEXEC = 1;
 const MFD_ALLOW_SEALING = 2;
@@ -115,6 +117,7 @@ function loadLibc(): Libc | null {
       pread: c.func("intptr_t pread(int fd, void *buf, size_t n, int64_t offset)") as Fn,
       pwrite: c.func("intptr_t pwrite(int fd, void *buf, size_t n, int64_t offset)") as Fn,
       ftruncate: c.func("int ftruncate(int fd, int64_t length)") as Fn,
+      lseek: c.func("int64_t lseek(int fd, int64_t offset, int whence)") as Fn,
       open,
       pagemapFd,
     };
@@ -131,20 +134,26 @@ function loadLibc(): Libc | null {
  * load a snapshot through their own loader (Pyodide) rather than mapping it.
  */
 export function readSnapshotFile(path: string, bytes: number): Buffer {
+  const out = Buffer.allocUnsafe(bytes);
+  readSnapshotFileInto(path, bytes, out);
+  return out;
+}
+
+/** Reads the first `bytes` of a snapshot file into `dst` (at least that long) with pread. */
+export function readSnapshotFileInto(path: string, bytes: number, dst: Uint8Array): void {
+  if (!Number.isSafeInteger(bytes) || bytes < 0 || dst.byteLength < bytes) throw new Error("snapshot file: bad length");
   const c = loadLibc();
   if (c === null) throw new Error(`snapshot file: libc unavailable (${libcError})`);
   const fd = c.open(path, O_RDONLY | O_CLOEXEC) as number;
   if (fd < 0) throw new Error(`snapshot file: open: errno ${c.koffi.errno()}`);
   try {
-    const out = Buffer.allocUnsafe(bytes);
     for (let at = 0; at < bytes; ) {
       const len = Math.min(bytes - at, 64 << 20);
       // The kernel writes at most `len` bytes into the view of that length.
-      const n = Number(c.pread(fd, out.subarray(at, at + len), len, at));
+      const n = Number(c.pread(fd, dst.subarray(at, at + len), len, at));
       if (n <= 0) throw new Error(`snapshot file: read at ${at}: errno ${c.koffi.errno()}`);
       at += n;
     }
-    return out;
   } finally {
     c.close(fd);
   }
@@ -250,6 +259,9 @@ export class DirtyPageTracker {
     if (fd < 0) return fail(`open snapshot file: errno ${c.koffi.errno()}`);
     let image: { pointer: unknown; buffer: ArrayBuffer } | undefined;
     try {
+      // A mapping past the file's end would SIGBUS the host at the first read there.
+      const size = Number(c.lseek(fd, 0, SEEK_END));
+      if (size < bytes) return fail(`snapshot file holds ${size} bytes, the image ${bytes}`);
       // 1. The tail past the whole pages, read into the memory (the kernel writes at most its length).
       const tail = bytes - trackedBytes;
       if (tail > 0 && Number(c.pread(fd, new Uint8Array(buffer, trackedBytes, tail), tail, trackedBytes)) !== tail) return fail(`read snapshot file tail: errno ${c.koffi.errno()}`);

@@ -16,7 +16,7 @@
  * Must never: restore into a memory of another module build, or leave a page of the previous request.
  */
 
-import { DirtyPageTracker, readSnapshotFile, resetModeFromEnv, lastTrackerError, type DirtyPageLimits, DEFAULT_DIRTY_PAGE_LIMITS } from "./dirty-pages.js";
+import { DirtyPageTracker, readSnapshotFile, readSnapshotFileInto, resetModeFromEnv, lastTrackerError, type DirtyPageLimits, DEFAULT_DIRTY_PAGE_LIMITS } from "./dirty-pages.js";
 
 /** The fallback was reported in this process (once: every snapshot of a host falls back alike). */
 let fallbackReported = false;
@@ -316,5 +316,23 @@ export class LinearMemorySnapshot {
   }
 }
 
-export { readSnapshotFile, preloadLibc } from "./dirty-pages.js";
+export { readSnapshotFile, readSnapshotFileInto, preloadLibc } from "./dirty-pages.js";
+
+/**
+ * An image file's bytes (src/snapshot/files.ts) put over memory [0, file.bytes): mapped
+ * MAP_PRIVATE where the dirty-page machinery works (no byte copied; its clean pages are the
+ * file's page-cache pages), else read into it. Says which. The memory must be long enough.
+ * (A runtime whose loader restores memory itself — Pyodide — calls this where it would copy.)
+ */
+export function putSnapshotFile(memory: WebAssembly.Memory, file: { path: string; bytes: number }): "mapped" | "read" {
+  if (!Number.isSafeInteger(file.bytes) || file.bytes < 0 || memory.buffer.byteLength < file.bytes) throw new Error(`snapshot: image of ${file.bytes} bytes does not fit a memory of ${memory.buffer.byteLength} bytes`);
+  const tracker = resetModeFromEnv() === "compare" ? undefined : DirtyPageTracker.mapFile(memory, file.path, file.bytes);
+  if (tracker !== undefined) {
+    // Only the mapping over the memory is wanted: the tracker's read-only view goes.
+    tracker.close();
+    return "mapped";
+  }
+  readSnapshotFileInto(file.path, file.bytes, new Uint8Array(memory.buffer, 0, file.bytes));
+  return "read";
+}
 export { SnapshotStore, SnapshotMismatchError, decodeSnapshot, type SnapshotImage } from "./store.js";

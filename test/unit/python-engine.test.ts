@@ -6,7 +6,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir, hostname } from "node:os";
 import { join } from "node:path";
@@ -781,6 +781,35 @@ describe("python engine", () => {
         third.dispose();
       } finally {
         other.dispose();
+      }
+    });
+
+    it("a snapshot in a file is mapped over the memory where Pyodide restores it (not copied), serves identically, and a short file is refused", async () => {
+      const snap = inst.exportSnapshot();
+      const dir = mkdtempSync(join(tmpdir(), "zc-pyfile-"));
+      const path = join(dir, "image");
+      writeFileSync(path, snap.memory, { mode: 0o444 });
+      const fromFile = { memory: Buffer.alloc(0), globals: snap.globals, extra: snap.extra, file: { path, bytes: snap.memory.length } };
+      const prepare = async () => engine.instantiate(await engine.prepare({ deploymentId: "py-unit", manifest: makeManifest(), image }));
+      const other = await prepare();
+      try {
+        await other.importSnapshot(fromFile);
+        expect(other.stats.restoredFromSnapshot).toBe(true);
+        expect(other.stats.snapshotMemory).toBe("mapped");
+        await servesVendoredWithFreshRandomness(other);
+        expect(json(await other.handle(req("/escape/import-js"))).ok).toBe(false);
+        await other.reset();
+        // What the guest wrote stayed in its memory: the file is as it was.
+        expect(readFileSync(path).equals(snap.memory)).toBe(true);
+        // A file shorter than its image is refused (a mapping past the end would SIGBUS the host).
+        const short = join(dir, "short");
+        writeFileSync(short, snap.memory.subarray(0, snap.memory.length - 65536), { mode: 0o444 });
+        const third = await prepare();
+        await expect(third.importSnapshot({ ...fromFile, file: { path: short, bytes: snap.memory.length } })).rejects.toThrow(/snapshot file/);
+        third.dispose();
+      } finally {
+        other.dispose();
+        rmSync(dir, { recursive: true, force: true });
       }
     });
 

@@ -24,8 +24,8 @@ import type { Manifest } from "../../bundle/index.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type PortableSnapshot } from "../engine.js";
 import { SandboxError, isZerocellError } from "../../errors.js";
-import { LinearMemorySnapshot, readSnapshotFile, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
-import { PyRealm, pyodideFiles, type BootOptions, type LogSink } from "./realm.js";
+import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
+import { PyRealm, pyodideFiles, type BootOptions, type LogSink, type SnapshotBlobSource } from "./realm.js";
 import { driverInstallCode } from "./driver.js";
 import { DATA_DIR, TMP_DIR, pythonEngineBuild, validatePythonBundle, type PythonSettings } from "./validate.js";
 import { buildMeta } from "./environ.js";
@@ -128,19 +128,22 @@ function isSnapshotExtra(v: unknown, memoryLength: number, cap: number): v is Sn
   );
 }
 
-/** Pyodide's snapshot blob: header, JSON metadata, the memory image (see pyodide src/js/snapshot.ts). */
-function pyodideSnapshotBlob(extra: SnapshotExtra, memory: Buffer): Buffer {
+/**
+ * Pyodide's snapshot blob (header, JSON metadata, the memory image; see pyodide src/js/snapshot.ts)
+ * as its header and its memory: the realm writes both into the buffer it hands Pyodide, or maps
+ * a memory file in place when Pyodide restores it.
+ */
+function pyodideSnapshotBlob(extra: SnapshotExtra, memory: Buffer | { path: string; bytes: number }): SnapshotBlobSource {
   const json = Buffer.from(JSON.stringify(extra.config), "utf8");
   const offset = Math.ceil((PYODIDE_SNAPSHOT_HEADER + json.length) / 16) * 16;
-  const blob = Buffer.alloc(offset + memory.length);
-  blob.writeUInt32LE(PYODIDE_SNAPSHOT_MAGIC, 0);
-  blob.writeUInt32LE(offset, 4);
-  blob.writeUInt32LE(json.length, 8);
-  blob.writeUInt32LE(0, 12);
-  for (let i = 0; i < 8; i++) blob.writeUInt32LE(parseInt(extra.buildId.slice(i * 8, i * 8 + 8), 16), 16 + i * 4);
-  json.copy(blob, PYODIDE_SNAPSHOT_HEADER);
-  memory.copy(blob, offset);
-  return blob;
+  const header = Buffer.alloc(offset);
+  header.writeUInt32LE(PYODIDE_SNAPSHOT_MAGIC, 0);
+  header.writeUInt32LE(offset, 4);
+  header.writeUInt32LE(json.length, 8);
+  header.writeUInt32LE(0, 12);
+  for (let i = 0; i < 8; i++) header.writeUInt32LE(parseInt(extra.buildId.slice(i * 8, i * 8 + 8), 16), 16 + i * 4);
+  json.copy(header, PYODIDE_SNAPSHOT_HEADER);
+  return { header, memory };
 }
 
 /** A new sandbox realm for an instance, reading the app image's files from the spec. */
@@ -173,7 +176,8 @@ export class PythonInstance implements EngineInstance {
   /** Timings and sizes, for benchmarks and tests. */
   /** What the last reset put back (benchmarks, tests). */
   lastRestore: RestoreStats | undefined;
-  readonly stats = { bootMs: 0, restoredFromSnapshot: false, fromBaseImage: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0, realmRebuilds: 0, lastRebuildReason: "" };
+  /** snapshotMemory: how an imported snapshot's memory got in place ("mapped" from its file, "read" from it, "copied" from bytes). */
+  readonly stats = { bootMs: 0, restoredFromSnapshot: false, snapshotMemory: "" as "" | "mapped" | "read" | "copied", fromBaseImage: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0, realmRebuilds: 0, lastRebuildReason: "" };
 
   constructor(prepared: PythonPrepared, realm: PyRealm) {
     this.#prepared = prepared;
@@ -370,7 +374,7 @@ export class PythonInstance implements EngineInstance {
    * `shareKey`: the image's file, when it came from one (the instances of this process booted from
    * the same file then share their snapshot's memfd but for the few pages where they differ).
    */
-  async #bootFromImage(memory: Buffer, extra: SnapshotExtra, shareKey?: string): Promise<void> {
+  async #bootFromImage(memory: Buffer | { path: string; bytes: number }, extra: SnapshotExtra, shareKey?: string): Promise<void> {
     await this.#realm.boot(this.#bootOptions(extra.memoryBytes), pyodideSnapshotBlob(extra, memory));
     this.#realm.bindDriver();
     this.#afterBoot();
@@ -445,14 +449,16 @@ export class PythonInstance implements EngineInstance {
   async importSnapshot(snapshot: PortableSnapshot): Promise<void> {
     if (this.#state !== "new") throw new Error("python: importSnapshot() needs a fresh instance");
     const cap = heapCapBytes(this.#prepared.spec.manifest.limits.memoryMb);
-    // A file the host was handed (src/snapshot/files.ts): Pyodide's loader takes bytes, so read.
-    const memory = snapshot.file !== undefined ? readSnapshotFile(snapshot.file.path, snapshot.file.bytes) : Buffer.isBuffer(snapshot.memory) ? snapshot.memory : Buffer.from(snapshot.memory);
-    if (!isSnapshotExtra(snapshot.extra, memory.length, cap)) throw new Error("python: snapshot metadata is malformed");
+    // A file the host was handed (src/snapshot/files.ts): mapped over the memory where Pyodide
+    // restores it (realm.ts), not read and copied.
+    const memory = snapshot.file !== undefined ? { path: snapshot.file.path, bytes: snapshot.file.bytes } : Buffer.isBuffer(snapshot.memory) ? snapshot.memory : Buffer.from(snapshot.memory);
+    if (!isSnapshotExtra(snapshot.extra, Buffer.isBuffer(memory) ? memory.length : memory.bytes, cap)) throw new Error("python: snapshot metadata is malformed");
     const extra = snapshot.extra;
     const t0 = performance.now();
     await this.#track(this.#bootFromImage(memory, extra, snapshot.file === undefined ? undefined : `${snapshot.file.path}:${snapshot.file.bytes}`));
     this.stats.bootMs = performance.now() - t0;
     this.stats.restoredFromSnapshot = true;
+    this.stats.snapshotMemory = snapshot.file === undefined ? "copied" : (this.#realm.snapshotMemory ?? "read");
   }
 
   /**

@@ -94,6 +94,11 @@ export interface RealmBridge {
   encodeInto(s: unknown, dst: unknown): number;
   /** Runs a sandbox callback later, once (boot-time timers only). */
   timer(fn: unknown, ms: unknown): void;
+  /**
+   * Puts the snapshot's memory (the file the host was handed) over the wasm memory, where
+   * Pyodide's restoreSnapshot would have copied it from the blob; once per boot, "mapped" or "read".
+   */
+  mapSnapshot(): string;
 }
 
 /** Boot options, as JSON into the sandbox. */
@@ -106,6 +111,12 @@ export interface BootOptions {
   exposeForTests?: boolean;
   /** [relPath, kind, mode, size | symlink target, image index] */
   files: Array<[string, string, number, number | string, number]>;
+  /**
+   * The snapshot blob holds the header only: its memory is put in place by bridge.mapSnapshot()
+   * at the moment Pyodide restores it (mapped from a file instead of copied twice). The value is
+   * the length of the whole blob it stands for (Pyodide sizes the initial memory by it).
+   */
+  mapSnapshot?: number;
 }
 
 // ---- the shapes of Emscripten's and Pyodide's objects, as far as the realm code uses them ----
@@ -259,7 +270,7 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
   const hLog = bridge.log, hFileSize = bridge.fileSize, hFileInto = bridge.fileInto, hFileText = bridge.fileText;
   const hRandom = bridge.random, hNow = bridge.now, hTimeOrigin = bridge.timeOrigin;
   const hDecode = bridge.decode, hUtf8Length = bridge.utf8Length, hEncodeInto = bridge.encodeInto;
-  const hTimer = bridge.timer;
+  const hTimer = bridge.timer, hMapSnapshot = bridge.mapSnapshot;
   bridge = undefined as never; // the object itself is not kept
 
   function messageOf(e: unknown): string {
@@ -589,7 +600,24 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
     const jsglobals = freeze(create(null));
     const cfg: PyodideConfig = {
       indexURL: "/pyodide/",
-      createPyodideModule: (settings) => G.__zcCreate(settings),
+      createPyodideModule: (settings) => {
+        if (o.mapSnapshot === undefined) return G.__zcCreate(settings);
+        (settings as { INITIAL_MEMORY: number }).INITIAL_MEMORY = o.mapSnapshot;
+        const made = G.__zcCreate(settings);
+        // Pyodide's restoreSnapshot checks the header and copies the blob's memory part (empty
+        // here) into the heap; the memory is put in place right after, before anything reads it.
+        return PromiseC.resolve(made).then((m) => {
+          const api = (settings as { API: { restoreSnapshot: (t: Uint8Array) => unknown } }).API;
+          const restore = api.restoreSnapshot;
+          api.restoreSnapshot = function (t: Uint8Array) {
+            const r = ReflectC.apply(restore, api, [t]);
+            const how = call(hMapSnapshot);
+            if (how !== "mapped" && how !== "read") throw new ErrorC("snapshot memory not put in place");
+            return r;
+          };
+          return m;
+        });
+      },
       jsglobals,
       env: o.env,
       args: [],

@@ -23,9 +23,27 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { types } from "node:util";
+import { putSnapshotFile } from "../../snapshot/index.js";
 import { INNER_SOURCE, type BootOptions, type InnerKit, type RealmBridge } from "./inner.js";
 
 export type { BootOptions } from "./inner.js";
+
+/** What bridge.mapSnapshot() maps (boot sets `file`), and how it finds the realm's memory. */
+interface PendingMap {
+  file?: { path: string; bytes: number };
+  how?: "mapped" | "read";
+  memory?: () => WebAssembly.Memory;
+}
+
+/**
+ * A Pyodide snapshot blob: its header (magic, build id, JSON metadata, padded) and its memory
+ * image — bytes, or a file (src/snapshot/files.ts), which is mapped over the wasm memory at the
+ * moment Pyodide restores the snapshot instead of being read into the blob and copied again.
+ */
+export interface SnapshotBlobSource {
+  header: Uint8Array;
+  memory: Uint8Array | { path: string; bytes: number };
+}
 
 const require = createRequire(import.meta.url);
 
@@ -33,6 +51,8 @@ const require = createRequire(import.meta.url);
 const memoryBuffer = Object.getOwnPropertyDescriptor(WebAssembly.Memory.prototype, "buffer")!.get!;
 const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype) as object;
 const taLength = Object.getOwnPropertyDescriptor(typedArrayProto, "length")!.get!;
+const taBuffer = Object.getOwnPropertyDescriptor(typedArrayProto, "buffer")!.get!;
+const taByteOffset = Object.getOwnPropertyDescriptor(typedArrayProto, "byteOffset")!.get!;
 const u8Set = Uint8Array.prototype.set;
 const decoders = new Map<string, TextDecoder | undefined>();
 function decoderFor(label: string, fatal: boolean, ignoreBOM: boolean): TextDecoder | undefined {
@@ -133,8 +153,12 @@ export class PyRealm {
   #memory: WebAssembly.Memory | undefined;
   #sp: WebAssembly.Global | undefined;
 
-  private constructor(context: vm.Context, kit: InnerKit) {
+  /** The snapshot file the sandbox's bridge.mapSnapshot() puts in place (set by boot, used once). */
+  readonly #pendingMap: PendingMap;
+
+  private constructor(context: vm.Context, kit: InnerKit, pendingMap: PendingMap) {
     this.context = context;
+    this.#pendingMap = pendingMap;
     const k = {} as Record<string, unknown>;
     for (const name of Object.keys(kit) as Array<keyof InnerKit>) {
       const f = kit[name] as unknown;
@@ -150,6 +174,12 @@ export class PyRealm {
       };
     }
     this.#k = k as { [K in keyof InnerKit]: InnerKit[K] };
+    pendingMap.memory = (): WebAssembly.Memory => {
+      const m = this.#k.memory();
+      if (!(typeof m === "object" && m !== null)) throw new Error("python: wasm memory not found");
+      Reflect.apply(memoryBuffer, m, []); // a host brand check: a real Memory, or it throws
+      return m as WebAssembly.Memory;
+    };
   }
 
   /**
@@ -162,6 +192,7 @@ export class PyRealm {
       name: "zerocell-python",
       codeGeneration: { strings: false, wasm: true },
     });
+    const pendingMap: PendingMap = {};
     const source = (name: string): Uint8Array | undefined => {
       if (name.startsWith("image:")) return imageFile(Number(name.slice(6)));
       return files.blobs.get(name);
@@ -197,6 +228,15 @@ export class PyRealm {
         if (typeof s !== "string" || !types.isUint8Array(dst)) throw new Error("encodeInto: bad arguments");
         return utf8Encoder.encodeInto(s, dst).written;
       },
+      // Once per boot, the file boot() was given, over the memory the sandbox's wasm instance
+      // exports (brand-checked with the host's getter): the sandbox names neither.
+      mapSnapshot: (): string => {
+        const file = pendingMap.file;
+        pendingMap.file = undefined;
+        const memory = pendingMap.memory?.();
+        if (file === undefined || memory === undefined) throw new Error("mapSnapshot: no snapshot file to map");
+        return (pendingMap.how = putSnapshotFile(memory, file));
+      },
       timer: (fn: unknown, ms: unknown): void => {
         if (typeof fn !== "function") return;
         setTimeout(() => {
@@ -212,15 +252,27 @@ export class PyRealm {
     const kit = makeKit(bridge);
     files.asmScript.runInContext(context);
     files.loaderScript.runInContext(context);
-    return new PyRealm(context, kit);
+    return new PyRealm(context, kit, pendingMap);
   }
 
   /** Loads Pyodide (cold, or from a Pyodide-format snapshot blob). Awaited before any guest code runs. */
-  async boot(opts: BootOptions, snapshot?: Buffer): Promise<void> {
+  async boot(opts: BootOptions, snapshot?: SnapshotBlobSource): Promise<void> {
     let blob: Uint8Array | null = null;
     if (snapshot !== undefined) {
-      blob = this.#k.alloc(snapshot.byteLength);
-      Reflect.apply(u8Set, blob, [snapshot]);
+      const { header, memory } = snapshot;
+      const inFile = !(memory instanceof Uint8Array);
+      const bytes = header.byteLength + (inFile ? 0 : memory.byteLength);
+      blob = this.#k.alloc(bytes);
+      // The host writes through a view of its own over the sandbox's buffer (host getters, host
+      // constructor): no sandbox method runs, and the view never reaches the sandbox.
+      if (!types.isUint8Array(blob) || Reflect.apply(taLength, blob, []) !== bytes) throw new Error("python: snapshot buffer not allocated");
+      const view = new Uint8Array(Reflect.apply(taBuffer, blob, []) as ArrayBuffer, Reflect.apply(taByteOffset, blob, []) as number, bytes);
+      view.set(header, 0);
+      if (inFile) {
+        this.#pendingMap.file = memory;
+        this.#pendingMap.how = undefined;
+        opts = { ...opts, mapSnapshot: header.byteLength + memory.bytes };
+      } else view.set(memory, header.byteLength);
     }
     // Never await a sandbox promise: that hands host resolve functions to the sandbox's "then",
     // and a snapshot boot runs the snapshot's Python code. Poll a string instead.
@@ -231,7 +283,10 @@ export class PyRealm {
       const s: unknown = this.#k.bootState();
       state = typeof s === "string" ? s : "error: bad state";
     }
+    const unmapped = this.#pendingMap.file !== undefined;
+    this.#pendingMap.file = undefined;
     if (state !== "ok") throw new Error(`python: ${state.replace(/^error: /, "boot failed: ")}`);
+    if (unmapped) throw new Error("python: boot finished without restoring the snapshot's memory");
     const memory = this.#k.memory();
     const sp = this.#k.stackPointer();
     if (!(typeof memory === "object" && memory !== null) || !(typeof sp === "object" && sp !== null)) throw new Error("python: wasm memory not found");
@@ -239,6 +294,11 @@ export class PyRealm {
     Reflect.apply(memoryBuffer, memory, []);
     this.#memory = memory;
     this.#sp = sp;
+  }
+
+  /** How the last boot put a snapshot file's memory in place (undefined: no file). */
+  get snapshotMemory(): "mapped" | "read" | undefined {
+    return this.#pendingMap.how;
   }
 
   get memory(): WebAssembly.Memory {
