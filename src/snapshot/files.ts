@@ -22,6 +22,7 @@
  * host's directory readable by any other uid.
  */
 import { chmodSync, chownSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LRUCache } from "lru-cache";
@@ -98,6 +99,44 @@ export class SnapshotFiles {
     return file;
   }
 
+  /**
+   * put() off the event loop, for the gateway's request and deploy paths: the file is written
+   * with the pool's threads, sparse (blocks of zeros are holes: no disk, no page cache, and a
+   * mapping reads them as zeros) and fsync'd before the rename.
+   */
+  async putAsync(sha256: string, memory: Uint8Array): Promise<SnapshotFile> {
+    if (!SHA.test(sha256)) throw new Error("snapshot files: bad content address");
+    const have = this.get(sha256);
+    if (have !== undefined) return have;
+    const path = join(this.#images, sha256);
+    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+    const fh = await open(tmp, "wx", 0o444);
+    try {
+      await fh.truncate(memory.length);
+      const data = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
+      for (let lo = 0; lo < data.length; ) {
+        // A run of blocks that are not all zeros, written at its offset (at most 64 MiB).
+        while (lo < data.length && isZeroBlock(data, lo)) lo += SPARSE_BLOCK;
+        let hi = lo;
+        while (hi < data.length && hi - lo < 64 << 20 && !isZeroBlock(data, hi)) hi += SPARSE_BLOCK;
+        hi = Math.min(hi, data.length);
+        for (let at = lo; at < hi; ) at += (await fh.write(data, at, hi - at, at)).bytesWritten;
+        lo = hi;
+      }
+      await fh.sync();
+    } catch (e) {
+      await fh.close().catch(() => {});
+      tryUnlink(tmp);
+      throw e;
+    }
+    await fh.close();
+    // Another put of the same image may have won meanwhile: the same bytes either way.
+    renameSync(tmp, path);
+    const file: SnapshotFile = { path, bytes: memory.length, sha256 };
+    this.#lru.set(sha256, file);
+    return file;
+  }
+
   /** The directory of the host running as `uid` (made empty and private to that uid). */
   #hostDir(uid: number): string {
     if (!Number.isInteger(uid) || uid < 0) throw new Error("snapshot files: bad uid");
@@ -145,6 +184,14 @@ export class SnapshotFiles {
 }
 
 const ROOT_PREFIX = "zerocell-snapshots-";
+
+/** Sparse files: blocks of this size that are all zeros are left as holes. */
+const SPARSE_BLOCK = 64 * 1024;
+const ZEROS = Buffer.alloc(SPARSE_BLOCK);
+function isZeroBlock(data: Buffer, lo: number): boolean {
+  const n = Math.min(SPARSE_BLOCK, data.length - lo);
+  return data.compare(ZEROS, 0, n, lo, lo + n) === 0;
+}
 const ROOT_NAME = /^zerocell-snapshots-(\d{1,10})-[A-Za-z0-9]{6}$/;
 
 /** Whether a process with this pid exists (EPERM: it does, as another user). */

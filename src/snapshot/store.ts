@@ -149,17 +149,43 @@ export class SnapshotStore {
     const header = this.#headers.get(row.sha256);
     const file = files.get(row.sha256);
     if (header !== undefined && file !== undefined && header.engineBuild === engineBuild) return { ...header, memory: Buffer.alloc(0), file };
+    // One decompression per image, however many starts (and the deploy's prefetch) ask at once.
+    const making = this.#making.get(row.sha256);
+    if (making !== undefined) return making;
+    const made = this.#makeFile(deploymentId, engineBuild, row.sha256, files);
+    this.#making.set(row.sha256, made);
+    try {
+      return await made;
+    } finally {
+      this.#making.delete(row.sha256);
+    }
+  }
+
+  /** Images being decompressed into their files, by content address. */
+  readonly #making = new Map<string, Promise<SnapshotImage | undefined>>();
+
+  async #makeFile(deploymentId: string, engineBuild: string, sha256: string, files: SnapshotFiles): Promise<SnapshotImage | undefined> {
     const img = await this.load(deploymentId, engineBuild);
     if (img === undefined) return undefined;
     try {
-      const made = files.put(row.sha256, img.memory);
+      const made = await files.putAsync(sha256, img.memory);
       const { memory: _memory, ...rest } = img;
-      this.#headers.set(row.sha256, rest);
+      this.#headers.set(sha256, rest);
       return { ...rest, memory: Buffer.alloc(0), file: made };
     } catch {
       // No room on disk (or no temp dir): the bytes travel through the pipe.
       return img;
     }
+  }
+
+  /**
+   * Makes the file of a snapshot just stored, in the background, so the deployment's first cold
+   * restore maps it instead of decompressing it first (~300 ms for a 30 MB image). Failures are
+   * left to the restore, which tries again.
+   */
+  prefetchFile(deploymentId: string, engineBuild: string, files: SnapshotFiles | undefined): void {
+    if (files === undefined) return;
+    this.loadForHost(deploymentId, engineBuild, files).catch(() => {});
   }
 
   /** Whether a snapshot exists (or is being written) for this deployment and build. */

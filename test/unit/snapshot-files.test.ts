@@ -100,6 +100,28 @@ describe("snapshot files", () => {
     expect(existsSync(image.path)).toBe(true);
   });
 
+  it("putAsync writes the same image sparse: blocks of zeros are holes, the bytes read back equal", async () => {
+    const f = files(64 << 20);
+    // 8 MiB: 2 MiB of pattern, then zeros but one byte near the end (a tail past whole blocks too).
+    const m = Buffer.alloc(8 * 1024 * 1024 + 100);
+    for (let i = 0; i < 2 * 1024 * 1024; i += 3) m[i] = (i * 7) & 0xff || 1;
+    m[m.length - 50] = 9;
+    const image = await f.putAsync(SHA_A, m);
+    expect(image.bytes).toBe(m.length);
+    expect(readFileSync(image.path).equals(m)).toBe(true);
+    const st = statSync(image.path);
+    expect(st.size).toBe(m.length);
+    expect(st.mode & 0o777).toBe(0o444);
+    // 512-byte blocks on disk: about the 2 MiB written and the last block, not 8 MiB.
+    expect(st.blocks * 512).toBeLessThan(3 * 1024 * 1024);
+    // Once per content address, as put().
+    expect(await f.putAsync(SHA_A, Buffer.from("other"))).toEqual(image);
+    expect(f.get(SHA_A)).toEqual(image);
+    await expect(f.putAsync("../x", Buffer.from("x"))).rejects.toThrow(/content address/);
+    // No temp file is left behind.
+    expect(readdirSync(join(f.root, "m"))).toEqual([SHA_A]);
+  });
+
   it("keeps at most maxBytes of images (least recently used go first)", () => {
     const f = files(20);
     const a = f.put(SHA_A, Buffer.alloc(12, 1));

@@ -4,15 +4,16 @@
  * same bytes; a host's gzip that does not inflate to the memoryBytes it claimed, or that is not
  * gzip at all, is refused at load and forgotten (the next instance takes a new snapshot).
  */
-import { describe, it, expect, beforeEach, afterEach } from "vitest";
+import { describe, it, expect, beforeEach, afterEach, vi } from "vitest";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { BlobStore, openDb, Store, type OpenedDb } from "../../src/store/index.js";
 import { SecretBox } from "../../src/store/secret-box.js";
 import { SnapshotStore, type SnapshotImage } from "../../src/snapshot/index.js";
+import { SnapshotFiles } from "../../src/snapshot/files.js";
 
 let dir: string;
 let db: OpenedDb;
@@ -80,5 +81,52 @@ describe("snapshot store: images as hosts send them", () => {
     await snapshots.save(deploymentId, base({ memoryGzip: [Buffer.from("not gzip at all, just bytes")], memoryBytes: 27 }));
     await expect(snapshots.load(deploymentId, "build-1")).rejects.toThrow();
     expect(snapshots.has(deploymentId, "build-1")).toBe(false);
+  });
+
+  it("as files for hosts: decompressed once however many ask at once, and ahead of the first start by prefetchFile", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
+    const files = new SnapshotFiles({ maxBytes: 64 << 20 }, parent);
+    try {
+      const m = memory();
+      await snapshots.save(deploymentId, base({ memoryParts: [m], memoryBytes: m.length }));
+      // Three starts at once: one decompression, one file, and each gets it (no bytes through the pipe).
+      const loads = vi.spyOn(snapshots, "load");
+      const got = await Promise.all([1, 2, 3].map(() => snapshots.loadForHost(deploymentId, "build-1", files)));
+      expect(loads).toHaveBeenCalledTimes(1);
+      loads.mockRestore();
+      expect(files.stats().files).toBe(1);
+      for (const g of got) {
+        expect(g!.memory.length).toBe(0);
+        expect(g!.file!.path).toBe(got[0]!.file!.path);
+        expect(g!.globals).toEqual(["1", "-2"]);
+      }
+      expect(readFileSync(got[0]!.file!.path).equals(m)).toBe(true);
+      // A deployment's snapshot just stored: prefetchFile makes its file in the background.
+      const other = new Store(db, { baseDomain: "platform.test" });
+      const second = other.createDeployment({
+        appName: "snap2",
+        accountId: other.ensureDefaultAccount(),
+        runtime: "php",
+        bundleSha256: createHash("sha256").update("bundle2").digest("hex"),
+        bundleBytes: 10,
+        manifest: { runtime: "php" },
+        routes: [{ host: "snap2.localhost", path: "/", mode: "snapshot" }],
+        privileged: true,
+      }).id;
+      const m2 = Buffer.from(m);
+      m2[0] = 0x5a;
+      await snapshots.save(second, base({ memoryParts: [m2], memoryBytes: m2.length }));
+      snapshots.prefetchFile(second, "build-1", files);
+      await vi.waitFor(() => expect(files.stats().files).toBe(2), { timeout: 10_000 });
+      expect(snapshots.cacheStats().entries).toBe(2);
+      // The next start finds the file: no decompression (the gzip'd cache may be empty now).
+      const fromPrefetch = await snapshots.loadForHost(second, "build-1", files);
+      expect(readFileSync(fromPrefetch!.file!.path).equals(m2)).toBe(true);
+      // Without files (x86, or no temp dir) nothing is made and nothing fails.
+      snapshots.prefetchFile(second, "build-1", undefined);
+    } finally {
+      files.close();
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 });
