@@ -813,6 +813,70 @@ describe("python engine", () => {
       }
     });
 
+    it("a spare's realm made ahead (preinstantiate: Pyodide linked with no tenant, parked) takes a snapshot from a file or bytes and serves behind every wall", async () => {
+      const snap = inst.exportSnapshot();
+      const dir = mkdtempSync(join(tmpdir(), "zc-pypark-"));
+      const path = join(dir, "image");
+      writeFileSync(path, snap.memory, { mode: 0o444 });
+      const prepared = await engine.prepare({ deploymentId: "py-unit", manifest: makeManifest(), image });
+      const spare = new PythonEngine({ log: (stream, line) => logs.push(`${stream}: ${line}`) });
+      try {
+        // A cold instance never takes the parked realm (it boots from no snapshot).
+        await spare.preinstantiate();
+        const cold = await spare.instantiate(prepared);
+        expect(cold.spareEngine).toBe(false);
+        cold.dispose();
+        const other = await spare.instantiate(prepared, { forRestore: true });
+        expect(other.spareEngine).toBe(true);
+        expect(other.realm.parked).toBe(true);
+        try {
+          await other.importSnapshot({ memory: Buffer.alloc(0), globals: snap.globals, extra: snap.extra, file: { path, bytes: snap.memory.length } });
+          expect(other.realm.parked).toBe(false);
+          expect(other.stats.snapshotMemory).toBe("mapped");
+          // The deployment's heap cap and image came with it.
+          expect(other.realm.memoryBytes()).toBe((snap.extra as { memoryBytes: number }).memoryBytes);
+          await servesVendoredWithFreshRandomness(other);
+          for (const [name, expected] of [["import-js", /import of js halted/], ["pyodide-js", /import of pyodide_js halted/], ["ctypes", /import of ctypes halted/]] as const) {
+            const out = json(await other.handle(req(`/escape/${name}`)));
+            await other.reset();
+            expect(out.ok).toBe(false);
+            expect(out.error).toMatch(expected);
+          }
+          expect(json(await other.handle(req("/escape/gc-scan")))).toEqual({ ok: true, value: "'no JsProxy reachable'" });
+          await other.reset();
+          // The deployment's heap cap, not the spare's: 16 MiB fit, a bomb stops under the cap.
+          expect(text(await other.handle(req("/memory-ok")))).toBe(String(16 * 1024 * 1024));
+          await other.reset();
+          expect((await other.handle(req("/memory-bomb"))).status).toBe(500);
+          expect(other.realm.memoryBytes()).toBeLessThanOrEqual(heapCapBytes(MEMORY_MB));
+          expect(other.realm.memoryBytes()).toBeGreaterThan(heapCapBytes(16));
+          expect(other.exhausted()).toBe(true);
+          await other.reset();
+          // Its own snapshot exports and boots another instance like any other.
+          const third = await engine.instantiate(prepared);
+          await third.importSnapshot(other.exportSnapshot());
+          expect(text(await third.handle(req("/vendored")))).toBe("hello, wsgi from /app/vendor/tinylib.py");
+          third.dispose();
+        } finally {
+          other.dispose();
+        }
+        // Taken once: the next restore boots a realm of its own, unless another is made ahead.
+        const plain = await spare.instantiate(prepared, { forRestore: true });
+        expect(plain.spareEngine).toBe(false);
+        plain.dispose();
+        // The snapshot's bytes (no file) on a parked realm: copied where Pyodide restores them.
+        await spare.preinstantiate();
+        const fromBytes = await spare.instantiate(prepared, { forRestore: true });
+        expect(fromBytes.spareEngine).toBe(true);
+        await fromBytes.importSnapshot(snap);
+        expect(fromBytes.stats.snapshotMemory).toBe("copied");
+        await servesVendoredWithFreshRandomness(fromBytes);
+        fromBytes.dispose();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it("a spare's base image (Pyodide booted with no app, preload) boots an app's instance that serves it behind every wall", async () => {
       const spare = new PythonEngine({ log: (stream, line) => logs.push(`${stream}: ${line}`) });
       await spare.preload();

@@ -22,9 +22,9 @@
  */
 import type { Manifest } from "../../bundle/index.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
-import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type PortableSnapshot } from "../engine.js";
+import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type InstantiateOptions, type PortableSnapshot } from "../engine.js";
 import { SandboxError, isZerocellError } from "../../errors.js";
-import { LinearMemorySnapshot, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
+import { LinearMemorySnapshot, preloadLibc, type RestoreMethod, type RestoreStats } from "../../snapshot/index.js";
 import { PyRealm, pyodideFiles, type BootOptions, type LogSink, type SnapshotBlobSource } from "./realm.js";
 import { driverInstallCode } from "./driver.js";
 import { DATA_DIR, TMP_DIR, pythonEngineBuild, validatePythonBundle, type PythonSettings } from "./validate.js";
@@ -148,11 +148,16 @@ function pyodideSnapshotBlob(extra: SnapshotExtra, memory: Buffer | { path: stri
 
 /** A new sandbox realm for an instance, reading the app image's files from the spec. */
 function createRealm(prepared: PythonPrepared): PyRealm {
+  return PyRealm.create(imageFiles(prepared), prepared.log);
+}
+
+/** The app image's i-th file's bytes, as the realm pulls them at boot. */
+function imageFiles(prepared: PythonPrepared): (index: number) => Uint8Array | undefined {
   const entries = prepared.spec.image.entries;
-  return PyRealm.create((i) => {
+  return (i) => {
     const e = entries[i];
     return e?.kind === "file" ? (e.data ?? new Uint8Array(0)) : undefined;
-  }, prepared.log);
+  };
 }
 
 const defaultLog: LogSink = (_stream, text) => {
@@ -179,9 +184,13 @@ export class PythonInstance implements EngineInstance {
   /** snapshotMemory: how an imported snapshot's memory got in place ("mapped" from its file, "read" from it, "copied" from bytes). */
   readonly stats = { bootMs: 0, restoredFromSnapshot: false, snapshotMemory: "" as "" | "mapped" | "read" | "copied", fromBaseImage: false, lastResetMs: 0, lastRestoreCopiedBytes: 0, lastJsFixes: 0, realmRebuilds: 0, lastRebuildReason: "" };
 
-  constructor(prepared: PythonPrepared, realm: PyRealm) {
+  /** Its realm was made and parked ahead by a spare host (PythonEngine.preinstantiate). */
+  readonly spareEngine: boolean;
+
+  constructor(prepared: PythonPrepared, realm: PyRealm, spareEngine = false) {
     this.#prepared = prepared;
     this.#realm = realm;
+    this.spareEngine = spareEngine;
   }
 
   /** The realm (tests use it to play a guest that broke into the sandbox's JavaScript). */
@@ -510,16 +519,6 @@ export class PythonEngine implements Engine<PythonPrepared> {
     });
   }
 
-  /**
-   * A spare host's last step: waits for the base image (preload builds it in the background; the
-   * build holds the host's event loop for seconds, so a restore handed to a spare still building
-   * it waits anyway). The spare then says it is preloaded (GET /v1/pool). No blank Pyodide engine
-   * is made ahead yet: a restore boots Pyodide from the snapshot's bytes.
-   */
-  async preinstantiate(): Promise<void> {
-    await this.#base;
-  }
-
   async prepare(spec: EngineSpec): Promise<PythonPrepared> {
     const settings = validatePythonBundle(spec.manifest, spec.image);
     pyodideFiles();
@@ -527,7 +526,44 @@ export class PythonEngine implements Engine<PythonPrepared> {
     return { spec, settings, maxResponseBytes, log: this.#log, exposeForTests: this.#exposeForTests, base: this.#exposeForTests ? undefined : this.#base };
   }
 
-  async instantiate(prepared: PythonPrepared): Promise<PythonInstance> {
+  /** The realm a spare host made and parked ahead (preinstantiate); taken once. */
+  #blank: Promise<PyRealm | undefined> | undefined;
+
+  /**
+   * A spare host's realm ahead: Pyodide's module made and linked (its scripts run, its wasm
+   * compiled and instantiated, Emscripten's dynamic linking done) with no image, the base heap
+   * cap and the interpreter's fixed environment — nothing of any tenant — parked where a snapshot
+   * is restored. A deployment's restore takes it (instantiate with forRestore): the heap is grown
+   * to its snapshot's size, its image written, its snapshot mapped in and the boot goes on.
+   * First it waits for the base image (preload builds it in the background; the build holds the
+   * host's event loop for seconds, so a restore handed to a spare still building it waits
+   * anyway). A spare says it is preloaded (GET /v1/pool) after this.
+   */
+  async preinstantiate(): Promise<void> {
+    await this.#base;
+    this.#blank ??= (async () => {
+      const realm = PyRealm.create(() => undefined, this.#log);
+      await realm.preboot({ heapCap: BASE_HEAP_CAP, env: PY_ENV, files: [] });
+      // The libc calls the snapshot's mapping needs, loaded now rather than at the restore.
+      preloadLibc();
+      return realm;
+    })().catch((e: unknown) => {
+      this.#log("stderr", `python: no realm ahead for restores: ${(e as Error).message}`);
+      return undefined;
+    });
+    await this.#blank;
+  }
+
+  async instantiate(prepared: PythonPrepared, options: InstantiateOptions = {}): Promise<PythonInstance> {
+    const blank = options.forRestore === true ? this.#blank : undefined;
+    if (blank !== undefined) {
+      this.#blank = undefined;
+      const realm = await blank;
+      if (realm !== undefined) {
+        realm.adopt(imageFiles(prepared), prepared.log);
+        return new PythonInstance(prepared, realm, true);
+      }
+    }
     return new PythonInstance(prepared, createRealm(prepared));
   }
 }

@@ -25,7 +25,14 @@
 export interface InnerKit {
   /** Starts loading Pyodide (cold, or from a snapshot blob) and the app image; returns "started". */
   boot(options: string, snapshot: Uint8Array | null): string;
-  /** "pending" | "ok" | "error: …" (the host polls this; it never awaits a sandbox promise). */
+  /**
+   * Starts loading Pyodide for a snapshot not known yet (a spare's realm): the module is made and
+   * linked, then the boot parks ("parked") until go(). Returns "started".
+   */
+  preboot(options: string): string;
+  /** Goes on with a parked boot: the deployment's options and snapshot blob (as for boot). */
+  go(options: string, snapshot: Uint8Array): string;
+  /** "pending" | "parked" | "ok" | "error: …" (the host polls this; it never awaits a sandbox promise). */
   bootState(): string;
   /** A fresh sandbox Uint8Array of n bytes (the host fills it with host builtins). */
   alloc(n: number): Uint8Array;
@@ -393,6 +400,8 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
 
   // ---- state of this instance ----
   let heapCap = 0x7fffffff, wantBytes = 0;
+  /** Emscripten's heap growth (capped above): grows the memory and rebuilds its HEAP views. */
+  let resizeHeap: WasmImport | null = null;
   // Set when the wasm is instantiated and when boot ends; the host calls nothing but boot and
   // bootState before boot is "ok". (`null!`: typed as set, null before that, as ever.)
   let memoryObj: WebAssembly.Memory | null = null, spGlobal: WebAssembly.Global | null = null, sbrkPtrFn: (() => number) | null = null;
@@ -480,6 +489,7 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
     if (env && typeof env.emscripten_resize_heap === "function") {
       const resize = env.emscripten_resize_heap;
       env.emscripten_resize_heap = function (size: number) { return (size >>> 0) > heapCap ? 0 : resize(size); };
+      resizeHeap = env.emscripten_resize_heap;
     }
     const r = await origInstantiate(src, imports);
     const ex = r.instance.exports;
@@ -592,34 +602,72 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
     }
   }
 
-  async function bootAsync(optionsJson: string, snapshot: Uint8Array | null): Promise<void> {
-    const o = JSONC.parse(optionsJson) as BootOptions;
-    heapCap = o.heapCap;
-    wantBytes = o.memoryBytes || 0;
-    const files = o.files;
+  /**
+   * Makes Pyodide's restoreSnapshot restore `blob` (instead of the blob loadPyodide was given, a
+   * placeholder when parked) and, with `map`, put the memory in place right after it checked the
+   * header (the blob then holds no memory: nothing is copied), before anything reads the heap.
+   */
+  function wrapRestore(api: { restoreSnapshot: (t: Uint8Array) => unknown }, blob: Uint8Array | null, map: boolean): void {
+    const restore = api.restoreSnapshot;
+    api.restoreSnapshot = function (t: Uint8Array) {
+      const r = ReflectC.apply(restore, api, [blob || t]);
+      if (map) {
+        const how = call(hMapSnapshot);
+        if (how !== "mapped" && how !== "read") throw new ErrorC("snapshot memory not put in place");
+      }
+      return r;
+    };
+  }
+
+  /** A parked boot (kit.preboot) waits here for kit.go, which sets these. */
+  let goResume: ((v: null) => void) | null = null;
+  let goOptions: BootOptions | null = null, goBlob: Uint8Array | null = null;
+
+  /**
+   * Pyodide's module made and linked with no tenant's anything (a spare's realm), then parked
+   * until kit.go hands it a deployment's options and snapshot header: the heap is grown to the
+   * snapshot's size, the app image written, and the boot goes on from the snapshot restore.
+   */
+  function parkThenGo(settings: unknown, made: unknown): Promise<unknown> {
+    return PromiseC.resolve(made).then((m) => new PromiseC<null>((res) => { goResume = res; bootState = "parked"; }).then(() => {
+      const g = goOptions!;
+      heapCap = g.heapCap;
+      const want = g.memoryBytes || 0, have = memoryObj ? memoryObj.buffer.byteLength : 0;
+      if (!memoryObj || typeof resizeHeap !== "function") throw new ErrorC("parked: wasm memory not captured");
+      if (want < have) throw new ErrorC("parked: the heap is larger than the snapshot's");
+      if (want > have) {
+        // Exactly the snapshot's size (Emscripten's resize would over-grow), then Emscripten's
+        // resize of what is there rebuilds its views (its growMemory of 0 pages).
+        memoryObj.grow((want - have) / 65536);
+        if (!resizeHeap(want)) throw new ErrorC("parked: heap views not rebuilt");
+      }
+      if (memoryObj.buffer.byteLength !== want) throw new ErrorC("parked: heap size is not the snapshot's");
+      writeImage(g.files);
+      wrapRestore((settings as { API: { restoreSnapshot: (t: Uint8Array) => unknown } }).API, goBlob, g.mapSnapshot !== undefined);
+      goBlob = null;
+      return m;
+    }));
+  }
+
+  async function bootAsync(optionsJson: string, snapshot: Uint8Array | null, park: boolean): Promise<void> {
+    const first = JSONC.parse(optionsJson) as BootOptions;
+    heapCap = first.heapCap;
+    wantBytes = first.memoryBytes || 0;
+    const files = first.files;
     const jsglobals = freeze(create(null));
     const cfg: PyodideConfig = {
       indexURL: "/pyodide/",
       createPyodideModule: (settings) => {
-        if (o.mapSnapshot === undefined) return G.__zcCreate(settings);
-        (settings as { INITIAL_MEMORY: number }).INITIAL_MEMORY = o.mapSnapshot;
+        if (park) return parkThenGo(settings, G.__zcCreate(settings));
+        if (first.mapSnapshot === undefined) return G.__zcCreate(settings);
         const made = G.__zcCreate(settings);
-        // Pyodide's restoreSnapshot checks the header and copies the blob's memory part (empty
-        // here) into the heap; the memory is put in place right after, before anything reads it.
         return PromiseC.resolve(made).then((m) => {
-          const api = (settings as { API: { restoreSnapshot: (t: Uint8Array) => unknown } }).API;
-          const restore = api.restoreSnapshot;
-          api.restoreSnapshot = function (t: Uint8Array) {
-            const r = ReflectC.apply(restore, api, [t]);
-            const how = call(hMapSnapshot);
-            if (how !== "mapped" && how !== "read") throw new ErrorC("snapshot memory not put in place");
-            return r;
-          };
+          wrapRestore((settings as { API: { restoreSnapshot: (t: Uint8Array) => unknown } }).API, null, true);
           return m;
         });
       },
       jsglobals,
-      env: o.env,
+      env: first.env,
       args: [],
       stdin: () => null,
       stdout: (s) => call(hLog, "stdout", text(s)),
@@ -631,8 +679,12 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
         fs.mkdirTree("/data");
       },
     };
-    if (snapshot) cfg._loadSnapshot = snapshot;
+    // Parked: a placeholder, so that Pyodide makes the module as for a snapshot (no main run)
+    // and calls restoreSnapshot, which then restores the blob kit.go gives.
+    if (park) cfg._loadSnapshot = new U8(16);
+    else if (snapshot) cfg._loadSnapshot = snapshot;
     py = await G.loadPyodide(cfg);
+    const o = park ? goOptions! : first;
     M = py._module;
     API = py._api;
     // The snapshot blob is loaded into memory now; do not keep a second copy alive.
@@ -664,10 +716,29 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
     boot(optionsJson, snapshot) {
       if (bootState !== "idle") throw new ErrorC("boot: already started");
       bootState = "pending";
-      bootAsync(optionsJson, snapshot).then(
+      bootAsync(optionsJson, snapshot, false).then(
         () => { bootState = "ok"; },
         (e) => { bootState = "error: " + (e instanceof ErrorC ? String(e.message) : text(e)); },
       );
+      return "started";
+    },
+    preboot(optionsJson) {
+      if (bootState !== "idle") throw new ErrorC("boot: already started");
+      bootState = "pending";
+      bootAsync(optionsJson, null, true).then(
+        () => { bootState = "ok"; },
+        (e) => { bootState = "error: " + (e instanceof ErrorC ? String(e.message) : text(e)); },
+      );
+      return "started";
+    },
+    go(optionsJson, blob) {
+      if (bootState !== "parked" || !goResume) throw new ErrorC("go: not parked");
+      goOptions = JSONC.parse(optionsJson) as BootOptions;
+      goBlob = blob;
+      bootState = "pending";
+      const resume = goResume;
+      goResume = null;
+      resume(null);
       return "started";
     },
     bootState() { return bootState; },

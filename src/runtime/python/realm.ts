@@ -28,8 +28,13 @@ import { INNER_SOURCE, type BootOptions, type InnerKit, type RealmBridge } from 
 
 export type { BootOptions } from "./inner.js";
 
-/** What bridge.mapSnapshot() maps (boot sets `file`), and how it finds the realm's memory. */
+/**
+ * What bridge.mapSnapshot() maps (boot sets `file`), and how it finds the realm's memory; where
+ * the bridge reads the app image and writes the log (a parked realm gets its deployment's later).
+ */
 interface PendingMap {
+  imageFile: (index: number) => Uint8Array | undefined;
+  log: LogSink;
   file?: { path: string; bytes: number };
   how?: "mapped" | "read";
   memory?: () => WebAssembly.Memory;
@@ -192,16 +197,16 @@ export class PyRealm {
       name: "zerocell-python",
       codeGeneration: { strings: false, wasm: true },
     });
-    const pendingMap: PendingMap = {};
+    const pendingMap: PendingMap = { imageFile, log };
     const source = (name: string): Uint8Array | undefined => {
-      if (name.startsWith("image:")) return imageFile(Number(name.slice(6)));
+      if (name.startsWith("image:")) return pendingMap.imageFile(Number(name.slice(6)));
       return files.blobs.get(name);
     };
     // The bridge: host functions the sandbox may call. Arguments are primitives or sandbox typed
     // arrays (checked with host builtins); results are primitives. inner.ts wraps each call.
     const bridge: RealmBridge = {
       log: (stream: unknown, text: unknown): void => {
-        log(stream === "stdout" ? "stdout" : "stderr", typeof text === "string" ? text : "");
+        pendingMap.log(stream === "stdout" ? "stdout" : "stderr", typeof text === "string" ? text : "");
       },
       fileSize: (name: unknown): number => (typeof name === "string" ? (source(name)?.byteLength ?? -1) : -1),
       fileInto: (name: unknown, dst: unknown): void => {
@@ -255,8 +260,47 @@ export class PyRealm {
     return new PyRealm(context, kit, pendingMap);
   }
 
-  /** Loads Pyodide (cold, or from a Pyodide-format snapshot blob). Awaited before any guest code runs. */
+  #parked = false;
+
+  /** Parked by preboot(): the next boot() goes on from there (a snapshot boot only). */
+  get parked(): boolean {
+    return this.#parked;
+  }
+
+  /**
+   * Makes and links Pyodide's module with no deployment (a spare's realm, nothing of any tenant:
+   * no image, the base heap cap), up to where a snapshot would be restored, and parks there.
+   */
+  async preboot(opts: BootOptions): Promise<void> {
+    if (this.#k.preboot(JSON.stringify(opts)) !== "started") throw new Error("python: preboot did not start");
+    const state = await this.#poll("pending");
+    if (state !== "parked") throw new Error(`python: ${state === "ok" ? "preboot did not park" : state.replace(/^error: /, "preboot failed: ")}`);
+    this.#parked = true;
+  }
+
+  /** A parked realm takes its deployment: where its image is read from and its log goes. */
+  adopt(imageFile: (index: number) => Uint8Array | undefined, log: LogSink): void {
+    this.#pendingMap.imageFile = imageFile;
+    this.#pendingMap.log = log;
+  }
+
+  /** Polls the sandbox's boot state until it is not `while` any more. */
+  async #poll(while_: string): Promise<string> {
+    let state = while_;
+    for (let polls = 0; state === while_; polls++) {
+      await new Promise<void>((ok) => (polls < 1000 ? setImmediate(ok) : setTimeout(ok, 1)));
+      const s: unknown = this.#k.bootState();
+      state = typeof s === "string" ? s : "error: bad state";
+    }
+    return state;
+  }
+
+  /**
+   * Loads Pyodide (cold, or from a Pyodide-format snapshot blob); a parked realm goes on with the
+   * snapshot from where it parked. Awaited before any guest code runs.
+   */
   async boot(opts: BootOptions, snapshot?: SnapshotBlobSource): Promise<void> {
+    if (this.#parked && snapshot === undefined) throw new Error("python: a parked realm boots from a snapshot only");
     let blob: Uint8Array | null = null;
     if (snapshot !== undefined) {
       const { header, memory } = snapshot;
@@ -276,13 +320,10 @@ export class PyRealm {
     }
     // Never await a sandbox promise: that hands host resolve functions to the sandbox's "then",
     // and a snapshot boot runs the snapshot's Python code. Poll a string instead.
-    if (this.#k.boot(JSON.stringify(opts), blob) !== "started") throw new Error("python: boot did not start");
-    let state = "pending";
-    for (let polls = 0; state === "pending"; polls++) {
-      await new Promise<void>((ok) => (polls < 1000 ? setImmediate(ok) : setTimeout(ok, 1)));
-      const s: unknown = this.#k.bootState();
-      state = typeof s === "string" ? s : "error: bad state";
-    }
+    const wasParked = this.#parked;
+    this.#parked = false;
+    if ((wasParked ? this.#k.go(JSON.stringify(opts), blob!) : this.#k.boot(JSON.stringify(opts), blob)) !== "started") throw new Error("python: boot did not start");
+    const state = await this.#poll("pending");
     const unmapped = this.#pendingMap.file !== undefined;
     this.#pendingMap.file = undefined;
     if (state !== "ok") throw new Error(`python: ${state.replace(/^error: /, "boot failed: ")}`);
