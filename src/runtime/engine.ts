@@ -193,4 +193,10 @@ export interface Engine<P = unknown> {
    * compatible deployment takes, so a restore is "map the snapshot, run". Optional.
    */
   preinstantiate?(): Promise<void>;
+  /**
+   * Whether a host with a free slot makes a blank instance ahead when idle (InitMessage.blankAhead)
+   * — it holds the blank's memory while it waits. Default true where preinstantiate exists;
+   * Python's (~35 MB, a parked Pyodide) is made in spare hosts only.
+   */
+  readonly blankAheadInSlots?: boolean;
 }

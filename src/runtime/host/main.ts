@@ -342,7 +342,7 @@ async function onFrame(frame: Frame): Promise<void> {
         else p.slots++;
         send({ t: "ready", ...tag, ms: performance.now() - t0, restored, phases, ...(restored ? { spareEngine } : { warmupCpuUs: cpu.user + cpu.system }) });
         if (slots.size === 1) collectSoon();
-        if (init.blankAhead === true && engine.preinstantiate !== undefined) blankAheadFor = engine;
+        if (init.blankAhead === true && engine.preinstantiate !== undefined && engine.blankAheadInSlots !== false) blankAheadFor = engine;
         whenIdle();
       } catch (e) {
         // A failed warm-up leaves an instance nobody may use: the host exits after saying why.

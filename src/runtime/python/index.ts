@@ -526,6 +526,9 @@ export class PythonEngine implements Engine<PythonPrepared> {
     return { spec, settings, maxResponseBytes, log: this.#log, exposeForTests: this.#exposeForTests, base: this.#exposeForTests ? undefined : this.#base };
   }
 
+  /** A parked realm costs ~35 MB while it waits: spare hosts make one, hosts with a free slot do not. */
+  readonly blankAheadInSlots = false;
+
   /** The realm a spare host made and parked ahead (preinstantiate); taken once. */
   #blank: Promise<PyRealm | undefined> | undefined;
 
