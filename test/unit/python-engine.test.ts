@@ -880,8 +880,11 @@ describe("python engine", () => {
     it("a spare's base image (Pyodide booted with no app, preload) boots an app's instance that serves it behind every wall", async () => {
       const spare = new PythonEngine({ log: (stream, line) => logs.push(`${stream}: ${line}`) });
       await spare.preload();
+      // As a spare host: the base image, then a realm parked ahead, which this cold boot takes.
+      await spare.preinstantiate();
       const other = await spare.instantiate(await spare.prepare({ deploymentId: "py-base", manifest: makeManifest(), image }));
       try {
+        expect(other.spareEngine).toBe(true);
         expect(text(await other.handle(req("/")))).toBe("hello");
         expect(other.stats.fromBaseImage).toBe(true);
         other.snapshot();

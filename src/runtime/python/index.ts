@@ -234,6 +234,8 @@ export class PythonInstance implements EngineInstance {
       await this.#realm.boot(this.#bootOptions(base.extra.memoryBytes), pyodideSnapshotBlob(base.extra, base.memory));
       this.stats.fromBaseImage = true;
     } else {
+      // A parked realm goes on from a snapshot only: a realm of its own for a boot from nothing.
+      if (this.#realm.parked) this.#realm = createRealm(this.#prepared);
       await this.#realm.boot(this.#bootOptions());
       // From here on guest code may run: only primitive calls into the realm.
       this.#realm.runPython(driverInstallCode());
@@ -558,7 +560,9 @@ export class PythonEngine implements Engine<PythonPrepared> {
   }
 
   async instantiate(prepared: PythonPrepared, options: InstantiateOptions = {}): Promise<PythonInstance> {
-    const blank = options.forRestore === true ? this.#blank : undefined;
+    // A restore, or a cold boot from the spare's base image (a snapshot too): the parked realm.
+    const base = options.forRestore === true || this.#blank === undefined || prepared.base === undefined ? undefined : await prepared.base;
+    const blank = options.forRestore === true || base !== undefined ? this.#blank : undefined;
     if (blank !== undefined) {
       this.#blank = undefined;
       const realm = await blank;
