@@ -589,7 +589,8 @@ export function isolatedCommand(isolation: HostIsolation, argv: string[], cgroup
   let out = argv;
   if (isolation.setpriv !== undefined) out = [isolation.setpriv, ...setprivArgs(uid), ...out];
   if (isolation.unshare !== undefined) out = [isolation.unshare, "-n", "-p", "-f", "--mount-proc", "-i", "--kill-child", ...out];
-  if (cgroupProcs !== undefined) out = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', cgroupProcs, ...out];
+  // The shell would export PWD (the gateway's working directory) to the host: unset first.
+  if (cgroupProcs !== undefined) out = ["/bin/sh", "-c", 'unset PWD OLDPWD; echo $$ > "$0" && exec "$@"', cgroupProcs, ...out];
   return out;
 }
 

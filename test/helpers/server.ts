@@ -32,7 +32,7 @@ export interface TestServer {
   hostPids(): number[];
 }
 
-export async function startServer(extraArgs: string[] = [], opts: { dataDir?: string } = {}): Promise<TestServer> {
+export async function startServer(extraArgs: string[] = [], opts: { dataDir?: string; env?: Record<string, string> } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "zc-test-"));
   rmSync(join(dataDir, "run", "server.json"), { force: true });
   // ZC_TEST_INSTANCES_PER_HOST=N runs a suite's servers with host slots (unless the test sets its own).
@@ -40,7 +40,7 @@ export async function startServer(extraArgs: string[] = [], opts: { dataDir?: st
   const slotArgs = slots !== undefined && !extraArgs.includes("--instances-per-host") ? ["--instances-per-host", slots] : [];
   const proc = spawn(process.execPath, [CLI, "serve", "--data", dataDir, "--http-port", "0", "--https-port", "0", "--admin-port", "0", "--s3-port", "0", ...slotArgs, ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env },
+    env: { ...process.env, ...opts.env },
   });
   let out = "";
   // ZC_TEST_SERVER_LOG=DIR also writes each server's output to DIR/<data dir's name>.log (for a

@@ -8,10 +8,13 @@ import { vi, describe, it, expect, beforeAll, afterAll } from "vitest";
 import { readFileSync } from "node:fs";
 import { startServer, phpBundle, fetchApp, admin, isAlive, type TestServer } from "../helpers/server.js";
 
+const GATEWAY_SECRET = "gateway-only-7f3a9c";
+
 describe("pool memory report", () => {
   let server: TestServer;
   beforeAll(async () => {
-    server = await startServer();
+    // A secret in the gateway's environment: no host may see it (the "whole environ" test).
+    server = await startServer([], { env: { ZC_TEST_GATEWAY_SECRET: GATEWAY_SECRET } });
     await server.cli(["deploy", phpBundle("mem.localhost", { "index.php": "<?php echo 'hello';" }), "--app", "mem"]);
   }, 180_000);
   afterAll(async () => {
@@ -57,6 +60,27 @@ describe("pool memory report", () => {
     const after = await hostOf();
     expect(after.rollup.pss).toBeLessThan(140 * 1024 * 1024);
   }, 60_000);
+
+  it("a host's whole environment is the allocator setting: nothing of the gateway's (a secret there included)", async () => {
+    expect((await fetchApp(server, "mem.localhost", "/")).status).toBe(200);
+    const { json } = await admin(server, "GET", "/v1/pool/memory");
+    const pids: number[] = [...json.hosts.map((h: { nodePid: number }) => h.nodePid), ...(json.spares?.ready ?? []).map((s: { pid: number }) => s.pid), ...server.hostPids()];
+    expect(pids.length).toBeGreaterThanOrEqual(2);
+    const allowed = new Set(["MALLOC_ARENA_MAX=1", ...(process.env.ZEROCELL_RESET === "compare" ? ["ZEROCELL_RESET=compare"] : [])]);
+    let read = 0;
+    for (const pid of new Set(pids)) {
+      let environ: string;
+      try {
+        environ = readFileSync(`/proc/${pid}/environ`, "utf8");
+      } catch {
+        continue; // a wrapper that exec'd or a spare taken meanwhile
+      }
+      read++;
+      expect(environ).not.toContain(GATEWAY_SECRET);
+      for (const entry of environ.split("\0").filter((e) => e !== "")) expect(allowed.has(entry), `pid ${pid}: ${entry.split("=")[0]}`).toBe(true);
+    }
+    expect(read).toBeGreaterThanOrEqual(2);
+  });
 
   it("is for admin tokens only", async () => {
     const account = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "memtenant" }), contentType: "application/json" });
