@@ -5,7 +5,7 @@
  * API's pagination to the end.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { spawnSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,10 +20,16 @@ interface Run {
 describe("zerocell CLI: exit codes, --json errors, help, deploy URLs", () => {
   let server: TestServer;
   /** Runs the built CLI; `env` replaces ZEROCELL_URL/ZEROCELL_TOKEN (unset by default). */
-  const run = (args: string[], env: Record<string, string> = {}): Run => {
-    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "", ...env }, timeout: 120_000 });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
+  // Asynchronous: a deploy under load can take longer than vitest's 60 s worker RPC timeout,
+  // which a synchronous spawn would block.
+  const run = (args: string[], env: Record<string, string> = {}): Promise<Run> =>
+    new Promise((resolveRun) => {
+      const child = execFile(process.execPath, [CLI, ...args], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024, timeout: 120_000, env: { ...process.env, ZEROCELL_URL: "", ZEROCELL_TOKEN: "", ...env } }, (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : null;
+        resolveRun({ code, stdout, stderr });
+      });
+      child.stdin?.end();
+    });
   const data = () => ["--data", server.dataDir];
 
   beforeAll(async () => {
@@ -35,23 +41,23 @@ describe("zerocell CLI: exit codes, --json errors, help, deploy URLs", () => {
 
   it("deploy prints the app's full https URL (and --json carries it)", async () => {
     const dir = phpBundle("cli.localhost", { "index.php": "<?php echo 'hi from cli';" });
-    const r = run(["deploy", dir, "--app", "cli", ...data()]);
+    const r = await run(["deploy", dir, "--app", "cli", ...data()]);
     expect(r.code, r.stderr).toBe(0);
     const url = `https://cli.localhost:${server.httpsPort}/`;
     expect(r.stdout).toContain(url);
     expect((await fetchApp(server, "cli.localhost", "/")).text).toBe("hi from cli");
-    const j = run(["deploy", dir, "--app", "cli", "--host", "cli2.localhost", "--json", ...data()]);
+    const j = await run(["deploy", dir, "--app", "cli", "--host", "cli2.localhost", "--json", ...data()]);
     expect(j.code, j.stderr).toBe(0);
     const out = JSON.parse(j.stdout) as { deployment: { version: number }; urls: string[] };
     expect(out.deployment.version).toBe(2);
     expect(out.urls).toEqual([url, `https://cli2.localhost:${server.httpsPort}/`]);
   }, 180_000);
 
-  it("exits 3 for a missing resource; --json prints the API's error shape on stdout", () => {
-    const r = run(["deployments", "nope", ...data()]);
+  it("exits 3 for a missing resource; --json prints the API's error shape on stdout", async () => {
+    const r = await run(["deployments", "nope", ...data()]);
     expect(r.code).toBe(3);
     expect(r.stderr).toContain('no app named "nope"');
-    const j = run(["deployments", "nope", "--json", ...data()]);
+    const j = await run(["deployments", "nope", "--json", ...data()]);
     expect(j.code).toBe(3);
     const body = JSON.parse(j.stdout) as { error: { code: string; message: string; requestId: string } };
     expect(body.error.code).toBe("app_not_found");
@@ -61,58 +67,58 @@ describe("zerocell CLI: exit codes, --json errors, help, deploy URLs", () => {
 
   it("exits 4 for a bad token, 4 for a missing scope", async () => {
     const env = { ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: "zc_wrong" };
-    const r = run(["apps", "--json"], env);
+    const r = await run(["apps", "--json"], env);
     expect(r.code).toBe(4);
     expect(JSON.parse(r.stdout).error.code).toBe("unauthorized");
     const acct = await admin(server, "POST", "/v1/accounts", { body: JSON.stringify({ name: "reader", scopes: ["read-usage"] }), contentType: "application/json" });
     expect(acct.status).toBe(201);
-    const denied = run(["pool"], { ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: acct.json.token });
+    const denied = await run(["pool"], { ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: acct.json.token });
     expect(denied.code).toBe(4);
     expect(denied.stderr).toContain("forbidden");
   });
 
-  it("exits 5 when no server can be reached", () => {
+  it("exits 5 when no server can be reached", async () => {
     const empty = mkdtempSync(join(tmpdir(), "zc-cli-none-"));
-    const r = run(["apps", "--data", empty, "--json"]);
+    const r = await run(["apps", "--data", empty, "--json"]);
     expect(r.code).toBe(5);
     expect(JSON.parse(r.stdout).error.code).toBe("server_unreachable");
     // A server.json-less URL on a closed port (port 9 on loopback: discard, not listening).
-    const closed = run(["apps"], { ZEROCELL_URL: "http://127.0.0.1:9", ZEROCELL_TOKEN: "x" });
+    const closed = await run(["apps"], { ZEROCELL_URL: "http://127.0.0.1:9", ZEROCELL_TOKEN: "x" });
     expect(closed.code).toBe(5);
     expect(closed.stderr).toContain("cannot reach");
   });
 
-  it("exits 6 on a conflict", () => {
-    expect(run(["accounts", "create", "twice", ...data()]).code).toBe(0);
-    const r = run(["accounts", "create", "twice", "--json", ...data()]);
+  it("exits 6 on a conflict", async () => {
+    expect((await run(["accounts", "create", "twice", ...data()])).code).toBe(0);
+    const r = await run(["accounts", "create", "twice", "--json", ...data()]);
     expect(r.code).toBe(6);
     expect(JSON.parse(r.stdout).error.code).toBe("account_exists");
   });
 
-  it("exits 2 on usage errors (commander's and its own), in JSON with --json", () => {
-    const unknown = run(["apps", "--bogus", ...data()]);
+  it("exits 2 on usage errors (commander's and its own), in JSON with --json", async () => {
+    const unknown = await run(["apps", "--bogus", ...data()]);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain("unknown option");
-    const j = run(["apps", "--bogus", "--json", ...data()]);
+    const j = await run(["apps", "--bogus", "--json", ...data()]);
     expect(j.code).toBe(2);
     expect(JSON.parse(j.stdout).error).toMatchObject({ code: "usage" });
-    expect(run(["rollback", "cli", "vx", ...data()]).code).toBe(2);
-    expect(run(["deploy", "/nonexistent-dir", ...data()]).code).toBe(2); // --app missing
+    expect((await run(["rollback", "cli", "vx", ...data()])).code).toBe(2);
+    expect((await run(["deploy", "/nonexistent-dir", ...data()])).code).toBe(2); // --app missing
     // Input the server refuses as invalid: 2 too, with every invalid field in details.
-    const bad = run(["accounts", "create", "Not Valid", "--json", ...data()]);
+    const bad = await run(["accounts", "create", "Not Valid", "--json", ...data()]);
     expect(bad.code).toBe(2);
     expect(JSON.parse(bad.stdout).error.details.fields[0].path).toBe("name");
   });
 
-  it("shows examples and exit codes in --help", () => {
+  it("shows examples and exit codes in --help", async () => {
     for (const cmd of [[], ["deploy"], ["logs"], ["rollback"], ["apps"]]) {
-      const r = run([...cmd, "--help"]);
+      const r = await run([...cmd, "--help"]);
       expect(r.code, cmd.join(" ")).toBe(0);
       expect(r.stdout).toContain("Examples:");
       expect(r.stdout).toContain("Exit codes:");
     }
-    expect(run(["deploy", "--help"]).stdout).toContain("$ zerocell deploy ./myapp --app myapp");
-    expect(run(["--version"]).code).toBe(0);
+    expect((await run(["deploy", "--help"])).stdout).toContain("$ zerocell deploy ./myapp --app myapp");
+    expect((await run(["--version"])).code).toBe(0);
   });
 
   it("lists follow the API's pages to the end", async () => {
@@ -120,7 +126,7 @@ describe("zerocell CLI: exit codes, --json errors, help, deploy URLs", () => {
     const firstPage = await admin(server, "GET", "/v1/accounts");
     expect(firstPage.json.accounts).toHaveLength(100);
     expect(typeof firstPage.json.next_cursor).toBe("string");
-    const r = run(["accounts", "list", "--json", ...data()]);
+    const r = await run(["accounts", "list", "--json", ...data()]);
     expect(r.code, r.stderr).toBe(0);
     const names = (JSON.parse(r.stdout) as { accounts: Array<{ name: string }> }).accounts.map((a) => a.name);
     expect(new Set(names).size).toBe(names.length);

@@ -5,7 +5,8 @@
  * test/fixtures/build/dashboard-<page>-<width>.png for review.
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
-import { execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -56,7 +57,10 @@ describe("dashboard pages in a real browser", () => {
     tenant = await createAccount(server, "acme");
     const shop = phpBundle("shop.acme.localhost", { "index.php": "<?php echo 'shop';" });
     bundles.push(shop);
-    execFileSync(process.execPath, [CLI, "deploy", shop, "--app", "acme-shop"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: tenant, ZEROCELL_DATA: "" } });
+    // Asynchronous: a deploy under load can outlast vitest's 60 s worker RPC timeout.
+    const deploy = promisify(execFile)(process.execPath, [CLI, "deploy", shop, "--app", "acme-shop"], { encoding: "utf8", env: { ...process.env, ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: tenant, ZEROCELL_DATA: "" } });
+    deploy.child.stdin?.end();
+    await deploy;
     for (let i = 0; i < 3; i++) expect((await fetchApp(server, "shop.acme.localhost", "/")).status).toBe(200);
     await waitUsage("dash", 8);
     await waitUsage("acme-shop", 3);

@@ -3,7 +3,8 @@
  * sees after deploying an app, sending it traffic and closing the period.
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
-import { execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -76,7 +77,10 @@ describe("billing dashboard in a real browser", () => {
     acmeToken = acct.json.token;
     const acmeApp = phpBundle("shop.acme.localhost", { "index.php": "<?php echo str_repeat('x', 1000);" });
     bundles.push(acmeApp);
-    execFileSync(process.execPath, [CLI, "deploy", acmeApp, "--app", "acme-shop"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: acmeToken, ZEROCELL_DATA: "" } });
+    // Asynchronous: a deploy under load can outlast vitest's 60 s worker RPC timeout.
+    const deploy = promisify(execFile)(process.execPath, [CLI, "deploy", acmeApp, "--app", "acme-shop"], { encoding: "utf8", env: { ...process.env, ZEROCELL_URL: server.urls.admin, ZEROCELL_TOKEN: acmeToken, ZEROCELL_DATA: "" } });
+    deploy.child.stdin?.end();
+    await deploy;
     for (let i = 0; i < 12; i++) expect((await fetchApp(server, "shop.acme.localhost", "/")).status).toBe(200);
     await waitUsage(server, "acme-shop", 12);
 
