@@ -753,6 +753,19 @@ describe("python engine", () => {
       expect(text(await run("/memory-ok"))).toBe(String(16 * 1024 * 1024));
     });
 
+    /** servesVendoredWithFreshRandomness, and the escapes the driver halts are halted. */
+    async function servesBehindEveryWall(other: PythonInstance): Promise<void> {
+      await servesVendoredWithFreshRandomness(other);
+      for (const [name, expected] of [["import-js", /import of js halted/], ["pyodide-js", /import of pyodide_js halted/], ["ctypes", /import of ctypes halted/]] as const) {
+        const out = json(await other.handle(req(`/escape/${name}`)));
+        await other.reset();
+        expect(out.ok).toBe(false);
+        expect(out.error).toMatch(expected);
+      }
+      expect(json(await other.handle(req("/escape/gc-scan")))).toEqual({ ok: true, value: "'no JsProxy reachable'" });
+      await other.reset();
+    }
+
     /** The vendored module imports, and two requests after resets never share random values. */
     async function servesVendoredWithFreshRandomness(other: PythonInstance): Promise<void> {
       expect(text(await other.handle(req("/vendored")))).toBe("hello, wsgi from /app/vendor/tinylib.py");
@@ -835,15 +848,7 @@ describe("python engine", () => {
           expect(other.stats.snapshotMemory).toBe("mapped");
           // The deployment's heap cap and image came with it.
           expect(other.realm.memoryBytes()).toBe((snap.extra as { memoryBytes: number }).memoryBytes);
-          await servesVendoredWithFreshRandomness(other);
-          for (const [name, expected] of [["import-js", /import of js halted/], ["pyodide-js", /import of pyodide_js halted/], ["ctypes", /import of ctypes halted/]] as const) {
-            const out = json(await other.handle(req(`/escape/${name}`)));
-            await other.reset();
-            expect(out.ok).toBe(false);
-            expect(out.error).toMatch(expected);
-          }
-          expect(json(await other.handle(req("/escape/gc-scan")))).toEqual({ ok: true, value: "'no JsProxy reachable'" });
-          await other.reset();
+          await servesBehindEveryWall(other);
           // The deployment's heap cap, not the spare's: 16 MiB fit, a bomb stops under the cap.
           expect(text(await other.handle(req("/memory-ok")))).toBe(String(16 * 1024 * 1024));
           await other.reset();
@@ -888,15 +893,7 @@ describe("python engine", () => {
         expect(text(await other.handle(req("/")))).toBe("hello");
         expect(other.stats.fromBaseImage).toBe(true);
         other.snapshot();
-        await servesVendoredWithFreshRandomness(other);
-        for (const [name, expected] of [["import-js", /import of js halted/], ["pyodide-js", /import of pyodide_js halted/], ["ctypes", /import of ctypes halted/]] as const) {
-          const out = json(await other.handle(req(`/escape/${name}`)));
-          await other.reset();
-          expect(out.ok).toBe(false);
-          expect(out.error).toMatch(expected);
-        }
-        expect(json(await other.handle(req("/escape/gc-scan")))).toEqual({ ok: true, value: "'no JsProxy reachable'" });
-        await other.reset();
+        await servesBehindEveryWall(other);
         // Its own snapshot exports and boots another instance like any other.
         const third = await engine.instantiate(await engine.prepare({ deploymentId: "py-base", manifest: makeManifest(), image }));
         await third.importSnapshot(other.exportSnapshot());

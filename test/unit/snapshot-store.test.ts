@@ -23,19 +23,24 @@ let deploymentId: string;
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "zerocell-snapstore-"));
   db = openDb(join(dir, "zerocell.db"));
-  const store = new Store(db, { baseDomain: "platform.test" });
-  deploymentId = store.createDeployment({
-    appName: "snap",
-    accountId: store.ensureDefaultAccount(),
-    runtime: "php",
-    bundleSha256: createHash("sha256").update("bundle").digest("hex"),
-    bundleBytes: 10,
-    manifest: { runtime: "php" },
-    routes: [{ host: "snap.localhost", path: "/", mode: "snapshot" }],
-    privileged: true,
-  }).id;
+  deploymentId = newDeployment("snap");
   snapshots = new SnapshotStore(db, new BlobStore(join(dir, "blobs")), 64 * 1024 * 1024, new SecretBox(join(dir, "secrets.key")));
 });
+
+/** A PHP deployment of the default account in the test's database. */
+function newDeployment(app: string): string {
+  const store = new Store(db, { baseDomain: "platform.test" });
+  return store.createDeployment({
+    appName: app,
+    accountId: store.ensureDefaultAccount(),
+    runtime: "php",
+    bundleSha256: createHash("sha256").update(`bundle ${app}`).digest("hex"),
+    bundleBytes: 10,
+    manifest: { runtime: "php" },
+    routes: [{ host: `${app}.localhost`, path: "/", mode: "snapshot" }],
+    privileged: true,
+  }).id;
+}
 
 afterEach(() => {
   db.close();
@@ -102,17 +107,7 @@ describe("snapshot store: images as hosts send them", () => {
       }
       expect(readFileSync(got[0]!.file!.path).equals(m)).toBe(true);
       // A deployment's snapshot just stored: prefetchFile makes its file in the background.
-      const other = new Store(db, { baseDomain: "platform.test" });
-      const second = other.createDeployment({
-        appName: "snap2",
-        accountId: other.ensureDefaultAccount(),
-        runtime: "php",
-        bundleSha256: createHash("sha256").update("bundle2").digest("hex"),
-        bundleBytes: 10,
-        manifest: { runtime: "php" },
-        routes: [{ host: "snap2.localhost", path: "/", mode: "snapshot" }],
-        privileged: true,
-      }).id;
+      const second = newDeployment("snap2");
       const m2 = Buffer.from(m);
       m2[0] = 0x5a;
       await snapshots.save(second, base({ memoryParts: [m2], memoryBytes: m2.length }));

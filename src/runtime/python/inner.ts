@@ -710,26 +710,23 @@ function zerocellPythonRealm(bridge: RealmBridge): Readonly<InnerKit> {
   }
 
   let bootState = "idle";
+  function startBoot(optionsJson: string, snapshot: Uint8Array | null, park: boolean): string {
+    if (bootState !== "idle") throw new ErrorC("boot: already started");
+    bootState = "pending";
+    bootAsync(optionsJson, snapshot, park).then(
+      () => { bootState = "ok"; },
+      (e) => { bootState = "error: " + (e instanceof ErrorC ? String(e.message) : text(e)); },
+    );
+    return "started";
+  }
   const kit: InnerKit = {
     // The host never awaits a sandbox promise (that would hand host resolve functions to a
     // sandbox "then" — and a snapshot's Python code runs during a snapshot boot): it polls.
     boot(optionsJson, snapshot) {
-      if (bootState !== "idle") throw new ErrorC("boot: already started");
-      bootState = "pending";
-      bootAsync(optionsJson, snapshot, false).then(
-        () => { bootState = "ok"; },
-        (e) => { bootState = "error: " + (e instanceof ErrorC ? String(e.message) : text(e)); },
-      );
-      return "started";
+      return startBoot(optionsJson, snapshot, false);
     },
     preboot(optionsJson) {
-      if (bootState !== "idle") throw new ErrorC("boot: already started");
-      bootState = "pending";
-      bootAsync(optionsJson, null, true).then(
-        () => { bootState = "ok"; },
-        (e) => { bootState = "error: " + (e instanceof ErrorC ? String(e.message) : text(e)); },
-      );
-      return "started";
+      return startBoot(optionsJson, null, true);
     },
     go(optionsJson, blob) {
       if (bootState !== "parked" || !goResume) throw new ErrorC("go: not parked");
