@@ -149,7 +149,7 @@ export class SnapshotStore {
     const header = this.#headers.get(row.sha256);
     const file = files.get(row.sha256);
     if (header !== undefined && file !== undefined && header.engineBuild === engineBuild) return { ...header, memory: Buffer.alloc(0), file };
-    // One decompression per image, however many starts (and the deploy's prefetch) ask at once.
+    // One decompression per image, however many starts ask at once.
     const making = this.#making.get(row.sha256);
     if (making !== undefined) return making;
     const made = this.#makeFile(deploymentId, engineBuild, row.sha256, files);
@@ -178,15 +178,6 @@ export class SnapshotStore {
     }
   }
 
-  /**
-   * Makes the file of a snapshot just stored, in the background, so the deployment's first cold
-   * restore maps it instead of decompressing it first (~300 ms for a 30 MB image). Failures are
-   * left to the restore, which tries again.
-   */
-  prefetchFile(deploymentId: string, engineBuild: string, files: SnapshotFiles | undefined): void {
-    if (files === undefined) return;
-    this.loadForHost(deploymentId, engineBuild, files).catch(() => {});
-  }
 
   /** Whether a snapshot exists (or is being written) for this deployment and build. */
   has(deploymentId: string, engineBuild: string): boolean {

@@ -88,7 +88,7 @@ describe("snapshot store: images as hosts send them", () => {
     expect(snapshots.has(deploymentId, "build-1")).toBe(false);
   });
 
-  it("as files for hosts: decompressed once however many ask at once, and ahead of the first start by prefetchFile", async () => {
+  it("as files for hosts: decompressed once however many ask at once", async () => {
     const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
     const files = new SnapshotFiles({ maxBytes: 64 << 20 }, parent);
     try {
@@ -106,19 +106,6 @@ describe("snapshot store: images as hosts send them", () => {
         expect(g!.globals).toEqual(["1", "-2"]);
       }
       expect(readFileSync(got[0]!.file!.path).equals(m)).toBe(true);
-      // A deployment's snapshot just stored: prefetchFile makes its file in the background.
-      const second = newDeployment("snap2");
-      const m2 = Buffer.from(m);
-      m2[0] = 0x5a;
-      await snapshots.save(second, base({ memoryParts: [m2], memoryBytes: m2.length }));
-      snapshots.prefetchFile(second, "build-1", files);
-      await vi.waitFor(() => expect(files.stats().files).toBe(2), { timeout: 10_000 });
-      expect(snapshots.cacheStats().entries).toBe(2);
-      // The next start finds the file: no decompression (the gzip'd cache may be empty now).
-      const fromPrefetch = await snapshots.loadForHost(second, "build-1", files);
-      expect(readFileSync(fromPrefetch!.file!.path).equals(m2)).toBe(true);
-      // Without files (x86, or no temp dir) nothing is made and nothing fails.
-      snapshots.prefetchFile(second, "build-1", undefined);
     } finally {
       files.close();
       rmSync(parent, { recursive: true, force: true });
