@@ -123,9 +123,7 @@ export class DeploymentCatalog {
           return;
         }
         this.#snapshots.save(d.id, img).then(
-          (r) => {
-            log.info("snapshot stored", { deploymentId: d.id, app: d.app, bytes: r.bytes, memoryBytes: imageBytes(img), sha256: r.sha256 });
-          },
+          (r) => log.info("snapshot stored", { deploymentId: d.id, app: d.app, bytes: r.bytes, memoryBytes: imageBytes(img), sha256: r.sha256 }),
           (e: unknown) => log.error("snapshot store failed", { deploymentId: d.id, err: (e as Error).message }),
         );
       },
