@@ -21,7 +21,7 @@
  * Must never: link an image into the directory of a host of another deployment, or leave a
  * host's directory readable by any other uid.
  */
-import { chmodSync, chownSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, unlinkSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -77,34 +77,14 @@ export class SnapshotFiles {
     return f;
   }
 
-  /** Writes `memory` as the image of stored snapshot `sha256` (once; temp file + rename). */
-  put(sha256: string, memory: Uint8Array): SnapshotFile {
-    if (!SHA.test(sha256)) throw new Error("snapshot files: bad content address");
-    const have = this.get(sha256);
-    if (have !== undefined) return have;
-    const path = join(this.#images, sha256);
-    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-    const fd = openSync(tmp, "wx", 0o444);
-    try {
-      for (let at = 0; at < memory.length; ) at += writeSync(fd, memory, at, Math.min(memory.length - at, 64 << 20));
-      // Not for durability (the images are a cache, rebuilt from the blob store): so a host never
-      // maps a file whose pages are still being written back.
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-    const file: SnapshotFile = { path, bytes: memory.length, sha256 };
-    this.#lru.set(sha256, file);
-    return file;
-  }
-
   /**
-   * put() off the event loop, for the gateway's request and deploy paths: the file is written
-   * with the pool's threads, sparse (blocks of zeros are holes: no disk, no page cache, and a
-   * mapping reads them as zeros) and fsync'd before the rename.
+   * Writes `memory` as the image of stored snapshot `sha256` (once; temp file + rename), off the
+   * event loop (the gateway's request path): with the pool's threads, sparse (blocks of zeros are
+   * holes: no disk, no page cache, and a mapping reads them as zeros), fsync'd before the rename
+   * (not for durability — the images are a cache — so a host never maps pages still being
+   * written back).
    */
-  async putAsync(sha256: string, memory: Uint8Array): Promise<SnapshotFile> {
+  async put(sha256: string, memory: Uint8Array): Promise<SnapshotFile> {
     if (!SHA.test(sha256)) throw new Error("snapshot files: bad content address");
     const have = this.get(sha256);
     if (have !== undefined) return have;

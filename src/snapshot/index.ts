@@ -316,7 +316,7 @@ export class LinearMemorySnapshot {
   }
 }
 
-export { readSnapshotFile, readSnapshotFileInto, preloadLibc } from "./dirty-pages.js";
+export { readSnapshotFile, preloadLibc } from "./dirty-pages.js";
 
 /**
  * An image file's bytes (src/snapshot/files.ts) put over memory [0, file.bytes): mapped

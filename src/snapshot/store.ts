@@ -168,7 +168,7 @@ export class SnapshotStore {
     const img = await this.load(deploymentId, engineBuild);
     if (img === undefined) return undefined;
     try {
-      const made = await files.putAsync(sha256, img.memory);
+      const made = await files.put(sha256, img.memory);
       const { memory: _memory, ...rest } = img;
       this.#headers.set(sha256, rest);
       return { ...rest, memory: Buffer.alloc(0), file: made };
@@ -177,7 +177,6 @@ export class SnapshotStore {
       return img;
     }
   }
-
 
   /** Whether a snapshot exists (or is being written) for this deployment and build. */
   has(deploymentId: string, engineBuild: string): boolean {

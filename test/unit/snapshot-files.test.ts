@@ -62,22 +62,22 @@ describe("snapshot files", () => {
     expect(existsSync(f.root)).toBe(true);
   });
 
-  it("writes an image once, read-only, in a directory no host can enter", () => {
+  it("writes an image once, read-only, in a directory no host can enter", async () => {
     const f = files();
-    const image = f.put(SHA_A, Buffer.from("snapshot bytes"));
+    const image = await f.put(SHA_A, Buffer.from("snapshot bytes"));
     expect(readFileSync(image.path, "utf8")).toBe("snapshot bytes");
     expect(image.bytes).toBe(14);
     expect(statSync(image.path).mode & 0o777).toBe(0o444);
     expect(statSync(join(f.root, "m")).mode & 0o777).toBe(0o700);
     expect(statSync(f.root).mode & 0o777).toBe(0o711);
     // Once: the same content address gives the same file.
-    expect(f.put(SHA_A, Buffer.from("other"))).toEqual(image);
-    expect(() => f.put("../x", Buffer.from("x"))).toThrow(/content address/);
+    expect(await f.put(SHA_A, Buffer.from("other"))).toEqual(image);
+    await expect(f.put("../x", Buffer.from("x"))).rejects.toThrow(/content address/);
   });
 
-  it("hands an image to one host's uid only, and takes it back when the host is gone", () => {
+  it("hands an image to one host's uid only, and takes it back when the host is gone", async () => {
     const f = files();
-    const image = f.put(SHA_A, Buffer.from("tenant A's memory"));
+    const image = await f.put(SHA_A, Buffer.from("tenant A's memory"));
     const path = f.link(image, 200_123);
     expect(path).toBe(join(f.root, "h200123", SHA_A));
     // A hard link: the same bytes, no copy.
@@ -100,13 +100,13 @@ describe("snapshot files", () => {
     expect(existsSync(image.path)).toBe(true);
   });
 
-  it("putAsync writes the same image sparse: blocks of zeros are holes, the bytes read back equal", async () => {
+  it("writes the image sparse: blocks of zeros are holes, the bytes read back equal", async () => {
     const f = files(64 << 20);
     // 8 MiB: 2 MiB of pattern, then zeros but one byte near the end (a tail past whole blocks too).
     const m = Buffer.alloc(8 * 1024 * 1024 + 100);
     for (let i = 0; i < 2 * 1024 * 1024; i += 3) m[i] = (i * 7) & 0xff || 1;
     m[m.length - 50] = 9;
-    const image = await f.putAsync(SHA_A, m);
+    const image = await f.put(SHA_A, m);
     expect(image.bytes).toBe(m.length);
     expect(readFileSync(image.path).equals(m)).toBe(true);
     const st = statSync(image.path);
@@ -114,18 +114,18 @@ describe("snapshot files", () => {
     expect(st.mode & 0o777).toBe(0o444);
     // 512-byte blocks on disk: about the 2 MiB written and the last block, not 8 MiB.
     expect(st.blocks * 512).toBeLessThan(3 * 1024 * 1024);
-    // Once per content address, as put().
-    expect(await f.putAsync(SHA_A, Buffer.from("other"))).toEqual(image);
+    // Once per content address.
+    expect(await f.put(SHA_A, Buffer.from("other"))).toEqual(image);
     expect(f.get(SHA_A)).toEqual(image);
-    await expect(f.putAsync("../x", Buffer.from("x"))).rejects.toThrow(/content address/);
+    await expect(f.put("../x", Buffer.from("x"))).rejects.toThrow(/content address/);
     // No temp file is left behind.
     expect(readdirSync(join(f.root, "m"))).toEqual([SHA_A]);
   });
 
-  it("keeps at most maxBytes of images (least recently used go first)", () => {
+  it("keeps at most maxBytes of images (least recently used go first)", async () => {
     const f = files(20);
-    const a = f.put(SHA_A, Buffer.alloc(12, 1));
-    const b = f.put(SHA_B, Buffer.alloc(12, 2));
+    const a = await f.put(SHA_A, Buffer.alloc(12, 1));
+    const b = await f.put(SHA_B, Buffer.alloc(12, 2));
     expect(existsSync(a.path)).toBe(false);
     expect(f.get(SHA_A)).toBeUndefined();
     expect(f.get(SHA_B)).toEqual(b);
