@@ -1015,6 +1015,37 @@ describe("python engine", () => {
       expect(inRealm(`(() => { try { return __zcInternals.Module.constructor.constructor("return process")(); } catch (e) { return e.name; } })()`)).toBe("EvalError");
     });
 
+    it("a guest that calls Pyodide's restoreSnapshot again after a mapped restore on a parked realm maps nothing: the host's map works once per boot", async () => {
+      const snap = inst.exportSnapshot();
+      const dir = mkdtempSync(join(tmpdir(), "zc-pyremap-"));
+      const path = join(dir, "image");
+      writeFileSync(path, snap.memory, { mode: 0o444 });
+      const e = new PythonEngine({ log: () => {}, exposeInternalsForTests: true });
+      try {
+        await e.preinstantiate();
+        const mapped = await e.instantiate(await e.prepare({ deploymentId: "py-unit", manifest: makeManifest(), image }), { forRestore: true });
+        expect(mapped.spareEngine).toBe(true);
+        await mapped.importSnapshot({ memory: Buffer.alloc(0), globals: snap.globals, extra: snap.extra, file: { path, bytes: snap.memory.length } });
+        expect(mapped.stats.snapshotMemory).toBe("mapped");
+        // A valid header (this build's id, empty metadata, no memory), as a guest could make one.
+        const again = vm.runInContext(
+          `(() => { const api = __zcInternals.API, id = api.config.BUILD_ID, u = new Uint8Array(64), w = new Uint32Array(u.buffer);
+            w[0] = 0x706e7300; w[1] = 64; w[2] = 2; for (let i = 0; i < 8; i++) w[4 + i] = parseInt(id.slice(i * 8, i * 8 + 8), 16); u.set([123, 125], 48);
+            try { api.restoreSnapshot(u); return "restored"; } catch (err) { return String(err && err.message); } })()`,
+          mapped.realm.context,
+        );
+        expect(again).toMatch(/no snapshot file to map/);
+        // Nothing moved: the instance serves as before, and the file is as it was.
+        expect(text(await mapped.handle(req("/vendored")))).toBe("hello, wsgi from /app/vendor/tinylib.py");
+        await mapped.reset();
+        expect(text(await mapped.handle(req("/")))).toBe("hello");
+        expect(readFileSync(path).equals(snap.memory)).toBe(true);
+        mapped.dispose();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it("keeps no copy of Pyodide's wasm binary once booted (its loader, which holds the bytes, is dropped)", () => {
       expect(inRealm("typeof __zcInternals.Module.instantiateWasm")).toBe("undefined");
     });
