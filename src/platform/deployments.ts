@@ -123,7 +123,10 @@ export class DeploymentCatalog {
           return;
         }
         this.#snapshots.save(d.id, img).then(
-          (r) => log.info("snapshot stored", { deploymentId: d.id, app: d.app, bytes: r.bytes, memoryBytes: imageBytes(img), sha256: r.sha256 }),
+          (r) => {
+            log.info("snapshot stored", { deploymentId: d.id, app: d.app, bytes: r.bytes, memoryBytes: imageBytes(img), sha256: r.sha256 });
+            if (manifest.runtime !== "x86") this.#snapshots.prefetchFile(d.id, build, snapshotFiles());
+          },
           (e: unknown) => log.error("snapshot store failed", { deploymentId: d.id, err: (e as Error).message }),
         );
       },

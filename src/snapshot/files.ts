@@ -22,7 +22,7 @@
  * host's directory readable by any other uid.
  */
 import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, unlinkSync } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LRUCache } from "lru-cache";
@@ -35,10 +35,12 @@ export interface SnapshotFile {
   bytes: number;
   /** Content address of the stored (gzip'd) snapshot it was made from. */
   sha256: string;
+  /** Bytes written to disk (blocks of zeros are holes): what it takes of the disk budget. */
+  diskBytes?: number;
 }
 
 export interface SnapshotFileLimits {
-  /** Disk the decompressed images may take; the least recently used are unlinked past it, bytes. */
+  /** Disk the decompressed images may take (written bytes: holes are free); the least recently used are unlinked past it, bytes. */
   maxBytes: number;
 }
 
@@ -61,7 +63,7 @@ export class SnapshotFiles {
     mkdirSync(this.#images, { mode: 0o700 });
     this.#lru = new LRUCache<string, SnapshotFile>({
       maxSize: limits.maxBytes,
-      sizeCalculation: (f) => Math.max(1, f.bytes),
+      sizeCalculation: (f) => Math.max(1, f.diskBytes ?? f.bytes),
       // A host that maps it keeps the inode; only the name goes.
       dispose: (f) => tryUnlink(f.path),
     });
@@ -77,32 +79,38 @@ export class SnapshotFiles {
     return f;
   }
 
+  /** Writes `memory` as the image of stored snapshot `sha256`: `write` with the bytes in one piece. */
+  put(sha256: string, memory: Uint8Array): Promise<SnapshotFile> {
+    return this.write(sha256, memory.length, [memory]);
+  }
+
   /**
-   * Writes `memory` as the image of stored snapshot `sha256` (once; temp file + rename), off the
-   * event loop (the gateway's request path): with the pool's threads, sparse (blocks of zeros are
-   * holes: no disk, no page cache, and a mapping reads them as zeros), fsync'd before the rename
-   * (not for durability — the images are a cache — so a host never maps pages still being
-   * written back).
+   * Writes the image of stored snapshot `sha256`, `bytes` long, from `chunks` in order (once;
+   * temp file + rename): the only writer. Streamed: the image is never whole in this process
+   * (a gunzip's output goes straight to disk in 1 MiB runs; a whole 28 MB image per write was
+   * memory glibc kept in the gateway). Off the event loop (libuv's threads), sparse (64 KiB
+   * blocks of zeros are holes: no disk, no page cache, and a mapping reads them as zeros),
+   * fsync'd before the rename (not for durability — the images are a cache — so a host never
+   * maps pages still being written back). Chunks that add up to more or fewer than `bytes`
+   * leave no file and reject.
    */
-  async put(sha256: string, memory: Uint8Array): Promise<SnapshotFile> {
+  async write(sha256: string, bytes: number, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<SnapshotFile> {
     if (!SHA.test(sha256)) throw new Error("snapshot files: bad content address");
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error("snapshot files: bad image length");
     const have = this.get(sha256);
     if (have !== undefined) return have;
     const path = join(this.#images, sha256);
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
     const fh = await open(tmp, "wx", 0o444);
+    const out = new SparseWriter((buf, at) => writeAll(fh, buf, at));
     try {
-      await fh.truncate(memory.length);
-      const data = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
-      for (let lo = 0; lo < data.length; ) {
-        // A run of blocks that are not all zeros, written at its offset (at most 64 MiB).
-        while (lo < data.length && isZeroBlock(data, lo)) lo += SPARSE_BLOCK;
-        let hi = lo;
-        while (hi < data.length && hi - lo < 64 << 20 && !isZeroBlock(data, hi)) hi += SPARSE_BLOCK;
-        hi = Math.min(hi, data.length);
-        for (let at = lo; at < hi; ) at += (await fh.write(data, at, hi - at, at)).bytesWritten;
-        lo = hi;
+      await fh.truncate(bytes);
+      for await (const c of chunks) {
+        if (out.offset + out.pending + c.length > bytes) throw new Error(`snapshot files: the image is longer than its ${bytes} bytes`);
+        await out.push(c);
       }
+      await out.end();
+      if (out.offset !== bytes) throw new Error(`snapshot files: the image is ${out.offset} bytes, not ${bytes}`);
       await fh.sync();
     } catch (e) {
       await fh.close().catch(() => {});
@@ -110,9 +118,9 @@ export class SnapshotFiles {
       throw e;
     }
     await fh.close();
-    // Another put of the same image may have won meanwhile: the same bytes either way.
+    // Another write of the same image may have won meanwhile: the same bytes either way.
     renameSync(tmp, path);
-    const file: SnapshotFile = { path, bytes: memory.length, sha256 };
+    const file: SnapshotFile = { path, bytes, sha256, diskBytes: out.written };
     this.#lru.set(sha256, file);
     return file;
   }
@@ -167,10 +175,78 @@ const ROOT_PREFIX = "zerocell-snapshots-";
 
 /** Sparse files: blocks of this size that are all zeros are left as holes. */
 const SPARSE_BLOCK = 64 * 1024;
+/** Longest run of non-zero blocks written at once. */
+const RUN_BYTES = 16 * SPARSE_BLOCK;
 const ZEROS = Buffer.alloc(SPARSE_BLOCK);
-function isZeroBlock(data: Buffer, lo: number): boolean {
-  const n = Math.min(SPARSE_BLOCK, data.length - lo);
-  return data.compare(ZEROS, 0, n, lo, lo + n) === 0;
+
+async function writeAll(fh: FileHandle, buf: Buffer, at: number): Promise<void> {
+  for (let done = 0; done < buf.length; ) done += (await fh.write(buf, done, buf.length - done, at + done)).bytesWritten;
+}
+
+/**
+ * Bytes in order → writes at their offsets, skipping 64 KiB blocks of zeros (holes) and joining
+ * the others into runs of up to 1 MiB (two fixed buffers, whatever the image's size).
+ */
+class SparseWriter {
+  /** Bytes taken in whole blocks (those still in the partial block are `pending`). */
+  offset = 0;
+  /** Bytes written (not holes). */
+  written = 0;
+  readonly #block = Buffer.allocUnsafe(SPARSE_BLOCK);
+  #fill = 0;
+  readonly #run = Buffer.allocUnsafe(RUN_BYTES);
+  #runLen = 0;
+  #runAt = 0;
+  readonly #write: (buf: Buffer, at: number) => Promise<void>;
+
+  constructor(write: (buf: Buffer, at: number) => Promise<void>) {
+    this.#write = write;
+  }
+
+  /** Bytes taken but not yet in a whole block. */
+  get pending(): number {
+    return this.#fill;
+  }
+
+  async push(c: Uint8Array): Promise<void> {
+    for (let i = 0; i < c.length; ) {
+      const n = Math.min(SPARSE_BLOCK - this.#fill, c.length - i);
+      this.#block.set(c.subarray(i, i + n), this.#fill);
+      this.#fill += n;
+      i += n;
+      if (this.#fill === SPARSE_BLOCK) await this.#takeBlock();
+    }
+  }
+
+  /** The last, partial block; then everything is written. */
+  async end(): Promise<void> {
+    if (this.#fill > 0) await this.#takeBlock();
+    await this.#flush();
+  }
+
+  async #takeBlock(): Promise<void> {
+    const n = this.#fill;
+    this.#fill = 0;
+    if (this.#block.compare(ZEROS, 0, n, 0, n) === 0) {
+      // A hole: the file was truncated to its length, so it reads as zeros.
+      await this.#flush();
+      this.offset += n;
+      return;
+    }
+    if (this.#runLen + n > RUN_BYTES) await this.#flush();
+    if (this.#runLen === 0) this.#runAt = this.offset;
+    this.#block.copy(this.#run, this.#runLen, 0, n);
+    this.#runLen += n;
+    this.offset += n;
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#runLen === 0) return;
+    const len = this.#runLen;
+    this.#runLen = 0;
+    await this.#write(this.#run.subarray(0, len), this.#runAt);
+    this.written += len;
+  }
 }
 const ROOT_NAME = /^zerocell-snapshots-(\d{1,10})-[A-Za-z0-9]{6}$/;
 

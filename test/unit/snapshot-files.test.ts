@@ -122,6 +122,26 @@ describe("snapshot files", () => {
     expect(readdirSync(join(f.root, "m"))).toEqual([SHA_A]);
   });
 
+  it("writes an image from pieces of any size in order; too many or too few bytes leave no file", async () => {
+    const f = files(64 << 20);
+    const m = Buffer.alloc(3 * 1024 * 1024 + 777);
+    for (let i = 1024 * 1024; i < m.length; i += 5) m[i] = (i * 13) & 0xff || 2;
+    // Pieces that straddle the 64 KiB blocks and the 1 MiB runs.
+    async function* pieces(b: Buffer, size: number) {
+      for (let i = 0; i < b.length; i += size) yield b.subarray(i, Math.min(b.length, i + size));
+    }
+    await expect(f.write(SHA_B, m.length - 1, pieces(m, 10_007))).rejects.toThrow(/longer than/);
+    await expect(f.write(SHA_B, m.length + 1, pieces(m, 10_007))).rejects.toThrow(/is \d+ bytes, not \d+/);
+    expect(readdirSync(join(f.root, "m"))).toEqual([]);
+    expect(f.get(SHA_B)).toBeUndefined();
+    const image = await f.write(SHA_A, m.length, pieces(m, 10_007));
+    expect(readFileSync(image.path).equals(m)).toBe(true);
+    // The first MiB (zeros) is a hole; the disk budget counts what was written.
+    expect(image.diskBytes).toBe(m.length - 1024 * 1024);
+    expect(statSync(image.path).blocks * 512).toBeLessThan(m.length - 1024 * 1024 + 64 * 1024);
+    expect(readdirSync(join(f.root, "m"))).toEqual([SHA_A]);
+  });
+
   it("keeps at most maxBytes of images (least recently used go first)", async () => {
     const f = files(20);
     const a = await f.put(SHA_A, Buffer.alloc(12, 1));

@@ -6,7 +6,7 @@
  */
 import { describe, it, expect, beforeEach, afterEach, vi } from "vitest";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -88,17 +88,17 @@ describe("snapshot store: images as hosts send them", () => {
     expect(snapshots.has(deploymentId, "build-1")).toBe(false);
   });
 
-  it("as files for hosts: decompressed once however many ask at once", async () => {
+  it("as files for hosts: decompressed once however many ask at once, and ahead of the first start by prefetchFile", async () => {
     const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
     const files = new SnapshotFiles({ maxBytes: 64 << 20 }, parent);
     try {
       const m = memory();
       await snapshots.save(deploymentId, base({ memoryParts: [m], memoryBytes: m.length }));
       // Three starts at once: one decompression, one file, and each gets it (no bytes through the pipe).
-      const loads = vi.spyOn(snapshots, "load");
+      const writes = vi.spyOn(files, "write");
       const got = await Promise.all([1, 2, 3].map(() => snapshots.loadForHost(deploymentId, "build-1", files)));
-      expect(loads).toHaveBeenCalledTimes(1);
-      loads.mockRestore();
+      expect(writes).toHaveBeenCalledTimes(1);
+      writes.mockRestore();
       expect(files.stats().files).toBe(1);
       for (const g of got) {
         expect(g!.memory.length).toBe(0);
@@ -106,6 +106,82 @@ describe("snapshot store: images as hosts send them", () => {
         expect(g!.globals).toEqual(["1", "-2"]);
       }
       expect(readFileSync(got[0]!.file!.path).equals(m)).toBe(true);
+      // Written sparse: the half of zeros is holes, and the disk budget counts what was written.
+      expect(got[0]!.file!.diskBytes).toBeLessThanOrEqual(m.length / 2 + 64 * 1024);
+      // A deployment's snapshot just stored: prefetchFile makes its file in the background.
+      const second = newDeployment("snap2");
+      const m2 = Buffer.from(m);
+      m2[0] = 0x5a;
+      await snapshots.save(second, base({ memoryParts: [m2], memoryBytes: m2.length }));
+      snapshots.prefetchFile(second, "build-1", files);
+      await vi.waitFor(() => expect(files.stats().files).toBe(2), { timeout: 10_000 });
+      // The next start finds the file: no decompression.
+      const again = vi.spyOn(files, "write");
+      const fromPrefetch = await snapshots.loadForHost(second, "build-1", files);
+      expect(again).not.toHaveBeenCalled();
+      again.mockRestore();
+      expect(readFileSync(fromPrefetch!.file!.path).equals(m2)).toBe(true);
+      // Without files (x86, or no temp dir) nothing is made and nothing fails.
+      snapshots.prefetchFile(second, "build-1", undefined);
+    } finally {
+      files.close();
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  it("as files: a stored image is inflated straight to disk, never whole in the gateway's memory", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
+    const files = new SnapshotFiles({ maxBytes: 1 << 30 }, parent);
+    try {
+      // 96 MiB of memory, one pattern byte per page: gzip makes it small, inflating it whole would
+      // be a 96 MiB buffer.
+      const m = Buffer.alloc(96 << 20);
+      for (let i = 0; i < m.length; i += 4096) m[i] = (i >> 12) & 0xff || 1;
+      await snapshots.save(deploymentId, base({ memoryGzip: [gzipSync(m, { level: 1 })], memoryBytes: m.length }));
+      const sizes: number[] = [];
+      const write = files.write.bind(files);
+      vi.spyOn(files, "write").mockImplementation(async (sha, bytes, chunks) => {
+        async function* seen() {
+          for await (const c of chunks) {
+            sizes.push(c.length);
+            yield c;
+          }
+        }
+        return write(sha, bytes, seen());
+      });
+      const got = await snapshots.loadForHost(deploymentId, "build-1", files);
+      expect(readFileSync(got!.file!.path).equals(m)).toBe(true);
+      // Many pieces, none larger than the inflater's 64 KiB chunk.
+      expect(sizes.length).toBeGreaterThan(1000);
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(64 * 1024);
+    } finally {
+      vi.restoreAllMocks();
+      files.close();
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  it("as files: refuses, then forgets, a gzip that inflates past its length or is not gzip, and leaves no file", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
+    const files = new SnapshotFiles({ maxBytes: 64 << 20 }, parent);
+    try {
+      const m = memory();
+      // Longer than it claims: the inflation stops at the claim (a bomb is not inflated whole).
+      await snapshots.save(deploymentId, base({ memoryGzip: [gzipSync(Buffer.concat([m, Buffer.alloc(64 << 20, 1)]))], memoryBytes: m.length }));
+      await expect(snapshots.loadForHost(deploymentId, "build-1", files)).rejects.toThrow(/memory is more than the \d+ bytes the header says/);
+      expect(snapshots.has(deploymentId, "build-1")).toBe(false);
+      // Shorter than it claims.
+      await snapshots.save(deploymentId, base({ memoryGzip: [gzipSync(m)], memoryBytes: m.length + 4096 }));
+      await expect(snapshots.loadForHost(deploymentId, "build-1", files)).rejects.toThrow(/memory is \d+ bytes, header says/);
+      expect(snapshots.has(deploymentId, "build-1")).toBe(false);
+      // Not gzip.
+      await snapshots.save(deploymentId, base({ memoryGzip: [Buffer.from("not gzip at all, just bytes")], memoryBytes: 27 }));
+      await expect(snapshots.loadForHost(deploymentId, "build-1", files)).rejects.toThrow(/snapshot: /);
+      expect(snapshots.has(deploymentId, "build-1")).toBe(false);
+      expect(await snapshots.loadForHost(deploymentId, "build-1", files)).toBeUndefined();
+      // Nothing half-written is left, and nothing counts against the disk budget.
+      expect(readdirSync(join(files.root, "m"))).toEqual([]);
+      expect(files.stats().files).toBe(0);
     } finally {
       files.close();
       rmSync(parent, { recursive: true, force: true });
