@@ -5,6 +5,7 @@
  * to app-handler.ts. Only this part maps errors to HTTP statuses.
  * Must never: run guest code in this process, or die because a sandbox did.
  */
+import { tuneGatewayMalloc } from "../malloc.js";
 import { mkdirSync, writeFileSync, readFileSync, existsSync, renameSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
@@ -139,6 +140,7 @@ function urlHost(host: string): string {
 
 /** Starts the platform: database, certificates, pool, and the three listeners. */
 export async function startGateway(config: GatewayConfig): Promise<RunningServer> {
+  tuneGatewayMalloc();
   const dataDir = config.dataDir;
   for (const d of ["", "blobs", "certs", "run"]) mkdirSync(join(dataDir, d), { recursive: true });
   const baseDomain = (config.baseDomain ?? DEFAULT_BASE_DOMAIN).toLowerCase();

@@ -193,7 +193,7 @@ export function hostNodeArgs(runtime: Runtime = "php", spare = false): string[] 
 
 /**
  * glibc's heap in a host: one arena, not one per V8 background thread (whose freed chunks glibc
- * keeps: ~70 MB of a PHP host's ~140). The host trims it when idle (src/runtime/host/malloc.ts).
+ * keeps: ~70 MB of a PHP host's ~140). The host trims it when idle (src/malloc.ts).
  */
 export const HOST_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "1" };
 
@@ -620,7 +620,7 @@ export function spawnHost(runtime: Runtime, isolation: HostIsolation, spare: boo
     stdio: ["pipe", "pipe", "pipe", "pipe"],
     // Nothing of the gateway's environment (tokens, keys) reaches the sandbox, except the
     // operator's switch back to the full-compare reset (a fixed value, ADR 002). glibc's heap:
-    // one arena (src/runtime/host/malloc.ts).
+    // one arena (src/malloc.ts).
     env: { ...HOST_MALLOC_ENV, ...(process.env.ZEROCELL_RESET === "compare" ? { ZEROCELL_RESET: "compare" } : {}) },
     cwd: "/",
   });

@@ -182,7 +182,7 @@ export const memoryMessage = z.object({
   instance: z.object({ linearBytes: bytes, snapshotBytes: bytes, snapshotHeldBytes: bytes, otherHeldBytes: bytes }).partial().optional(),
   /** Slots open in the host (their instances' figures are summed in `instance`). */
   slots: count.max(L.maxSlotsPerHost).optional(),
-  /** malloc_trim calls the host made (runtime/host/malloc.ts), when it can make them. */
+  /** malloc_trim calls the host made (src/malloc.ts), when it can make them. */
   mallocTrims: count.optional(),
 });
 

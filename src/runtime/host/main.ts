@@ -20,7 +20,7 @@ import { loadEngine } from "../load.js";
 import { findRuntime } from "../registry.js";
 import { isZerocellError } from "../../errors.js";
 import { SPARE_PRELOADED_LINE } from "../../protocol/index.js";
-import { mallocTrims, trimMalloc } from "./malloc.js";
+import { mallocTrims, trimMalloc } from "../../malloc.js";
 
 // Emscripten's NODEFS reads fs constants through process.binding, which the permission model
 // refuses; hand it the same constants from the public API and nothing else.
@@ -57,25 +57,38 @@ function collectAndTrim(): void {
   collectGarbage?.();
   trimMalloc();
 }
-/** Runs one full collection once the host is past its start: after its first request (or after 1 s). */
+/**
+ * Runs one full collection once the host is past its start: when it has been quiet for
+ * GC_QUIET_MS after a request (1 s after the start if no request comes), and at the latest
+ * GC_LATEST_MS after the start. Not right after the first request: a collection takes 10–30 ms
+ * on the host's one thread, and the request that follows a cold start (the page's next asset, the
+ * user's next click) would wait for it (measured: bench/cold.mjs's warm request, ~27 ms → see
+ * docs/memory.md).
+ */
 function collectSoon(): void {
-  if (collectGarbage === undefined) return;
-  let done = false;
+  if (collectGarbage === undefined || bootCollection !== undefined) return;
   const run = () => {
-    if (done) return;
-    done = true;
-    clearTimeout(timer);
+    clearTimeout(quiet);
+    clearTimeout(latest);
+    bootCollection = undefined;
     collectAndTrim();
   };
-  const timer = setTimeout(run, GC_DELAY_MS);
-  const previous = afterRequest;
-  afterRequest = () => {
-    previous?.();
-    run();
+  let quiet = setTimeout(run, GC_DELAY_MS);
+  const latest = setTimeout(run, GC_LATEST_MS);
+  // After each request: wait for quiet again.
+  bootCollection = () => {
+    clearTimeout(quiet);
+    quiet = setTimeout(run, GC_QUIET_MS);
   };
 }
+/** The boot collection still to come: pushed back by each request (collectSoon). */
+let bootCollection: (() => void) | undefined;
 /** How long after its start an idle host collects its boot garbage, ms. */
 const GC_DELAY_MS = 1000;
+/** Quiet time after a request before the boot collection, ms. */
+const GC_QUIET_MS = 250;
+/** Latest the boot collection runs, however busy the host, ms after its start. */
+const GC_LATEST_MS = 5000;
 /** When a spare collects again, after its preload's background work, ms. */
 const SPARE_LATE_GC_MS = 15_000;
 
@@ -178,8 +191,6 @@ let account: string | undefined;
 const preparedByDeployment = new Map<string, { engine: Engine; prepared: unknown; slots: number }>();
 /** An init message arrived (a spare was taken). */
 let initStarted = false;
-/** Runs once after the next request is answered (a deferred snapshot send). */
-let afterRequest: (() => void) | undefined;
 
 /** Disposes a slot's instance and forgets what was prepared for its deployment once no slot uses it. */
 function closeSlot(n: number): void {
@@ -430,9 +441,7 @@ async function onFrame(frame: Frame): Promise<void> {
         send({ t: "worn", ...tag });
       }
       send({ t: "idle", ...tag, ...(resetMs === undefined ? {} : { resetMs }), ...(resetCpuUs === undefined ? {} : { resetCpuUs }) });
-      const after = afterRequest;
-      afterRequest = undefined;
-      after?.();
+      bootCollection?.();
       whenIdle();
       return;
     }
