@@ -21,6 +21,9 @@ import { hostMemoryCeiling, spawnHost, type HostIsolation, type HostProcess } fr
 import { readFileSync } from "node:fs";
 import { snapshotFiles } from "../snapshot/files.js";
 
+
+/** How long after a spare is taken its replacement starts, ms (SandboxHost.spawn). */
+const SPARE_REPLACE_DELAY_MS = 200;
 export interface HostOptions {
   /** The OS layers hosts start in (namespaces, uid, memory cgroup; src/pool/spawn.ts). */
   isolation: HostIsolation;
@@ -198,9 +201,11 @@ export class SandboxHost {
     // A spare started with the default ceiling; it now holds this deployment's.
     spare?.setCeiling(ceiling);
     const proc = spare ?? spawnHost(runtime, opts.isolation, false, ceiling);
-    // The next spare starts now: deploys and scale-ups come in bursts, and a spare needs ~1 s
-    // (PHP) to a few seconds (Python's base image) before it saves anything.
-    opts.spares?.want(runtime, 0);
+    // The next spare starts almost at once: deploys and scale-ups come in bursts, and a spare
+    // needs ~1 s (PHP) to a few seconds (Python's base image) before it saves anything. Not in the
+    // same tick: a Node start takes both cores for a moment, and the request that took this
+    // spare (a cold restore answers in tens of ms) should not share them with it.
+    opts.spares?.want(runtime, SPARE_REPLACE_DELAY_MS);
     return new SandboxHost(proc, opts, runtime, init.accountId, spare !== undefined);
   }
 
