@@ -117,7 +117,8 @@ async function platformMemoryAsync(serverPid) {
   const rows = psRows();
   const procs = [rows.find((r) => r.pid === serverPid), ...descendants(serverPid, rows)].filter(Boolean);
   const pss = await Promise.all(procs.map((p) => readFile(`/proc/${p.pid}/smaps_rollup`, "utf8").then((t) => Number(/^Pss:\s+(\d+)\s+kB/m.exec(t)?.[1] ?? 0), () => 0)));
-  return { procs: procs.length, rssMb: procs.reduce((n, p) => n + (p.rssKb ?? 0), 0) / 1024, pssMb: pss.reduce((a, b) => a + b, 0) / 1024 };
+  // The gateway is the first row (the hosts' budget does not cover it).
+  return { procs: procs.length, rssMb: procs.reduce((n, p) => n + (p.rssKb ?? 0), 0) / 1024, pssMb: pss.reduce((a, b) => a + b, 0) / 1024, gatewayRssMb: (procs[0]?.rssKb ?? 0) / 1024, gatewayPssMb: (pss[0] ?? 0) / 1024 };
 }
 
 /**
@@ -169,7 +170,7 @@ runMain(async () => {
   const admin = readFileSync(join(server.dataDir, "admin-token"), "utf8").trim();
   const templates = makeTemplates(tempDir("zc-bench-density-apps-"));
   const result = { bench: "density", startedAt: new Date(t0).toISOString(), elapsedS: 0, git: gitInfo(), args: { APPS, HOT, ROUNDS, BUDGET_MB, DEPLOY_C, C, IDLE_TTL, MIX, SLOTS }, deploy: {}, loop: {}, memory: {}, pool: null, notes: [] };
-  let peak = { rssMb: 0, pssMb: 0 };
+  let peak = { rssMb: 0, pssMb: 0, gatewayPssMb: 0 };
   let sampling = false;
   const sampler = setInterval(() => {
     if (sampling) return;
@@ -177,6 +178,7 @@ runMain(async () => {
     platformMemoryAsync(server.child.proc.pid).then((m) => {
       if (m.rssMb > peak.rssMb) peak = { ...peak, rssMb: m.rssMb };
       if (m.pssMb > peak.pssMb) peak = { ...peak, pssMb: m.pssMb };
+      if (m.gatewayPssMb > peak.gatewayPssMb) peak = { ...peak, gatewayPssMb: m.gatewayPssMb };
     }).finally(() => (sampling = false));
   }, PEAK_SAMPLE_MS);
 
@@ -210,7 +212,7 @@ runMain(async () => {
       const done = deployMs.length;
       if (done % 50 === 0) {
         const m = await platformMemoryAsync(server.child.proc.pid);
-        log(`deployed ${done}/${APPS} (${round(done / ((performance.now() - tDeploy) / 1000), 2)}/s), platform RSS ${round(m.rssMb, 0)} MB, PSS ${round(m.pssMb, 0)} MB, ${m.procs} processes`);
+        log(`deployed ${done}/${APPS} (${round(done / ((performance.now() - tDeploy) / 1000), 2)}/s), platform RSS ${round(m.rssMb, 0)} MB, PSS ${round(m.pssMb, 0)} MB (gateway ${round(m.gatewayPssMb, 0)}), ${m.procs} processes`);
       }
     }
   };
@@ -230,6 +232,7 @@ runMain(async () => {
   const cold = [];
   const warmReady = [];
   const coldReady = [];
+  const coldPhases = {};
   let errors = 0;
   const errorSamples = [];
   let i = 0;
@@ -247,6 +250,8 @@ runMain(async () => {
       const isNew = /\bnew\b/.test(r.instance);
       (isNew ? cold : warm).push(r.ms);
       if (r.timing.ready !== undefined) (isNew ? coldReady : warmReady).push(r.timing.ready);
+      // Where a cold request's time went: the start's phases (s-admit = the memory budget, …).
+      if (isNew) for (const [k, v] of Object.entries(r.timing)) if (k.startsWith("s-") || k === "acquire" || k === "run") (coldPhases[k] ??= []).push(v);
     }
   };
   await Promise.all(Array.from({ length: C }, loopWorker));
@@ -254,7 +259,8 @@ runMain(async () => {
   clearInterval(sampler);
   for (const xs of [warm, cold, warmReady, coldReady]) xs.sort((a, b) => a - b);
   const q = (xs) => (xs.length === 0 ? { n: 0, p50: null, p99: null } : { n: xs.length, p50: round(percentile(xs, 50), 1), p99: round(percentile(xs, 99), 1) });
-  result.loop = { requests: order.length, errors, errorSamples, seconds: round(loopS, 1), reqPerS: round(order.length / loopS, 1), warm: q(warm), cold: q(cold), warmReadyMs: q(warmReady), coldReadyMs: q(coldReady) };
+  const coldPhaseMeans = Object.fromEntries(Object.entries(coldPhases).map(([k, v]) => [k, round(v.reduce((a, b) => a + b, 0) / v.length, 1)]));
+  result.loop = { requests: order.length, errors, errorSamples, seconds: round(loopS, 1), reqPerS: round(order.length / loopS, 1), warm: q(warm), cold: q(cold), warmReadyMs: q(warmReady), coldReadyMs: q(coldReady), coldPhaseMeansMs: coldPhaseMeans };
   const end = await platformMemoryAsync(server.child.proc.pid);
   const pool = (await api(urls, admin, "GET", "/v1/pool")).json;
   const ready = (pool.deployments ?? []).reduce((n, d) => n + d.instances, 0);
@@ -274,10 +280,12 @@ runMain(async () => {
     ["platform RSS / PSS at the end (MB)", `${mb(end.rssMb)} / ${mb(end.pssMb)}`],
     ["platform RSS / PSS peak (MB)", `${mb(peak.rssMb)} / ${mb(peak.pssMb)}`],
     ["PSS per ready instance (MB, whole platform / instances)", String(result.memory.perReadyInstancePssMb)],
+    ["gateway PSS after deploys / at the end / peak (MB)", `${mb(result.memory.afterDeploy.gatewayPssMb)} / ${mb(end.gatewayPssMb)} / ${mb(peak.gatewayPssMb)}`],
     [`loop: requests over ${hot.length} apps × ${ROUNDS} (c=${C})`, `${order.length} in ${round(loopS, 1)} s (${result.loop.reqPerS}/s)`],
     ["errors", String(errors)],
     ["warm: n, p50 / p99 ms (ready p50 / p99)", `${warm.length}, ${result.loop.warm.p50} / ${result.loop.warm.p99} (${result.loop.warmReadyMs.p50} / ${result.loop.warmReadyMs.p99})`],
     ["cold (instance started): n, p50 / p99 ms (ready p50 / p99)", `${cold.length}, ${result.loop.cold.p50} / ${result.loop.cold.p99} (${result.loop.coldReadyMs.p50} / ${result.loop.coldReadyMs.p99})`],
+    ["cold: mean ms by phase (server-timing)", Object.entries(coldPhaseMeans).map(([k, v]) => `${k} ${v}`).join(", ") || "-"],
     ["budget: used / budget MiB, evictions, refused", pool.memory ? `${mb(pool.memory.usedBytes / 1048576)} / ${mb(pool.memory.budgetBytes / 1048576)}, ${pool.memory.evictionsForBudget}, ${pool.memory.refused}` : "-"],
   ];
   result.elapsedS = round((Date.now() - t0) / 1000, 0);
