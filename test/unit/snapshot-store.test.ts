@@ -54,6 +54,19 @@ function memory(): Buffer {
   return m;
 }
 
+/** A SnapshotFiles in a temp dir of its own, for `fn`; removed after. */
+async function withFiles(maxBytes: number, fn: (files: SnapshotFiles) => Promise<void>): Promise<void> {
+  const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
+  const files = new SnapshotFiles({ maxBytes }, parent);
+  try {
+    await fn(files);
+  } finally {
+    vi.restoreAllMocks();
+    files.close();
+    rmSync(parent, { recursive: true, force: true });
+  }
+}
+
 const base = (m: Partial<SnapshotImage>): SnapshotImage => ({ engine: "php", engineBuild: "build-1", globals: ["1", "-2"], extra: { fds: [] }, memory: Buffer.alloc(0), ...m });
 
 describe("snapshot store: images as hosts send them", () => {
@@ -89,9 +102,7 @@ describe("snapshot store: images as hosts send them", () => {
   });
 
   it("as files for hosts: decompressed once however many ask at once, and ahead of the first start by prefetchFile", async () => {
-    const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
-    const files = new SnapshotFiles({ maxBytes: 64 << 20 }, parent);
-    try {
+    await withFiles(64 << 20, async (files) => {
       const m = memory();
       await snapshots.save(deploymentId, base({ memoryParts: [m], memoryBytes: m.length }));
       // Three starts at once: one decompression, one file, and each gets it (no bytes through the pipe).
@@ -123,16 +134,11 @@ describe("snapshot store: images as hosts send them", () => {
       expect(readFileSync(fromPrefetch!.file!.path).equals(m2)).toBe(true);
       // Without files (x86, or no temp dir) nothing is made and nothing fails.
       snapshots.prefetchFile(second, "build-1", undefined);
-    } finally {
-      files.close();
-      rmSync(parent, { recursive: true, force: true });
-    }
+    });
   });
 
   it("as files: a stored image is inflated straight to disk, never whole in the gateway's memory", async () => {
-    const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
-    const files = new SnapshotFiles({ maxBytes: 1 << 30 }, parent);
-    try {
+    await withFiles(1 << 30, async (files) => {
       // 96 MiB of memory, one pattern byte per page: gzip makes it small, inflating it whole would
       // be a 96 MiB buffer.
       const m = Buffer.alloc(96 << 20);
@@ -154,17 +160,11 @@ describe("snapshot store: images as hosts send them", () => {
       // Many pieces, none larger than the inflater's 64 KiB chunk.
       expect(sizes.length).toBeGreaterThan(1000);
       expect(Math.max(...sizes)).toBeLessThanOrEqual(64 * 1024);
-    } finally {
-      vi.restoreAllMocks();
-      files.close();
-      rmSync(parent, { recursive: true, force: true });
-    }
+    });
   });
 
   it("as files: refuses, then forgets, a gzip that inflates past its length or is not gzip, and leaves no file", async () => {
-    const parent = mkdtempSync(join(tmpdir(), "zerocell-snapfiles-"));
-    const files = new SnapshotFiles({ maxBytes: 64 << 20 }, parent);
-    try {
+    await withFiles(64 << 20, async (files) => {
       const m = memory();
       // Longer than it claims: the inflation stops at the claim (a bomb is not inflated whole).
       await snapshots.save(deploymentId, base({ memoryGzip: [gzipSync(Buffer.concat([m, Buffer.alloc(64 << 20, 1)]))], memoryBytes: m.length }));
@@ -182,9 +182,6 @@ describe("snapshot store: images as hosts send them", () => {
       // Nothing half-written is left, and nothing counts against the disk budget.
       expect(readdirSync(join(files.root, "m"))).toEqual([]);
       expect(files.stats().files).toBe(0);
-    } finally {
-      files.close();
-      rmSync(parent, { recursive: true, force: true });
-    }
+    });
   });
 });
