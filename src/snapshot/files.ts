@@ -21,7 +21,7 @@
  * Must never: link an image into the directory of a host of another deployment, or leave a
  * host's directory readable by any other uid.
  */
-import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, unlinkSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statfsSync, unlinkSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,7 +44,22 @@ export interface SnapshotFileLimits {
   maxBytes: number;
 }
 
-export const DEFAULT_SNAPSHOT_FILE_LIMITS: SnapshotFileLimits = { maxBytes: 4 * 1024 * 1024 * 1024 };
+const GiB = 1024 * 1024 * 1024;
+
+/**
+ * The disk the gateway's images may take: a quarter of what is free in `parent` when the gateway
+ * starts, between 1 and 32 GiB (4 GiB where that cannot be read). A fixed 4 GiB held ~190 hello
+ * images (~22 MB written each): with 1,000 apps deployed, the first apps' images were gone before
+ * their first restore (bench/density.mjs: 2.5 s of `s-snapfetch` per cold start).
+ */
+export function defaultSnapshotFileLimits(parent = tmpdir()): SnapshotFileLimits {
+  try {
+    const st = statfsSync(parent);
+    return { maxBytes: Math.min(32 * GiB, Math.max(1 * GiB, Math.floor((st.bavail * st.bsize) / 4))) };
+  } catch {
+    return { maxBytes: 4 * GiB };
+  }
+}
 
 const SHA = /^[0-9a-f]{64}$/;
 
@@ -55,7 +70,10 @@ export class SnapshotFiles {
   /** Whether hosts run as uids of their own (root only): per-host directories are chown'd. */
   readonly #isRoot = process.getuid?.() === 0;
 
-  constructor(limits: SnapshotFileLimits = DEFAULT_SNAPSHOT_FILE_LIMITS, parent = tmpdir()) {
+  readonly limits: SnapshotFileLimits;
+
+  constructor(limits: SnapshotFileLimits = defaultSnapshotFileLimits(), parent = tmpdir()) {
+    this.limits = limits;
     removeOrphanRoots(parent);
     this.root = mkdtempSync(join(parent, `${ROOT_PREFIX}${process.pid}-`));
     chmodSync(this.root, 0o711);
@@ -157,6 +175,14 @@ export class SnapshotFiles {
     } catch {
       // never made
     }
+  }
+
+  /**
+   * Whether an image of up to `bytes` fits beside the others without unlinking any: a file made
+   * ahead of demand (SnapshotStore.prefetchFile) must not push out one that a start will want.
+   */
+  hasRoomFor(bytes: number): boolean {
+    return this.#lru.calculatedSize + bytes <= this.limits.maxBytes;
   }
 
   /** Bytes of images on disk now (diagnostics). */

@@ -273,7 +273,13 @@ export class SnapshotStore {
     if (files === undefined || this.#prefetchQueued >= 32) return;
     this.#prefetchQueued++;
     this.#prefetchChain = this.#prefetchChain
-      .then(() => this.loadForHost(deploymentId, engineBuild, files))
+      .then(() => {
+        // Only into free room: made ahead, it must not unlink an image a start will want (an
+        // older app's, least recently used). Its length bounds what it writes.
+        const row = this.#db.db.select({ memoryBytes: snapshots.memoryBytes }).from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get();
+        if (row === undefined || !files.hasRoomFor(row.memoryBytes)) return;
+        return this.loadForHost(deploymentId, engineBuild, files);
+      })
       .catch(() => {})
       .finally(() => this.#prefetchQueued--);
   }

@@ -137,6 +137,26 @@ describe("snapshot store: images as hosts send them", () => {
     });
   });
 
+  it("as files: a file made ahead only takes free room, never an image a start may want", async () => {
+    // Room for one 3 MiB image (about half of it written) and not two.
+    await withFiles(2 << 20, async (files) => {
+      const m = memory();
+      await snapshots.save(deploymentId, base({ memoryParts: [m], memoryBytes: m.length }));
+      const first = await snapshots.loadForHost(deploymentId, "build-1", files);
+      const second = newDeployment("snap3");
+      await snapshots.save(second, base({ memoryParts: [m], memoryBytes: m.length }));
+      const writes = vi.spyOn(files, "write");
+      snapshots.prefetchFile(second, "build-1", files);
+      // The chain runs in order: a prefetch queued after it has run when this one resolves.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(writes).not.toHaveBeenCalled();
+      expect(files.get(first!.file!.sha256)).toBeDefined();
+      // A start that wants it makes it (and that may unlink the least recently used).
+      const got = await snapshots.loadForHost(second, "build-1", files);
+      expect(readFileSync(got!.file!.path).equals(m)).toBe(true);
+    });
+  });
+
   it("as files: a stored image is inflated straight to disk, never whole in the gateway's memory", async () => {
     await withFiles(1 << 30, async (files) => {
       // 96 MiB of memory, one pattern byte per page: gzip makes it small, inflating it whole would
