@@ -21,9 +21,9 @@ import { hostMemoryCeiling, spawnHost, type HostIsolation, type HostProcess } fr
 import { readFileSync } from "node:fs";
 import { snapshotFiles } from "../snapshot/files.js";
 
-
 /** How long after a spare is taken its replacement starts, ms (SandboxHost.spawn). */
 const SPARE_REPLACE_DELAY_MS = 200;
+
 export interface HostOptions {
   /** The OS layers hosts start in (namespaces, uid, memory cgroup; src/pool/spawn.ts). */
   isolation: HostIsolation;

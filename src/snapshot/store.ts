@@ -80,11 +80,9 @@ export function imageBytes(img: SnapshotImage): number {
 }
 
 export function decodeSnapshot(raw: Buffer): SnapshotImage {
-  if (raw.length < 4) throw new SnapshotMismatchError("snapshot: truncated");
-  const hlen = raw.readUInt32BE(0);
-  if (hlen > MAX_HEADER || 4 + hlen > raw.length) throw new SnapshotMismatchError("snapshot: bad header length");
-  const h = parseHeader(raw.subarray(4, 4 + hlen));
-  const memory = raw.subarray(4 + hlen);
+  const h = takeHeader(raw);
+  if (h === undefined) throw new SnapshotMismatchError(raw.length < 4 ? "snapshot: truncated" : "snapshot: bad header length");
+  const memory = h.rest;
   if (memory.length !== h.memoryBytes) throw new SnapshotMismatchError(`snapshot: memory is ${memory.length} bytes, header says ${h.memoryBytes}`);
   return { engine: h.engine, engineBuild: h.engineBuild, globals: h.globals, extra: h.extra, memory };
 }
@@ -122,15 +120,24 @@ async function* inflated(z: Gunzip): AsyncGenerator<Buffer> {
   }
 }
 
+/**
+ * The header at the front of a stored image's bytes (its 4-byte length, then the JSON) and `rest`,
+ * what follows it; undefined while `buf` does not hold all of it yet.
+ */
+function takeHeader(buf: Buffer): (StoredHeader & { rest: Buffer }) | undefined {
+  if (buf.length < 4) return undefined;
+  const hlen = buf.readUInt32BE(0);
+  if (hlen > MAX_HEADER) throw new SnapshotMismatchError("snapshot: bad header length");
+  if (buf.length < 4 + hlen) return undefined;
+  return { ...parseHeader(buf.subarray(4, 4 + hlen)), rest: buf.subarray(4 + hlen) };
+}
+
 /** Reads the header off the front of an inflating stored image; `rest` is what followed it in the last chunk. */
 async function readHeader(it: AsyncIterator<Buffer>): Promise<StoredHeader & { rest: Buffer }> {
   let head: Buffer = Buffer.alloc(0);
   for (;;) {
-    if (head.length >= 4) {
-      const hlen = head.readUInt32BE(0);
-      if (hlen > MAX_HEADER) throw new SnapshotMismatchError("snapshot: bad header length");
-      if (head.length >= 4 + hlen) return { ...parseHeader(head.subarray(4, 4 + hlen)), rest: head.subarray(4 + hlen) };
-    }
+    const h = takeHeader(head);
+    if (h !== undefined) return h;
     const r = await it.next();
     if (r.done === true) throw new SnapshotMismatchError("snapshot: truncated");
     head = head.length === 0 ? r.value : Buffer.concat([head, r.value]);
@@ -182,7 +189,7 @@ export class SnapshotStore {
   /** The stored snapshot of a deployment for this engine build, or undefined (then: rebuild). */
   async load(deploymentId: string, engineBuild: string): Promise<SnapshotImage | undefined> {
     const key = `${deploymentId}/${engineBuild}`;
-    const row = this.#db.db.select().from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get();
+    const row = this.#row(deploymentId, engineBuild);
     if (row === undefined) return undefined;
     try {
       const packed = this.#cache.get(key) ?? this.#unseal(key, this.#blobs.get(row.sha256));
@@ -192,10 +199,24 @@ export class SnapshotStore {
       return img;
     } catch (e) {
       // Corrupt or foreign: forget it; the next instance takes a new one.
-      this.#cache.delete(key);
-      this.#db.db.delete(snapshots).where(eq(snapshots.id, row.id)).run();
+      this.#forget(deploymentId, engineBuild);
       throw e;
     }
+  }
+
+  /** Which row is a deployment's snapshot for an engine build. */
+  #of(deploymentId: string, engineBuild: string) {
+    return and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild));
+  }
+
+  #row(deploymentId: string, engineBuild: string) {
+    return this.#db.db.select().from(snapshots).where(this.#of(deploymentId, engineBuild)).get();
+  }
+
+  /** Drops a corrupt or foreign snapshot (row and cached bytes): the next instance takes a new one. */
+  #forget(deploymentId: string, engineBuild: string): void {
+    this.#cache.delete(`${deploymentId}/${engineBuild}`);
+    this.#db.db.delete(snapshots).where(this.#of(deploymentId, engineBuild)).run();
   }
 
   /** Headers (globals, extra) of the images in `files`, by content address. */
@@ -207,7 +228,7 @@ export class SnapshotStore {
    */
   async loadForHost(deploymentId: string, engineBuild: string, files: SnapshotFiles | undefined): Promise<SnapshotImage | undefined> {
     if (files === undefined) return this.load(deploymentId, engineBuild);
-    const row = this.#db.db.select().from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get();
+    const row = this.#row(deploymentId, engineBuild);
     if (row === undefined) return undefined;
     const header = this.#headers.get(row.sha256);
     const file = files.get(row.sha256);
@@ -254,8 +275,7 @@ export class SnapshotStore {
         // The bytes were good so far; the disk was not: the pipe instead.
         return this.load(deploymentId, engineBuild);
       }
-      this.#cache.delete(key);
-      this.#db.db.delete(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).run();
+      this.#forget(deploymentId, engineBuild);
       throw e;
     }
     this.#headers.set(sha256, header);
@@ -276,7 +296,7 @@ export class SnapshotStore {
       .then(() => {
         // Only into free room: made ahead, it must not unlink an image a start will want (an
         // older app's, least recently used). Its length bounds what it writes.
-        const row = this.#db.db.select({ memoryBytes: snapshots.memoryBytes }).from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get();
+        const row = this.#row(deploymentId, engineBuild);
         if (row === undefined || !files.hasRoomFor(row.memoryBytes)) return;
         return this.loadForHost(deploymentId, engineBuild, files);
       })
@@ -290,7 +310,7 @@ export class SnapshotStore {
   /** Whether a snapshot exists (or is being written) for this deployment and build. */
   has(deploymentId: string, engineBuild: string): boolean {
     if (this.#writing.has(`${deploymentId}/${engineBuild}`)) return true;
-    return this.#db.db.select({ id: snapshots.id }).from(snapshots).where(and(eq(snapshots.deploymentId, deploymentId), eq(snapshots.engineBuild, engineBuild))).get() !== undefined;
+    return this.#db.db.select({ id: snapshots.id }).from(snapshots).where(this.#of(deploymentId, engineBuild)).get() !== undefined;
   }
 
   async save(deploymentId: string, img: SnapshotImage): Promise<{ sha256: string; bytes: number }> {
