@@ -10,6 +10,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import type { AsyncifyData } from "./asyncify-data.js";
+import { slimWasm, writeDataSegments, type DataSection } from "./slim-wasm.js";
 
 /** Emscripten's errno numbers (its ERRNO_CODES table, not Linux's). */
 const EACCES = 2;
@@ -177,12 +178,14 @@ export function walledInstantiate(wasmPath: string, cap: HeapCap, refused: Refus
     };
 
     compiledModule(wasmPath)
-      .then(async (module) => {
+      .then(async ({ module, data }) => {
         const instance = await WebAssembly.instantiate(module, imports);
         const exports = instance.exports as unknown as RawExports;
         for (const name of ["memory", "__errno_location", "__dl_seterr", "emscripten_stack_get_current", "_emscripten_stack_alloc", "_emscripten_stack_restore"] as const) {
           if (exports[name] === undefined) throw new Error(`zerocell: php.wasm exports no ${name}; cannot report refusals`);
         }
+        // The slim module's data segments, before any of its code runs (slim-wasm.ts).
+        if (data !== undefined) writeDataSegments(wasmPath, data, exports.memory);
         raw = exports;
         // Emscripten reads only `exports` of the instance it is handed (receiveInstance).
         done({ exports: asyncify.wrapExports(instance.exports) } as WebAssembly.Instance, module);
@@ -195,14 +198,34 @@ export function walledInstantiate(wasmPath: string, cap: HeapCap, refused: Refus
   };
 }
 
-/** php.wasm compiled once per process (a spare host compiles it before it has a tenant). */
-const compiled = new Map<string, Promise<WebAssembly.Module>>();
+/** A compiled php.wasm, and where its data segments are if the module left them out (slim-wasm.ts). */
+export interface CompiledPhpModule {
+  module: WebAssembly.Module;
+  data: DataSection | undefined;
+}
 
-export function compiledModule(wasmPath: string): Promise<WebAssembly.Module> {
+/**
+ * php.wasm compiled once per process (a spare host compiles it before it has a tenant), slim:
+ * without its name section and data segments, which V8 would keep for the process's life. A
+ * slim module that does not compile (code that refers to segments) falls back to the file as is.
+ */
+const compiled = new Map<string, Promise<CompiledPhpModule>>();
+
+export function compiledModule(wasmPath: string): Promise<CompiledPhpModule> {
   let m = compiled.get(wasmPath);
   if (m === undefined) {
-    m = WebAssembly.compile(readFileSync(wasmPath));
+    m = compileSlim(wasmPath);
     compiled.set(wasmPath, m);
   }
   return m;
+}
+
+async function compileSlim(wasmPath: string): Promise<CompiledPhpModule> {
+  const slim = slimWasm(readFileSync(wasmPath));
+  try {
+    return { module: await WebAssembly.compile(slim.bytes), data: slim.data };
+  } catch (e) {
+    process.stderr.write(`php: the slim module of ${wasmPath} does not compile (${(e as Error).message}); compiling the file as is\n`);
+    return { module: await WebAssembly.compile(readFileSync(wasmPath)), data: undefined };
+  }
 }
