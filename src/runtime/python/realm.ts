@@ -19,7 +19,7 @@
  */
 import vm from "node:vm";
 import { randomFillSync } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { types } from "node:util";
@@ -83,7 +83,12 @@ export interface PyodideFiles {
   asmScript: vm.Script;
   loaderScript: vm.Script;
   innerScript: vm.Script;
-  blobs: Map<string, Buffer>;
+  /**
+   * Pyodide's binary files (its wasm, 9.6 MB; the stdlib zip, 2.5 MB) by the name the sandbox
+   * asks for: their paths, read from disk into the realm at each boot. Not kept in the process:
+   * a host boots one realm and would otherwise carry both for its life.
+   */
+  blobs: Map<string, { path: string; size: number }>;
   lockText: string;
 }
 
@@ -114,10 +119,7 @@ export function pyodideFiles(): PyodideFiles {
   const version = (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version: string }).version;
   const asm = rewriteModule(readFileSync(join(dir, "pyodide.asm.mjs"), "utf8"), "pyodide.asm.mjs");
   const loader = rewriteModule(readFileSync(join(dir, "pyodide.js"), "utf8"), "pyodide.js");
-  const blobs = new Map<string, Buffer>([
-    ["/pyodide/pyodide.asm.wasm", readFileSync(join(dir, "pyodide.asm.wasm"))],
-    ["/pyodide/python_stdlib.zip", readFileSync(join(dir, "python_stdlib.zip"))],
-  ]);
+  const blobs = new Map(["pyodide.asm.wasm", "python_stdlib.zip"].map((f) => [`/pyodide/${f}`, { path: join(dir, f), size: statSync(join(dir, f)).size }]));
   filesCache = {
     dir,
     version,
@@ -198,19 +200,19 @@ export class PyRealm {
       codeGeneration: { strings: false, wasm: true },
     });
     const pendingMap: PendingMap = { imageFile, log };
-    const source = (name: string): Uint8Array | undefined => {
-      if (name.startsWith("image:")) return pendingMap.imageFile(Number(name.slice(6)));
-      return files.blobs.get(name);
-    };
+    const image = (name: string): Uint8Array | undefined => (name.startsWith("image:") ? pendingMap.imageFile(Number(name.slice(6))) : undefined);
     // The bridge: host functions the sandbox may call. Arguments are primitives or sandbox typed
     // arrays (checked with host builtins); results are primitives. inner.ts wraps each call.
     const bridge: RealmBridge = {
       log: (stream: unknown, text: unknown): void => {
         pendingMap.log(stream === "stdout" ? "stdout" : "stderr", typeof text === "string" ? text : "");
       },
-      fileSize: (name: unknown): number => (typeof name === "string" ? (source(name)?.byteLength ?? -1) : -1),
+      fileSize: (name: unknown): number => (typeof name !== "string" ? -1 : (files.blobs.get(name)?.size ?? image(name)?.byteLength ?? -1)),
       fileInto: (name: unknown, dst: unknown): void => {
-        const src = typeof name === "string" ? source(name) : undefined;
+        // A Pyodide file is read from disk into a host buffer first: the copy into the sandbox's
+        // array stays a host builtin's (nothing of the sandbox's runs in between).
+        const blob = typeof name === "string" ? files.blobs.get(name) : undefined;
+        const src = blob !== undefined ? readFileSync(blob.path) : typeof name === "string" ? image(name) : undefined;
         if (src === undefined || !types.isUint8Array(dst) || Reflect.apply(taLength, dst, []) !== src.byteLength) throw new Error("fileInto: bad arguments");
         Reflect.apply(u8Set, dst, [src]);
       },
