@@ -20,6 +20,8 @@
  * Must never: hand guest code a host object, let one request see another's /tmp, /data, memory
  * or JS heap in snapshot mode, or hold more of a response than the limit plus one chunk.
  */
+import { promisify } from "node:util";
+import { gunzip, gzip } from "node:zlib";
 import type { Manifest } from "../../bundle/index.js";
 import { changedData, mountData, type DataFs } from "../data-dir.js";
 import { DEFAULT_MAX_RESPONSE_BYTES, type Engine, type EngineInstance, type EngineRequest, type EngineResponse, type EngineSpec, type InstanceMemoryInfo, type InstantiateOptions, type PortableSnapshot } from "../engine.js";
@@ -68,7 +70,13 @@ interface PythonPrepared {
  * of starting the interpreter, then imports its app. Built once per spare host, in the background.
  */
 interface BaseImage {
-  memory: Buffer;
+  /**
+   * The image gzip'd (level 1: ~27 MB → ~7 MB). The host keeps it for its life — for cold boots
+   * of its account's later deployments in its free slots — where it would otherwise hold ~16 MB
+   * of pages for what may never come; inflating it costs a boot that uses it ~0.2 s.
+   */
+  gz: Buffer;
+  bytes: number;
   extra: SnapshotExtra;
 }
 
@@ -88,8 +96,13 @@ async function buildBaseImage(log: LogSink): Promise<BaseImage> {
   realm.recordState();
   const config = JSON.parse(realm.exportConfig()) as SnapshotExtra["config"];
   const memory = snap.export().memory;
-  return { memory, extra: { format: SNAPSHOT_FORMAT, buildId: realm.buildId(), memoryBytes: realm.memoryBytes(), config } };
+  // On libuv's threads: the spare's event loop stays free for a restore handed to it meanwhile.
+  const gz = await gzipAsync(memory, { level: 1 });
+  return { gz, bytes: memory.length, extra: { format: SNAPSHOT_FORMAT, buildId: realm.buildId(), memoryBytes: realm.memoryBytes(), config } };
 }
+
+const gzipAsync = promisify(gzip);
+const gunzipAsync = promisify(gunzip);
 
 const SNAPSHOT_FORMAT = "zerocell-pyodide-1";
 const PYODIDE_SNAPSHOT_MAGIC = 0x706e7300;
@@ -229,9 +242,10 @@ export class PythonInstance implements EngineInstance {
     const t0 = performance.now();
     const base = this.#prepared.base === undefined ? undefined : await this.#prepared.base;
     const cap = heapCapBytes(this.#prepared.spec.manifest.limits.memoryMb);
-    if (base !== undefined && isSnapshotExtra(base.extra, base.memory.length, cap)) {
+    const memory = base === undefined ? undefined : await gunzipAsync(base.gz);
+    if (base !== undefined && memory !== undefined && memory.length === base.bytes && isSnapshotExtra(base.extra, memory.length, cap)) {
       // The interpreter and driver from the spare's base image; this app's files mounted at boot.
-      await this.#realm.boot(this.#bootOptions(base.extra.memoryBytes), pyodideSnapshotBlob(base.extra, base.memory));
+      await this.#realm.boot(this.#bootOptions(base.extra.memoryBytes), pyodideSnapshotBlob(base.extra, memory));
       this.stats.fromBaseImage = true;
     } else {
       // A parked realm goes on from a snapshot only: a realm of its own for a boot from nothing.
