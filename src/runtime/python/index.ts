@@ -242,7 +242,8 @@ export class PythonInstance implements EngineInstance {
     const t0 = performance.now();
     const base = this.#prepared.base === undefined ? undefined : await this.#prepared.base;
     const cap = heapCapBytes(this.#prepared.spec.manifest.limits.memoryMb);
-    const memory = base === undefined ? undefined : await gunzipAsync(base.gz);
+    // A base image that does not inflate (it is the host's own: never expected) means a cold boot.
+    const memory = base === undefined ? undefined : await gunzipAsync(base.gz).catch(() => undefined);
     if (base !== undefined && memory !== undefined && memory.length === base.bytes && isSnapshotExtra(base.extra, memory.length, cap)) {
       // The interpreter and driver from the spare's base image; this app's files mounted at boot.
       await this.#realm.boot(this.#bootOptions(base.extra.memoryBytes), pyodideSnapshotBlob(base.extra, memory));
