@@ -63,8 +63,8 @@ async function child(runtime) {
   writeFileSync(path, snap.memory, { mode: 0o444 });
   const portable = { globals: snap.globals, extra: snap.extra, bytes: snap.memory.length };
   first.dispose();
-  // As a host does (src/runtime/host/malloc.ts): a full collection, then glibc's free pages back.
-  const { trimMalloc } = await import(dist("runtime/host/malloc.js"));
+  // As a host does (src/malloc.ts): a full collection, then glibc's free pages back.
+  const { trimMalloc } = await import(dist("malloc.js"));
   const gc = () => {
     globalThis.gc?.();
     trimMalloc();
